@@ -1,0 +1,86 @@
+/**
+ * buildApp(deps): the Koa application. It never listens; main.ts (or a test) serves `app.callback()`.
+ */
+import Koa from "koa";
+import Router from "@koa/router";
+import type { Logger } from "pino";
+import type { Config } from "./config";
+import type {
+  Database,
+  KeyStore,
+  RateLimiter,
+  ResponseCache,
+  TeamStore,
+  UsageReport,
+  UsageSink,
+} from "./ports";
+import type { ProviderRegistry } from "./providers/registry";
+import type { ProxyState } from "./state";
+import type { PiiEngineLike } from "./stages/pii";
+import type { KnowledgeBaseLike } from "./stages/rag";
+import { chatPipeline, embeddingsPipeline } from "./pipeline";
+import { createRequestContext } from "./stages/request-context";
+import { createErrorHandler } from "./stages/errors";
+import { createMasterAuth, createAuth } from "./stages/auth";
+import { createHealthRoutes } from "./routes/health";
+import { createModelsRoute } from "./routes/models";
+import { createAdminRouter } from "./routes/admin";
+import { createKbRouter } from "./routes/kb";
+import { NotFoundError } from "./errors";
+
+export interface AppDeps {
+  config: Config;
+  log: Logger;
+  db: Database;
+  keys: KeyStore;
+  teams: TeamStore;
+  usageSink: UsageSink;
+  usageReport: UsageReport;
+  providers: ProviderRegistry;
+  /** Shared (Redis) or in-process limiter; null disables rate limiting. */
+  rateLimiter: RateLimiter | null;
+  /** Response cache; null when the cache is off. */
+  cache: ResponseCache | null;
+  /** PII engine; null when PII scrubbing is off. */
+  pii: PiiEngineLike | null;
+  /** Knowledge base; null when RAG is off (no Chroma). */
+  kb: KnowledgeBaseLike | null;
+  /** True once SIGTERM was received: /readyz answers 503 and responses close their connection. */
+  isDraining(): boolean;
+  /** Prometheus text for the whole pod (all workers). */
+  metricsText(): Promise<{ contentType: string; body: string }>;
+  /** Called by the admin API when a key is revoked or rotated, so the auth cache forgets it at once. */
+  onKeyRevoked?(keyId: string): void;
+}
+
+export function buildApp(deps: AppDeps): Koa<ProxyState> {
+  const app = new Koa<ProxyState>();
+  app.proxy = true;
+  // Errors are logged once by the error handler with the request's logger; keep Koa's default printer quiet.
+  app.silent = true;
+
+  app.use(createRequestContext({ log: deps.log, usageSink: deps.usageSink, isDraining: deps.isDraining }));
+  app.use(createErrorHandler());
+
+  const router = new Router<ProxyState>();
+  createHealthRoutes(router, deps);
+
+  router.get("/v1/models", createAuth({ keys: deps.keys, scope: "models" }), createModelsRoute(deps));
+  router.post("/v1/chat/completions", ...chatPipeline(deps));
+  router.post("/v1/embeddings", ...embeddingsPipeline(deps));
+
+  // Admin routes apply master auth per route; knowledge-base routes accept the master key or a `kb:write` key.
+  const masterAuth = createMasterAuth({ masterKey: deps.config.masterKey });
+  const admin = createAdminRouter(deps, masterAuth);
+  const kb = createKbRouter(deps, masterAuth);
+
+  app.use(router.routes());
+  app.use(admin.routes());
+  app.use(kb.routes());
+  app.use(async function notFound(ctx) {
+    if (ctx.status === 404 && ctx.body === undefined) {
+      throw new NotFoundError(`Unknown endpoint ${ctx.method} ${ctx.path}.`, "unknown_url");
+    }
+  });
+  return app;
+}

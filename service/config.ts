@@ -1,0 +1,560 @@
+/**
+ * The service's configuration: one zod schema for the environment and one for the YAML config file, parsed once
+ * at start and frozen. This is the only module that reads `process.env` (through `loadConfig({ env })`) or the
+ * config file. A bad value stops the process with every problem listed, each naming the key and what is expected.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+/** Every environment variable the service reads (provider keys named by the config file come on top). */
+export const ENV_VARS = [
+  "PORT",
+  "HOST",
+  "WORKERS",
+  "PROXY_MASTER_KEY",
+  "DATABASE_URL",
+  "DATABASE_CA",
+  "REDIS_URL",
+  "REDIS_TLS_CA",
+  "CHROMA_URL",
+  "KB_DIR",
+  "DATA_DIR",
+  "CONFIG_FILE",
+  "CACHE_ENABLED",
+  "CACHE_TTL_SECONDS",
+  "RATE_LIMIT_FAILURE_MODE",
+  "REPLICAS",
+  "SHUTDOWN_GRACE_SECONDS",
+  "LOG_LEVEL",
+  "OPENAI_API_KEY",
+  "OPENAI_BASE_URL",
+  "ANTHROPIC_API_KEY",
+  "AZURE_OPENAI_API_KEY",
+] as const;
+
+/** Provider credentials are passed as `<NAME>_API_KEY` variables and referenced from the config file. */
+export function isProviderKeyEnv(name: string): boolean {
+  return /^[A-Z][A-Z0-9_]*_API_KEY$/.test(name);
+}
+
+export const PII_ENTITIES = [
+  "EMAIL_ADDRESS",
+  "PHONE_NUMBER",
+  "CREDIT_CARD",
+  "US_SSN",
+  "IBAN",
+  "IP_ADDRESS",
+  "INTERNAL_SECRET",
+  "PERSON",
+  "LOCATION",
+] as const;
+export type PiiEntity = (typeof PII_ENTITIES)[number];
+
+export const KEY_SCOPES = ["chat", "embeddings", "models", "kb:write", "*"] as const;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** A budget: null means unlimited, 0 means blocked. */
+const budgetValue = z.number().int().min(0).nullable().optional();
+const budgetSchema = z
+  .object({
+    requests_per_minute: budgetValue,
+    tokens_per_minute: budgetValue,
+    tokens_per_day: budgetValue,
+  })
+  .strict();
+
+const providerSchema = z.discriminatedUnion("type", [
+  z
+    .object({
+      type: z.literal("openai"),
+      base_url: z.url(),
+      /** Name of the env var holding the key; secrets never live in the file. */
+      api_key_env: z
+        .string()
+        .regex(/^[A-Z][A-Z0-9_]*$/, "an environment variable name such as OPENAI_API_KEY")
+        .optional(),
+      /** Azure OpenAI wants `api-key:` instead of `Authorization: Bearer`. */
+      auth_header: z.enum(["authorization", "api-key"]).default("authorization"),
+      /** Extra query string (Azure: `api-version=2024-10-21`). */
+      query: z.record(z.string(), z.string()).default({}),
+      headers: z.record(z.string(), z.string()).default({}),
+      timeout_ms: z.number().int().positive().default(60_000),
+      max_retries: z.number().int().min(0).max(5).default(1),
+      connections: z.number().int().positive().default(128),
+    })
+    .strict(),
+  z.object({ type: z.literal("mock"), latency_ms: z.number().int().min(0).default(0) }).strict(),
+]);
+
+const deploymentSchema = z
+  .object({
+    name: z.string().min(1),
+    provider: z.string().min(1),
+    model: z.string().min(1).optional(),
+    fallbacks: z.array(z.string().min(1)).default([]),
+    max_input_tokens: z.number().int().positive().optional(),
+    kind: z.enum(["chat", "embedding"]).default("chat"),
+  })
+  .strict();
+
+const fileSchema = z
+  .object({
+    providers: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/), providerSchema).default({}),
+    models: z.array(deploymentSchema).default([]),
+    embedding_model: z.string().min(1).optional(),
+    limits: z
+      .object({
+        failure_mode: z.enum(["fail-open", "fail-closed"]).optional(),
+        replicas: z.number().int().positive().optional(),
+        default_completion_tokens: z.number().int().positive().default(1024),
+        key: budgetSchema.default({}),
+        team: budgetSchema.default({}),
+      })
+      .strict()
+      .default({ default_completion_tokens: 1024, key: {}, team: {} }),
+    cache: z
+      .object({
+        enabled: z.boolean().optional(),
+        ttl_seconds: z.number().int().positive().optional(),
+        scope: z.enum(["team", "key", "global"]).default("team"),
+        max_entries: z.number().int().positive().default(10_000),
+      })
+      .strict()
+      .default({ scope: "team", max_entries: 10_000 }),
+    content_policy: z
+      .object({
+        blocked_patterns: z.array(z.string().min(1)).default([]),
+        max_input_tokens: z.number().int().positive().optional(),
+      })
+      .strict()
+      .default({ blocked_patterns: [] }),
+    pii: z
+      .object({
+        enabled: z.boolean().default(true),
+        names: z.enum(["gazetteer", "compromise", "off"]).default("gazetteer"),
+        entities: z.partialRecord(z.enum(PII_ENTITIES), z.boolean()).default({}),
+        allow_list: z.array(z.string()).default([]),
+      })
+      .strict()
+      .default({ enabled: true, names: "gazetteer", entities: {}, allow_list: [] }),
+    rag: z
+      .object({
+        collection: z
+          .string()
+          .regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,62}$/)
+          .default("kb"),
+        top_k: z.number().int().min(1).max(50).default(5),
+        min_score: z.number().min(-1).max(1).default(0.2),
+        context_tokens: z.number().int().positive().default(1500),
+        chunk_tokens: z.number().int().min(32).max(8192).default(256),
+        chunk_overlap: z.number().int().min(0).default(32),
+      })
+      .strict()
+      .default({
+        collection: "kb",
+        top_k: 5,
+        min_score: 0.2,
+        context_tokens: 1500,
+        chunk_tokens: 256,
+        chunk_overlap: 32,
+      }),
+    server: z
+      .object({
+        body_limit_bytes: z
+          .number()
+          .int()
+          .positive()
+          .default(4 * 1024 * 1024),
+        request_timeout_ms: z.number().int().positive().default(600_000),
+      })
+      .strict()
+      .default({ body_limit_bytes: 4 * 1024 * 1024, request_timeout_ms: 600_000 }),
+  })
+  .strict();
+
+const intFromEnv = (min: number, max: number) =>
+  z.string().regex(/^\d+$/, "a whole number").transform(Number).pipe(z.number().int().min(min).max(max));
+
+const boolFromEnv = z
+  .enum(["true", "false", "1", "0", "yes", "no"], "true or false")
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+const envSchema = z.object({
+  PORT: intFromEnv(0, 65535).optional(),
+  HOST: z.string().min(1).optional(),
+  WORKERS: intFromEnv(1, 256).optional(),
+  PROXY_MASTER_KEY: z
+    .string()
+    .min(32, "at least 32 characters (generate one: openssl rand -hex 32)")
+    .optional(),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
+    .optional(),
+  DATABASE_CA: z.string().includes("BEGIN CERTIFICATE", { message: "a PEM certificate" }).optional(),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, "a redis:// or rediss:// URL")
+    .optional(),
+  REDIS_TLS_CA: z.string().includes("BEGIN CERTIFICATE", { message: "a PEM certificate" }).optional(),
+  CHROMA_URL: z.url("an http(s) URL").optional(),
+  KB_DIR: z.string().min(1).optional(),
+  DATA_DIR: z.string().min(1).optional(),
+  CONFIG_FILE: z.string().min(1).optional(),
+  CACHE_ENABLED: boolFromEnv.optional(),
+  CACHE_TTL_SECONDS: intFromEnv(1, 30 * 86400).optional(),
+  RATE_LIMIT_FAILURE_MODE: z.enum(["fail-open", "fail-closed"]).optional(),
+  REPLICAS: intFromEnv(1, 10_000).optional(),
+  SHUTDOWN_GRACE_SECONDS: intFromEnv(1, 3600).optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS).optional(),
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  OPENAI_BASE_URL: z.url("an http(s) URL").optional(),
+});
+
+export interface Budget {
+  requestsPerMinute: number | null;
+  tokensPerMinute: number | null;
+  tokensPerDay: number | null;
+}
+
+export type ProviderConfig =
+  | {
+      name: string;
+      type: "openai";
+      baseUrl: string;
+      /** The resolved secret; never logged. */
+      apiKey: string | null;
+      authHeader: "authorization" | "api-key";
+      query: Record<string, string>;
+      headers: Record<string, string>;
+      timeoutMs: number;
+      maxRetries: number;
+      connections: number;
+    }
+  | { name: string; type: "mock"; latencyMs: number };
+
+export interface DeploymentConfig {
+  /** Client-facing model name. */
+  name: string;
+  provider: string;
+  /** The provider's model name. */
+  model: string;
+  fallbacks: string[];
+  maxInputTokens: number | null;
+  kind: "chat" | "embedding";
+}
+
+export interface Config {
+  /** True when no DATABASE_URL is set: PGlite under dataDir and in-process limiter/cache (single process). */
+  embedded: boolean;
+  server: {
+    host: string;
+    port: number;
+    workers: number;
+    bodyLimitBytes: number;
+    requestTimeoutMs: number;
+    shutdownGraceSeconds: number;
+  };
+  /** Admin key; null only before the embedded default has generated one (main.ts fills it in). */
+  masterKey: string | null;
+  dataDir: string;
+  database: { url: string | null; ca: string | null };
+  redis: { url: string | null; tlsCa: string | null };
+  chroma: { url: string | null };
+  kbDir: string;
+  logLevel: (typeof LOG_LEVELS)[number];
+  providers: Record<string, ProviderConfig>;
+  models: DeploymentConfig[];
+  /** Zero-config path: unknown model names go unchanged to this provider. */
+  passthroughProvider: string | null;
+  embeddingModel: string | null;
+  limits: {
+    failureMode: "fail-open" | "fail-closed";
+    replicas: number;
+    defaultCompletionTokens: number;
+    key: Budget;
+    team: Budget;
+  };
+  cache: { enabled: boolean; ttlSeconds: number; scope: "team" | "key" | "global"; maxEntries: number };
+  contentPolicy: { blockedPatterns: RegExp[]; maxInputTokens: number | null };
+  pii: {
+    enabled: boolean;
+    names: "gazetteer" | "compromise" | "off";
+    entities: Record<PiiEntity, boolean>;
+    allowList: string[];
+  };
+  rag: {
+    collection: string;
+    topK: number;
+    minScore: number;
+    contextTokens: number;
+    chunkTokens: number;
+    chunkOverlap: number;
+  };
+}
+
+export interface LoadConfigOptions {
+  env: Record<string, string | undefined>;
+  /** YAML text of the config file; read from CONFIG_FILE when absent. */
+  fileText?: string;
+}
+
+function issuesToProblems(prefix: string, error: z.ZodError): string[] {
+  return error.issues.map((issue) => {
+    const key = issue.path.length ? issue.path.map(String).join(".") : "(root)";
+    return `${prefix}${key}: ${issue.message}`;
+  });
+}
+
+/** `/re/flags` is a regex, anything else a case-insensitive literal. Returns an error string for a bad regex. */
+export function compileBlockedPattern(pattern: string): RegExp | string {
+  const m = /^\/(.+)\/([a-z]*)$/s.exec(pattern);
+  if (!m) return new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "iu");
+  const flags = m[2].includes("u") ? m[2] : `${m[2]}u`;
+  try {
+    return new RegExp(m[1], flags.replace(/g|y/g, ""));
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+const MOCK_MODELS: DeploymentConfig[] = [
+  {
+    name: "mock-chat",
+    provider: "mock",
+    model: "mock-chat",
+    fallbacks: [],
+    maxInputTokens: null,
+    kind: "chat",
+  },
+  {
+    name: "mock-embedding",
+    provider: "mock",
+    model: "mock-embedding",
+    fallbacks: [],
+    maxInputTokens: null,
+    kind: "embedding",
+  },
+];
+
+/** Parse env + config file once. Throws ConfigError listing every problem. */
+export function loadConfig(opts: LoadConfigOptions): Config {
+  const problems: string[] = [];
+  const rawEnv: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const v = opts.env[key];
+    if (v !== undefined && v !== "") rawEnv[key] = v;
+  }
+  const envResult = envSchema.safeParse(rawEnv);
+  if (!envResult.success) problems.push(...issuesToProblems("env ", envResult.error));
+  const env = envResult.success ? envResult.data : ({} as z.infer<typeof envSchema>);
+
+  let fileText = opts.fileText;
+  const configFile = opts.env.CONFIG_FILE;
+  if (fileText === undefined && configFile) {
+    try {
+      fileText = fs.readFileSync(configFile, "utf8");
+    } catch (error) {
+      problems.push(`env CONFIG_FILE: cannot read ${configFile} (${(error as NodeJS.ErrnoException).code})`);
+    }
+  }
+  let fileRaw: unknown = {};
+  if (fileText !== undefined) {
+    try {
+      fileRaw = parseYaml(fileText) ?? {};
+    } catch (error) {
+      problems.push(`config file: not valid YAML (${(error as Error).message.split("\n")[0]})`);
+    }
+  }
+  const fileResult = fileSchema.safeParse(fileRaw);
+  if (!fileResult.success) problems.push(...issuesToProblems("config ", fileResult.error));
+  if (problems.length) throw new ConfigError(problems);
+  const file = fileResult.data!;
+
+  const embedded = !env.DATABASE_URL;
+  const providers: Record<string, ProviderConfig> = {};
+  for (const [name, p] of Object.entries(file.providers)) {
+    if (p.type === "mock") {
+      providers[name] = { name, type: "mock", latencyMs: p.latency_ms };
+      continue;
+    }
+    const apiKeyEnv = p.api_key_env;
+    const apiKey = apiKeyEnv ? (opts.env[apiKeyEnv] ?? null) : null;
+    if (apiKeyEnv && !apiKey) {
+      problems.push(`config providers.${name}.api_key_env: environment variable ${apiKeyEnv} is not set`);
+    }
+    providers[name] = {
+      name,
+      type: "openai",
+      baseUrl: p.base_url.replace(/\/+$/, ""),
+      apiKey,
+      authHeader: p.auth_header,
+      query: p.query,
+      headers: p.headers,
+      timeoutMs: p.timeout_ms,
+      maxRetries: p.max_retries,
+      connections: p.connections,
+    };
+  }
+
+  let models: DeploymentConfig[] = file.models.map((m) => ({
+    name: m.name,
+    provider: m.provider,
+    model: m.model ?? m.name,
+    fallbacks: m.fallbacks,
+    maxInputTokens: m.max_input_tokens ?? null,
+    kind: m.kind,
+  }));
+  let passthroughProvider: string | null = null;
+  if (fileText === undefined) {
+    // No config file: the mock deployments for demos, and the zero-config OpenAI path when a key is set.
+    providers.mock ??= { name: "mock", type: "mock", latencyMs: 0 };
+    models = [...MOCK_MODELS];
+    if (env.OPENAI_API_KEY) {
+      providers.openai = {
+        name: "openai",
+        type: "openai",
+        baseUrl: (env.OPENAI_BASE_URL ?? "https://api.openai.com/v1").replace(/\/+$/, ""),
+        apiKey: env.OPENAI_API_KEY,
+        authHeader: "authorization",
+        query: {},
+        headers: {},
+        timeoutMs: 60_000,
+        maxRetries: 1,
+        connections: 128,
+      };
+      passthroughProvider = "openai";
+    }
+  }
+
+  const names = new Set<string>();
+  models.forEach((m, i) => {
+    if (names.has(m.name)) problems.push(`config models[${i}].name: duplicate model name "${m.name}"`);
+    names.add(m.name);
+    if (!providers[m.provider]) {
+      problems.push(
+        `config models[${i}].provider: unknown provider "${m.provider}" (declare it under providers:, or use one of: ${Object.keys(providers).join(", ") || "none"})`,
+      );
+    }
+  });
+  models.forEach((m, i) =>
+    m.fallbacks.forEach((f, j) => {
+      if (!names.has(f)) problems.push(`config models[${i}].fallbacks[${j}]: unknown model "${f}"`);
+      if (f === m.name)
+        problems.push(`config models[${i}].fallbacks[${j}]: a model cannot fall back to itself`);
+    }),
+  );
+  const embeddingModel =
+    file.embedding_model ?? (models.some((m) => m.name === "mock-embedding") ? "mock-embedding" : null);
+  if (file.embedding_model && !names.has(file.embedding_model) && !passthroughProvider) {
+    problems.push(`config embedding_model: unknown model "${file.embedding_model}"`);
+  }
+
+  const blockedPatterns: RegExp[] = [];
+  file.content_policy.blocked_patterns.forEach((p, i) => {
+    const compiled = compileBlockedPattern(p);
+    if (typeof compiled === "string") {
+      problems.push(`config content_policy.blocked_patterns[${i}]: invalid regex ${p} (${compiled})`);
+    } else blockedPatterns.push(compiled);
+  });
+
+  if (file.rag.chunk_overlap >= file.rag.chunk_tokens) {
+    problems.push("config rag.chunk_overlap: must be smaller than rag.chunk_tokens");
+  }
+  if (!embedded && !env.PROXY_MASTER_KEY) {
+    problems.push(
+      "env PROXY_MASTER_KEY: required when DATABASE_URL is set (at least 32 characters; generate one: openssl rand -hex 32)",
+    );
+  }
+  if (problems.length) throw new ConfigError(problems);
+
+  const entities = Object.fromEntries(PII_ENTITIES.map((e) => [e, file.pii.entities[e] ?? true])) as Record<
+    PiiEntity,
+    boolean
+  >;
+  if (file.pii.names === "off") {
+    entities.PERSON = false;
+    entities.LOCATION = false;
+  }
+  const budget = (b: z.infer<typeof budgetSchema>): Budget => ({
+    requestsPerMinute: b.requests_per_minute ?? null,
+    tokensPerMinute: b.tokens_per_minute ?? null,
+    tokensPerDay: b.tokens_per_day ?? null,
+  });
+  const dataDir = path.resolve(env.DATA_DIR ?? "data");
+
+  const config: Config = {
+    embedded,
+    server: {
+      host: env.HOST ?? (embedded ? "127.0.0.1" : "0.0.0.0"),
+      port: env.PORT ?? 8000,
+      // The embedded default keeps limits and cache in process memory, so it runs one worker.
+      workers: embedded ? 1 : (env.WORKERS ?? Math.max(1, os.availableParallelism())),
+      bodyLimitBytes: file.server.body_limit_bytes,
+      requestTimeoutMs: file.server.request_timeout_ms,
+      shutdownGraceSeconds: env.SHUTDOWN_GRACE_SECONDS ?? 30,
+    },
+    masterKey: env.PROXY_MASTER_KEY ?? null,
+    dataDir,
+    database: { url: env.DATABASE_URL ?? null, ca: env.DATABASE_CA ?? null },
+    redis: { url: env.REDIS_URL ?? null, tlsCa: env.REDIS_TLS_CA ?? null },
+    chroma: { url: env.CHROMA_URL ?? null },
+    kbDir: path.resolve(env.KB_DIR ?? path.join(dataDir, "knowledge-base")),
+    logLevel: env.LOG_LEVEL ?? "info",
+    providers,
+    models,
+    passthroughProvider,
+    embeddingModel,
+    limits: {
+      failureMode: env.RATE_LIMIT_FAILURE_MODE ?? file.limits.failure_mode ?? "fail-open",
+      replicas: env.REPLICAS ?? file.limits.replicas ?? 1,
+      defaultCompletionTokens: file.limits.default_completion_tokens,
+      key: budget(file.limits.key),
+      team: budget(file.limits.team),
+    },
+    cache: {
+      enabled: env.CACHE_ENABLED ?? file.cache.enabled ?? false,
+      ttlSeconds: env.CACHE_TTL_SECONDS ?? file.cache.ttl_seconds ?? 300,
+      scope: file.cache.scope,
+      maxEntries: file.cache.max_entries,
+    },
+    contentPolicy: {
+      blockedPatterns,
+      maxInputTokens: file.content_policy.max_input_tokens ?? null,
+    },
+    pii: {
+      enabled: file.pii.enabled,
+      names: file.pii.names,
+      entities,
+      allowList: file.pii.allow_list,
+    },
+    rag: {
+      collection: file.rag.collection,
+      topK: file.rag.top_k,
+      minScore: file.rag.min_score,
+      contextTokens: file.rag.context_tokens,
+      chunkTokens: file.rag.chunk_tokens,
+      chunkOverlap: file.rag.chunk_overlap,
+    },
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !(value instanceof RegExp)) {
+    Object.values(value).forEach(deepFreeze);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,189 @@
+/**
+ * Ports: the small interfaces through which stages and routes use the outside world. Adapters (service/adapters/)
+ * implement them over pg, ioredis, chromadb and undici; stages receive them through factory arguments.
+ */
+import type { Budget } from "./config";
+import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse } from "./types";
+
+// ---------------------------------------------------------------- keys, teams, usage (PostgreSQL)
+
+/** Per-key or per-team limit overrides: null = the configured default, 0 = blocked. */
+export type LimitOverrides = Budget;
+
+export interface Team {
+  id: string;
+  name: string;
+  limits: LimitOverrides;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ApiKeyRecord {
+  id: string;
+  name: string;
+  /** Short display prefix, e.g. `sk-llmp-AbCd`. */
+  prefix: string;
+  teamId: string | null;
+  scopes: string[];
+  expiresAt: string | null;
+  revokedAt: string | null;
+  createdAt: string;
+  rotatedFrom: string | null;
+  limits: LimitOverrides;
+}
+
+/** What auth needs per request: the key and its team's overrides in one lookup. */
+export interface KeyLookup {
+  key: ApiKeyRecord;
+  teamLimits: LimitOverrides | null;
+}
+
+export interface KeyStore {
+  /** Lookup by SHA-256 hex of the presented key. */
+  findByHash(hash: string): Promise<KeyLookup | null>;
+  create(input: {
+    name: string;
+    teamId: string | null;
+    scopes: string[];
+    expiresAt: string | null;
+    limits: LimitOverrides;
+    hash: string;
+    prefix: string;
+  }): Promise<ApiKeyRecord>;
+  list(): Promise<ApiKeyRecord[]>;
+  get(id: string): Promise<ApiKeyRecord | null>;
+  update(
+    id: string,
+    patch: Partial<Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt" | "limits">>,
+  ): Promise<ApiKeyRecord | null>;
+  revoke(id: string): Promise<ApiKeyRecord | null>;
+  /** Atomically revoke `id` and create its replacement with the same settings. */
+  rotate(id: string, replacement: { hash: string; prefix: string }): Promise<ApiKeyRecord | null>;
+}
+
+export interface TeamStore {
+  create(input: { name: string; limits: LimitOverrides }): Promise<Team>;
+  list(): Promise<Team[]>;
+  get(id: string): Promise<Team | null>;
+  update(id: string, patch: { name?: string; limits?: Partial<LimitOverrides> }): Promise<Team | null>;
+  /** Throws ConflictError when active keys still belong to the team. */
+  delete(id: string): Promise<boolean>;
+}
+
+export interface UsageRow {
+  requestId: string;
+  createdAt: Date;
+  keyId: string | null;
+  teamId: string | null;
+  route: string;
+  requestedModel: string | null;
+  servedModel: string | null;
+  provider: string | null;
+  promptTokens: number;
+  completionTokens: number;
+  latencyMs: number;
+  status: number;
+  errorCode: string | null;
+  stream: boolean;
+  cacheHit: boolean;
+  /** Entity counts only, never values. */
+  piiCounts: Record<string, number> | null;
+}
+
+/** Buffered, batched writer; never blocks the request path, never loses rows. */
+export interface UsageSink {
+  record(row: UsageRow): void;
+  /** Write everything buffered now (resolves even if the database is down; rows stay buffered). */
+  flush(): Promise<void>;
+  /** Final flush; rows that cannot be written go to the on-disk spool. */
+  close(): Promise<void>;
+  pending(): number;
+}
+
+export interface UsageReportRow {
+  group: string | null;
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+  errors: number;
+  cacheHits: number;
+}
+
+export interface UsageReport {
+  aggregate(q: {
+    from: Date;
+    to: Date;
+    groupBy: "key" | "team" | "model" | "day";
+  }): Promise<UsageReportRow[]>;
+}
+
+export interface Database {
+  /** True when a trivial query succeeds within a short timeout. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- upstream providers
+
+export interface UpstreamChatRequest {
+  /** The body to send, with `model` already set to the provider's model name. */
+  body: Record<string, unknown>;
+  signal: AbortSignal;
+  requestId: string;
+}
+
+export type UpstreamChatResult =
+  { kind: "json"; body: ChatCompletion } | { kind: "stream"; chunks: AsyncIterable<ChatCompletionChunk> };
+
+export interface Provider {
+  readonly name: string;
+  readonly type: string;
+  chat(req: UpstreamChatRequest): Promise<UpstreamChatResult>;
+  embeddings(req: UpstreamChatRequest): Promise<EmbeddingResponse>;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- rate limits and cache (Redis or in-process)
+
+export interface Reservation {
+  /** Commit the real token count (refund or overage) after the response. */
+  reconcile(actualTokens: number): Promise<void>;
+  /** Give back the reserved tokens (upstream failed). The request itself still counts. */
+  release(): Promise<void>;
+}
+
+export interface AdmissionRequest {
+  keyId: string;
+  teamId: string | null;
+  keyBudget: Budget;
+  teamBudget: Budget | null;
+  /** Prompt tokens + completion allowance. */
+  tokens: number;
+}
+
+export type Admission =
+  | { allowed: true; reservation: Reservation; headers: Record<string, string> }
+  | {
+      allowed: false;
+      budget: string;
+      scope: "key" | "team";
+      retryAfterSeconds: number;
+      headers: Record<string, string>;
+    };
+
+export interface RateLimiter {
+  admit(req: AdmissionRequest): Promise<Admission>;
+  close(): Promise<void>;
+}
+
+export interface CachedResponse {
+  kind: "json" | "stream";
+  /** JSON body, or the list of chunk objects of a completed stream. */
+  body: ChatCompletion | ChatCompletionChunk[];
+}
+
+export interface ResponseCache {
+  get(key: string): Promise<CachedResponse | null>;
+  set(key: string, value: CachedResponse, ttlSeconds: number): Promise<void>;
+  close(): Promise<void>;
+}

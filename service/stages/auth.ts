@@ -1,0 +1,98 @@
+/**
+ * Authentication. API keys come as `Authorization: Bearer <key>` or `x-api-key: <key>`; they are looked up by
+ * SHA-256 hash. A lookup is cached for KEY_CACHE_TTL_MS, so a key revoked on another replica stops working within
+ * that bound (revocations through this process's admin API take effect at once).
+ */
+import type { Middleware, Context } from "koa";
+import { LRUCache } from "lru-cache";
+import { AuthenticationError, PermissionError } from "../errors";
+import { hashApiKey, secretsEqual } from "../lib/keys";
+import type { KeyLookup, KeyStore } from "../ports";
+import type { ProxyState } from "../state";
+
+/** Documented bound: a revoked key stops working on every replica within this time. */
+export const KEY_CACHE_TTL_MS = 5_000;
+
+export function presentedKey(ctx: Context): string | null {
+  const header = ctx.get("authorization");
+  if (header) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    return m ? m[1] : null;
+  }
+  const apiKey = ctx.get("x-api-key");
+  return apiKey ? apiKey.trim() : null;
+}
+
+/** One shared cache per process, keyed by key hash; `forgetKey` evicts a revoked key immediately. */
+const keyCache = new LRUCache<string, { lookup: KeyLookup | null }>({ max: 50_000, ttl: KEY_CACHE_TTL_MS });
+
+export function forgetKey(keyId: string): void {
+  for (const [hash, entry] of keyCache.entries()) {
+    if (entry.lookup?.key.id === keyId) keyCache.delete(hash);
+  }
+}
+
+export function scopeAllows(scopes: readonly string[], scope: string): boolean {
+  if (scopes.includes("*") || scopes.includes(scope)) return true;
+  // `rag:*` style wildcards: "kb:*" grants "kb:write".
+  const family = scope.split(":")[0];
+  return scopes.includes(`${family}:*`);
+}
+
+export interface AuthDeps {
+  keys: KeyStore;
+  /** The scope this endpoint needs (`chat`, `embeddings`, `models`, `kb:write`). */
+  scope: string;
+  /** Also accept the master key (knowledge-base ingestion). */
+  masterKey?: string | null;
+}
+
+export function createAuth(deps: AuthDeps): Middleware<ProxyState> {
+  return async function auth(ctx, next) {
+    const presented = presentedKey(ctx);
+    if (!presented) {
+      throw new AuthenticationError(
+        "Missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+        "missing_api_key",
+      );
+    }
+    if (deps.masterKey && secretsEqual(presented, deps.masterKey)) {
+      ctx.state.principal = { kind: "master" };
+      return next();
+    }
+    const hash = hashApiKey(presented);
+    let entry = keyCache.get(hash);
+    if (!entry) {
+      entry = { lookup: await deps.keys.findByHash(hash) };
+      keyCache.set(hash, entry);
+    }
+    const lookup = entry.lookup;
+    // Lookup is by SHA-256 of the presented key: timing reveals nothing an attacker can steer towards a real key.
+    if (!lookup) throw new AuthenticationError();
+    const { key } = lookup;
+    if (key.revokedAt) throw new AuthenticationError("This API key has been revoked.", "revoked_api_key");
+    if (key.expiresAt && Date.parse(key.expiresAt) <= Date.now()) {
+      throw new AuthenticationError("This API key has expired.", "expired_api_key");
+    }
+    ctx.state.principal = { kind: "key", key, teamLimits: lookup.teamLimits };
+    ctx.state.usage.keyId = key.id;
+    ctx.state.usage.teamId = key.teamId;
+    if (!scopeAllows(key.scopes, deps.scope)) {
+      throw new PermissionError(`This API key lacks the \`${deps.scope}\` scope.`);
+    }
+    return next();
+  };
+}
+
+/** Admin endpoints: the master key only. */
+export function createMasterAuth(deps: { masterKey: string | null }): Middleware<ProxyState> {
+  return async function masterAuth(ctx, next) {
+    const presented = presentedKey(ctx);
+    if (!presented) throw new AuthenticationError("Missing master key.", "missing_api_key");
+    if (!deps.masterKey || !secretsEqual(presented, deps.masterKey)) {
+      throw new PermissionError("This endpoint requires the master key.", "master_key_required");
+    }
+    ctx.state.principal = { kind: "master" };
+    return next();
+  };
+}

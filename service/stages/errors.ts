@@ -1,0 +1,29 @@
+/**
+ * The outermost error handler: every failure leaves as `{ "error": { message, type, code, param } }` with the right
+ * status; 5xx internals are hidden and logged once with the request's logger.
+ */
+import type { Middleware } from "koa";
+import { toProxyError } from "../errors";
+import type { ProxyState } from "../state";
+
+export function createErrorHandler(): Middleware<ProxyState> {
+  return async function errorHandler(ctx, next) {
+    try {
+      await next();
+    } catch (error) {
+      const e = toProxyError(error);
+      ctx.state.usage.status = e.status;
+      ctx.state.usage.errorCode = e.code;
+      if (e.status >= 500) {
+        ctx.state.log.error({ err: error, status: e.status, code: e.code }, "request failed");
+      } else {
+        ctx.state.log.debug({ status: e.status, code: e.code }, "request rejected");
+      }
+      if (ctx.headerSent || !ctx.writable) return;
+      ctx.status = e.status;
+      for (const [name, value] of Object.entries(e.headers)) ctx.set(name, value);
+      ctx.body = e.toBody();
+      ctx.app.emit("proxy-error", e, ctx);
+    }
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * Parse and validate the request body (bounded read, zod), resolve the model to a deployment (404 when unknown),
+ * and keep a private copy of the body that later stages may rewrite. Fields the proxy does not know pass through.
+ */
+import type { Middleware } from "koa";
+import { z } from "zod";
+import type { Config } from "../config";
+import { InvalidRequestError, NotFoundError } from "../errors";
+import { readJsonBody } from "../lib/body";
+import type { ProviderRegistry } from "../providers/registry";
+import type { ProxyState } from "../state";
+import type { ChatCompletionRequest, EmbeddingRequest } from "../types";
+
+const contentPart = z.looseObject({ type: z.string() });
+const message = z.looseObject({
+  role: z.string().min(1),
+  content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
+  name: z.string().optional(),
+  tool_calls: z.array(z.looseObject({})).optional(),
+  tool_call_id: z.string().optional(),
+});
+const optionalInt = (min: number) => z.number().int().min(min).nullable().optional();
+
+const chatSchema = z.looseObject({
+  model: z.string().min(1),
+  messages: z.array(message).min(1),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullable().optional(),
+  max_tokens: optionalInt(1),
+  max_completion_tokens: optionalInt(1),
+  n: optionalInt(1),
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().min(0).max(1).nullable().optional(),
+  tools: z.array(z.looseObject({ type: z.string() })).optional(),
+});
+
+const embeddingSchema = z.looseObject({
+  model: z.string().min(1),
+  input: z.union([
+    z.string(),
+    z.array(z.string()).min(1),
+    z.array(z.number().int()).min(1),
+    z.array(z.array(z.number().int()).min(1)).min(1),
+  ]),
+});
+
+function invalid(error: z.ZodError): InvalidRequestError {
+  const issue = error.issues[0];
+  const param = issue.path.map(String).join(".") || null;
+  return new InvalidRequestError(
+    `Invalid request: ${param ? `\`${param}\`: ` : ""}${issue.message}.`,
+    issue.code === "invalid_type" && issue.path.length === 1 && issue.input === undefined
+      ? "missing_required_parameter"
+      : "invalid_value",
+    param,
+  );
+}
+
+export interface ParseDeps {
+  config: Config;
+  providers: ProviderRegistry;
+}
+
+function resolveModel(deps: ParseDeps, model: string, kind: "chat" | "embedding") {
+  const deployment = deps.providers.resolve(model);
+  if (!deployment || (deployment.kind !== kind && !deps.config.passthroughProvider)) {
+    throw new NotFoundError(
+      `The model \`${model}\` does not exist or you do not have access to it.`,
+      "model_not_found",
+      "model",
+    );
+  }
+  return deployment;
+}
+
+export function createParseChat(deps: ParseDeps): Middleware<ProxyState> {
+  return async function parseChat(ctx, next) {
+    const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
+    if (raw !== null && typeof raw === "object" && typeof (raw as { model?: unknown }).model === "string") {
+      ctx.state.usage.requestedModel = (raw as { model: string }).model;
+    }
+    const parsed = chatSchema.safeParse(raw);
+    if (!parsed.success) throw invalid(parsed.error);
+    const body = parsed.data as ChatCompletionRequest;
+    ctx.state.usage.stream = body.stream === true;
+    ctx.state.deployment = resolveModel(deps, body.model, "chat");
+    ctx.state.chat = body;
+    return next();
+  };
+}
+
+export function createParseEmbeddings(deps: ParseDeps): Middleware<ProxyState> {
+  return async function parseEmbeddings(ctx, next) {
+    const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
+    if (raw !== null && typeof raw === "object" && typeof (raw as { model?: unknown }).model === "string") {
+      ctx.state.usage.requestedModel = (raw as { model: string }).model;
+    }
+    const parsed = embeddingSchema.safeParse(raw);
+    if (!parsed.success) throw invalid(parsed.error);
+    ctx.state.embedding = parsed.data as EmbeddingRequest;
+    ctx.state.deployment = resolveModel(deps, parsed.data.model, "embedding");
+    return next();
+  };
+}

@@ -1,0 +1,108 @@
+/**
+ * Request context: request id (accepted from `x-request-id` or generated, always echoed), a child logger, the
+ * usage row skeleton, and the bookkeeping that happens when the response has really finished — for streams that
+ * is after the last byte, not when the middleware chain returns: metrics, and the usage row for every API request
+ * made with a known key (success, upstream error, rejection, rate limit, cache hit).
+ */
+import crypto from "node:crypto";
+import type { Middleware } from "koa";
+import type { Logger } from "pino";
+import { inflightRequests, requestDuration, requestsTotal, tokensTotal } from "../metrics";
+import type { UsageSink } from "../ports";
+import type { ProxyState } from "../state";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const USAGE_ROUTES = new Set(["chat", "embeddings"]);
+
+let inflight = 0;
+/** Requests (including open streams) not yet finished; main.ts waits for 0 when draining. */
+export function inflightCount(): number {
+  return inflight;
+}
+
+export function routeOf(path: string): string {
+  if (path === "/v1/chat/completions") return "chat";
+  if (path === "/v1/embeddings") return "embeddings";
+  if (path === "/v1/models") return "models";
+  if (path.startsWith("/internal/kb")) return "kb";
+  if (path.startsWith("/internal")) return "admin";
+  if (path === "/healthz" || path === "/readyz") return "health";
+  if (path === "/metrics") return "metrics";
+  return "other";
+}
+
+export interface RequestContextDeps {
+  log: Logger;
+  usageSink: UsageSink;
+  isDraining(): boolean;
+}
+
+export function createRequestContext(deps: RequestContextDeps): Middleware<ProxyState> {
+  return async function requestContext(ctx, next) {
+    const incoming = ctx.get("x-request-id");
+    const requestId = REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    const route = routeOf(ctx.path);
+    ctx.state.requestId = requestId;
+    ctx.state.route = route;
+    ctx.state.startedAt = process.hrtime.bigint();
+    ctx.state.log = deps.log.child({ requestId, route });
+    ctx.state.usage = {
+      requestId: crypto.randomUUID(),
+      createdAt: new Date(),
+      keyId: null,
+      teamId: null,
+      route,
+      requestedModel: null,
+      servedModel: null,
+      provider: null,
+      promptTokens: 0,
+      completionTokens: 0,
+      latencyMs: 0,
+      status: 0,
+      errorCode: null,
+      stream: false,
+      cacheHit: false,
+      piiCounts: null,
+    };
+    ctx.set("x-request-id", requestId);
+    if (deps.isDraining()) ctx.set("Connection", "close");
+
+    inflight++;
+    inflightRequests.inc();
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      inflight--;
+      inflightRequests.dec();
+      const usage = ctx.state.usage;
+      const seconds = Number(process.hrtime.bigint() - ctx.state.startedAt) / 1e9;
+      usage.latencyMs = Math.round(seconds * 1000);
+      if (!usage.status) usage.status = ctx.status;
+      if (!ctx.res.writableFinished && !usage.errorCode) usage.errorCode = "client_closed_request";
+      requestsTotal.inc({ route, status: String(usage.status), model: usage.requestedModel ?? "" });
+      requestDuration.observe({ route }, seconds);
+      if (usage.promptTokens)
+        tokensTotal.inc({ direction: "prompt", model: usage.servedModel ?? "" }, usage.promptTokens);
+      if (usage.completionTokens) {
+        tokensTotal.inc({ direction: "completion", model: usage.servedModel ?? "" }, usage.completionTokens);
+      }
+      if (USAGE_ROUTES.has(route) && usage.keyId) deps.usageSink.record(usage);
+      ctx.state.log.info(
+        {
+          status: usage.status,
+          ms: usage.latencyMs,
+          model: usage.requestedModel,
+          served: usage.servedModel,
+          promptTokens: usage.promptTokens,
+          completionTokens: usage.completionTokens,
+          code: usage.errorCode,
+          cache: ctx.state.cacheStatus,
+        },
+        "request finished",
+      );
+    };
+    ctx.res.once("close", finish);
+    await next();
+  };
+}

@@ -1,0 +1,162 @@
+/**
+ * The upstream call: the deployment and then its fallbacks, each with bounded retries and jittered exponential
+ * backoff. Retry/fall back on connection errors, timeouts, 429 and 5xx; a provider's 4xx goes straight back.
+ * A stream is committed once its first event arrived; after that there is no fallback (the client already has
+ * bytes), and a failure ends the stream with an error event (see respond.ts).
+ * Streams always ask the upstream for `stream_options.include_usage`, so usage is known for every request.
+ */
+import type { ServerResponse } from "node:http";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Middleware } from "koa";
+import type { Config, DeploymentConfig } from "../config";
+import { UpstreamError } from "../errors";
+import { upstreamAttempts, upstreamDuration } from "../metrics";
+import type { UsageRow } from "../ports";
+import { ProviderFailure } from "../providers/errors";
+import type { ProviderRegistry } from "../providers/registry";
+import type { ProxyState } from "../state";
+import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse } from "../types";
+
+const BACKOFF_BASE_MS = 100;
+const BACKOFF_CAP_MS = 2_000;
+
+/** Full-jitter exponential backoff; a Retry-After longer than the cap means: move on to the fallback instead. */
+export function backoffMs(attempt: number, retryAfterMs: number | null, random = Math.random): number | null {
+  if (retryAfterMs !== null) return retryAfterMs <= BACKOFF_CAP_MS ? retryAfterMs : null;
+  return Math.round(random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1)));
+}
+
+export interface UpstreamDeps {
+  config: Config;
+  providers: ProviderRegistry;
+}
+
+/** Record the provider's usage as the chunks flow past. */
+async function* meter(
+  chunks: AsyncIterable<ChatCompletionChunk>,
+  usage: UsageRow,
+): AsyncGenerator<ChatCompletionChunk> {
+  for await (const chunk of chunks) {
+    if (chunk.usage) {
+      usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
+      usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
+    }
+    yield chunk;
+  }
+}
+
+/** Aborted when the client goes away before the response has finished. */
+function clientAbort(res: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  res.once("close", () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}
+
+/** Try each deployment of the chain with retries; returns what `call` returned, or throws the last client error. */
+async function withFallbacks<T>(
+  deps: UpstreamDeps,
+  chain: DeploymentConfig[],
+  signal: AbortSignal,
+  call: (deployment: DeploymentConfig) => Promise<T>,
+  log: ProxyState["log"],
+): Promise<{ value: T; deployment: DeploymentConfig }> {
+  let last: ProviderFailure | null = null;
+  for (const deployment of chain) {
+    const pcfg = deps.config.providers[deployment.provider];
+    const retries = pcfg?.type === "openai" ? pcfg.maxRetries : 0;
+    for (let attempt = 0; attempt <= retries; attempt++) {
+      if (attempt > 0 && last) {
+        const wait = backoffMs(attempt, last.retryAfterMs);
+        if (wait === null) break;
+        await sleep(wait, undefined, { signal }).catch(() => undefined);
+      }
+      if (signal.aborted) {
+        throw (
+          last?.clientError ?? new UpstreamError("The client closed the request.", "client_closed_request")
+        );
+      }
+      const started = process.hrtime.bigint();
+      const labels = { provider: deployment.provider, model: deployment.name };
+      try {
+        const value = await call(deployment);
+        upstreamDuration.observe(
+          { ...labels, outcome: "ok" },
+          Number(process.hrtime.bigint() - started) / 1e9,
+        );
+        upstreamAttempts.inc({ ...labels, outcome: "ok" });
+        return { value, deployment };
+      } catch (error) {
+        if (!(error instanceof ProviderFailure)) throw error;
+        last = error;
+        upstreamDuration.observe(
+          { ...labels, outcome: "error" },
+          Number(process.hrtime.bigint() - started) / 1e9,
+        );
+        upstreamAttempts.inc({ ...labels, outcome: error.retryable ? "retryable_error" : "error" });
+        log.warn(
+          { provider: deployment.provider, model: deployment.name, attempt, failure: error.message },
+          "upstream attempt failed",
+        );
+        if (!error.retryable) throw error.clientError;
+      }
+    }
+  }
+  throw last!.clientError;
+}
+
+export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
+  return async function upstreamChat(ctx) {
+    const chat = ctx.state.chat!;
+    const usage = ctx.state.usage;
+    const stream = chat.stream === true;
+    const signal = clientAbort(ctx.res);
+    const { value: result, deployment } = await withFallbacks(
+      deps,
+      deps.providers.chain(ctx.state.deployment!),
+      signal,
+      (d) => {
+        const body: Record<string, unknown> = { ...chat, model: d.model };
+        if (stream) body.stream_options = { ...(chat.stream_options ?? {}), include_usage: true };
+        return deps.providers.provider(d.provider).chat({ body, signal, requestId: ctx.state.requestId });
+      },
+      ctx.state.log,
+    );
+    usage.servedModel = deployment.name;
+    usage.provider = deployment.provider;
+    if (result.kind === "json") {
+      const body = result.body as ChatCompletion;
+      usage.promptTokens = body.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
+      usage.completionTokens = body.usage?.completion_tokens ?? 0;
+      ctx.state.result = { kind: "json", body };
+      return;
+    }
+    ctx.state.result = {
+      kind: "stream",
+      chunks: meter(result.chunks, usage),
+      includeUsage: chat.stream_options?.include_usage === true,
+    };
+  };
+}
+
+export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxyState> {
+  return async function upstreamEmbeddings(ctx) {
+    const request = ctx.state.embedding!;
+    const signal = clientAbort(ctx.res);
+    const { value, deployment } = await withFallbacks<EmbeddingResponse>(
+      deps,
+      deps.providers.chain(ctx.state.deployment!),
+      signal,
+      (d) =>
+        deps.providers
+          .provider(d.provider)
+          .embeddings({ body: { ...request, model: d.model }, signal, requestId: ctx.state.requestId }),
+      ctx.state.log,
+    );
+    ctx.state.usage.servedModel = deployment.name;
+    ctx.state.usage.provider = deployment.provider;
+    ctx.state.usage.promptTokens = value.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
+    ctx.state.result = { kind: "json", body: value };
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * `ctx.state` of every request: the only way stages talk to each other. Each field names the stage that writes it.
+ */
+import type { Logger } from "pino";
+import type { DeploymentConfig } from "./config";
+import type { ApiKeyRecord, LimitOverrides, Reservation, UsageRow } from "./ports";
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingRequest } from "./types";
+
+export type Principal =
+  | {
+      kind: "key";
+      key: ApiKeyRecord;
+      /** The team's overrides (null when the key has no team). */
+      teamLimits: LimitOverrides | null;
+    }
+  | { kind: "master" };
+
+/** What the upstream stage produced; later stages wrap it (PII restore, cache store, reconcile). */
+export type ProxyResult =
+  | { kind: "json"; body: ChatCompletion | Record<string, unknown> }
+  | {
+      kind: "stream";
+      chunks: AsyncIterable<ChatCompletionChunk>;
+      /** Whether the client asked for `stream_options.include_usage` (the usage chunk is passed on only then). */
+      includeUsage: boolean;
+    };
+
+export interface ProxyState {
+  /** request-context: accepted from `x-request-id` or generated. */
+  requestId: string;
+  /** request-context: child logger carrying the request id. */
+  log: Logger;
+  /** request-context: process.hrtime.bigint() at arrival. */
+  startedAt: bigint;
+  /** request-context: the row recorded when the response has finished; stages fill its fields. */
+  usage: UsageRow;
+  /** route: which API this is ("chat", "embeddings", ...); also the metrics label. */
+  route: string;
+  /** auth */
+  principal?: Principal;
+  /** route (chat): the validated body, a private copy that stages may rewrite before the upstream call. */
+  chat?: ChatCompletionRequest;
+  /** route (embeddings): the validated body. */
+  embedding?: EmbeddingRequest;
+  /** route: the deployment the client asked for (after alias/passthrough resolution). */
+  deployment?: DeploymentConfig;
+  /** token-count: prompt tokens of the final request (after RAG). */
+  promptTokens?: number;
+  /** token-count: completion allowance reserved (max_tokens / max_completion_tokens or the default). */
+  completionAllowance?: number;
+  /** rate-limit: the admission's reservation (reconciled or released by the same stage). */
+  reservation?: Reservation;
+  /** rate-limit: x-ratelimit-* headers to send on success too. */
+  rateLimitHeaders?: Record<string, string>;
+  /** pii: entity counts for the usage row and metrics. */
+  piiCounts?: Record<string, number>;
+  /** rag: number of chunks added. */
+  ragChunks?: number;
+  /** cache: "hit" | "miss" | "bypass". */
+  cacheStatus?: "hit" | "miss" | "bypass";
+  /** upstream (or cache on a hit): the response to write. */
+  result?: ProxyResult;
+}
+
+export type { ChatCompletionChunk };

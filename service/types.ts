@@ -1,0 +1,98 @@
+/**
+ * Wire types of the OpenAI-compatible API, as loose as the proxy needs: known fields are typed, everything else
+ * travels through untouched (the proxy forwards fields it does not know).
+ */
+
+export interface ChatMessage {
+  role: string;
+  content?: string | ContentPart[] | null;
+  name?: string;
+  tool_calls?: ToolCall[];
+  tool_call_id?: string;
+  [extra: string]: unknown;
+}
+
+export interface ContentPart {
+  type: string;
+  text?: string;
+  [extra: string]: unknown;
+}
+
+export interface ToolCall {
+  id?: string;
+  type?: string;
+  function?: { name?: string; arguments?: string };
+  [extra: string]: unknown;
+}
+
+export interface ChatCompletionRequest {
+  model: string;
+  messages: ChatMessage[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean; [extra: string]: unknown } | null;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  n?: number | null;
+  [extra: string]: unknown;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  [extra: string]: unknown;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    message: ChatMessage;
+    finish_reason: string | null;
+    [extra: string]: unknown;
+  }>;
+  usage?: Usage;
+  [extra: string]: unknown;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    delta: {
+      role?: string;
+      content?: string | null;
+      tool_calls?: Array<{
+        index: number;
+        id?: string;
+        type?: string;
+        function?: { name?: string; arguments?: string };
+      }>;
+      [extra: string]: unknown;
+    };
+    finish_reason: string | null;
+    [extra: string]: unknown;
+  }>;
+  usage?: Usage | null;
+  [extra: string]: unknown;
+}
+
+export interface EmbeddingRequest {
+  model: string;
+  input: string | string[] | number[] | number[][];
+  [extra: string]: unknown;
+}
+
+export interface EmbeddingResponse {
+  object: "list";
+  data: Array<{ object: "embedding"; index: number; embedding: number[] | string }>;
+  model: string;
+  usage?: { prompt_tokens: number; total_tokens: number };
+  [extra: string]: unknown;
+}
