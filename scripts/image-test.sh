@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# npm run image:test — build the Dockerfile with podman, run the image, prove it serves, stop it, clean up.
+#
+# No container registry is reachable here, so the pinned node:20 base is replaced (build arg NODE_IMAGE)
+# by a local stand-in: Debian bookworm minbase from debootstrap + this machine's Node 20 binary and npm.
+# That base is cached under $IMAGE_TEST_CACHE, so only the first run pays for debootstrap.
+#
+# Checks: /healthz and /readyz answer 200; an API key made through the admin API gets a mock-model chat
+# completion; the service runs as uid 10001 under tini; no devDependency is in the image; SIGTERM stops
+# the container quickly and cleanly. Not part of `npm test` (needs root, podman and a few minutes).
+#
+# Environment: IMAGE_TEST_CACHE (default /var/tmp/llm-proxy-image-cache), IMAGE_TEST_PORT (default 18000),
+# IMAGE_TEST_KEEP=1 keeps the built image, IMAGE_TEST_READY_TIMEOUT (seconds, default 180).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CACHE="${IMAGE_TEST_CACHE:-/var/tmp/llm-proxy-image-cache}"
+PORT="${IMAGE_TEST_PORT:-18000}"
+READY_TIMEOUT="${IMAGE_TEST_READY_TIMEOUT:-180}"
+NODE_VERSION="$(node --version)"
+ROOTFS_IMAGE="localhost/llm-proxy-bookworm-minbase:local"
+BASE_IMAGE="localhost/llm-proxy-node-base:${NODE_VERSION}"
+IMAGE="localhost/llm-proxy:image-test"
+NAME="llm-proxy-image-test-$$"
+MASTER_KEY="image-test-master-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export CONTAINERS_CONF="$ROOT/scripts/image/containers.conf"
+
+log() { printf '[image-test] %s\n' "$*"; }
+fail() { printf '[image-test] FAIL: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+cleanup() {
+  local rc=$?
+  if podman container exists "$NAME" 2>/dev/null; then
+    if [ "$rc" -ne 0 ]; then
+      log "container logs (last 40 lines):"
+      podman logs --tail 40 "$NAME" 2>&1 | sed 's/^/    /' || true
+    fi
+    podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  fi
+  if [ "${IMAGE_TEST_KEEP:-0}" != "1" ]; then
+    podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
+    podman image prune -f >/dev/null 2>&1 || true
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# ---- 1. tools from Debian ------------------------------------------------------------------------
+ensure_tools() {
+  local missing=()
+  command -v podman >/dev/null || missing+=(podman)
+  command -v runc >/dev/null || missing+=(runc)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || fail "missing ${missing[*]}; run as root or install them (apt-get install ${missing[*]})"
+    log "installing ${missing[*]} from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# ---- 2. local stand-in for node:20-bookworm-slim (cached) ----------------------------------------
+ensure_base() {
+  if podman image exists "$BASE_IMAGE"; then
+    log "base $BASE_IMAGE cached"
+    return
+  fi
+  mkdir -p "$CACHE"
+  local tarball="$CACHE/bookworm-minbase.tar"
+  if [ ! -s "$tarball" ]; then
+    local t0 rootfs="$CACHE/rootfs"
+    t0=$(now)
+    log "debootstrap bookworm minbase (first run only, ~1.5 min)"
+    rm -rf "$rootfs"
+    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 ||
+      fail "debootstrap failed, see $CACHE/debootstrap.log"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$rootfs"
+    log "rootfs ready in $(since "$t0") s"
+  fi
+  if ! podman image exists "$ROOTFS_IMAGE"; then
+    podman import -q "$tarball" "$ROOTFS_IMAGE" >/dev/null
+  fi
+  local ctx="$CACHE/base-context"
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  cp "$(command -v node)" "$ctx/node"
+  cp -r "$(dirname "$(readlink -f "$(command -v npm)")")/.." "$ctx/npm"
+  podman build -q --format docker --build-arg "ROOTFS_IMAGE=$ROOTFS_IMAGE" -t "$BASE_IMAGE" \
+    -f "$ROOT/scripts/image/base.Containerfile" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  log "base $BASE_IMAGE built"
+}
+
+# ---- 3. the real Dockerfile ----------------------------------------------------------------------
+# When this machine reaches the npm registry through a TLS-intercepting proxy (npm's cafile is set), hand
+# that CA to npm inside the build through bind mounts: build-time only, nothing lands in the image.
+build_mounts() {
+  local cafile
+  cafile=$(npm config get cafile 2>/dev/null || true)
+  [ -n "$cafile" ] && [ "$cafile" != "null" ] && [ "$cafile" != "undefined" ] && [ -f "$cafile" ] || return 0
+  printf 'cafile=/run/host-ca.crt\n' >"$CACHE/build.npmrc"
+  printf '%s\n' -v "$cafile:/run/host-ca.crt:ro" -v "$CACHE/build.npmrc:/root/.npmrc:ro"
+}
+
+build_image() {
+  [ -f "$ROOT/service/main.ts" ] || fail "service/main.ts does not exist yet"
+  local t0 mounts
+  mapfile -t mounts < <(build_mounts)
+  t0=$(now)
+  podman build --format docker "${mounts[@]}" --build-arg "NODE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f "$ROOT/Dockerfile" "$ROOT" \
+    >"$CACHE/build.log" 2>&1 || { tail -40 "$CACHE/build.log" >&2; fail "podman build failed (log: $CACHE/build.log)"; }
+  BUILD_SECONDS=$(since "$t0")
+  IMAGE_BYTES=$(podman image inspect --format '{{.Size}}' "$IMAGE")
+  BASE_BYTES=$(podman image inspect --format '{{.Size}}' "$BASE_IMAGE")
+  log "built $IMAGE in ${BUILD_SECONDS} s: $((IMAGE_BYTES / 1000000)) MB ($(((IMAGE_BYTES - BASE_BYTES) / 1000000)) MB above the base)"
+}
+
+# ---- 4. static checks on the image ---------------------------------------------------------------
+check_image() {
+  local user entry
+  user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
+  [ "$user" = "10001:10001" ] || fail "image user is '$user', expected 10001:10001"
+  entry=$(podman image inspect --format '{{json .Config.Entrypoint}}' "$IMAGE")
+  [[ "$entry" == *tini* ]] || fail "entrypoint $entry does not run an init"
+  podman run --rm --entrypoint /bin/sh "$IMAGE" -c \
+    'test ! -e node_modules/@pulumi && test ! -e node_modules/typescript && test ! -e node_modules/vitest && test -d node_modules/koa && test ! -w /app/dist' ||
+    fail "image holds devDependencies, lacks koa, or lets the service user write its code"
+  log "image: user 10001, tini entrypoint, production dependencies only, code read-only"
+}
+
+# ---- 5. run, probe, chat, stop -------------------------------------------------------------------
+http() { curl -sS -o /tmp/image-test-body.$$ -w '%{http_code}' "$@"; }
+body() { cat /tmp/image-test-body.$$; }
+
+run_and_probe() {
+  local t0 code i key
+  t0=$(now)
+  podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" -e "PROXY_MASTER_KEY=$MASTER_KEY" -e LOG_LEVEL=warn \
+    -e WORKERS=2 "$IMAGE" >/dev/null
+  for ((i = 0; i < READY_TIMEOUT * 4; i++)); do
+    code=$(http "http://127.0.0.1:$PORT/readyz" 2>/dev/null || true)
+    [ "$code" = "200" ] && break
+    podman container exists "$NAME" && [ "$(podman inspect --format '{{.State.Running}}' "$NAME")" = "true" ] ||
+      fail "container exited before it was ready"
+    sleep 0.25
+  done
+  [ "$code" = "200" ] || fail "/readyz never answered 200 within ${READY_TIMEOUT}s (last: $code)"
+  READY_SECONDS=$(since "$t0")
+  log "/readyz 200 after ${READY_SECONDS} s (start + embedded PostgreSQL + migrations)"
+
+  code=$(http "http://127.0.0.1:$PORT/healthz")
+  [ "$code" = "200" ] || fail "/healthz answered $code"
+
+  local uid
+  uid=$(podman exec "$NAME" node -e 'console.log(process.getuid())')
+  [ "$uid" = "10001" ] || fail "service runs as uid $uid"
+  [ "$(podman exec "$NAME" cat /proc/1/comm)" = "tini" ] || fail "PID 1 is not tini"
+
+  code=$(http -X POST "http://127.0.0.1:$PORT/internal/keys" -H "Authorization: Bearer wrong-key-wrong-key-wrong-key-123" \
+    -H 'content-type: application/json' -d '{"name":"image-test"}')
+  [ "$code" = "401" ] || [ "$code" = "403" ] || fail "admin API accepted a wrong master key ($code)"
+  code=$(http -X POST "http://127.0.0.1:$PORT/internal/keys" -H "Authorization: Bearer $MASTER_KEY" \
+    -H 'content-type: application/json' -d '{"name":"image-test"}')
+  [[ "$code" == 20? ]] || fail "POST /internal/keys answered $code: $(body)"
+  key=$(node -e 'const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); if(!b.key) process.exit(1); console.log(b.key)' /tmp/image-test-body.$$) ||
+    fail "no key in $(body)"
+
+  t0=$(now)
+  code=$(http -X POST "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer $key" \
+    -H 'content-type: application/json' \
+    -d '{"model":"mock-chat","messages":[{"role":"user","content":"Say hello from the image test."}]}')
+  CHAT_MS=$(awk -v s="$(since "$t0")" 'BEGIN { printf "%d", s * 1000 }')
+  [ "$code" = "200" ] || fail "chat answered $code: $(body)"
+  node -e '
+    const b = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const c = b.choices && b.choices[0] && b.choices[0].message && b.choices[0].message.content;
+    if (b.object !== "chat.completion" || typeof c !== "string" || c.length === 0) process.exit(1);
+    if (!b.usage || !(b.usage.total_tokens > 0)) process.exit(2);' /tmp/image-test-body.$$ ||
+    fail "chat body is not a completion with content and usage: $(body)"
+  code=$(http -X POST "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer not-a-key" \
+    -H 'content-type: application/json' -d '{"model":"mock-chat","messages":[{"role":"user","content":"hi"}]}')
+  [ "$code" = "401" ] || fail "chat with a bad key answered $code"
+  log "admin key -> API key -> mock-chat completion 200 in ${CHAT_MS} ms; bad keys rejected"
+
+  RSS_MB=$(podman exec "$NAME" sh -c 'for p in /proc/[0-9]*; do grep -s "^VmRSS" $p/status; done' |
+    awk '{ s += $2 } END { printf "%d", s / 1024 }')
+
+  t0=$(now)
+  podman stop -t 20 "$NAME" >/dev/null
+  STOP_SECONDS=$(since "$t0")
+  local exit_code
+  exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
+  [ "$exit_code" = "0" ] || [ "$exit_code" = "143" ] || fail "exit code $exit_code after SIGTERM (137 = killed after the timeout)"
+  awk -v s="$STOP_SECONDS" 'BEGIN { exit !(s < 10) }' || fail "SIGTERM took ${STOP_SECONDS} s to stop the container"
+  log "SIGTERM -> exited $exit_code in ${STOP_SECONDS} s"
+}
+
+T_START=$(now)
+ensure_tools
+ensure_base
+build_image
+check_image
+run_and_probe
+rm -f /tmp/image-test-body.$$
+log "PASS in $(since "$T_START") s | build ${BUILD_SECONDS} s | image $((IMAGE_BYTES / 1000000)) MB | ready ${READY_SECONDS} s | chat ${CHAT_MS} ms | RSS ${RSS_MB} MB | stop ${STOP_SECONDS} s"
