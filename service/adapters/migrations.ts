@@ -1,0 +1,179 @@
+/**
+ * SQL migrations, kept in TypeScript so the compiled dist carries them. `migrate()` runs at start: it takes a
+ * session-level advisory lock on one dedicated connection, so when N replicas start together one applies the
+ * pending migrations and the others wait, then find nothing left to do. Each migration runs in its own
+ * transaction together with its `schema_migrations` row, so a crash leaves it either applied and recorded or
+ * neither. The SQL runs unchanged on PostgreSQL 15+ and on PGlite (PostgreSQL 18 in WASM).
+ */
+import crypto from "node:crypto";
+import type pg from "pg";
+import type { Logger } from "pino";
+import { errorSummary } from "./postgres";
+
+export interface Migration {
+  /** Applied in ascending order; never renumber or edit an applied migration, add a new one. */
+  id: number;
+  name: string;
+  sql: string;
+}
+
+/** Arbitrary constant shared by every replica: "llm-proxy migrations". */
+export const MIGRATION_LOCK_KEY = 7_141_994_028_311;
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    id: 1,
+    name: "teams_and_api_keys",
+    sql: `
+CREATE TABLE teams (
+  id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  name                text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
+  -- Limit overrides: NULL = the configured default, 0 = blocked.
+  requests_per_minute integer CHECK (requests_per_minute >= 0),
+  tokens_per_minute   bigint  CHECK (tokens_per_minute >= 0),
+  tokens_per_day      bigint  CHECK (tokens_per_day >= 0),
+  created_at          timestamptz NOT NULL DEFAULT now(),
+  updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE api_keys (
+  id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  name                text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+  -- SHA-256 hex of the key; the key itself is never stored.
+  key_hash            text NOT NULL UNIQUE,
+  prefix              text NOT NULL,
+  -- Deleting a team is refused while it has active keys; its revoked or expired keys lose the reference.
+  team_id             uuid REFERENCES teams (id) ON DELETE SET NULL,
+  scopes              text[] NOT NULL DEFAULT '{}',
+  expires_at          timestamptz,
+  revoked_at          timestamptz,
+  rotated_from        uuid REFERENCES api_keys (id) ON DELETE SET NULL,
+  requests_per_minute integer CHECK (requests_per_minute >= 0),
+  tokens_per_minute   bigint  CHECK (tokens_per_minute >= 0),
+  tokens_per_day      bigint  CHECK (tokens_per_day >= 0),
+  created_at          timestamptz NOT NULL DEFAULT now(),
+  updated_at          timestamptz NOT NULL DEFAULT now(),
+  last_used_at        timestamptz
+);
+CREATE INDEX api_keys_team_id_idx ON api_keys (team_id);
+CREATE INDEX api_keys_rotated_from_idx ON api_keys (rotated_from);
+`,
+  },
+  {
+    id: 2,
+    name: "usage",
+    sql: `
+-- One row per request. No foreign keys: history outlives keys and teams, and a write never fails on a reference.
+CREATE TABLE usage (
+  -- The primary key makes replays (retries after an outage, the on-disk spool) idempotent.
+  request_id        uuid PRIMARY KEY,
+  created_at        timestamptz NOT NULL,
+  key_id            uuid,
+  team_id           uuid,
+  route             text NOT NULL,
+  requested_model   text,
+  served_model      text,
+  provider          text,
+  prompt_tokens     integer NOT NULL DEFAULT 0,
+  completion_tokens integer NOT NULL DEFAULT 0,
+  latency_ms        integer NOT NULL DEFAULT 0,
+  status            smallint NOT NULL,
+  error_code        text,
+  stream            boolean NOT NULL DEFAULT false,
+  cache_hit         boolean NOT NULL DEFAULT false,
+  -- Entity counts only, never values.
+  pii_counts        jsonb
+);
+-- The usage report filters by time and groups by key, team, model or day.
+CREATE INDEX usage_created_at_idx ON usage (created_at);
+CREATE INDEX usage_key_created_idx ON usage (key_id, created_at);
+CREATE INDEX usage_team_created_idx ON usage (team_id, created_at);
+`,
+  },
+];
+
+function checksum(sql: string): string {
+  return crypto.createHash("sha256").update(sql).digest("hex");
+}
+
+export interface MigrateResult {
+  /** Ids of the migrations this call applied (empty when another replica had applied them). */
+  applied: number[];
+}
+
+export interface MigrateOptions {
+  log: Logger;
+  migrations?: readonly Migration[];
+  /** How long to wait for the lock and run the migrations, in ms. Default 300 000. */
+  timeoutMs?: number;
+}
+
+/** Apply pending migrations once across every replica (see the module comment). */
+export async function migrate(pool: pg.Pool, opts: MigrateOptions): Promise<MigrateResult> {
+  const migrations = [...(opts.migrations ?? MIGRATIONS)].sort((a, b) => a.id - b.id);
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  const client = await pool.connect();
+  let locked = false;
+  let broken = false;
+  try {
+    // The pool's statement_timeout is sized for requests; waiting for another replica's migrations needs longer.
+    await client.query(`SET statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+    const waitStart = Date.now();
+    await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+    locked = true;
+    const waitedMs = Date.now() - waitStart;
+    if (waitedMs > 1000) opts.log.info({ waitedMs }, "waited for another replica's migrations");
+
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      id         integer PRIMARY KEY,
+      name       text NOT NULL,
+      checksum   text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const { rows } = await client.query<{ id: number; checksum: string }>(
+      "SELECT id, checksum FROM schema_migrations",
+    );
+    const done = new Map(rows.map((r) => [r.id, r.checksum]));
+    const applied: number[] = [];
+    for (const m of migrations) {
+      const existing = done.get(m.id);
+      if (existing !== undefined) {
+        if (existing !== checksum(m.sql)) {
+          opts.log.warn(
+            { migration: m.id, name: m.name },
+            "an applied migration was edited since; add a new one",
+          );
+        }
+        continue;
+      }
+      const started = Date.now();
+      await client.query("BEGIN");
+      try {
+        await client.query(m.sql);
+        await client.query("INSERT INTO schema_migrations (id, name, checksum) VALUES ($1, $2, $3)", [
+          m.id,
+          m.name,
+          checksum(m.sql),
+        ]);
+        await client.query("COMMIT");
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => undefined);
+        throw new Error(`Migration ${m.id} (${m.name}) failed: ${errorSummary(error).message}`, {
+          cause: error,
+        });
+      }
+      applied.push(m.id);
+      opts.log.info({ migration: m.id, name: m.name, ms: Date.now() - started }, "migration applied");
+    }
+    return { applied };
+  } catch (error) {
+    broken = true;
+    throw error;
+  } finally {
+    if (locked)
+      await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => undefined);
+    await client.query("RESET statement_timeout").catch(() => undefined);
+    // A connection that failed mid-migration is discarded rather than returned to the pool.
+    client.release(broken ? true : undefined);
+  }
+}

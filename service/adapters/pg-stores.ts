@@ -1,0 +1,366 @@
+/**
+ * KeyStore, TeamStore and UsageReport over PostgreSQL. Every query is parameterized and unnamed: PGlite multiplexes
+ * connections onto one backend, where named prepared statements would collide. Transactions hold one pooled client
+ * and never wait on another, so a pool of one (PGlite) cannot deadlock.
+ */
+import type pg from "pg";
+import { ConflictError, InvalidRequestError } from "../errors";
+import type {
+  ApiKeyRecord,
+  KeyLookup,
+  KeyStore,
+  LimitOverrides,
+  Team,
+  TeamStore,
+  UsageReport,
+  UsageReportRow,
+} from "../ports";
+
+const LIMIT_COLUMNS = {
+  requestsPerMinute: "requests_per_minute",
+  tokensPerMinute: "tokens_per_minute",
+  tokensPerDay: "tokens_per_day",
+} as const satisfies Record<keyof LimitOverrides, string>;
+
+type Row = Record<string, unknown>;
+
+function iso(value: unknown): string {
+  return (value instanceof Date ? value : new Date(String(value))).toISOString();
+}
+
+function isoOrNull(value: unknown): string | null {
+  return value === null || value === undefined ? null : iso(value);
+}
+
+/** bigint columns arrive as strings from pg. */
+function intOrNull(value: unknown): number | null {
+  return value === null || value === undefined ? null : Number(value);
+}
+
+function limitsFrom(row: Row, prefix = ""): LimitOverrides {
+  return {
+    requestsPerMinute: intOrNull(row[`${prefix}requests_per_minute`]),
+    tokensPerMinute: intOrNull(row[`${prefix}tokens_per_minute`]),
+    tokensPerDay: intOrNull(row[`${prefix}tokens_per_day`]),
+  };
+}
+
+function toKey(row: Row): ApiKeyRecord {
+  return {
+    id: String(row.id),
+    name: String(row.name),
+    prefix: String(row.prefix),
+    teamId: row.team_id === null ? null : String(row.team_id),
+    scopes: (row.scopes as string[] | null) ?? [],
+    expiresAt: isoOrNull(row.expires_at),
+    revokedAt: isoOrNull(row.revoked_at),
+    createdAt: iso(row.created_at),
+    rotatedFrom: row.rotated_from === null ? null : String(row.rotated_from),
+    limits: limitsFrom(row),
+  };
+}
+
+function toTeam(row: Row): Team {
+  return {
+    id: String(row.id),
+    name: String(row.name),
+    limits: limitsFrom(row),
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+  };
+}
+
+const KEY_COLUMNS = `id, name, prefix, team_id, scopes, expires_at, revoked_at, created_at, rotated_from,
+  requests_per_minute, tokens_per_minute, tokens_per_day`;
+const TEAM_COLUMNS =
+  "id, name, requests_per_minute, tokens_per_minute, tokens_per_day, created_at, updated_at";
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(value: string): boolean {
+  return UUID_RE.test(value);
+}
+
+function pgCode(error: unknown): string | undefined {
+  return (error as { code?: string })?.code;
+}
+
+/** Map constraint violations to client errors; anything else propagates as an internal error. */
+function mapKeyWriteError(error: unknown): never {
+  if (pgCode(error) === "23503") {
+    throw new InvalidRequestError("team_id does not name an existing team.", "unknown_team", "team_id");
+  }
+  throw error;
+}
+
+function mapTeamWriteError(error: unknown, name: string | undefined): never {
+  if (pgCode(error) === "23505") {
+    throw new ConflictError(`A team named "${name}" already exists.`, "team_exists");
+  }
+  throw error;
+}
+
+async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    const result = await fn(client);
+    await client.query("COMMIT");
+    return result;
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+export function createPgKeyStore(pool: pg.Pool): KeyStore {
+  return {
+    async findByHash(hash) {
+      const { rows } = await pool.query(
+        `SELECT k.id, k.name, k.prefix, k.team_id, k.scopes, k.expires_at, k.revoked_at, k.created_at, k.rotated_from,
+                k.requests_per_minute, k.tokens_per_minute, k.tokens_per_day,
+                t.id AS t_id, t.requests_per_minute AS t_requests_per_minute,
+                t.tokens_per_minute AS t_tokens_per_minute, t.tokens_per_day AS t_tokens_per_day
+           FROM api_keys k LEFT JOIN teams t ON t.id = k.team_id
+          WHERE k.key_hash = $1`,
+        [hash],
+      );
+      if (!rows.length) return null;
+      const row = rows[0] as Row;
+      const lookup: KeyLookup = { key: toKey(row), teamLimits: row.t_id ? limitsFrom(row, "t_") : null };
+      return lookup;
+    },
+
+    async create(input) {
+      try {
+        const { rows } = await pool.query(
+          `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at,
+                                 requests_per_minute, tokens_per_minute, tokens_per_day)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           RETURNING ${KEY_COLUMNS}`,
+          [
+            input.name,
+            input.hash,
+            input.prefix,
+            input.teamId,
+            input.scopes,
+            input.expiresAt,
+            input.limits.requestsPerMinute,
+            input.limits.tokensPerMinute,
+            input.limits.tokensPerDay,
+          ],
+        );
+        return toKey(rows[0] as Row);
+      } catch (error) {
+        mapKeyWriteError(error);
+      }
+    },
+
+    async list() {
+      const { rows } = await pool.query(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at, id`);
+      return rows.map((r) => toKey(r as Row));
+    },
+
+    async get(id) {
+      if (!isUuid(id)) return null;
+      const { rows } = await pool.query(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = $1`, [id]);
+      return rows.length ? toKey(rows[0] as Row) : null;
+    },
+
+    async update(id, patch) {
+      if (!isUuid(id)) return null;
+      const sets: string[] = [];
+      const values: unknown[] = [id];
+      const set = (column: string, value: unknown) => {
+        values.push(value);
+        sets.push(`${column} = $${values.length}`);
+      };
+      if (patch.name !== undefined) set("name", patch.name);
+      if (patch.scopes !== undefined) set("scopes", patch.scopes);
+      if (patch.expiresAt !== undefined) set("expires_at", patch.expiresAt);
+      if (patch.limits) {
+        for (const [field, column] of Object.entries(LIMIT_COLUMNS)) {
+          const v = patch.limits[field as keyof LimitOverrides];
+          if (v !== undefined) set(column, v);
+        }
+      }
+      sets.push("updated_at = now()");
+      const { rows } = await pool.query(
+        `UPDATE api_keys SET ${sets.join(", ")} WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
+        values,
+      );
+      return rows.length ? toKey(rows[0] as Row) : null;
+    },
+
+    async revoke(id) {
+      if (!isUuid(id)) return null;
+      // Revoking twice keeps the first revocation time.
+      const { rows } = await pool.query(
+        `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()), updated_at = now()
+          WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
+        [id],
+      );
+      return rows.length ? toKey(rows[0] as Row) : null;
+    },
+
+    async rotate(id, replacement) {
+      if (!isUuid(id)) return null;
+      return inTransaction(pool, async (client) => {
+        // FOR UPDATE serializes concurrent rotations of one key: the second sees it revoked and gets a conflict.
+        const { rows } = await client.query(
+          `SELECT ${KEY_COLUMNS}, (expires_at IS NOT NULL AND expires_at <= now()) AS expired
+             FROM api_keys WHERE id = $1 FOR UPDATE`,
+          [id],
+        );
+        if (!rows.length) return null;
+        const old = rows[0] as Row;
+        if (old.revoked_at !== null)
+          throw new ConflictError("This key is revoked; it cannot be rotated.", "key_revoked");
+        if (old.expired) {
+          throw new ConflictError(
+            "This key has expired; create a new key or extend expires_at first.",
+            "key_expired",
+          );
+        }
+        await client.query("UPDATE api_keys SET revoked_at = now(), updated_at = now() WHERE id = $1", [id]);
+        const inserted = await client
+          .query(
+            `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at, rotated_from,
+                                   requests_per_minute, tokens_per_minute, tokens_per_day)
+             SELECT name, $2, $3, team_id, scopes, expires_at, id, requests_per_minute, tokens_per_minute, tokens_per_day
+               FROM api_keys WHERE id = $1
+             RETURNING ${KEY_COLUMNS}`,
+            [id, replacement.hash, replacement.prefix],
+          )
+          .catch(mapKeyWriteError);
+        return toKey(inserted.rows[0] as Row);
+      });
+    },
+  };
+}
+
+export function createPgTeamStore(pool: pg.Pool): TeamStore {
+  return {
+    async create(input) {
+      try {
+        const { rows } = await pool.query(
+          `INSERT INTO teams (name, requests_per_minute, tokens_per_minute, tokens_per_day)
+           VALUES ($1, $2, $3, $4) RETURNING ${TEAM_COLUMNS}`,
+          [
+            input.name,
+            input.limits.requestsPerMinute,
+            input.limits.tokensPerMinute,
+            input.limits.tokensPerDay,
+          ],
+        );
+        return toTeam(rows[0] as Row);
+      } catch (error) {
+        mapTeamWriteError(error, input.name);
+      }
+    },
+
+    async list() {
+      const { rows } = await pool.query(`SELECT ${TEAM_COLUMNS} FROM teams ORDER BY created_at, id`);
+      return rows.map((r) => toTeam(r as Row));
+    },
+
+    async get(id) {
+      if (!isUuid(id)) return null;
+      const { rows } = await pool.query(`SELECT ${TEAM_COLUMNS} FROM teams WHERE id = $1`, [id]);
+      return rows.length ? toTeam(rows[0] as Row) : null;
+    },
+
+    async update(id, patch) {
+      if (!isUuid(id)) return null;
+      const sets: string[] = [];
+      const values: unknown[] = [id];
+      const set = (column: string, value: unknown) => {
+        values.push(value);
+        sets.push(`${column} = $${values.length}`);
+      };
+      if (patch.name !== undefined) set("name", patch.name);
+      if (patch.limits) {
+        for (const [field, column] of Object.entries(LIMIT_COLUMNS)) {
+          const v = patch.limits[field as keyof LimitOverrides];
+          if (v !== undefined) set(column, v);
+        }
+      }
+      sets.push("updated_at = now()");
+      try {
+        const { rows } = await pool.query(
+          `UPDATE teams SET ${sets.join(", ")} WHERE id = $1 RETURNING ${TEAM_COLUMNS}`,
+          values,
+        );
+        return rows.length ? toTeam(rows[0] as Row) : null;
+      } catch (error) {
+        mapTeamWriteError(error, patch.name);
+      }
+    },
+
+    async delete(id) {
+      if (!isUuid(id)) return false;
+      return inTransaction(pool, async (client) => {
+        // FOR UPDATE conflicts with the FOR KEY SHARE lock that a concurrent key insert takes on the team row, so
+        // no key can be added between the check and the delete.
+        const team = await client.query("SELECT id FROM teams WHERE id = $1 FOR UPDATE", [id]);
+        if (!team.rows.length) return false;
+        const active = await client.query<{ n: string }>(
+          `SELECT count(*) AS n FROM api_keys
+            WHERE team_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
+          [id],
+        );
+        const n = Number(active.rows[0].n);
+        if (n > 0) {
+          throw new ConflictError(
+            `The team still has ${n} active key${n === 1 ? "" : "s"}; revoke ${n === 1 ? "it" : "them"} first.`,
+            "team_has_active_keys",
+          );
+        }
+        await client.query("DELETE FROM teams WHERE id = $1", [id]);
+        return true;
+      });
+    },
+  };
+}
+
+/** SQL for each grouping; fixed strings, never built from input. */
+const GROUP_EXPRESSIONS = {
+  key: "key_id::text",
+  team: "team_id::text",
+  // The model that actually answered (after fallbacks); the requested name when nothing was served.
+  model: "COALESCE(served_model, requested_model)",
+  day: "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+} as const;
+
+export function createPgUsageReport(pool: pg.Pool): UsageReport {
+  return {
+    async aggregate(q) {
+      const group = GROUP_EXPRESSIONS[q.groupBy];
+      if (!group)
+        throw new InvalidRequestError(`Unknown group_by "${q.groupBy}".`, "invalid_group_by", "group_by");
+      const { rows } = await pool.query(
+        `SELECT ${group} AS grp,
+                count(*) AS requests,
+                COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
+                COALESCE(sum(completion_tokens), 0) AS completion_tokens,
+                count(*) FILTER (WHERE status >= 400) AS errors,
+                count(*) FILTER (WHERE cache_hit) AS cache_hits
+           FROM usage
+          WHERE created_at >= $1 AND created_at < $2
+          GROUP BY 1
+          ORDER BY 1 NULLS LAST`,
+        [q.from, q.to],
+      );
+      return rows.map((r: Row): UsageReportRow => ({
+        group: r.grp === null ? null : String(r.grp),
+        requests: Number(r.requests),
+        promptTokens: Number(r.prompt_tokens),
+        completionTokens: Number(r.completion_tokens),
+        errors: Number(r.errors),
+        cacheHits: Number(r.cache_hits),
+      }));
+    },
+  };
+}

@@ -1,0 +1,392 @@
+/**
+ * The usage writer: `record()` only appends to an in-memory buffer; a timer writes the buffer in batches (one
+ * multi-row INSERT built from arrays with unnest) off the request path. On a database error the rows stay in the
+ * buffer, in order, and the writer backs off and retries, so a PostgreSQL outage loses nothing. `close()` tries a
+ * last flush within a timeout and writes whatever is left to a JSONL spool file (fsync'd); `replaySpool()` inserts
+ * spooled rows at the next start. Rows are keyed by request id and inserted with ON CONFLICT DO NOTHING, so a row
+ * written twice (a retry whose first attempt did land, a spool replayed after a crash) is stored once.
+ *
+ * A long outage is bounded in memory: past `maxBuffered` rows the oldest are moved to the spool, and the spool is
+ * replayed as soon as a flush succeeds again.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type pg from "pg";
+import type { Logger } from "pino";
+import { usagePending } from "../metrics";
+import type { UsageRow, UsageSink } from "../ports";
+import { errorSummary } from "./postgres";
+
+export interface UsageWriterArgs {
+  pool: pg.Pool;
+  log: Logger;
+  /** Directory for the JSONL spool (shared by replicas is fine: files are claimed by atomic rename). */
+  spoolDir: string;
+  /** How often buffered rows are written, in ms. Default 1 000. */
+  flushIntervalMs?: number;
+  /** Rows per INSERT. Default 500. */
+  batchSize?: number;
+  /** Longest wait between retries while PostgreSQL is failing, in ms. Default 30 000. */
+  maxBackoffMs?: number;
+  /** How long `close()` tries to flush before spooling, in ms. Default 5 000. */
+  closeTimeoutMs?: number;
+  /** Rows kept in memory before the oldest move to the spool. Default 100 000. */
+  maxBuffered?: number;
+}
+
+export interface UsageWriter extends UsageSink {
+  /** Insert every spooled row and delete the files. Resolves to the number of rows read from the spool. */
+  replaySpool(): Promise<number>;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const SPOOL_RE = /^usage-.*\.jsonl$/;
+const CLAIM_RE = /\.claimed-(\d+)-/;
+/** A claim older than this belongs to a replica that died while replaying; the file is claimed again. */
+const STALE_CLAIM_MS = 10 * 60_000;
+
+/**
+ * A uuid for the row's primary key. Request ids normally are uuids; any other string (a client's `x-request-id`) is
+ * mapped to a stable name-based uuid so that replays of the same row still collapse into one.
+ */
+export function usageRowId(requestId: string): string {
+  if (UUID_RE.test(requestId)) return requestId.toLowerCase();
+  const h = crypto.createHash("sha1").update(`llm-proxy:usage:${requestId}`).digest();
+  h[6] = (h[6] & 0x0f) | 0x50;
+  h[8] = (h[8] & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString("hex");
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+const INT32_MAX = 2_147_483_647;
+function int(n: unknown, max = INT32_MAX): number {
+  const v = Math.round(Number(n));
+  return Number.isFinite(v) ? Math.min(Math.max(v, 0), max) : 0;
+}
+function uuidOrNull(v: string | null): string | null {
+  return v && UUID_RE.test(v) ? v : null;
+}
+
+const INSERT_SQL = `
+INSERT INTO usage (request_id, created_at, key_id, team_id, route, requested_model, served_model, provider,
+                   prompt_tokens, completion_tokens, latency_ms, status, error_code, stream, cache_hit, pii_counts)
+SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::int[], $10::int[], $11::int[], $12::smallint[], $13::text[], $14::bool[],
+                     $15::bool[], $16::jsonb[])
+ON CONFLICT (request_id) DO NOTHING`;
+
+/** One INSERT for many rows: 16 array parameters whatever the batch size, so no statement per row. */
+export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]): Promise<void> {
+  if (!rows.length) return;
+  const cols: unknown[][] = Array.from({ length: 16 }, () => new Array<unknown>(rows.length));
+  rows.forEach((r, i) => {
+    cols[0][i] = usageRowId(r.requestId);
+    const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
+    cols[1][i] = Number.isNaN(created.getTime()) ? new Date() : created;
+    cols[2][i] = uuidOrNull(r.keyId);
+    cols[3][i] = uuidOrNull(r.teamId);
+    cols[4][i] = r.route || "unknown";
+    cols[5][i] = r.requestedModel;
+    cols[6][i] = r.servedModel;
+    cols[7][i] = r.provider;
+    cols[8][i] = int(r.promptTokens);
+    cols[9][i] = int(r.completionTokens);
+    cols[10][i] = int(r.latencyMs);
+    cols[11][i] = int(r.status, 32_767);
+    cols[12][i] = r.errorCode;
+    cols[13][i] = Boolean(r.stream);
+    cols[14][i] = Boolean(r.cacheHit);
+    cols[15][i] = r.piiCounts ? JSON.stringify(r.piiCounts) : null;
+  });
+  await pool.query(INSERT_SQL, cols);
+}
+
+/** SQLSTATE classes 22 (data exception) and 23 (integrity): retrying the same row cannot succeed. */
+function isDataError(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"));
+}
+
+/** JSON has no Date: spooled rows carry createdAt as an ISO string. */
+function reviveRow(value: unknown): UsageRow | null {
+  if (!value || typeof value !== "object") return null;
+  const r = value as UsageRow & { createdAt: string };
+  if (typeof r.requestId !== "string") return null;
+  return { ...r, createdAt: new Date(r.createdAt) };
+}
+
+function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, "r");
+    fs.fsyncSync(fd);
+  } catch {
+    // Some filesystems (and platforms) refuse fsync on a directory; the file itself was fsync'd.
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** Write rows to `usage-<time>-<pid>-<random>.jsonl`: a temp name, fsync, then an atomic rename. */
+function writeSpoolFile(dir: string, rows: readonly UsageRow[]): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const name = `usage-${Date.now()}-${process.pid}-${crypto.randomBytes(4).toString("hex")}.jsonl`;
+  const tmp = path.join(dir, `.${name}.tmp`);
+  const fd = fs.openSync(tmp, "w", 0o600);
+  try {
+    fs.writeSync(fd, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const final = path.join(dir, name);
+  fs.renameSync(tmp, final);
+  fsyncDir(dir);
+  return final;
+}
+
+export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
+  const { pool, log, spoolDir } = args;
+  const flushIntervalMs = args.flushIntervalMs ?? 1_000;
+  const batchSize = Math.max(1, args.batchSize ?? 500);
+  const maxBackoffMs = args.maxBackoffMs ?? 30_000;
+  const closeTimeoutMs = args.closeTimeoutMs ?? 5_000;
+  const maxBuffered = Math.max(batchSize, args.maxBuffered ?? 100_000);
+
+  let buffer: UsageRow[] = [];
+  let draining: Promise<void> | null = null;
+  let failures = 0;
+  let retryAt = 0;
+  let closed = false;
+  let spilled = false;
+  let replaying: Promise<number> | null = null;
+  // Pending rows across writers in this process (tests run several); the gauge shows their sum.
+  const gauge = () => usagePending.set(countPending());
+
+  const timer = setInterval(() => {
+    if (buffer.length && Date.now() >= retryAt) void drain();
+  }, flushIntervalMs);
+  timer.unref();
+
+  function backoff(error: unknown): void {
+    failures += 1;
+    const base = Math.min(maxBackoffMs, 250 * 2 ** Math.min(failures - 1, 16));
+    retryAt = Date.now() + base / 2 + Math.random() * (base / 2);
+    // One warning per outage, then quieter.
+    const level = failures === 1 ? "warn" : "debug";
+    log[level](
+      { err: errorSummary(error), pending: buffer.length, failures },
+      "usage rows not written; will retry",
+    );
+  }
+
+  /** Write one batch; rows a data error would reject forever are isolated and dropped (logged). */
+  async function writeBatch(batch: UsageRow[]): Promise<void> {
+    try {
+      await insertUsageRows(pool, batch);
+    } catch (error) {
+      if (!isDataError(error) || batch.length === 0) throw error;
+      for (const row of batch) {
+        try {
+          await insertUsageRows(pool, [row]);
+        } catch (rowError) {
+          if (!isDataError(rowError)) throw rowError;
+          log.error(
+            { err: errorSummary(rowError), requestId: row.requestId },
+            "usage row rejected by PostgreSQL; dropped",
+          );
+        }
+      }
+    }
+  }
+
+  /** Write the buffer batch by batch; stop at the first failure with the unwritten rows still buffered. */
+  function drain(): Promise<void> {
+    if (draining) return draining;
+    draining = (async () => {
+      try {
+        while (buffer.length) {
+          const batch = buffer.slice(0, batchSize);
+          try {
+            await writeBatch(batch);
+          } catch (error) {
+            backoff(error);
+            return;
+          }
+          // Rows recorded during the INSERT were appended behind the batch; only the batch leaves the buffer.
+          buffer.splice(0, batch.length);
+          gauge();
+          if (failures)
+            log.info({ afterFailures: failures }, "usage rows written again after PostgreSQL errors");
+          failures = 0;
+          retryAt = 0;
+        }
+        if (spilled && !closed) {
+          spilled = false;
+          void replaySpool().catch((error) =>
+            log.warn({ err: errorSummary(error) }, "usage spool replay failed"),
+          );
+        }
+      } finally {
+        draining = null;
+      }
+    })();
+    return draining;
+  }
+
+  function spill(rows: UsageRow[]): void {
+    try {
+      writeSpoolFile(spoolDir, rows);
+      spilled = true;
+      log.warn(
+        { rows: rows.length, spoolDir },
+        "usage buffer full during a PostgreSQL outage; oldest rows spooled to disk",
+      );
+    } catch (error) {
+      // Keeping them in memory beats losing them.
+      buffer.unshift(...rows);
+      log.error({ err: errorSummary(error), spoolDir }, "cannot spool usage rows; keeping them in memory");
+    }
+  }
+
+  function record(row: UsageRow): void {
+    if (closed) {
+      // After close() nothing flushes any more: straight to the spool.
+      try {
+        writeSpoolFile(spoolDir, [row]);
+      } catch (error) {
+        log.error(
+          { err: errorSummary(error), requestId: row.requestId },
+          "usage row recorded after close lost",
+        );
+      }
+      return;
+    }
+    buffer.push(row);
+    if (buffer.length > maxBuffered && !draining)
+      spill(buffer.splice(0, buffer.length - maxBuffered + batchSize));
+    gauge();
+    if (buffer.length >= batchSize && !draining && Date.now() >= retryAt) void drain();
+  }
+
+  async function flush(): Promise<void> {
+    // An explicit flush ignores the backoff; it waits for a write in progress and then writes what is left.
+    if (draining) await draining;
+    retryAt = 0;
+    await drain();
+  }
+
+  async function close(): Promise<void> {
+    if (closed) return;
+    clearInterval(timer);
+    let timeout: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timeout = setTimeout(() => resolve("timeout"), closeTimeoutMs);
+    });
+    const result = await Promise.race([flush().then(() => "done" as const), timedOut]);
+    clearTimeout(timeout);
+    closed = true;
+    if (buffer.length) {
+      // A write still in flight may land too; the request-id key makes the replay a no-op for those rows.
+      const rows = buffer;
+      buffer = [];
+      try {
+        const file = writeSpoolFile(spoolDir, rows);
+        log.warn(
+          { rows: rows.length, file, reason: result },
+          "usage rows spooled to disk for replay at next start",
+        );
+      } catch (error) {
+        log.error(
+          { err: errorSummary(error), rows: rows.length, spoolDir },
+          "usage rows could not be spooled; lost",
+        );
+      }
+    }
+    writers.delete(writer);
+    gauge();
+    if (replaying) await replaying.catch(() => undefined);
+  }
+
+  async function replayFile(file: string): Promise<number> {
+    const text = fs.readFileSync(file, "utf8");
+    const rows: UsageRow[] = [];
+    for (const line of text.split("\n")) {
+      if (!line.trim()) continue;
+      try {
+        const row = reviveRow(JSON.parse(line));
+        if (row) rows.push(row);
+        else log.warn({ file }, "skipped a spooled usage line that is not a usage row");
+      } catch {
+        log.warn({ file }, "skipped a malformed spooled usage line");
+      }
+    }
+    for (let i = 0; i < rows.length; i += batchSize) await writeBatch(rows.slice(i, i + batchSize));
+    return rows.length;
+  }
+
+  async function replayAll(): Promise<number> {
+    let names: string[];
+    try {
+      names = fs.readdirSync(spoolDir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return 0;
+      throw error;
+    }
+    let total = 0;
+    for (const name of names.sort()) {
+      const claimMatch = CLAIM_RE.exec(name);
+      const stale = claimMatch && Date.now() - Number(claimMatch[1]) > STALE_CLAIM_MS;
+      if (!SPOOL_RE.test(name) && !stale) continue;
+      const original = stale ? name.slice(0, claimMatch.index) : name;
+      const claimed = path.join(
+        spoolDir,
+        `${original}.claimed-${Date.now()}-${process.pid}-${crypto.randomBytes(3).toString("hex")}`,
+      );
+      try {
+        // rename() is atomic: of several replicas renaming the same file, exactly one succeeds.
+        fs.renameSync(path.join(spoolDir, name), claimed);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
+        throw error;
+      }
+      try {
+        const n = await replayFile(claimed);
+        fs.unlinkSync(claimed);
+        total += n;
+        log.info({ rows: n, file: original }, "spooled usage rows replayed");
+      } catch (error) {
+        // Give the file back for a later replay (this replica or another).
+        fs.renameSync(claimed, path.join(spoolDir, original));
+        throw error;
+      }
+    }
+    if (total) fsyncDir(spoolDir);
+    return total;
+  }
+
+  function replaySpool(): Promise<number> {
+    replaying ??= replayAll().finally(() => {
+      replaying = null;
+    });
+    return replaying;
+  }
+
+  const writer: UsageWriter = {
+    record,
+    flush,
+    close,
+    pending: () => buffer.length,
+    replaySpool,
+  };
+  writers.add(writer);
+  return writer;
+}
+
+const writers = new Set<UsageSink>();
+function countPending(): number {
+  let n = 0;
+  for (const w of writers) n += w.pending();
+  return n;
+}
