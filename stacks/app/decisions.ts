@@ -1,0 +1,191 @@
+/**
+ * Pure decisions of the app component (labels, replica bounds, HPA/PDB specs, grace periods, the proxy's
+ * config file). Tests call these without mocks; the component only turns them into resources.
+ */
+import { createHash } from "node:crypto";
+import { stringify } from "yaml";
+import { parse as parseYaml } from "yaml";
+import type { PdbPolicy, ProxySettings } from "./settings";
+
+/** The proxy's HTTP port inside the pod (service contract). */
+export const PROXY_PORT = 8000;
+/** Chroma server port. */
+export const CHROMA_PORT = 8000;
+/** uid/gid the proxy image runs as (service contract). */
+export const PROXY_UID = 10001;
+
+/** Where things live inside the proxy container. */
+export const PATHS = {
+  configDir: "/etc/llm-proxy",
+  configFile: "/etc/llm-proxy/config.yaml",
+  redisCaFile: "redis-ca.pem",
+  kbDir: "/var/lib/llm-proxy/knowledge-base",
+  dataDir: "/var/lib/llm-proxy/data",
+  tmp: "/tmp",
+  chromaData: "/data",
+} as const;
+
+/** subPaths inside the RWX claims (one export may back both claims when it is static). */
+export const SUB_PATHS = { kb: "knowledge-base", chroma: "chroma" } as const;
+
+export type Component = "proxy" | "chroma";
+
+/** The one labels constant: Deployment, Service, HPA, PDB and NetworkPolicy selectors all come from here. */
+export function labelsFor(instance: string, component: Component): Record<string, string> {
+  return {
+    "app.kubernetes.io/name": component === "proxy" ? "llm-proxy" : "chroma",
+    "app.kubernetes.io/instance": instance,
+    "app.kubernetes.io/component": component === "proxy" ? "proxy" : "vector-store",
+  };
+}
+
+/** Labels on every object (selector labels + part-of/managed-by). */
+export function commonLabels(instance: string, component: Component): Record<string, string> {
+  return {
+    ...labelsFor(instance, component),
+    "app.kubernetes.io/part-of": "llm-proxy",
+    "app.kubernetes.io/managed-by": "pulumi",
+  };
+}
+
+/** Deployment replicas: the HPA minimum when autoscaling (the HPA owns it afterwards), else the fixed count. */
+export function deploymentReplicas(s: Pick<ProxySettings, "replicas" | "autoscaling">): number {
+  return s.autoscaling.enabled ? s.autoscaling.minReplicas : s.replicas;
+}
+
+/** HPA spec (autoscaling/v2) without the target reference. */
+export function hpaSpec(a: ProxySettings["autoscaling"]) {
+  return {
+    minReplicas: a.minReplicas,
+    maxReplicas: a.maxReplicas,
+    metrics: [
+      {
+        type: "Resource",
+        resource: { name: "cpu", target: { type: "Utilization", averageUtilization: a.cpuTargetPercent } },
+      },
+    ],
+    behavior: {
+      scaleUp: {
+        stabilizationWindowSeconds: 0,
+        selectPolicy: "Max",
+        policies: [
+          { type: "Percent", value: 100, periodSeconds: 30 },
+          { type: "Pods", value: 4, periodSeconds: 30 },
+        ],
+      },
+      scaleDown: {
+        stabilizationWindowSeconds: a.scaleDownStabilizationSeconds,
+        selectPolicy: "Min",
+        // At most one pod per minute: long streams drain before the next pod goes.
+        policies: [{ type: "Pods", value: 1, periodSeconds: 60 }],
+      },
+    },
+  };
+}
+
+/** PDB spec fields (policy/v1): exactly one of minAvailable / maxUnavailable. */
+export function pdbSpecFields(p: PdbPolicy): { minAvailable: number } | { maxUnavailable: number } {
+  return "maxUnavailable" in p ? { maxUnavailable: p.maxUnavailable } : { minAvailable: p.minAvailable };
+}
+
+/**
+ * The pod's grace period: the preStop delay, then the proxy's own shutdown grace (the longest stream), plus a
+ * margin for the process to exit. Always longer than the longest stream.
+ */
+export function terminationGraceSeconds(s: Pick<ProxySettings, "preStopDelaySeconds" | "requestTimeoutSeconds">) {
+  return s.preStopDelaySeconds + s.requestTimeoutSeconds + 15;
+}
+
+/** Kubernetes quantity strings. */
+export function resources(s: ProxySettings) {
+  return {
+    requests: { cpu: `${s.cpuRequestMillicores}m`, memory: `${s.memoryRequestMi}Mi` },
+    limits: {
+      memory: `${s.memoryLimitMi}Mi`,
+      ...(s.cpuLimitMillicores > 0 ? { cpu: `${s.cpuLimitMillicores}m` } : {}),
+    },
+  };
+}
+
+/** Plain (non-secret) environment of the proxy container; names come from the service contract. */
+export function proxyPlainEnv(s: ProxySettings, chromaUrl: string | undefined): Record<string, string> {
+  return {
+    PORT: String(PROXY_PORT),
+    HOST: "0.0.0.0",
+    WORKERS: String(s.workers),
+    CONFIG_FILE: PATHS.configFile,
+    KB_DIR: PATHS.kbDir,
+    DATA_DIR: PATHS.dataDir,
+    CACHE_ENABLED: String(s.cacheEnabled),
+    CACHE_TTL_SECONDS: String(s.cacheTtlSeconds),
+    RATE_LIMIT_FAILURE_MODE: s.rateLimitFailureMode,
+    REPLICAS: String(deploymentReplicas(s)),
+    SHUTDOWN_GRACE_SECONDS: String(s.requestTimeoutSeconds),
+    LOG_LEVEL: s.logLevel,
+    ...(chromaUrl ? { CHROMA_URL: chromaUrl } : {}),
+  };
+}
+
+/** Keys of the proxy's Secret: connection strings, the master key, then provider keys. */
+export function secretKeys(providerKeyEnvs: string[]): string[] {
+  return ["DATABASE_URL", "REDIS_URL", "PROXY_MASTER_KEY", ...providerKeyEnvs];
+}
+
+type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+
+function isObject(v: unknown): v is Record<string, Json> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Deep merge: objects merge key by key, everything else (arrays included) is replaced by the override. */
+export function deepMerge(base: Json, override: Json): Json {
+  if (!isObject(base) || !isObject(override)) return override;
+  const out: Record<string, Json> = { ...base };
+  for (const [k, v] of Object.entries(override)) out[k] = k in base ? deepMerge(base[k], v) : v;
+  return out;
+}
+
+/**
+ * The proxy's YAML config file (ConfigMap). Generated from the stack settings and the provider keys that are
+ * set, then `proxyConfigYaml` is merged over it. Names env vars, never holds a secret.
+ */
+export function proxyConfigYaml(s: ProxySettings, providerKeyEnvs: string[]): string {
+  const providers: Record<string, Json> = {};
+  const models: Json[] = [];
+  let embeddingModel: string | undefined;
+  if (providerKeyEnvs.includes("OPENAI_API_KEY")) {
+    providers.openai = { type: "openai", base_url: "https://api.openai.com/v1", api_key_env: "OPENAI_API_KEY" };
+    models.push({ name: "gpt-4o-mini", provider: "openai", max_input_tokens: 128000 });
+    models.push({ name: "gpt-4o", provider: "openai", fallbacks: ["gpt-4o-mini"], max_input_tokens: 128000 });
+    models.push({ name: "text-embedding-3-small", provider: "openai", kind: "embedding" });
+    embeddingModel = "text-embedding-3-small";
+  }
+  if (providerKeyEnvs.includes("ANTHROPIC_API_KEY")) {
+    // Anthropic's OpenAI-compatible endpoint.
+    providers.anthropic = {
+      type: "openai",
+      base_url: "https://api.anthropic.com/v1",
+      api_key_env: "ANTHROPIC_API_KEY",
+    };
+  }
+  const base: Json = {
+    providers,
+    models,
+    ...(embeddingModel ? { embedding_model: embeddingModel } : {}),
+    limits: { failure_mode: s.rateLimitFailureMode, replicas: deploymentReplicas(s) },
+    cache: { enabled: s.cacheEnabled, ttl_seconds: s.cacheTtlSeconds },
+    server: { request_timeout_ms: s.requestTimeoutSeconds * 1000 },
+  };
+  const extra = s.proxyConfigYaml.trim() ? (parseYaml(s.proxyConfigYaml) as Json) : null;
+  if (extra !== null && !isObject(extra)) {
+    throw new Error("llm-proxy:proxyConfig must be a YAML mapping (providers:, models:, limits: ...).");
+  }
+  return stringify(extra ? deepMerge(base, extra) : base, { lineWidth: 0 });
+}
+
+/** sha256 of the given texts, for the pod annotation that rolls pods when config or secrets change. */
+export function checksum(...parts: string[]): string {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p).update("\0");
+  return h.digest("hex");
+}

@@ -1,0 +1,443 @@
+/**
+ * The cloud-agnostic proxy deployment: only @pulumi/kubernetes. Everything cloud-specific arrives as data in
+ * `platform` (endpoints, a storage class, annotations).
+ */
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import type { Platform } from "../platform";
+import {
+  CHROMA_PORT,
+  PATHS,
+  PROXY_PORT,
+  PROXY_UID,
+  SUB_PATHS,
+  checksum,
+  commonLabels,
+  deploymentReplicas,
+  hpaSpec,
+  labelsFor,
+  pdbSpecFields,
+  proxyConfigYaml,
+  proxyPlainEnv,
+  resources,
+  terminationGraceSeconds,
+} from "./decisions";
+import type { ProxySettings } from "./settings";
+
+export * from "./decisions";
+export type { ProxySettings } from "./settings";
+
+export interface ProxyAppArgs {
+  /** Where the app runs and what it connects to. */
+  platform: Platform;
+  /** Sizing, replicas, image and feature settings from stack config. */
+  settings: ProxySettings;
+  /** Admin key (`PROXY_MASTER_KEY`), secret, >= 32 characters. */
+  masterKey: pulumi.Output<string>;
+  /** Provider API keys by env var name (`OPENAI_API_KEY` …), secret. */
+  providerKeys: Record<string, pulumi.Output<string>>;
+}
+
+const restrictedContainer: k8s.types.input.core.v1.SecurityContext = {
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  runAsNonRoot: true,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+const restrictedPod: k8s.types.input.core.v1.PodSecurityContext = {
+  runAsNonRoot: true,
+  runAsUser: PROXY_UID,
+  runAsGroup: PROXY_UID,
+  fsGroup: PROXY_UID,
+  fsGroupChangePolicy: "OnRootMismatch",
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+export class ProxyApp extends pulumi.ComponentResource {
+  readonly namespace: pulumi.Output<string>;
+  readonly serviceName: pulumi.Output<string>;
+  readonly deploymentName: pulumi.Output<string>;
+  /** In-cluster URL, or the Ingress URL when one is configured. */
+  readonly url: pulumi.Output<string>;
+  readonly chromaUrl: pulumi.Output<string> | undefined;
+
+  constructor(name: string, args: ProxyAppArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("llm-proxy:app:ProxyApp", name, {}, opts);
+    const s = args.settings;
+    const p = args.platform;
+    const child: pulumi.CustomResourceOptions = { parent: this, provider: p.k8sProvider };
+    const proxyLabels = labelsFor(name, "proxy");
+    const chromaLabels = labelsFor(name, "chroma");
+    const meta = (suffix: string, component: "proxy" | "chroma" = "proxy") => ({
+      name: suffix ? `${name}-${suffix}` : name,
+      namespace: ns.metadata.name,
+      labels: commonLabels(name, component),
+    });
+
+    // Namespace, enforcing the restricted Pod Security Standard.
+    const ns = new k8s.core.v1.Namespace(
+      `${name}-ns`,
+      {
+        metadata: {
+          name: s.namespace,
+          labels: {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/audit": "restricted",
+          },
+        },
+      },
+      child,
+    );
+
+    // ServiceAccount without an API token: the proxy never talks to the Kubernetes API.
+    const sa = new k8s.core.v1.ServiceAccount(
+      `${name}-sa`,
+      { metadata: meta(""), automountServiceAccountToken: false },
+      child,
+    );
+
+    // Secret: connection strings built from the cloud's outputs, the master key, provider keys.
+    const db = p.database;
+    const databaseUrl = pulumi.interpolate`postgres://${db.user}:${db.password.apply(encodeURIComponent)}@${db.host}:${db.port}/${db.database}?sslmode=require`;
+    const r = p.redis;
+    const redisUrl = pulumi.interpolate`rediss://:${r.authToken.apply(encodeURIComponent)}@${r.host}:${r.port}`;
+    const secretData: Record<string, pulumi.Output<string>> = {
+      DATABASE_URL: pulumi.secret(databaseUrl),
+      REDIS_URL: pulumi.secret(redisUrl),
+      PROXY_MASTER_KEY: pulumi.secret(args.masterKey),
+    };
+    for (const [env, value] of Object.entries(args.providerKeys)) secretData[env] = pulumi.secret(value);
+    const secret = new k8s.core.v1.Secret(
+      `${name}-secret`,
+      { metadata: meta("env"), type: "Opaque", stringData: secretData },
+      { ...child, dependsOn: [...db.resources, ...r.resources] },
+    );
+
+    // ConfigMap: the proxy's config file (no secrets: it names env vars) and the Redis CA when the cloud has one.
+    const configText = proxyConfigYaml(s, Object.keys(args.providerKeys));
+    const configData: Record<string, pulumi.Input<string>> = { "config.yaml": configText };
+    if (r.tlsCa) configData[PATHS.redisCaFile] = r.tlsCa;
+    const configMap = new k8s.core.v1.ConfigMap(`${name}-config`, { metadata: meta("config"), data: configData }, child);
+
+    // Storage: RWX claims on the platform's class; static PVs first when the platform pre-created the export.
+    const claim = (key: "kb" | "chroma", sizeGi: number) => {
+      const claimName = `${name}-${key}`;
+      let volumeName: pulumi.Output<string> | undefined;
+      if (p.storage.staticNfs) {
+        const nfs = p.storage.staticNfs;
+        const pv = new k8s.core.v1.PersistentVolume(
+          `${name}-${key}-pv`,
+          {
+            metadata: { name: pulumi.interpolate`${s.namespace}-${claimName}`, labels: commonLabels(name, "proxy") },
+            spec: {
+              capacity: { storage: `${sizeGi}Gi` },
+              accessModes: ["ReadWriteMany"],
+              persistentVolumeReclaimPolicy: "Retain",
+              storageClassName: p.storage.storageClassName,
+              mountOptions: nfs.mountOptions,
+              nfs: { server: nfs.server, path: nfs.path },
+              claimRef: { namespace: s.namespace, name: claimName },
+            },
+          },
+          { ...child, dependsOn: p.storage.resources },
+        );
+        volumeName = pv.metadata.name;
+      }
+      return new k8s.core.v1.PersistentVolumeClaim(
+        `${name}-${key}-pvc`,
+        {
+          metadata: { ...meta(key), name: claimName },
+          spec: {
+            accessModes: ["ReadWriteMany"],
+            storageClassName: p.storage.storageClassName,
+            resources: { requests: { storage: `${sizeGi}Gi` } },
+            ...(volumeName ? { volumeName } : {}),
+          },
+        },
+        { ...child, dependsOn: p.storage.resources },
+      );
+    };
+    const kbClaim = claim("kb", s.kbStorageGi);
+
+    // Chroma: one writer pod (Recreate), data on its RWX claim so it can move to another zone.
+    let chromaUrl: pulumi.Output<string> | undefined;
+    if (s.chromaEnabled) {
+      const chromaClaim = claim("chroma", s.chromaStorageGi);
+      const chroma = new k8s.apps.v1.Deployment(
+        `${name}-chroma`,
+        {
+          metadata: meta("chroma", "chroma"),
+          spec: {
+            replicas: 1,
+            strategy: { type: "Recreate" },
+            selector: { matchLabels: chromaLabels },
+            template: {
+              metadata: { labels: commonLabels(name, "chroma") },
+              spec: {
+                automountServiceAccountToken: false,
+                securityContext: restrictedPod,
+                containers: [
+                  {
+                    name: "chroma",
+                    image: s.chromaImage,
+                    ports: [{ name: "http", containerPort: CHROMA_PORT }],
+                    env: [
+                      { name: "IS_PERSISTENT", value: "TRUE" },
+                      { name: "PERSIST_DIRECTORY", value: PATHS.chromaData },
+                      { name: "ANONYMIZED_TELEMETRY", value: "FALSE" },
+                    ],
+                    resources: { requests: { cpu: "250m", memory: "512Mi" }, limits: { memory: "2Gi" } },
+                    readinessProbe: {
+                      httpGet: { path: "/api/v2/heartbeat", port: "http" },
+                      periodSeconds: 10,
+                    },
+                    livenessProbe: {
+                      httpGet: { path: "/api/v2/heartbeat", port: "http" },
+                      periodSeconds: 20,
+                      failureThreshold: 6,
+                    },
+                    securityContext: restrictedContainer,
+                    volumeMounts: [
+                      { name: "data", mountPath: PATHS.chromaData, subPath: SUB_PATHS.chroma },
+                      { name: "tmp", mountPath: PATHS.tmp },
+                    ],
+                  },
+                ],
+                volumes: [
+                  { name: "data", persistentVolumeClaim: { claimName: chromaClaim.metadata.name } },
+                  { name: "tmp", emptyDir: { sizeLimit: "256Mi" } },
+                ],
+              },
+            },
+          },
+        },
+        child,
+      );
+      const chromaSvc = new k8s.core.v1.Service(
+        `${name}-chroma-svc`,
+        {
+          metadata: meta("chroma", "chroma"),
+          spec: {
+            selector: chromaLabels,
+            ports: [{ name: "http", port: CHROMA_PORT, targetPort: "http" }],
+          },
+        },
+        { ...child, dependsOn: [chroma] },
+      );
+      chromaUrl = pulumi.interpolate`http://${chromaSvc.metadata.name}.${s.namespace}.svc.cluster.local:${CHROMA_PORT}`;
+
+      // Chroma accepts traffic only from proxy pods.
+      new k8s.networking.v1.NetworkPolicy(
+        `${name}-chroma-netpol`,
+        {
+          metadata: meta("chroma", "chroma"),
+          spec: {
+            podSelector: { matchLabels: chromaLabels },
+            policyTypes: ["Ingress"],
+            ingress: [
+              {
+                from: [{ podSelector: { matchLabels: proxyLabels } }],
+                ports: [{ protocol: "TCP", port: CHROMA_PORT }],
+              },
+            ],
+          },
+        },
+        child,
+      );
+    }
+
+    // Proxy Deployment.
+    const plainEnv = proxyPlainEnv(s, undefined);
+    const env: k8s.types.input.core.v1.EnvVar[] = Object.entries(plainEnv).map(([n, value]) => ({ name: n, value }));
+    if (chromaUrl) env.push({ name: "CHROMA_URL", value: chromaUrl });
+    if (r.tlsCa) {
+      env.push({
+        name: "REDIS_TLS_CA",
+        valueFrom: { configMapKeyRef: { name: configMap.metadata.name, key: PATHS.redisCaFile } },
+      });
+    }
+    // Rolls the pods when the config file or any secret value changes; a hash of secrets is not a secret.
+    const podChecksum = pulumi.unsecret(
+      pulumi
+        .all([pulumi.output(configData), pulumi.output(secretData)])
+        .apply(([c, sec]) => checksum(JSON.stringify(c), JSON.stringify(sec))),
+    );
+    const httpProbe = (path: string) => ({ httpGet: { path, port: "http" } });
+    const deployment = new k8s.apps.v1.Deployment(
+      `${name}-deployment`,
+      {
+        metadata: meta(""),
+        spec: {
+          replicas: deploymentReplicas(s),
+          revisionHistoryLimit: 5,
+          selector: { matchLabels: proxyLabels },
+          strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: "25%" } },
+          template: {
+            metadata: {
+              labels: commonLabels(name, "proxy"),
+              annotations: { "llm-proxy/checksum": podChecksum },
+            },
+            spec: {
+              serviceAccountName: sa.metadata.name,
+              automountServiceAccountToken: false,
+              securityContext: restrictedPod,
+              terminationGracePeriodSeconds: terminationGraceSeconds(s),
+              topologySpreadConstraints: [
+                {
+                  maxSkew: 1,
+                  topologyKey: "topology.kubernetes.io/zone",
+                  whenUnsatisfiable: "DoNotSchedule",
+                  labelSelector: { matchLabels: proxyLabels },
+                  matchLabelKeys: ["pod-template-hash"],
+                },
+                {
+                  maxSkew: 1,
+                  topologyKey: "kubernetes.io/hostname",
+                  whenUnsatisfiable: "ScheduleAnyway",
+                  labelSelector: { matchLabels: proxyLabels },
+                  matchLabelKeys: ["pod-template-hash"],
+                },
+              ],
+              containers: [
+                {
+                  name: "proxy",
+                  image: s.image,
+                  ports: [{ name: "http", containerPort: PROXY_PORT }],
+                  env,
+                  envFrom: [{ secretRef: { name: secret.metadata.name } }],
+                  resources: resources(s),
+                  startupProbe: { ...httpProbe("/healthz"), periodSeconds: 2, failureThreshold: 30 },
+                  readinessProbe: { ...httpProbe("/readyz"), periodSeconds: 5, failureThreshold: 2 },
+                  livenessProbe: { ...httpProbe("/healthz"), periodSeconds: 10, failureThreshold: 3 },
+                  lifecycle: {
+                    // Keep serving while endpoints are removed; the image has node but maybe no `sleep`.
+                    preStop: {
+                      exec: { command: ["node", "-e", `setTimeout(() => {}, ${s.preStopDelaySeconds * 1000})`] },
+                    },
+                  },
+                  securityContext: restrictedContainer,
+                  volumeMounts: [
+                    { name: "config", mountPath: PATHS.configDir, readOnly: true },
+                    { name: "kb", mountPath: PATHS.kbDir, subPath: SUB_PATHS.kb },
+                    { name: "data", mountPath: PATHS.dataDir },
+                    { name: "tmp", mountPath: PATHS.tmp },
+                  ],
+                },
+              ],
+              volumes: [
+                { name: "config", configMap: { name: configMap.metadata.name } },
+                { name: "kb", persistentVolumeClaim: { claimName: kbClaim.metadata.name } },
+                { name: "data", emptyDir: { sizeLimit: "1Gi" } },
+                { name: "tmp", emptyDir: { sizeLimit: "256Mi" } },
+              ],
+            },
+          },
+        },
+      },
+      {
+        ...child,
+        // The HPA owns the replica count once it exists.
+        ignoreChanges: s.autoscaling.enabled ? ["spec.replicas"] : [],
+      },
+    );
+
+    // Service, internal load balancer annotations from the platform when it is a LoadBalancer.
+    const service = new k8s.core.v1.Service(
+      `${name}-svc`,
+      {
+        metadata: {
+          ...meta(""),
+          annotations: s.serviceType === "LoadBalancer" ? p.internalLoadBalancerAnnotations : {},
+        },
+        spec: {
+          type: s.serviceType,
+          selector: proxyLabels,
+          ports: [{ name: "http", port: PROXY_PORT, targetPort: "http", protocol: "TCP" }],
+        },
+      },
+      child,
+    );
+
+    // HorizontalPodAutoscaler on CPU.
+    if (s.autoscaling.enabled) {
+      new k8s.autoscaling.v2.HorizontalPodAutoscaler(
+        `${name}-hpa`,
+        {
+          metadata: meta(""),
+          spec: {
+            scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: deployment.metadata.name },
+            ...hpaSpec(s.autoscaling),
+          },
+        },
+        child,
+      );
+    }
+
+    // PodDisruptionBudget with the Deployment's selector.
+    new k8s.policy.v1.PodDisruptionBudget(
+      `${name}-pdb`,
+      { metadata: meta(""), spec: { selector: { matchLabels: proxyLabels }, ...pdbSpecFields(s.pdb) } },
+      child,
+    );
+
+    // The proxy is reachable on its port only.
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-netpol`,
+      {
+        metadata: meta(""),
+        spec: {
+          podSelector: { matchLabels: proxyLabels },
+          policyTypes: ["Ingress"],
+          ingress: [{ ports: [{ protocol: "TCP", port: PROXY_PORT }] }],
+        },
+      },
+      child,
+    );
+
+    // Optional Ingress.
+    let url = pulumi.interpolate`http://${service.metadata.name}.${s.namespace}.svc.cluster.local:${PROXY_PORT}`;
+    if (s.ingress) {
+      const ing = s.ingress;
+      new k8s.networking.v1.Ingress(
+        `${name}-ingress`,
+        {
+          metadata: meta(""),
+          spec: {
+            ...(ing.className ? { ingressClassName: ing.className } : {}),
+            ...(ing.tlsSecretName ? { tls: [{ hosts: [ing.host], secretName: ing.tlsSecretName }] } : {}),
+            rules: [
+              {
+                host: ing.host,
+                http: {
+                  paths: [
+                    {
+                      path: "/",
+                      pathType: "Prefix",
+                      backend: { service: { name: service.metadata.name, port: { name: "http" } } },
+                    },
+                  ],
+                },
+              },
+            ],
+          },
+        },
+        child,
+      );
+      url = pulumi.output(`${ing.tlsSecretName ? "https" : "http"}://${ing.host}`);
+    }
+
+    this.namespace = ns.metadata.name;
+    this.serviceName = service.metadata.name;
+    this.deploymentName = deployment.metadata.name;
+    this.url = url;
+    this.chromaUrl = chromaUrl;
+    this.registerOutputs({
+      namespace: this.namespace,
+      serviceName: this.serviceName,
+      deploymentName: this.deploymentName,
+      url: this.url,
+    });
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * EKS: a cluster with envelope-encrypted secrets, a managed node group across the private subnets, VPC CNI
+ * network policies, and the EFS CSI driver with its IAM through EKS Pod Identity. Or an existing cluster.
+ */
+import * as aws from "@pulumi/aws";
+import * as k8s from "@pulumi/kubernetes";
+import * as pulumi from "@pulumi/pulumi";
+import type { ClusterSettings } from "../config";
+
+export interface AwsClusterArgs {
+  settings: ClusterSettings;
+  /** Private subnets across AZs for the control plane ENIs and the nodes. */
+  subnetIds: pulumi.Input<string>[];
+  /** AWS region, for the kubeconfig's get-token call. */
+  region: string;
+  tags: Record<string, string>;
+}
+
+/** Kubeconfig (JSON is valid YAML) using `aws eks get-token`; the aws CLI must be where `pulumi` runs. */
+export function eksKubeconfig(clusterName: string, endpoint: string, caData: string, region: string): string {
+  return JSON.stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name: clusterName, cluster: { server: endpoint, "certificate-authority-data": caData } }],
+    contexts: [{ name: clusterName, context: { cluster: clusterName, user: clusterName } }],
+    "current-context": clusterName,
+    users: [
+      {
+        name: clusterName,
+        user: {
+          exec: {
+            apiVersion: "client.authentication.k8s.io/v1beta1",
+            command: "aws",
+            args: ["eks", "get-token", "--cluster-name", clusterName, "--region", region],
+          },
+        },
+      },
+    ],
+  });
+}
+
+/** Trust policy for a role assumed by `service` (e.g. eks.amazonaws.com). */
+export function assumeRolePolicy(service: string, actions: string[] = ["sts:AssumeRole"]): string {
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Principal: { Service: service }, Action: actions }],
+  });
+}
+
+export class AwsCluster extends pulumi.ComponentResource {
+  readonly clusterName: pulumi.Output<string>;
+  readonly kubeconfig: pulumi.Output<string>;
+  readonly provider: k8s.Provider;
+  /** The EKS cluster security group (nodes and pods); undefined for an existing cluster. */
+  readonly securityGroupId: pulumi.Output<string> | undefined;
+  /** Resources the StorageClass must wait for (the EFS CSI driver). */
+  readonly storageDriver: pulumi.Resource[];
+
+  constructor(name: string, args: AwsClusterArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("llm-proxy:aws:Cluster", name, {}, opts);
+    const child = { parent: this };
+    const s = args.settings;
+
+    if (s.existingKubeconfig) {
+      this.kubeconfig = pulumi.secret(s.existingKubeconfig);
+      this.provider = new k8s.Provider(`${name}-k8s`, { kubeconfig: this.kubeconfig }, child);
+      this.clusterName = pulumi.output("existing");
+      this.securityGroupId = undefined;
+      this.storageDriver = [];
+      this.registerOutputs({ clusterName: this.clusterName });
+      return;
+    }
+
+    // Control plane role and a KMS key for envelope encryption of Kubernetes Secrets.
+    const clusterRole = new aws.iam.Role(
+      `${name}-cluster-role`,
+      { assumeRolePolicy: assumeRolePolicy("eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]), tags: args.tags },
+      child,
+    );
+    const clusterPolicy = new aws.iam.RolePolicyAttachment(
+      `${name}-cluster-policy`,
+      { role: clusterRole.name, policyArn: aws.iam.ManagedPolicy.AmazonEKSClusterPolicy },
+      child,
+    );
+    const secretsKey = new aws.kms.Key(
+      `${name}-secrets-key`,
+      { description: `${name} Kubernetes secrets encryption`, enableKeyRotation: true, tags: args.tags },
+      child,
+    );
+
+    // The cluster: private endpoint for nodes, public endpoint restricted to apiAllowedCidrs for `pulumi up`.
+    const cluster = new aws.eks.Cluster(
+      `${name}-eks`,
+      {
+        roleArn: clusterRole.arn,
+        version: s.kubernetesVersion,
+        vpcConfig: {
+          subnetIds: args.subnetIds,
+          endpointPrivateAccess: true,
+          endpointPublicAccess: true,
+          publicAccessCidrs: s.apiAllowedCidrs,
+        },
+        accessConfig: { authenticationMode: "API_AND_CONFIG_MAP", bootstrapClusterCreatorAdminPermissions: true },
+        encryptionConfig: { provider: { keyArn: secretsKey.arn }, resources: ["secrets"] },
+        enabledClusterLogTypes: ["api", "audit", "authenticator"],
+        tags: args.tags,
+      },
+      { ...child, dependsOn: [clusterPolicy] },
+    );
+
+    // Managed nodes across every private subnet (and so every AZ).
+    const nodeRole = new aws.iam.Role(
+      `${name}-node-role`,
+      { assumeRolePolicy: assumeRolePolicy("ec2.amazonaws.com"), tags: args.tags },
+      child,
+    );
+    const nodePolicies = [
+      aws.iam.ManagedPolicy.AmazonEKSWorkerNodePolicy,
+      aws.iam.ManagedPolicy.AmazonEKS_CNI_Policy,
+      aws.iam.ManagedPolicy.AmazonEC2ContainerRegistryReadOnly,
+    ].map(
+      (policyArn, i) => new aws.iam.RolePolicyAttachment(`${name}-node-policy-${i}`, { role: nodeRole.name, policyArn }, child),
+    );
+    const nodes = new aws.eks.NodeGroup(
+      `${name}-nodes`,
+      {
+        clusterName: cluster.name,
+        nodeRoleArn: nodeRole.arn,
+        subnetIds: args.subnetIds,
+        instanceTypes: [s.nodeSize],
+        amiType: "AL2023_x86_64_STANDARD",
+        capacityType: "ON_DEMAND",
+        scalingConfig: { minSize: s.nodeMinCount, desiredSize: s.nodeMinCount, maxSize: s.nodeMaxCount },
+        updateConfig: { maxUnavailable: 1 },
+        tags: args.tags,
+      },
+      { ...child, dependsOn: nodePolicies, ignoreChanges: ["scalingConfig.desiredSize"] },
+    );
+
+    // Add-ons: VPC CNI with NetworkPolicy enforcement, the Pod Identity agent, the EFS CSI driver.
+    const cni = new aws.eks.Addon(
+      `${name}-vpc-cni`,
+      {
+        clusterName: cluster.name,
+        addonName: "vpc-cni",
+        configurationValues: JSON.stringify({ enableNetworkPolicy: "true" }),
+        resolveConflictsOnCreate: "OVERWRITE",
+        resolveConflictsOnUpdate: "OVERWRITE",
+      },
+      { ...child, dependsOn: [nodes] },
+    );
+    const podIdentity = new aws.eks.Addon(
+      `${name}-pod-identity`,
+      { clusterName: cluster.name, addonName: "eks-pod-identity-agent" },
+      { ...child, dependsOn: [nodes] },
+    );
+    const efsCsiRole = new aws.iam.Role(
+      `${name}-efs-csi-role`,
+      { assumeRolePolicy: assumeRolePolicy("pods.eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]), tags: args.tags },
+      child,
+    );
+    const efsCsiPolicy = new aws.iam.RolePolicyAttachment(
+      `${name}-efs-csi-policy`,
+      { role: efsCsiRole.name, policyArn: aws.iam.ManagedPolicy.AmazonEFSCSIDriverPolicy },
+      child,
+    );
+    const efsCsi = new aws.eks.Addon(
+      `${name}-efs-csi`,
+      {
+        clusterName: cluster.name,
+        addonName: "aws-efs-csi-driver",
+        podIdentityAssociations: [{ serviceAccount: "efs-csi-controller-sa", roleArn: efsCsiRole.arn }],
+      },
+      { ...child, dependsOn: [nodes, podIdentity, efsCsiPolicy] },
+    );
+
+    this.kubeconfig = pulumi.secret(
+      pulumi
+        .all([cluster.name, cluster.endpoint, cluster.certificateAuthority])
+        .apply(([n, endpoint, ca]) => eksKubeconfig(n, endpoint, ca.data ?? "", args.region)),
+    );
+    this.provider = new k8s.Provider(
+      `${name}-k8s`,
+      { kubeconfig: this.kubeconfig, enableServerSideApply: true },
+      { ...child, dependsOn: [nodes, cni] },
+    );
+    this.clusterName = cluster.name;
+    this.securityGroupId = cluster.vpcConfig.clusterSecurityGroupId;
+    this.storageDriver = [efsCsi];
+    this.registerOutputs({ clusterName: this.clusterName, kubeconfig: this.kubeconfig });
+  }
+}

@@ -1,0 +1,85 @@
+/** AWS: VPC + EKS + RDS Multi-AZ + ElastiCache + EFS, returned as a Platform. */
+import * as pulumi from "@pulumi/pulumi";
+import type { StackConfig } from "../config";
+import type { Platform } from "../platform";
+import { AwsCluster } from "./cluster";
+import { AwsFilesystem } from "./filesystem";
+import { AwsNetwork } from "./network";
+import { AWS_DB_NAME, AWS_DB_USER, AwsPostgres } from "./postgres";
+import { AwsRedis } from "./redis";
+import type { AwsClients } from "./security";
+
+export { AwsCluster, AwsFilesystem, AwsNetwork, AwsPostgres, AwsRedis };
+
+/** Annotations that make a LoadBalancer Service an internal NLB. */
+export const AWS_INTERNAL_LB_ANNOTATIONS = {
+  "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+  "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+};
+
+export function createAwsPlatform(
+  name: string,
+  config: StackConfig,
+  tags: Record<string, string>,
+  opts?: pulumi.ComponentResourceOptions,
+): Platform {
+  const network = new AwsNetwork(
+    `${name}-net`,
+    { cidr: config.network.cidr, zones: config.zones, existing: config.network.existing, tags },
+    opts,
+  );
+  const cluster = new AwsCluster(
+    `${name}-cluster`,
+    { settings: config.cluster, subnetIds: network.privateSubnetIds, region: config.region, tags },
+    opts,
+  );
+  // Data services admit the cluster's security group; an existing cluster is admitted by VPC address range.
+  const clients: AwsClients = { securityGroupId: cluster.securityGroupId, cidrs: [config.network.cidr] };
+  const db = new AwsPostgres(
+    `${name}-pg`,
+    { settings: config.postgres, vpcId: network.vpcId, subnetIds: network.privateSubnetIds, clients, tags },
+    opts,
+  );
+  const redis = new AwsRedis(
+    `${name}-redis`,
+    {
+      settings: config.redis,
+      vpcId: network.vpcId,
+      subnetIds: network.privateSubnetIds,
+      zones: config.zones,
+      clients,
+      tags,
+    },
+    opts,
+  );
+  const fs = new AwsFilesystem(
+    `${name}-fs`,
+    {
+      vpcId: network.vpcId,
+      subnetIds: network.privateSubnetIds,
+      clients,
+      k8sProvider: cluster.provider,
+      driver: cluster.storageDriver,
+      uid: 10001,
+      tags,
+    },
+    opts,
+  );
+  return {
+    k8sProvider: cluster.provider,
+    kubeconfig: cluster.kubeconfig,
+    clusterName: cluster.clusterName,
+    networkId: network.vpcId,
+    database: {
+      host: db.host,
+      port: db.port,
+      user: AWS_DB_USER,
+      password: db.password,
+      database: AWS_DB_NAME,
+      resources: [db.instance],
+    },
+    redis: { host: redis.host, port: redis.port, authToken: redis.authToken, resources: [redis.group] },
+    storage: { storageClassName: fs.storageClassName, filesystemId: fs.fileSystemId, resources: fs.resources },
+    internalLoadBalancerAnnotations: AWS_INTERNAL_LB_ANNOTATIONS,
+  };
+}

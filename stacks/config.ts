@@ -1,0 +1,701 @@
+/**
+ * Stack configuration: read once, validated, typed. `CONFIG_KEYS` is the single place where every project key,
+ * its type and its default live; Pulumi.yaml declares the same keys and defaults (a test keeps them equal),
+ * because the Pulumi SDK does not read Pulumi.yaml defaults itself — the CLI merges them, tests do not.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import {
+  LOG_LEVELS,
+  RATE_LIMIT_FAILURE_MODES,
+  SERVICE_TYPES,
+  type LogLevel,
+  type PdbPolicy,
+  type ProxySettings,
+  type RateLimitFailureMode,
+  type ServiceType,
+} from "./app/settings";
+
+export const PROJECT = "llm-proxy";
+
+export const CLOUDS = ["aws", "azure", "gcp"] as const;
+export type Cloud = (typeof CLOUDS)[number];
+
+export type ConfigKeyType = "string" | "integer" | "boolean" | "array";
+export type ConfigValue = string | number | boolean | string[];
+
+export interface ConfigKeySpec {
+  type: ConfigKeyType;
+  description: string;
+  /** Absent for keys that must be set per stack (`cloud`) or are optional secrets. */
+  default?: ConfigValue;
+  secret?: boolean;
+}
+
+/** Every project config key (`llm-proxy:<key>`). Order is the order of Pulumi.yaml and docs/deploy-config.md. */
+export const CONFIG_KEYS = {
+  cloud: { type: "string", description: "Target cloud: aws, azure or gcp. Set in each stack file." },
+  allowNonHa: {
+    type: "boolean",
+    default: false,
+    description:
+      "Allow single-zone / non-HA settings (one zone, non-HA Postgres or Redis, zonal filesystem, fewer than 2 replicas or nodes). For dev stacks only.",
+  },
+  zones: {
+    type: "array",
+    default: [],
+    description:
+      "Zones to spread nodes and data across. Empty = the cloud default (AWS <region>a,b,c; Azure 1,2,3; GCP: the region's zones chosen by GKE).",
+  },
+  networkCidr: {
+    type: "string",
+    default: "10.40.0.0/16",
+    description: "Address space of the network the program creates (or of the existing one, used for firewall rules).",
+  },
+  existingNetworkId: {
+    type: "string",
+    default: "",
+    description:
+      "Use an existing network instead of creating one: AWS VPC id, Azure VNet resource id, GCP network self link. Empty = create.",
+  },
+  existingSubnetIds: {
+    type: "array",
+    default: [],
+    description:
+      "With existingNetworkId: AWS private subnet ids in >= 2 AZs; Azure [clusterSubnetId, postgresDelegatedSubnetId, privateEndpointSubnetId]; GCP [subnetworkSelfLink] (with secondary ranges 'pods' and 'services').",
+  },
+  existingKubeconfig: {
+    type: "string",
+    secret: true,
+    description:
+      "Kubeconfig of an existing cluster (set with --secret). When set, no cluster is created; the cluster must run the cloud's RWX CSI driver.",
+  },
+  kubernetesVersion: { type: "string", default: "1.33", description: "Kubernetes minor version of the created cluster." },
+  nodeSize: {
+    type: "string",
+    default: "",
+    description:
+      "Node instance type / VM size / machine type. Empty = cloud default (m6i.xlarge, Standard_D4ds_v5, e2-standard-4).",
+  },
+  nodeMinCount: {
+    type: "integer",
+    default: 3,
+    description: "Minimum node count (AWS/Azure: whole pool; GCP: per zone).",
+  },
+  nodeMaxCount: {
+    type: "integer",
+    default: 9,
+    description: "Maximum node count of the cluster autoscaler (same unit as nodeMinCount).",
+  },
+  apiAllowedCidrs: {
+    type: "array",
+    default: ["0.0.0.0/0"],
+    description: "CIDRs allowed to reach the created cluster's public API endpoint (AWS, Azure).",
+  },
+  postgresVersion: { type: "string", default: "16", description: "PostgreSQL major version." },
+  postgresSize: {
+    type: "string",
+    default: "",
+    description:
+      "Database instance class / SKU / tier. Empty = cloud default (db.m6g.large, Standard_D2ds_v5, db-custom-2-7680).",
+  },
+  postgresStorageGb: { type: "integer", default: 100, description: "Initial database storage, GB (grows automatically)." },
+  postgresBackupDays: { type: "integer", default: 14, description: "Days automated backups are kept (1-35)." },
+  postgresHa: {
+    type: "boolean",
+    default: true,
+    description: "Zone-redundant PostgreSQL (Multi-AZ / ZoneRedundant / REGIONAL). false needs allowNonHa.",
+  },
+  redisSize: {
+    type: "string",
+    default: "",
+    description: "Redis node type / SKU. Empty = cloud default (cache.r7g.large, Balanced_B5; GCP uses redisMemoryGb).",
+  },
+  redisMemoryGb: { type: "integer", default: 5, description: "Memorystore capacity, GB (GCP only)." },
+  redisHa: {
+    type: "boolean",
+    default: true,
+    description: "Replicated Redis with automatic failover across zones. false needs allowNonHa.",
+  },
+  filesystemTier: {
+    type: "string",
+    default: "",
+    description:
+      "RWX filesystem tier. Empty = cloud default (AWS EFS Regional; Azure Premium_ZRS; GCP REGIONAL). Zonal tiers need allowNonHa.",
+  },
+  filesystemSizeGb: {
+    type: "integer",
+    default: 1024,
+    description: "Filesystem capacity, GB (GCP Filestore; Azure share quota). EFS is elastic and ignores it.",
+  },
+  namespace: { type: "string", default: "llm-proxy", description: "Kubernetes namespace of the proxy." },
+  image: {
+    type: "string",
+    default: "ghcr.io/llm-proxy/llm-proxy:0.1.0",
+    description: "Proxy container image (pin a tag or a digest).",
+  },
+  replicas: { type: "integer", default: 3, description: "Proxy replicas when autoscaling is disabled." },
+  autoscalingEnabled: { type: "boolean", default: true, description: "Scale the proxy with a HorizontalPodAutoscaler." },
+  minReplicas: { type: "integer", default: 3, description: "HPA minimum replicas (also the initial replica count)." },
+  maxReplicas: { type: "integer", default: 12, description: "HPA maximum replicas." },
+  cpuTargetPercent: {
+    type: "integer",
+    default: 70,
+    description: "HPA average CPU utilisation target, percent of the request (1-100).",
+  },
+  scaleDownStabilizationSeconds: {
+    type: "integer",
+    default: 300,
+    description: "HPA scale-down stabilisation window, seconds.",
+  },
+  pdbMinAvailable: {
+    type: "integer",
+    default: 2,
+    description: "PodDisruptionBudget minAvailable; must be below the minimum replicas so node drains can proceed.",
+  },
+  pdbMaxUnavailable: {
+    type: "integer",
+    default: 0,
+    description: "When > 0 the PodDisruptionBudget uses maxUnavailable instead of minAvailable.",
+  },
+  workers: { type: "integer", default: 2, description: "node:cluster worker processes per pod (WORKERS)." },
+  cpuRequestMillicores: { type: "integer", default: 1000, description: "CPU request per proxy pod, millicores." },
+  cpuLimitMillicores: {
+    type: "integer",
+    default: 0,
+    description: "CPU limit per proxy pod, millicores; 0 = no limit (no CFS throttling of streams).",
+  },
+  memoryRequestMi: {
+    type: "integer",
+    default: 512,
+    description: "Memory request per proxy pod, MiB; at least 60 + 150 x workers.",
+  },
+  memoryLimitMi: { type: "integer", default: 768, description: "Memory limit per proxy pod, MiB (>= request)." },
+  requestTimeoutSeconds: {
+    type: "integer",
+    default: 300,
+    description: "Longest request or stream, seconds; sets the shutdown grace and terminationGracePeriodSeconds.",
+  },
+  preStopDelaySeconds: {
+    type: "integer",
+    default: 10,
+    description: "Seconds a terminating pod keeps serving so load balancers drop it first.",
+  },
+  logLevel: { type: "string", default: "info", description: "Proxy log level (fatal, error, warn, info, debug, trace)." },
+  cacheEnabled: { type: "boolean", default: false, description: "Response cache on/off (CACHE_ENABLED)." },
+  cacheTtlSeconds: { type: "integer", default: 300, description: "Response cache TTL, seconds." },
+  rateLimitFailureMode: {
+    type: "string",
+    default: "fail-open",
+    description: "Rate limiting when Redis is unreachable: fail-open or fail-closed.",
+  },
+  chromaEnabled: { type: "boolean", default: true, description: "Deploy the Chroma server used by RAG." },
+  chromaImage: { type: "string", default: "chromadb/chroma:1.0.20", description: "Chroma server image (pinned)." },
+  kbStorageGi: { type: "integer", default: 10, description: "Knowledge-base claim size, GiB." },
+  chromaStorageGi: { type: "integer", default: 20, description: "Chroma data claim size, GiB." },
+  serviceType: {
+    type: "string",
+    default: "ClusterIP",
+    description: "Proxy Service type: ClusterIP, or LoadBalancer (always an internal load balancer).",
+  },
+  ingressHost: { type: "string", default: "", description: "Host name of an Ingress for the proxy. Empty = no Ingress." },
+  ingressClassName: { type: "string", default: "", description: "IngressClass of the Ingress (empty = cluster default)." },
+  ingressTlsSecret: { type: "string", default: "", description: "TLS Secret of the Ingress (empty = no TLS section)." },
+  proxyConfig: {
+    type: "string",
+    default: "",
+    description: "YAML merged over the generated proxy config file (providers, models, limits, PII, RAG).",
+  },
+  openaiApiKey: { type: "string", secret: true, description: "OpenAI API key (OPENAI_API_KEY); set with --secret." },
+  anthropicApiKey: {
+    type: "string",
+    secret: true,
+    description: "Anthropic API key (ANTHROPIC_API_KEY); set with --secret.",
+  },
+  azureOpenaiApiKey: {
+    type: "string",
+    secret: true,
+    description: "Azure OpenAI API key (AZURE_OPENAI_API_KEY); set with --secret.",
+  },
+} as const satisfies Record<string, ConfigKeySpec>;
+
+export type ConfigKey = keyof typeof CONFIG_KEYS;
+
+/** Secret config keys and the environment variable each one becomes in the proxy's Secret. */
+export const PROVIDER_KEY_ENV = {
+  openaiApiKey: "OPENAI_API_KEY",
+  anthropicApiKey: "ANTHROPIC_API_KEY",
+  azureOpenaiApiKey: "AZURE_OPENAI_API_KEY",
+} as const satisfies Partial<Record<ConfigKey, string>>;
+
+/** Provider settings each cloud needs (namespaced outside the project): where the region and project live. */
+export const PROVIDER_SETTINGS: Record<Cloud, { region: string; project?: string }> = {
+  aws: { region: "aws:region" },
+  azure: { region: "azure-native:location" },
+  gcp: { region: "gcp:region", project: "gcp:project" },
+};
+
+/** Sizes used when a size key is left empty; production-grade, zone-redundant choices. */
+export interface CloudDefaults {
+  nodeSize: string;
+  postgresSize: string;
+  redisSize: string;
+  filesystemTier: string;
+}
+
+export const CLOUD_DEFAULTS: Record<Cloud, CloudDefaults> = {
+  aws: { nodeSize: "m6i.xlarge", postgresSize: "db.m6g.large", redisSize: "cache.r7g.large", filesystemTier: "Regional" },
+  azure: {
+    nodeSize: "Standard_D4ds_v5",
+    postgresSize: "Standard_D2ds_v5",
+    redisSize: "Balanced_B5",
+    filesystemTier: "Premium_ZRS",
+  },
+  gcp: { nodeSize: "e2-standard-4", postgresSize: "db-custom-2-7680", redisSize: "", filesystemTier: "REGIONAL" },
+};
+
+/** Filesystem tiers that survive the loss of a zone, per cloud. */
+export const HA_FILESYSTEM_TIERS: Record<Cloud, readonly string[]> = {
+  aws: ["Regional"],
+  azure: ["Premium_ZRS"],
+  gcp: ["REGIONAL", "ENTERPRISE"],
+};
+export const FILESYSTEM_TIERS: Record<Cloud, readonly string[]> = {
+  aws: ["Regional", "OneZone"],
+  azure: ["Premium_ZRS", "Premium_LRS"],
+  gcp: ["REGIONAL", "ENTERPRISE", "ZONAL", "BASIC_SSD", "BASIC_HDD"],
+};
+
+/** Memory one proxy pod needs: the primary process plus one worker each (service/README figures), MiB. */
+export function requiredMemoryMi(workers: number): number {
+  return 60 + 150 * workers;
+}
+
+export interface NetworkSettings {
+  cidr: string;
+  existing?: { networkId: string; subnetIds: string[] };
+}
+
+export interface ClusterSettings {
+  kubernetesVersion: string;
+  nodeSize: string;
+  nodeMinCount: number;
+  nodeMaxCount: number;
+  apiAllowedCidrs: string[];
+  /** Set when an existing cluster is used. */
+  existingKubeconfig?: pulumi.Output<string>;
+}
+
+export interface PostgresSettings {
+  version: string;
+  size: string;
+  storageGb: number;
+  backupDays: number;
+  ha: boolean;
+}
+
+export interface RedisSettings {
+  size: string;
+  memoryGb: number;
+  ha: boolean;
+}
+
+export interface FilesystemSettings {
+  tier: string;
+  sizeGb: number;
+}
+
+export interface StackConfig {
+  cloud: Cloud;
+  allowNonHa: boolean;
+  /** AWS region, Azure location or GCP region. */
+  region: string;
+  /** GCP project id (GCP only). */
+  gcpProject?: string;
+  /** Zones actually used (defaults resolved; may be empty on GCP = let GKE choose). */
+  zones: string[];
+  network: NetworkSettings;
+  cluster: ClusterSettings;
+  postgres: PostgresSettings;
+  redis: RedisSettings;
+  filesystem: FilesystemSettings;
+  proxy: ProxySettings;
+  /** Provider API keys by env var name, secret Outputs. */
+  providerKeys: Record<string, pulumi.Output<string>>;
+}
+
+/** Raised for invalid config; lists every problem, each naming the key and the fix. */
+export class StackConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid llm-proxy stack config:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "StackConfigError";
+  }
+}
+
+/** Raw values as the SDK hands them out: strings (arrays/objects as JSON), undefined when unset. */
+export type RawConfig = Partial<Record<string, string>>;
+
+/** The typed values of the non-secret project keys after defaults. */
+export type ConfigValues = {
+  [K in ConfigKey]: (typeof CONFIG_KEYS)[K] extends { type: "integer" }
+    ? number
+    : (typeof CONFIG_KEYS)[K] extends { type: "boolean" }
+      ? boolean
+      : (typeof CONFIG_KEYS)[K] extends { type: "array" }
+        ? string[]
+        : string;
+};
+
+function parseValue(key: string, spec: ConfigKeySpec, raw: string, problems: string[]): ConfigValue | undefined {
+  const fix = `Set it with: pulumi config set ${PROJECT}:${key} <value>`;
+  switch (spec.type) {
+    case "integer": {
+      if (!/^-?\d+$/.test(raw.trim())) {
+        problems.push(`${PROJECT}:${key} must be an integer, got "${raw}". ${fix}.`);
+        return undefined;
+      }
+      return Number(raw);
+    }
+    case "boolean": {
+      if (raw !== "true" && raw !== "false") {
+        problems.push(`${PROJECT}:${key} must be true or false, got "${raw}". ${fix}.`);
+        return undefined;
+      }
+      return raw === "true";
+    }
+    case "array": {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(raw);
+      } catch {
+        parsed = undefined;
+      }
+      if (!Array.isArray(parsed) || !parsed.every((v) => typeof v === "string")) {
+        problems.push(
+          `${PROJECT}:${key} must be a list of strings. Set items with: pulumi config set --path '${PROJECT}:${key}[0]' <value>.`,
+        );
+        return undefined;
+      }
+      return parsed as string[];
+    }
+    default:
+      return raw;
+  }
+}
+
+/**
+ * Apply defaults and types to the raw project config. Pure: `raw` maps bare keys (`replicas`) to the strings
+ * `pulumi.Config#get` returns. Secret keys are ignored here (they stay Outputs).
+ */
+export function parseConfigValues(raw: RawConfig): { values: ConfigValues; problems: string[] } {
+  const problems: string[] = [];
+  const values: Record<string, ConfigValue> = {};
+  for (const [key, spec] of Object.entries(CONFIG_KEYS) as [ConfigKey, ConfigKeySpec][]) {
+    if (spec.secret) continue;
+    const r = raw[key];
+    const parsed = r === undefined ? undefined : parseValue(key, spec, r, problems);
+    const value = parsed ?? spec.default;
+    if (value !== undefined) values[key] = value;
+  }
+  return { values: values as ConfigValues, problems };
+}
+
+function oneOf<T extends string>(
+  key: string,
+  value: string,
+  allowed: readonly T[],
+  problems: string[],
+): value is T {
+  if ((allowed as readonly string[]).includes(value)) return true;
+  problems.push(
+    `${PROJECT}:${key} is "${value}", which is not one of ${allowed.join(", ")}. Set one with: pulumi config set ${PROJECT}:${key} ${allowed[0]}.`,
+  );
+  return false;
+}
+
+/** Zones used when `zones` is empty. GCP returns [] (GKE and Memorystore pick the region's zones). */
+export function defaultZones(cloud: Cloud, region: string): string[] {
+  switch (cloud) {
+    case "aws":
+      return ["a", "b", "c"].map((z) => `${region}${z}`);
+    case "azure":
+      return ["1", "2", "3"];
+    case "gcp":
+      return [];
+  }
+}
+
+/** The PDB policy the config asks for: maxUnavailable when set (> 0), else minAvailable. */
+export function pdbPolicy(values: Pick<ConfigValues, "pdbMinAvailable" | "pdbMaxUnavailable">): PdbPolicy {
+  return values.pdbMaxUnavailable > 0
+    ? { maxUnavailable: values.pdbMaxUnavailable }
+    : { minAvailable: values.pdbMinAvailable };
+}
+
+export interface ProviderValues {
+  region?: string;
+  gcpProject?: string;
+}
+
+/**
+ * Every rule the program enforces before creating anything. Pure; returns one message per problem, each
+ * naming the key and how to fix it.
+ */
+export function validateConfigValues(
+  v: ConfigValues,
+  provider: ProviderValues,
+  opts: { hasExistingKubeconfig: boolean },
+): string[] {
+  const p: string[] = [];
+  const key = (k: string) => `${PROJECT}:${k}`;
+  const cloudOk = CLOUDS.includes(v.cloud as Cloud);
+  if (!v.cloud) {
+    p.push(`${key("cloud")} is not set. Set it with: pulumi config set ${key("cloud")} aws|azure|gcp.`);
+  } else if (!cloudOk) {
+    p.push(`${key("cloud")} is "${v.cloud}", an unknown cloud. Use one of aws, azure, gcp.`);
+  }
+  if (cloudOk) {
+    const cloud = v.cloud as Cloud;
+    const settings = PROVIDER_SETTINGS[cloud];
+    if (!provider.region) {
+      p.push(`${settings.region} is not set. Set it with: pulumi config set ${settings.region} <value>.`);
+    }
+    if (settings.project && !provider.gcpProject) {
+      p.push(`${settings.project} is not set. Set it with: pulumi config set ${settings.project} <project-id>.`);
+    }
+    const tier = v.filesystemTier || CLOUD_DEFAULTS[cloud].filesystemTier;
+    if (oneOf("filesystemTier", tier, FILESYSTEM_TIERS[cloud], p)) {
+      if (!HA_FILESYSTEM_TIERS[cloud].includes(tier) && !v.allowNonHa) {
+        p.push(
+          `${key("filesystemTier")} "${tier}" is zonal and does not survive the loss of a zone. Use ${HA_FILESYSTEM_TIERS[cloud].join(" or ")}, or set ${key("allowNonHa")} true for a dev stack.`,
+        );
+      }
+    }
+    if (v.existingNetworkId && v.existingSubnetIds.length === 0) {
+      p.push(
+        `${key("existingNetworkId")} is set but ${key("existingSubnetIds")} is empty. List the subnets with: pulumi config set --path '${key("existingSubnetIds")}[0]' <id>.`,
+      );
+    }
+    if (cloud === "azure" && v.existingNetworkId && v.existingSubnetIds.length !== 3) {
+      p.push(
+        `${key("existingSubnetIds")} must list 3 subnets on Azure: cluster, Postgres-delegated, private endpoints.`,
+      );
+    }
+    if (!v.existingNetworkId && v.existingSubnetIds.length > 0) {
+      p.push(`${key("existingSubnetIds")} is set without ${key("existingNetworkId")}. Set both, or neither.`);
+    }
+  }
+  if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(v.networkCidr)) {
+    p.push(`${key("networkCidr")} "${v.networkCidr}" is not an IPv4 CIDR. Use e.g. 10.40.0.0/16.`);
+  } else if (Number(v.networkCidr.split("/")[1]) > 16 && !v.existingNetworkId) {
+    p.push(`${key("networkCidr")} must be a /16 or larger for the subnets the program creates. Use e.g. 10.40.0.0/16.`);
+  }
+
+  // Replicas, autoscaling and the disruption budget.
+  const positive: ConfigKey[] = [
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "workers",
+    "cpuRequestMillicores",
+    "memoryRequestMi",
+    "memoryLimitMi",
+    "requestTimeoutSeconds",
+    "kbStorageGi",
+    "chromaStorageGi",
+    "postgresStorageGb",
+    "filesystemSizeGb",
+    "redisMemoryGb",
+    "nodeMinCount",
+    "nodeMaxCount",
+    "cacheTtlSeconds",
+  ];
+  for (const k of positive) {
+    if ((v[k] as number) < 1) p.push(`${key(k)} must be at least 1, got ${v[k]}.`);
+  }
+  for (const k of ["cpuLimitMillicores", "preStopDelaySeconds", "scaleDownStabilizationSeconds", "pdbMaxUnavailable"]) {
+    const n = v[k as ConfigKey] as number;
+    if (n < 0) p.push(`${key(k)} must not be negative, got ${n}.`);
+  }
+  if (v.minReplicas > v.maxReplicas) {
+    p.push(
+      `${key("minReplicas")} (${v.minReplicas}) is greater than ${key("maxReplicas")} (${v.maxReplicas}). Lower minReplicas or raise maxReplicas.`,
+    );
+  }
+  if (v.cpuTargetPercent < 1 || v.cpuTargetPercent > 100) {
+    p.push(`${key("cpuTargetPercent")} is ${v.cpuTargetPercent}, outside 1-100. Use a percentage such as 70.`);
+  }
+  const floor = v.autoscalingEnabled ? v.minReplicas : v.replicas;
+  const floorKey = v.autoscalingEnabled ? "minReplicas" : "replicas";
+  const pdb = pdbPolicy(v);
+  if ("minAvailable" in pdb) {
+    if (pdb.minAvailable < 0) p.push(`${key("pdbMinAvailable")} must not be negative.`);
+    if (pdb.minAvailable >= floor) {
+      p.push(
+        `${key("pdbMinAvailable")} (${pdb.minAvailable}) must be below ${key(floorKey)} (${floor}): otherwise the PodDisruptionBudget blocks every node drain. Set it to ${Math.max(0, floor - 1)} or raise ${floorKey}.`,
+      );
+    }
+  } else if (pdb.maxUnavailable >= floor && !v.allowNonHa) {
+    p.push(
+      `${key("pdbMaxUnavailable")} (${pdb.maxUnavailable}) lets every pod be evicted at once (${key(floorKey)} is ${floor}). Set it below ${floor}.`,
+    );
+  }
+
+  // Resources.
+  const need = requiredMemoryMi(v.workers);
+  if (v.memoryRequestMi < need) {
+    p.push(
+      `${key("memoryRequestMi")} (${v.memoryRequestMi}) is below what ${v.workers} worker(s) need (${need} MiB = 60 + 150 x workers). Raise memoryRequestMi or lower workers.`,
+    );
+  }
+  if (v.memoryLimitMi < v.memoryRequestMi) {
+    p.push(`${key("memoryLimitMi")} (${v.memoryLimitMi}) is below ${key("memoryRequestMi")} (${v.memoryRequestMi}).`);
+  }
+  if (v.cpuLimitMillicores > 0 && v.cpuLimitMillicores < v.cpuRequestMillicores) {
+    p.push(`${key("cpuLimitMillicores")} is below ${key("cpuRequestMillicores")}. Raise it or set 0 (no limit).`);
+  }
+  if (v.nodeMinCount > v.nodeMaxCount) {
+    p.push(`${key("nodeMinCount")} (${v.nodeMinCount}) is greater than ${key("nodeMaxCount")} (${v.nodeMaxCount}).`);
+  }
+  if (v.postgresBackupDays < 1 || v.postgresBackupDays > 35) {
+    p.push(`${key("postgresBackupDays")} is ${v.postgresBackupDays}, outside 1-35. Keep backups for 7-35 days.`);
+  }
+
+  oneOf("logLevel", v.logLevel, LOG_LEVELS, p);
+  oneOf("rateLimitFailureMode", v.rateLimitFailureMode, RATE_LIMIT_FAILURE_MODES, p);
+  oneOf("serviceType", v.serviceType, SERVICE_TYPES, p);
+  if (!v.image.includes(":") && !v.image.includes("@")) {
+    p.push(`${key("image")} "${v.image}" has no tag or digest. Pin one, e.g. ${v.image}:0.1.0.`);
+  }
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v.namespace) || v.namespace.length > 63) {
+    p.push(`${key("namespace")} "${v.namespace}" is not a valid Kubernetes namespace name (lowercase DNS label).`);
+  }
+
+  // High availability: every single point of failure needs the explicit dev-stack flag.
+  if (!v.allowNonHa) {
+    const nonHa = `or set ${key("allowNonHa")} true for a dev stack`;
+    if (v.zones.length === 1) p.push(`${key("zones")} lists a single zone. List at least 2 zones ${nonHa}.`);
+    if (!v.postgresHa) p.push(`${key("postgresHa")} is false (single-zone database). Set it true ${nonHa}.`);
+    if (!v.redisHa) p.push(`${key("redisHa")} is false (no Redis failover). Set it true ${nonHa}.`);
+    if (floor < 2) p.push(`${key(floorKey)} is ${floor}: one pod is a single point of failure. Use 2 or more ${nonHa}.`);
+    if (!opts.hasExistingKubeconfig && v.nodeMinCount < 2 && v.cloud !== "gcp") {
+      p.push(`${key("nodeMinCount")} is ${v.nodeMinCount}: nodes must span zones. Use 2 or more ${nonHa}.`);
+    }
+  }
+  return p;
+}
+
+/** Build the proxy settings from validated values. */
+export function proxySettings(v: ConfigValues): ProxySettings {
+  return {
+    namespace: v.namespace,
+    image: v.image,
+    replicas: v.replicas,
+    autoscaling: {
+      enabled: v.autoscalingEnabled,
+      minReplicas: v.minReplicas,
+      maxReplicas: v.maxReplicas,
+      cpuTargetPercent: v.cpuTargetPercent,
+      scaleDownStabilizationSeconds: v.scaleDownStabilizationSeconds,
+    },
+    pdb: pdbPolicy(v),
+    workers: v.workers,
+    cpuRequestMillicores: v.cpuRequestMillicores,
+    cpuLimitMillicores: v.cpuLimitMillicores,
+    memoryRequestMi: v.memoryRequestMi,
+    memoryLimitMi: v.memoryLimitMi,
+    requestTimeoutSeconds: v.requestTimeoutSeconds,
+    preStopDelaySeconds: v.preStopDelaySeconds,
+    logLevel: v.logLevel as LogLevel,
+    cacheEnabled: v.cacheEnabled,
+    cacheTtlSeconds: v.cacheTtlSeconds,
+    rateLimitFailureMode: v.rateLimitFailureMode as RateLimitFailureMode,
+    chromaEnabled: v.chromaEnabled,
+    chromaImage: v.chromaImage,
+    kbStorageGi: v.kbStorageGi,
+    chromaStorageGi: v.chromaStorageGi,
+    serviceType: v.serviceType as ServiceType,
+    ingress: v.ingressHost
+      ? {
+          host: v.ingressHost,
+          ...(v.ingressClassName ? { className: v.ingressClassName } : {}),
+          ...(v.ingressTlsSecret ? { tlsSecretName: v.ingressTlsSecret } : {}),
+        }
+      : undefined,
+    proxyConfigYaml: v.proxyConfig,
+  };
+}
+
+/**
+ * Parse and validate everything that is not secret. Pure; throws StackConfigError listing every problem.
+ * `secrets` are the Outputs of the secret keys that are set (only their presence matters here).
+ */
+export function parseStackConfig(
+  raw: RawConfig,
+  provider: ProviderValues,
+  secrets: Partial<Record<ConfigKey, pulumi.Output<string>>> = {},
+): StackConfig {
+  const { values: v, problems } = parseConfigValues(raw);
+  problems.push(...validateConfigValues(v, provider, { hasExistingKubeconfig: !!secrets.existingKubeconfig }));
+  if (problems.length > 0) throw new StackConfigError(problems);
+  const cloud = v.cloud as Cloud;
+  const region = provider.region as string;
+  const defaults = CLOUD_DEFAULTS[cloud];
+  const providerKeys: Record<string, pulumi.Output<string>> = {};
+  for (const [k, env] of Object.entries(PROVIDER_KEY_ENV)) {
+    const s = secrets[k as ConfigKey];
+    if (s) providerKeys[env] = s;
+  }
+  return {
+    cloud,
+    allowNonHa: v.allowNonHa,
+    region,
+    gcpProject: provider.gcpProject,
+    zones: v.zones.length > 0 ? v.zones : defaultZones(cloud, region),
+    network: {
+      cidr: v.networkCidr,
+      existing: v.existingNetworkId ? { networkId: v.existingNetworkId, subnetIds: v.existingSubnetIds } : undefined,
+    },
+    cluster: {
+      kubernetesVersion: v.kubernetesVersion,
+      nodeSize: v.nodeSize || defaults.nodeSize,
+      nodeMinCount: v.nodeMinCount,
+      nodeMaxCount: v.nodeMaxCount,
+      apiAllowedCidrs: v.apiAllowedCidrs,
+      existingKubeconfig: secrets.existingKubeconfig,
+    },
+    postgres: {
+      version: v.postgresVersion,
+      size: v.postgresSize || defaults.postgresSize,
+      storageGb: v.postgresStorageGb,
+      backupDays: v.postgresBackupDays,
+      ha: v.postgresHa,
+    },
+    redis: { size: v.redisSize || defaults.redisSize, memoryGb: v.redisMemoryGb, ha: v.redisHa },
+    filesystem: { tier: v.filesystemTier || defaults.filesystemTier, sizeGb: v.filesystemSizeGb },
+    proxy: proxySettings(v),
+    providerKeys,
+  };
+}
+
+/** Read the stack's config from the Pulumi engine, once. The only reader of pulumi.Config. */
+export function loadStackConfig(): StackConfig {
+  const cfg = new pulumi.Config(PROJECT);
+  const raw: RawConfig = {};
+  const secrets: Partial<Record<ConfigKey, pulumi.Output<string>>> = {};
+  for (const [key, spec] of Object.entries(CONFIG_KEYS) as [ConfigKey, ConfigKeySpec][]) {
+    if (spec.secret) {
+      const s = cfg.getSecret(key);
+      if (s !== undefined) secrets[key] = s;
+    } else {
+      raw[key] = cfg.get(key);
+    }
+  }
+  const settings = PROVIDER_SETTINGS[raw.cloud as Cloud] as (typeof PROVIDER_SETTINGS)[Cloud] | undefined;
+  const read = (qualified: string | undefined) => {
+    if (!qualified) return undefined;
+    const [ns, name] = qualified.split(":");
+    return new pulumi.Config(ns).get(name);
+  };
+  const provider: ProviderValues = settings ? { region: read(settings.region), gcpProject: read(settings.project) } : {};
+  return parseStackConfig(raw, provider, secrets);
+}
