@@ -1,0 +1,105 @@
+import { spawn } from "node:child_process";
+import path from "node:path";
+import pg from "pg";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MIGRATIONS, migrate } from "../../../service/adapters/migrations";
+import { createPostgres } from "../../../service/adapters/postgres";
+import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
+
+
+/** Start one migrating process; resolves `ready` once it is connected and `done` with its JSON result. */
+function startReplica(url: string) {
+  const proc = spawn(process.execPath, ["-r", "ts-node/register/transpile-only", child, url], {
+    cwd: root,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  let onReady: () => void;
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  proc.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+    if (out.startsWith("ready\n")) onReady();
+  });
+  proc.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const done = new Promise<{ pid: number; applied: number[] }>((resolve, reject) => {
+    proc.on("exit", (code) => {
+      if (code !== 0) return reject(new Error(`migrating process exited with ${code}: ${err}`));
+      resolve(JSON.parse(out.slice("ready\n".length).trim()));
+    });
+  });
+  return { proc, ready, done, go: () => proc.stdin.end("go\n") };
+}
+const root = path.resolve(__dirname, "../../..");
+const child = path.join(__dirname, "fixtures", "migrate-child.ts");
+const log = pino({ level: "silent" });
+
+describe("migrations", () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it("4 processes migrating one empty database at once: all succeed, each migration applied once", async () => {
+    const replicas = Array.from({ length: 4 }, () => startReplica(db.url));
+    await Promise.all(replicas.map((r) => r.ready));
+    // All four are connected and waiting: release them together.
+    replicas.forEach((r) => r.go());
+    const outputs = await Promise.all(replicas.map((r) => r.done));
+    expect(new Set(outputs.map((o) => o.pid)).size).toBe(4);
+    // Every migration was applied by exactly one process; the other three found nothing to do.
+    const allApplied = outputs.flatMap((o) => o.applied).sort((a, b) => a - b);
+    expect(allApplied).toEqual(MIGRATIONS.map((m) => m.id));
+    expect(outputs.filter((o) => o.applied.length > 0)).toHaveLength(1);
+
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      const rows = await client.query("SELECT id, count(*)::int AS n FROM schema_migrations GROUP BY id ORDER BY id");
+      expect(rows.rows).toEqual(MIGRATIONS.map((m) => ({ id: m.id, n: 1 })));
+      const tables = await client.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+      );
+      expect(tables.rows.map((r) => r.table_name)).toEqual(["api_keys", "schema_migrations", "teams", "usage"]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it("is a no-op on an up-to-date database and restores the session's statement timeout", async () => {
+    const { pool } = createPostgres({ url: db.url, log, max: 1, statementTimeoutMs: 12_345 });
+    try {
+      expect(await migrate(pool, { log })).toEqual({ applied: [] });
+      // The same (only) pooled connection: migrate() lifted the timeout for the lock wait and must put it back.
+      const { rows } = await pool.query("SHOW statement_timeout");
+      expect(rows[0].statement_timeout).toBe("12345ms");
+      const locks = await pool.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'");
+      expect(locks.rows[0].n).toBe(0);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it("a failing migration rolls back entirely and is not recorded", async () => {
+    const { pool } = createPostgres({ url: db.url, log, max: 1 });
+    try {
+      const bad = [
+        ...MIGRATIONS,
+        { id: 999, name: "broken", sql: "CREATE TABLE half_done (id int); SELECT no_such_function();" },
+      ];
+      await expect(migrate(pool, { log, migrations: bad })).rejects.toThrow(/Migration 999 \(broken\) failed/);
+      const t = await pool.query("SELECT to_regclass('half_done') AS t");
+      expect(t.rows[0].t).toBeNull();
+      const m = await pool.query("SELECT count(*)::int AS n FROM schema_migrations WHERE id = 999");
+      expect(m.rows[0].n).toBe(0);
+      // The lock was released with the discarded connection: a later migrate() does not wait.
+      expect(await migrate(pool, { log })).toEqual({ applied: [] });
+    } finally {
+      await pool.end();
+    }
+  });
+});

@@ -1,0 +1,240 @@
+import pg from "pg";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConflictError, InvalidRequestError } from "../../../service/errors";
+import { generateApiKey } from "../../../service/lib/keys";
+import { migrate } from "../../../service/adapters/migrations";
+import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "../../../service/adapters/pg-stores";
+import { createPostgres } from "../../../service/adapters/postgres";
+import { insertUsageRows } from "../../../service/adapters/usage-writer";
+import type { KeyStore, LimitOverrides, TeamStore, UsageRow } from "../../../service/ports";
+import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
+
+const log = pino({ level: "silent" });
+const NO_LIMITS: LimitOverrides = { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null };
+
+describe("pg stores", () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+  let keys: KeyStore;
+  let teams: TeamStore;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    ({ pool } = createPostgres({ url: db.url, log, max: 4 }));
+    await migrate(pool, { log });
+    keys = createPgKeyStore(pool);
+    teams = createPgTeamStore(pool);
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  const newKey = (teamId: string | null, extra: Partial<Parameters<KeyStore["create"]>[0]> = {}) => {
+    const g = generateApiKey();
+    return keys.create({
+      name: "k",
+      teamId,
+      scopes: ["chat"],
+      expiresAt: null,
+      limits: NO_LIMITS,
+      hash: g.hash,
+      prefix: g.prefix,
+      ...extra,
+    });
+  };
+
+  it("teams: create, get, list, update limits (partial), unique names", async () => {
+    const t = await teams.create({ name: "alpha", limits: { requestsPerMinute: 10, tokensPerMinute: 0, tokensPerDay: null } });
+    expect(t).toMatchObject({ name: "alpha", limits: { requestsPerMinute: 10, tokensPerMinute: 0, tokensPerDay: null } });
+    expect(await teams.get(t.id)).toEqual(t);
+    expect((await teams.list()).map((x) => x.id)).toContain(t.id);
+
+    const u = await teams.update(t.id, { limits: { tokensPerDay: 5_000_000_000 } });
+    // Only the given field changed; bigint comes back as a number.
+    expect(u?.limits).toEqual({ requestsPerMinute: 10, tokensPerMinute: 0, tokensPerDay: 5_000_000_000 });
+    expect(Date.parse(u!.updatedAt)).toBeGreaterThanOrEqual(Date.parse(t.updatedAt));
+    const reset = await teams.update(t.id, { name: "alpha2", limits: { requestsPerMinute: null } });
+    expect(reset).toMatchObject({ name: "alpha2", limits: { requestsPerMinute: null, tokensPerMinute: 0 } });
+
+    await expect(teams.create({ name: "alpha2", limits: NO_LIMITS })).rejects.toBeInstanceOf(ConflictError);
+    expect(await teams.get("00000000-0000-4000-8000-000000000000")).toBeNull();
+    expect(await teams.get("not-a-uuid")).toBeNull();
+    expect(await teams.update("00000000-0000-4000-8000-000000000000", { name: "x" })).toBeNull();
+  });
+
+  it("keys: create, findByHash with team limits, list, update, revoke", async () => {
+    const t = await teams.create({ name: "beta", limits: { requestsPerMinute: 3, tokensPerMinute: null, tokensPerDay: 0 } });
+    const g = generateApiKey();
+    const expiresAt = new Date(Date.now() + 3_600_000).toISOString();
+    const k = await keys.create({
+      name: "svc",
+      teamId: t.id,
+      scopes: ["chat", "rag:docs"],
+      expiresAt,
+      limits: { requestsPerMinute: null, tokensPerMinute: 1000, tokensPerDay: null },
+      hash: g.hash,
+      prefix: g.prefix,
+    });
+    expect(k).toMatchObject({
+      name: "svc",
+      teamId: t.id,
+      scopes: ["chat", "rag:docs"],
+      expiresAt,
+      revokedAt: null,
+      rotatedFrom: null,
+      prefix: g.prefix,
+      limits: { requestsPerMinute: null, tokensPerMinute: 1000, tokensPerDay: null },
+    });
+    const found = await keys.findByHash(g.hash);
+    expect(found).toEqual({ key: k, teamLimits: { requestsPerMinute: 3, tokensPerMinute: null, tokensPerDay: 0 } });
+    expect(await keys.findByHash(generateApiKey().hash)).toBeNull();
+
+    const solo = await newKey(null);
+    expect((await keys.findByHash((await pool.query("SELECT key_hash FROM api_keys WHERE id=$1", [solo.id])).rows[0].key_hash))?.teamLimits).toBeNull();
+
+    const listed = await keys.list();
+    expect(listed.map((x) => x.id)).toEqual(expect.arrayContaining([k.id, solo.id]));
+    expect(JSON.stringify(listed)).not.toContain(g.hash);
+
+    const u = await keys.update(k.id, { scopes: ["*"], expiresAt: null, limits: { ...k.limits, tokensPerDay: 0 } });
+    expect(u).toMatchObject({ scopes: ["*"], expiresAt: null, limits: { tokensPerMinute: 1000, tokensPerDay: 0 } });
+
+    const r1 = await keys.revoke(k.id);
+    expect(r1?.revokedAt).not.toBeNull();
+    const r2 = await keys.revoke(k.id);
+    expect(r2?.revokedAt).toBe(r1?.revokedAt);
+    expect((await keys.findByHash(g.hash))?.key.revokedAt).toBe(r1?.revokedAt);
+    expect(await keys.revoke("00000000-0000-4000-8000-000000000000")).toBeNull();
+  });
+
+  it("keys: an unknown team is a 400 naming team_id", async () => {
+    const err = await newKey("00000000-0000-4000-8000-000000000000").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidRequestError);
+    expect((err as InvalidRequestError).param).toBe("team_id");
+  });
+
+  it("rotate: revokes the old key and creates the replacement with the same settings, atomically", async () => {
+    const t = await teams.create({ name: "gamma", limits: NO_LIMITS });
+    const old = await newKey(t.id, { name: "rot", scopes: ["chat", "embeddings"], limits: { requestsPerMinute: 7, tokensPerMinute: null, tokensPerDay: null } });
+    const g = generateApiKey();
+    const fresh = await keys.rotate(old.id, { hash: g.hash, prefix: g.prefix });
+    expect(fresh).toMatchObject({
+      name: "rot",
+      teamId: t.id,
+      scopes: ["chat", "embeddings"],
+      rotatedFrom: old.id,
+      revokedAt: null,
+      prefix: g.prefix,
+      limits: { requestsPerMinute: 7 },
+    });
+    expect(fresh!.id).not.toBe(old.id);
+    expect((await keys.get(old.id))?.revokedAt).not.toBeNull();
+    expect((await keys.findByHash(g.hash))?.key.id).toBe(fresh!.id);
+
+    // A rotated (revoked) key cannot be rotated again.
+    await expect(keys.rotate(old.id, generateApiKey())).rejects.toBeInstanceOf(ConflictError);
+    expect(await keys.rotate("00000000-0000-4000-8000-000000000000", generateApiKey())).toBeNull();
+
+    // Atomicity: when creating the replacement fails (its hash is taken), the old key stays active.
+    const victim = await newKey(t.id);
+    await expect(keys.rotate(victim.id, { hash: g.hash, prefix: g.prefix })).rejects.toThrow();
+    expect((await keys.get(victim.id))?.revokedAt).toBeNull();
+    expect((await pool.query("SELECT count(*)::int AS n FROM api_keys WHERE rotated_from = $1", [victim.id])).rows[0].n).toBe(0);
+
+    // Concurrent rotations of one key: exactly one wins.
+    const target = await newKey(t.id);
+    const results = await Promise.allSettled([keys.rotate(target.id, generateApiKey()), keys.rotate(target.id, generateApiKey())]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    const rejected = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+    expect(rejected.reason).toBeInstanceOf(ConflictError);
+  });
+
+  it("rotate refuses an expired key", async () => {
+    const k = await newKey(null, { expiresAt: new Date(Date.now() - 1000).toISOString() });
+    await expect(keys.rotate(k.id, generateApiKey())).rejects.toMatchObject({ status: 409, code: "key_expired" });
+  });
+
+  it("team delete: 409 while active keys reference it; allowed once they are revoked or expired", async () => {
+    const t = await teams.create({ name: "delta", limits: NO_LIMITS });
+    const active = await newKey(t.id);
+    await newKey(t.id, { expiresAt: new Date(Date.now() - 1000).toISOString() });
+    const err = await teams.delete(t.id).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConflictError);
+    expect((err as ConflictError).message).toContain("1 active key");
+    expect(await teams.get(t.id)).not.toBeNull();
+
+    await keys.revoke(active.id);
+    expect(await teams.delete(t.id)).toBe(true);
+    expect(await teams.get(t.id)).toBeNull();
+    // The revoked key survives without its team.
+    expect((await keys.get(active.id))?.teamId).toBeNull();
+    expect(await teams.delete(t.id)).toBe(false);
+    expect(await teams.delete("nope")).toBe(false);
+  });
+
+  it("usage report: groups by key, team, model and day over [from, to)", async () => {
+    const t = await teams.create({ name: "eps", limits: NO_LIMITS });
+    const k1 = await newKey(t.id);
+    const k2 = await newKey(null);
+    const base = new Date("2030-01-01T23:59:00Z");
+    const row = (i: number, over: Partial<UsageRow>): UsageRow => ({
+      requestId: crypto.randomUUID(),
+      createdAt: new Date(base.getTime() + i * 60_000),
+      keyId: k1.id,
+      teamId: t.id,
+      route: "chat",
+      requestedModel: "gpt-x",
+      servedModel: "gpt-x",
+      provider: "p",
+      promptTokens: 10,
+      completionTokens: 5,
+      latencyMs: 12,
+      status: 200,
+      errorCode: null,
+      stream: false,
+      cacheHit: false,
+      piiCounts: null,
+      ...over,
+    });
+    await insertUsageRows(pool, [
+      row(0, {}),
+      row(1, { status: 502, errorCode: "upstream_error", completionTokens: 0, servedModel: null }),
+      row(2, { keyId: k2.id, teamId: null, servedModel: "fallback-y", cacheHit: true, promptTokens: 0, completionTokens: 0 }),
+      row(3, { status: 429, errorCode: "rate_limit_exceeded", promptTokens: 0, completionTokens: 0 }),
+      // Outside the window.
+      row(10_000, {}),
+    ]);
+    const from = base;
+    const to = new Date(base.getTime() + 60 * 60_000);
+    const report = createPgUsageReport(pool);
+
+    const byKey = await report.aggregate({ from, to, groupBy: "key" });
+    expect(byKey).toEqual(
+      expect.arrayContaining([
+        { group: k1.id, requests: 3, promptTokens: 20, completionTokens: 5, errors: 2, cacheHits: 0 },
+        { group: k2.id, requests: 1, promptTokens: 0, completionTokens: 0, errors: 0, cacheHits: 1 },
+      ]),
+    );
+    expect(byKey).toHaveLength(2);
+
+    const byTeam = await report.aggregate({ from, to, groupBy: "team" });
+    expect(byTeam).toEqual([
+      { group: t.id, requests: 3, promptTokens: 20, completionTokens: 5, errors: 2, cacheHits: 0 },
+      { group: null, requests: 1, promptTokens: 0, completionTokens: 0, errors: 0, cacheHits: 1 },
+    ]);
+
+    const byModel = await report.aggregate({ from, to, groupBy: "model" });
+    expect(byModel.map((r) => [r.group, r.requests])).toEqual([
+      ["fallback-y", 1],
+      ["gpt-x", 3],
+    ]);
+
+    const byDay = await report.aggregate({ from, to, groupBy: "day" });
+    expect(byDay.map((r) => [r.group, r.requests])).toEqual([
+      ["2030-01-01", 1],
+      ["2030-01-02", 3],
+    ]);
+  });
+});
