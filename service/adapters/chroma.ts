@@ -1,0 +1,184 @@
+/**
+ * Chroma adapter: one collection of knowledge-base chunks with embeddings computed by the proxy (no embedding
+ * function on the client side, so nothing is imported or downloaded), cosine space.
+ *
+ * Chroma collection names need at least 3 characters, while the configured collection (`rag.collection`, also the
+ * name in `rag:<collection>` scopes) may have 2 ("kb"), so the Chroma name is always `llmproxy-<collection>`.
+ */
+import { ChromaClient, ChromaNotFoundError, type Collection, type Metadata, type Where } from "chromadb";
+
+export interface ChunkRecord {
+  /** Deterministic id (source + chunk index), so re-ingesting overwrites in place. */
+  id: string;
+  text: string;
+  embedding: number[];
+  /** Path relative to KB_DIR, POSIX separators. */
+  source: string;
+  chunkIndex: number;
+  heading: string;
+}
+
+export interface VectorHit {
+  id: string;
+  text: string;
+  source: string;
+  chunkIndex: number;
+  heading: string;
+  /** Cosine distance (0 = same direction, 2 = opposite); similarity = 1 - distance. */
+  distance: number;
+}
+
+/** What the knowledge base needs from a vector store (a port, so tests can count calls). */
+export interface VectorStore {
+  /** The Chroma collection name. */
+  readonly name: string;
+  upsert(records: ChunkRecord[]): Promise<void>;
+  /** Delete every chunk of `source` whose index is ≥ `fromIndex` (0: all of them). */
+  deleteSource(source: string, fromIndex?: number): Promise<void>;
+  /** Number of chunks of one source. */
+  countSource(source: string): Promise<number>;
+  count(): Promise<number>;
+  /** Distinct sources with their chunk counts (pages through metadata; an admin operation, not a hot path). */
+  sources(): Promise<Map<string, number>>;
+  /** Delete and recreate the collection. */
+  reset(): Promise<void>;
+  /** Nearest chunks to `embedding`, closest first. */
+  query(embedding: number[], topK: number): Promise<VectorHit[]>;
+  /** True when the server answers its heartbeat. */
+  ping(): Promise<boolean>;
+}
+
+export interface ChromaStoreOptions {
+  /** Server URL, e.g. http://127.0.0.1:8000 (CHROMA_URL). */
+  url: string;
+  /** Configured collection name (rag.collection). */
+  collection: string;
+}
+
+/** Chroma's name for a configured collection. */
+export function chromaCollectionName(collection: string): string {
+  return `llmproxy-${collection}`;
+}
+
+const PAGE = 1000;
+
+export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
+  const url = new URL(opts.url);
+  const ssl = url.protocol === "https:";
+  const client = new ChromaClient({
+    host: url.hostname,
+    port: url.port ? Number(url.port) : ssl ? 443 : 80,
+    ssl,
+  });
+  const name = chromaCollectionName(opts.collection);
+  let collection: Promise<Collection> | null = null;
+
+  const open = (): Promise<Collection> => {
+    collection ??= client
+      .getOrCreateCollection({ name, embeddingFunction: null, configuration: { hnsw: { space: "cosine" } } })
+      .catch((error: unknown) => {
+        collection = null; // retry on the next call (Chroma may not be up yet)
+        throw error;
+      });
+    return collection;
+  };
+
+  /**
+   * Run `fn` on the collection; when it was deleted behind our back (a reset from another replica), look it up by
+   * name again and retry once instead of failing every call until restart.
+   */
+  async function withCollection<T>(fn: (c: Collection) => Promise<T>): Promise<T> {
+    const c = await open();
+    try {
+      return await fn(c);
+    } catch (error) {
+      if (!(error instanceof ChromaNotFoundError)) throw error;
+      collection = null;
+      return fn(await open());
+    }
+  }
+
+  const sourceWhere = (source: string, fromIndex: number): Where =>
+    fromIndex > 0
+      ? { $and: [{ source: { $eq: source } }, { chunk_index: { $gte: fromIndex } }] }
+      : { source: { $eq: source } };
+
+  return {
+    name,
+    async upsert(records) {
+      if (!records.length) return;
+      await withCollection((c) =>
+        c.upsert({
+          ids: records.map((r) => r.id),
+          embeddings: records.map((r) => r.embedding),
+          documents: records.map((r) => r.text),
+          metadatas: records.map(
+            (r): Metadata => ({ source: r.source, chunk_index: r.chunkIndex, heading: r.heading }),
+          ),
+        }),
+      );
+    },
+    async deleteSource(source, fromIndex = 0) {
+      await withCollection((c) => c.delete({ where: sourceWhere(source, fromIndex) }));
+    },
+    async countSource(source) {
+      let total = 0;
+      for (let offset = 0; ; offset += PAGE) {
+        const page = await withCollection((c) =>
+          c.get({ where: sourceWhere(source, 0), include: [], limit: PAGE, offset }),
+        );
+        total += page.ids.length;
+        if (page.ids.length < PAGE) return total;
+      }
+    },
+    count() {
+      return withCollection((c) => c.count());
+    },
+    async sources() {
+      const out = new Map<string, number>();
+      for (let offset = 0; ; offset += PAGE) {
+        const page = await withCollection((c) => c.get({ include: ["metadatas"], limit: PAGE, offset }));
+        for (const m of page.metadatas) {
+          const source = typeof m?.source === "string" ? m.source : "";
+          out.set(source, (out.get(source) ?? 0) + 1);
+        }
+        if (page.ids.length < PAGE) return out;
+      }
+    },
+    async reset() {
+      collection = null;
+      try {
+        await client.deleteCollection({ name });
+      } catch (error) {
+        if (!(error instanceof ChromaNotFoundError)) throw error;
+      }
+      await open();
+    },
+    async query(embedding, topK) {
+      const result = await withCollection((c) =>
+        c.query({ queryEmbeddings: [embedding], nResults: topK, include: ["documents", "metadatas", "distances"] }),
+      );
+      const hits: VectorHit[] = [];
+      result.ids[0]?.forEach((id, i) => {
+        const m = result.metadatas[0]?.[i] ?? {};
+        hits.push({
+          id,
+          text: result.documents[0]?.[i] ?? "",
+          source: typeof m.source === "string" ? m.source : "",
+          chunkIndex: typeof m.chunk_index === "number" ? m.chunk_index : 0,
+          heading: typeof m.heading === "string" ? m.heading : "",
+          distance: result.distances[0]?.[i] ?? 2,
+        });
+      });
+      return hits;
+    },
+    async ping() {
+      try {
+        await client.heartbeat();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * Knowledge-base wiring for main.ts / deps.ts: the KnowledgeBase over Chroma when CHROMA_URL is set, and the
+ * Chroma server starter for the embedded default.
+ */
+import path from "node:path";
+import type { Logger } from "pino";
+import type { Config } from "../config";
+import type { ProviderRegistry } from "../providers/registry";
+import { createChromaStore } from "../adapters/chroma";
+import { startChromaServer, type ChromaServer } from "../adapters/chroma-server";
+import { KnowledgeBase } from "./knowledge-base";
+
+export { KnowledgeBase, chunkId, type Embed, type KnowledgeBaseOptions } from "./knowledge-base";
+export { startChromaServer, type ChromaServer, type ChromaServerOptions } from "../adapters/chroma-server";
+
+/**
+ * The knowledge base for this config, or null (RAG off) when there is no Chroma URL or no embedding deployment;
+ * either way the reason is logged once. `chromaUrl` overrides `config.chroma.url` (an embedded server's URL).
+ */
+export function createKnowledgeBaseFromConfig(
+  config: Config,
+  providers: Pick<ProviderRegistry, "embed">,
+  log: Logger,
+  opts: { chromaUrl?: string | null } = {},
+): KnowledgeBase | null {
+  const url = opts.chromaUrl ?? config.chroma.url;
+  if (!url) {
+    log.info("RAG off: no CHROMA_URL");
+    return null;
+  }
+  const model = config.embeddingModel;
+  if (!model) {
+    log.warn("RAG off: no embedding deployment (set embedding_model in the config file)");
+    return null;
+  }
+  log.info({ collection: config.rag.collection, embeddingModel: model, kbDir: config.kbDir }, "RAG on");
+  return new KnowledgeBase({
+    store: createChromaStore({ url, collection: config.rag.collection }),
+    embed: (texts, signal) => providers.embed(model, texts, signal),
+    kbDir: config.kbDir,
+    rag: config.rag,
+    embeddingModel: model,
+    log,
+  });
+}
+
+/** The embedded default's Chroma: a child process on a free local port, data under `<dataDir>/chroma`. */
+export function startEmbeddedChroma(config: Config, log: Logger): Promise<ChromaServer> {
+  const dataDir = path.join(config.dataDir, "chroma");
+  return startChromaServer({ dataDir }).then((server) => {
+    log.info({ url: server.url, dataDir }, "embedded Chroma server started");
+    return server;
+  });
+}

@@ -1,0 +1,236 @@
+/**
+ * The knowledge base: files under KB_DIR, chunked by tokens, embedded through the proxy's own routing (any
+ * configured embedding deployment) and stored in Chroma; hybrid retrieval (dense + BM25 over the dense candidates,
+ * fused by reciprocal rank).
+ *
+ * Re-ingesting a source replaces its chunks without a gap: chunk ids are deterministic (hash of the source + chunk
+ * index), so the new chunks overwrite the old ones in place, and only then are leftovers (indexes past the new
+ * count) deleted. Queries running meanwhile see the old or the new version of a chunk, never an empty source, and
+ * two replicas ingesting the same file converge on one copy.
+ */
+import crypto from "node:crypto";
+import type { Logger } from "pino";
+import type { Config } from "../config";
+import type { ChunkRecord, VectorStore } from "../adapters/chroma";
+import { InvalidRequestError } from "../errors";
+import { bm25Scores } from "../lib/bm25";
+import { chunkDocument } from "../lib/chunking";
+import { reciprocalRankFusion } from "../lib/rrf";
+import type {
+  IngestReport,
+  IngestedSource,
+  KnowledgeBaseLike,
+  KnowledgeBaseStats,
+  RetrievedChunk,
+} from "../stages/rag";
+import { documentKind, SUPPORTED_EXTENSIONS } from "./file-types";
+import { KbFiles, type KbPath } from "./kb-files";
+
+/** Embeds texts in order; one call per batch. */
+export type Embed = (texts: string[], signal?: AbortSignal) => Promise<number[][]>;
+
+export interface KnowledgeBaseOptions {
+  store: VectorStore;
+  embed: Embed;
+  /** KB_DIR: the only folder files are read from or written to. */
+  kbDir: string;
+  rag: Config["rag"];
+  /** Name of the embedding deployment (for stats). */
+  embeddingModel: string;
+  log: Logger;
+  /** Texts per embedding call. Default 64. */
+  embedBatchSize?: number;
+  /** Dense candidates fetched per query: max(topK × this, 20), at most 100. Default 4. */
+  candidateMultiplier?: number;
+}
+
+/** Stable chunk id: 16 hex of SHA-256 over the source, then the chunk index. */
+export function chunkId(source: string, index: number): string {
+  return `${crypto.createHash("sha256").update(source).digest("hex").slice(0, 16)}:${index}`;
+}
+
+export class KnowledgeBase implements KnowledgeBaseLike {
+  readonly collection: string;
+  private readonly files: KbFiles;
+  /** Per-source queue, so two ingests of one source in this process never interleave. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly opts: KnowledgeBaseOptions) {
+    this.collection = opts.rag.collection;
+    this.files = new KbFiles(opts.kbDir);
+  }
+
+  /** The vector store (for health checks). */
+  get store(): VectorStore {
+    return this.opts.store;
+  }
+
+  async retrieve(query: string, opts: { topK?: number; signal?: AbortSignal } = {}): Promise<RetrievedChunk[]> {
+    const topK = opts.topK ?? this.opts.rag.topK;
+    const text = query.trim();
+    if (!text || topK <= 0) return [];
+    const candidates = Math.min(100, Math.max(topK * (this.opts.candidateMultiplier ?? 4), 20));
+    const [embedding] = await this.opts.embed([text], opts.signal);
+    const hits = await this.opts.store.query(embedding, candidates);
+    if (!hits.length) return [];
+
+    // Dense ranking: candidates whose cosine similarity clears the threshold, closest first.
+    const dense = hits.filter((h) => 1 - h.distance >= this.opts.rag.minScore).map((h) => h.id);
+    // Lexical ranking: BM25 over all candidates (heading included), so an exact identifier or error code that the
+    // embedding ranks low still counts; candidates matching no query term are not ranked.
+    const scores = bm25Scores(
+      text,
+      hits.map((h) => (h.heading ? `${h.heading}\n${h.text}` : h.text)),
+    );
+    const lexical = hits
+      .map((h, i) => ({ id: h.id, score: scores[i] }))
+      .filter((x) => x.score > 0)
+      .sort((a, b) => b.score - a.score)
+      .map((x) => x.id);
+    const byId = new Map(hits.map((h, i) => [h.id, { hit: h, lexical: scores[i] }]));
+    return reciprocalRankFusion([dense, lexical])
+      .slice(0, topK)
+      .map((f) => {
+        const { hit, lexical: score } = byId.get(f.id)!;
+        return {
+          id: hit.id,
+          source: hit.source,
+          chunkIndex: hit.chunkIndex,
+          heading: hit.heading,
+          text: hit.text,
+          dense: 1 - hit.distance,
+          denseRank: f.ranks[0],
+          lexical: score,
+          lexicalRank: f.ranks[1],
+          fused: f.score,
+        };
+      });
+  }
+
+  async upload(relPath: string, content: string): Promise<IngestedSource> {
+    if (typeof content !== "string") throw new InvalidRequestError("`content` must be a string.", "invalid_content", "content");
+    if (content.includes("\0")) throw new InvalidRequestError("`content` must be text (no NUL characters).", "invalid_content", "content");
+    const { source } = await this.files.lexical(relPath);
+    this.requireSupported(source);
+    const written = await this.files.write(relPath, content);
+    return this.ingestText(written.source, content);
+  }
+
+  async ingest(relPath: string): Promise<IngestReport> {
+    const target = await this.files.existing(relPath);
+    const report: IngestReport = { files: [], skipped: [], chunks: 0 };
+    let files: KbPath[];
+    if (target.isDirectory) {
+      const walked = await this.files.walk(target.absolute);
+      report.skipped.push(...walked.skipped);
+      files = walked.files.filter((f) => {
+        if (documentKind(f.source)) return true;
+        report.skipped.push({ path: f.source, reason: "unsupported file type" });
+        return false;
+      });
+    } else {
+      this.requireSupported(target.source);
+      files = [target];
+    }
+    for (const file of files) {
+      const read = await this.files.readText(file.absolute);
+      if ("skip" in read) {
+        if (!target.isDirectory) {
+          throw new InvalidRequestError(`Cannot ingest ${file.source}: ${read.skip}.`, "unsupported_file", "path");
+        }
+        report.skipped.push({ path: file.source, reason: read.skip });
+        continue;
+      }
+      const done = await this.ingestText(file.source, read.text);
+      report.files.push(done);
+      report.chunks += done.chunks;
+    }
+    return report;
+  }
+
+  async deleteSource(relPath: string): Promise<{ source: string; deleted: number }> {
+    // The file may be gone already, so only lexical checks; an existing symlink is named by its real path.
+    let { source } = await this.files.lexical(relPath);
+    try {
+      source = (await this.files.existing(relPath)).source;
+    } catch {
+      // not on disk (or not resolvable): delete by the name given
+    }
+    return this.serialize(source, async () => {
+      const deleted = await this.opts.store.countSource(source);
+      await this.opts.store.deleteSource(source);
+      this.opts.log.info({ source, deleted }, "knowledge base: source deleted");
+      return { source, deleted };
+    });
+  }
+
+  async stats(): Promise<KnowledgeBaseStats> {
+    const [chunks, sources] = await Promise.all([this.opts.store.count(), this.opts.store.sources()]);
+    return {
+      collection: this.collection,
+      chunks,
+      sources: sources.size,
+      embeddingModel: this.opts.embeddingModel,
+      chunkTokens: this.opts.rag.chunkTokens,
+      chunkOverlap: this.opts.rag.chunkOverlap,
+    };
+  }
+
+  async reset(): Promise<void> {
+    await this.opts.store.reset();
+    this.opts.log.info({ collection: this.collection }, "knowledge base: reset");
+  }
+
+  private requireSupported(source: string): void {
+    if (!documentKind(source)) {
+      throw new InvalidRequestError(
+        `Unsupported file type: ${source}. Supported: ${SUPPORTED_EXTENSIONS.join(" ")} (and Dockerfile, Makefile).`,
+        "unsupported_file_type",
+        "path",
+      );
+    }
+  }
+
+  private serialize<T>(source: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(source) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const settled = run.catch(() => undefined);
+    this.locks.set(source, settled);
+    void settled.then(() => {
+      if (this.locks.get(source) === settled) this.locks.delete(source);
+    });
+    return run;
+  }
+
+  /** Chunk, embed (batched) and store one source, replacing its previous chunks. */
+  private ingestText(source: string, text: string): Promise<IngestedSource> {
+    return this.serialize(source, async () => {
+      const kind = documentKind(source) ?? "text";
+      const chunks = chunkDocument(text, kind, {
+        chunkTokens: this.opts.rag.chunkTokens,
+        overlapTokens: this.opts.rag.chunkOverlap,
+      });
+      const batch = this.opts.embedBatchSize ?? 64;
+      for (let i = 0; i < chunks.length; i += batch) {
+        const slice = chunks.slice(i, i + batch);
+        const embeddings = await this.opts.embed(slice.map((c) => c.text));
+        if (embeddings.length !== slice.length) {
+          throw new Error(`embedding deployment returned ${embeddings.length} vectors for ${slice.length} texts`);
+        }
+        const records: ChunkRecord[] = slice.map((c, j) => ({
+          id: chunkId(source, c.index),
+          text: c.text,
+          embedding: embeddings[j],
+          source,
+          chunkIndex: c.index,
+          heading: c.heading,
+        }));
+        await this.opts.store.upsert(records);
+      }
+      // Leftovers of a longer previous version (all chunks when the file now has none).
+      await this.opts.store.deleteSource(source, chunks.length);
+      this.opts.log.info({ source, chunks: chunks.length }, "knowledge base: source ingested");
+      return { source, chunks: chunks.length };
+    });
+  }
+}

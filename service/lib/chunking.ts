@@ -1,0 +1,171 @@
+/**
+ * Token-based chunking for the knowledge base. Chunks are measured in cl100k tokens (the tokenizer of OpenAI's
+ * embedding models), so a chunk of `chunkTokens` fits the embedding model's input instead of being silently
+ * truncated (Relay counts 512 *words* and its embedder keeps 256 word-pieces).
+ *
+ * Markdown is split on ATX headings first (outside fenced code), so a chunk never spans two sections and carries
+ * its heading path; every section (or a whole non-Markdown file) is then packed from whitespace-led word units up to
+ * `chunkTokens`, preferring to end a chunk at a line break, with about `overlapTokens` of the previous chunk repeated
+ * at the start of the next. Chunks shorter than `minChars` (after trimming) carry too little to retrieve and are
+ * skipped.
+ */
+import { encode } from "gpt-tokenizer/encoding/cl100k_base";
+
+/** Special-token strings such as `<|endoftext|>` in a document are plain text, not a reason to throw. */
+const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
+
+/** cl100k token count of `text`, treating special-token strings as text. */
+export function countTokens(text: string): number {
+  return encode(text, PLAIN_TEXT).length;
+}
+
+export interface ChunkOptions {
+  /** Maximum tokens per chunk (Config.rag.chunkTokens). */
+  chunkTokens: number;
+  /** Tokens repeated from the end of one chunk at the start of the next (Config.rag.chunkOverlap). */
+  overlapTokens: number;
+  /** Chunks shorter than this many characters (trimmed) are skipped. Default 50. */
+  minChars?: number;
+}
+
+export interface Chunk {
+  /** Position among the document's kept chunks, from 0. */
+  index: number;
+  text: string;
+  /** Markdown heading path ("Install > Linux"); "" outside Markdown or before the first heading. */
+  heading: string;
+  tokens: number;
+}
+
+export type DocumentKind = "markdown" | "text";
+
+interface Section {
+  heading: string;
+  text: string;
+}
+
+const HEADING_RE = /^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$/;
+const FENCE_RE = /^ {0,3}(`{3,}|~{3,})/;
+
+/** Split Markdown into sections at ATX headings; headings inside fenced code blocks are not headings. */
+export function splitMarkdownSections(text: string): Section[] {
+  const sections: Section[] = [];
+  const path: string[] = [];
+  let current: string[] = [];
+  let heading = "";
+  let fence: string | null = null;
+  const flush = () => {
+    const body = current.join("");
+    if (body.trim()) sections.push({ heading, text: body });
+    current = [];
+  };
+  for (const line of text.split(/(?<=\n)/)) {
+    const fenceMatch = FENCE_RE.exec(line);
+    if (fenceMatch) {
+      const marker = fenceMatch[1];
+      if (fence === null) fence = marker;
+      else if (marker[0] === fence[0] && marker.length >= fence.length) fence = null;
+    } else if (fence === null) {
+      const m = HEADING_RE.exec(line.replace(/\r?\n$/, ""));
+      if (m) {
+        flush();
+        const level = m[1].length;
+        path.length = Math.min(path.length, level - 1);
+        while (path.length < level - 1) path.push("");
+        path.push(m[2].trim());
+        heading = path.filter(Boolean).join(" > ");
+      }
+    }
+    current.push(line);
+  }
+  flush();
+  return sections;
+}
+
+interface Unit {
+  text: string;
+  tokens: number;
+  /** The unit starts a new line (a preferred place to end the previous chunk). */
+  lineStart: boolean;
+}
+
+/** Whitespace-led word units: concatenated they give the text back exactly. Over-long words are cut. */
+function toUnits(text: string, maxTokens: number): Unit[] {
+  const units: Unit[] = [];
+  for (const m of text.matchAll(/\s*\S+|\s+$/g)) {
+    const piece = m[0];
+    const tokens = countTokens(piece);
+    const lineStart = m.index === 0 || piece.includes("\n");
+    if (tokens <= maxTokens) {
+      units.push({ text: piece, tokens, lineStart });
+      continue;
+    }
+    // A "word" longer than a chunk (minified code, base64): cut it into slices of at most maxTokens code points;
+    // a token is at least one character, so each slice has at most maxTokens tokens.
+    const chars = Array.from(piece);
+    for (let i = 0; i < chars.length; i += maxTokens) {
+      const slice = chars.slice(i, i + maxTokens).join("");
+      units.push({ text: slice, tokens: countTokens(slice), lineStart: i === 0 && lineStart });
+    }
+  }
+  return units;
+}
+
+/** Pack units into windows of at most `max` tokens with about `overlap` tokens shared between neighbours. */
+function pack(units: Unit[], max: number, overlap: number): string[] {
+  const out: string[] = [];
+  let start = 0;
+  while (start < units.length) {
+    let end = start;
+    let sum = 0;
+    while (end < units.length && sum + units[end].tokens <= max) sum += units[end++].tokens;
+    if (end === start) end = start + 1; // cannot happen (units are ≤ max), but never loop forever
+    if (end < units.length) {
+      // Prefer to end at a line break in the last third of the window.
+      const floor = start + Math.ceil(((end - start) * 2) / 3);
+      for (let k = end - 1; k > floor; k--) {
+        if (units[k].lineStart) {
+          end = k;
+          break;
+        }
+      }
+    }
+    // Summed per-unit counts can differ by a token from the joined text's count; enforce the bound exactly.
+    let text = units
+      .slice(start, end)
+      .map((u) => u.text)
+      .join("");
+    while (end - start > 1 && countTokens(text) > max) {
+      end--;
+      text = units
+        .slice(start, end)
+        .map((u) => u.text)
+        .join("");
+    }
+    out.push(text);
+    if (end >= units.length) break;
+    // Next window: step back over trailing units while they fit in the overlap, but always move forward.
+    let next = end;
+    let shared = 0;
+    while (next - 1 > start && shared + units[next - 1].tokens <= overlap) shared += units[--next].tokens;
+    start = next;
+  }
+  return out;
+}
+
+/** Chunk one document. Markdown is split on headings first; chunk indexes count only the chunks kept. */
+export function chunkDocument(text: string, kind: DocumentKind, opts: ChunkOptions): Chunk[] {
+  const minChars = opts.minChars ?? 50;
+  const overlap = Math.max(0, Math.min(opts.overlapTokens, opts.chunkTokens - 1));
+  const normalized = text.replace(/\r\n?/g, "\n");
+  const sections = kind === "markdown" ? splitMarkdownSections(normalized) : [{ heading: "", text: normalized }];
+  const chunks: Chunk[] = [];
+  for (const section of sections) {
+    for (const raw of pack(toUnits(section.text, opts.chunkTokens), opts.chunkTokens, overlap)) {
+      const chunkText = raw.trim();
+      if (chunkText.length < minChars) continue;
+      chunks.push({ index: chunks.length, text: chunkText, heading: section.heading, tokens: countTokens(chunkText) });
+    }
+  }
+  return chunks;
+}

@@ -1,0 +1,31 @@
+/**
+ * A real Chroma server for tests: the `chromadb` npm package's server on a free port with its data in a temp
+ * directory; `stop()` kills it and removes the directory.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { startChromaServer, type ChromaServer } from "../../service/adapters/chroma-server";
+
+export interface TestChroma {
+  url: string;
+  port: number;
+  dataDir: string;
+  server: ChromaServer;
+  stop(): Promise<void>;
+}
+
+export async function startTestChroma(): Promise<TestChroma> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-chroma-"));
+  const server = await startChromaServer({ dataDir });
+  return {
+    url: server.url,
+    port: server.port,
+    dataDir,
+    server,
+    async stop() {
+      await server.stop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
