@@ -1,0 +1,119 @@
+/**
+ * Response cache on Redis: one string per entry, `SET … PX ttl`, compactly encoded (one tag byte, then JSON — or
+ * raw-deflated JSON above 1 KiB, which shrinks repetitive stream chunks several times over). Entries are single
+ * keys, so they spread over a Redis Cluster by themselves.
+ *
+ * Redis unavailable (error, timeout, disconnected): a read is a miss and a write is skipped — the request is still
+ * served; the failure is counted and logged at most once per 10 s.
+ */
+import zlib from "node:zlib";
+import type Redis from "ioredis";
+import type { Logger } from "pino";
+import { Counter } from "prom-client";
+import type { Config } from "../config";
+import { registry } from "../metrics";
+import type { CachedResponse, ResponseCache } from "../ports";
+import { MemoryResponseCache } from "./memory-cache";
+import { acquireRedis } from "./redis";
+
+export const cacheErrors = new Counter({
+  name: "llmproxy_cache_errors_total",
+  help: "Response-cache Redis calls that failed or timed out (served as a miss / not stored), by operation.",
+  labelNames: ["operation"] as const,
+  registers: [registry],
+});
+
+const PLAIN = 0x6a; // "j"
+const DEFLATED = 0x7a; // "z"
+const COMPRESS_ABOVE = 1024;
+
+export function encodeEntry(value: CachedResponse): Buffer {
+  const json = Buffer.from(JSON.stringify(value));
+  if (json.length <= COMPRESS_ABOVE) return Buffer.concat([Buffer.of(PLAIN), json]);
+  return Buffer.concat([Buffer.of(DEFLATED), zlib.deflateRawSync(json, { level: 6 })]);
+}
+
+export function decodeEntry(buf: Buffer): CachedResponse | null {
+  if (buf.length === 0) return null;
+  const body = buf.subarray(1);
+  if (buf[0] === PLAIN) return JSON.parse(body.toString("utf8")) as CachedResponse;
+  if (buf[0] === DEFLATED) return JSON.parse(zlib.inflateRawSync(body).toString("utf8")) as CachedResponse;
+  return null;
+}
+
+export interface RedisCacheOptions {
+  client: Redis;
+  log: Logger;
+  /** Key prefix. Default "llmproxy:c:". */
+  prefix?: string;
+  /** Entries whose encoding is larger are not stored, in bytes. Default 1 MiB. */
+  maxEntryBytes?: number;
+}
+
+export class RedisResponseCache implements ResponseCache {
+  private readonly client: Redis;
+  private readonly log: Logger;
+  private readonly prefix: string;
+  private readonly maxEntryBytes: number;
+  private lastWarned = 0;
+
+  constructor(opts: RedisCacheOptions) {
+    this.client = opts.client;
+    this.log = opts.log.child({ component: "response-cache" });
+    this.prefix = opts.prefix ?? "llmproxy:c:";
+    this.maxEntryBytes = opts.maxEntryBytes ?? 1024 * 1024;
+  }
+
+  private failed(operation: "get" | "set", error: unknown): void {
+    cacheErrors.inc({ operation });
+    const now = Date.now();
+    if (now - this.lastWarned < 10_000) return;
+    this.lastWarned = now;
+    this.log.warn(
+      { err: (error as Error).message, operation },
+      "response cache: Redis unavailable, serving without cache",
+    );
+  }
+
+  async get(key: string): Promise<CachedResponse | null> {
+    let buf: Buffer | null;
+    try {
+      buf = await this.client.getBuffer(this.prefix + key);
+    } catch (error) {
+      this.failed("get", error);
+      return null;
+    }
+    if (!buf) return null;
+    try {
+      return decodeEntry(buf);
+    } catch {
+      return null;
+    }
+  }
+
+  async set(key: string, value: CachedResponse, ttlSeconds: number): Promise<void> {
+    const buf = encodeEntry(value);
+    if (buf.length > this.maxEntryBytes) return;
+    try {
+      await this.client.set(this.prefix + key, buf, "PX", Math.max(1, Math.round(ttlSeconds * 1000)));
+    } catch (error) {
+      this.failed("set", error);
+    }
+  }
+
+  /** The client belongs to whoever created it (see acquireRedis). */
+  async close(): Promise<void> {}
+}
+
+/**
+ * The cache for this configuration: null when caching is off; on Redis when REDIS_URL is set; otherwise the
+ * bounded in-process LRU (embedded default, single process). Closing it releases the Redis connection.
+ */
+export function createCacheFromConfig(config: Config, log: Logger): ResponseCache | null {
+  if (!config.cache.enabled) return null;
+  if (!config.redis.url) return new MemoryResponseCache({ maxEntries: config.cache.maxEntries });
+  const lease = acquireRedis({ url: config.redis.url, tlsCa: config.redis.tlsCa, log });
+  const cache = new RedisResponseCache({ client: lease.client, log });
+  cache.close = () => lease.release();
+  return cache;
+}

@@ -1,0 +1,272 @@
+/**
+ * Shared rate limiter on Redis: one Lua script, loaded once and then called by SHA (ioredis `defineCommand` sends
+ * EVALSHA and falls back to EVAL after NOSCRIPT, e.g. after a Redis restart), decides an admission atomically: it
+ * checks every budget of the key and of its team and commits all of them or none. The algorithm is the one
+ * described in memory-limiter.ts (61 one-second slots per scope, so no 60-second span exceeds a per-minute budget;
+ * a calendar counter per UTC day).
+ *
+ * Redis Cluster: a script may only touch keys of one hash slot. A team budget is shared by many keys, so "one hash
+ * tag per key" cannot be atomic with the team. Instead a key's counters live under **its team's** hash tag:
+ *
+ *     team          {llmproxy:t:<teamId>}
+ *     key of team   {llmproxy:t:<teamId>}:k:<keyId>
+ *     key, no team  {llmproxy:k:<keyId>}
+ *
+ * A key belongs to exactly one team for its lifetime (the admin API cannot move it), so one admission touches one
+ * slot: atomic and cluster-safe. The price — all of a team's keys on one shard — is no worse than the team budget
+ * itself, which every request of the team must touch anyway.
+ *
+ * Clock: the script reads Redis's own `TIME` by default, so every replica judges windows by one clock (no skew
+ * between pods). Tests pass a fake clock, sent as an argument.
+ *
+ * Storage: one small hash per scope — `o` oldest slot, `R`/`T` requests/tokens in the window, `r<sec>`/`t<sec>` per
+ * slot, `D`/`dT` UTC day number and its tokens — expiring after the day is over (plus 61 s).
+ */
+import type Redis from "ioredis";
+import type { AdmissionRequest, Admission, RateLimiter, Reservation } from "../ports";
+import {
+  BUDGET_NAMES,
+  NOOP_RESERVATION,
+  SLOT_MS,
+  DAY_MS,
+  admissionFromDecision,
+  limitedScopes,
+  type Decision,
+  type LimitedScope,
+} from "./memory-limiter";
+
+/**
+ * KEYS: one hash per limited scope (the key's, then the team's), all under one hash tag.
+ * ARGV[1] op "admit" | "adjust"; ARGV[2] now in ms, or "" for the server clock.
+ * admit:  ARGV[3] tokens; then per scope rpm, tpm, tpd (-1 = unlimited, 0 = blocked).
+ *         → {1, now, R1, T1, D1, R2, …} or {0, now, scope, budget (1 rpm, 2 tpm, 3 tpd), retryMs, R1, T1, D1, …}
+ * adjust: ARGV[3] reservation slot (s), ARGV[4] reservation day, ARGV[5] delta tokens (< 0 refund, > 0 overage).
+ */
+export const LIMITER_LUA = `
+local SLOTS = 61
+local now
+if ARGV[2] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[2])
+end
+local cur = math.floor(now / 1000)
+local low = cur - SLOTS + 1
+local day = math.floor(now / 86400000)
+local ttl = (day + 1) * 86400000 - now + SLOTS * 1000
+
+-- Read a scope, dropping slots that left the window. Returns {R, T, dT, existed}.
+local function load(h)
+  local v = redis.call('HMGET', h, 'o', 'R', 'T', 'D', 'dT')
+  local o = tonumber(v[1])
+  local R = tonumber(v[2]) or 0
+  local T = tonumber(v[3]) or 0
+  local dT = tonumber(v[5]) or 0
+  if tonumber(v[4]) ~= day then dT = 0 end
+  if o == nil then return {0, 0, dT, false} end
+  if low - o >= SLOTS then
+    redis.call('DEL', h)
+    R, T = 0, 0
+  else
+    for s = o, low - 1 do
+      local x = redis.call('HMGET', h, 'r' .. s, 't' .. s)
+      if x[1] or x[2] then
+        R = R - (tonumber(x[1]) or 0)
+        T = T - (tonumber(x[2]) or 0)
+        redis.call('HDEL', h, 'r' .. s, 't' .. s)
+      end
+    end
+  end
+  return {R, T, dT, true}
+end
+
+local function save(h, u)
+  redis.call('HSET', h, 'o', low, 'R', u[1], 'T', u[2], 'D', day, 'dT', u[3])
+  redis.call('PEXPIRE', h, ttl)
+end
+
+-- ms until enough of the window's usage (field prefix f) has left it to free need.
+local function retry(h, f, need)
+  local freed = 0
+  for s = low, cur do
+    freed = freed + (tonumber(redis.call('HGET', h, f .. s)) or 0)
+    if freed >= need then return (s + SLOTS) * 1000 - now end
+  end
+  return SLOTS * 1000
+end
+
+if ARGV[1] == 'admit' then
+  local tokens = tonumber(ARGV[3])
+  local st = {}
+  local rs, rb, rm = 0, 0, -1
+  for i = 1, #KEYS do
+    local h = KEYS[i]
+    local u = load(h)
+    st[i] = u
+    local b = 3 + (i - 1) * 3
+    local rpm, tpm, tpd = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    local waits = {}
+    if rpm >= 0 and u[1] + 1 > rpm then
+      waits[1] = (rpm < 1) and 60000 or retry(h, 'r', u[1] + 1 - rpm)
+    end
+    if tpm >= 0 and (tpm == 0 or u[2] + tokens > tpm) then
+      waits[2] = (tpm == 0 or tokens > tpm) and 60000 or retry(h, 't', u[2] + tokens - tpm)
+    end
+    if tpd >= 0 and (tpd == 0 or u[3] + tokens > tpd) then
+      waits[3] = (day + 1) * 86400000 - now
+    end
+    for k = 1, 3 do
+      if waits[k] and waits[k] > rm then rs, rb, rm = i, k, waits[k] end
+    end
+  end
+  local out
+  if rs > 0 then
+    out = {0, now, rs, rb, rm}
+    for i = 1, #KEYS do
+      if st[i][4] then save(KEYS[i], st[i]) end
+    end
+  else
+    out = {1, now}
+    for i = 1, #KEYS do
+      local h, u = KEYS[i], st[i]
+      u[1], u[2], u[3] = u[1] + 1, u[2] + tokens, u[3] + tokens
+      redis.call('HINCRBY', h, 'r' .. cur, 1)
+      redis.call('HINCRBY', h, 't' .. cur, tokens)
+      save(h, u)
+    end
+  end
+  for i = 1, #KEYS do
+    out[#out + 1] = st[i][1]
+    out[#out + 1] = st[i][2]
+    out[#out + 1] = st[i][3]
+  end
+  return out
+end
+
+-- adjust: refund into the reservation's slot and day (no effect once they are gone), charge an overage now.
+local slot, rday, delta = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 1, #KEYS do
+  local h = KEYS[i]
+  local u = load(h)
+  if delta < 0 then
+    if u[4] then
+      local refund = -delta
+      if slot >= low then
+        local have = tonumber(redis.call('HGET', h, 't' .. slot)) or 0
+        local amount = math.min(refund, have)
+        if amount > 0 then
+          redis.call('HINCRBY', h, 't' .. slot, -amount)
+          u[2] = u[2] - amount
+        end
+      end
+      if rday == day then u[3] = u[3] - math.min(refund, u[3]) end
+      save(h, u)
+    end
+  elseif delta > 0 then
+    redis.call('HINCRBY', h, 't' .. cur, delta)
+    u[2], u[3] = u[2] + delta, u[3] + delta
+    save(h, u)
+  end
+end
+return 1
+`;
+
+const COMMAND = "llmproxyLimit";
+
+interface LimitCommand {
+  llmproxyLimit(numKeys: number, ...args: Array<string | number>): Promise<number[]>;
+}
+
+export interface RedisLimiterOptions {
+  client: Redis;
+  /** Key prefix inside the hash tags. Default "llmproxy". */
+  prefix?: string;
+  /** Clock in ms since the epoch; default: the Redis server's clock (`TIME`). Tests pass a fake clock. */
+  now?: () => number;
+}
+
+/** Hash names of the limited scopes, all under one hash tag (see the header comment). */
+export function scopeKeys(prefix: string, req: AdmissionRequest, scopes: LimitedScope[]): string[] {
+  return scopes.map((s) => {
+    if (s.scope === "team") return `{${prefix}:t:${s.id}}`;
+    return req.teamId ? `{${prefix}:t:${req.teamId}}:k:${s.id}` : `{${prefix}:k:${s.id}}`;
+  });
+}
+
+const budgetArg = (v: number | null) => (v === null ? -1 : v);
+
+export class RedisRateLimiter implements RateLimiter {
+  private readonly client: Redis & LimitCommand;
+  private readonly prefix: string;
+  private readonly now: (() => number) | null;
+
+  constructor(opts: RedisLimiterOptions) {
+    opts.client.defineCommand(COMMAND, { lua: LIMITER_LUA });
+    this.client = opts.client as Redis & LimitCommand;
+    this.prefix = opts.prefix ?? "llmproxy";
+    this.now = opts.now ?? null;
+  }
+
+  private clockArg(): string {
+    return this.now ? String(Math.floor(this.now())) : "";
+  }
+
+  /** Decide an admission; rejects when Redis fails (the resilient wrapper turns that into fail-open/closed). */
+  async admit(req: AdmissionRequest): Promise<Admission> {
+    const scopes = limitedScopes(req);
+    if (scopes.length === 0) return { allowed: true, reservation: NOOP_RESERVATION, headers: {} };
+    const keys = scopeKeys(this.prefix, req, scopes);
+    const tokens = Math.max(0, Math.ceil(req.tokens));
+    const args: Array<string | number> = ["admit", this.clockArg(), tokens];
+    for (const s of scopes) {
+      args.push(
+        budgetArg(s.budget.requestsPerMinute),
+        budgetArg(s.budget.tokensPerMinute),
+        budgetArg(s.budget.tokensPerDay),
+      );
+    }
+    const out = await this.client.llmproxyLimit(keys.length, ...keys, ...args);
+    const decision = parseDecision(out, scopes.length);
+    return admissionFromDecision(scopes, decision, () =>
+      this.reservation(keys, Math.floor(decision.now / SLOT_MS), Math.floor(decision.now / DAY_MS), tokens),
+    );
+  }
+
+  private reservation(keys: string[], slot: number, day: number, reserved: number): Reservation {
+    let settled = false;
+    const adjust = async (actual: number) => {
+      if (settled) return;
+      settled = true;
+      const delta = Math.max(0, Math.ceil(actual)) - reserved;
+      if (delta === 0) return;
+      await this.client.llmproxyLimit(keys.length, ...keys, "adjust", this.clockArg(), slot, day, delta);
+    };
+    return { reconcile: (actual) => adjust(actual), release: () => adjust(0) };
+  }
+
+  /** The client belongs to whoever created it (see acquireRedis). */
+  async close(): Promise<void> {}
+}
+
+export function parseDecision(out: number[], scopeCount: number): Decision {
+  const allowed = Number(out[0]) === 1;
+  const now = Number(out[1]);
+  const base = allowed ? 2 : 5;
+  const usage = [];
+  for (let i = 0; i < scopeCount; i++) {
+    const o = base + i * 3;
+    usage.push({ requests: Number(out[o]), tokens: Number(out[o + 1]), dayTokens: Number(out[o + 2]) });
+  }
+  if (allowed) return { allowed, now, usage };
+  return {
+    allowed,
+    now,
+    usage,
+    rejected: {
+      scopeIndex: Number(out[2]) - 1,
+      budget: BUDGET_NAMES[Number(out[3]) - 1],
+      retryMs: Number(out[4]),
+    },
+  };
+}

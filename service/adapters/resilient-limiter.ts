@@ -1,0 +1,202 @@
+/**
+ * The shared (Redis) limiter with a defined behaviour when Redis is unavailable — never a bare 500, never a hang:
+ *
+ * - `fail-open` (default): admit with an in-process limiter whose budgets are divided by the number of processes
+ *   (replicas × workers), so the cluster as a whole stays near its budgets while Redis is away;
+ * - `fail-closed`: answer 503 `rate_limiter_unavailable` with a short Retry-After.
+ *
+ * Every Redis call is bounded by the client's command timeout; with the offline queue off, a call while
+ * disconnected fails at once. After a failure the wrapper stays on the fallback for `probeIntervalMs` and then lets
+ * one request try Redis again (and switches back as soon as the client reports `ready`), so shared limiting resumes
+ * by itself when Redis returns. Transitions are logged once each; the mode is a gauge in /metrics.
+ */
+import type Redis from "ioredis";
+import type { Logger } from "pino";
+import { Counter, Gauge } from "prom-client";
+import type { Config } from "../config";
+import { ServiceUnavailableError } from "../errors";
+import { registry } from "../metrics";
+import type { Admission, AdmissionRequest, RateLimiter, Reservation } from "../ports";
+import { MemoryRateLimiter, divideBudget } from "./memory-limiter";
+import { acquireRedis } from "./redis";
+import { RedisRateLimiter } from "./redis-limiter";
+
+export const redisErrors = new Counter({
+  name: "llmproxy_ratelimit_redis_errors_total",
+  help: "Rate-limiter Redis calls that failed or timed out, by operation (admit, reconcile).",
+  labelNames: ["operation"] as const,
+  registers: [registry],
+});
+
+export const fallbackActive = new Gauge({
+  name: "llmproxy_ratelimit_fallback_active",
+  help: "1 while this process limits without Redis (fail-open: per-process budgets; fail-closed: rejecting). Summed over workers.",
+  labelNames: ["mode"] as const,
+  registers: [registry],
+});
+
+export const fallbackTransitions = new Counter({
+  name: "llmproxy_ratelimit_fallback_transitions_total",
+  help: "Switches between shared (Redis) and fallback limiting, by direction (to_fallback, to_shared).",
+  labelNames: ["direction"] as const,
+  registers: [registry],
+});
+
+export interface ResilientLimiterOptions {
+  /** The shared limiter (Redis). */
+  primary: RateLimiter;
+  /** Its client, to learn when the connection is ready again. Optional (tests may wrap any limiter). */
+  client?: Pick<Redis, "status" | "on" | "off"> | null;
+  failureMode: "fail-open" | "fail-closed";
+  /** Processes sharing the budgets while Redis is away (replicas × workers). Default 1. */
+  processes?: number;
+  log: Logger;
+  /** After a failure, how long to stay on the fallback before trying Redis again, in ms. Default 1000. */
+  probeIntervalMs?: number;
+  /** Clock for the fallback limiter (tests). */
+  now?: () => number;
+}
+
+export type LimiterMode = "shared" | "fallback";
+
+export class ResilientRateLimiter implements RateLimiter {
+  private readonly primary: RateLimiter;
+  private readonly fallback: MemoryRateLimiter;
+  private readonly failureMode: "fail-open" | "fail-closed";
+  private readonly processes: number;
+  private readonly log: Logger;
+  private readonly probeIntervalMs: number;
+  private readonly client: ResilientLimiterOptions["client"];
+  private readonly onReady = () => {
+    if (this.state === "fallback") this.retryAt = 0;
+  };
+  private state: LimiterMode = "shared";
+  private retryAt = 0;
+
+  constructor(opts: ResilientLimiterOptions) {
+    this.primary = opts.primary;
+    this.failureMode = opts.failureMode;
+    this.processes = Math.max(1, opts.processes ?? 1);
+    this.log = opts.log.child({ component: "rate-limiter" });
+    this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
+    this.fallback = new MemoryRateLimiter({ now: opts.now });
+    this.client = opts.client ?? null;
+    this.client?.on("ready", this.onReady);
+    fallbackActive.set({ mode: this.failureMode }, 0);
+  }
+
+  /** "shared" while Redis decides, "fallback" while it is unavailable. */
+  mode(): LimiterMode {
+    return this.state;
+  }
+
+  private toFallback(error: unknown): void {
+    this.retryAt = Date.now() + this.probeIntervalMs;
+    if (this.state === "fallback") return;
+    this.state = "fallback";
+    fallbackActive.set({ mode: this.failureMode }, 1);
+    fallbackTransitions.inc({ direction: "to_fallback" });
+    this.log.error(
+      { err: (error as Error)?.message, failureMode: this.failureMode, processes: this.processes },
+      this.failureMode === "fail-open"
+        ? "rate limiter: Redis unavailable, limiting per process (budgets divided by processes)"
+        : "rate limiter: Redis unavailable, rejecting requests (fail-closed)",
+    );
+  }
+
+  private toShared(): void {
+    if (this.state === "shared") return;
+    this.state = "shared";
+    fallbackActive.set({ mode: this.failureMode }, 0);
+    fallbackTransitions.inc({ direction: "to_shared" });
+    this.log.info("rate limiter: Redis is back, shared limiting resumed");
+  }
+
+  private shouldTryPrimary(): boolean {
+    if (this.client && this.client.status !== "ready") return false;
+    return this.state === "shared" || Date.now() >= this.retryAt;
+  }
+
+  async admit(req: AdmissionRequest): Promise<Admission> {
+    if (this.shouldTryPrimary()) {
+      try {
+        const admission = await this.primary.admit(req);
+        this.toShared();
+        if (admission.allowed) admission.reservation = this.guard(admission.reservation);
+        return admission;
+      } catch (error) {
+        redisErrors.inc({ operation: "admit" });
+        this.toFallback(error);
+      }
+    } else if (this.state === "shared") {
+      // The client says it is not connected: do not even try (it would fail at once anyway).
+      this.toFallback(new Error(`redis client ${this.client?.status}`));
+    }
+    if (this.failureMode === "fail-closed") {
+      throw new ServiceUnavailableError(
+        "Rate limiting is temporarily unavailable; try again shortly.",
+        "rate_limiter_unavailable",
+        { "retry-after": "1" },
+      );
+    }
+    return this.fallback.admitNow({
+      ...req,
+      keyBudget: divideBudget(req.keyBudget, this.processes),
+      teamBudget: req.teamBudget ? divideBudget(req.teamBudget, this.processes) : null,
+    });
+  }
+
+  /** A shared reservation whose reconcile/release never throws into the response path. */
+  private guard(r: Reservation): Reservation {
+    const safe = (op: () => Promise<void>) => async () => {
+      try {
+        await op();
+      } catch (error) {
+        redisErrors.inc({ operation: "reconcile" });
+        this.log.warn(
+          { err: (error as Error).message },
+          "rate limiter: reconcile failed; the reservation stands",
+        );
+      }
+    };
+    return {
+      reconcile: (actual) => safe(() => r.reconcile(actual))(),
+      release: safe(() => r.release()),
+    };
+  }
+
+  async close(): Promise<void> {
+    this.client?.off("ready", this.onReady);
+    await this.fallback.close();
+    await this.primary.close();
+  }
+}
+
+/**
+ * The limiter for this configuration: with REDIS_URL, the shared Redis limiter behind the resilient wrapper
+ * (failure mode and process count from Config.limits / Config.server); without it, the in-process limiter of the
+ * embedded default (single process only). Closing it releases the Redis connection.
+ */
+export function createRateLimiterFromConfig(
+  config: Config,
+  log: Logger,
+): RateLimiter & { mode(): LimiterMode | "memory" } {
+  if (!config.redis.url) {
+    const memory = new MemoryRateLimiter();
+    return Object.assign(memory, { mode: () => "memory" as const });
+  }
+  const lease = acquireRedis({ url: config.redis.url, tlsCa: config.redis.tlsCa, log });
+  const limiter = new ResilientRateLimiter({
+    primary: new RedisRateLimiter({ client: lease.client }),
+    client: lease.client,
+    failureMode: config.limits.failureMode,
+    processes: config.limits.replicas * config.server.workers,
+    log,
+  });
+  const close = limiter.close.bind(limiter);
+  limiter.close = async () => {
+    await close();
+    await lease.release();
+  };
+  return limiter;
+}

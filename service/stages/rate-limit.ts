@@ -1,0 +1,163 @@
+/**
+ * Rate limit: reserve before the upstream call, settle after it.
+ *
+ * - Reserves prompt tokens + the completion allowance (both from token-count; the configured default when the
+ *   allowance is missing) against every budget of the key and its team, in one atomic admission.
+ * - Rejection → 429 naming the budget and scope, with Retry-After, retry-after-ms and x-ratelimit-* headers (the
+ *   usage row is recorded by request-context like for any outcome).
+ * - After the response: reconcile with the provider's real usage (refund or overage) — for streams once the stream
+ *   has ended. A cache hit reconciles to 0 tokens (it still counted as a request). When the upstream failed before
+ *   any usage was known the reserved tokens are released. When a stream is cut by the client before usage is known
+ *   the reservation stands: the provider has most likely generated (and billed) tokens we cannot count.
+ * - Master-key requests are not limited.
+ */
+import type { Middleware } from "koa";
+import { Counter } from "prom-client";
+import type { Budget, Config } from "../config";
+import { RateLimitError } from "../errors";
+import { registry } from "../metrics";
+import type { LimitOverrides, RateLimiter, Reservation, UsageRow } from "../ports";
+import type { ProxyState } from "../state";
+import type { ChatCompletionChunk } from "../types";
+
+export const admissionsTotal = new Counter({
+  name: "llmproxy_ratelimit_admissions_total",
+  help: "Requests admitted by the rate limiter.",
+  labelNames: ["route"] as const,
+  registers: [registry],
+});
+
+export const rejectionsTotal = new Counter({
+  name: "llmproxy_ratelimit_rejections_total",
+  help: "Requests rejected by the rate limiter, by budget (requests_per_minute, tokens_per_minute, tokens_per_day) and scope (key, team).",
+  labelNames: ["route", "budget", "scope"] as const,
+  registers: [registry],
+});
+
+export interface RateLimitDeps {
+  config: Config;
+  /** null disables rate limiting. */
+  limiter: RateLimiter | null;
+}
+
+/** Overrides win over the configured defaults: null = the default, 0 = blocked. */
+export function effectiveBudget(overrides: LimitOverrides | null, defaults: Budget): Budget {
+  return {
+    requestsPerMinute: overrides?.requestsPerMinute ?? defaults.requestsPerMinute,
+    tokensPerMinute: overrides?.tokensPerMinute ?? defaults.tokensPerMinute,
+    tokensPerDay: overrides?.tokensPerDay ?? defaults.tokensPerDay,
+  };
+}
+
+const BUDGET_FIELD: Record<string, keyof Budget> = {
+  requests_per_minute: "requestsPerMinute",
+  tokens_per_minute: "tokensPerMinute",
+  tokens_per_day: "tokensPerDay",
+};
+
+function rejectionMessage(
+  budget: string,
+  scope: string,
+  limit: number | null,
+  tokens: number,
+  retry: number,
+): string {
+  const what = `the ${scope}'s ${budget} budget`;
+  if (limit === 0) return `Rate limit: ${what} is 0 (blocked). Ask an administrator to raise it.`;
+  if (limit !== null && budget !== "requests_per_minute" && tokens > limit) {
+    return `Rate limit: this request needs ${tokens} tokens (prompt + max completion), more than ${what} of ${limit}. Lower max_tokens or shorten the prompt.`;
+  }
+  return `Rate limit reached for ${what} (limit ${limit}). Retry after ${retry} s.`;
+}
+
+/** Tokens the provider really used; null when it reported nothing (keep the reservation as charged). */
+function actualTokens(usage: UsageRow): number | null {
+  if (usage.cacheHit) return 0;
+  const total = usage.promptTokens + usage.completionTokens;
+  return total > 0 ? total : null;
+}
+
+/** Settling must never fail the response: a limiter error leaves the reservation as charged, and is logged. */
+function neverThrows(r: Reservation, log: { warn(obj: object, msg: string): void }): Reservation {
+  const guard = (op: () => Promise<void>) =>
+    op().catch((error: unknown) =>
+      log.warn({ err: (error as Error).message }, "rate limit: settling the reservation failed"),
+    );
+  return { reconcile: (actual) => guard(() => r.reconcile(actual)), release: () => guard(() => r.release()) };
+}
+
+/** Pass the chunks through; settle the reservation once the stream is over, however it ends. */
+async function* settleAfterStream(
+  chunks: AsyncIterable<ChatCompletionChunk>,
+  reservation: Reservation,
+  usage: UsageRow,
+): AsyncGenerator<ChatCompletionChunk> {
+  let outcome: "completed" | "failed" | "cut" = "cut";
+  try {
+    for await (const chunk of chunks) yield chunk;
+    outcome = "completed";
+  } catch (error) {
+    outcome = "failed";
+    throw error;
+  } finally {
+    const actual = actualTokens(usage);
+    if (actual !== null) await reservation.reconcile(actual);
+    else if (outcome === "failed") await reservation.release();
+  }
+}
+
+export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
+  const { limits } = deps.config;
+  return async function rateLimit(ctx, next) {
+    const principal = ctx.state.principal;
+    if (!deps.limiter || !principal || principal.kind !== "key") return next();
+    const { key, teamLimits } = principal;
+    const keyBudget = effectiveBudget(key.limits, limits.key);
+    const teamBudget = key.teamId ? effectiveBudget(teamLimits, limits.team) : null;
+    const tokens =
+      (ctx.state.promptTokens ?? 0) + (ctx.state.completionAllowance ?? limits.defaultCompletionTokens);
+
+    const admission = await deps.limiter.admit({
+      keyId: key.id,
+      teamId: key.teamId,
+      keyBudget,
+      teamBudget,
+      tokens,
+    });
+    if (!admission.allowed) {
+      rejectionsTotal.inc({ route: ctx.state.route, budget: admission.budget, scope: admission.scope });
+      const budget = admission.scope === "team" ? teamBudget! : keyBudget;
+      const limit = budget[BUDGET_FIELD[admission.budget]];
+      throw new RateLimitError(
+        rejectionMessage(admission.budget, admission.scope, limit, tokens, admission.retryAfterSeconds),
+        admission.budget,
+        admission.headers,
+      );
+    }
+    admissionsTotal.inc({ route: ctx.state.route });
+    const reservation = neverThrows(admission.reservation, ctx.state.log);
+    ctx.state.reservation = reservation;
+    ctx.state.rateLimitHeaders = admission.headers;
+    ctx.set(admission.headers);
+
+    try {
+      await next();
+    } catch (error) {
+      // Downstream failed (upstream error, timeout, …): give the tokens back; the request itself still counts.
+      await reservation.release();
+      throw error;
+    }
+    const result = ctx.state.result;
+    const usage = ctx.state.usage;
+    if (result?.kind === "stream") {
+      result.chunks = settleAfterStream(result.chunks, reservation, usage);
+      return;
+    }
+    if (!result) {
+      await reservation.release();
+      return;
+    }
+    const actual = actualTokens(usage);
+    if (actual !== null) await reservation.reconcile(actual);
+  };
+}
