@@ -67,6 +67,10 @@ function int(n: unknown, max = INT32_MAX): number {
 function uuidOrNull(v: string | null): string | null {
   return v && UUID_RE.test(v) ? v : null;
 }
+/** PostgreSQL text cannot hold NUL; a model name from a client could. */
+function text(v: string | null): string | null {
+  return v === null || v === undefined ? null : String(v).replace(/\0/g, "");
+}
 
 const INSERT_SQL = `
 INSERT INTO usage (request_id, created_at, key_id, team_id, route, requested_model, served_model, provider,
@@ -86,15 +90,15 @@ export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]):
     cols[1][i] = Number.isNaN(created.getTime()) ? new Date() : created;
     cols[2][i] = uuidOrNull(r.keyId);
     cols[3][i] = uuidOrNull(r.teamId);
-    cols[4][i] = r.route || "unknown";
-    cols[5][i] = r.requestedModel;
-    cols[6][i] = r.servedModel;
-    cols[7][i] = r.provider;
+    cols[4][i] = text(r.route) || "unknown";
+    cols[5][i] = text(r.requestedModel);
+    cols[6][i] = text(r.servedModel);
+    cols[7][i] = text(r.provider);
     cols[8][i] = int(r.promptTokens);
     cols[9][i] = int(r.completionTokens);
     cols[10][i] = int(r.latencyMs);
     cols[11][i] = int(r.status, 32_767);
-    cols[12][i] = r.errorCode;
+    cols[12][i] = text(r.errorCode);
     cols[13][i] = Boolean(r.stream);
     cols[14][i] = Boolean(r.cacheHit);
     cols[15][i] = r.piiCounts ? JSON.stringify(r.piiCounts) : null;
@@ -155,6 +159,8 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
   const maxBuffered = Math.max(batchSize, args.maxBuffered ?? 100_000);
 
   let buffer: UsageRow[] = [];
+  /** The batch being written (out of `buffer`, still pending). */
+  let inflight: UsageRow[] = [];
   let draining: Promise<void> | null = null;
   let failures = 0;
   let retryAt = 0;
@@ -176,7 +182,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     // One warning per outage, then quieter.
     const level = failures === 1 ? "warn" : "debug";
     log[level](
-      { err: errorSummary(error), pending: buffer.length, failures },
+      { err: errorSummary(error), pending: pending(), failures },
       "usage rows not written; will retry",
     );
   }
@@ -201,32 +207,36 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     }
   }
 
-  /** Write the buffer batch by batch; stop at the first failure with the unwritten rows still buffered. */
+  /** Write the buffer batch by batch; stop at the first failure with the unwritten rows back in the buffer. */
   function drain(): Promise<void> {
     if (draining) return draining;
     draining = (async () => {
+      // Yield first: if the body finished synchronously, its `finally` would run before `draining` is assigned
+      // and leave a settled promise there for good (every later drain would be a no-op).
+      await null;
       try {
         while (buffer.length) {
-          const batch = buffer.slice(0, batchSize);
+          // The batch leaves the buffer while it is written, so spill() may take from the buffer meanwhile.
+          const batch = buffer.splice(0, batchSize);
+          inflight = batch;
           try {
             await writeBatch(batch);
           } catch (error) {
+            // Back at the front, in order: they are older than anything recorded during the attempt.
+            if (!closed) buffer.unshift(...batch);
             backoff(error);
             return;
+          } finally {
+            inflight = [];
+            gauge();
           }
-          // Rows recorded during the INSERT were appended behind the batch; only the batch leaves the buffer.
-          buffer.splice(0, batch.length);
-          gauge();
-          if (failures)
-            log.info({ afterFailures: failures }, "usage rows written again after PostgreSQL errors");
+          if (failures) log.info({ afterFailures: failures }, "usage rows written again after PostgreSQL errors");
           failures = 0;
           retryAt = 0;
         }
         if (spilled && !closed) {
           spilled = false;
-          void replaySpool().catch((error) =>
-            log.warn({ err: errorSummary(error) }, "usage spool replay failed"),
-          );
+          void replaySpool().catch((error) => log.warn({ err: errorSummary(error) }, "usage spool replay failed"));
         }
       } finally {
         draining = null;
@@ -250,6 +260,10 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     }
   }
 
+  function pending(): number {
+    return inflight.length + buffer.length;
+  }
+
   function record(row: UsageRow): void {
     if (closed) {
       // After close() nothing flushes any more: straight to the spool.
@@ -264,8 +278,9 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
       return;
     }
     buffer.push(row);
-    if (buffer.length > maxBuffered && !draining)
-      spill(buffer.splice(0, buffer.length - maxBuffered + batchSize));
+    const over = pending() - maxBuffered;
+    // Spill at least a batch at a time: one file per batch, not per row.
+    if (over > 0) spill(buffer.splice(0, Math.min(buffer.length, Math.max(over, batchSize))));
     gauge();
     if (buffer.length >= batchSize && !draining && Date.now() >= retryAt) void drain();
   }
@@ -287,10 +302,11 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     const result = await Promise.race([flush().then(() => "done" as const), timedOut]);
     clearTimeout(timeout);
     closed = true;
-    if (buffer.length) {
+    if (pending()) {
       // A write still in flight may land too; the request-id key makes the replay a no-op for those rows.
-      const rows = buffer;
+      const rows = [...inflight, ...buffer];
       buffer = [];
+      inflight = [];
       try {
         const file = writeSpoolFile(spoolDir, rows);
         log.warn(
@@ -377,7 +393,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     record,
     flush,
     close,
-    pending: () => buffer.length,
+    pending,
     replaySpool,
   };
   writers.add(writer);

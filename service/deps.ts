@@ -1,0 +1,79 @@
+/**
+ * Builds every adapter the app needs from the config: PostgreSQL stores and the usage writer, the provider
+ * registry, the rate limiter and cache (Redis or in-process), the PII engine and the knowledge base.
+ * Used by the worker process and by the test harness, so both run the same wiring.
+ */
+import path from "node:path";
+import type { Logger } from "pino";
+import type { AppDeps } from "./app";
+import type { Config } from "./config";
+import { createPostgres } from "./adapters/postgres";
+import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "./adapters/pg-stores";
+import { createUsageWriter, type UsageWriter } from "./adapters/usage-writer";
+import { createProviderRegistry } from "./providers/registry";
+import { forgetKey } from "./stages/auth";
+import type pg from "pg";
+
+export interface CreateDepsOptions {
+  log: Logger;
+  /** The database to use (DATABASE_URL, or the embedded PGlite's URL from the primary). */
+  databaseUrl: string;
+  /** Pool size; 1 against PGlite. */
+  poolMax?: number;
+  isDraining(): boolean;
+  metricsText(): Promise<{ contentType: string; body: string }>;
+  /** Usage flush interval (tests shorten it). */
+  usageFlushIntervalMs?: number;
+}
+
+export interface BuiltDeps {
+  deps: AppDeps;
+  pool: pg.Pool;
+  usageWriter: UsageWriter;
+  /** Flush usage (spooling what cannot be written) and close every connection. */
+  close(): Promise<void>;
+}
+
+export async function createDeps(config: Config, opts: CreateDepsOptions): Promise<BuiltDeps> {
+  const { log } = opts;
+  const { pool, db } = createPostgres({
+    url: opts.databaseUrl,
+    ca: config.database.ca,
+    log,
+    ...(opts.poolMax ? { max: opts.poolMax } : {}),
+  });
+  const usageWriter = createUsageWriter({
+    pool,
+    log,
+    spoolDir: path.join(config.dataDir, "usage-spool"),
+    ...(opts.usageFlushIntervalMs ? { flushIntervalMs: opts.usageFlushIntervalMs } : {}),
+  });
+  const providers = createProviderRegistry(config);
+  const deps: AppDeps = {
+    config,
+    log,
+    db,
+    keys: createPgKeyStore(pool),
+    teams: createPgTeamStore(pool),
+    usageSink: usageWriter,
+    usageReport: createPgUsageReport(pool),
+    providers,
+    rateLimiter: null,
+    cache: null,
+    pii: null,
+    kb: null,
+    isDraining: opts.isDraining,
+    metricsText: opts.metricsText,
+    onKeyRevoked: forgetKey,
+  };
+  return {
+    deps,
+    pool,
+    usageWriter,
+    async close() {
+      await usageWriter.close();
+      await Promise.allSettled([providers.close(), deps.rateLimiter?.close(), deps.cache?.close()]);
+      await pool.end().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,175 @@
+/**
+ * The cluster primary: runs migrations once (under an advisory lock, so replicas starting together apply them
+ * once), replays spooled usage rows, starts the embedded services when nothing is configured, forks the workers,
+ * replaces crashed ones, answers metrics requests with the aggregate of all workers, and drains on SIGTERM.
+ */
+import cluster, { type Worker } from "node:cluster";
+import path from "node:path";
+import { AggregatorRegistry } from "prom-client";
+import type { Config } from "./config";
+import { createLogger } from "./logger";
+import { createPostgres } from "./adapters/postgres";
+import { migrate } from "./adapters/migrations";
+import { createUsageWriter } from "./adapters/usage-writer";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "./adapters/pglite";
+import { ensureMasterKeyFile } from "./adapters/master-key-file";
+import { startEmbeddedChroma } from "./adapters/embedded-chroma";
+
+/** What the primary hands each worker over IPC (never through the environment or argv). */
+export interface WorkerInit {
+  type: "llmproxy:init";
+  databaseUrl: string;
+  masterKey: string;
+  chromaUrl: string | null;
+  poolMax: number | null;
+}
+
+const CRASH_WINDOW_MS = 60_000;
+const MAX_CRASHES_PER_WINDOW = 10;
+
+export async function runPrimary(config: Config): Promise<void> {
+  const log = createLogger(config.logLevel, { role: "primary" });
+  const started = Date.now();
+  const stops: Array<() => Promise<void>> = [];
+
+  let masterKey = config.masterKey;
+  let masterKeyFile: string | null = null;
+  let databaseUrl = config.database.url;
+  let poolMax: number | null = null;
+  let chromaUrl = config.chroma.url;
+
+  if (config.embedded) {
+    if (!masterKey) {
+      const mk = ensureMasterKeyFile(config.dataDir);
+      masterKey = mk.key;
+      masterKeyFile = mk.file;
+    }
+    const pg: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: config.dataDir, log });
+    stops.push(() => pg.stop());
+    databaseUrl = pg.url;
+    poolMax = pg.poolMax;
+    if (!chromaUrl) {
+      const chroma = await startEmbeddedChroma(config, log);
+      if (chroma) {
+        chromaUrl = chroma.url;
+        stops.push(() => chroma.stop());
+      }
+    }
+  }
+  if (!databaseUrl || !masterKey)
+    throw new Error("unreachable: config guarantees DATABASE_URL and the master key");
+
+  // Migrations and the usage spool, once per pod, before any worker serves.
+  {
+    const { pool } = createPostgres({ url: databaseUrl, ca: config.database.ca, log, max: 1 });
+    try {
+      const result = await migrate(pool, { log });
+      if (result.applied.length) log.info({ applied: result.applied }, "migrations applied");
+      const writer = createUsageWriter({ pool, log, spoolDir: path.join(config.dataDir, "usage-spool") });
+      const replayed = await writer.replaySpool();
+      if (replayed) log.info({ rows: replayed }, "replayed spooled usage rows");
+      await writer.close();
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+  }
+
+  const aggregator = new AggregatorRegistry();
+  const init: WorkerInit = { type: "llmproxy:init", databaseUrl, masterKey, chromaUrl, poolMax };
+  let draining = false;
+  let readyCount = 0;
+  const crashes: number[] = [];
+
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    worker.once("online", () => worker.send(init));
+    worker.on("message", (msg: { type?: string; id?: string }) => {
+      if (msg?.type === "llmproxy:ready") {
+        readyCount++;
+        if (readyCount === config.server.workers) announce();
+      } else if (msg?.type === "llmproxy:metrics-request") {
+        aggregator
+          .clusterMetrics()
+          .then((body) =>
+            worker.send({ type: "llmproxy:metrics", id: msg.id, body, contentType: aggregator.contentType }),
+          )
+          .catch((error) => {
+            log.warn({ err: error }, "metrics aggregation failed");
+            worker.send({
+              type: "llmproxy:metrics",
+              id: msg.id,
+              body: "",
+              contentType: aggregator.contentType,
+            });
+          });
+      }
+    });
+    return worker;
+  };
+
+  cluster.on("exit", (worker, code, signal) => {
+    if (draining) return;
+    const now = Date.now();
+    crashes.push(now);
+    while (crashes.length && crashes[0] < now - CRASH_WINDOW_MS) crashes.shift();
+    log.error({ worker: worker.id, code, signal }, "worker exited; starting a replacement");
+    if (crashes.length > MAX_CRASHES_PER_WINDOW) {
+      log.fatal({ crashes: crashes.length }, "workers keep crashing; giving up");
+      void shutdown(1);
+      return;
+    }
+    fork();
+  });
+
+  const announce = () => {
+    const url = `http://${config.server.host === "0.0.0.0" ? "127.0.0.1" : config.server.host}:${config.server.port}`;
+    log.info({ url, workers: config.server.workers, startupMs: Date.now() - started }, "llm-proxy ready");
+    if (!config.embedded) return;
+    const mk = masterKeyFile ? `$(cat ${masterKeyFile})` : "$PROXY_MASTER_KEY";
+    process.stdout.write(
+      [
+        "",
+        `  llm-proxy is running on ${url} (embedded default: PGlite under ${config.dataDir}, in-process limits, one worker)`,
+        masterKeyFile
+          ? `  Master key: stored in ${masterKeyFile} (mode 0600)`
+          : "  Master key: from PROXY_MASTER_KEY",
+        chromaUrl ? `  Knowledge base: Chroma at ${chromaUrl}` : "  Knowledge base: off (no Chroma)",
+        "",
+        "  Try it with the built-in mock model:",
+        `    KEY=$(curl -s -X POST ${url}/internal/keys -H "Authorization: Bearer ${mk}" \\`,
+        `          -H 'content-type: application/json' -d '{"name":"demo"}' | sed -E 's/.*"key":"([^"]+)".*/\\1/')`,
+        `    curl -s ${url}/v1/chat/completions -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \\`,
+        `          -d '{"model":"mock-chat","messages":[{"role":"user","content":"Hello!"}]}'`,
+        "",
+      ].join("\n") + "\n",
+    );
+  };
+
+  const shutdown = async (code: number) => {
+    if (draining) return;
+    draining = true;
+    log.info("SIGTERM: draining workers");
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w);
+    const exited = Promise.all(
+      workers.map((w) => new Promise<void>((resolve) => w.once("exit", () => resolve()))),
+    );
+    for (const w of workers) w.send({ type: "llmproxy:drain" });
+    const hardStop = setTimeout(
+      () => {
+        log.warn("workers did not stop in time; killing them");
+        for (const w of workers) w.process.kill("SIGKILL");
+      },
+      (config.server.shutdownGraceSeconds + 10) * 1000,
+    );
+    await exited;
+    clearTimeout(hardStop);
+    for (const stop of stops.reverse())
+      await stop().catch((error) => log.warn({ err: error }, "stop failed"));
+    log.info("stopped");
+    process.exit(code);
+  };
+  process.on("SIGTERM", () => void shutdown(0));
+  process.on("SIGINT", () => void shutdown(0));
+
+  for (let i = 0; i < config.server.workers; i++) fork();
+}
