@@ -1,0 +1,149 @@
+/** Pulumi.aws.yaml + Pulumi.yaml defaults, run under recording mocks: HA, privacy, encryption, protect, wiring. */
+import { beforeAll, describe, expect, it } from "vitest";
+import type { OfflineRunResult } from "../../scripts/offline-run";
+import {
+  K8S,
+  all,
+  assertAppWiring,
+  assertWorkloadHardening,
+  at,
+  isSecretInput,
+  one,
+  run,
+  validateKubernetesObjects,
+} from "./helpers";
+
+let r: OfflineRunResult;
+beforeAll(async () => {
+  r = await run({ stack: "aws" });
+});
+
+describe("aws stack", () => {
+  it("creates a VPC with a private subnet and a NAT gateway in each of the three AZs", () => {
+    const vpc = one(r, "aws:ec2/vpc:Vpc");
+    expect(vpc.inputs.cidrBlock).toBe("10.40.0.0/16");
+    const privateSubnets = all(r, "aws:ec2/subnet:Subnet").filter((s) => s.name.includes("private"));
+    expect(privateSubnets.map((s) => s.inputs.availabilityZone)).toEqual(["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    for (const s of privateSubnets) {
+      expect(s.inputs.mapPublicIpOnLaunch).toBe(false);
+      expect(s.inputs.vpcId).toBe(vpc.id);
+    }
+    expect(all(r, "aws:ec2/natGateway:NatGateway")).toHaveLength(3);
+  });
+
+  it("runs EKS across the private subnets with encrypted secrets and the EFS CSI driver via Pod Identity", () => {
+    const cluster = one(r, "aws:eks/cluster:Cluster");
+    const subnetIds = all(r, "aws:ec2/subnet:Subnet")
+      .filter((s) => s.name.includes("private"))
+      .map((s) => s.id);
+    expect(at(cluster.inputs, "vpcConfig.subnetIds")).toEqual(subnetIds);
+    expect(at(cluster.inputs, "vpcConfig.endpointPrivateAccess")).toBe(true);
+    expect(at(cluster.inputs, "encryptionConfig.resources")).toEqual(["secrets"]);
+    expect(at(cluster.inputs, "encryptionConfig.provider.keyArn")).toBe(one(r, "aws:kms/key:Key").outputs.arn);
+    const nodes = one(r, "aws:eks/nodeGroup:NodeGroup");
+    expect(nodes.inputs.subnetIds).toEqual(subnetIds);
+    expect(nodes.inputs.scalingConfig).toEqual({ minSize: 3, desiredSize: 3, maxSize: 12 });
+    expect(nodes.inputs.instanceTypes).toEqual(["m6i.xlarge"]);
+    const efsCsi = one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-efs-csi");
+    const role = one(r, "aws:iam/role:Role", "llm-proxy-cluster-efs-csi-role");
+    expect(efsCsi.inputs.podIdentityAssociations).toEqual([
+      { serviceAccount: "efs-csi-controller-sa", roleArn: role.outputs.arn },
+    ]);
+    expect(JSON.parse(role.inputs.assumeRolePolicy as string).Statement[0].Principal.Service).toBe(
+      "pods.eks.amazonaws.com",
+    );
+    const cni = one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-vpc-cni");
+    expect(JSON.parse(cni.inputs.configurationValues as string)).toEqual({ enableNetworkPolicy: "true" });
+  });
+
+  it("makes RDS PostgreSQL Multi-AZ, private, encrypted, TLS-only, backed up, deletion-protected and protected", () => {
+    const db = one(r, "aws:rds/instance:Instance");
+    expect(db.inputs).toMatchObject({
+      engine: "postgres",
+      engineVersion: "16",
+      instanceClass: "db.r6g.large",
+      allocatedStorage: 200,
+      multiAz: true,
+      storageEncrypted: true,
+      publiclyAccessible: false,
+      deletionProtection: true,
+      backupRetentionPeriod: 14,
+      skipFinalSnapshot: false,
+    });
+    expect(db.options.protect).toBe(true);
+    expect(isSecretInput(db, "password")).toBe(true);
+    const params = one(r, "aws:rds/parameterGroup:ParameterGroup");
+    expect(params.inputs.parameters).toEqual([{ name: "rds.force_ssl", value: "1" }]);
+    expect(db.inputs.parameterGroupName).toBe(params.outputs.name);
+    // Reachable only from the cluster security group.
+    const sg = one(r, "aws:ec2/securityGroup:SecurityGroup", "llm-proxy-pg-sg");
+    const clusterSg = at(one(r, "aws:eks/cluster:Cluster").outputs, "vpcConfig.clusterSecurityGroupId");
+    expect(sg.inputs.ingress).toEqual([
+      expect.objectContaining({ fromPort: 5432, toPort: 5432, securityGroups: [clusterSg] }),
+    ]);
+    expect(JSON.stringify(sg.inputs.ingress)).not.toContain("0.0.0.0/0");
+    expect(db.inputs.vpcSecurityGroupIds).toEqual([sg.id]);
+  });
+
+  it("makes ElastiCache a multi-AZ replication group with failover, TLS, AUTH and at-rest encryption", () => {
+    const rg = one(r, "aws:elasticache/replicationGroup:ReplicationGroup");
+    expect(rg.inputs).toMatchObject({
+      numCacheClusters: 3,
+      automaticFailoverEnabled: true,
+      multiAzEnabled: true,
+      transitEncryptionEnabled: true,
+      atRestEncryptionEnabled: true,
+      nodeType: "cache.r7g.large",
+    });
+    expect(rg.inputs.preferredCacheClusterAzs).toEqual(["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    expect(isSecretInput(rg, "authToken")).toBe(true);
+    expect((rg.inputs.authToken as string).length).toBeGreaterThanOrEqual(32);
+    const sg = one(r, "aws:ec2/securityGroup:SecurityGroup", "llm-proxy-redis-sg");
+    expect(at(sg.inputs, "ingress")[0]).toMatchObject({ fromPort: 6379, toPort: 6379 });
+    expect(rg.options.protect).toBe(false);
+  });
+
+  it("makes EFS encrypted with a mount target per AZ, NFS only from the cluster, and its StorageClass", () => {
+    const efs = one(r, "aws:efs/fileSystem:FileSystem");
+    expect(efs.inputs.encrypted).toBe(true);
+    expect(efs.inputs.availabilityZoneName).toBeUndefined();
+    expect(efs.options.protect).toBe(true);
+    const mts = all(r, "aws:efs/mountTarget:MountTarget");
+    const privateIds = all(r, "aws:ec2/subnet:Subnet")
+      .filter((s) => s.name.includes("private"))
+      .map((s) => s.id);
+    expect(mts.map((m) => m.inputs.subnetId)).toEqual(privateIds);
+    for (const m of mts) expect(m.inputs.fileSystemId).toBe(efs.id);
+    const sg = one(r, "aws:ec2/securityGroup:SecurityGroup", "llm-proxy-fs-sg");
+    expect(at(sg.inputs, "ingress")[0]).toMatchObject({ fromPort: 2049, toPort: 2049 });
+    const sc = one(r, K8S.storageClass);
+    expect(sc.inputs.provisioner).toBe("efs.csi.aws.com");
+    expect(sc.inputs.parameters).toMatchObject({ provisioningMode: "efs-ap", fileSystemId: efs.id, uid: "10001" });
+    expect(sc.options.dependencies).toContain(one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-efs-csi").urn);
+    expect(r.outputs.filesystemId).toBe(efs.id);
+  });
+
+  it("wires the app to the recorded database, Redis and storage outputs", () => {
+    const db = one(r, "aws:rds/instance:Instance");
+    const rg = one(r, "aws:elasticache/replicationGroup:ReplicationGroup");
+    assertAppWiring(r, {
+      dbHost: db.outputs.address as string,
+      dbPort: 5432,
+      dbUser: db.inputs.username as string,
+      dbName: db.inputs.dbName as string,
+      dbPassword: db.inputs.password as string,
+      redisHost: rg.outputs.primaryEndpointAddress as string,
+      redisPort: 6379,
+      redisToken: rg.inputs.authToken as string,
+      storageClass: one(r, K8S.storageClass),
+    });
+    // No CA to hand over on AWS (Amazon's CAs are publicly trusted).
+    expect(JSON.stringify(one(r, K8S.deployment, "llm-proxy-deployment").inputs)).not.toContain("REDIS_TLS_CA");
+  });
+
+  it("hardens the workload and spreads it across zones", () => assertWorkloadHardening(r));
+
+  it("produces only Kubernetes objects that validate against the Kubernetes schema", () => {
+    expect(validateKubernetesObjects(r)).toBeGreaterThanOrEqual(14);
+  });
+});
