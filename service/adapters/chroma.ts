@@ -112,9 +112,11 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
           ids: records.map((r) => r.id),
           embeddings: records.map((r) => r.embedding),
           documents: records.map((r) => r.text),
-          metadatas: records.map(
-            (r): Metadata => ({ source: r.source, chunk_index: r.chunkIndex, heading: r.heading }),
-          ),
+          metadatas: records.map((r): Metadata => ({
+            source: r.source,
+            chunk_index: r.chunkIndex,
+            heading: r.heading,
+          })),
         }),
       );
     },
@@ -156,7 +158,11 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
     },
     async query(embedding, topK) {
       const result = await withCollection((c) =>
-        c.query({ queryEmbeddings: [embedding], nResults: topK, include: ["documents", "metadatas", "distances"] }),
+        c.query({
+          queryEmbeddings: [embedding],
+          nResults: topK,
+          include: ["documents", "metadatas", "distances"],
+        }),
       );
       const hits: VectorHit[] = [];
       result.ids[0]?.forEach((id, i) => {

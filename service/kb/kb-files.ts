@@ -99,7 +99,8 @@ export class KbFiles {
     // Check the nearest existing ancestor before creating anything, so mkdir never runs through a symlink out.
     let probe = parent;
     while (!fs.existsSync(probe)) probe = path.dirname(probe);
-    if (!isInside(root, await fsp.realpath(probe))) throw badPath("`path` resolves (through a symlink) outside KB_DIR.");
+    if (!isInside(root, await fsp.realpath(probe)))
+      throw badPath("`path` resolves (through a symlink) outside KB_DIR.");
     await fsp.mkdir(parent, { recursive: true });
     const realParent = await fsp.realpath(parent);
     if (!isInside(root, realParent)) throw badPath("`path` resolves (through a symlink) outside KB_DIR.");

@@ -65,7 +65,10 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     return this.opts.store;
   }
 
-  async retrieve(query: string, opts: { topK?: number; signal?: AbortSignal } = {}): Promise<RetrievedChunk[]> {
+  async retrieve(
+    query: string,
+    opts: { topK?: number; signal?: AbortSignal } = {},
+  ): Promise<RetrievedChunk[]> {
     const topK = opts.topK ?? this.opts.rag.topK;
     const text = query.trim();
     if (!text || topK <= 0) return [];
@@ -108,8 +111,14 @@ export class KnowledgeBase implements KnowledgeBaseLike {
   }
 
   async upload(relPath: string, content: string): Promise<IngestedSource> {
-    if (typeof content !== "string") throw new InvalidRequestError("`content` must be a string.", "invalid_content", "content");
-    if (content.includes("\0")) throw new InvalidRequestError("`content` must be text (no NUL characters).", "invalid_content", "content");
+    if (typeof content !== "string")
+      throw new InvalidRequestError("`content` must be a string.", "invalid_content", "content");
+    if (content.includes("\0"))
+      throw new InvalidRequestError(
+        "`content` must be text (no NUL characters).",
+        "invalid_content",
+        "content",
+      );
     const { source } = await this.files.lexical(relPath);
     this.requireSupported(source);
     const written = await this.files.write(relPath, content);
@@ -136,7 +145,11 @@ export class KnowledgeBase implements KnowledgeBaseLike {
       const read = await this.files.readText(file.absolute);
       if ("skip" in read) {
         if (!target.isDirectory) {
-          throw new InvalidRequestError(`Cannot ingest ${file.source}: ${read.skip}.`, "unsupported_file", "path");
+          throw new InvalidRequestError(
+            `Cannot ingest ${file.source}: ${read.skip}.`,
+            "unsupported_file",
+            "path",
+          );
         }
         report.skipped.push({ path: file.source, reason: read.skip });
         continue;
@@ -215,7 +228,9 @@ export class KnowledgeBase implements KnowledgeBaseLike {
         const slice = chunks.slice(i, i + batch);
         const embeddings = await this.opts.embed(slice.map((c) => c.text));
         if (embeddings.length !== slice.length) {
-          throw new Error(`embedding deployment returned ${embeddings.length} vectors for ${slice.length} texts`);
+          throw new Error(
+            `embedding deployment returned ${embeddings.length} vectors for ${slice.length} texts`,
+          );
         }
         const records: ChunkRecord[] = slice.map((c, j) => ({
           id: chunkId(source, c.index),

@@ -94,7 +94,8 @@ function toUnits(text: string, maxTokens: number): Unit[] {
   const units: Unit[] = [];
   for (const m of text.matchAll(/\s*\S+|\s+$/g)) {
     const piece = m[0];
-    const tokens = countTokens(piece);
+    // BPE is slow on very long runs (base64, minified code); a piece this long is over any bound anyway.
+    const tokens = piece.length > maxTokens * 16 ? Infinity : countTokens(piece);
     const lineStart = m.index === 0 || piece.includes("\n");
     if (tokens <= maxTokens) {
       units.push({ text: piece, tokens, lineStart });
@@ -111,8 +112,19 @@ function toUnits(text: string, maxTokens: number): Unit[] {
   return units;
 }
 
-/** Pack units into windows of at most `max` tokens with about `overlap` tokens shared between neighbours. */
-function pack(units: Unit[], max: number, overlap: number): string[] {
+const joinUnits = (units: Unit[], from: number, to: number): string =>
+  units
+    .slice(from, to)
+    .map((u) => u.text)
+    .join("")
+    .trim();
+
+/**
+ * Pack units into windows of at most `max` tokens (of the trimmed text) with about `overlap` tokens shared between
+ * neighbours. A final window shorter than `minChars` would be dropped, losing the document's tail, so it is
+ * rebuilt backwards from the end instead (a larger overlap with its predecessor).
+ */
+function pack(units: Unit[], max: number, overlap: number, minChars: number): string[] {
   const out: string[] = [];
   let start = 0;
   while (start < units.length) {
@@ -130,18 +142,10 @@ function pack(units: Unit[], max: number, overlap: number): string[] {
         }
       }
     }
-    // Summed per-unit counts can differ by a token from the joined text's count; enforce the bound exactly.
-    let text = units
-      .slice(start, end)
-      .map((u) => u.text)
-      .join("");
-    while (end - start > 1 && countTokens(text) > max) {
-      end--;
-      text = units
-        .slice(start, end)
-        .map((u) => u.text)
-        .join("");
-    }
+    // Summed per-unit counts can differ from the joined, trimmed text's count by a token or two (BPE merges across
+    // unit edges; trimming turns " Word" into "Word"); enforce the bound on the real text.
+    let text = joinUnits(units, start, end);
+    while (end - start > 1 && countTokens(text) > max) text = joinUnits(units, start, --end);
     out.push(text);
     if (end >= units.length) break;
     // Next window: step back over trailing units while they fit in the overlap, but always move forward.
@@ -149,6 +153,15 @@ function pack(units: Unit[], max: number, overlap: number): string[] {
     let shared = 0;
     while (next - 1 > start && shared + units[next - 1].tokens <= overlap) shared += units[--next].tokens;
     start = next;
+  }
+  if (out.length > 1 && out[out.length - 1].length < minChars) {
+    let from = units.length;
+    let sum = 0;
+    while (from > 0 && sum + units[from - 1].tokens <= max) sum += units[--from].tokens;
+    let text = joinUnits(units, from, units.length);
+    while (units.length - from > 1 && countTokens(text) > max) text = joinUnits(units, ++from, units.length);
+    out[out.length - 1] = text;
+    if (out.length > 1 && out[out.length - 2] === text) out.pop();
   }
   return out;
 }
@@ -158,13 +171,23 @@ export function chunkDocument(text: string, kind: DocumentKind, opts: ChunkOptio
   const minChars = opts.minChars ?? 50;
   const overlap = Math.max(0, Math.min(opts.overlapTokens, opts.chunkTokens - 1));
   const normalized = text.replace(/\r\n?/g, "\n");
-  const sections = kind === "markdown" ? splitMarkdownSections(normalized) : [{ heading: "", text: normalized }];
+  const sections =
+    kind === "markdown" ? splitMarkdownSections(normalized) : [{ heading: "", text: normalized }];
   const chunks: Chunk[] = [];
   for (const section of sections) {
-    for (const raw of pack(toUnits(section.text, opts.chunkTokens), opts.chunkTokens, overlap)) {
-      const chunkText = raw.trim();
+    for (const chunkText of pack(
+      toUnits(section.text, opts.chunkTokens),
+      opts.chunkTokens,
+      overlap,
+      minChars,
+    )) {
       if (chunkText.length < minChars) continue;
-      chunks.push({ index: chunks.length, text: chunkText, heading: section.heading, tokens: countTokens(chunkText) });
+      chunks.push({
+        index: chunks.length,
+        text: chunkText,
+        heading: section.heading,
+        tokens: countTokens(chunkText),
+      });
     }
   }
   return chunks;

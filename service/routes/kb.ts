@@ -33,7 +33,11 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const param = issue.path.map(String).join(".") || null;
-  throw new InvalidRequestError(`Invalid request body: ${param ? `${param}: ` : ""}${issue.message}.`, "invalid_body", param);
+  throw new InvalidRequestError(
+    `Invalid request body: ${param ? `${param}: ` : ""}${issue.message}.`,
+    "invalid_body",
+    param,
+  );
 }
 
 export function createKbRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>): Router<ProxyState> {

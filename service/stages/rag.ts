@@ -180,7 +180,8 @@ export function buildReferenceBlock(
     break;
   }
   if (!parts.length) return null;
-  return { content: head + parts.join("") + tail, chunks: parts.length, tokens: used };
+  const content = head + parts.join("") + tail;
+  return { content, chunks: parts.length, tokens: countTokens(content) };
 }
 
 /** The longest prefix of `text` (cut at whitespace when possible) with at most `maxTokens` tokens, plus " …". */
@@ -222,17 +223,25 @@ export function createRag(deps: RagDeps): Middleware<ProxyState> {
   const timeoutMs = deps.timeoutMs ?? 3_000;
   const blocked = config.contentPolicy.blockedPatterns;
 
-  async function retrieveOrNothing(ctx: { state: ProxyState }, query: string): Promise<RetrievedChunk[] | null> {
+  async function retrieveOrNothing(
+    ctx: { state: ProxyState },
+    query: string,
+  ): Promise<RetrievedChunk[] | null> {
     const signal = AbortSignal.timeout(timeoutMs);
     try {
       return await new Promise<RetrievedChunk[]>((resolve, reject) => {
-        signal.addEventListener("abort", () => reject(new Error(`retrieval took longer than ${timeoutMs} ms`)));
+        signal.addEventListener("abort", () =>
+          reject(new Error(`retrieval took longer than ${timeoutMs} ms`)),
+        );
         kb!.retrieve(query, { topK: config.rag.topK, signal }).then(resolve, reject);
       });
     } catch (error) {
       // Chroma (or the embedding deployment) is down or slow: the chat goes on without context. A knowledge-base
       // outage must not become a proxy outage; the log line and the `error` metric make it visible.
-      ctx.state.log.warn({ err: { message: (error as Error).message } }, "RAG retrieval failed; continuing without context");
+      ctx.state.log.warn(
+        { err: { message: (error as Error).message } },
+        "RAG retrieval failed; continuing without context",
+      );
       ragRetrievals.inc({ status: "error" });
       return null;
     }
