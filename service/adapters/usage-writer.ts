@@ -230,13 +230,16 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
             inflight = [];
             gauge();
           }
-          if (failures) log.info({ afterFailures: failures }, "usage rows written again after PostgreSQL errors");
+          if (failures)
+            log.info({ afterFailures: failures }, "usage rows written again after PostgreSQL errors");
           failures = 0;
           retryAt = 0;
         }
         if (spilled && !closed) {
           spilled = false;
-          void replaySpool().catch((error) => log.warn({ err: errorSummary(error) }, "usage spool replay failed"));
+          void replaySpool().catch((error) =>
+            log.warn({ err: errorSummary(error) }, "usage spool replay failed"),
+          );
         }
       } finally {
         draining = null;

@@ -107,6 +107,10 @@ export interface ThrowawayPostgres {
   start(): Promise<void>;
   /** Immediate shutdown, as a crash: no checkpoint; recovery runs at the next start. */
   kill(): Promise<void>;
+  /** Freeze the postmaster (SIGSTOP): new connections hang instead of failing, as with a network partition. */
+  pause(): void;
+  /** Undo pause() (SIGCONT). */
+  resume(): void;
   /** Stop if running and delete the data directory. */
   destroy(): Promise<void>;
 }
@@ -141,6 +145,8 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
     pgExec("pg_ctl", ["-D", data, "-m", mode, "-w", "-t", "30", "stop"]);
     running = false;
   };
+  const postmasterPid = () =>
+    Number(fs.readFileSync(path.join(data, "postmaster.pid"), "utf8").split("\n")[0]);
   await start();
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
@@ -148,7 +154,16 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
     start,
     stop: () => shutdown("fast"),
     kill: () => shutdown("immediate"),
+    pause: () => process.kill(postmasterPid(), "SIGSTOP"),
+    resume: () => process.kill(postmasterPid(), "SIGCONT"),
     async destroy() {
+      if (running) {
+        try {
+          process.kill(postmasterPid(), "SIGCONT");
+        } catch {
+          // Already gone.
+        }
+      }
       await shutdown("immediate").catch(() => undefined);
       fs.rmSync(dir, { recursive: true, force: true });
     },

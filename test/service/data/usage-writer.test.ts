@@ -1,0 +1,335 @@
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import pino from "pino";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { migrate } from "../../../service/adapters/migrations";
+import { createPostgres } from "../../../service/adapters/postgres";
+import { createUsageWriter, usageRowId, type UsageWriter } from "../../../service/adapters/usage-writer";
+import { usagePending } from "../../../service/metrics";
+import type { UsageRow } from "../../../service/ports";
+import { createTestDatabase, startThrowawayPostgres, type TestDatabase, type ThrowawayPostgres } from "../../helpers/postgres";
+
+const log = pino({ level: "silent" });
+
+function usageRow(over: Partial<UsageRow> = {}): UsageRow {
+  return {
+    requestId: crypto.randomUUID(),
+    createdAt: new Date(),
+    keyId: null,
+    teamId: null,
+    route: "chat",
+    requestedModel: "m",
+    servedModel: "m",
+    provider: "mock",
+    promptTokens: 11,
+    completionTokens: 7,
+    latencyMs: 3,
+    status: 200,
+    errorCode: null,
+    stream: false,
+    cacheHit: false,
+    piiCounts: null,
+    ...over,
+  };
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), "llmp-spool-"));
+}
+
+async function idCounts(pool: pg.Pool, ids: string[]): Promise<Map<string, number>> {
+  const { rows } = await pool.query(
+    "SELECT request_id::text AS id, count(*)::int AS n FROM usage WHERE request_id = ANY($1::uuid[]) GROUP BY 1",
+    [ids],
+  );
+  return new Map(rows.map((r) => [r.id as string, r.n as number]));
+}
+
+/** Every id present exactly once. */
+async function expectExactlyOnce(pool: pg.Pool, ids: string[]): Promise<void> {
+  const counts = await idCounts(pool, ids);
+  expect(counts.size).toBe(ids.length);
+  expect([...counts.values()].every((n) => n === 1)).toBe(true);
+}
+
+describe("usage writer on the shared PostgreSQL", () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+  const writers: UsageWriter[] = [];
+  const make = (opts: Partial<Parameters<typeof createUsageWriter>[0]> = {}) => {
+    const w = createUsageWriter({ pool, log, spoolDir: tempDir(), flushIntervalMs: 60_000, ...opts });
+    writers.push(w);
+    return w;
+  };
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    ({ pool } = createPostgres({ url: db.url, log, max: 4 }));
+    await migrate(pool, { log });
+  });
+  afterEach(async () => {
+    await Promise.all(writers.splice(0).map((w) => w.close()));
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  it("writes exactly one row per record(), with every field", async () => {
+    const w = make();
+    const keyId = crypto.randomUUID();
+    const rows = [
+      usageRow({ keyId, teamId: crypto.randomUUID(), stream: true, piiCounts: { EMAIL_ADDRESS: 2 } }),
+      usageRow({ status: 502, errorCode: "upstream_error", servedModel: null, cacheHit: false }),
+      usageRow({ cacheHit: true, promptTokens: 0, completionTokens: 0, requestedModel: "with\u0000nul" }),
+    ];
+    rows.forEach((r) => w.record(r));
+    expect(w.pending()).toBe(3);
+    await w.flush();
+    expect(w.pending()).toBe(0);
+    const { rows: stored } = await pool.query("SELECT * FROM usage WHERE request_id = ANY($1::uuid[])", [
+      rows.map((r) => r.requestId),
+    ]);
+    expect(stored).toHaveLength(3);
+    const first = stored.find((s) => s.request_id === rows[0].requestId);
+    expect(first).toMatchObject({
+      key_id: keyId,
+      route: "chat",
+      requested_model: "m",
+      served_model: "m",
+      provider: "mock",
+      prompt_tokens: 11,
+      completion_tokens: 7,
+      latency_ms: 3,
+      status: 200,
+      error_code: null,
+      stream: true,
+      cache_hit: false,
+      pii_counts: { EMAIL_ADDRESS: 2 },
+    });
+    expect(new Date(first.created_at).getTime()).toBe(rows[0].createdAt.getTime());
+    expect(stored.find((s) => s.request_id === rows[1].requestId)).toMatchObject({ status: 502, error_code: "upstream_error" });
+    expect(stored.find((s) => s.request_id === rows[2].requestId)).toMatchObject({ cache_hit: true, requested_model: "withnul" });
+  });
+
+  it("batches: 1 200 rows in 3 INSERTs of at most 500, and a full batch is written without waiting for the timer", async () => {
+    let inserts = 0;
+    const counting = Object.create(pool) as pg.Pool;
+    counting.query = ((...args: Parameters<pg.Pool["query"]>) => {
+      if (String(args[0]).includes("INSERT INTO usage")) inserts += 1;
+      return (pool.query as (...a: unknown[]) => unknown)(...args);
+    }) as pg.Pool["query"];
+    const w = make({ pool: counting, batchSize: 500 });
+    const rows = Array.from({ length: 1200 }, () => usageRow());
+    rows.forEach((r) => w.record(r));
+    // 500 buffered rows start a write at once (the timer is 60 s away).
+    await waitFor(() => w.pending() <= 200);
+    await w.flush();
+    expect(inserts).toBe(3);
+    await expectExactlyOnce(
+      pool,
+      rows.map((r) => r.requestId),
+    );
+  });
+
+  it("the timer flushes in the background", async () => {
+    const w = make({ flushIntervalMs: 50 });
+    const r = usageRow();
+    w.record(r);
+    await waitFor(async () => (await idCounts(pool, [r.requestId])).get(r.requestId) === 1);
+    expect(w.pending()).toBe(0);
+  });
+
+  it("the same request id recorded twice is stored once; non-uuid request ids get a stable uuid", async () => {
+    const w = make();
+    const r = usageRow();
+    w.record(r);
+    w.record({ ...r, latencyMs: 999 });
+    w.record(usageRow({ requestId: "client-supplied-id-1" }));
+    await w.flush();
+    await expectExactlyOnce(pool, [r.requestId, usageRowId("client-supplied-id-1")]);
+    expect(usageRowId("client-supplied-id-1")).toBe(usageRowId("client-supplied-id-1"));
+    expect(usageRowId("client-supplied-id-1")).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+
+  it("a row PostgreSQL rejects as data is dropped alone; the rest of its batch is written", async () => {
+    const w = make();
+    const good1 = usageRow();
+    const bad = usageRow({ piiCounts: { "bad\u0000key": 1 } });
+    const good2 = usageRow();
+    [good1, bad, good2].forEach((r) => w.record(r));
+    await w.flush();
+    expect(w.pending()).toBe(0);
+    const counts = await idCounts(pool, [good1.requestId, bad.requestId, good2.requestId]);
+    expect(counts.get(good1.requestId)).toBe(1);
+    expect(counts.get(good2.requestId)).toBe(1);
+    expect(counts.has(bad.requestId)).toBe(false);
+  });
+});
+
+describe("usage writer through a PostgreSQL outage (throwaway server)", () => {
+  let server: ThrowawayPostgres;
+  let pool: pg.Pool;
+
+  beforeAll(async () => {
+    server = await startThrowawayPostgres();
+    ({ pool } = createPostgres({ url: server.url, log, max: 2, connectionTimeoutMs: 2_000 }));
+    await migrate(pool, { log });
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await server?.destroy();
+  });
+
+  it("loses nothing: rows recorded while PostgreSQL is down are written when it is back", async () => {
+    const w = createUsageWriter({ pool, log, spoolDir: tempDir(), flushIntervalMs: 50, maxBackoffMs: 300 });
+    try {
+      const before = Array.from({ length: 20 }, () => usageRow());
+      before.forEach((r) => w.record(r));
+      await w.flush();
+      expect(w.pending()).toBe(0);
+
+      await server.stop();
+      const during = Array.from({ length: 150 }, () => usageRow());
+      for (const r of during) {
+        w.record(r);
+        if (during.indexOf(r) % 50 === 0) await new Promise((res) => setTimeout(res, 100));
+      }
+      // The writer has tried (and failed) meanwhile; flush() resolves with the rows still buffered.
+      await w.flush();
+      expect(w.pending()).toBe(150);
+      expect((await usagePending.get()).values[0].value).toBeGreaterThanOrEqual(150);
+
+      await server.start();
+      await waitFor(() => w.pending() === 0);
+      await expectExactlyOnce(pool, [...before, ...during].map((r) => r.requestId));
+    } finally {
+      await w.close();
+    }
+  });
+
+  it("close() during an outage spools to disk; replaySpool() on a new writer writes every row exactly once", async () => {
+    const spoolDir = tempDir();
+    const w1 = createUsageWriter({ pool, log, spoolDir, flushIntervalMs: 50, closeTimeoutMs: 1_000 });
+    const written = Array.from({ length: 10 }, () => usageRow());
+    written.forEach((r) => w1.record(r));
+    await w1.flush();
+
+    // A fast stop: this throwaway server runs with synchronous_commit=off, so a crash could lose committed rows.
+    await server.stop();
+    const stranded = Array.from({ length: 40 }, () => usageRow());
+    stranded.forEach((r) => w1.record(r));
+    // A row already in PostgreSQL and recorded again: the replay must not duplicate it.
+    w1.record(written[0]);
+    await w1.close();
+    expect(w1.pending()).toBe(0);
+
+    const files = fs.readdirSync(spoolDir).filter((f) => f.endsWith(".jsonl"));
+    expect(files).toHaveLength(1);
+    const lines = fs.readFileSync(path.join(spoolDir, files[0]), "utf8").trim().split("\n");
+    expect(lines).toHaveLength(41);
+    expect(JSON.parse(lines[0]).requestId).toBe(stranded[0].requestId);
+
+    await server.start();
+    const w2 = createUsageWriter({ pool, log, spoolDir, flushIntervalMs: 60_000 });
+    try {
+      expect(await w2.replaySpool()).toBe(41);
+      expect(fs.readdirSync(spoolDir)).toEqual([]);
+      await expectExactlyOnce(pool, [...written, ...stranded].map((r) => r.requestId));
+      // Nothing left: a second replay finds no files.
+      expect(await w2.replaySpool()).toBe(0);
+    } finally {
+      await w2.close();
+    }
+  });
+
+  it("close() gives up after closeTimeoutMs when PostgreSQL hangs, and spools the rows", async () => {
+    const spoolDir = tempDir();
+    // A pool of its own: no open connection, so every attempt has to connect to the frozen postmaster.
+    const { pool: fresh } = createPostgres({ url: server.url, log, max: 1, connectionTimeoutMs: 10_000 });
+    const w = createUsageWriter({ pool: fresh, log, spoolDir, closeTimeoutMs: 500 });
+    server.pause();
+    try {
+      const rows = Array.from({ length: 5 }, () => usageRow());
+      rows.forEach((r) => w.record(r));
+      const started = Date.now();
+      await w.close();
+      expect(Date.now() - started).toBeLessThan(5_000);
+      const files = fs.readdirSync(spoolDir).filter((f) => f.endsWith(".jsonl"));
+      expect(files).toHaveLength(1);
+      const spooled = fs
+        .readFileSync(path.join(spoolDir, files[0]), "utf8")
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).requestId);
+      expect(spooled).toEqual(rows.map((r) => r.requestId));
+    } finally {
+      server.resume();
+      await fresh.end().catch(() => undefined);
+    }
+  });
+
+  it("replicas replaying one shared spool directory together never replay a file twice", async () => {
+    const spoolDir = tempDir();
+    await server.stop();
+    const all: UsageRow[] = [];
+    // Five writers shut down during the outage: five spool files.
+    for (let i = 0; i < 5; i++) {
+      const w = createUsageWriter({ pool, log, spoolDir, closeTimeoutMs: 500 });
+      const rows = Array.from({ length: 30 }, () => usageRow());
+      rows.forEach((r) => w.record(r));
+      all.push(...rows);
+      await w.close();
+    }
+    expect(fs.readdirSync(spoolDir).filter((f) => f.endsWith(".jsonl"))).toHaveLength(5);
+    await server.start();
+
+    const replicas = Array.from({ length: 3 }, () => createUsageWriter({ pool, log, spoolDir }));
+    try {
+      const counts = await Promise.all(replicas.map((w) => w.replaySpool()));
+      // Each file was read by exactly one replica.
+      expect(counts.reduce((a, b) => a + b, 0)).toBe(150);
+      expect(fs.readdirSync(spoolDir)).toEqual([]);
+      await expectExactlyOnce(pool, all.map((r) => r.requestId));
+    } finally {
+      await Promise.all(replicas.map((w) => w.close()));
+    }
+  });
+
+  it("a long outage is bounded in memory: the oldest rows move to the spool and come back after recovery", async () => {
+    const spoolDir = tempDir();
+    const w = createUsageWriter({
+      pool,
+      log,
+      spoolDir,
+      flushIntervalMs: 50,
+      maxBackoffMs: 300,
+      batchSize: 10,
+      maxBuffered: 30,
+    });
+    try {
+      await server.stop();
+      const rows = Array.from({ length: 100 }, () => usageRow());
+      rows.forEach((r) => w.record(r));
+      expect(w.pending()).toBeLessThanOrEqual(30);
+      expect(fs.readdirSync(spoolDir).some((f) => f.endsWith(".jsonl"))).toBe(true);
+
+      await server.start();
+      await waitFor(async () => w.pending() === 0 && fs.readdirSync(spoolDir).length === 0);
+      await expectExactlyOnce(pool, rows.map((r) => r.requestId));
+    } finally {
+      await w.close();
+    }
+  });
+});
