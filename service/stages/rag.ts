@@ -173,9 +173,7 @@ export function buildReferenceBlock(
     }
     const room = budgetTokens - used - frame;
     if (room >= 32) {
-      const cut = truncateToTokens(body, room);
-      parts.push(open + cut + close);
-      used += frame + countTokens(cut);
+      parts.push(open + truncateToTokens(body, room) + close);
     }
     break;
   }
