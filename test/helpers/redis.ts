@@ -1,0 +1,118 @@
+/**
+ * Throwaway redis-server processes for fault tests (see ../shared/reference/runtime.md §4): random port on
+ * 127.0.0.1, no persistence, a temp dir. `kill()` SIGKILLs it, `restart()` starts a fresh one on the same port.
+ * The shared Redis at 127.0.0.1:6379 is for tests that need no faults (use unique key ids there).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+export const SHARED_REDIS_URL = "redis://127.0.0.1:6379";
+
+export interface ThrowawayRedis {
+  port: number;
+  url: string;
+  /** SIGKILL the server (no goodbye to clients). */
+  kill(): Promise<void>;
+  /** SIGSTOP: the server keeps its connections but answers nothing (a hung Redis). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
+  /** Start a new server on the same port (data is gone, as after a real crash without persistence). */
+  restart(): Promise<void>;
+  /** Stop for good and remove the temp dir. */
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.once("error", () => done(false));
+    socket.once("connect", () => socket.write("PING\r\n"));
+    socket.once("data", (d) => done(d.toString().startsWith("+PONG")));
+  });
+}
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once("exit", () => resolve()));
+}
+
+export async function startRedis(): Promise<ThrowawayRedis> {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llmproxy-redis-"));
+  let child: ChildProcess | null = null;
+
+  const launch = async () => {
+    const proc = spawn(
+      "redis-server",
+      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+      { stdio: "ignore" },
+    );
+    child = proc;
+    let failed: Error | null = null;
+    proc.once("error", (e) => (failed = e));
+    await waitUntil(
+      async () => {
+        if (failed) throw failed;
+        if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
+        return ping(port);
+      },
+      10_000,
+      `redis-server on port ${port}`,
+    );
+  };
+
+  const kill = async () => {
+    const c = child as ChildProcess | null;
+    if (!c) return;
+    child = null;
+    c.kill("SIGCONT");
+    c.kill("SIGKILL");
+    await exited(c);
+  };
+
+  await launch();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    kill,
+    pause: () => void (child as ChildProcess | null)?.kill("SIGSTOP"),
+    resume: () => void (child as ChildProcess | null)?.kill("SIGCONT"),
+    restart: async () => {
+      await kill();
+      await launch();
+    },
+    stop: async () => {
+      await kill();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
