@@ -71,7 +71,7 @@ export class AwsPostgres extends pulumi.ComponentResource {
         vpcSecurityGroupIds: [sg.id],
         parameterGroupName: params.name,
         username: AWS_DB_USER,
-        password: password.result,
+        password: pulumi.secret(password.result),
         dbName: AWS_DB_NAME,
         backupRetentionPeriod: s.backupDays,
         backupWindow: "02:00-03:00",

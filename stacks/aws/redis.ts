@@ -60,7 +60,7 @@ export class AwsRedis extends pulumi.ComponentResource {
         preferredCacheClusterAzs: args.zones.length >= nodes ? args.zones.slice(0, nodes) : undefined,
         transitEncryptionEnabled: true,
         atRestEncryptionEnabled: true,
-        authToken: token.result,
+        authToken: pulumi.secret(token.result),
         port: AWS_REDIS_PORT,
         subnetGroupName: subnets.name,
         securityGroupIds: [sg.id],

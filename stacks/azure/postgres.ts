@@ -93,7 +93,7 @@ export class AzurePostgres extends pulumi.ComponentResource {
           activeDirectoryAuth: dbforpostgresql.MicrosoftEntraAuth.Disabled,
         },
         administratorLogin: AZURE_DB_USER,
-        administratorLoginPassword: password.result,
+        administratorLoginPassword: pulumi.secret(password.result),
         tags: args.tags,
       },
       { ...child, dependsOn: [link], protect: true, ignoreChanges: ["availabilityZone", "highAvailability.standbyAvailabilityZone"] },
