@@ -1,0 +1,10 @@
+// PII detection, reversible scrubbing and restoration (see README of this folder for the API).
+export { createPiiEngine, resolveOverlaps, type PiiEngine } from "./engine";
+export {
+  PLACEHOLDER_RE,
+  SECRET_MARKER,
+  redactionMarker,
+  type PiiSession,
+  type StreamRestorer,
+} from "./session";
+export { PII_ENTITIES, PATTERN_ENTITIES, type NamesMode, type PiiCounts, type PiiEntity, type PiiOptions, type Span } from "./types";
