@@ -44,14 +44,18 @@ const embeddingSchema = z.looseObject({
   ]),
 });
 
-function invalid(error: z.ZodError): InvalidRequestError {
+function invalid(error: z.ZodError, raw: unknown): InvalidRequestError {
   const issue = error.issues[0];
   const param = issue.path.map(String).join(".") || null;
+  const missing =
+    issue.code === "invalid_type" &&
+    issue.path.length === 1 &&
+    raw !== null &&
+    typeof raw === "object" &&
+    (raw as Record<string, unknown>)[String(issue.path[0])] === undefined;
   return new InvalidRequestError(
-    `Invalid request: ${param ? `\`${param}\`: ` : ""}${issue.message}.`,
-    issue.code === "invalid_type" && issue.path.length === 1 && issue.input === undefined
-      ? "missing_required_parameter"
-      : "invalid_value",
+    `Invalid request: ${param ? `\`${param}\`: ` : ""}${missing ? "required" : issue.message}.`,
+    missing ? "missing_required_parameter" : "invalid_value",
     param,
   );
 }
@@ -80,7 +84,7 @@ export function createParseChat(deps: ParseDeps): Middleware<ProxyState> {
       ctx.state.usage.requestedModel = (raw as { model: string }).model;
     }
     const parsed = chatSchema.safeParse(raw);
-    if (!parsed.success) throw invalid(parsed.error);
+    if (!parsed.success) throw invalid(parsed.error, raw);
     const body = parsed.data as ChatCompletionRequest;
     ctx.state.usage.stream = body.stream === true;
     ctx.state.deployment = resolveModel(deps, body.model, "chat");
@@ -96,7 +100,7 @@ export function createParseEmbeddings(deps: ParseDeps): Middleware<ProxyState> {
       ctx.state.usage.requestedModel = (raw as { model: string }).model;
     }
     const parsed = embeddingSchema.safeParse(raw);
-    if (!parsed.success) throw invalid(parsed.error);
+    if (!parsed.success) throw invalid(parsed.error, raw);
     ctx.state.embedding = parsed.data as EmbeddingRequest;
     ctx.state.deployment = resolveModel(deps, parsed.data.model, "embedding");
     return next();

@@ -88,7 +88,9 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
         tokensTotal.inc({ direction: "completion", model: usage.servedModel ?? "" }, usage.completionTokens);
       }
       if (USAGE_ROUTES.has(route) && usage.keyId) deps.usageSink.record(usage);
-      ctx.state.log.info(
+      // Probes and scrapes every few seconds would drown the log: they log at debug.
+      const level = route === "health" || route === "metrics" ? "debug" : "info";
+      ctx.state.log[level](
         {
           status: usage.status,
           ms: usage.latencyMs,

@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startProxy, type TestProxy } from "../../helpers/proxy";
+
+describe("bad input gets the right 4xx in the OpenAI error shape, and the worker stays up", () => {
+  let proxy: TestProxy;
+  let key: string;
+
+  beforeAll(async () => {
+    // No config file: the built-in mock deployments (mock-chat, mock-embedding).
+    proxy = await startProxy({});
+    key = (await proxy.createKey({ scopes: ["chat"] })).key;
+  });
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  const chat = (body: string | Buffer, headers: Record<string, string> = {}) =>
+    fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+      body,
+    });
+
+  async function expectError(res: Response, status: number, code: string) {
+    expect(res.status).toBe(status);
+    const body = await res.json();
+    expect(Object.keys(body.error).sort()).toEqual(["code", "message", "param", "type"]);
+    expect(body.error.code).toBe(code);
+    return body.error;
+  }
+
+  it("malformed JSON → 400 invalid_json", async () => {
+    await expectError(await chat("{not json"), 400, "invalid_json");
+  });
+
+  it("wrong types → 400 naming the parameter", async () => {
+    const e = await expectError(
+      await chat(JSON.stringify({ model: "mock-chat", messages: "hi" })),
+      400,
+      "invalid_value",
+    );
+    expect(e.param).toBe("messages");
+    const t = await expectError(
+      await chat(
+        JSON.stringify({
+          model: "mock-chat",
+          messages: [{ role: "user", content: "x" }],
+          temperature: "hot",
+        }),
+      ),
+      400,
+      "invalid_value",
+    );
+    expect(t.param).toBe("temperature");
+    const m = await expectError(
+      await chat(JSON.stringify({ messages: [{ role: "user", content: "x" }] })),
+      400,
+      "missing_required_parameter",
+    );
+    expect(m.param).toBe("model");
+  });
+
+  it("a 10 MB body → 413", async () => {
+    const big = JSON.stringify({
+      model: "mock-chat",
+      messages: [{ role: "user", content: "x".repeat(10 * 1024 * 1024) }],
+    });
+    const res = await chat(big).catch((error: Error) => error);
+    // The proxy answers 413 before reading it all; depending on timing the client may see the reset instead.
+    if (res instanceof Response) await expectError(res, 413, "request_too_large");
+    const ok = await chat(
+      JSON.stringify({ model: "mock-chat", messages: [{ role: "user", content: "still up?" }] }),
+    );
+    expect(ok.status).toBe(200);
+  });
+
+  it("unknown model → 404 model_not_found", async () => {
+    await expectError(
+      await chat(JSON.stringify({ model: "gpt-17", messages: [{ role: "user", content: "x" }] })),
+      404,
+      "model_not_found",
+    );
+  });
+
+  it("missing, unknown, revoked and expired keys → 401; missing scope → 403", async () => {
+    const body = JSON.stringify({ model: "mock-chat", messages: [{ role: "user", content: "x" }] });
+    const none = await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body });
+    await expectError(none, 401, "missing_api_key");
+    await expectError(await chat(body, { authorization: "Bearer sk-llmp-nope" }), 401, "invalid_api_key");
+
+    const revoked = await proxy.createKey();
+    await proxy.deps.keys.revoke(revoked.id);
+    await expectError(await chat(body, { authorization: `Bearer ${revoked.key}` }), 401, "revoked_api_key");
+
+    const expired = await proxy.createKey({ expiresAt: new Date(Date.now() - 1000).toISOString() });
+    await expectError(await chat(body, { authorization: `Bearer ${expired.key}` }), 401, "expired_api_key");
+
+    const viaHeader = await fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "x-api-key": key, "content-type": "application/json" },
+      body,
+    });
+    expect(viaHeader.status).toBe(200);
+
+    const noScope = await proxy.createKey({ scopes: ["models"] });
+    await expectError(
+      await chat(body, { authorization: `Bearer ${noScope.key}` }),
+      403,
+      "insufficient_scope",
+    );
+  });
+
+  it("records a usage row for a rejection with a known key, none for an unknown key", async () => {
+    const before = (await proxy.usageRows()).length;
+    await chat(JSON.stringify({ model: "gpt-17", messages: [{ role: "user", content: "x" }] }));
+    await chat(JSON.stringify({ model: "mock-chat", messages: [] }), {
+      authorization: "Bearer sk-llmp-unknown",
+    });
+    const rows = await proxy.waitForUsageRows(before + 1);
+    expect(rows.length).toBe(before + 1);
+    expect(rows.at(-1)).toMatchObject({
+      status: 404,
+      error_code: "model_not_found",
+      requested_model: "gpt-17",
+    });
+  });
+
+  it("echoes x-request-id and answers unknown routes with a 404 envelope", async () => {
+    const res = await fetch(`${proxy.url}/v1/nothing-here`, { headers: { "x-request-id": "req-abc-123" } });
+    expect(res.headers.get("x-request-id")).toBe("req-abc-123");
+    await expectError(res, 404, "unknown_url");
+  });
+});

@@ -1,0 +1,196 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
+import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
+import { freePort } from "../../helpers/postgres";
+
+async function post(proxy: TestProxy, key: string, body: unknown, path = "/v1/chat/completions") {
+  const res = await fetch(`${proxy.url}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, headers: res.headers, text: await res.text() };
+}
+
+/** Parse an SSE body into its data payloads. */
+function events(text: string): string[] {
+  return text
+    .split("\n\n")
+    .filter((e) => e.startsWith("data: "))
+    .map((e) => e.slice(6));
+}
+
+describe("forwarding, routing and fallbacks", () => {
+  let primary: FakeUpstream;
+  let backup: FakeUpstream;
+  let proxy: TestProxy;
+  let key: string;
+  let deadPort: number;
+
+  beforeAll(async () => {
+    primary = await startFakeUpstream({ name: "primary" });
+    backup = await startFakeUpstream({ name: "backup" });
+    deadPort = await freePort();
+    proxy = await startProxy({
+      configYaml: upstreamConfig(
+        { primary: primary.baseUrl, backup: backup.baseUrl, dead: `http://127.0.0.1:${deadPort}/v1` },
+        [
+          { name: "main", provider: "primary", model: "primary-model", fallbacks: ["spare"] },
+          { name: "spare", provider: "backup", model: "backup-model" },
+          { name: "unreachable", provider: "dead", fallbacks: ["spare"] },
+          { name: "solo", provider: "primary" },
+        ],
+      ),
+    });
+    key = (await proxy.createKey()).key;
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await primary?.close();
+    await backup?.close();
+  });
+
+  it("forwards every field the client sent, unchanged, including ones it does not know", async () => {
+    const body = {
+      model: "main",
+      messages: [
+        { role: "developer", content: "be brief" },
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "what is this?" },
+            { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=", detail: "low" } },
+          ],
+        },
+      ],
+      tools: [{ type: "function", function: { name: "f", parameters: { type: "object", properties: {} } } }],
+      tool_choice: "auto",
+      parallel_tool_calls: false,
+      response_format: {
+        type: "json_schema",
+        json_schema: {
+          name: "answer",
+          strict: true,
+          schema: { type: "object", properties: { a: { type: "string" } } },
+        },
+      },
+      temperature: 0.3,
+      top_p: 0.9,
+      stop: ["\n\n", "END"],
+      seed: 42,
+      n: 1,
+      logprobs: true,
+      top_logprobs: 2,
+      user: "user-123",
+      presence_penalty: 0.1,
+      frequency_penalty: 0.2,
+      logit_bias: { "50256": -100 },
+      metadata: { team: "x" },
+      some_future_field: { nested: [1, 2, 3] },
+    };
+    const res = await post(proxy, key, body);
+    expect(res.status).toBe(200);
+    const received = primary.requests.at(-1)!.body;
+    expect(received).toEqual({ ...body, model: "primary-model" });
+  });
+
+  it("falls back on a 500 and records the served model", async () => {
+    primary.behave({ kind: "status", status: 500 });
+    const res = await post(proxy, key, { model: "main", messages: [{ role: "user", content: "hi" }] });
+    primary.behave({ kind: "ok" });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.text).choices[0].message.content).toBe("Echo: hi");
+    expect(backup.requests.at(-1)!.body.model).toBe("backup-model");
+    const rows = await proxy.usageRows();
+    expect(rows.at(-1)).toMatchObject({
+      requested_model: "main",
+      served_model: "spare",
+      provider: "backup",
+      status: 200,
+    });
+  });
+
+  it("falls back on a timeout and on connection refused", async () => {
+    primary.behave({ kind: "hang" });
+    const started = Date.now();
+    const timedOut = await post(proxy, key, { model: "main", messages: [{ role: "user", content: "slow" }] });
+    primary.behave({ kind: "ok" });
+    expect(timedOut.status).toBe(200);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900); // the configured 2 s attempt timeout
+    const refused = await post(proxy, key, {
+      model: "unreachable",
+      messages: [{ role: "user", content: "x" }],
+    });
+    expect(refused.status).toBe(200);
+    expect(JSON.parse(refused.text).choices[0].message.content).toBe("Echo: x");
+  });
+
+  it("falls back on 429 but returns a provider's 400 as is", async () => {
+    primary.behave({ kind: "status", status: 429, headers: { "retry-after": "1" } });
+    const limited = await post(proxy, key, { model: "main", messages: [{ role: "user", content: "x" }] });
+    expect(limited.status).toBe(200);
+    primary.behave({
+      kind: "status",
+      status: 400,
+      body: { error: { message: "bad temperature", type: "invalid_request_error", code: "bad_temp" } },
+    });
+    const before = backup.requests.length;
+    const rejected = await post(proxy, key, { model: "main", messages: [{ role: "user", content: "x" }] });
+    primary.behave({ kind: "ok" });
+    expect(rejected.status).toBe(400);
+    expect(JSON.parse(rejected.text).error).toMatchObject({ message: "bad temperature", code: "bad_temp" });
+    expect(backup.requests.length).toBe(before);
+  });
+
+  it("answers 502 when every deployment fails, and 504 when they time out", async () => {
+    primary.behave({ kind: "status", status: 503 });
+    const failed = await post(proxy, key, { model: "solo", messages: [{ role: "user", content: "x" }] });
+    expect(failed.status).toBe(502);
+    expect(JSON.parse(failed.text).error).toMatchObject({ type: "upstream_error" });
+    primary.behave({ kind: "hang" });
+    const slow = await post(proxy, key, { model: "solo", messages: [{ role: "user", content: "x" }] });
+    primary.behave({ kind: "ok" });
+    expect(slow.status).toBe(504);
+    expect(JSON.parse(slow.text).error.code).toBe("upstream_timeout");
+  });
+
+  it("falls back for a stream that fails before its first byte", async () => {
+    primary.behave({ kind: "status", status: 500 });
+    const res = await post(proxy, key, {
+      model: "main",
+      stream: true,
+      messages: [{ role: "user", content: "a b" }],
+    });
+    primary.behave({ kind: "ok" });
+    expect(res.status).toBe(200);
+    const data = events(res.text);
+    expect(data.at(-1)).toBe("[DONE]");
+    const text = data
+      .slice(0, -1)
+      .map((d) => JSON.parse(d).choices[0]?.delta?.content ?? "")
+      .join("");
+    expect(text).toBe("Echo: a b");
+  });
+
+  it("never falls back after the first streamed byte: the client gets an error event and the row is an error", async () => {
+    const before = backup.requests.length;
+    primary.behave({ kind: "stream-cut", okChunks: 1 });
+    const res = await post(proxy, key, {
+      model: "main",
+      stream: true,
+      messages: [{ role: "user", content: "one two three four" }],
+    });
+    primary.behave({ kind: "ok" });
+    expect(res.status).toBe(200);
+    const data = events(res.text);
+    expect(data).not.toContain("[DONE]");
+    expect(JSON.parse(data.at(-1)!).error).toMatchObject({
+      type: "upstream_error",
+      code: "upstream_stream_error",
+    });
+    expect(backup.requests.length).toBe(before);
+    const rows = await proxy.waitForUsageRows(1);
+    const last = rows.filter((r) => r.stream).at(-1);
+    expect(last).toMatchObject({ status: 502, error_code: "upstream_stream_error" });
+  });
+});
