@@ -1,0 +1,288 @@
+/**
+ * Stack config without mocks: the pure parser/validator, Pulumi.yaml ↔ code defaults, the stack files, the
+ * overrides doc, the offline runner's `pulumi config set --path` emulation, and the pure decisions.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { parseConfigPath, setConfigValue } from "../../scripts/offline-run";
+import {
+  hpaSpec,
+  pdbSpecFields,
+  proxyConfigYaml,
+  proxyPlainEnv,
+  terminationGraceSeconds,
+} from "../../stacks/app/decisions";
+import { awsSubnetPlan } from "../../stacks/aws/network";
+import { awsRedisNodeCount } from "../../stacks/aws/redis";
+import { clientIngress } from "../../stacks/aws/security";
+import { azureSubnetPlan } from "../../stacks/azure/network";
+import { roleDefinitionId } from "../../stacks/azure/roles";
+import {
+  CONFIG_KEYS,
+  StackConfigError,
+  parseConfigValues,
+  parseStackConfig,
+  requiredMemoryMi,
+  type RawConfig,
+} from "../../stacks/config";
+import { gcpSubnetPlan } from "../../stacks/gcp/network";
+
+const root = path.resolve(__dirname, "../..");
+const projectFile = parseYaml(fs.readFileSync(path.join(root, "Pulumi.yaml"), "utf8"));
+
+const AWS: RawConfig = { cloud: "aws" };
+const awsProvider = { region: "eu-west-1" };
+
+/** The problems parseStackConfig reports for `raw` (fails the test if it does not throw). */
+function problems(raw: RawConfig, provider: { region?: string; gcpProject?: string } = awsProvider): string[] {
+  try {
+    parseStackConfig(raw, provider);
+  } catch (error) {
+    expect(error).toBeInstanceOf(StackConfigError);
+    return (error as StackConfigError).problems;
+  }
+  throw new Error("expected the config to be rejected");
+}
+
+describe("Pulumi.yaml", () => {
+  it("is the llm-proxy nodejs/TypeScript project with main stacks/", () => {
+    expect(projectFile.name).toBe("llm-proxy");
+    expect(projectFile.runtime).toEqual({ name: "nodejs", options: { typescript: true, packagemanager: "npm" } });
+    expect(projectFile.main).toBe("stacks/");
+    expect(projectFile.description).toBeTruthy();
+  });
+
+  it("declares exactly the keys config.ts reads, with the same types, defaults and a description", () => {
+    const declared = projectFile.config as Record<string, any>;
+    expect(Object.keys(declared)).toEqual(Object.keys(CONFIG_KEYS));
+    for (const [key, spec] of Object.entries(CONFIG_KEYS) as [string, any][]) {
+      expect(declared[key].type, key).toBe(spec.type);
+      expect(declared[key].default, key).toEqual(spec.default);
+      expect(declared[key].description, key).toBe(spec.description);
+      expect(declared[key].secret ?? false, key).toBe(spec.secret ?? false);
+      // A secret never has a default; everything else but `cloud` has one.
+      if (spec.secret) expect(declared[key].default, key).toBeUndefined();
+      else if (key !== "cloud") expect(declared[key].default, key).toBeDefined();
+    }
+  });
+
+  it("defaults alone give a valid production config once the cloud and region are set", () => {
+    const cfg = parseStackConfig({ cloud: "aws" }, awsProvider);
+    expect(cfg.proxy.autoscaling).toMatchObject({ enabled: true, minReplicas: 3, maxReplicas: 12 });
+    expect(cfg.proxy.pdb).toEqual({ minAvailable: 2 });
+    expect(cfg.postgres).toMatchObject({ ha: true, size: "db.m6g.large", backupDays: 14 });
+    expect(cfg.zones).toEqual(["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+  });
+});
+
+describe("stack files", () => {
+  for (const stack of ["aws", "azure", "gcp"]) {
+    it(`Pulumi.${stack}.yaml sets the cloud and its provider settings, declared keys only, no secrets`, () => {
+      const text = fs.readFileSync(path.join(root, `Pulumi.${stack}.yaml`), "utf8");
+      const config = parseYaml(text).config as Record<string, unknown>;
+      expect(config["llm-proxy:cloud"]).toBe(stack);
+      const providerKeys = { aws: ["aws:region"], azure: ["azure-native:location"], gcp: ["gcp:project", "gcp:region"] };
+      for (const k of providerKeys[stack as keyof typeof providerKeys]) expect(config[k], k).toBeTruthy();
+      for (const key of Object.keys(config)) {
+        if (!key.startsWith("llm-proxy:")) continue;
+        const bare = key.slice("llm-proxy:".length) as keyof typeof CONFIG_KEYS;
+        expect(CONFIG_KEYS[bare], `${key} is declared`).toBeDefined();
+        expect((CONFIG_KEYS[bare] as { secret?: boolean }).secret, `${key} is not a secret`).toBeUndefined();
+      }
+      expect(text).not.toMatch(/secure:|encryptedkey|sk-[A-Za-z0-9]/);
+      // Production: HA everywhere, no dev escape hatch.
+      expect(config["llm-proxy:allowNonHa"]).toBeUndefined();
+      expect((config["llm-proxy:zones"] as string[]).length).toBeGreaterThanOrEqual(3);
+    });
+  }
+});
+
+describe("docs/deploy-config.md", () => {
+  it("lists every config key with its default", () => {
+    const doc = fs.readFileSync(path.join(root, "docs/deploy-config.md"), "utf8");
+    for (const [key, spec] of Object.entries(CONFIG_KEYS) as [string, any][]) {
+      const row = doc.split("\n").find((l) => l.startsWith(`| \`llm-proxy:${key}\` |`));
+      expect(row, key).toBeDefined();
+      if (spec.default !== undefined) expect(row, key).toContain(`\`${JSON.stringify(spec.default)}\``);
+    }
+  });
+});
+
+describe("config validation", () => {
+  it("rejects an unknown cloud, naming the key and the choices", () => {
+    const p = problems({ cloud: "oracle" });
+    expect(p).toEqual(['llm-proxy:cloud is "oracle", an unknown cloud. Use one of aws, azure, gcp.']);
+    expect(problems({})[0]).toMatch(/llm-proxy:cloud is not set\. Set it with: pulumi config set llm-proxy:cloud/);
+  });
+
+  it("requires the cloud's provider settings", () => {
+    expect(problems(AWS, {})).toEqual(["aws:region is not set. Set it with: pulumi config set aws:region <value>."]);
+    expect(problems({ cloud: "gcp" }, { region: "europe-west1" })).toEqual([
+      "gcp:project is not set. Set it with: pulumi config set gcp:project <project-id>.",
+    ]);
+  });
+
+  it("rejects min replicas above max", () => {
+    expect(problems({ ...AWS, minReplicas: "6", maxReplicas: "4" })).toContainEqual(
+      "llm-proxy:minReplicas (6) is greater than llm-proxy:maxReplicas (4). Lower minReplicas or raise maxReplicas.",
+    );
+  });
+
+  it("rejects a PDB minAvailable that would block every node drain", () => {
+    const p = problems({ ...AWS, minReplicas: "3", pdbMinAvailable: "3" });
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(/^llm-proxy:pdbMinAvailable \(3\) must be below llm-proxy:minReplicas \(3\)/);
+    expect(p[0]).toContain("Set it to 2");
+    // With autoscaling off the fixed replica count is the floor.
+    expect(problems({ ...AWS, autoscalingEnabled: "false", replicas: "2", pdbMinAvailable: "2" })[0]).toMatch(
+      /pdbMinAvailable \(2\) must be below llm-proxy:replicas \(2\)/,
+    );
+  });
+
+  it("rejects a memory request below what the workers need", () => {
+    expect(requiredMemoryMi(4)).toBe(660);
+    const p = problems({ ...AWS, workers: "4", memoryRequestMi: "512", memoryLimitMi: "1024" });
+    expect(p).toEqual([
+      "llm-proxy:memoryRequestMi (512) is below what 4 worker(s) need (660 MiB = 60 + 150 x workers). Raise memoryRequestMi or lower workers.",
+    ]);
+  });
+
+  it("rejects a CPU target outside 1-100", () => {
+    for (const v of ["0", "101"]) {
+      expect(problems({ ...AWS, cpuTargetPercent: v })).toEqual([
+        `llm-proxy:cpuTargetPercent is ${v}, outside 1-100. Use a percentage such as 70.`,
+      ]);
+    }
+  });
+
+  it("rejects single-zone and non-HA settings unless allowNonHa is set", () => {
+    const nonHa: RawConfig = {
+      ...AWS,
+      zones: '["eu-west-1a"]',
+      postgresHa: "false",
+      redisHa: "false",
+      filesystemTier: "OneZone",
+      minReplicas: "1",
+      pdbMinAvailable: "0",
+    };
+    const p = problems(nonHa);
+    expect(p).toHaveLength(5);
+    for (const key of ["zones", "postgresHa", "redisHa", "filesystemTier", "minReplicas"]) {
+      const line = p.find((x) => x.startsWith(`llm-proxy:${key}`));
+      expect(line, key).toBeDefined();
+      expect(line).toContain("llm-proxy:allowNonHa");
+    }
+    const dev = parseStackConfig({ ...nonHa, allowNonHa: "true" }, awsProvider);
+    expect(dev.postgres.ha).toBe(false);
+    expect(dev.zones).toEqual(["eu-west-1a"]);
+    expect(problems({ cloud: "gcp", filesystemTier: "ZONAL" }, { region: "r", gcpProject: "p" })[0]).toMatch(
+      /llm-proxy:filesystemTier "ZONAL" is zonal .* Use REGIONAL or ENTERPRISE/,
+    );
+  });
+
+  it("rejects badly typed values with the way to set them", () => {
+    expect(parseConfigValues({ replicas: "three" }).problems).toEqual([
+      'llm-proxy:replicas must be an integer, got "three". Set it with: pulumi config set llm-proxy:replicas <value>.',
+    ]);
+    expect(parseConfigValues({ cacheEnabled: "yes" }).problems[0]).toMatch(/must be true or false/);
+    expect(parseConfigValues({ zones: "eu-west-1a" }).problems[0]).toMatch(
+      /llm-proxy:zones must be a list of strings\. Set items with: pulumi config set --path 'llm-proxy:zones\[0\]'/,
+    );
+  });
+
+  it("rejects an existing network without subnets, and enum typos", () => {
+    const p = problems({ ...AWS, existingNetworkId: "vpc-1", logLevel: "verbose", serviceType: "NodePort" });
+    expect(p).toHaveLength(3);
+    expect(p[0]).toMatch(/existingNetworkId is set but llm-proxy:existingSubnetIds is empty/);
+    expect(p[1]).toMatch(/llm-proxy:logLevel is "verbose", which is not one of fatal, error/);
+    expect(p[2]).toMatch(/llm-proxy:serviceType is "NodePort", which is not one of ClusterIP, LoadBalancer/);
+  });
+
+  it("reports every problem at once", () => {
+    expect(problems({ ...AWS, minReplicas: "20", cpuTargetPercent: "150", workers: "8" })).toHaveLength(3);
+  });
+});
+
+describe("offline runner config set --path", () => {
+  it("parses nested keys", () => {
+    expect(parseConfigPath("llm-proxy:zones[1]", "llm-proxy")).toEqual({ key: "llm-proxy:zones", path: [1] });
+    expect(parseConfigPath("replicas", "llm-proxy")).toEqual({ key: "llm-proxy:replicas", path: [] });
+    expect(parseConfigPath("aws:tags.team", "llm-proxy")).toEqual({ key: "aws:tags", path: ["team"] });
+  });
+
+  it("sets nested values like the CLI, typing booleans and integers", () => {
+    const cfg: Record<string, string> = { "llm-proxy:zones": '["a","b"]' };
+    setConfigValue(cfg, "llm-proxy", "llm-proxy:zones[2]", "c");
+    expect(JSON.parse(cfg["llm-proxy:zones"])).toEqual(["a", "b", "c"]);
+    setConfigValue(cfg, "llm-proxy", "x:obj.n", "5");
+    setConfigValue(cfg, "llm-proxy", "x:obj.flag", "true");
+    expect(JSON.parse(cfg["x:obj"])).toEqual({ n: 5, flag: true });
+    setConfigValue(cfg, "llm-proxy", "replicas", 4);
+    expect(cfg["llm-proxy:replicas"]).toBe("4");
+  });
+});
+
+describe("pure decisions", () => {
+  it("plans subnets inside the network, one per zone, without overlap", () => {
+    expect(awsSubnetPlan("10.40.0.0/16", 3)).toEqual({
+      private: ["10.40.0.0/19", "10.40.32.0/19", "10.40.64.0/19"],
+      public: ["10.40.240.0/24", "10.40.241.0/24", "10.40.242.0/24"],
+    });
+    expect(() => awsSubnetPlan("10.40.0.0/16", 7)).toThrow(/Between 1 and 6 zones/);
+    expect(azureSubnetPlan("10.41.0.0/16")).toEqual({
+      cluster: "10.41.0.0/20",
+      postgres: "10.41.16.0/24",
+      endpoints: "10.41.17.0/24",
+    });
+    expect(gcpSubnetPlan("10.42.0.0/16")).toEqual({
+      nodes: "10.42.0.0/20",
+      services: "10.42.16.0/20",
+      pods: "10.42.128.0/17",
+    });
+  });
+
+  it("sizes Redis with one node per zone under HA and admits only the cluster", () => {
+    expect(awsRedisNodeCount(true, 3)).toBe(3);
+    expect(awsRedisNodeCount(true, 1)).toBe(2);
+    expect(awsRedisNodeCount(false, 3)).toBe(1);
+    expect(clientIngress(5432, { cidrs: ["10.40.0.0/16"] }, "pg")).toEqual([
+      { protocol: "tcp", fromPort: 5432, toPort: 5432, cidrBlocks: ["10.40.0.0/16"], description: "pg" },
+    ]);
+  });
+
+  it("builds Azure role definition ids in the resource's subscription", () => {
+    expect(roleDefinitionId("/subscriptions/abc/resourceGroups/rg/providers/x/y/z", "guid")).toBe(
+      "/subscriptions/abc/providers/Microsoft.Authorization/roleDefinitions/guid",
+    );
+    expect(() => roleDefinitionId("rg/z", "g")).toThrow(/not an Azure resource id/);
+  });
+
+  it("derives HPA, PDB, grace period and env from the settings", () => {
+    const s = parseStackConfig({ ...AWS, requestTimeoutSeconds: "600", preStopDelaySeconds: "5" }, awsProvider).proxy;
+    expect(terminationGraceSeconds(s)).toBe(620);
+    expect(hpaSpec(s.autoscaling).behavior.scaleDown.stabilizationWindowSeconds).toBe(300);
+    expect(pdbSpecFields({ maxUnavailable: 1 })).toEqual({ maxUnavailable: 1 });
+    const env = proxyPlainEnv(s, undefined);
+    expect(env).toMatchObject({ PORT: "8000", SHUTDOWN_GRACE_SECONDS: "600", REPLICAS: "3", WORKERS: "2" });
+  });
+
+  it("generates the proxy config from the keys that are set and merges proxyConfig over it", () => {
+    const s = parseStackConfig(
+      { ...AWS, proxyConfig: "limits:\n  key: { requests_per_minute: 60 }\nmodels: []\n" },
+      awsProvider,
+    ).proxy;
+    const cfg = parseYaml(proxyConfigYaml(s, ["OPENAI_API_KEY"]));
+    expect(cfg.providers.openai).toEqual({
+      type: "openai",
+      base_url: "https://api.openai.com/v1",
+      api_key_env: "OPENAI_API_KEY",
+    });
+    expect(cfg.models).toEqual([]);
+    expect(cfg.limits).toEqual({ failure_mode: "fail-open", replicas: 3, key: { requests_per_minute: 60 } });
+    expect(parseYaml(proxyConfigYaml(s, [])).providers).toEqual({});
+    const bad = parseStackConfig({ ...AWS, proxyConfig: "- a list" }, awsProvider).proxy;
+    expect(() => proxyConfigYaml(bad, [])).toThrow(/llm-proxy:proxyConfig must be a YAML mapping/);
+  });
+});
