@@ -52,9 +52,12 @@ export interface KeyStore {
   }): Promise<ApiKeyRecord>;
   list(): Promise<ApiKeyRecord[]>;
   get(id: string): Promise<ApiKeyRecord | null>;
+  /** Only the given fields change; within `limits`, only the given budgets (null = back to the default). */
   update(
     id: string,
-    patch: Partial<Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt" | "limits">>,
+    patch: Partial<Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt">> & {
+      limits?: Partial<LimitOverrides>;
+    },
   ): Promise<ApiKeyRecord | null>;
   revoke(id: string): Promise<ApiKeyRecord | null>;
   /** Atomically revoke `id` and create its replacement with the same settings. */

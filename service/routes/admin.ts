@@ -1,0 +1,351 @@
+/**
+ * Admin API under /internal (master key only, on every route). JSON in and out, snake_case.
+ *
+ *   POST   /internal/teams                 {name, requests_per_minute?, tokens_per_minute?, tokens_per_day?}  → 201
+ *   GET    /internal/teams                 → {object: "list", data: [team]}
+ *   GET    /internal/teams/:id
+ *   PATCH  /internal/teams/:id             {name?, requests_per_minute?, tokens_per_minute?, tokens_per_day?}
+ *   DELETE /internal/teams/:id             → {id, object: "team", deleted: true}; 409 while it has active keys
+ *   POST   /internal/keys                  {name, team_id?, scopes?, expires_at?, ...limits}  → 201 with `key`
+ *   GET    /internal/keys                  → {object: "list", data: [key]}  (never the key or its hash)
+ *   GET    /internal/keys/:id
+ *   PATCH  /internal/keys/:id              {name?, scopes?, expires_at?, ...limits}
+ *   POST   /internal/keys/:id/revoke
+ *   POST   /internal/keys/:id/rotate       → 201 the replacement with its `key`; the old key is revoked
+ *   GET    /internal/usage?from&to&group_by=key|team|model|day
+ *
+ * Limits (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`): absent or null = the configured default
+ * (on PATCH: absent = unchanged, null = back to the default), 0 = blocked, a positive integer = that budget.
+ * The plaintext key is returned once, by create and rotate; only its SHA-256 hash is stored.
+ */
+import Router from "@koa/router";
+import type { Context, Middleware } from "koa";
+import { z } from "zod";
+import type { AppDeps } from "../app";
+import { KEY_SCOPES } from "../config";
+import { InvalidRequestError, NotFoundError } from "../errors";
+import { readJsonBody } from "../lib/body";
+import { generateApiKey } from "../lib/keys";
+import type { ApiKeyRecord, LimitOverrides, Team, UsageReportRow } from "../ports";
+import type { ProxyState } from "../state";
+
+/** Admin bodies are small; this bound is independent of the (larger) proxy body limit. */
+export const ADMIN_BODY_LIMIT_BYTES = 64 * 1024;
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const RAG_COLLECTION_RE = /^[a-zA-Z0-9][a-zA-Z0-9._-]{1,62}$/;
+const SCOPE_HELP = `${KEY_SCOPES.join(", ")}, rag:* or rag:<collection>`;
+
+export function isValidScope(scope: string): boolean {
+  if ((KEY_SCOPES as readonly string[]).includes(scope)) return true;
+  if (!scope.startsWith("rag:")) return false;
+  const collection = scope.slice("rag:".length);
+  return collection === "*" || RAG_COLLECTION_RE.test(collection);
+}
+
+const INT4_MAX = 2_147_483_647;
+const limit = (max: number) =>
+  z
+    .number({ error: "must be a whole number, 0 (blocked) or null (the default)" })
+    .int("must be a whole number")
+    .min(0, "must be 0 (blocked) or positive; null means the default")
+    .max(max, `must be at most ${max}`)
+    .nullable()
+    .optional();
+const limitFields = {
+  requests_per_minute: limit(INT4_MAX),
+  tokens_per_minute: limit(Number.MAX_SAFE_INTEGER),
+  tokens_per_day: limit(Number.MAX_SAFE_INTEGER),
+};
+
+const name = z
+  .string({ error: "must be a string" })
+  .trim()
+  .min(1, "must not be empty")
+  .max(200, "at most 200 characters");
+const scopes = z
+  .array(z.string().refine(isValidScope, `must be one of ${SCOPE_HELP}`), {
+    error: "must be an array of scopes",
+  })
+  .min(1, "must list at least one scope")
+  .max(64, "at most 64 scopes")
+  .transform((list) => [...new Set(list)]);
+const futureDate = z.iso
+  .datetime({ offset: true, error: "must be an ISO 8601 date-time, e.g. 2030-01-01T00:00:00Z" })
+  .refine((v) => Date.parse(v) > Date.now(), "must be in the future")
+  .transform((v) => new Date(v).toISOString());
+
+const teamCreateSchema = z.object({ name, ...limitFields }).strict();
+const teamPatchSchema = z.object({ name: name.optional(), ...limitFields }).strict();
+const keyCreateSchema = z
+  .object({
+    name,
+    team_id: z.string().regex(UUID_RE, "must be a UUID").nullable().optional(),
+    scopes: scopes.optional(),
+    expires_at: futureDate.nullable().optional(),
+    ...limitFields,
+  })
+  .strict();
+const keyPatchSchema = z
+  .object({
+    name: name.optional(),
+    scopes: scopes.optional(),
+    expires_at: futureDate.nullable().optional(),
+    ...limitFields,
+  })
+  .strict();
+
+const GROUP_BY = ["key", "team", "model", "day"] as const;
+
+/** Scopes a key gets when none are given: the proxy APIs, not knowledge-base writes. */
+export const DEFAULT_KEY_SCOPES = ["chat", "embeddings", "models"];
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new InvalidRequestError("The request body must be a JSON object.", "invalid_body");
+  }
+  const result = schema.safeParse(body);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  if (issue.code === "unrecognized_keys") {
+    const field = issue.keys[0];
+    throw new InvalidRequestError(`Unknown field \`${field}\`.`, "unknown_field", field);
+  }
+  const field = issue.path.map(String).join(".");
+  throw new InvalidRequestError(
+    field ? `Invalid \`${field}\`: ${issue.message}.` : `Invalid request body: ${issue.message}.`,
+    "invalid_value",
+    field || null,
+  );
+}
+
+/** Present fields only: absent stays undefined (unchanged on PATCH), null is kept (the default). */
+function limitsFrom(input: {
+  requests_per_minute?: number | null;
+  tokens_per_minute?: number | null;
+  tokens_per_day?: number | null;
+}): Partial<LimitOverrides> {
+  const out: Partial<LimitOverrides> = {};
+  if (input.requests_per_minute !== undefined) out.requestsPerMinute = input.requests_per_minute;
+  if (input.tokens_per_minute !== undefined) out.tokensPerMinute = input.tokens_per_minute;
+  if (input.tokens_per_day !== undefined) out.tokensPerDay = input.tokens_per_day;
+  return out;
+}
+
+function fullLimits(partial: Partial<LimitOverrides>): LimitOverrides {
+  return {
+    requestsPerMinute: partial.requestsPerMinute ?? null,
+    tokensPerMinute: partial.tokensPerMinute ?? null,
+    tokensPerDay: partial.tokensPerDay ?? null,
+  };
+}
+
+function idParam(ctx: { params: Record<string, string> }): string {
+  const id = ctx.params.id;
+  if (!UUID_RE.test(id)) throw new InvalidRequestError("`id` must be a UUID.", "invalid_id", "id");
+  return id.toLowerCase();
+}
+
+export function teamJson(t: Team) {
+  return {
+    id: t.id,
+    object: "team" as const,
+    name: t.name,
+    requests_per_minute: t.limits.requestsPerMinute,
+    tokens_per_minute: t.limits.tokensPerMinute,
+    tokens_per_day: t.limits.tokensPerDay,
+    created_at: t.createdAt,
+    updated_at: t.updatedAt,
+  };
+}
+
+export function keyJson(k: ApiKeyRecord) {
+  const expired = k.expiresAt !== null && Date.parse(k.expiresAt) <= Date.now();
+  return {
+    id: k.id,
+    object: "api_key" as const,
+    name: k.name,
+    prefix: k.prefix,
+    team_id: k.teamId,
+    scopes: k.scopes,
+    status: k.revokedAt ? ("revoked" as const) : expired ? ("expired" as const) : ("active" as const),
+    expires_at: k.expiresAt,
+    revoked_at: k.revokedAt,
+    rotated_from: k.rotatedFrom,
+    created_at: k.createdAt,
+    requests_per_minute: k.limits.requestsPerMinute,
+    tokens_per_minute: k.limits.tokensPerMinute,
+    tokens_per_day: k.limits.tokensPerDay,
+  };
+}
+
+function usageJson(r: UsageReportRow) {
+  return {
+    group: r.group,
+    requests: r.requests,
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.completionTokens,
+    total_tokens: r.promptTokens + r.completionTokens,
+    errors: r.errors,
+    cache_hits: r.cacheHits,
+  };
+}
+
+function queryString(ctx: Context, field: string): string | undefined {
+  const v = ctx.query[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string")
+    throw new InvalidRequestError(`Query parameter \`${field}\` must be given once.`, "invalid_value", field);
+  return v;
+}
+
+function queryDate(ctx: Context, field: string): Date | undefined {
+  const v = queryString(ctx, field);
+  if (v === undefined) return undefined;
+  const ok = z.iso.datetime({ offset: true }).safeParse(v).success || z.iso.date().safeParse(v).success;
+  if (!ok) {
+    throw new InvalidRequestError(
+      `Invalid \`${field}\`: expected an ISO 8601 date (2030-01-31, UTC) or date-time with zone.`,
+      "invalid_value",
+      field,
+    );
+  }
+  return new Date(v);
+}
+
+export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>): Router<ProxyState> {
+  const router = new Router<ProxyState>();
+  const body = (ctx: Context) => readJsonBody(ctx, ADMIN_BODY_LIMIT_BYTES);
+  const forget = (id: string) => deps.onKeyRevoked?.(id);
+
+  // ------------------------------------------------------------------ teams
+
+  router.post("/internal/teams", masterAuth, async function createTeam(ctx) {
+    const input = parseBody(teamCreateSchema, await body(ctx));
+    const team = await deps.teams.create({ name: input.name, limits: fullLimits(limitsFrom(input)) });
+    ctx.status = 201;
+    ctx.body = teamJson(team);
+  });
+
+  router.get("/internal/teams", masterAuth, async function listTeams(ctx) {
+    ctx.body = { object: "list", data: (await deps.teams.list()).map(teamJson) };
+  });
+
+  router.get("/internal/teams/:id", masterAuth, async function getTeam(ctx) {
+    const team = await deps.teams.get(idParam(ctx));
+    if (!team) throw new NotFoundError("No team with this id.", "team_not_found", "id");
+    ctx.body = teamJson(team);
+  });
+
+  router.patch("/internal/teams/:id", masterAuth, async function updateTeam(ctx) {
+    const id = idParam(ctx);
+    const input = parseBody(teamPatchSchema, await body(ctx));
+    const team = await deps.teams.update(id, {
+      ...(input.name !== undefined ? { name: input.name } : {}),
+      limits: limitsFrom(input),
+    });
+    if (!team) throw new NotFoundError("No team with this id.", "team_not_found", "id");
+    ctx.body = teamJson(team);
+  });
+
+  router.delete("/internal/teams/:id", masterAuth, async function deleteTeam(ctx) {
+    const id = idParam(ctx);
+    if (!(await deps.teams.delete(id)))
+      throw new NotFoundError("No team with this id.", "team_not_found", "id");
+    ctx.body = { id, object: "team", deleted: true };
+  });
+
+  // ------------------------------------------------------------------ keys
+
+  router.post("/internal/keys", masterAuth, async function createKey(ctx) {
+    const input = parseBody(keyCreateSchema, await body(ctx));
+    const generated = generateApiKey();
+    const record = await deps.keys.create({
+      name: input.name,
+      teamId: input.team_id ? input.team_id.toLowerCase() : null,
+      scopes: input.scopes ?? DEFAULT_KEY_SCOPES,
+      expiresAt: input.expires_at ?? null,
+      limits: fullLimits(limitsFrom(input)),
+      hash: generated.hash,
+      prefix: generated.prefix,
+    });
+    ctx.status = 201;
+    // The only response that ever carries the key.
+    ctx.body = { ...keyJson(record), key: generated.key };
+  });
+
+  router.get("/internal/keys", masterAuth, async function listKeys(ctx) {
+    ctx.body = { object: "list", data: (await deps.keys.list()).map(keyJson) };
+  });
+
+  router.get("/internal/keys/:id", masterAuth, async function getKey(ctx) {
+    const key = await deps.keys.get(idParam(ctx));
+    if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
+    ctx.body = keyJson(key);
+  });
+
+  router.patch("/internal/keys/:id", masterAuth, async function updateKey(ctx) {
+    const id = idParam(ctx);
+    const input = parseBody(keyPatchSchema, await body(ctx));
+    const key = await deps.keys.update(id, {
+      ...(input.name !== undefined ? { name: input.name } : {}),
+      ...(input.scopes !== undefined ? { scopes: input.scopes } : {}),
+      ...(input.expires_at !== undefined ? { expiresAt: input.expires_at } : {}),
+      limits: limitsFrom(input),
+    });
+    if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
+    // Scopes, expiry and limits are cached with the key by auth: drop the cached copy so they apply at once.
+    forget(id);
+    ctx.body = keyJson(key);
+  });
+
+  router.post("/internal/keys/:id/revoke", masterAuth, async function revokeKey(ctx) {
+    const id = idParam(ctx);
+    const key = await deps.keys.revoke(id);
+    if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
+    forget(id);
+    ctx.body = keyJson(key);
+  });
+
+  router.post("/internal/keys/:id/rotate", masterAuth, async function rotateKey(ctx) {
+    const id = idParam(ctx);
+    const generated = generateApiKey();
+    const replacement = await deps.keys.rotate(id, { hash: generated.hash, prefix: generated.prefix });
+    if (!replacement) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
+    forget(id);
+    ctx.status = 201;
+    ctx.body = { ...keyJson(replacement), key: generated.key };
+  });
+
+  // ------------------------------------------------------------------ usage
+
+  router.get("/internal/usage", masterAuth, async function usageReport(ctx) {
+    const groupBy = queryString(ctx, "group_by") ?? "key";
+    if (!(GROUP_BY as readonly string[]).includes(groupBy)) {
+      throw new InvalidRequestError(
+        `Invalid \`group_by\`: expected one of ${GROUP_BY.join(", ")}.`,
+        "invalid_value",
+        "group_by",
+      );
+    }
+    const to = queryDate(ctx, "to") ?? new Date();
+    const from = queryDate(ctx, "from") ?? new Date(to.getTime() - 24 * 3600_000);
+    if (from.getTime() >= to.getTime()) {
+      throw new InvalidRequestError("`from` must be before `to`.", "invalid_value", "from");
+    }
+    const rows = await deps.usageReport.aggregate({
+      from,
+      to,
+      groupBy: groupBy as (typeof GROUP_BY)[number],
+    });
+    ctx.body = {
+      object: "list",
+      from: from.toISOString(),
+      to: to.toISOString(),
+      group_by: groupBy,
+      data: rows.map(usageJson),
+    };
+  });
+
+  return router;
+}
