@@ -5,7 +5,15 @@
  * Chroma collection names need at least 3 characters, while the configured collection (`rag.collection`, also the
  * name in `rag:<collection>` scopes) may have 2 ("kb"), so the Chroma name is always `llmproxy-<collection>`.
  */
-import { ChromaClient, ChromaNotFoundError, type Collection, type Metadata, type Where } from "chromadb";
+import {
+  ChromaClient,
+  ChromaConnectionError,
+  ChromaNotFoundError,
+  type Collection,
+  type Metadata,
+  type Where,
+} from "chromadb";
+import { ServiceUnavailableError } from "../errors";
 
 export interface ChunkRecord {
   /** Deterministic id (source + chunk index), so re-ingesting overwrites in place. */
@@ -62,6 +70,12 @@ export function chromaCollectionName(collection: string): string {
 
 const PAGE = 1000;
 
+/** A connection failure becomes a 503 for the /internal/kb API (the RAG stage catches every error anyway). */
+function unreachable(error: unknown): unknown {
+  if (!(error instanceof ChromaConnectionError)) return error;
+  return new ServiceUnavailableError("knowledge base unreachable (Chroma does not answer)", "kb_unavailable");
+}
+
 export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
   const url = new URL(opts.url);
   const ssl = url.protocol === "https:";
@@ -88,13 +102,17 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
    * name again and retry once instead of failing every call until restart.
    */
   async function withCollection<T>(fn: (c: Collection) => Promise<T>): Promise<T> {
-    const c = await open();
     try {
-      return await fn(c);
+      const c = await open();
+      try {
+        return await fn(c);
+      } catch (error) {
+        if (!(error instanceof ChromaNotFoundError)) throw error;
+        collection = null;
+        return await fn(await open());
+      }
     } catch (error) {
-      if (!(error instanceof ChromaNotFoundError)) throw error;
-      collection = null;
-      return fn(await open());
+      throw unreachable(error);
     }
   }
 
@@ -152,9 +170,11 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
       try {
         await client.deleteCollection({ name });
       } catch (error) {
-        if (!(error instanceof ChromaNotFoundError)) throw error;
+        if (!(error instanceof ChromaNotFoundError)) throw unreachable(error);
       }
-      await open();
+      await open().catch((error: unknown) => {
+        throw unreachable(error);
+      });
     },
     async query(embedding, topK) {
       const result = await withCollection((c) =>

@@ -1,13 +1,11 @@
 /**
- * Knowledge-base wiring for main.ts / deps.ts: the KnowledgeBase over Chroma when CHROMA_URL is set, and the
- * Chroma server starter for the embedded default.
+ * Knowledge-base wiring for deps.ts: the KnowledgeBase over Chroma when CHROMA_URL is set. The embedded default's
+ * Chroma server is started by the primary (adapters/embedded-chroma.ts, over adapters/chroma-server.ts).
  */
-import path from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "../config";
 import type { ProviderRegistry } from "../providers/registry";
 import { createChromaStore } from "../adapters/chroma";
-import { startChromaServer, type ChromaServer } from "../adapters/chroma-server";
 import { KnowledgeBase } from "./knowledge-base";
 
 export { KnowledgeBase, chunkId, type Embed, type KnowledgeBaseOptions } from "./knowledge-base";
@@ -41,14 +39,5 @@ export function createKnowledgeBaseFromConfig(
     rag: config.rag,
     embeddingModel: model,
     log,
-  });
-}
-
-/** The embedded default's Chroma: a child process on a free local port, data under `<dataDir>/chroma`. */
-export function startEmbeddedChroma(config: Config, log: Logger): Promise<ChromaServer> {
-  const dataDir = path.join(config.dataDir, "chroma");
-  return startChromaServer({ dataDir }).then((server) => {
-    log.info({ url: server.url, dataDir }, "embedded Chroma server started");
-    return server;
   });
 }

@@ -29,3 +29,21 @@ export async function startTestChroma(): Promise<TestChroma> {
     },
   };
 }
+
+/** Wrap an object so every method call is counted by name (to prove that a path makes no Chroma or embedding call). */
+export function countingProxy<T extends object>(
+  target: T,
+): { value: T; calls: Record<string, number>; total(): number } {
+  const calls: Record<string, number> = {};
+  const value = new Proxy(target, {
+    get(obj, prop, receiver) {
+      const v = Reflect.get(obj, prop, receiver);
+      if (typeof v !== "function" || typeof prop !== "string") return v;
+      return (...args: unknown[]) => {
+        calls[prop] = (calls[prop] ?? 0) + 1;
+        return (v as (...a: unknown[]) => unknown).apply(obj, args);
+      };
+    },
+  });
+  return { value, calls, total: () => Object.values(calls).reduce((a, b) => a + b, 0) };
+}
