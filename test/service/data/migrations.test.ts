@@ -68,7 +68,7 @@ describe("migrations", () => {
     } finally {
       await client.end();
     }
-  });
+  }, 180_000);
 
   it("is a no-op on an up-to-date database and restores the session's statement timeout", async () => {
     const { pool } = createPostgres({ url: db.url, log, max: 1, statementTimeoutMs: 12_345 });

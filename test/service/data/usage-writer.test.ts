@@ -143,6 +143,17 @@ describe("usage writer on the shared PostgreSQL", () => {
     );
   });
 
+  it("keeps writing after a flush of an empty buffer", async () => {
+    const w = make();
+    await w.flush();
+    await w.flush();
+    const r = usageRow();
+    w.record(r);
+    await w.flush();
+    expect(w.pending()).toBe(0);
+    await expectExactlyOnce(pool, [r.requestId]);
+  });
+
   it("the timer flushes in the background", async () => {
     const w = make({ flushIntervalMs: 50 });
     const r = usageRow();
@@ -190,6 +201,30 @@ describe("usage writer through a PostgreSQL outage (throwaway server)", () => {
   afterAll(async () => {
     await pool?.end();
     await server?.destroy();
+  });
+
+  it("ping() answers false, without hanging, when PostgreSQL is down or frozen", async () => {
+    const { pool: p, db } = createPostgres({ url: server.url, log, max: 1, pingTimeoutMs: 500, connectionTimeoutMs: 10_000 });
+    try {
+      expect(await db.ping()).toBe(true);
+      server.pause();
+      try {
+        const started = Date.now();
+        // The pooled connection's backend still answers; a fresh pool must connect to the frozen postmaster.
+        const { pool: p2, db: db2 } = createPostgres({ url: server.url, log, max: 1, pingTimeoutMs: 500, connectionTimeoutMs: 10_000 });
+        expect(await db2.ping()).toBe(false);
+        expect(Date.now() - started).toBeLessThan(5_000);
+        void p2.end().catch(() => undefined);
+      } finally {
+        server.resume();
+      }
+      await server.stop();
+      expect(await db.ping()).toBe(false);
+      await server.start();
+      expect(await db.ping()).toBe(true);
+    } finally {
+      await p.end().catch(() => undefined);
+    }
   });
 
   it("loses nothing: rows recorded while PostgreSQL is down are written when it is back", async () => {
