@@ -279,7 +279,9 @@ describe("each rule fires on a deliberately broken input", () => {
   });
 
   it("reads secret inputs as plain values", async () => {
-    expect(unwrapSecrets(good.elasticache.inputs).authToken).toBe("a-long-generated-token");
+    expect((unwrapSecrets(good.elasticache.inputs) as { authToken: string }).authToken).toBe(
+      "a-long-generated-token",
+    );
     const emptyToken = patched(good.elasticache, "authToken", {
       "4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270",
       value: "",
