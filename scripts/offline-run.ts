@@ -630,6 +630,8 @@ async function defaultLoad(programPath: string): Promise<unknown> {
     // Fresh module instances for this run (Pulumi resources are created at module load).
     const stacksDir = path.dirname(require.resolve(programPath));
     for (const k of Object.keys(require.cache)) if (k.startsWith(stacksDir)) delete require.cache[k];
+    // The nodejs host `require`s the program too; a dynamic import would bypass ts-node's CJS hook.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require(programPath) as unknown;
   }
   return (await import(programPath)) as unknown;
