@@ -54,21 +54,25 @@ end
 local cur = math.floor(now / 1000)
 local low = cur - SLOTS + 1
 local day = math.floor(now / 86400000)
-local ttl = (day + 1) * 86400000 - now + SLOTS * 1000
+local rc, tc = 'r' .. cur, 't' .. cur
 
--- Read a scope, dropping slots that left the window. Returns {R, T, dT, existed}.
+-- Read a scope and drop the slots that left the window.
+-- Returns {R, T, dT, existed, r<cur>, t<cur>, dirty (state changed), fresh (needs its expiry set)}.
 local function load(h)
-  local v = redis.call('HMGET', h, 'o', 'R', 'T', 'D', 'dT')
+  local v = redis.call('HMGET', h, 'o', 'R', 'T', 'D', 'dT', rc, tc)
   local o = tonumber(v[1])
   local R = tonumber(v[2]) or 0
   local T = tonumber(v[3]) or 0
   local dT = tonumber(v[5]) or 0
-  if tonumber(v[4]) ~= day then dT = 0 end
-  if o == nil then return {0, 0, dT, false} end
+  local newDay = tonumber(v[4]) ~= day
+  if newDay then dT = 0 end
+  if o == nil then return {0, 0, 0, false, 0, 0, true, true} end
+  local dirty, fresh = newDay or o < low, newDay
   if low - o >= SLOTS then
+    -- Every slot has expired: drop them in one go (the day counter is written back by save).
     redis.call('DEL', h)
-    R, T = 0, 0
-  else
+    R, T, fresh = 0, 0, true
+  elseif o < low then
     for s = o, low - 1 do
       local x = redis.call('HMGET', h, 'r' .. s, 't' .. s)
       if x[1] or x[2] then
@@ -78,12 +82,13 @@ local function load(h)
       end
     end
   end
-  return {R, T, dT, true}
+  return {R, T, dT, true, tonumber(v[6]) or 0, tonumber(v[7]) or 0, dirty, fresh}
 end
 
+-- Write a scope back; its expiry (end of the UTC day + one window) is set once per day, or after a reset.
 local function save(h, u)
-  redis.call('HSET', h, 'o', low, 'R', u[1], 'T', u[2], 'D', day, 'dT', u[3])
-  redis.call('PEXPIRE', h, ttl)
+  redis.call('HSET', h, 'o', low, 'R', u[1], 'T', u[2], 'D', day, 'dT', u[3], rc, u[5], tc, u[6])
+  if u[8] then redis.call('PEXPIRE', h, (day + 1) * 86400000 - now + SLOTS * 1000) end
 end
 
 -- ms until enough of the window's usage (field prefix f) has left it to free need.
@@ -124,16 +129,16 @@ if ARGV[1] == 'admit' then
   if rs > 0 then
     out = {0, now, rs, rb, rm}
     for i = 1, #KEYS do
-      if st[i][4] then save(KEYS[i], st[i]) end
+      local u = st[i]
+      if u[4] and u[7] then save(KEYS[i], u) end
     end
   else
     out = {1, now}
     for i = 1, #KEYS do
-      local h, u = KEYS[i], st[i]
+      local u = st[i]
       u[1], u[2], u[3] = u[1] + 1, u[2] + tokens, u[3] + tokens
-      redis.call('HINCRBY', h, 'r' .. cur, 1)
-      redis.call('HINCRBY', h, 't' .. cur, tokens)
-      save(h, u)
+      u[5], u[6] = u[5] + 1, u[6] + tokens
+      save(KEYS[i], u)
     end
   end
   for i = 1, #KEYS do
@@ -144,28 +149,32 @@ if ARGV[1] == 'admit' then
   return out
 end
 
--- adjust: refund into the reservation's slot and day (no effect once they are gone), charge an overage now.
+-- adjust. A refund goes back into the reservation's slot and day — no effect once they are gone; while the slot
+-- is still stored, lowering it keeps the totals consistent with the later prune. An overage is charged now.
 local slot, rday, delta = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 for i = 1, #KEYS do
   local h = KEYS[i]
-  local u = load(h)
   if delta < 0 then
-    if u[4] then
-      local refund = -delta
-      if slot >= low then
-        local have = tonumber(redis.call('HGET', h, 't' .. slot)) or 0
+    local refund = -delta
+    local v = redis.call('HMGET', h, 'o', 'T', 'D', 'dT', 't' .. slot)
+    local o = tonumber(v[1])
+    if o then
+      local args = {}
+      local have = tonumber(v[5])
+      if slot >= o and have then
         local amount = math.min(refund, have)
-        if amount > 0 then
-          redis.call('HINCRBY', h, 't' .. slot, -amount)
-          u[2] = u[2] - amount
-        end
+        args[#args + 1], args[#args + 2] = 't' .. slot, have - amount
+        args[#args + 1], args[#args + 2] = 'T', (tonumber(v[2]) or 0) - amount
       end
-      if rday == day then u[3] = u[3] - math.min(refund, u[3]) end
-      save(h, u)
+      local dT = tonumber(v[4]) or 0
+      if tonumber(v[3]) == rday and dT > 0 then
+        args[#args + 1], args[#args + 2] = 'dT', dT - math.min(refund, dT)
+      end
+      if #args > 0 then redis.call('HSET', h, unpack(args)) end
     end
   elseif delta > 0 then
-    redis.call('HINCRBY', h, 't' .. cur, delta)
-    u[2], u[3] = u[2] + delta, u[3] + delta
+    local u = load(h)
+    u[2], u[3], u[6] = u[2] + delta, u[3] + delta, u[6] + delta
     save(h, u)
   end
 end
