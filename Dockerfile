@@ -55,8 +55,8 @@ ENV NODE_ENV=production \
     DATA_DIR=/app/data \
     HOME=/tmp
 WORKDIR /app
-RUN groupadd --system --gid 10001 proxy \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin proxy \
+RUN groupadd --system --gid 10001 llmproxy \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin llmproxy \
  && mkdir -p /app/data \
  && chown 10001:10001 /app/data
 COPY --from=init /usr/bin/tini-static /usr/local/bin/tini
