@@ -44,9 +44,15 @@ async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 20_00
   }
 }
 
+const tempDirs: string[] = [];
 function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "llmp-spool-"));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-spool-"));
+  tempDirs.push(dir);
+  return dir;
 }
+afterAll(() => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 async function idCounts(pool: pg.Pool, ids: string[]): Promise<Map<string, number>> {
   const { rows } = await pool.query(
