@@ -44,6 +44,9 @@ export interface KnowledgeBaseOptions {
   candidateMultiplier?: number;
 }
 
+/** Characters of the query used for retrieval (≈ 2000 tokens, within every embedding model's input). */
+export const MAX_QUERY_CHARS = 8_000;
+
 /** Stable chunk id: 16 hex of SHA-256 over the source, then the chunk index. */
 export function chunkId(source: string, index: number): string {
   return `${crypto.createHash("sha256").update(source).digest("hex").slice(0, 16)}:${index}`;
@@ -70,7 +73,8 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     opts: { topK?: number; signal?: AbortSignal } = {},
   ): Promise<RetrievedChunk[]> {
     const topK = opts.topK ?? this.opts.rag.topK;
-    const text = query.trim();
+    // A long prompt would exceed the embedding model's input; the question is usually at its end.
+    const text = query.trim().slice(-MAX_QUERY_CHARS);
     if (!text || topK <= 0) return [];
     const candidates = Math.min(100, Math.max(topK * (this.opts.candidateMultiplier ?? 4), 20));
     const [embedding] = await this.opts.embed([text], opts.signal);

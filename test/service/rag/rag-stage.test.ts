@@ -166,6 +166,19 @@ describe("createRag", () => {
     expect(store.total()).toBe(before);
   });
 
+  it("gives up after the retrieval timeout when Chroma hangs (process stopped), and continues without context", async () => {
+    process.kill(chroma.server.pid!, "SIGSTOP");
+    try {
+      warnings.length = 0;
+      // Without the bound this call would wait for the stopped process (until the test times out).
+      const state = await run({ timeoutMs: 300 }, keyState(["rag:*"], question()));
+      expect(state.chat!.messages).toEqual(question());
+      expect(warnings.join("")).toContain("retrieval took longer than 300 ms");
+    } finally {
+      process.kill(chroma.server.pid!, "SIGCONT");
+    }
+  });
+
   it("continues without context (and logs) when Chroma is down", async () => {
     await chroma.server.stop();
     warnings.length = 0;
