@@ -36,8 +36,10 @@ export function detectCompromise(text: string, enabled: ReadonlySet<PiiEntity>, 
   if (nlp === null) return;
   const doc = nlp(text);
   const found: Span[] = [];
-  if (enabled.has("PERSON")) for (const m of doc.people().json({ offset: true })) pushTerms(m, "PERSON", found);
-  if (enabled.has("LOCATION")) for (const m of doc.places().json({ offset: true })) pushTerms(m, "LOCATION", found);
+  if (enabled.has("PERSON"))
+    for (const m of doc.people().json({ offset: true })) pushTerms(m, "PERSON", found);
+  if (enabled.has("LOCATION"))
+    for (const m of doc.places().json({ offset: true })) pushTerms(m, "LOCATION", found);
   for (const s of found) {
     while (s.end > s.start && TRIM_RE.test(text[s.end - 1]!)) s.end--;
     while (s.start < s.end && TRIM_RE.test(text[s.start]!)) s.start++;

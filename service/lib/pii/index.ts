@@ -5,6 +5,23 @@ export {
   SECRET_MARKER,
   redactionMarker,
   type PiiSession,
+  type RestoreOptions,
   type StreamRestorer,
 } from "./session";
-export { PII_ENTITIES, PATTERN_ENTITIES, type NamesMode, type PiiCounts, type PiiEntity, type PiiOptions, type Span } from "./types";
+export {
+  PII_ENTITIES,
+  PATTERN_ENTITIES,
+  type NamesMode,
+  type PiiCounts,
+  type PiiEntity,
+  type PiiOptions,
+  type Span,
+} from "./types";
+export {
+  createChunkRestorer,
+  restoreChatCompletion,
+  scrubArguments,
+  scrubChatRequest,
+  scrubEmbeddingInput,
+  type ChunkRestorer,
+} from "./chat";

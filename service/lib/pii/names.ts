@@ -65,7 +65,28 @@ const TITLES = new Set(
     .filter(Boolean),
 );
 
-const PARTICLES = new Set(["de", "da", "del", "della", "di", "do", "dos", "du", "van", "von", "der", "den", "la", "le", "bin", "al", "el", "y", "ter", "ten"]);
+const PARTICLES = new Set([
+  "de",
+  "da",
+  "del",
+  "della",
+  "di",
+  "do",
+  "dos",
+  "du",
+  "van",
+  "von",
+  "der",
+  "den",
+  "la",
+  "le",
+  "bin",
+  "al",
+  "el",
+  "y",
+  "ter",
+  "ten",
+]);
 
 // Verbs that make a lone capitalised first name a person: "Jordan drove", "Grace said".
 const PERSON_VERBS = new Set(
@@ -162,7 +183,8 @@ export function loadGazetteer(): void {
       kind = strongName || p !== Place.Known ? Place.Ambiguous : Place.Known;
     }
     const prev = places.get(key) ?? Place.None;
-    if (kind > prev || (prev === Place.Ambiguous && kind !== Place.None)) places.set(key, Math.max(prev, kind));
+    if (kind > prev || (prev === Place.Ambiguous && kind !== Place.None))
+      places.set(key, Math.max(prev, kind));
   };
   for (const c of allCities) {
     if (c.population < 15000) continue;
@@ -181,7 +203,17 @@ export function loadGazetteer(): void {
   }
   for (const a of ["USA", "U.S.", "U.S.A.", "UK", "U.K.", "UAE"]) places.set(a.toLowerCase(), Place.Known);
   // Words that are far more often ordinary nouns in the text we see than the place they also name.
-  for (const w of ["turkey", "china", "chad", "guinea", "niger", "jersey", "victoria", "lincoln", "independence"])
+  for (const w of [
+    "turkey",
+    "china",
+    "chad",
+    "guinea",
+    "niger",
+    "jersey",
+    "victoria",
+    "lincoln",
+    "independence",
+  ])
     if (places.has(w)) places.set(w, Place.Ambiguous);
   // A city of the same name is usually tiny; "Gateway" or "Mode" in a sentence is not a place.
   for (const w of words(EXTRA_COMMON)) if (places.get(w) !== undefined) places.set(w, Place.Ambiguous);
@@ -242,7 +274,12 @@ function tokenize(run: string, offset: number): Tok[] {
   TOKEN_RE.lastIndex = 0;
   let m: RegExpExecArray | null;
   while ((m = TOKEN_RE.exec(run)) !== null) {
-    toks.push({ text: m[0], key: fold(m[0].toLowerCase()), start: offset + m.index, end: offset + m.index + m[0].length });
+    toks.push({
+      text: m[0],
+      key: fold(m[0].toLowerCase()),
+      start: offset + m.index,
+      end: offset + m.index + m[0].length,
+    });
   }
   return toks;
 }
@@ -281,7 +318,9 @@ function placeFollows(g: Gazetteer, text: string, end: number): boolean {
 
 /** True if the text right before `start` is "<place>, ". */
 function placePrecedes(g: Gazetteer, text: string, start: number): boolean {
-  const m = /([A-Z][A-Za-zÀ-ÿ]+(?: [A-Z][A-Za-zÀ-ÿ]+){0,2}),[ \t]*$/.exec(text.slice(Math.max(0, start - 40), start));
+  const m = /([A-Z][A-Za-zÀ-ÿ]+(?: [A-Z][A-Za-zÀ-ÿ]+){0,2}),[ \t]*$/.exec(
+    text.slice(Math.max(0, start - 40), start),
+  );
   if (m === null) return false;
   return g.places.has(fold(m[1]!.toLowerCase()));
 }
@@ -299,7 +338,10 @@ function scanRun(g: Gazetteer, text: string, toks: Tok[], push: Push, wantP: boo
       continue;
     }
     const before = text.slice(Math.max(0, t.start - 48), t.start);
-    const titled = i > 0 && TITLES.has(toks[i - 1]!.key) ? true : /\b(?:mr|mrs|ms|mx|dr|prof|capt|rev|sr|sra|mme|mlle)\.\s*$/i.test(before);
+    const titled =
+      i > 0 && TITLES.has(toks[i - 1]!.key)
+        ? true
+        : /\b(?:mr|mrs|ms|mx|dr|prof|capt|rev|sr|sra|mme|mlle)\.\s*$/i.test(before);
     if (TITLES.has(t.key)) {
       i++;
       continue;
@@ -322,7 +364,13 @@ function scanRun(g: Gazetteer, text: string, toks: Tok[], push: Push, wantP: boo
       personLen = 1;
     } else if (isFirst && (nextIsSurname || nextViaParticle || weak)) {
       personLen = 1;
-    } else if (g.human.has(t.key) && isNameWord(g, t) && next !== undefined && g.human.has(next.key) && nextIsSurname) {
+    } else if (
+      g.human.has(t.key) &&
+      isNameWord(g, t) &&
+      next !== undefined &&
+      g.human.has(next.key) &&
+      nextIsSurname
+    ) {
       personLen = 1;
     } else if (weak && g.human.has(t.key) && isNameWord(g, t) && place.kind !== Place.Known) {
       personLen = 1;
@@ -338,12 +386,21 @@ function scanRun(g: Gazetteer, text: string, toks: Tok[], push: Push, wantP: boo
         }
         const surnameOk = isFirst && !ambiguous ? !TITLES.has(u.key) : isNameWord(g, u);
         const up = placeAt(g, toks, j);
-        if (!surnameOk || (up.kind === Place.Known && up.len > 1) || (up.kind === Place.Known && !g.human.has(u.key))) break;
+        if (
+          !surnameOk ||
+          (up.kind === Place.Known && up.len > 1) ||
+          (up.kind === Place.Known && !g.human.has(u.key))
+        )
+          break;
         j++;
         personLen = j - i;
       }
       // Trailing particles or initials are not part of the name.
-      while (personLen > 1 && (PARTICLES.has(toks[i + personLen - 1]!.key) || toks[i + personLen - 1]!.text.endsWith("."))) personLen--;
+      while (
+        personLen > 1 &&
+        (PARTICLES.has(toks[i + personLen - 1]!.key) || toks[i + personLen - 1]!.text.endsWith("."))
+      )
+        personLen--;
     }
 
     // Decide between a place and a person.
@@ -353,11 +410,20 @@ function scanRun(g: Gazetteer, text: string, toks: Tok[], push: Push, wantP: boo
     if (place.len > 0 && !titled) {
       const ctxPlace = placeCue || placeFollows(g, text, endOf(place.len)) || placePrecedes(g, text, t.start);
       const multiWordPerson = personLen > 1 && personLen > place.len;
-      let isPlace = false;
+      // A known place stands on its own unless a person cue ("Hi", "Thanks,") precedes it; an ambiguous
+      // or small one needs a place cue; a longer person reading ("Paris Hilton") wins without one.
+      let isPlace: boolean;
       if (multiWordPerson && !ctxPlace) isPlace = false;
       else if (place.kind === Place.Known) isPlace = !(strong && !placeCue) || ctxPlace;
       else isPlace = ctxPlace;
-      if (isPlace && !ctxPlace && personLen === 1 && (verbAfter(place.len) || possessive(place.len)) && isFirst) isPlace = false;
+      if (
+        isPlace &&
+        !ctxPlace &&
+        personLen === 1 &&
+        (verbAfter(place.len) || possessive(place.len)) &&
+        isFirst
+      )
+        isPlace = false;
       if (isPlace) {
         if (wantL) push("LOCATION", t.start, endOf(place.len));
         i += place.len;
@@ -407,7 +473,9 @@ export function detectNames(text: string, enabled: ReadonlySet<PiiEntity>, out: 
     while ((m = LOWER_NAME_RE.exec(text)) !== null) {
       const w1 = m[1]!;
       const k1 = fold(w1);
-      const afterTitle = /(?:mr|mrs|ms|miss|dr)\.?[ ,]+$/.test(m[0].slice(0, m[0].length - (m[2] !== undefined ? m[2].length + 1 : 0) - w1.length));
+      const afterTitle = /(?:mr|mrs|ms|miss|dr)\.?[ ,]+$/.test(
+        m[0].slice(0, m[0].length - (m[2] !== undefined ? m[2].length + 1 : 0) - w1.length),
+      );
       const reject =
         g.common.has(k1) ||
         !(g.first.has(k1) || (afterTitle && g.human.has(k1.replace(/’/g, "'")))) ||
@@ -418,7 +486,8 @@ export function detectNames(text: string, enabled: ReadonlySet<PiiEntity>, out: 
       }
       const s = m.index + m[0].length - (m[2] !== undefined ? m[2].length + 1 : 0) - w1.length;
       let e = s + w1.length;
-      if (m[2] !== undefined && !g.common.has(fold(m[2])) && g.human.has(fold(m[2]))) e = m.index + m[0].length;
+      if (m[2] !== undefined && !g.common.has(fold(m[2])) && g.human.has(fold(m[2])))
+        e = m.index + m[0].length;
       push("PERSON", s, e);
     }
   }

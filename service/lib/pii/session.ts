@@ -13,6 +13,14 @@ export function redactionMarker(entity: PiiEntity): string {
   return `<<REDACTED_${entity}>>`;
 }
 
+export interface RestoreOptions {
+  /**
+   * The text is the inside of JSON string literals (tool-call arguments): restored values are JSON-escaped
+   * so the arguments stay valid JSON. Default false.
+   */
+  json?: boolean;
+}
+
 /** Restores placeholders in text that arrives in pieces (a streamed completion). */
 export interface StreamRestorer {
   /**
@@ -31,10 +39,10 @@ export interface PiiSession {
   /** Replaces detected values with irreversible `<<REDACTED_<ENTITY>>>` markers. */
   redact(text: string): string;
   /** Puts back the values of placeholders issued by this session; unknown placeholders stay as they are. */
-  restore(text: string): string;
+  restore(text: string, opts?: RestoreOptions): string;
   /** Occurrences scrubbed or redacted so far, per entity (never values). */
   counts(): PiiCounts;
-  createStreamRestorer(): StreamRestorer;
+  createStreamRestorer(opts?: RestoreOptions): StreamRestorer;
 }
 
 export type Detect = (text: string) => Span[];
@@ -61,16 +69,21 @@ export class Session implements PiiSession {
     return this.replace(text, false);
   }
 
-  restore(text: string): string {
+  restore(text: string, opts?: RestoreOptions): string {
     if (this.byPlaceholder.size === 0 || text.indexOf(PLACEHOLDER_HEAD) < 0) return text;
-    return text.replace(PLACEHOLDER_RE, (ph) => this.byPlaceholder.get(ph) ?? ph);
+    const json = opts?.json === true;
+    return text.replace(PLACEHOLDER_RE, (ph) => {
+      const v = this.byPlaceholder.get(ph);
+      if (v === undefined) return ph;
+      return json ? JSON.stringify(v).slice(1, -1) : v;
+    });
   }
 
   counts(): PiiCounts {
     return { ...this.tally };
   }
 
-  createStreamRestorer(): StreamRestorer {
+  createStreamRestorer(opts?: RestoreOptions): StreamRestorer {
     let pending = "";
     return {
       push: (chunk) => {
@@ -78,14 +91,14 @@ export class Session implements PiiSession {
         pending = "";
         if (this.byPlaceholder.size === 0) return s;
         const cut = this.heldSuffixStart(s);
-        if (cut === s.length) return this.restore(s);
+        if (cut === s.length) return this.restore(s, opts);
         pending = s.slice(cut);
-        return this.restore(s.slice(0, cut));
+        return this.restore(s.slice(0, cut), opts);
       },
       flush: () => {
         const s = pending;
         pending = "";
-        return this.restore(s);
+        return this.restore(s, opts);
       },
     };
   }

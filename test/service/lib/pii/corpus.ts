@@ -35,7 +35,10 @@ export interface Miss {
 }
 
 /** Matches detected to expected spans by (entity, value), each expected span used once. */
-export function score(corpus: Snippet[], detect: (text: string) => Span[]): { table: Record<PiiEntity, Score>; misses: Miss[] } {
+export function score(
+  corpus: Snippet[],
+  detect: (text: string) => Span[],
+): { table: Record<PiiEntity, Score>; misses: Miss[] } {
   const table = {} as Record<PiiEntity, Score>;
   for (const e of PII_ENTITIES) table[e] = { tp: 0, fp: 0, fn: 0, precision: 1, recall: 1 };
   const misses: Miss[] = [];

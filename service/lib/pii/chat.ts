@@ -1,0 +1,207 @@
+// PII on the OpenAI chat and embeddings wire formats: scrub what the provider would see, restore what the
+// client gets back (whole responses and streamed chunks).
+//
+// Scrubbed: every message's string content and text parts (system, developer, user, assistant, tool),
+// assistant tool_calls[].function.arguments and legacy function_call.arguments (string values inside the
+// JSON, which stays valid JSON). Not scrubbed: image/audio/file parts, tool definitions, and message `name`
+// fields — the API restricts `name` to [a-zA-Z0-9_-]{1,64}, so a placeholder there would turn the request
+// into a 400, and it is a participant label the model does not echo.
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  ChatMessage,
+  ContentPart,
+  EmbeddingRequest,
+  ToolCall,
+} from "../../types";
+import type { PiiSession, StreamRestorer } from "./session";
+
+type Text = (s: string) => string;
+
+/** Applies `f` to every string value (not key) inside parsed JSON. */
+function mapJsonStrings(v: unknown, f: Text): unknown {
+  if (typeof v === "string") return f(v);
+  if (Array.isArray(v)) return v.map((x) => mapJsonStrings(x, f));
+  if (v !== null && typeof v === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = mapJsonStrings(x, f);
+    return out;
+  }
+  return v;
+}
+
+/** Scrubs tool-call arguments: string values inside the JSON; arguments that are not JSON as plain text. */
+export function scrubArguments(args: string, session: PiiSession): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(args);
+  } catch {
+    return session.scrub(args);
+  }
+  return JSON.stringify(mapJsonStrings(parsed, (s) => session.scrub(s)));
+}
+
+function scrubContent(content: ChatMessage["content"], session: PiiSession): ChatMessage["content"] {
+  if (typeof content === "string") return session.scrub(content);
+  if (!Array.isArray(content)) return content;
+  return content.map((part: ContentPart) =>
+    typeof part.text === "string" ? { ...part, text: session.scrub(part.text) } : part,
+  );
+}
+
+function scrubToolCalls(calls: ToolCall[], session: PiiSession): ToolCall[] {
+  return calls.map((c) =>
+    c.function !== undefined && typeof c.function.arguments === "string"
+      ? { ...c, function: { ...c.function, arguments: scrubArguments(c.function.arguments, session) } }
+      : c,
+  );
+}
+
+/** A copy of `body` with every text the provider would see scrubbed (reversibly, secrets irreversibly). */
+export function scrubChatRequest<T extends ChatCompletionRequest>(body: T, session: PiiSession): T {
+  const messages = body.messages.map((m) => {
+    const out: ChatMessage = { ...m };
+    if (m.content !== undefined) out.content = scrubContent(m.content, session);
+    if (Array.isArray(m.tool_calls)) out.tool_calls = scrubToolCalls(m.tool_calls, session);
+    const fc = m.function_call as { name?: string; arguments?: string } | undefined;
+    if (fc !== undefined && fc !== null && typeof fc.arguments === "string")
+      out.function_call = { ...fc, arguments: scrubArguments(fc.arguments, session) };
+    return out;
+  });
+  return { ...body, messages };
+}
+
+function restoreMessage(m: ChatMessage, session: PiiSession): void {
+  if (typeof m.content === "string") m.content = session.restore(m.content);
+  else if (Array.isArray(m.content))
+    for (const p of m.content) if (typeof p.text === "string") p.text = session.restore(p.text);
+  if (typeof m.refusal === "string") m.refusal = session.restore(m.refusal);
+  if (Array.isArray(m.tool_calls))
+    for (const c of m.tool_calls)
+      if (c.function !== undefined && typeof c.function.arguments === "string")
+        c.function.arguments = session.restore(c.function.arguments, { json: true });
+  const fc = m.function_call as { arguments?: unknown } | undefined | null;
+  if (fc !== undefined && fc !== null && typeof fc.arguments === "string")
+    fc.arguments = session.restore(fc.arguments, { json: true });
+}
+
+/** Restores placeholders in every choice's content, refusal and tool-call arguments (in place; returns it). */
+export function restoreChatCompletion<T extends ChatCompletion>(json: T, session: PiiSession): T {
+  if (Array.isArray(json.choices))
+    for (const c of json.choices)
+      if (c.message !== undefined && c.message !== null) restoreMessage(c.message, session);
+  return json;
+}
+
+type Choice = ChatCompletionChunk["choices"][number];
+
+export interface ChunkRestorer {
+  /** Restores one parsed chunk in place and returns it; text that may be a split placeholder is held back. */
+  restore<T extends ChatCompletionChunk>(chunk: T): T;
+  /**
+   * Chunks carrying text still held at stream end (normally none: a choice's text is released with the
+   * chunk that carries its finish_reason). Send them before the final usage chunk and `[DONE]`.
+   */
+  flush(): ChatCompletionChunk[];
+}
+
+/**
+ * Streaming restoration for chat completion chunks: one stream restorer per choice for content (and one
+ * for refusal) and one per (choice, tool-call index) for arguments, so interleaved deltas cannot mix.
+ */
+export function createChunkRestorer(session: PiiSession): ChunkRestorer {
+  const streams = new Map<string, StreamRestorer>();
+  let template: Pick<ChatCompletionChunk, "id" | "object" | "created" | "model"> | null = null;
+
+  const stream = (key: string, json: boolean): StreamRestorer => {
+    let s = streams.get(key);
+    if (s === undefined) {
+      s = session.createStreamRestorer({ json });
+      streams.set(key, s);
+    }
+    return s;
+  };
+
+  function flushChoice(index: number): { content: string; refusal: string; tools: Map<number, string> } {
+    const out = { content: "", refusal: "", tools: new Map<number, string>() };
+    const prefix = `${index}:`;
+    for (const [key, s] of streams) {
+      if (!key.startsWith(prefix)) continue;
+      const rest = s.flush();
+      streams.delete(key);
+      if (rest === "") continue;
+      const kind = key.slice(prefix.length);
+      if (kind === "c") out.content += rest;
+      else if (kind === "r") out.refusal += rest;
+      else out.tools.set(Number(kind.slice(1)), rest);
+    }
+    return out;
+  }
+
+  function restoreChoice(c: Choice): void {
+    const d = c.delta;
+    if (d === undefined || d === null) return;
+    const i = c.index ?? 0;
+    if (typeof d.content === "string") d.content = stream(`${i}:c`, false).push(d.content);
+    if (typeof d.refusal === "string") d.refusal = stream(`${i}:r`, false).push(d.refusal);
+    if (Array.isArray(d.tool_calls))
+      for (const t of d.tool_calls)
+        if (t.function !== undefined && typeof t.function.arguments === "string")
+          t.function.arguments = stream(`${i}:t${t.index ?? 0}`, true).push(t.function.arguments);
+    if (c.finish_reason !== null && c.finish_reason !== undefined) {
+      const held = flushChoice(i);
+      if (held.content !== "") d.content = (typeof d.content === "string" ? d.content : "") + held.content;
+      if (held.refusal !== "") d.refusal = (typeof d.refusal === "string" ? d.refusal : "") + held.refusal;
+      for (const [k, rest] of held.tools) {
+        const calls = (d.tool_calls ??= []);
+        const t = calls.find((x) => (x.index ?? 0) === k);
+        if (t !== undefined) t.function = { ...t.function, arguments: (t.function?.arguments ?? "") + rest };
+        else calls.push({ index: k, function: { arguments: rest } });
+      }
+    }
+  }
+
+  return {
+    restore(chunk) {
+      if (template === null && chunk.id !== undefined)
+        template = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
+      if (Array.isArray(chunk.choices)) for (const c of chunk.choices) restoreChoice(c);
+      return chunk;
+    },
+    flush() {
+      const indexes = new Set<number>();
+      for (const key of streams.keys()) indexes.add(Number(key.slice(0, key.indexOf(":"))));
+      const out: ChatCompletionChunk[] = [];
+      for (const i of [...indexes].sort((a, b) => a - b)) {
+        const held = flushChoice(i);
+        const delta: Choice["delta"] = {};
+        if (held.content !== "") delta.content = held.content;
+        if (held.refusal !== "") delta.refusal = held.refusal;
+        if (held.tools.size > 0)
+          delta.tool_calls = [...held.tools].map(([k, rest]) => ({
+            index: k,
+            function: { arguments: rest },
+          }));
+        if (Object.keys(delta).length === 0) continue;
+        const base = template ?? { id: "", object: "chat.completion.chunk" as const, created: 0, model: "" };
+        out.push({ ...base, choices: [{ index: i, delta, finish_reason: null }] });
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * Redacts `/v1/embeddings` input irreversibly (an embedding cannot be "restored"): strings and arrays of
+ * strings; token arrays (numbers) pass unchanged.
+ */
+export function scrubEmbeddingInput(
+  input: EmbeddingRequest["input"],
+  session: PiiSession,
+): EmbeddingRequest["input"] {
+  if (typeof input === "string") return session.redact(input);
+  if (Array.isArray(input) && input.length > 0 && typeof input[0] === "string")
+    return (input as string[]).map((s) => (typeof s === "string" ? session.redact(s) : s));
+  return input;
+}
