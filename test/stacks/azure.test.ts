@@ -122,7 +122,7 @@ describe("azure stack", () => {
     const cluster = one(r, "azure-native:redisenterprise:RedisEnterprise");
     const keys = r.invokes.find((i) => i.token === "azure-native:redisenterprise:listDatabaseKeys");
     expect(keys).toBeDefined();
-    const token = r.resources.length && (JSON.parse(JSON.stringify(one(r, K8S.secret).inputs.stringData)).REDIS_URL as string);
+    const token = (one(r, K8S.secret).inputs.stringData as Record<string, string>).REDIS_URL;
     const primaryKey = decodeURIComponent(token.slice("rediss://:".length, token.lastIndexOf("@")));
     expect(primaryKey).toHaveLength(44);
     assertAppWiring(r, {

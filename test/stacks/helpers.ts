@@ -23,7 +23,7 @@ import type { OfflineRunOptions, OfflineRunResult, RecordedResource } from "../.
 /** Run the program with fresh modules (and so fresh Pulumi globals and mocks). */
 export async function run(options: OfflineRunOptions): Promise<OfflineRunResult> {
   vi.resetModules();
-  const mod = await import("../../scripts/offline-run");
+  const mod = await import("../../scripts/offline-run.js");
   return mod.runProgramOffline(options);
 }
 
