@@ -82,6 +82,12 @@ describe("factory", () => {
       createKnowledgeBaseFromConfig(loadConfig({ env: { KB_DIR: kbDir } }), providers, capture),
     ).toBeNull();
     expect(lines.join("")).toContain("RAG off: no CHROMA_URL");
+    const noEmbedding = loadConfig({
+      env: { CHROMA_URL: chroma.url, KB_DIR: kbDir },
+      fileText: "providers: { mock: { type: mock } }\nmodels: [{ name: chat, provider: mock }]",
+    });
+    expect(createKnowledgeBaseFromConfig(noEmbedding, providers, capture)).toBeNull();
+    expect(lines.join("")).toContain("RAG off: no embedding deployment");
     const made = createKnowledgeBaseFromConfig(config, providers, log);
     expect(made).toBeInstanceOf(KnowledgeBase);
     expect(made!.collection).toBe(config.rag.collection);
