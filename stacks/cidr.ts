@@ -15,7 +15,8 @@ export function intToIp(n: number): string {
 export function parseCidr(cidr: string): { base: number; prefix: number } {
   const [ip, bits] = cidr.split("/");
   const prefix = Number(bits);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) throw new Error(`"${cidr}" is not an IPv4 CIDR.`);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32)
+    throw new Error(`"${cidr}" is not an IPv4 CIDR.`);
   const mask = prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0;
   return { base: (ipToInt(ip) & mask) >>> 0, prefix };
 }

@@ -49,7 +49,8 @@ export const CONFIG_KEYS = {
   networkCidr: {
     type: "string",
     default: "10.40.0.0/16",
-    description: "Address space of the network the program creates (or of the existing one, used for firewall rules).",
+    description:
+      "Address space of the network the program creates (or of the existing one, used for firewall rules).",
   },
   existingNetworkId: {
     type: "string",
@@ -69,7 +70,11 @@ export const CONFIG_KEYS = {
     description:
       "Kubeconfig of an existing cluster (set with --secret). When set, no cluster is created; the cluster must run the cloud's RWX CSI driver.",
   },
-  kubernetesVersion: { type: "string", default: "1.33", description: "Kubernetes minor version of the created cluster." },
+  kubernetesVersion: {
+    type: "string",
+    default: "1.33",
+    description: "Kubernetes minor version of the created cluster.",
+  },
   nodeSize: {
     type: "string",
     default: "",
@@ -98,8 +103,16 @@ export const CONFIG_KEYS = {
     description:
       "Database instance class / SKU / tier. Empty = cloud default (db.m6g.large, Standard_D2ds_v5, db-custom-2-7680).",
   },
-  postgresStorageGb: { type: "integer", default: 100, description: "Initial database storage, GB (grows automatically)." },
-  postgresBackupDays: { type: "integer", default: 14, description: "Days automated backups are kept (1-35)." },
+  postgresStorageGb: {
+    type: "integer",
+    default: 100,
+    description: "Initial database storage, GB (grows automatically).",
+  },
+  postgresBackupDays: {
+    type: "integer",
+    default: 14,
+    description: "Days automated backups are kept (1-35).",
+  },
   postgresHa: {
     type: "boolean",
     default: true,
@@ -108,7 +121,8 @@ export const CONFIG_KEYS = {
   redisSize: {
     type: "string",
     default: "",
-    description: "Redis node type / SKU. Empty = cloud default (cache.r7g.large, Balanced_B5; GCP uses redisMemoryGb).",
+    description:
+      "Redis node type / SKU. Empty = cloud default (cache.r7g.large, Balanced_B5; GCP uses redisMemoryGb).",
   },
   redisMemoryGb: { type: "integer", default: 5, description: "Memorystore capacity, GB (GCP only)." },
   redisHa: {
@@ -134,8 +148,16 @@ export const CONFIG_KEYS = {
     description: "Proxy container image (pin a tag or a digest).",
   },
   replicas: { type: "integer", default: 3, description: "Proxy replicas when autoscaling is disabled." },
-  autoscalingEnabled: { type: "boolean", default: true, description: "Scale the proxy with a HorizontalPodAutoscaler." },
-  minReplicas: { type: "integer", default: 3, description: "HPA minimum replicas (also the initial replica count)." },
+  autoscalingEnabled: {
+    type: "boolean",
+    default: true,
+    description: "Scale the proxy with a HorizontalPodAutoscaler.",
+  },
+  minReplicas: {
+    type: "integer",
+    default: 3,
+    description: "HPA minimum replicas (also the initial replica count).",
+  },
   maxReplicas: { type: "integer", default: 12, description: "HPA maximum replicas." },
   cpuTargetPercent: {
     type: "integer",
@@ -150,7 +172,8 @@ export const CONFIG_KEYS = {
   pdbMinAvailable: {
     type: "integer",
     default: 2,
-    description: "PodDisruptionBudget minAvailable; must be below the minimum replicas so node drains can proceed.",
+    description:
+      "PodDisruptionBudget minAvailable; must be below the minimum replicas so node drains can proceed.",
   },
   pdbMaxUnavailable: {
     type: "integer",
@@ -158,7 +181,11 @@ export const CONFIG_KEYS = {
     description: "When > 0 the PodDisruptionBudget uses maxUnavailable instead of minAvailable.",
   },
   workers: { type: "integer", default: 2, description: "node:cluster worker processes per pod (WORKERS)." },
-  cpuRequestMillicores: { type: "integer", default: 1000, description: "CPU request per proxy pod, millicores." },
+  cpuRequestMillicores: {
+    type: "integer",
+    default: 1000,
+    description: "CPU request per proxy pod, millicores.",
+  },
   cpuLimitMillicores: {
     type: "integer",
     default: 0,
@@ -169,18 +196,27 @@ export const CONFIG_KEYS = {
     default: 512,
     description: "Memory request per proxy pod, MiB; at least 60 + 150 x workers.",
   },
-  memoryLimitMi: { type: "integer", default: 768, description: "Memory limit per proxy pod, MiB (>= request)." },
+  memoryLimitMi: {
+    type: "integer",
+    default: 768,
+    description: "Memory limit per proxy pod, MiB (>= request).",
+  },
   requestTimeoutSeconds: {
     type: "integer",
     default: 300,
-    description: "Longest request or stream, seconds; sets the shutdown grace and terminationGracePeriodSeconds.",
+    description:
+      "Longest request or stream, seconds; sets the shutdown grace and terminationGracePeriodSeconds.",
   },
   preStopDelaySeconds: {
     type: "integer",
     default: 10,
     description: "Seconds a terminating pod keeps serving so load balancers drop it first.",
   },
-  logLevel: { type: "string", default: "info", description: "Proxy log level (fatal, error, warn, info, debug, trace)." },
+  logLevel: {
+    type: "string",
+    default: "info",
+    description: "Proxy log level (fatal, error, warn, info, debug, trace).",
+  },
   cacheEnabled: { type: "boolean", default: false, description: "Response cache on/off (CACHE_ENABLED)." },
   cacheTtlSeconds: { type: "integer", default: 300, description: "Response cache TTL, seconds." },
   rateLimitFailureMode: {
@@ -189,7 +225,11 @@ export const CONFIG_KEYS = {
     description: "Rate limiting when Redis is unreachable: fail-open or fail-closed.",
   },
   chromaEnabled: { type: "boolean", default: true, description: "Deploy the Chroma server used by RAG." },
-  chromaImage: { type: "string", default: "chromadb/chroma:1.0.20", description: "Chroma server image (pinned)." },
+  chromaImage: {
+    type: "string",
+    default: "chromadb/chroma:1.0.20",
+    description: "Chroma server image (pinned).",
+  },
   kbStorageGi: { type: "integer", default: 10, description: "Knowledge-base claim size, GiB." },
   chromaStorageGi: { type: "integer", default: 20, description: "Chroma data claim size, GiB." },
   serviceType: {
@@ -197,15 +237,31 @@ export const CONFIG_KEYS = {
     default: "ClusterIP",
     description: "Proxy Service type: ClusterIP, or LoadBalancer (always an internal load balancer).",
   },
-  ingressHost: { type: "string", default: "", description: "Host name of an Ingress for the proxy. Empty = no Ingress." },
-  ingressClassName: { type: "string", default: "", description: "IngressClass of the Ingress (empty = cluster default)." },
-  ingressTlsSecret: { type: "string", default: "", description: "TLS Secret of the Ingress (empty = no TLS section)." },
+  ingressHost: {
+    type: "string",
+    default: "",
+    description: "Host name of an Ingress for the proxy. Empty = no Ingress.",
+  },
+  ingressClassName: {
+    type: "string",
+    default: "",
+    description: "IngressClass of the Ingress (empty = cluster default).",
+  },
+  ingressTlsSecret: {
+    type: "string",
+    default: "",
+    description: "TLS Secret of the Ingress (empty = no TLS section).",
+  },
   proxyConfig: {
     type: "string",
     default: "",
     description: "YAML merged over the generated proxy config file (providers, models, limits, PII, RAG).",
   },
-  openaiApiKey: { type: "string", secret: true, description: "OpenAI API key (OPENAI_API_KEY); set with --secret." },
+  openaiApiKey: {
+    type: "string",
+    secret: true,
+    description: "OpenAI API key (OPENAI_API_KEY); set with --secret.",
+  },
   anthropicApiKey: {
     type: "string",
     secret: true,
@@ -243,14 +299,24 @@ export interface CloudDefaults {
 }
 
 export const CLOUD_DEFAULTS: Record<Cloud, CloudDefaults> = {
-  aws: { nodeSize: "m6i.xlarge", postgresSize: "db.m6g.large", redisSize: "cache.r7g.large", filesystemTier: "Regional" },
+  aws: {
+    nodeSize: "m6i.xlarge",
+    postgresSize: "db.m6g.large",
+    redisSize: "cache.r7g.large",
+    filesystemTier: "Regional",
+  },
   azure: {
     nodeSize: "Standard_D4ds_v5",
     postgresSize: "Standard_D2ds_v5",
     redisSize: "Balanced_B5",
     filesystemTier: "Premium_ZRS",
   },
-  gcp: { nodeSize: "e2-standard-4", postgresSize: "db-custom-2-7680", redisSize: "", filesystemTier: "REGIONAL" },
+  gcp: {
+    nodeSize: "e2-standard-4",
+    postgresSize: "db-custom-2-7680",
+    redisSize: "",
+    filesystemTier: "REGIONAL",
+  },
 };
 
 /** Filesystem tiers that survive the loss of a zone, per cloud. */
@@ -345,7 +411,12 @@ export type ConfigValues = {
         : string;
 };
 
-function parseValue(key: string, spec: ConfigKeySpec, raw: string, problems: string[]): ConfigValue | undefined {
+function parseValue(
+  key: string,
+  spec: ConfigKeySpec,
+  raw: string,
+  problems: string[],
+): ConfigValue | undefined {
   const fix = `Set it with: pulumi config set ${PROJECT}:${key} <value>`;
   switch (spec.type) {
     case "integer": {
@@ -460,7 +531,9 @@ export function validateConfigValues(
       p.push(`${settings.region} is not set. Set it with: pulumi config set ${settings.region} <value>.`);
     }
     if (settings.project && !provider.gcpProject) {
-      p.push(`${settings.project} is not set. Set it with: pulumi config set ${settings.project} <project-id>.`);
+      p.push(
+        `${settings.project} is not set. Set it with: pulumi config set ${settings.project} <project-id>.`,
+      );
     }
     const tier = v.filesystemTier || CLOUD_DEFAULTS[cloud].filesystemTier;
     if (oneOf("filesystemTier", tier, FILESYSTEM_TIERS[cloud], p)) {
@@ -487,7 +560,9 @@ export function validateConfigValues(
   if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(v.networkCidr)) {
     p.push(`${key("networkCidr")} "${v.networkCidr}" is not an IPv4 CIDR. Use e.g. 10.40.0.0/16.`);
   } else if (Number(v.networkCidr.split("/")[1]) > 16 && !v.existingNetworkId) {
-    p.push(`${key("networkCidr")} must be a /16 or larger for the subnets the program creates. Use e.g. 10.40.0.0/16.`);
+    p.push(
+      `${key("networkCidr")} must be a /16 or larger for the subnets the program creates. Use e.g. 10.40.0.0/16.`,
+    );
   }
 
   // Replicas, autoscaling and the disruption budget.
@@ -512,7 +587,12 @@ export function validateConfigValues(
   for (const k of positive) {
     if ((v[k] as number) < 1) p.push(`${key(k)} must be at least 1, got ${v[k]}.`);
   }
-  for (const k of ["cpuLimitMillicores", "preStopDelaySeconds", "scaleDownStabilizationSeconds", "pdbMaxUnavailable"]) {
+  for (const k of [
+    "cpuLimitMillicores",
+    "preStopDelaySeconds",
+    "scaleDownStabilizationSeconds",
+    "pdbMaxUnavailable",
+  ]) {
     const n = v[k as ConfigKey] as number;
     if (n < 0) p.push(`${key(k)} must not be negative, got ${n}.`);
   }
@@ -522,7 +602,9 @@ export function validateConfigValues(
     );
   }
   if (v.cpuTargetPercent < 1 || v.cpuTargetPercent > 100) {
-    p.push(`${key("cpuTargetPercent")} is ${v.cpuTargetPercent}, outside 1-100. Use a percentage such as 70.`);
+    p.push(
+      `${key("cpuTargetPercent")} is ${v.cpuTargetPercent}, outside 1-100. Use a percentage such as 70.`,
+    );
   }
   const floor = v.autoscalingEnabled ? v.minReplicas : v.replicas;
   const floorKey = v.autoscalingEnabled ? "minReplicas" : "replicas";
@@ -548,16 +630,24 @@ export function validateConfigValues(
     );
   }
   if (v.memoryLimitMi < v.memoryRequestMi) {
-    p.push(`${key("memoryLimitMi")} (${v.memoryLimitMi}) is below ${key("memoryRequestMi")} (${v.memoryRequestMi}).`);
+    p.push(
+      `${key("memoryLimitMi")} (${v.memoryLimitMi}) is below ${key("memoryRequestMi")} (${v.memoryRequestMi}).`,
+    );
   }
   if (v.cpuLimitMillicores > 0 && v.cpuLimitMillicores < v.cpuRequestMillicores) {
-    p.push(`${key("cpuLimitMillicores")} is below ${key("cpuRequestMillicores")}. Raise it or set 0 (no limit).`);
+    p.push(
+      `${key("cpuLimitMillicores")} is below ${key("cpuRequestMillicores")}. Raise it or set 0 (no limit).`,
+    );
   }
   if (v.nodeMinCount > v.nodeMaxCount) {
-    p.push(`${key("nodeMinCount")} (${v.nodeMinCount}) is greater than ${key("nodeMaxCount")} (${v.nodeMaxCount}).`);
+    p.push(
+      `${key("nodeMinCount")} (${v.nodeMinCount}) is greater than ${key("nodeMaxCount")} (${v.nodeMaxCount}).`,
+    );
   }
   if (v.postgresBackupDays < 1 || v.postgresBackupDays > 35) {
-    p.push(`${key("postgresBackupDays")} is ${v.postgresBackupDays}, outside 1-35. Keep backups for 7-35 days.`);
+    p.push(
+      `${key("postgresBackupDays")} is ${v.postgresBackupDays}, outside 1-35. Keep backups for 7-35 days.`,
+    );
   }
 
   oneOf("logLevel", v.logLevel, LOG_LEVELS, p);
@@ -567,7 +657,9 @@ export function validateConfigValues(
     p.push(`${key("image")} "${v.image}" has no tag or digest. Pin one, e.g. ${v.image}:0.1.0.`);
   }
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v.namespace) || v.namespace.length > 63) {
-    p.push(`${key("namespace")} "${v.namespace}" is not a valid Kubernetes namespace name (lowercase DNS label).`);
+    p.push(
+      `${key("namespace")} "${v.namespace}" is not a valid Kubernetes namespace name (lowercase DNS label).`,
+    );
   }
 
   // High availability: every single point of failure needs the explicit dev-stack flag.
@@ -576,7 +668,8 @@ export function validateConfigValues(
     if (v.zones.length === 1) p.push(`${key("zones")} lists a single zone. List at least 2 zones ${nonHa}.`);
     if (!v.postgresHa) p.push(`${key("postgresHa")} is false (single-zone database). Set it true ${nonHa}.`);
     if (!v.redisHa) p.push(`${key("redisHa")} is false (no Redis failover). Set it true ${nonHa}.`);
-    if (floor < 2) p.push(`${key(floorKey)} is ${floor}: one pod is a single point of failure. Use 2 or more ${nonHa}.`);
+    if (floor < 2)
+      p.push(`${key(floorKey)} is ${floor}: one pod is a single point of failure. Use 2 or more ${nonHa}.`);
     if (!opts.hasExistingKubeconfig && v.nodeMinCount < 2 && v.cloud !== "gcp") {
       p.push(`${key("nodeMinCount")} is ${v.nodeMinCount}: nodes must span zones. Use 2 or more ${nonHa}.`);
     }
@@ -635,7 +728,9 @@ export function parseStackConfig(
   secrets: Partial<Record<ConfigKey, pulumi.Output<string>>> = {},
 ): StackConfig {
   const { values: v, problems } = parseConfigValues(raw);
-  problems.push(...validateConfigValues(v, provider, { hasExistingKubeconfig: !!secrets.existingKubeconfig }));
+  problems.push(
+    ...validateConfigValues(v, provider, { hasExistingKubeconfig: !!secrets.existingKubeconfig }),
+  );
   if (problems.length > 0) throw new StackConfigError(problems);
   const cloud = v.cloud as Cloud;
   const region = provider.region as string;
@@ -653,7 +748,9 @@ export function parseStackConfig(
     zones: v.zones.length > 0 ? v.zones : defaultZones(cloud, region),
     network: {
       cidr: v.networkCidr,
-      existing: v.existingNetworkId ? { networkId: v.existingNetworkId, subnetIds: v.existingSubnetIds } : undefined,
+      existing: v.existingNetworkId
+        ? { networkId: v.existingNetworkId, subnetIds: v.existingSubnetIds }
+        : undefined,
     },
     cluster: {
       kubernetesVersion: v.kubernetesVersion,
@@ -696,6 +793,8 @@ export function loadStackConfig(): StackConfig {
     const [ns, name] = qualified.split(":");
     return new pulumi.Config(ns).get(name);
   };
-  const provider: ProviderValues = settings ? { region: read(settings.region), gcpProject: read(settings.project) } : {};
+  const provider: ProviderValues = settings
+    ? { region: read(settings.region), gcpProject: read(settings.project) }
+    : {};
   return parseStackConfig(raw, provider, secrets);
 }

@@ -92,8 +92,36 @@ export function pdbSpecFields(p: PdbPolicy): { minAvailable: number } | { maxUna
  * The pod's grace period: the preStop delay, then the proxy's own shutdown grace (the longest stream), plus a
  * margin for the process to exit. Always longer than the longest stream.
  */
-export function terminationGraceSeconds(s: Pick<ProxySettings, "preStopDelaySeconds" | "requestTimeoutSeconds">) {
+export function terminationGraceSeconds(
+  s: Pick<ProxySettings, "preStopDelaySeconds" | "requestTimeoutSeconds">,
+) {
   return s.preStopDelaySeconds + s.requestTimeoutSeconds + 15;
+}
+
+/**
+ * What the component refuses to deploy even when handed settings that bypassed stacks/config.ts: an HPA
+ * range upside down, a PDB that blocks every drain, less memory than the workers need.
+ */
+export function proxySettingsProblems(s: ProxySettings): string[] {
+  const problems: string[] = [];
+  const floor = deploymentReplicas(s);
+  if (s.autoscaling.enabled && s.autoscaling.minReplicas > s.autoscaling.maxReplicas) {
+    problems.push(
+      `minReplicas ${s.autoscaling.minReplicas} exceeds maxReplicas ${s.autoscaling.maxReplicas}. Lower it.`,
+    );
+  }
+  if ("minAvailable" in s.pdb && s.pdb.minAvailable >= floor) {
+    problems.push(
+      `PDB minAvailable ${s.pdb.minAvailable} blocks every node drain with ${floor} replicas. Lower it.`,
+    );
+  }
+  const need = 60 + 150 * s.workers;
+  if (s.memoryRequestMi < need) {
+    problems.push(
+      `memory request ${s.memoryRequestMi}Mi is below ${need}Mi for ${s.workers} workers. Raise it.`,
+    );
+  }
+  return problems;
 }
 
 /** Kubernetes quantity strings. */
@@ -154,7 +182,11 @@ export function proxyConfigYaml(s: ProxySettings, providerKeyEnvs: string[]): st
   const models: Json[] = [];
   let embeddingModel: string | undefined;
   if (providerKeyEnvs.includes("OPENAI_API_KEY")) {
-    providers.openai = { type: "openai", base_url: "https://api.openai.com/v1", api_key_env: "OPENAI_API_KEY" };
+    providers.openai = {
+      type: "openai",
+      base_url: "https://api.openai.com/v1",
+      api_key_env: "OPENAI_API_KEY",
+    };
     models.push({ name: "gpt-4o-mini", provider: "openai", max_input_tokens: 128000 });
     models.push({ name: "gpt-4o", provider: "openai", fallbacks: ["gpt-4o-mini"], max_input_tokens: 128000 });
     models.push({ name: "text-embedding-3-small", provider: "openai", kind: "embedding" });

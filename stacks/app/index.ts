@@ -19,6 +19,7 @@ import {
   pdbSpecFields,
   proxyConfigYaml,
   proxyPlainEnv,
+  proxySettingsProblems,
   resources,
   terminationGraceSeconds,
 } from "./decisions";
@@ -67,6 +68,9 @@ export class ProxyApp extends pulumi.ComponentResource {
     super("llm-proxy:app:ProxyApp", name, {}, opts);
     const s = args.settings;
     const p = args.platform;
+    const problems = proxySettingsProblems(s);
+    if (problems.length > 0)
+      throw new pulumi.ResourceError(`Invalid proxy settings: ${problems.join(" ")}`, this);
     const child: pulumi.CustomResourceOptions = { parent: this, provider: p.k8sProvider };
     const proxyLabels = labelsFor(name, "proxy");
     const chromaLabels = labelsFor(name, "chroma");
@@ -119,7 +123,11 @@ export class ProxyApp extends pulumi.ComponentResource {
     const configText = proxyConfigYaml(s, Object.keys(args.providerKeys));
     const configData: Record<string, pulumi.Input<string>> = { "config.yaml": configText };
     if (r.tlsCa) configData[PATHS.redisCaFile] = r.tlsCa;
-    const configMap = new k8s.core.v1.ConfigMap(`${name}-config`, { metadata: meta("config"), data: configData }, child);
+    const configMap = new k8s.core.v1.ConfigMap(
+      `${name}-config`,
+      { metadata: meta("config"), data: configData },
+      child,
+    );
 
     // Storage: RWX claims on the platform's class; static PVs first when the platform pre-created the export.
     const claim = (key: "kb" | "chroma", sizeGi: number) => {
@@ -130,7 +138,10 @@ export class ProxyApp extends pulumi.ComponentResource {
         const pv = new k8s.core.v1.PersistentVolume(
           `${name}-${key}-pv`,
           {
-            metadata: { name: pulumi.interpolate`${s.namespace}-${claimName}`, labels: commonLabels(name, "proxy") },
+            metadata: {
+              name: pulumi.interpolate`${s.namespace}-${claimName}`,
+              labels: commonLabels(name, "proxy"),
+            },
             spec: {
               capacity: { storage: `${sizeGi}Gi` },
               accessModes: ["ReadWriteMany"],
@@ -250,7 +261,10 @@ export class ProxyApp extends pulumi.ComponentResource {
 
     // Proxy Deployment.
     const plainEnv = proxyPlainEnv(s, undefined);
-    const env: k8s.types.input.core.v1.EnvVar[] = Object.entries(plainEnv).map(([n, value]) => ({ name: n, value }));
+    const env: k8s.types.input.core.v1.EnvVar[] = Object.entries(plainEnv).map(([n, value]) => ({
+      name: n,
+      value,
+    }));
     if (chromaUrl) env.push({ name: "CHROMA_URL", value: chromaUrl });
     if (r.tlsCa) {
       env.push({
@@ -314,7 +328,9 @@ export class ProxyApp extends pulumi.ComponentResource {
                   lifecycle: {
                     // Keep serving while endpoints are removed; the image has node but maybe no `sleep`.
                     preStop: {
-                      exec: { command: ["node", "-e", `setTimeout(() => {}, ${s.preStopDelaySeconds * 1000})`] },
+                      exec: {
+                        command: ["node", "-e", `setTimeout(() => {}, ${s.preStopDelaySeconds * 1000})`],
+                      },
                     },
                   },
                   securityContext: restrictedContainer,

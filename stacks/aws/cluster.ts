@@ -74,7 +74,10 @@ export class AwsCluster extends pulumi.ComponentResource {
     // Control plane role and a KMS key for envelope encryption of Kubernetes Secrets.
     const clusterRole = new aws.iam.Role(
       `${name}-cluster-role`,
-      { assumeRolePolicy: assumeRolePolicy("eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]), tags: args.tags },
+      {
+        assumeRolePolicy: assumeRolePolicy("eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
+        tags: args.tags,
+      },
       child,
     );
     const clusterPolicy = new aws.iam.RolePolicyAttachment(
@@ -100,7 +103,10 @@ export class AwsCluster extends pulumi.ComponentResource {
           endpointPublicAccess: true,
           publicAccessCidrs: s.apiAllowedCidrs,
         },
-        accessConfig: { authenticationMode: "API_AND_CONFIG_MAP", bootstrapClusterCreatorAdminPermissions: true },
+        accessConfig: {
+          authenticationMode: "API_AND_CONFIG_MAP",
+          bootstrapClusterCreatorAdminPermissions: true,
+        },
         encryptionConfig: { provider: { keyArn: secretsKey.arn }, resources: ["secrets"] },
         enabledClusterLogTypes: ["api", "audit", "authenticator"],
         tags: args.tags,
@@ -119,7 +125,12 @@ export class AwsCluster extends pulumi.ComponentResource {
       aws.iam.ManagedPolicy.AmazonEKS_CNI_Policy,
       aws.iam.ManagedPolicy.AmazonEC2ContainerRegistryReadOnly,
     ].map(
-      (policyArn, i) => new aws.iam.RolePolicyAttachment(`${name}-node-policy-${i}`, { role: nodeRole.name, policyArn }, child),
+      (policyArn, i) =>
+        new aws.iam.RolePolicyAttachment(
+          `${name}-node-policy-${i}`,
+          { role: nodeRole.name, policyArn },
+          child,
+        ),
     );
     const nodes = new aws.eks.NodeGroup(
       `${name}-nodes`,
@@ -156,7 +167,10 @@ export class AwsCluster extends pulumi.ComponentResource {
     );
     const efsCsiRole = new aws.iam.Role(
       `${name}-efs-csi-role`,
-      { assumeRolePolicy: assumeRolePolicy("pods.eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]), tags: args.tags },
+      {
+        assumeRolePolicy: assumeRolePolicy("pods.eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
+        tags: args.tags,
+      },
       child,
     );
     const efsCsiPolicy = new aws.iam.RolePolicyAttachment(

@@ -44,7 +44,13 @@ export class AwsFilesystem extends pulumi.ComponentResource {
 
     const sg = clientSecurityGroup(
       `${name}-sg`,
-      { vpcId: args.vpcId, port: 2049, clients: args.clients, description: "NFS from the cluster", tags: args.tags },
+      {
+        vpcId: args.vpcId,
+        port: 2049,
+        clients: args.clients,
+        description: "NFS from the cluster",
+        tags: args.tags,
+      },
       child,
     );
     // Knowledge base and Chroma data live here: encrypted, Regional, protected against accidental deletion.
@@ -59,10 +65,18 @@ export class AwsFilesystem extends pulumi.ComponentResource {
       },
       { ...child, protect: true },
     );
-    new aws.efs.BackupPolicy(`${name}-backup`, { fileSystemId: fs.id, backupPolicy: { status: "ENABLED" } }, child);
+    new aws.efs.BackupPolicy(
+      `${name}-backup`,
+      { fileSystemId: fs.id, backupPolicy: { status: "ENABLED" } },
+      child,
+    );
     const mountTargets = args.subnetIds.map(
       (subnetId, i) =>
-        new aws.efs.MountTarget(`${name}-mt-${i}`, { fileSystemId: fs.id, subnetId, securityGroups: [sg.id] }, child),
+        new aws.efs.MountTarget(
+          `${name}-mt-${i}`,
+          { fileSystemId: fs.id, subnetId, securityGroups: [sg.id] },
+          child,
+        ),
     );
 
     // The StorageClass the app's claims use.

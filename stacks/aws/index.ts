@@ -79,7 +79,11 @@ export function createAwsPlatform(
       resources: [db.instance],
     },
     redis: { host: redis.host, port: redis.port, authToken: redis.authToken, resources: [redis.group] },
-    storage: { storageClassName: fs.storageClassName, filesystemId: fs.fileSystemId, resources: fs.resources },
+    storage: {
+      storageClassName: fs.storageClassName,
+      filesystemId: fs.fileSystemId,
+      resources: fs.resources,
+    },
     internalLoadBalancerAnnotations: AWS_INTERNAL_LB_ANNOTATIONS,
   };
 }

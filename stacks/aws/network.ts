@@ -15,7 +15,8 @@ export interface AwsNetworkArgs {
 
 /** Subnet plan: a /19 private subnet per AZ from the start of the VPC, a /24 public one per AZ in its last /20. */
 export function awsSubnetPlan(vpcCidr: string, zoneCount: number): { private: string[]; public: string[] } {
-  if (zoneCount < 1 || zoneCount > 6) throw new Error(`Between 1 and 6 zones are supported, got ${zoneCount}.`);
+  if (zoneCount < 1 || zoneCount > 6)
+    throw new Error(`Between 1 and 6 zones are supported, got ${zoneCount}.`);
   const lastSlash20 = 15 * 4096;
   return {
     private: Array.from({ length: zoneCount }, (_, i) => subBlock(vpcCidr, 19, i)),
@@ -39,6 +40,12 @@ export class AwsNetwork extends pulumi.ComponentResource {
       this.registerOutputs({ vpcId: this.vpcId });
       return;
     }
+    if (args.zones.length < 1 || args.zones.length > 6) {
+      throw new pulumi.ResourceError(
+        `${args.zones.length} zones given. List 1 to 6 availability zones.`,
+        this,
+      );
+    }
     const plan = awsSubnetPlan(args.cidr, args.zones.length);
     const child = { parent: this };
     const tags = (n: string, extra: Record<string, string> = {}) => ({ ...args.tags, Name: n, ...extra });
@@ -49,10 +56,18 @@ export class AwsNetwork extends pulumi.ComponentResource {
       { cidrBlock: args.cidr, enableDnsHostnames: true, enableDnsSupport: true, tags: tags(`${name}-vpc`) },
       child,
     );
-    const igw = new aws.ec2.InternetGateway(`${name}-igw`, { vpcId: vpc.id, tags: tags(`${name}-igw`) }, child);
+    const igw = new aws.ec2.InternetGateway(
+      `${name}-igw`,
+      { vpcId: vpc.id, tags: tags(`${name}-igw`) },
+      child,
+    );
     const publicRt = new aws.ec2.RouteTable(
       `${name}-public-rt`,
-      { vpcId: vpc.id, routes: [{ cidrBlock: "0.0.0.0/0", gatewayId: igw.id }], tags: tags(`${name}-public`) },
+      {
+        vpcId: vpc.id,
+        routes: [{ cidrBlock: "0.0.0.0/0", gatewayId: igw.id }],
+        tags: tags(`${name}-public`),
+      },
       child,
     );
 
@@ -69,8 +84,16 @@ export class AwsNetwork extends pulumi.ComponentResource {
         },
         child,
       );
-      new aws.ec2.RouteTableAssociation(`${name}-public-${i}`, { subnetId: pub.id, routeTableId: publicRt.id }, child);
-      const eip = new aws.ec2.Eip(`${name}-nat-${i}`, { domain: "vpc", tags: tags(`${name}-nat-${zone}`) }, child);
+      new aws.ec2.RouteTableAssociation(
+        `${name}-public-${i}`,
+        { subnetId: pub.id, routeTableId: publicRt.id },
+        child,
+      );
+      const eip = new aws.ec2.Eip(
+        `${name}-nat-${i}`,
+        { domain: "vpc", tags: tags(`${name}-nat-${zone}`) },
+        child,
+      );
       const nat = new aws.ec2.NatGateway(
         `${name}-nat-${i}`,
         { subnetId: pub.id, allocationId: eip.id, tags: tags(`${name}-nat-${zone}`) },
@@ -89,10 +112,18 @@ export class AwsNetwork extends pulumi.ComponentResource {
       );
       const rt = new aws.ec2.RouteTable(
         `${name}-private-${i}`,
-        { vpcId: vpc.id, routes: [{ cidrBlock: "0.0.0.0/0", natGatewayId: nat.id }], tags: tags(`${name}-private-${zone}`) },
+        {
+          vpcId: vpc.id,
+          routes: [{ cidrBlock: "0.0.0.0/0", natGatewayId: nat.id }],
+          tags: tags(`${name}-private-${zone}`),
+        },
         child,
       );
-      new aws.ec2.RouteTableAssociation(`${name}-private-${i}`, { subnetId: priv.id, routeTableId: rt.id }, child);
+      new aws.ec2.RouteTableAssociation(
+        `${name}-private-${i}`,
+        { subnetId: priv.id, routeTableId: rt.id },
+        child,
+      );
       return priv.id;
     });
     this.vpcId = vpc.id;

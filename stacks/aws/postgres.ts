@@ -36,7 +36,13 @@ export class AwsPostgres extends pulumi.ComponentResource {
     );
     const sg = clientSecurityGroup(
       `${name}-sg`,
-      { vpcId: args.vpcId, port: 5432, clients: args.clients, description: "PostgreSQL from the cluster", tags: args.tags },
+      {
+        vpcId: args.vpcId,
+        port: 5432,
+        clients: args.clients,
+        description: "PostgreSQL from the cluster",
+        tags: args.tags,
+      },
       child,
     );
 
@@ -58,12 +64,12 @@ export class AwsPostgres extends pulumi.ComponentResource {
     this.instance = new aws.rds.Instance(
       `${name}-db`,
       {
-        engine: "postgres",
+        engine: aws.rds.EngineType.Postgres,
         engineVersion: s.version,
         instanceClass: s.size,
         allocatedStorage: s.storageGb,
         maxAllocatedStorage: s.storageGb * 4,
-        storageType: "gp3",
+        storageType: aws.rds.StorageType.GP3,
         multiAz: s.ha,
         storageEncrypted: true,
         publiclyAccessible: false,

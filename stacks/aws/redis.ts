@@ -41,7 +41,13 @@ export class AwsRedis extends pulumi.ComponentResource {
     );
     const sg = clientSecurityGroup(
       `${name}-sg`,
-      { vpcId: args.vpcId, port: AWS_REDIS_PORT, clients: args.clients, description: "Redis from the cluster", tags: args.tags },
+      {
+        vpcId: args.vpcId,
+        port: AWS_REDIS_PORT,
+        clients: args.clients,
+        description: "Redis from the cluster",
+        tags: args.tags,
+      },
       child,
     );
     // ElastiCache AUTH tokens allow printable characters except @, " and /: alphanumerics are safe everywhere.

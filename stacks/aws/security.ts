@@ -11,13 +11,27 @@ export interface AwsClients {
 /** Ingress rules for `port` from the clients; a pure decision, tested without mocks. */
 export function clientIngress(port: number, clients: AwsClients, description: string) {
   return clients.securityGroupId
-    ? [{ protocol: "tcp", fromPort: port, toPort: port, securityGroups: [clients.securityGroupId], description }]
+    ? [
+        {
+          protocol: "tcp",
+          fromPort: port,
+          toPort: port,
+          securityGroups: [clients.securityGroupId],
+          description,
+        },
+      ]
     : [{ protocol: "tcp", fromPort: port, toPort: port, cidrBlocks: clients.cidrs, description }];
 }
 
 export function clientSecurityGroup(
   name: string,
-  args: { vpcId: pulumi.Input<string>; port: number; clients: AwsClients; description: string; tags: Record<string, string> },
+  args: {
+    vpcId: pulumi.Input<string>;
+    port: number;
+    clients: AwsClients;
+    description: string;
+    tags: Record<string, string>;
+  },
   opts: pulumi.CustomResourceOptions,
 ): aws.ec2.SecurityGroup {
   return new aws.ec2.SecurityGroup(

@@ -54,7 +54,10 @@ export class AzureCluster extends pulumi.ComponentResource {
         dnsPrefix: name,
         kubernetesVersion: s.kubernetesVersion,
         identity: { type: containerservice.ResourceIdentityType.SystemAssigned },
-        sku: { name: containerservice.ManagedClusterSKUName.Base, tier: containerservice.ManagedClusterSKUTier.Standard },
+        sku: {
+          name: containerservice.ManagedClusterSKUName.Base,
+          tier: containerservice.ManagedClusterSKUTier.Standard,
+        },
         agentPoolProfiles: [
           {
             name: "system",
@@ -97,7 +100,9 @@ export class AzureCluster extends pulumi.ComponentResource {
       {
         principalId,
         principalType: authorization.PrincipalType.ServicePrincipal,
-        roleDefinitionId: pulumi.output(args.subnetId).apply((id) => roleDefinitionId(id, AZURE_ROLES.networkContributor)),
+        roleDefinitionId: pulumi
+          .output(args.subnetId)
+          .apply((id) => roleDefinitionId(id, AZURE_ROLES.networkContributor)),
         scope: args.subnetId,
       },
       child,
@@ -108,7 +113,11 @@ export class AzureCluster extends pulumi.ComponentResource {
       child,
     );
     this.kubeconfig = pulumi.secret(creds.kubeconfigs.apply((k) => decodeKubeconfig(k[0].value)));
-    this.provider = new k8s.Provider(`${name}-k8s`, { kubeconfig: this.kubeconfig, enableServerSideApply: true }, child);
+    this.provider = new k8s.Provider(
+      `${name}-k8s`,
+      { kubeconfig: this.kubeconfig, enableServerSideApply: true },
+      child,
+    );
     this.clusterName = cluster.name;
     this.principalId = principalId;
     this.registerOutputs({ clusterName: this.clusterName, kubeconfig: this.kubeconfig });

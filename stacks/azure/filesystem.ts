@@ -66,7 +66,9 @@ export class AzureFilesystem extends pulumi.ComponentResource {
           {
             principalId: args.clusterPrincipalId,
             principalType: authorization.PrincipalType.ServicePrincipal,
-            roleDefinitionId: account.id.apply((id) => roleDefinitionId(id, AZURE_ROLES.storageAccountContributor)),
+            roleDefinitionId: account.id.apply((id) =>
+              roleDefinitionId(id, AZURE_ROLES.storageAccountContributor),
+            ),
             scope: account.id,
           },
           child,

@@ -18,7 +18,11 @@ export interface AzureNetworkArgs {
 
 /** Subnet plan: /20 for nodes (pods use the overlay), /24 for PostgreSQL, /24 for private endpoints. */
 export function azureSubnetPlan(cidr: string): { cluster: string; postgres: string; endpoints: string } {
-  return { cluster: subBlock(cidr, 20, 0), postgres: subBlock(cidr, 24, 16), endpoints: subBlock(cidr, 24, 17) };
+  return {
+    cluster: subBlock(cidr, 20, 0),
+    postgres: subBlock(cidr, 24, 16),
+    endpoints: subBlock(cidr, 24, 17),
+  };
 }
 
 export class AzureNetwork extends pulumi.ComponentResource {

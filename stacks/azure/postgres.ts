@@ -79,7 +79,10 @@ export class AzurePostgres extends pulumi.ComponentResource {
         version: s.version,
         sku: { name: s.size, tier: dbforpostgresql.SkuTier.GeneralPurpose },
         storage: { storageSizeGB: s.storageGb, autoGrow: dbforpostgresql.StorageAutoGrow.Enabled },
-        backup: { backupRetentionDays: s.backupDays, geoRedundantBackup: dbforpostgresql.GeographicallyRedundantBackup.Disabled },
+        backup: {
+          backupRetentionDays: s.backupDays,
+          geoRedundantBackup: dbforpostgresql.GeographicallyRedundantBackup.Disabled,
+        },
         highAvailability: azurePostgresHa(s.ha, args.zones),
         ...(args.zones.length > 0 ? { availabilityZone: args.zones[0] } : {}),
         network: {
@@ -96,7 +99,12 @@ export class AzurePostgres extends pulumi.ComponentResource {
         administratorLoginPassword: pulumi.secret(password.result),
         tags: args.tags,
       },
-      { ...child, dependsOn: [link], protect: true, ignoreChanges: ["availabilityZone", "highAvailability.standbyAvailabilityZone"] },
+      {
+        ...child,
+        dependsOn: [link],
+        protect: true,
+        ignoreChanges: ["availabilityZone", "highAvailability.standbyAvailabilityZone"],
+      },
     );
 
     // TLS is required (the default, pinned here so nobody turns it off).

@@ -42,7 +42,9 @@ export class AzureRedis extends pulumi.ComponentResource {
         resourceGroupName: args.resourceGroupName,
         location: args.location,
         sku: { name: s.size },
-        highAvailability: s.ha ? redisenterprise.HighAvailability.Enabled : redisenterprise.HighAvailability.Disabled,
+        highAvailability: s.ha
+          ? redisenterprise.HighAvailability.Enabled
+          : redisenterprise.HighAvailability.Disabled,
         minimumTlsVersion: redisenterprise.TlsVersion.TlsVersion_1_2,
         publicNetworkAccess: redisenterprise.PublicNetworkAccess.Disabled,
         tags: args.tags,

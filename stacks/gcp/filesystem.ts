@@ -42,7 +42,9 @@ export class GcpFilesystem extends pulumi.ComponentResource {
         fileShares: {
           name: FILESTORE_SHARE,
           capacityGb: args.settings.sizeGb,
-          nfsExportOptions: [{ ipRanges: args.clientRanges, accessMode: "READ_WRITE", squashMode: "NO_ROOT_SQUASH" }],
+          nfsExportOptions: [
+            { ipRanges: args.clientRanges, accessMode: "READ_WRITE", squashMode: "NO_ROOT_SQUASH" },
+          ],
         },
         networks: [
           {

@@ -39,7 +39,11 @@ export function createGcpPlatform(
   );
   const psa = { networkId: net.networkId, psaRangeName: net.psaRangeName, psaConnection: net.psaConnection };
   const db = new GcpPostgres(`${name}-pg`, { settings: config.postgres, project, region, ...psa }, opts);
-  const redis = new GcpRedis(`${name}-redis`, { settings: config.redis, project, region, zones: config.zones, ...psa }, opts);
+  const redis = new GcpRedis(
+    `${name}-redis`,
+    { settings: config.redis, project, region, zones: config.zones, ...psa },
+    opts,
+  );
   const fs = new GcpFilesystem(
     `${name}-fs`,
     {
@@ -77,7 +81,11 @@ export function createGcpPlatform(
     storage: {
       storageClassName: fs.storageClassName,
       filesystemId: fs.instanceId,
-      staticNfs: { server: fs.ip, path: `/${FILESTORE_SHARE}`, mountOptions: ["nfsvers=3", "hard", "noresvport"] },
+      staticNfs: {
+        server: fs.ip,
+        path: `/${FILESTORE_SHARE}`,
+        mountOptions: ["nfsvers=3", "hard", "noresvport"],
+      },
       resources: fs.resources,
     },
     internalLoadBalancerAnnotations: GCP_INTERNAL_LB_ANNOTATIONS,

@@ -97,12 +97,22 @@ export class GcpNetwork extends pulumi.ComponentResource {
     // Private services access: one allocated range peered with Google's service producer network.
     const range = new gcp.compute.GlobalAddress(
       `${name}-psa`,
-      { project: args.project, network: networkId, purpose: "VPC_PEERING", addressType: "INTERNAL", prefixLength: 16 },
+      {
+        project: args.project,
+        network: networkId,
+        purpose: "VPC_PEERING",
+        addressType: "INTERNAL",
+        prefixLength: 16,
+      },
       child,
     );
     this.psaConnection = new gcp.servicenetworking.Connection(
       `${name}-psa`,
-      { network: networkId, service: "servicenetworking.googleapis.com", reservedPeeringRanges: [range.name] },
+      {
+        network: networkId,
+        service: "servicenetworking.googleapis.com",
+        reservedPeeringRanges: [range.name],
+      },
       child,
     );
     this.networkId = networkId;

@@ -75,7 +75,12 @@ export class GcpPostgres extends pulumi.ComponentResource {
     const password = new random.RandomPassword(`${name}-password`, { length: 32, special: false }, child);
     const user = new gcp.sql.User(
       `${name}-user`,
-      { project: args.project, instance: this.instance.name, name: GCP_DB_USER, password: pulumi.secret(password.result) },
+      {
+        project: args.project,
+        instance: this.instance.name,
+        name: GCP_DB_USER,
+        password: pulumi.secret(password.result),
+      },
       child,
     );
     const db = new gcp.sql.Database(

@@ -42,7 +42,9 @@ export class GcpRedis extends pulumi.ComponentResource {
         authorizedNetwork: args.networkId,
         reservedIpRange: args.psaRangeName,
         persistenceConfig: { persistenceMode: "RDB", rdbSnapshotPeriod: "TWELVE_HOURS" },
-        maintenancePolicy: { weeklyMaintenanceWindows: [{ day: "SUNDAY", startTime: { hours: 3, minutes: 0 } }] },
+        maintenancePolicy: {
+          weeklyMaintenanceWindows: [{ day: "SUNDAY", startTime: { hours: 3, minutes: 0 } }],
+        },
       },
       { parent: this, dependsOn: [args.psaConnection] },
     );

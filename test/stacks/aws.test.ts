@@ -23,7 +23,11 @@ describe("aws stack", () => {
     const vpc = one(r, "aws:ec2/vpc:Vpc");
     expect(vpc.inputs.cidrBlock).toBe("10.40.0.0/16");
     const privateSubnets = all(r, "aws:ec2/subnet:Subnet").filter((s) => s.name.includes("private"));
-    expect(privateSubnets.map((s) => s.inputs.availabilityZone)).toEqual(["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    expect(privateSubnets.map((s) => s.inputs.availabilityZone)).toEqual([
+      "eu-west-1a",
+      "eu-west-1b",
+      "eu-west-1c",
+    ]);
     for (const s of privateSubnets) {
       expect(s.inputs.mapPublicIpOnLaunch).toBe(false);
       expect(s.inputs.vpcId).toBe(vpc.id);
@@ -39,7 +43,9 @@ describe("aws stack", () => {
     expect(at(cluster.inputs, "vpcConfig.subnetIds")).toEqual(subnetIds);
     expect(at(cluster.inputs, "vpcConfig.endpointPrivateAccess")).toBe(true);
     expect(at(cluster.inputs, "encryptionConfig.resources")).toEqual(["secrets"]);
-    expect(at(cluster.inputs, "encryptionConfig.provider.keyArn")).toBe(one(r, "aws:kms/key:Key").outputs.arn);
+    expect(at(cluster.inputs, "encryptionConfig.provider.keyArn")).toBe(
+      one(r, "aws:kms/key:Key").outputs.arn,
+    );
     const nodes = one(r, "aws:eks/nodeGroup:NodeGroup");
     expect(nodes.inputs.subnetIds).toEqual(subnetIds);
     expect(nodes.inputs.scalingConfig).toEqual({ minSize: 3, desiredSize: 3, maxSize: 12 });
@@ -118,7 +124,11 @@ describe("aws stack", () => {
     expect(at(sg.inputs, "ingress")[0]).toMatchObject({ fromPort: 2049, toPort: 2049 });
     const sc = one(r, K8S.storageClass);
     expect(sc.inputs.provisioner).toBe("efs.csi.aws.com");
-    expect(sc.inputs.parameters).toMatchObject({ provisioningMode: "efs-ap", fileSystemId: efs.id, uid: "10001" });
+    expect(sc.inputs.parameters).toMatchObject({
+      provisioningMode: "efs-ap",
+      fileSystemId: efs.id,
+      uid: "10001",
+    });
     expect(sc.options.dependencies).toContain(one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-efs-csi").urn);
     expect(r.outputs.filesystemId).toBe(efs.id);
   });
@@ -138,7 +148,9 @@ describe("aws stack", () => {
       storageClass: one(r, K8S.storageClass),
     });
     // No CA to hand over on AWS (Amazon's CAs are publicly trusted).
-    expect(JSON.stringify(one(r, K8S.deployment, "llm-proxy-deployment").inputs)).not.toContain("REDIS_TLS_CA");
+    expect(JSON.stringify(one(r, K8S.deployment, "llm-proxy-deployment").inputs)).not.toContain(
+      "REDIS_TLS_CA",
+    );
   });
 
   it("hardens the workload and spreads it across zones", () => assertWorkloadHardening(r));

@@ -23,7 +23,9 @@ describe("azure stack", () => {
     const vnet = one(r, "azure-native:network:VirtualNetwork");
     expect(at(vnet.inputs, "addressSpace.addressPrefixes")).toEqual(["10.41.0.0/16"]);
     const subnets = Object.fromEntries(all(r, "azure-native:network:Subnet").map((s) => [s.name, s]));
-    expect(subnets["llm-proxy-net-cluster"].inputs.serviceEndpoints).toEqual([{ service: "Microsoft.Storage" }]);
+    expect(subnets["llm-proxy-net-cluster"].inputs.serviceEndpoints).toEqual([
+      { service: "Microsoft.Storage" },
+    ]);
     expect(subnets["llm-proxy-net-postgres"].inputs.delegations).toEqual([
       { name: "postgres", serviceName: "Microsoft.DBforPostgreSQL/flexibleServers" },
     ]);
@@ -45,7 +47,9 @@ describe("azure stack", () => {
     expect(at(aks.inputs, "networkProfile.networkPolicy")).toBe("cilium");
     expect(at(aks.inputs, "sku.tier")).toBe("Standard");
     // The kubeconfig comes from the cluster's user credentials, base64-decoded.
-    const invoke = r.invokes.find((i) => i.token === "azure-native:containerservice:listManagedClusterUserCredentials");
+    const invoke = r.invokes.find(
+      (i) => i.token === "azure-native:containerservice:listManagedClusterUserCredentials",
+    );
     expect(invoke?.inputs.resourceName).toBe(aks.outputs.name);
     expect(r.outputs.kubeconfig).toMatch(/^apiVersion: v1/);
   });
@@ -86,12 +90,18 @@ describe("azure stack", () => {
       publicNetworkAccess: "Disabled",
     });
     const db = one(r, "azure-native:redisenterprise:Database");
-    expect(db.inputs).toMatchObject({ clientProtocol: "Encrypted", clusteringPolicy: "NoCluster", port: 10000 });
+    expect(db.inputs).toMatchObject({
+      clientProtocol: "Encrypted",
+      clusteringPolicy: "NoCluster",
+      port: 10000,
+    });
     const pe = one(r, "azure-native:network:PrivateEndpoint");
     expect(pe.inputs.privateLinkServiceConnections).toEqual([
       expect.objectContaining({ privateLinkServiceId: cluster.id, groupIds: ["redisEnterprise"] }),
     ]);
-    expect(at(pe.inputs, "subnet.id")).toBe(one(r, "azure-native:network:Subnet", "llm-proxy-net-endpoints").id);
+    expect(at(pe.inputs, "subnet.id")).toBe(
+      one(r, "azure-native:network:Subnet", "llm-proxy-net-endpoints").id,
+    );
   });
 
   it("puts Azure Files NFS on a Premium_ZRS FileStorage account reachable only from the cluster subnet", () => {
@@ -113,7 +123,9 @@ describe("azure stack", () => {
     // The cluster identity may create shares in the account.
     const role = one(r, "azure-native:authorization:RoleAssignment", "llm-proxy-fs-csi-role");
     expect(role.inputs.scope).toBe(account.id);
-    expect(role.inputs.principalId).toBe(at(one(r, "azure-native:containerservice:ManagedCluster").outputs, "identity.principalId"));
+    expect(role.inputs.principalId).toBe(
+      at(one(r, "azure-native:containerservice:ManagedCluster").outputs, "identity.principalId"),
+    );
     expect(r.outputs.filesystemId).toBe(account.id);
   });
 

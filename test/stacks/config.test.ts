@@ -12,6 +12,7 @@ import {
   pdbSpecFields,
   proxyConfigYaml,
   proxyPlainEnv,
+  proxySettingsProblems,
   terminationGraceSeconds,
 } from "../../stacks/app/decisions";
 import { awsSubnetPlan } from "../../stacks/aws/network";
@@ -36,7 +37,10 @@ const AWS: RawConfig = { cloud: "aws" };
 const awsProvider = { region: "eu-west-1" };
 
 /** The problems parseStackConfig reports for `raw` (fails the test if it does not throw). */
-function problems(raw: RawConfig, provider: { region?: string; gcpProject?: string } = awsProvider): string[] {
+function problems(
+  raw: RawConfig,
+  provider: { region?: string; gcpProject?: string } = awsProvider,
+): string[] {
   try {
     parseStackConfig(raw, provider);
   } catch (error) {
@@ -49,7 +53,10 @@ function problems(raw: RawConfig, provider: { region?: string; gcpProject?: stri
 describe("Pulumi.yaml", () => {
   it("is the llm-proxy nodejs/TypeScript project with main stacks/", () => {
     expect(projectFile.name).toBe("llm-proxy");
-    expect(projectFile.runtime).toEqual({ name: "nodejs", options: { typescript: true, packagemanager: "npm" } });
+    expect(projectFile.runtime).toEqual({
+      name: "nodejs",
+      options: { typescript: true, packagemanager: "npm" },
+    });
     expect(projectFile.main).toBe("stacks/");
     expect(projectFile.description).toBeTruthy();
   });
@@ -83,7 +90,11 @@ describe("stack files", () => {
       const text = fs.readFileSync(path.join(root, `Pulumi.${stack}.yaml`), "utf8");
       const config = parseYaml(text).config as Record<string, unknown>;
       expect(config["llm-proxy:cloud"]).toBe(stack);
-      const providerKeys = { aws: ["aws:region"], azure: ["azure-native:location"], gcp: ["gcp:project", "gcp:region"] };
+      const providerKeys = {
+        aws: ["aws:region"],
+        azure: ["azure-native:location"],
+        gcp: ["gcp:project", "gcp:region"],
+      };
       for (const k of providerKeys[stack as keyof typeof providerKeys]) expect(config[k], k).toBeTruthy();
       for (const key of Object.keys(config)) {
         if (!key.startsWith("llm-proxy:")) continue;
@@ -114,11 +125,15 @@ describe("config validation", () => {
   it("rejects an unknown cloud, naming the key and the choices", () => {
     const p = problems({ cloud: "oracle" });
     expect(p).toEqual(['llm-proxy:cloud is "oracle", an unknown cloud. Use one of aws, azure, gcp.']);
-    expect(problems({})[0]).toMatch(/llm-proxy:cloud is not set\. Set it with: pulumi config set llm-proxy:cloud/);
+    expect(problems({})[0]).toMatch(
+      /llm-proxy:cloud is not set\. Set it with: pulumi config set llm-proxy:cloud/,
+    );
   });
 
   it("requires the cloud's provider settings", () => {
-    expect(problems(AWS, {})).toEqual(["aws:region is not set. Set it with: pulumi config set aws:region <value>."]);
+    expect(problems(AWS, {})).toEqual([
+      "aws:region is not set. Set it with: pulumi config set aws:region <value>.",
+    ]);
     expect(problems({ cloud: "gcp" }, { region: "europe-west1" })).toEqual([
       "gcp:project is not set. Set it with: pulumi config set gcp:project <project-id>.",
     ]);
@@ -260,12 +275,31 @@ describe("pure decisions", () => {
   });
 
   it("derives HPA, PDB, grace period and env from the settings", () => {
-    const s = parseStackConfig({ ...AWS, requestTimeoutSeconds: "600", preStopDelaySeconds: "5" }, awsProvider).proxy;
+    const s = parseStackConfig(
+      { ...AWS, requestTimeoutSeconds: "600", preStopDelaySeconds: "5" },
+      awsProvider,
+    ).proxy;
     expect(terminationGraceSeconds(s)).toBe(620);
     expect(hpaSpec(s.autoscaling).behavior.scaleDown.stabilizationWindowSeconds).toBe(300);
     expect(pdbSpecFields({ maxUnavailable: 1 })).toEqual({ maxUnavailable: 1 });
     const env = proxyPlainEnv(s, undefined);
     expect(env).toMatchObject({ PORT: "8000", SHUTDOWN_GRACE_SECONDS: "600", REPLICAS: "3", WORKERS: "2" });
+  });
+
+  it("the app component refuses unsafe settings on its own", () => {
+    const s = parseStackConfig(AWS, awsProvider).proxy;
+    expect(proxySettingsProblems(s)).toEqual([]);
+    const bad = { ...s, pdb: { minAvailable: 3 }, memoryRequestMi: 100 };
+    expect(proxySettingsProblems(bad)).toEqual([
+      "PDB minAvailable 3 blocks every node drain with 3 replicas. Lower it.",
+      "memory request 100Mi is below 360Mi for 2 workers. Raise it.",
+    ]);
+    const upside = {
+      ...s,
+      autoscaling: { ...s.autoscaling, minReplicas: 5, maxReplicas: 4 },
+      pdb: { minAvailable: 1 },
+    };
+    expect(proxySettingsProblems(upside)).toEqual(["minReplicas 5 exceeds maxReplicas 4. Lower it."]);
   });
 
   it("generates the proxy config from the keys that are set and merges proxyConfig over it", () => {

@@ -16,7 +16,10 @@ function podEnvironment(r: OfflineRunResult): { env: Record<string, string>; fil
   const cmName = at(cm.outputs, "metadata.name");
   const secretData = secret.inputs.stringData as Record<string, string>;
   const cmData = at(cm.inputs, "data") as Record<string, string>;
-  const container = at(one(r, K8S.deployment, "llm-proxy-deployment").inputs, "spec.template.spec.containers")[0];
+  const container = at(
+    one(r, K8S.deployment, "llm-proxy-deployment").inputs,
+    "spec.template.spec.containers",
+  )[0];
   const env: Record<string, string> = {};
   for (const from of container.envFrom ?? []) {
     expect(from.secretRef.name).toBe(secretName);
@@ -44,8 +47,12 @@ describe("environment contract (stacks/app → service/config)", () => {
       });
       const { env, fileText } = podEnvironment(r);
       const names = Object.keys(env);
-      expect(names).toEqual(expect.arrayContaining(["DATABASE_URL", "REDIS_URL", "PROXY_MASTER_KEY", "OPENAI_API_KEY"]));
-      const unknown = names.filter((n) => !(ENV_VARS as readonly string[]).includes(n) && !isProviderKeyEnv(n));
+      expect(names).toEqual(
+        expect.arrayContaining(["DATABASE_URL", "REDIS_URL", "PROXY_MASTER_KEY", "OPENAI_API_KEY"]),
+      );
+      const unknown = names.filter(
+        (n) => !(ENV_VARS as readonly string[]).includes(n) && !isProviderKeyEnv(n),
+      );
       expect(unknown).toEqual([]);
 
       const config = loadConfig({ env, fileText });

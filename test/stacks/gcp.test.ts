@@ -23,7 +23,11 @@ describe("gcp stack", () => {
     const net = one(r, "gcp:compute/network:Network");
     expect(net.inputs.autoCreateSubnetworks).toBe(false);
     const sub = one(r, "gcp:compute/subnetwork:Subnetwork");
-    expect(sub.inputs).toMatchObject({ network: net.id, ipCidrRange: "10.42.0.0/20", privateIpGoogleAccess: true });
+    expect(sub.inputs).toMatchObject({
+      network: net.id,
+      ipCidrRange: "10.42.0.0/20",
+      privateIpGoogleAccess: true,
+    });
     expect(at(sub.inputs, "secondaryIpRanges").map((x: any) => x.rangeName)).toEqual(["pods", "services"]);
     const range = one(r, "gcp:compute/globalAddress:GlobalAddress");
     expect(range.inputs).toMatchObject({ purpose: "VPC_PEERING", addressType: "INTERNAL", network: net.id });
@@ -102,7 +106,10 @@ describe("gcp stack", () => {
     const fsi = one(r, "gcp:filestore/instance:Instance");
     expect(fsi.inputs.tier).toBe("REGIONAL");
     expect(fsi.inputs.location).toBe("europe-west1");
-    expect(at(fsi.inputs, "networks")[0]).toMatchObject({ connectMode: "PRIVATE_SERVICE_ACCESS", modes: ["MODE_IPV4"] });
+    expect(at(fsi.inputs, "networks")[0]).toMatchObject({
+      connectMode: "PRIVATE_SERVICE_ACCESS",
+      modes: ["MODE_IPV4"],
+    });
     expect(at(fsi.inputs, "fileShares.nfsExportOptions")[0].ipRanges).toEqual(["10.42.0.0/16"]);
     expect(fsi.options.protect).toBe(true);
     const ip = at(fsi.outputs, "networks")[0].ipAddresses[0];
@@ -139,7 +146,8 @@ describe("gcp stack", () => {
     const cm = one(r, K8S.configMap);
     const ca = (at(redis.outputs, "serverCaCerts") as { cert: string }[]).map((c) => c.cert).join("\n");
     expect(at(cm.inputs, "data")["redis-ca.pem"]).toBe(ca);
-    const env = at(one(r, K8S.deployment, "llm-proxy-deployment").inputs, "spec.template.spec.containers")[0].env;
+    const env = at(one(r, K8S.deployment, "llm-proxy-deployment").inputs, "spec.template.spec.containers")[0]
+      .env;
     expect(env.find((e: any) => e.name === "REDIS_TLS_CA").valueFrom).toEqual({
       configMapKeyRef: { name: at(cm.outputs, "metadata.name"), key: "redis-ca.pem" },
     });

@@ -33,7 +33,10 @@ export function all(r: OfflineRunResult, type: string): RecordedResource[] {
 
 export function one(r: OfflineRunResult, type: string, name?: string): RecordedResource {
   const found = all(r, type).filter((x) => name === undefined || x.name === name);
-  expect(found.map((x) => x.name), `exactly one ${type}${name ? ` named ${name}` : ""}`).toHaveLength(1);
+  expect(
+    found.map((x) => x.name),
+    `exactly one ${type}${name ? ` named ${name}` : ""}`,
+  ).toHaveLength(1);
   return found[0];
 }
 
@@ -161,7 +164,9 @@ export function assertAppWiring(r: OfflineRunResult, e: CloudEndpoints): void {
   const pdb = one(r, K8S.pdb);
   expect(at(pdb.inputs, "spec.selector.matchLabels")).toEqual(selector);
   expect(at(one(r, K8S.service, "llm-proxy-svc").inputs, "spec.selector")).toEqual(selector);
-  expect(at(one(r, K8S.networkPolicy, "llm-proxy-netpol").inputs, "spec.podSelector.matchLabels")).toEqual(selector);
+  expect(at(one(r, K8S.networkPolicy, "llm-proxy-netpol").inputs, "spec.podSelector.matchLabels")).toEqual(
+    selector,
+  );
   const hpa = one(r, K8S.hpa);
   expect(at(hpa.inputs, "spec.scaleTargetRef")).toEqual({
     apiVersion: "apps/v1",
@@ -179,11 +184,13 @@ export function assertAppWiring(r: OfflineRunResult, e: CloudEndpoints): void {
   );
   const env = Object.fromEntries(container.env.map((v: any) => [v.name, v.value ?? v.valueFrom]));
   expect(env.KB_DIR).toBe(container.volumeMounts.find((m: any) => m.name === "kb").mountPath);
-  expect(env.CONFIG_FILE.startsWith(container.volumeMounts.find((m: any) => m.name === "config").mountPath)).toBe(
-    true,
-  );
+  expect(
+    env.CONFIG_FILE.startsWith(container.volumeMounts.find((m: any) => m.name === "config").mountPath),
+  ).toBe(true);
   const chromaSvc = one(r, K8S.service, "llm-proxy-chroma-svc");
-  expect(env.CHROMA_URL).toBe(`http://${at(chromaSvc.outputs, "metadata.name")}.llm-proxy.svc.cluster.local:8000`);
+  expect(env.CHROMA_URL).toBe(
+    `http://${at(chromaSvc.outputs, "metadata.name")}.llm-proxy.svc.cluster.local:8000`,
+  );
 
   // The Deployment waits for the databases through the Secret.
   expect(secret.options.dependencies).toEqual(expect.arrayContaining([expect.stringContaining("::")]));
@@ -203,7 +210,10 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
   const spec = dep.inputs.spec as any;
   const pod = spec.template.spec;
   const c = pod.containers[0];
-  expect(spec.strategy).toEqual({ type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: "25%" } });
+  expect(spec.strategy).toEqual({
+    type: "RollingUpdate",
+    rollingUpdate: { maxUnavailable: 0, maxSurge: "25%" },
+  });
   expect(spec.template.metadata.annotations["llm-proxy/checksum"]).toMatch(/^[0-9a-f]{64}$/);
   expect(pod.securityContext).toMatchObject({
     runAsNonRoot: true,
@@ -232,7 +242,9 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
   expect(pod.automountServiceAccountToken).toBe(false);
 
   // Namespace enforces the restricted Pod Security Standard.
-  expect(at(one(r, K8S.namespace).inputs, "metadata.labels")["pod-security.kubernetes.io/enforce"]).toBe("restricted");
+  expect(at(one(r, K8S.namespace).inputs, "metadata.labels")["pod-security.kubernetes.io/enforce"]).toBe(
+    "restricted",
+  );
 
   // Chroma: a single writer with Recreate, a pinned image, reachable only from proxy pods.
   const chroma = one(r, K8S.deployment, "llm-proxy-chroma");
@@ -247,7 +259,9 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
       ports: [{ protocol: "TCP", port: 8000 }],
     },
   ]);
-  expect(at(chromaPolicy.inputs, "spec.podSelector.matchLabels")).toEqual(at(chroma.inputs, "spec.selector.matchLabels"));
+  expect(at(chromaPolicy.inputs, "spec.podSelector.matchLabels")).toEqual(
+    at(chroma.inputs, "spec.selector.matchLabels"),
+  );
 
   // HPA: autoscaling/v2 on CPU with a scale-down window; PDB leaves room for drains.
   const hpa = one(r, K8S.hpa);

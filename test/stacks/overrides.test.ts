@@ -83,7 +83,9 @@ describe("overrides", () => {
       stack: "azure",
       secrets: { "llm-proxy:openaiApiKey": "sk-offline-test-1234", anthropicApiKey: "sk-ant-offline-5678" },
     });
-    expect(r.secretKeys).toEqual(expect.arrayContaining(["llm-proxy:openaiApiKey", "llm-proxy:anthropicApiKey"]));
+    expect(r.secretKeys).toEqual(
+      expect.arrayContaining(["llm-proxy:openaiApiKey", "llm-proxy:anthropicApiKey"]),
+    );
     const secret = one(r, K8S.secret);
     const data = secret.inputs.stringData as Record<string, string>;
     expect(data.OPENAI_API_KEY).toBe("sk-offline-test-1234");
@@ -96,9 +98,18 @@ describe("overrides", () => {
     expect(cm.providers.anthropic.api_key_env).toBe("ANTHROPIC_API_KEY");
     expect(cm.embedding_model).toBe("text-embedding-3-small");
     // New secret values roll the pods.
-    const before = at(one(r, K8S.deployment, "llm-proxy-deployment").inputs, "spec.template.metadata.annotations");
-    const r2 = await run({ stack: "azure", secrets: { "llm-proxy:openaiApiKey": "sk-offline-test-rotated" } });
-    const after = at(one(r2, K8S.deployment, "llm-proxy-deployment").inputs, "spec.template.metadata.annotations");
+    const before = at(
+      one(r, K8S.deployment, "llm-proxy-deployment").inputs,
+      "spec.template.metadata.annotations",
+    );
+    const r2 = await run({
+      stack: "azure",
+      secrets: { "llm-proxy:openaiApiKey": "sk-offline-test-rotated" },
+    });
+    const after = at(
+      one(r2, K8S.deployment, "llm-proxy-deployment").inputs,
+      "spec.template.metadata.annotations",
+    );
     expect(after["llm-proxy/checksum"]).not.toBe(before["llm-proxy/checksum"]);
   });
 
@@ -118,7 +129,11 @@ describe("overrides", () => {
     const provider = one(r, K8S.provider);
     expect(provider.inputs.kubeconfig).toBe(kubeconfig);
     expect(isSecretInput(provider, "kubeconfig")).toBe(true);
-    expect(one(r, "aws:rds/subnetGroup:SubnetGroup").inputs.subnetIds).toEqual(["subnet-a", "subnet-b", "subnet-c"]);
+    expect(one(r, "aws:rds/subnetGroup:SubnetGroup").inputs.subnetIds).toEqual([
+      "subnet-a",
+      "subnet-b",
+      "subnet-c",
+    ]);
     const sg = one(r, "aws:ec2/securityGroup:SecurityGroup", "llm-proxy-pg-sg");
     expect(sg.inputs.vpcId).toBe("vpc-0abc");
     expect(at(sg.inputs, "ingress")[0].cidrBlocks).toEqual(["10.40.0.0/16"]);
@@ -137,10 +152,14 @@ describe("overrides", () => {
     });
     const svc = one(r, K8S.service, "llm-proxy-svc");
     expect(at(svc.inputs, "spec.type")).toBe("LoadBalancer");
-    expect(at(svc.inputs, "metadata.annotations")).toEqual({ "networking.gke.io/load-balancer-type": "Internal" });
+    expect(at(svc.inputs, "metadata.annotations")).toEqual({
+      "networking.gke.io/load-balancer-type": "Internal",
+    });
     const ing = one(r, K8S.ingress);
     expect(at(ing.inputs, "spec.tls")).toEqual([{ hosts: ["llm.example.com"], secretName: "llm-tls" }]);
-    expect(at(ing.inputs, "spec.rules")[0].http.paths[0].backend.service.name).toBe(at(svc.outputs, "metadata.name"));
+    expect(at(ing.inputs, "spec.rules")[0].http.paths[0].backend.service.name).toBe(
+      at(svc.outputs, "metadata.name"),
+    );
     expect(r.outputs.proxyUrl).toBe("https://llm.example.com");
     validateKubernetesObjects(r);
   });
@@ -155,7 +174,9 @@ describe("overrides", () => {
   it("an invalid override stops the program with every problem listed", async () => {
     const failed = run({ stack: "azure", overrides: { pdbMinAvailable: "3", cpuTargetPercent: "0" } });
     await expect(failed).rejects.toThrow(/^Invalid llm-proxy stack config:/);
-    await expect(failed).rejects.toThrow(/llm-proxy:pdbMinAvailable \(3\) must be below llm-proxy:minReplicas \(3\)/);
+    await expect(failed).rejects.toThrow(
+      /llm-proxy:pdbMinAvailable \(3\) must be below llm-proxy:minReplicas \(3\)/,
+    );
     await expect(failed).rejects.toThrow(/llm-proxy:cpuTargetPercent is 0, outside 1-100/);
   });
 });
