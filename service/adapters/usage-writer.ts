@@ -167,10 +167,12 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
   let closed = false;
   let spilled = false;
   let replaying: Promise<number> | null = null;
-  // Pending rows across writers in this process (tests run several); the gauge shows their sum.
+  // Pending rows across writers in this process (tests run several); the gauge shows their sum. It is refreshed
+  // on every timer tick and after every write, not per record(), to keep record() to a push.
   const gauge = () => usagePending.set(countPending());
 
   const timer = setInterval(() => {
+    gauge();
     if (buffer.length && Date.now() >= retryAt) void drain();
   }, flushIntervalMs);
   timer.unref();
@@ -284,7 +286,6 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     const over = pending() - maxBuffered;
     // Spill at least a batch at a time: one file per batch, not per row.
     if (over > 0) spill(buffer.splice(0, Math.min(buffer.length, Math.max(over, batchSize))));
-    gauge();
     if (buffer.length >= batchSize && !draining && Date.now() >= retryAt) void drain();
   }
 
