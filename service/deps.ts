@@ -18,8 +18,8 @@ export interface CreateDepsOptions {
   log: Logger;
   /** The database to use (DATABASE_URL, or the embedded PGlite's URL from the primary). */
   databaseUrl: string;
-  /** Pool size; 1 against PGlite. */
-  poolMax?: number;
+  /** Pool settings; PGlite needs one connection that is never recycled. */
+  poolOptions?: { max?: number; idleTimeoutMs?: number; maxLifetimeSeconds?: number };
   isDraining(): boolean;
   metricsText(): Promise<{ contentType: string; body: string }>;
   /** Usage flush interval (tests shorten it). */
@@ -40,7 +40,7 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     url: opts.databaseUrl,
     ca: config.database.ca,
     log,
-    ...(opts.poolMax ? { max: opts.poolMax } : {}),
+    ...(opts.poolOptions ?? {}),
   });
   const usageWriter = createUsageWriter({
     pool,

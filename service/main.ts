@@ -52,20 +52,39 @@ function clusterMetricsText(): Promise<{ contentType: string; body: string }> {
 }
 
 async function runWorker(base: Config): Promise<void> {
-  // Answer the primary's aggregation requests from our registry.
+  // Answer the primary's aggregation requests from our registry (the constructor installs prom-client's
+  // worker-side IPC listener).
+  new AggregatorRegistry();
   AggregatorRegistry.setRegistries([registry]);
-  const [init] = (await once(process, "message")) as [WorkerInit];
+  // Ask for the init message only once we listen for it (a message sent earlier would be lost).
+  const initMessage = new Promise<WorkerInit>((resolve) => {
+    const onMessage = (msg: unknown) => {
+      if ((msg as { type?: string })?.type !== "llmproxy:init") return;
+      process.off("message", onMessage);
+      resolve(msg as WorkerInit);
+    };
+    process.on("message", onMessage);
+  });
+  process.send?.({ type: "llmproxy:init-request" });
+  const init = await initMessage;
   const config: Config = Object.freeze({
     ...base,
     masterKey: init.masterKey,
     chroma: { url: init.chromaUrl },
   });
   const log = createLogger(config.logLevel, { role: "worker", worker: cluster.worker?.id });
+  // A stray rejection must not take the worker (and its open streams) down; an uncaught exception leaves the
+  // process in an unknown state, so that one exits and the primary starts a replacement.
+  process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
+  process.on("uncaughtException", (error) => {
+    log.fatal({ err: error }, "uncaught exception; exiting so the primary replaces this worker");
+    process.exit(1);
+  });
   let draining = false;
   const built = await createDeps(config, {
     log,
     databaseUrl: init.databaseUrl,
-    ...(init.poolMax ? { poolMax: init.poolMax } : {}),
+    ...(init.poolOptions ? { poolOptions: init.poolOptions } : {}),
     isDraining: () => draining,
     metricsText: clusterMetricsText,
   });
@@ -76,6 +95,7 @@ async function runWorker(base: Config): Promise<void> {
   server.requestTimeout = config.server.requestTimeoutMs;
   server.listen(config.server.port, config.server.host);
   await once(server, "listening");
+  log.info({ port: config.server.port }, "worker listening");
   process.send?.({ type: "llmproxy:ready" });
 
   let stopping = false;

@@ -21,7 +21,8 @@ export interface WorkerInit {
   databaseUrl: string;
   masterKey: string;
   chromaUrl: string | null;
-  poolMax: number | null;
+  /** Pool settings PGlite needs (one connection, never recycled); null for a real PostgreSQL. */
+  poolOptions: { max?: number; idleTimeoutMs?: number; maxLifetimeSeconds?: number } | null;
 }
 
 const CRASH_WINDOW_MS = 60_000;
@@ -35,7 +36,7 @@ export async function runPrimary(config: Config): Promise<void> {
   let masterKey = config.masterKey;
   let masterKeyFile: string | null = null;
   let databaseUrl = config.database.url;
-  let poolMax: number | null = null;
+  let poolOptions: WorkerInit["poolOptions"] = null;
   let chromaUrl = config.chroma.url;
 
   if (config.embedded) {
@@ -47,7 +48,7 @@ export async function runPrimary(config: Config): Promise<void> {
     const pg: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: config.dataDir, log });
     stops.push(() => pg.stop());
     databaseUrl = pg.url;
-    poolMax = pg.poolMax;
+    poolOptions = pg.poolOptions;
     if (!chromaUrl) {
       const chroma = await startEmbeddedChroma(config, log);
       if (chroma) {
@@ -61,7 +62,13 @@ export async function runPrimary(config: Config): Promise<void> {
 
   // Migrations and the usage spool, once per pod, before any worker serves.
   {
-    const { pool } = createPostgres({ url: databaseUrl, ca: config.database.ca, log, max: 1 });
+    const { pool } = createPostgres({
+      url: databaseUrl,
+      ca: config.database.ca,
+      log,
+      ...(poolOptions ?? {}),
+      max: 1,
+    });
     try {
       const result = await migrate(pool, { log });
       if (result.applied.length) log.info({ applied: result.applied }, "migrations applied");
@@ -75,16 +82,17 @@ export async function runPrimary(config: Config): Promise<void> {
   }
 
   const aggregator = new AggregatorRegistry();
-  const init: WorkerInit = { type: "llmproxy:init", databaseUrl, masterKey, chromaUrl, poolMax };
+  const init: WorkerInit = { type: "llmproxy:init", databaseUrl, masterKey, chromaUrl, poolOptions };
   let draining = false;
   let readyCount = 0;
   const crashes: number[] = [];
 
   const fork = (): Worker => {
     const worker = cluster.fork();
-    worker.once("online", () => worker.send(init));
     worker.on("message", (msg: { type?: string; id?: string }) => {
-      if (msg?.type === "llmproxy:ready") {
+      if (msg?.type === "llmproxy:init-request") {
+        worker.send(init);
+      } else if (msg?.type === "llmproxy:ready") {
         readyCount++;
         if (readyCount === config.server.workers) announce();
       } else if (msg?.type === "llmproxy:metrics-request") {

@@ -1,0 +1,142 @@
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { migrate } from "../../../service/adapters/migrations";
+import { createPgKeyStore } from "../../../service/adapters/pg-stores";
+import { createLogger } from "../../../service/logger";
+import { generateApiKey } from "../../../service/lib/keys";
+import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
+import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
+import { upstreamConfig, TEST_MASTER_KEY } from "../../helpers/proxy";
+import { spawnProxy } from "../../helpers/spawn-proxy";
+
+const WORDS = Array.from({ length: 20 }, (_, i) => `w${i}`).join(" ");
+
+async function streamChat(url: string, key: string, onFirstChunk: () => void): Promise<string> {
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "slow", stream: true, messages: [{ role: "user", content: WORDS }] }),
+  });
+  expect(res.status).toBe(200);
+  const decoder = new TextDecoder();
+  let text = "";
+  let first = true;
+  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+    text += decoder.decode(part, { stream: true });
+    if (first) {
+      first = false;
+      onFirstChunk();
+    }
+  }
+  return text;
+}
+
+describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide metrics", () => {
+  let upstream: FakeUpstream;
+  let db: TestDatabase;
+  let pool: pg.Pool;
+  let key: string;
+  let config: string;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream({ chunkDelayMs: 60 });
+    db = await createTestDatabase();
+    pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    await migrate(pool, { log: createLogger("silent") });
+    const generated = generateApiKey();
+    await createPgKeyStore(pool).create({
+      name: "proc",
+      teamId: null,
+      scopes: ["*"],
+      expiresAt: null,
+      limits: { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null },
+      hash: generated.hash,
+      prefix: generated.prefix,
+    });
+    key = generated.key;
+    config = upstreamConfig({ fake: upstream.baseUrl }, [{ name: "slow", provider: "fake" }]).replace(
+      "timeout_ms: 2000",
+      "timeout_ms: 10000",
+    );
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+    await upstream?.close();
+  });
+
+  it("finishes 20 in-flight streams on SIGTERM, records them all, and exits 0", async () => {
+    const proxy = await spawnProxy({
+      env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2" },
+      configYaml: config,
+    });
+    const before = Number((await pool.query("SELECT count(*) FROM usage")).rows[0].count);
+    let started = 0;
+    let allStarted!: () => void;
+    const startedAll = new Promise<void>((r) => (allStarted = r));
+    const streams = Array.from({ length: 20 }, () =>
+      streamChat(proxy.url, key, () => {
+        if (++started === 20) allStarted();
+      }),
+    );
+    await startedAll;
+    const code = proxy.stop("SIGTERM");
+    // New connections are refused while the streams finish.
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(fetch(`${proxy.url}/healthz`)).rejects.toThrow();
+    const bodies = await Promise.all(streams);
+    for (const body of bodies) {
+      expect(body.trim().endsWith("data: [DONE]")).toBe(true);
+      expect(body).toContain("w19");
+    }
+    expect(await code).toBe(0);
+    const after = Number((await pool.query("SELECT count(*) FROM usage")).rows[0].count);
+    expect(after - before).toBe(20);
+  }, 150_000);
+
+  it("replaces a crashed worker and shows one metrics view across workers", async () => {
+    const proxy = await spawnProxy({
+      env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2", LOG_LEVEL: "info" },
+      configYaml: config,
+    });
+    try {
+      const listening = () => [
+        ...proxy.output().matchAll(/"pid":(\d+),"role":"worker".*"worker listening"/g),
+      ];
+      const waitFor = async (cond: () => boolean, what: string) => {
+        const deadline = Date.now() + 90_000;
+        while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        expect(cond(), what).toBe(true);
+      };
+      await waitFor(() => listening().length >= 2, "both workers listening");
+      process.kill(Number(listening()[0][1]), "SIGKILL");
+      await waitFor(() => proxy.output().includes("starting a replacement"), "replacement started");
+      await waitFor(() => listening().length >= 3, "replacement listening");
+
+      const n = 12;
+      for (let i = 0; i < n; i++) {
+        const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${key}`,
+            "content-type": "application/json",
+            connection: "close",
+          },
+          body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
+        });
+        expect(res.status).toBe(200);
+      }
+      // Every worker answers /metrics with the sum over all workers.
+      for (let i = 0; i < 4; i++) {
+        const text = await (await fetch(`${proxy.url}/metrics`, { headers: { connection: "close" } })).text();
+        const line = text
+          .split("\n")
+          .find((l) => l.startsWith('llmproxy_requests_total{route="chat",status="200"'));
+        expect(line, text.slice(0, 500)).toBeDefined();
+        expect(Number(line!.split(" ").at(-1))).toBe(n);
+      }
+    } finally {
+      expect(await proxy.stop("SIGTERM")).toBe(0);
+    }
+  }, 150_000);
+});
