@@ -5,12 +5,18 @@
 # by a local stand-in: Debian bookworm minbase from debootstrap + this machine's Node 20 binary and npm.
 # That base is cached under $IMAGE_TEST_CACHE, so only the first run pays for debootstrap.
 #
-# Checks: /healthz and /readyz answer 200; an API key made through the admin API gets a mock-model chat
-# completion; the service runs as uid 10001 under tini; no devDependency is in the image; SIGTERM stops
-# the container quickly and cleanly. Not part of `npm test` (needs root, podman and a few minutes).
+# Checks, in two runs: (1) the embedded default (no DATABASE_URL: PGlite inside the container) and (2) the
+# production mode (DATABASE_URL + REDIS_URL to this machine's PostgreSQL and Redis, 2 cluster workers; skipped
+# when they are not reachable): /healthz, /readyz and the image's HEALTHCHECK pass; an API key made through the
+# admin API gets a mock-model chat completion; bad keys get 401; the service runs as uid 10001 under tini; no
+# devDependency is in the image; SIGTERM stops the container quickly and cleanly.
+# Not part of `npm test` (needs root, podman and a few minutes).
 #
 # Environment: IMAGE_TEST_CACHE (default /var/tmp/llm-proxy-image-cache), IMAGE_TEST_PORT (default 18000),
-# IMAGE_TEST_KEEP=1 keeps the built image, IMAGE_TEST_READY_TIMEOUT (seconds, default 180).
+# IMAGE_TEST_KEEP=1 keeps the built image, IMAGE_TEST_READY_TIMEOUT (seconds, default 180),
+# IMAGE_TEST_PG (default postgres://postgres@127.0.0.1:5432), IMAGE_TEST_REDIS (default redis://127.0.0.1:6379/11),
+# IMAGE_TEST_PRUNE=1 also removes the build-stage layer cache and the cached base images afterwards
+# (by default they stay, so a rerun only rebuilds what changed).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,6 +28,9 @@ ROOTFS_IMAGE="localhost/llm-proxy-bookworm-minbase:local"
 BASE_IMAGE="localhost/llm-proxy-node-base:${NODE_VERSION}"
 IMAGE="localhost/llm-proxy:image-test"
 NAME="llm-proxy-image-test-$$"
+PG_BASE="${IMAGE_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
+REDIS_URL_EXT="${IMAGE_TEST_REDIS:-redis://127.0.0.1:6379/11}"
+PG_DB="llm_proxy_image_test_$$"
 MASTER_KEY="image-test-master-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export CONTAINERS_CONF="$ROOT/scripts/image/containers.conf"
 
@@ -39,9 +48,15 @@ cleanup() {
     fi
     podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
   fi
+  if [ -n "${PG_CREATED:-}" ]; then
+    psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
   if [ "${IMAGE_TEST_KEEP:-0}" != "1" ]; then
     podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
+  fi
+  if [ "${IMAGE_TEST_PRUNE:-0}" = "1" ]; then
     podman image prune -f >/dev/null 2>&1 || true
+    podman rmi -f "$BASE_IMAGE" "$ROOTFS_IMAGE" >/dev/null 2>&1 || true
   fi
   exit "$rc"
 }
@@ -126,7 +141,7 @@ check_image() {
   [ "$user" = "10001:10001" ] || fail "image user is '$user', expected 10001:10001"
   entry=$(podman image inspect --format '{{json .Config.Entrypoint}}' "$IMAGE")
   [[ "$entry" == *tini* ]] || fail "entrypoint $entry does not run an init"
-  podman run --rm --entrypoint /bin/sh "$IMAGE" -c \
+  podman run --rm --health-interval disable --entrypoint /bin/sh "$IMAGE" -c \
     'test ! -e node_modules/@pulumi && test ! -e node_modules/typescript && test ! -e node_modules/vitest && test -d node_modules/koa && test ! -w /app/dist' ||
     fail "image holds devDependencies, lacks koa, or lets the service user write its code"
   log "image: user 10001, tini entrypoint, production dependencies only, code read-only"
@@ -136,13 +151,16 @@ check_image() {
 http() { curl -sS -o /tmp/image-test-body.$$ -w '%{http_code}' "$@"; }
 body() { cat /tmp/image-test-body.$$; }
 
+# Starts the container (extra `podman run` options in "$@"), waits for /readyz on $URL, then probes it.
+# Sets READY_SECONDS, CHAT_MS, RSS_MB and STOP_SECONDS.
 run_and_probe() {
-  local t0 code i key
+  local t0 code i key uid exit_code
   t0=$(now)
-  podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" -e "PROXY_MASTER_KEY=$MASTER_KEY" -e LOG_LEVEL=warn \
-    -e WORKERS=2 "$IMAGE" >/dev/null
+  # No healthcheck timer (podman would need systemd for it); the HEALTHCHECK command is run once below.
+  podman run -d --name "$NAME" -e "PROXY_MASTER_KEY=$MASTER_KEY" -e LOG_LEVEL=warn --health-interval disable \
+    "$@" "$IMAGE" >/dev/null
   for ((i = 0; i < READY_TIMEOUT * 4; i++)); do
-    code=$(http "http://127.0.0.1:$PORT/readyz" 2>/dev/null || true)
+    code=$(http "$URL/readyz" 2>/dev/null || true)
     [ "$code" = "200" ] && break
     podman container exists "$NAME" && [ "$(podman inspect --format '{{.State.Running}}' "$NAME")" = "true" ] ||
       fail "container exited before it was ready"
@@ -150,27 +168,27 @@ run_and_probe() {
   done
   [ "$code" = "200" ] || fail "/readyz never answered 200 within ${READY_TIMEOUT}s (last: $code)"
   READY_SECONDS=$(since "$t0")
-  log "/readyz 200 after ${READY_SECONDS} s (start + embedded PostgreSQL + migrations)"
+  log "  /readyz 200 after ${READY_SECONDS} s"
 
-  code=$(http "http://127.0.0.1:$PORT/healthz")
+  code=$(http "$URL/healthz")
   [ "$code" = "200" ] || fail "/healthz answered $code"
+  podman healthcheck run "$NAME" >/dev/null || fail "the image's HEALTHCHECK command failed"
 
-  local uid
   uid=$(podman exec "$NAME" node -e 'console.log(process.getuid())')
   [ "$uid" = "10001" ] || fail "service runs as uid $uid"
   [ "$(podman exec "$NAME" cat /proc/1/comm)" = "tini" ] || fail "PID 1 is not tini"
 
-  code=$(http -X POST "http://127.0.0.1:$PORT/internal/keys" -H "Authorization: Bearer wrong-key-wrong-key-wrong-key-123" \
+  code=$(http -X POST "$URL/internal/keys" -H "Authorization: Bearer wrong-key-wrong-key-wrong-key-123" \
     -H 'content-type: application/json' -d '{"name":"image-test"}')
   [ "$code" = "401" ] || [ "$code" = "403" ] || fail "admin API accepted a wrong master key ($code)"
-  code=$(http -X POST "http://127.0.0.1:$PORT/internal/keys" -H "Authorization: Bearer $MASTER_KEY" \
+  code=$(http -X POST "$URL/internal/keys" -H "Authorization: Bearer $MASTER_KEY" \
     -H 'content-type: application/json' -d '{"name":"image-test"}')
   [[ "$code" == 20? ]] || fail "POST /internal/keys answered $code: $(body)"
   key=$(node -e 'const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); if(!b.key) process.exit(1); console.log(b.key)' /tmp/image-test-body.$$) ||
     fail "no key in $(body)"
 
   t0=$(now)
-  code=$(http -X POST "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer $key" \
+  code=$(http -X POST "$URL/v1/chat/completions" -H "Authorization: Bearer $key" \
     -H 'content-type: application/json' \
     -d '{"model":"mock-chat","messages":[{"role":"user","content":"Say hello from the image test."}]}')
   CHAT_MS=$(awk -v s="$(since "$t0")" 'BEGIN { printf "%d", s * 1000 }')
@@ -181,22 +199,23 @@ run_and_probe() {
     if (b.object !== "chat.completion" || typeof c !== "string" || c.length === 0) process.exit(1);
     if (!b.usage || !(b.usage.total_tokens > 0)) process.exit(2);' /tmp/image-test-body.$$ ||
     fail "chat body is not a completion with content and usage: $(body)"
-  code=$(http -X POST "http://127.0.0.1:$PORT/v1/chat/completions" -H "Authorization: Bearer not-a-key" \
+  code=$(http -X POST "$URL/v1/chat/completions" -H "Authorization: Bearer not-a-key" \
     -H 'content-type: application/json' -d '{"model":"mock-chat","messages":[{"role":"user","content":"hi"}]}')
   [ "$code" = "401" ] || fail "chat with a bad key answered $code"
-  log "admin key -> API key -> mock-chat completion 200 in ${CHAT_MS} ms; bad keys rejected"
+  log "  admin key -> API key -> mock-chat completion 200 in ${CHAT_MS} ms; bad keys rejected; HEALTHCHECK ok"
 
   RSS_MB=$(podman exec "$NAME" sh -c 'for p in /proc/[0-9]*; do grep -s "^VmRSS" $p/status; done' |
     awk '{ s += $2 } END { printf "%d", s / 1024 }')
+  PROCS=$(podman exec "$NAME" sh -c 'ls -d /proc/[0-9]* | wc -l')
 
   t0=$(now)
   podman stop -t 20 "$NAME" >/dev/null
   STOP_SECONDS=$(since "$t0")
-  local exit_code
   exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
   [ "$exit_code" = "0" ] || [ "$exit_code" = "143" ] || fail "exit code $exit_code after SIGTERM (137 = killed after the timeout)"
   awk -v s="$STOP_SECONDS" 'BEGIN { exit !(s < 10) }' || fail "SIGTERM took ${STOP_SECONDS} s to stop the container"
-  log "SIGTERM -> exited $exit_code in ${STOP_SECONDS} s"
+  log "  RSS ${RSS_MB} MB in ${PROCS} processes; SIGTERM -> exited $exit_code in ${STOP_SECONDS} s"
+  podman rm -f "$NAME" >/dev/null
 }
 
 T_START=$(now)
@@ -204,6 +223,24 @@ ensure_tools
 ensure_base
 build_image
 check_image
-run_and_probe
+
+log "run 1: embedded default (no DATABASE_URL: PostgreSQL inside the container)"
+URL="http://127.0.0.1:$PORT"
+run_and_probe -p "127.0.0.1:$PORT:8000"
+SUMMARY="embedded: ready ${READY_SECONDS} s, chat ${CHAT_MS} ms, RSS ${RSS_MB} MB, stop ${STOP_SECONDS} s"
+
+if psql "$PG_BASE/postgres" -qc "CREATE DATABASE $PG_DB" >/dev/null 2>&1 && PG_CREATED=1 &&
+  redis-cli -u "$REDIS_URL_EXT" ping >/dev/null 2>&1; then
+  log "run 2: production mode (DATABASE_URL + REDIS_URL on this machine, 2 workers, host network)"
+  URL="http://127.0.0.1:$((PORT + 1))"
+  run_and_probe --network host -e "PORT=$((PORT + 1))" -e WORKERS=2 \
+    -e "DATABASE_URL=$PG_BASE/$PG_DB" -e "REDIS_URL=$REDIS_URL_EXT"
+  rows=$(psql "$PG_BASE/$PG_DB" -Atc "select count(*) from pg_tables where schemaname = current_schema()" 2>/dev/null || echo 0)
+  [ "${rows:-0}" -gt 0 ] || fail "no tables in $PG_DB: migrations did not run against DATABASE_URL"
+  SUMMARY="$SUMMARY | production (2 workers): ready ${READY_SECONDS} s, chat ${CHAT_MS} ms, RSS ${RSS_MB} MB, stop ${STOP_SECONDS} s"
+else
+  log "run 2 skipped: PostgreSQL ($PG_BASE) or Redis ($REDIS_URL_EXT) not reachable"
+fi
+
 rm -f /tmp/image-test-body.$$
-log "PASS in $(since "$T_START") s | build ${BUILD_SECONDS} s | image $((IMAGE_BYTES / 1000000)) MB | ready ${READY_SECONDS} s | chat ${CHAT_MS} ms | RSS ${RSS_MB} MB | stop ${STOP_SECONDS} s"
+log "PASS in $(since "$T_START") s | build ${BUILD_SECONDS} s | image $((IMAGE_BYTES / 1000000)) MB | $SUMMARY"

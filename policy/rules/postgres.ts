@@ -102,8 +102,12 @@ export const postgresEncrypted: ResourceValidationPolicy = {
 
 interface BackupConfig {
   /** Minimum days of automated backups; default 7. */
-  minRetentionDays: number;
+  minRetentionDays?: number;
 }
+
+/** The configured minimum; the engine normally fills the schema default, but an unconfigured pack gets {}. */
+const minRetentionDays = (config: BackupConfig): number =>
+  config.minRetentionDays ?? DEFAULT_MIN_BACKUP_RETENTION_DAYS;
 
 export const postgresBackedUp: ResourceValidationPolicy = {
   name: "postgres-backed-up",
@@ -117,27 +121,23 @@ export const postgresBackedUp: ResourceValidationPolicy = {
   },
   validateResource: [
     validateResourceOfType(rds.Instance, (db, args, report) => {
-      const { minRetentionDays } = args.getConfig<BackupConfig>();
+      const min = minRetentionDays(args.getConfig<BackupConfig>());
       // The RDS API keeps 1 day when backupRetentionPeriod is omitted.
       const days = db.backupRetentionPeriod ?? 1;
-      if (days < minRetentionDays) {
-        report(
-          `RDS PostgreSQL keeps ${days} day(s) of backups; set backupRetentionPeriod >= ${minRetentionDays}.`,
-        );
+      if (days < min) {
+        report(`RDS PostgreSQL keeps ${days} day(s) of backups; set backupRetentionPeriod >= ${min}.`);
       }
     }),
     validateResourceOfType(dbforpostgresql.Server, (db, args, report) => {
-      const { minRetentionDays } = args.getConfig<BackupConfig>();
+      const min = minRetentionDays(args.getConfig<BackupConfig>());
       // Flexible Server keeps 7 days when backup.backupRetentionDays is omitted.
       const days = db.backup?.backupRetentionDays ?? 7;
-      if (days < minRetentionDays) {
-        report(
-          `Flexible Server keeps ${days} day(s) of backups; set backup.backupRetentionDays >= ${minRetentionDays}.`,
-        );
+      if (days < min) {
+        report(`Flexible Server keeps ${days} day(s) of backups; set backup.backupRetentionDays >= ${min}.`);
       }
     }),
     validateResourceOfType(sql.DatabaseInstance, (db, args, report) => {
-      const { minRetentionDays } = args.getConfig<BackupConfig>();
+      const min = minRetentionDays(args.getConfig<BackupConfig>());
       const backup = db.settings?.backupConfiguration;
       if (backup?.enabled !== true) report("Cloud SQL must set settings.backupConfiguration.enabled: true.");
       if (backup?.pointInTimeRecoveryEnabled !== true) {
@@ -145,10 +145,8 @@ export const postgresBackedUp: ResourceValidationPolicy = {
       }
       // Cloud SQL keeps 7 backups when backupRetentionSettings is omitted (one per day).
       const kept = backup?.backupRetentionSettings?.retainedBackups ?? 7;
-      if (kept < minRetentionDays) {
-        report(
-          `Cloud SQL keeps ${kept} backup(s); set backupRetentionSettings.retainedBackups >= ${minRetentionDays}.`,
-        );
+      if (kept < min) {
+        report(`Cloud SQL keeps ${kept} backup(s); set backupRetentionSettings.retainedBackups >= ${min}.`);
       }
     }),
   ],

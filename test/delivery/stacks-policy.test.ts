@@ -33,8 +33,8 @@ async function runAndCheck(
   overrides: Record<string, string> = {},
 ): Promise<{ run: OfflineRunResult; violations: Violation[] }> {
   vi.resetModules();
-  const { runProgramOffline } = await import("../../scripts/offline-run");
-  const { evaluatePolicies } = await import("../../policy/evaluate");
+  const { runProgramOffline } = await import("../../scripts/offline-run.js");
+  const { evaluatePolicies } = await import("../../policy/evaluate.js");
   const run = await runProgramOffline({ stack, overrides });
   return { run, violations: await evaluatePolicies(run.resources) };
 }
