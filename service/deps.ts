@@ -11,6 +11,8 @@ import { createPostgres } from "./adapters/postgres";
 import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "./adapters/pg-stores";
 import { createUsageWriter, type UsageWriter } from "./adapters/usage-writer";
 import { createProviderRegistry } from "./providers/registry";
+import { createRateLimiterFromConfig } from "./adapters/resilient-limiter";
+import { createCacheFromConfig } from "./adapters/redis-cache";
 import { forgetKey } from "./stages/auth";
 import type pg from "pg";
 
@@ -58,8 +60,8 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     usageSink: usageWriter,
     usageReport: createPgUsageReport(pool),
     providers,
-    rateLimiter: null,
-    cache: null,
+    rateLimiter: createRateLimiterFromConfig(config, log),
+    cache: createCacheFromConfig(config, log),
     pii: null,
     kb: null,
     isDraining: opts.isDraining,
