@@ -132,7 +132,10 @@ export function loadStackConfigFiles(
   const secretKeys: string[] = [];
   for (const [key, decl] of Object.entries(project.config ?? {})) {
     const qualified = key.includes(":") ? key : `${project.name}:${key}`;
-    if (isRecord(decl) && ("type" in decl || "description" in decl || "default" in decl || "secret" in decl)) {
+    if (
+      isRecord(decl) &&
+      ("type" in decl || "description" in decl || "default" in decl || "secret" in decl)
+    ) {
       if (decl.default !== undefined) config[qualified] = toConfigString(decl.default);
     } else if (isRecord(decl) && "value" in decl) {
       config[qualified] = toConfigString(decl.value);
@@ -141,7 +144,9 @@ export function loadStackConfigFiles(
     }
   }
   const stackFile = path.join(projectDir, `Pulumi.${stack}.yaml`);
-  const parsed = (parseYaml(fs.readFileSync(stackFile, "utf8")) ?? {}) as { config?: Record<string, YamlValue> };
+  const parsed = (parseYaml(fs.readFileSync(stackFile, "utf8")) ?? {}) as {
+    config?: Record<string, YamlValue>;
+  };
   for (const [key, value] of Object.entries(parsed.config ?? {})) {
     const qualified = key.includes(":") ? key : `${project.name}:${key}`;
     if (isRecord(value) && typeof value.secure === "string") {
@@ -245,7 +250,8 @@ function fakePassword(seed: string, length: number): string {
   let i = 0;
   while (out.length < length) {
     const hex = fakeHex(`${seed}:${i++}`, 8);
-    for (let j = 0; j < 8 && out.length < length; j += 2) out += alphabet[parseInt(hex.slice(j, j + 2), 16) % 62];
+    for (let j = 0; j < 8 && out.length < length; j += 2)
+      out += alphabet[parseInt(hex.slice(j, j + 2), 16) % 62];
   }
   return out;
 }
@@ -279,7 +285,9 @@ export function mockState(
     metadata.name ??= physical;
     metadata.uid = `${fakeHex(`uid/${type}/${name}`, 8)}-0000-4000-8000-${fakeHex(name, 12)}`;
     state.metadata = metadata;
-    id = metadata.namespace ? `${String(metadata.namespace)}/${String(metadata.name)}` : String(metadata.name);
+    id = metadata.namespace
+      ? `${String(metadata.namespace)}/${String(metadata.name)}`
+      : String(metadata.name);
     return { id, state };
   }
   if (type.startsWith("pulumi:providers:")) return { id: `${physical}-provider-id`, state };
@@ -291,7 +299,8 @@ export function mockState(
   }
 
   if (pkg === "aws") {
-    const arn = (service: string, resource: string) => `arn:aws:${service}:${ctx.region}:${ACCOUNT}:${resource}`;
+    const arn = (service: string, resource: string) =>
+      `arn:aws:${service}:${ctx.region}:${ACCOUNT}:${resource}`;
     state.region ??= ctx.region;
     switch (type) {
       case "aws:ec2/vpc:Vpc":
@@ -335,8 +344,13 @@ export function mockState(
         state.arn = arn("eks", `cluster/${id}`);
         state.endpoint = `https://${fakeHex(name, 32).toUpperCase()}.gr7.${ctx.region}.eks.amazonaws.com`;
         state.certificateAuthority = { data: Buffer.from(FAKE_CA_PEM).toString("base64") };
-        state.vpcConfig = { ...get(inputs, "vpcConfig"), clusterSecurityGroupId: `sg-${fakeHex(`${name}/eks`, 17)}` };
-        state.identities = [{ oidcs: [{ issuer: `https://oidc.eks.${ctx.region}.amazonaws.com/id/${fakeHex(name, 32)}` }] }];
+        state.vpcConfig = {
+          ...get(inputs, "vpcConfig"),
+          clusterSecurityGroupId: `sg-${fakeHex(`${name}/eks`, 17)}`,
+        };
+        state.identities = [
+          { oidcs: [{ issuer: `https://oidc.eks.${ctx.region}.amazonaws.com/id/${fakeHex(name, 32)}` }] },
+        ];
         break;
       }
       case "aws:eks/nodeGroup:NodeGroup":
@@ -368,7 +382,10 @@ export function mockState(
         state.readerEndpointAddress = `replica.${domain}`;
         state.port = inputs.port ?? 6379;
         state.arn = arn("elasticache", `replicationgroup:${physical}`);
-        state.memberClusters = Array.from({ length: Number(inputs.numCacheClusters ?? 1) }, (_, i) => `${physical}-00${i + 1}`);
+        state.memberClusters = Array.from(
+          { length: Number(inputs.numCacheClusters ?? 1) },
+          (_, i) => `${physical}-00${i + 1}`,
+        );
         break;
       }
       case "aws:efs/fileSystem:FileSystem":
@@ -423,7 +440,11 @@ export function mockState(
         break;
       case "azure-native:containerservice:ManagedCluster":
         id = `${base}/Microsoft.ContainerService/managedClusters/${resourceName}`;
-        state.identity = { ...get(inputs, "identity"), principalId: "11111111-2222-4333-8444-555555555555", tenantId: "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee" };
+        state.identity = {
+          ...get(inputs, "identity"),
+          principalId: "11111111-2222-4333-8444-555555555555",
+          tenantId: "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
+        };
         state.fqdn = `${String(inputs.dnsPrefix)}-${fakeHex(name, 8)}.hcp.${ctx.location}.azmk8s.io`;
         break;
       case "azure-native:dbforpostgresql:Server":
@@ -532,7 +553,11 @@ export function mockState(
 }
 
 /** Mocked invokes (data sources). Anything else throws, so an unmocked call is never silently empty. */
-export function mockCall(token: string, inputs: Record<string, unknown>, ctx: MockContext): Record<string, unknown> {
+export function mockCall(
+  token: string,
+  inputs: Record<string, unknown>,
+  ctx: MockContext,
+): Record<string, unknown> {
   switch (token) {
     case "azure-native:containerservice:listManagedClusterUserCredentials": {
       const cluster = String(inputs.resourceName);
@@ -547,9 +572,14 @@ export function mockCall(token: string, inputs: Record<string, unknown>, ctx: Mo
       return { kubeconfigs: [{ name: "clusterUser", value: Buffer.from(kubeconfig).toString("base64") }] };
     }
     case "azure-native:redisenterprise:listDatabaseKeys":
-      return { primaryKey: fakePassword(`${String(inputs.clusterName)}/primary`, 44), secondaryKey: fakePassword(`${String(inputs.clusterName)}/secondary`, 44) };
+      return {
+        primaryKey: fakePassword(`${String(inputs.clusterName)}/primary`, 44),
+        secondaryKey: fakePassword(`${String(inputs.clusterName)}/secondary`, 44),
+      };
     default:
-      throw new Error(`offline-run: no mock for invoke ${token}. Add one to mockCall in scripts/offline-run.ts.`);
+      throw new Error(
+        `offline-run: no mock for invoke ${token}. Add one to mockCall in scripts/offline-run.ts.`,
+      );
   }
 }
 
@@ -558,7 +588,8 @@ export function mockCall(token: string, inputs: Record<string, unknown>, ctx: Mo
 
 /** Remove Pulumi's secret wrappers, collecting the dotted paths that were secret. */
 export function unwrapSecrets(value: unknown, at = "", paths: string[] = []): unknown {
-  if (Array.isArray(value)) return value.map((v, i) => unwrapSecrets(v, at ? `${at}[${i}]` : `[${i}]`, paths));
+  if (Array.isArray(value))
+    return value.map((v, i) => unwrapSecrets(v, at ? `${at}[${i}]` : `[${i}]`, paths));
   if (isRecord(value)) {
     if (SECRET_SIG in value && "value" in value) {
       paths.push(at);
@@ -750,7 +781,8 @@ export async function runProgramOffline(options: OfflineRunOptions): Promise<Off
   const secretOutputs: string[] = [];
   for (const [k, v] of exportsEntries) {
     outputs[k] = await resolveOutput(v);
-    if (pulumi.Output.isInstance(v) && (await pulumi.isSecret(v as pulumi.Output<unknown>))) secretOutputs.push(k);
+    if (pulumi.Output.isInstance(v) && (await pulumi.isSecret(v as pulumi.Output<unknown>)))
+      secretOutputs.push(k);
   }
   await (pulumi.runtime as unknown as RuntimeInternals).waitForRPCs?.();
   return { stack: options.stack, project, config, secretKeys, resources, invokes, outputs, secretOutputs };
