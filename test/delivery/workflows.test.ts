@@ -79,15 +79,26 @@ describe("ci.yml", () => {
 
   it("runs npm ci then npm test next to PostgreSQL 15 and Redis 7 on the ports the tests use", () => {
     const job = ci.jobs.test;
-    const runs = (job.steps ?? []).map((s) => s.run).filter(Boolean);
-    expect(runs[0]).toMatch(/^npm ci\b/);
-    expect(runs).toContain("npm test");
+    const runs = (job.steps ?? []).map((s) => s.run ?? "");
+    const install = runs.findIndex((r) => /^npm ci\b/.test(r));
+    expect(install).toBeGreaterThanOrEqual(0);
+    expect(runs.indexOf("npm test")).toBeGreaterThan(install);
     expect(job.services?.postgres.image).toBe("postgres:15");
     expect(job.services?.postgres.ports).toEqual(["5432:5432"]);
     expect(job.services?.postgres.env?.POSTGRES_HOST_AUTH_METHOD).toBe("trust"); // tests connect as postgres without a password
     expect(job.services?.redis.image).toBe("redis:7");
     expect(job.services?.redis.ports).toEqual(["6379:6379"]);
     expect(stepUsing(job, "actions/setup-node")[0].with?.["node-version"]).toBe(20);
+  });
+
+  it("provides the binaries the fault tests start their throwaway servers from", () => {
+    const steps = ci.jobs.test.steps ?? [];
+    const binaries = steps.findIndex(
+      (s) => s.run?.includes("apt-get install") && s.run.includes("redis-server"),
+    );
+    expect(binaries).toBeGreaterThanOrEqual(0);
+    expect(steps[binaries].run).toContain("PGBIN=");
+    expect(binaries).toBeLessThan(steps.findIndex((s) => s.run === "npm test"));
   });
 
   it("builds the Dockerfile without pushing", () => {
