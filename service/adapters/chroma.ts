@@ -43,6 +43,8 @@ export interface VectorStore {
   upsert(records: ChunkRecord[]): Promise<void>;
   /** Delete every chunk of `source` whose index is ≥ `fromIndex` (0: all of them). */
   deleteSource(source: string, fromIndex?: number): Promise<void>;
+  /** `deleteSource(source, keep)` for many sources in one call (the leftovers of re-ingested files). */
+  deleteLeftovers(sources: readonly { source: string; keep: number }[]): Promise<void>;
   /** Number of chunks of one source. */
   countSource(source: string): Promise<number>;
   count(): Promise<number>;
@@ -140,6 +142,13 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
     },
     async deleteSource(source, fromIndex = 0) {
       await withCollection((c) => c.delete({ where: sourceWhere(source, fromIndex) }));
+    },
+    async deleteLeftovers(sources) {
+      for (let i = 0; i < sources.length; i += 100) {
+        const part = sources.slice(i, i + 100).map((x) => sourceWhere(x.source, x.keep));
+        const where: Where = part.length === 1 ? part[0] : { $or: part };
+        await withCollection((c) => c.delete({ where }));
+      }
     },
     async countSource(source) {
       let total = 0;

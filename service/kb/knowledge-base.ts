@@ -44,6 +44,11 @@ export interface KnowledgeBaseOptions {
   candidateMultiplier?: number;
 }
 
+/** Directory ingestion stores files in groups of about this many characters (≈ 64 chunks of 256 tokens). */
+const GROUP_CHARS = 64_000;
+/** Records per Chroma upsert call. */
+const UPSERT_BATCH = 256;
+
 /** Characters of the query used for retrieval (≈ 2000 tokens, within every embedding model's input). */
 export const MAX_QUERY_CHARS = 8_000;
 
@@ -55,8 +60,11 @@ export function chunkId(source: string, index: number): string {
 export class KnowledgeBase implements KnowledgeBaseLike {
   readonly collection: string;
   private readonly files: KbFiles;
-  /** Per-source queue, so two ingests of one source in this process never interleave. */
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /**
+   * Writes (upload, ingest, delete, reset) run one at a time in this process, so two versions of one source never
+   * interleave their upserts and leftover deletes. Retrieval does not wait for it.
+   */
+  private writes: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly opts: KnowledgeBaseOptions) {
     this.collection = opts.rag.collection;
@@ -125,44 +133,60 @@ export class KnowledgeBase implements KnowledgeBaseLike {
       );
     const { source } = await this.files.lexical(relPath);
     this.requireSupported(source);
-    const written = await this.files.write(relPath, content);
-    return this.ingestText(written.source, content);
+    return this.exclusive(async () => {
+      const written = await this.files.write(relPath, content);
+      const [done] = await this.ingestGroup([{ source: written.source, text: content }]);
+      return done;
+    });
   }
 
   async ingest(relPath: string): Promise<IngestReport> {
     const target = await this.files.existing(relPath);
-    const report: IngestReport = { files: [], skipped: [], chunks: 0 };
-    let files: KbPath[];
-    if (target.isDirectory) {
-      const walked = await this.files.walk(target.absolute);
-      report.skipped.push(...walked.skipped);
-      files = walked.files.filter((f) => {
-        if (documentKind(f.source)) return true;
-        report.skipped.push({ path: f.source, reason: "unsupported file type" });
-        return false;
-      });
-    } else {
-      this.requireSupported(target.source);
-      files = [target];
-    }
-    for (const file of files) {
-      const read = await this.files.readText(file.absolute);
-      if ("skip" in read) {
-        if (!target.isDirectory) {
-          throw new InvalidRequestError(
-            `Cannot ingest ${file.source}: ${read.skip}.`,
-            "unsupported_file",
-            "path",
-          );
-        }
-        report.skipped.push({ path: file.source, reason: read.skip });
-        continue;
+    if (!target.isDirectory) this.requireSupported(target.source);
+    return this.exclusive(async () => {
+      const report: IngestReport = { files: [], skipped: [], chunks: 0 };
+      let files: KbPath[] = [target];
+      if (target.isDirectory) {
+        const walked = await this.files.walk(target.absolute);
+        report.skipped.push(...walked.skipped);
+        files = walked.files.filter((f) => {
+          if (documentKind(f.source)) return true;
+          report.skipped.push({ path: f.source, reason: "unsupported file type" });
+          return false;
+        });
       }
-      const done = await this.ingestText(file.source, read.text);
-      report.files.push(done);
-      report.chunks += done.chunks;
-    }
-    return report;
+      // Files are embedded and stored in groups of whole files (≥ GROUP_CHUNKS chunks): Chroma's cost is per
+      // call, so one upsert per file made a directory of small files ~5× slower.
+      let group: { source: string; text: string }[] = [];
+      let groupChars = 0;
+      const flush = async () => {
+        for (const done of await this.ingestGroup(group)) {
+          report.files.push(done);
+          report.chunks += done.chunks;
+        }
+        group = [];
+        groupChars = 0;
+      };
+      for (const file of files) {
+        const read = await this.files.readText(file.absolute);
+        if ("skip" in read) {
+          if (!target.isDirectory) {
+            throw new InvalidRequestError(
+              `Cannot ingest ${file.source}: ${read.skip}.`,
+              "unsupported_file",
+              "path",
+            );
+          }
+          report.skipped.push({ path: file.source, reason: read.skip });
+          continue;
+        }
+        group.push({ source: file.source, text: read.text });
+        groupChars += read.text.length;
+        if (groupChars >= GROUP_CHARS) await flush();
+      }
+      if (group.length) await flush();
+      return report;
+    });
   }
 
   async deleteSource(relPath: string): Promise<{ source: string; deleted: number }> {
@@ -173,7 +197,7 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     } catch {
       // not on disk (or not resolvable): delete by the name given
     }
-    return this.serialize(source, async () => {
+    return this.exclusive(async () => {
       const deleted = await this.opts.store.countSource(source);
       await this.opts.store.deleteSource(source);
       this.opts.log.info({ source, deleted }, "knowledge base: source deleted");
@@ -194,7 +218,7 @@ export class KnowledgeBase implements KnowledgeBaseLike {
   }
 
   async reset(): Promise<void> {
-    await this.opts.store.reset();
+    await this.exclusive(() => this.opts.store.reset());
     this.opts.log.info({ collection: this.collection }, "knowledge base: reset");
   }
 
@@ -208,48 +232,53 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     }
   }
 
-  private serialize<T>(source: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(source) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
-    const settled = run.catch(() => undefined);
-    this.locks.set(source, settled);
-    void settled.then(() => {
-      if (this.locks.get(source) === settled) this.locks.delete(source);
-    });
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.writes.then(fn, fn);
+    this.writes = run.catch(() => undefined);
     return run;
   }
 
-  /** Chunk, embed (batched) and store one source, replacing its previous chunks. */
-  private ingestText(source: string, text: string): Promise<IngestedSource> {
-    return this.serialize(source, async () => {
-      const kind = documentKind(source) ?? "text";
-      const chunks = chunkDocument(text, kind, {
+  /**
+   * Chunk, embed (batched across files) and store whole sources, replacing their previous chunks: the new chunks
+   * overwrite the old ones by id, then each source's leftovers (indexes past its new count) are deleted.
+   */
+  private async ingestGroup(docs: { source: string; text: string }[]): Promise<IngestedSource[]> {
+    const pending: ChunkRecord[] = [];
+    const results: IngestedSource[] = [];
+    for (const doc of docs) {
+      const chunks = chunkDocument(doc.text, documentKind(doc.source) ?? "text", {
         chunkTokens: this.opts.rag.chunkTokens,
         overlapTokens: this.opts.rag.chunkOverlap,
       });
-      const batch = this.opts.embedBatchSize ?? 64;
-      for (let i = 0; i < chunks.length; i += batch) {
-        const slice = chunks.slice(i, i + batch);
-        const embeddings = await this.opts.embed(slice.map((c) => c.text));
-        if (embeddings.length !== slice.length) {
-          throw new Error(
-            `embedding deployment returned ${embeddings.length} vectors for ${slice.length} texts`,
-          );
-        }
-        const records: ChunkRecord[] = slice.map((c, j) => ({
-          id: chunkId(source, c.index),
+      results.push({ source: doc.source, chunks: chunks.length });
+      for (const c of chunks) {
+        pending.push({
+          id: chunkId(doc.source, c.index),
           text: c.text,
-          embedding: embeddings[j],
-          source,
+          embedding: [],
+          source: doc.source,
           chunkIndex: c.index,
           heading: c.heading,
-        }));
-        await this.opts.store.upsert(records);
+        });
       }
-      // Leftovers of a longer previous version (all chunks when the file now has none).
-      await this.opts.store.deleteSource(source, chunks.length);
-      this.opts.log.info({ source, chunks: chunks.length }, "knowledge base: source ingested");
-      return { source, chunks: chunks.length };
-    });
+    }
+    const batch = this.opts.embedBatchSize ?? 64;
+    for (let i = 0; i < pending.length; i += batch) {
+      const slice = pending.slice(i, i + batch);
+      const embeddings = await this.opts.embed(slice.map((r) => r.text));
+      if (embeddings.length !== slice.length) {
+        throw new Error(
+          `embedding deployment returned ${embeddings.length} vectors for ${slice.length} texts`,
+        );
+      }
+      slice.forEach((r, j) => (r.embedding = embeddings[j]));
+    }
+    for (let i = 0; i < pending.length; i += UPSERT_BATCH) {
+      await this.opts.store.upsert(pending.slice(i, i + UPSERT_BATCH));
+    }
+    // Leftovers of longer previous versions (all chunks of a file that now has none).
+    await this.opts.store.deleteLeftovers(results.map((r) => ({ source: r.source, keep: r.chunks })));
+    for (const done of results) this.opts.log.info(done, "knowledge base: source ingested");
+    return results;
   }
 }

@@ -168,6 +168,28 @@ describe("ingestion", () => {
     ]);
   });
 
+  it("re-ingesting a directory replaces every file's chunks, including files that shrank to nothing", async () => {
+    fs.mkdirSync(path.join(kbDir, "set"));
+    fs.writeFileSync(path.join(kbDir, "set/a.md"), `# A\n\n${paragraph("alpha", 8)}\n`);
+    fs.writeFileSync(path.join(kbDir, "set/b.txt"), paragraph("beta", 8));
+    fs.writeFileSync(path.join(kbDir, "set/c.txt"), paragraph("gamma", 3));
+    const first = await kb.ingest("set");
+    expect(first.files.every((f) => f.chunks >= 1)).toBe(true);
+    expect(await store.count()).toBe(first.chunks);
+    fs.writeFileSync(path.join(kbDir, "set/a.md"), `# A\n\n${paragraph("delta", 2)}\n`);
+    fs.writeFileSync(path.join(kbDir, "set/b.txt"), paragraph("epsilon", 2));
+    fs.writeFileSync(path.join(kbDir, "set/c.txt"), "tiny");
+    const second = await kb.ingest("set");
+    expect(second.files).toEqual([
+      { source: "set/a.md", chunks: expect.any(Number) },
+      { source: "set/b.txt", chunks: expect.any(Number) },
+      { source: "set/c.txt", chunks: 0 },
+    ]);
+    expect(second.chunks).toBeLessThan(first.chunks);
+    expect(await store.count()).toBe(second.chunks);
+    for (const f of second.files) expect(await store.countSource(f.source)).toBe(f.chunks);
+  });
+
   it("rejects unsupported file types with 400", async () => {
     await expect400(kb.upload("image.png", "not really"), "unsupported_file_type");
     fs.writeFileSync(path.join(kbDir, "x.exe"), "MZ");
