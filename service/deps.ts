@@ -13,6 +13,8 @@ import { createUsageWriter, type UsageWriter } from "./adapters/usage-writer";
 import { createProviderRegistry } from "./providers/registry";
 import { createRateLimiterFromConfig } from "./adapters/resilient-limiter";
 import { createCacheFromConfig } from "./adapters/redis-cache";
+import { createPiiEngine } from "./lib/pii";
+import { createKnowledgeBaseFromConfig } from "./kb";
 import { forgetKey } from "./stages/auth";
 import type pg from "pg";
 
@@ -62,8 +64,15 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     providers,
     rateLimiter: createRateLimiterFromConfig(config, log),
     cache: createCacheFromConfig(config, log),
-    pii: null,
-    kb: null,
+    pii: config.pii.enabled
+      ? createPiiEngine({
+          enabled: true,
+          names: config.pii.names,
+          entities: config.pii.entities,
+          allowList: config.pii.allowList,
+        })
+      : null,
+    kb: createKnowledgeBaseFromConfig(config, providers, log),
     isDraining: opts.isDraining,
     metricsText: opts.metricsText,
     onKeyRevoked: forgetKey,

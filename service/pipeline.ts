@@ -25,6 +25,7 @@ import { createUpstreamChat, createUpstreamEmbeddings } from "./stages/upstream"
 export type Stage = Middleware<ProxyState>;
 
 export function chatPipeline(deps: AppDeps): Stage[] {
+  const pii = deps.pii;
   return [
     createAuth({ keys: deps.keys, scope: "chat" }),
     createParseChat({ config: deps.config, providers: deps.providers }),
@@ -33,7 +34,11 @@ export function chatPipeline(deps: AppDeps): Stage[] {
     createTokenCount({ config: deps.config, phase: "initial" }),
     createRateLimit({ config: deps.config, limiter: deps.rateLimiter }),
     createPii({ engine: deps.pii, mode: "reversible" }),
-    createRag({ kb: deps.kb, config: deps.config }),
+    createRag({
+      kb: deps.kb,
+      config: deps.config,
+      ...(pii ? { redact: (text: string) => pii.newSession().redact(text) } : {}),
+    }),
     createTokenCount({ config: deps.config, phase: "after-rag" }),
     createCache({ config: deps.config, cache: deps.cache }),
     createUpstreamChat({ config: deps.config, providers: deps.providers }),

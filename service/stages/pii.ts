@@ -1,0 +1,89 @@
+/**
+ * PII scrub and restore. On the way in, every text the provider would see (system, developer, user, assistant and
+ * tool messages, text parts, tool-call arguments) gets reversible typed placeholders — secrets get irreversible
+ * markers — and `/v1/embeddings` input is redacted irreversibly. On the way out the placeholders are restored in
+ * message content and tool-call arguments, JSON and streams alike; a placeholder split across chunk boundaries is
+ * still restored (createChunkRestorer holds back only a possible placeholder prefix).
+ * Entity counts (never values) go into the usage row and metrics.
+ *
+ * Caching: placeholders are random per request, so a prompt that contained PII never hits the response cache;
+ * prompts without PII are unchanged by this stage and cache normally.
+ */
+import type { Middleware } from "koa";
+import { Counter } from "prom-client";
+import {
+  createChunkRestorer,
+  restoreChatCompletion,
+  scrubChatRequest,
+  scrubEmbeddingInput,
+  type PiiEngine,
+  type PiiSession,
+} from "../lib/pii";
+import { registry } from "../metrics";
+import type { ProxyState } from "../state";
+import type { ChatCompletion, ChatCompletionChunk } from "../types";
+
+export type PiiEngineLike = PiiEngine;
+
+const entitiesTotal = new Counter({
+  name: "llmproxy_pii_entities_total",
+  help: "PII entities scrubbed from requests, by entity type.",
+  labelNames: ["entity"] as const,
+  registers: [registry],
+});
+
+async function* restoreStream(
+  chunks: AsyncIterable<ChatCompletionChunk>,
+  session: PiiSession,
+): AsyncGenerator<ChatCompletionChunk> {
+  const restorer = createChunkRestorer(session);
+  const trailing: ChatCompletionChunk[] = [];
+  for await (const chunk of chunks) {
+    // The usage-only chunk comes last: release held text before it.
+    if (chunk.choices.length === 0) {
+      trailing.push(chunk);
+      continue;
+    }
+    yield restorer.restore(chunk);
+  }
+  yield* restorer.flush();
+  yield* trailing;
+}
+
+export interface PiiDeps {
+  engine: PiiEngineLike | null;
+  /** reversible: chat (restore the answer); redact: embeddings (nothing to restore). */
+  mode: "reversible" | "redact";
+}
+
+export function createPii(deps: PiiDeps): Middleware<ProxyState> {
+  return async function pii(ctx, next) {
+    if (!deps.engine) return next();
+    const session = deps.engine.newSession();
+    if (ctx.state.chat) ctx.state.chat = scrubChatRequest(ctx.state.chat, session);
+    if (ctx.state.embedding) {
+      ctx.state.embedding = {
+        ...ctx.state.embedding,
+        input: scrubEmbeddingInput(ctx.state.embedding.input, session),
+      };
+    }
+    const counts: Record<string, number> = {};
+    for (const [entity, n] of Object.entries(session.counts())) {
+      if (n > 0) {
+        counts[entity] = n;
+        entitiesTotal.inc({ entity }, n);
+      }
+    }
+    if (Object.keys(counts).length) {
+      ctx.state.piiCounts = counts;
+      ctx.state.usage.piiCounts = counts;
+    }
+
+    await next();
+
+    const result = ctx.state.result;
+    if (!result || deps.mode === "redact" || !ctx.state.piiCounts) return;
+    if (result.kind === "json") result.body = restoreChatCompletion(result.body as ChatCompletion, session);
+    else result.chunks = restoreStream(result.chunks, session);
+  };
+}
