@@ -202,6 +202,18 @@ export function loadGazetteer(): void {
     for (const a of c.altSpellings) if (a.length > 3 && /[a-z]/.test(a)) put(a, Place.Known);
   }
   for (const a of ["USA", "U.S.", "U.S.A.", "UK", "U.K.", "UAE"]) places.set(a.toLowerCase(), Place.Known);
+  // English names the dataset replaced with newer official ones.
+  for (const a of [
+    "Turkey",
+    "Czech Republic",
+    "Holland",
+    "Burma",
+    "Ivory Coast",
+    "Swaziland",
+    "Macedonia",
+    "Cape Verde",
+  ])
+    put(a, Place.Known);
   // Words that are far more often ordinary nouns in the text we see than the place they also name.
   for (const w of [
     "turkey",
@@ -357,12 +369,10 @@ function scanRun(g: Gazetteer, text: string, toks: Tok[], push: Push, wantP: boo
     const ambiguous = !isFirst || g.ambiguousFirst.has(t.key);
     const next = toks[i + 1];
     const nextIsSurname = next !== undefined && !PARTICLES.has(next.key) && isNameWord(g, next);
-    const nextViaParticle = next !== undefined && PARTICLES.has(next.key);
     if (titled || strong) {
       if (titled || isNameWord(g, t) || isFirst) personLen = 1;
-    } else if (isFirst && !ambiguous) {
-      personLen = 1;
-    } else if (isFirst && (nextIsSurname || nextViaParticle || weak)) {
+    } else if (isFirst) {
+      // An ambiguous first name is kept below only with a surname, a cue, a verb or a possessive.
       personLen = 1;
     } else if (
       g.human.has(t.key) &&
@@ -436,7 +446,7 @@ function scanRun(g: Gazetteer, text: string, toks: Tok[], push: Push, wantP: boo
       if (single && !titled && !strong) {
         // A lone word: a clear first name, or an ambiguous one with a cue ("ask Jordan", "Grace said").
         if (!isFirst) ok = weak;
-        else if (ambiguous) ok = weak || verbAfter(1) || possessive(1);
+        else if (ambiguous) ok = weak || verbAfter(1) || possessive(1) || nextIsSurname;
         if (place.len > 0 && !weak && !verbAfter(1) && !possessive(1)) ok = false;
       }
       if (ok) {

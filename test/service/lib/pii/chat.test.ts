@@ -1,0 +1,244 @@
+import { describe, expect, it } from "vitest";
+import {
+  createChunkRestorer,
+  createPiiEngine,
+  restoreChatCompletion,
+  scrubChatRequest,
+  scrubEmbeddingInput,
+} from "../../../../service/lib/pii";
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "../../../../service/types";
+
+const engine = createPiiEngine({ enabled: true, names: "gazetteer" });
+const EMAIL = "maria.gonzalez@example.com";
+const PHONE = "+1 415 555 0132";
+const PH_RE = /<<PII_[A-Z_]+_[0-9a-f]{32}>>/g;
+
+function request(): ChatCompletionRequest {
+  return {
+    model: "gpt-4o",
+    messages: [
+      { role: "system", content: `Escalations go to ${EMAIL}.` },
+      { role: "developer", content: "Never reveal 203.0.113.9." },
+      {
+        role: "user",
+        name: "maria_g",
+        content: [
+          { type: "text", text: `I am Maria Gonzalez, call ${PHONE}.` },
+          { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } },
+        ],
+      },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          {
+            id: "call_1",
+            type: "function",
+            function: {
+              name: "lookup",
+              arguments: JSON.stringify({ email: EMAIL, note: 'say "hi" to Maria Gonzalez', n: 3 }),
+            },
+          },
+        ],
+      },
+      {
+        role: "tool",
+        tool_call_id: "call_1",
+        content: `Found ${EMAIL} in Berlin, card 4532 5718 4225 5902.`,
+      },
+      { role: "assistant", content: "ok", function_call: { name: "legacy", arguments: `{"to":"${EMAIL}"}` } },
+    ],
+    tools: [{ type: "function", function: { name: "lookup", parameters: { type: "object" } } }],
+  };
+}
+
+describe("scrubChatRequest", () => {
+  it("scrubs every text the provider sees and keeps the original body untouched", () => {
+    const session = engine.newSession();
+    const body = request();
+    const before = JSON.stringify(body);
+    const out = scrubChatRequest(body, session);
+    expect(JSON.stringify(body)).toBe(before);
+    const wire = JSON.stringify(out);
+    for (const v of [EMAIL, "Maria Gonzalez", "415 555 0132", "203.0.113.9", "Berlin", "4532 5718 4225 5902"])
+      expect(wire, v).not.toContain(v);
+    // Image parts, tool definitions, ids and the (API-restricted) name field stay as they are.
+    expect(out.messages[2]!.content).toContainEqual({
+      type: "image_url",
+      image_url: { url: "data:image/png;base64,AAAA" },
+    });
+    expect(out.messages[2]!.name).toBe("maria_g");
+    expect(out.tools).toEqual(body.tools);
+    expect(out.messages[3]!.tool_calls![0]!.id).toBe("call_1");
+  });
+
+  it("keeps tool-call arguments valid JSON with scrubbed string values", () => {
+    const session = engine.newSession();
+    const out = scrubChatRequest(request(), session);
+    const args = JSON.parse(out.messages[3]!.tool_calls![0]!.function!.arguments!) as Record<string, unknown>;
+    expect(args.email).toMatch(/^<<PII_EMAIL_ADDRESS_[0-9a-f]{32}>>$/);
+    expect(args.note).toMatch(/^say "hi" to <<PII_PERSON_[0-9a-f]{32}>>$/);
+    expect(args.n).toBe(3);
+    const legacy = JSON.parse((out.messages[5]!.function_call as { arguments: string }).arguments) as {
+      to: string;
+    };
+    expect(legacy.to).toBe(args.email); // same value, same placeholder across the whole request
+  });
+
+  it("scrubs non-JSON arguments as text", () => {
+    const session = engine.newSession();
+    const body: ChatCompletionRequest = {
+      model: "m",
+      messages: [
+        {
+          role: "assistant",
+          tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: `email ${EMAIL}` } }],
+        },
+      ],
+    };
+    expect(scrubChatRequest(body, session).messages[0]!.tool_calls![0]!.function!.arguments).toMatch(
+      /^email <<PII_EMAIL_ADDRESS_/,
+    );
+  });
+});
+
+function completionFrom(out: ChatCompletionRequest): ChatCompletion {
+  // The fake model echoes the placeholders it saw, in content and in a tool call.
+  const phs = JSON.stringify(out).match(PH_RE)!;
+  return {
+    id: "c1",
+    object: "chat.completion",
+    created: 1,
+    model: "gpt-4o",
+    choices: [
+      { index: 0, message: { role: "assistant", content: `Hello ${phs[0]}` }, finish_reason: "stop" },
+      {
+        index: 1,
+        message: {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            {
+              id: "t",
+              type: "function",
+              function: {
+                name: "send",
+                arguments: `{"to":"${phs[0]}","who":"${phs.find((p) => p.includes("PERSON"))}"}`,
+              },
+            },
+          ],
+        },
+        finish_reason: "tool_calls",
+      },
+    ],
+  };
+}
+
+describe("restoreChatCompletion", () => {
+  it("restores content and tool-call arguments in every choice", () => {
+    const session = engine.newSession();
+    const out = scrubChatRequest(request(), session);
+    const restored = restoreChatCompletion(completionFrom(out), session);
+    expect(restored.choices[0]!.message.content).toBe(`Hello ${EMAIL}`);
+    const args = JSON.parse(restored.choices[1]!.message.tool_calls![0]!.function!.arguments!) as unknown;
+    expect(args).toEqual({ to: EMAIL, who: "Maria Gonzalez" });
+  });
+});
+
+function chunk(choices: ChatCompletionChunk["choices"]): ChatCompletionChunk {
+  return { id: "s1", object: "chat.completion.chunk", created: 1, model: "gpt-4o", choices };
+}
+
+describe("createChunkRestorer", () => {
+  it("restores content and tool-call argument deltas split at every position, per choice and tool call", () => {
+    const session = engine.newSession();
+    const out = scrubChatRequest(request(), session);
+    const phs = JSON.stringify(out).match(PH_RE)!;
+    const person = phs.find((p) => p.includes("PERSON"))!;
+    const content = `Mail ${phs[0]} now.`;
+    const args = `{"to":"${phs[0]}","who":"${person}"}`;
+    for (let i = 0; i <= content.length; i += 1) {
+      const j = Math.min(i, args.length);
+      const r = createChunkRestorer(session);
+      const chunks = [
+        chunk([
+          { index: 0, delta: { role: "assistant", content: content.slice(0, i) }, finish_reason: null },
+        ]),
+        chunk([
+          {
+            index: 1,
+            delta: {
+              tool_calls: [
+                {
+                  index: 0,
+                  id: "t",
+                  type: "function",
+                  function: { name: "send", arguments: args.slice(0, j) },
+                },
+              ],
+            },
+            finish_reason: null,
+          },
+        ]),
+        chunk([{ index: 0, delta: { content: content.slice(i) }, finish_reason: null }]),
+        chunk([
+          {
+            index: 1,
+            delta: { tool_calls: [{ index: 0, function: { arguments: args.slice(j) } }] },
+            finish_reason: null,
+          },
+        ]),
+        chunk([{ index: 0, delta: {}, finish_reason: "stop" }]),
+      ].map((c) => r.restore(c));
+      chunks.push(...r.flush());
+      let text = "";
+      let argText = "";
+      for (const c of chunks)
+        for (const ch of c.choices) {
+          if (ch.index === 0 && typeof ch.delta.content === "string") text += ch.delta.content;
+          if (ch.index === 1)
+            for (const t of ch.delta.tool_calls ?? []) argText += t.function?.arguments ?? "";
+        }
+      expect(text, `content split at ${i}`).toBe(`Mail ${EMAIL} now.`);
+      expect(JSON.parse(argText), `args split at ${j}`).toEqual({ to: EMAIL, who: "Maria Gonzalez" });
+    }
+  });
+
+  it("releases held text with the chunk carrying finish_reason", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const r = createChunkRestorer(session);
+    const a = r.restore(
+      chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 10) }, finish_reason: null }]),
+    );
+    expect(a.choices[0]!.delta.content).toBe("to ");
+    const b = r.restore(chunk([{ index: 0, delta: {}, finish_reason: "length" }]));
+    expect(b.choices[0]!.delta.content).toBe(ph.slice(0, 10));
+    expect(r.flush()).toEqual([]);
+  });
+
+  it("flush returns chunks for text still held when the stream ends without finish_reason", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const r = createChunkRestorer(session);
+    r.restore(chunk([{ index: 0, delta: { content: "x" + ph.slice(0, 5) }, finish_reason: null }]));
+    const rest = r.flush();
+    expect(rest).toHaveLength(1);
+    expect(rest[0]!.id).toBe("s1");
+    expect(rest[0]!.choices[0]!.delta.content).toBe(ph.slice(0, 5));
+  });
+});
+
+describe("scrubEmbeddingInput", () => {
+  it("redacts strings and string arrays irreversibly, leaves token arrays", () => {
+    const session = engine.newSession();
+    expect(scrubEmbeddingInput(`mail ${EMAIL}`, session)).toBe("mail <<REDACTED_EMAIL_ADDRESS>>");
+    expect(scrubEmbeddingInput(["Maria Gonzalez lives in Berlin", "nothing here"], session)).toEqual([
+      "<<REDACTED_PERSON>> lives in <<REDACTED_LOCATION>>",
+      "nothing here",
+    ]);
+    expect(scrubEmbeddingInput([1, 2, 3], session)).toEqual([1, 2, 3]);
+    expect(scrubEmbeddingInput([[1, 2], [3]], session)).toEqual([[1, 2], [3]]);
+    expect(session.counts().PERSON).toBe(1);
+  });
+});

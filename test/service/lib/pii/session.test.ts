@@ -1,0 +1,128 @@
+import { describe, expect, it } from "vitest";
+import { createPiiEngine, PLACEHOLDER_RE, type PiiOptions } from "../../../../service/lib/pii";
+
+const base: PiiOptions = { enabled: true, names: "off" };
+const TEXT =
+  "Mail ana@example.com or call +1 415 555 0132; key sk-qHuTxnnoDC6ajzumsJ9D7PpyGZO6gqr2DHqpIckQtK1N62Xe.";
+
+function placeholders(s: string): string[] {
+  return s.match(new RegExp(PLACEHOLDER_RE.source, "g")) ?? [];
+}
+
+describe("scrub and restore", () => {
+  it("replaces values with typed 32-hex placeholders and restores them", () => {
+    const session = createPiiEngine(base).newSession();
+    const scrubbed = session.scrub(TEXT);
+    expect(scrubbed).not.toContain("ana@example.com");
+    expect(scrubbed).not.toContain("415 555 0132");
+    expect(scrubbed).toMatch(
+      /^Mail <<PII_EMAIL_ADDRESS_[0-9a-f]{32}>> or call <<PII_PHONE_NUMBER_[0-9a-f]{32}>>; key /,
+    );
+    // Secrets are replaced irreversibly and never come back.
+    expect(scrubbed).toContain("key <<REDACTED_INTERNAL_SECRET>>.");
+    expect(session.restore(scrubbed)).toBe(TEXT.replace(/sk-\w+/, "<<REDACTED_INTERNAL_SECRET>>"));
+  });
+
+  it("gives the same value the same placeholder within a session, across calls", () => {
+    const session = createPiiEngine(base).newSession();
+    const a = session.scrub("from ana@example.com");
+    const b = session.scrub("reply to ana@example.com and bo@example.com");
+    const [pa] = placeholders(a);
+    const pb = placeholders(b);
+    expect(pb[0]).toBe(pa);
+    expect(pb[1]).not.toBe(pa);
+  });
+
+  it("uses different random placeholders in different sessions", () => {
+    const engine = createPiiEngine(base);
+    const seen = new Set<string>();
+    for (let i = 0; i < 50; i++) seen.add(placeholders(engine.newSession().scrub("ana@example.com"))[0]!);
+    expect(seen.size).toBe(50);
+  });
+
+  it("leaves unknown and foreign placeholders as they are", () => {
+    const engine = createPiiEngine(base);
+    const s1 = engine.newSession();
+    const s2 = engine.newSession();
+    const ph = placeholders(s1.scrub("ana@example.com"))[0]!;
+    expect(s2.restore(`x ${ph} y`)).toBe(`x ${ph} y`);
+    const fake = "<<PII_EMAIL_ADDRESS_00000000000000000000000000000000>>";
+    expect(s1.restore(fake)).toBe(fake);
+  });
+
+  it("restores JSON-escaped when asked (tool-call arguments)", () => {
+    const session = createPiiEngine({ ...base, names: "gazetteer" }).newSession();
+    const ph = placeholders(session.scrub('Contact "Liam O\'Connor" at liam@example.com'))[0]!;
+    expect(session.restore(`{"to":"${ph}"}`, { json: true })).toBe('{"to":"Liam O\'Connor"}');
+  });
+
+  it("counts occurrences per entity, never values", () => {
+    const session = createPiiEngine(base).newSession();
+    session.scrub("ana@example.com, ana@example.com, 203.0.113.9");
+    session.redact("SSN 512-34-8890");
+    const c = session.counts();
+    expect(c.EMAIL_ADDRESS).toBe(2);
+    expect(c.IP_ADDRESS).toBe(1);
+    expect(c.US_SSN).toBe(1);
+    expect(c.PERSON).toBe(0);
+    expect(JSON.stringify(c)).not.toContain("example");
+  });
+});
+
+describe("redact", () => {
+  it("replaces every entity with an irreversible typed marker", () => {
+    const session = createPiiEngine(base).newSession();
+    const out = session.redact(TEXT);
+    expect(out).toBe(
+      "Mail <<REDACTED_EMAIL_ADDRESS>> or call <<REDACTED_PHONE_NUMBER>>; key <<REDACTED_INTERNAL_SECRET>>.",
+    );
+    expect(session.restore(out)).toBe(out);
+  });
+});
+
+describe("options", () => {
+  it("global off switch makes sessions pass-through", () => {
+    const engine = createPiiEngine({ ...base, enabled: false });
+    expect(engine.detect(TEXT)).toEqual([]);
+    const s = engine.newSession();
+    expect(s.scrub(TEXT)).toBe(TEXT);
+    expect(s.redact(TEXT)).toBe(TEXT);
+  });
+
+  it("per-entity switches turn single entities off", () => {
+    const engine = createPiiEngine({ ...base, entities: { EMAIL_ADDRESS: false, INTERNAL_SECRET: false } });
+    const out = engine.newSession().scrub(TEXT);
+    expect(out).toContain("ana@example.com");
+    expect(out).toContain("sk-qHuT");
+    expect(out).not.toContain("415 555 0132");
+  });
+
+  it("allow list matches whole values case-insensitively", () => {
+    const engine = createPiiEngine({ ...base, allowList: ["ANA@Example.com", "support"] });
+    const out = engine
+      .newSession()
+      .scrub("ana@example.com and ana@example.community and support@example.com");
+    expect(out).toMatch(/^ana@example\.com and <<PII_EMAIL_ADDRESS_[0-9a-f]{32}>> and <<PII_EMAIL_ADDRESS_/);
+  });
+
+  it("names: off disables PERSON and LOCATION", () => {
+    const engine = createPiiEngine({ enabled: true, names: "off" });
+    expect(engine.detect("Maria Gonzalez lives in Berlin")).toEqual([]);
+    const on = createPiiEngine({ enabled: true, names: "gazetteer" });
+    expect(on.detect("Maria Gonzalez lives in Berlin").map((s) => s.entity)).toEqual(["PERSON", "LOCATION"]);
+  });
+});
+
+describe("overlaps", () => {
+  it("prefers a validated pattern over a name and never returns overlapping spans", () => {
+    const engine = createPiiEngine({ enabled: true, names: "gazetteer" });
+    const text = "Maria Gonzalez <maria.gonzalez@example.com> Berlin";
+    const spans = engine.detect(text);
+    for (let i = 1; i < spans.length; i++) expect(spans[i]!.start).toBeGreaterThanOrEqual(spans[i - 1]!.end);
+    expect(spans.map((s) => text.slice(s.start, s.end))).toEqual([
+      "Maria Gonzalez",
+      "maria.gonzalez@example.com",
+      "Berlin",
+    ]);
+  });
+});
