@@ -46,7 +46,7 @@ export interface ResilientLimiterOptions {
   /** The shared limiter (Redis). */
   primary: RateLimiter;
   /** Its client, to learn when the connection is ready again. Optional (tests may wrap any limiter). */
-  client?: Pick<Redis, "status" | "on" | "off"> | null;
+  client?: Pick<Redis, "status" | "on" | "off" | "once"> | null;
   failureMode: "fail-open" | "fail-closed";
   /** Processes sharing the budgets while Redis is away (replicas × workers). Default 1. */
   processes?: number;
@@ -55,6 +55,11 @@ export interface ResilientLimiterOptions {
   probeIntervalMs?: number;
   /** Clock for the fallback limiter (tests). */
   now?: () => number;
+  /**
+   * At start-up, how long an admission may wait for the first connection before the failure mode applies, in ms.
+   * Default 2000 (so a fail-closed replica does not answer 503 to its very first requests while connecting).
+   */
+  startupWaitMs?: number;
 }
 
 export type LimiterMode = "shared" | "fallback";
@@ -72,6 +77,8 @@ export class ResilientRateLimiter implements RateLimiter {
   };
   private state: LimiterMode = "shared";
   private retryAt = 0;
+  /** Resolves at the first `ready` or after startupWaitMs; null once the wait is over. */
+  private startup: Promise<void> | null = null;
 
   constructor(opts: ResilientLimiterOptions) {
     this.primary = opts.primary;
@@ -82,6 +89,20 @@ export class ResilientRateLimiter implements RateLimiter {
     this.fallback = new MemoryRateLimiter({ now: opts.now });
     this.client = opts.client ?? null;
     this.client?.on("ready", this.onReady);
+    const client = this.client;
+    if (client && client.status !== "ready") {
+      this.startup = new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, opts.startupWaitMs ?? 2000);
+        timer.unref();
+        const onFirstReady = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        client.once("ready", onFirstReady);
+      }).then(() => {
+        this.startup = null;
+      });
+    }
     fallbackActive.set({ mode: this.failureMode }, 0);
   }
 
@@ -118,6 +139,7 @@ export class ResilientRateLimiter implements RateLimiter {
   }
 
   async admit(req: AdmissionRequest): Promise<Admission> {
+    if (this.startup) await this.startup;
     if (this.shouldTryPrimary()) {
       try {
         const admission = await this.primary.admit(req);

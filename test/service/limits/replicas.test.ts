@@ -78,7 +78,7 @@ describe("three proxy processes sharing one Redis", () => {
           headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
           body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: `hello ${i}` }] }),
         });
-        const body = await res.json();
+        const body = (await res.json()) as { error?: Record<string, unknown> };
         return { status: res.status, retryAfter: res.headers.get("retry-after"), body };
       }),
     );
