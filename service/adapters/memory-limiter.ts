@@ -13,7 +13,9 @@
  * - Every budget of the key and of its team is checked before anything is written: all or nothing, a rejected
  *   request consumes nothing. Budgets: null = unlimited, 0 = blocked.
  * - Reconciliation refunds the unused part of a reservation into the slot and day it was taken from (a refund into
- *   a slot that has already left the window changes nothing, correctly) and charges an overage now.
+ *   a slot that has already left the window changes nothing, correctly) and charges an overage now. Admission
+ *   holds the budget for reservations; an overage (the provider used more than was reserved) is debt that delays
+ *   the next admissions until it has left the window.
  */
 import { LRUCache } from "lru-cache";
 import type { Budget } from "../config";
