@@ -256,7 +256,7 @@ export function createRag(deps: RagDeps): Middleware<ProxyState> {
     if (retrieved) {
       const usable = retrieved
         .filter((c) => !blocked.some((re) => re.test(c.text)))
-        .map((c) => (redact ? { ...c, text: redact(c.text) } : c));
+        .map((c) => (redact ? { ...c, heading: redact(c.heading), text: redact(c.text) } : c));
       const block = buildReferenceBlock(usable, config.rag.contextTokens);
       ctx.state.ragChunks = block?.chunks ?? 0;
       ragRetrievals.inc({ status: block ? "hit" : "miss" });

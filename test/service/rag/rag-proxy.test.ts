@@ -265,6 +265,23 @@ describe("chat with RAG", () => {
     expect(embedCalls).toBe(before.embed + 1);
   });
 
+  it("PII in retrieved chunks is redacted irreversibly before it reaches the upstream", async () => {
+    const upload = await call("POST", "/internal/kb/upload", proxy.masterKey, {
+      path: "runbooks/escalation.md",
+      content:
+        "# Escalation for the signing key\n\nIf rotating the signing key fails, page the key custodian " +
+        "at custodian.jones@example.com or call +1 415 555 0132 before touching the primary.\n",
+    });
+    expect(upload.status).toBe(201);
+    const { messages } = await chat(keys.rag, "Who do I escalate to when rotating the signing key fails?");
+    const block = referenceBlocks(messages)[0]?.content ?? "";
+    expect(block).toContain('source="runbooks/escalation.md"');
+    expect(block).toContain("<<REDACTED_EMAIL_ADDRESS>>");
+    expect(block).toContain("<<REDACTED_PHONE_NUMBER>>");
+    expect(JSON.stringify(messages)).not.toContain("custodian.jones@example.com");
+    expect(JSON.stringify(messages)).not.toContain("555 0132");
+  });
+
   it("with Chroma down, a RAG-scoped chat still succeeds, without context", async () => {
     await chroma.server.stop();
     const { messages } = await chat(keys.rag, "How do I rotate the signing key?");
