@@ -24,7 +24,9 @@ export type Behaviour =
   /** Stream `okChunks` content chunks, then cut the connection (no [DONE]). */
   | { kind: "stream-cut"; okChunks: number }
   /** Destroy the socket right away (connection reset). */
-  | { kind: "reset" };
+  | { kind: "reset" }
+  /** Stream the answer cut at these character offsets (instead of word by word). */
+  | { kind: "split"; at: number[] };
 
 export interface FakeUpstreamOptions {
   /** Delay before answering, ms. */
@@ -164,7 +166,11 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
         ...base,
         choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }],
       });
-      const pieces: string[] = content ? (content.match(/\S+\s*/g) ?? [content]) : [];
+      let pieces: string[] = content ? (content.match(/\S+\s*/g) ?? [content]) : [];
+      if (b.kind === "split" && content) {
+        const cuts = [0, ...b.at.filter((i) => i > 0 && i < content.length), content.length];
+        pieces = cuts.slice(1).map((end, i) => content.slice(cuts[i], end));
+      }
       let sent = 0;
       for (const piece of pieces) {
         if (b.kind === "stream-cut" && sent >= b.okChunks) {

@@ -1,0 +1,157 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
+import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
+
+const EMAIL = "maria.gonzalez@example.com";
+const PHONE = "+1 415 555 0132";
+const SECRET = "sk-proj-Abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+const TEXT = `Please email ${EMAIL} or call ${PHONE}. My key is ${SECRET}.`;
+
+function sseText(body: string): { content: string; args: string; done: boolean; errors: number } {
+  let content = "";
+  let args = "";
+  let done = false;
+  let errors = 0;
+  for (const event of body.split("\n\n")) {
+    if (!event.startsWith("data: ")) continue;
+    const data = event.slice(6);
+    if (data === "[DONE]") {
+      done = true;
+      continue;
+    }
+    const chunk = JSON.parse(data);
+    if (chunk.error) errors++;
+    for (const c of chunk.choices ?? []) {
+      content += c.delta?.content ?? "";
+      args += c.delta?.tool_calls?.[0]?.function?.arguments ?? "";
+    }
+  }
+  return { content, args, done, errors };
+}
+
+describe("PII never reaches the upstream, and the client gets its values back", () => {
+  let upstream: FakeUpstream;
+  let proxy: TestProxy;
+  let key: string;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    proxy = await startProxy({
+      configYaml: upstreamConfig({ fake: upstream.baseUrl }, [
+        { name: "chat", provider: "fake" },
+        { name: "embed", provider: "fake", kind: "embedding" } as never,
+      ]),
+    });
+    key = (await proxy.createKey()).key;
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  const call = (body: unknown, path = "/v1/chat/completions") =>
+    fetch(`${proxy.url}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+
+  function assertScrubbed(sent: unknown) {
+    const text = JSON.stringify(sent);
+    for (const value of [EMAIL, "415 555 0132", SECRET]) expect(text).not.toContain(value);
+    expect(text).toMatch(/<<PII_EMAIL_ADDRESS_[0-9a-f]{32}>>/);
+    expect(text).toMatch(/<<PII_PHONE_NUMBER_[0-9a-f]{32}>>/);
+    expect(text).toContain("<<REDACTED_INTERNAL_SECRET>>");
+  }
+
+  it("JSON: scrubbed on the way out, restored on the way back; secrets stay redacted; counts recorded", async () => {
+    const res = await call({
+      model: "chat",
+      messages: [
+        { role: "system", content: `Escalations go to ${EMAIL}.` },
+        { role: "user", content: TEXT },
+      ],
+    });
+    expect(res.status).toBe(200);
+    assertScrubbed(upstream.requests.at(-1)!.body);
+    const answer = (await res.json()).choices[0].message.content;
+    expect(answer).toBe(
+      `Echo: Please email ${EMAIL} or call ${PHONE}. My key is <<REDACTED_INTERNAL_SECRET>>.`,
+    );
+    const rows = await proxy.waitForUsageRows(1);
+    expect(rows.at(-1).pii_counts).toMatchObject({ EMAIL_ADDRESS: 2, PHONE_NUMBER: 1, INTERNAL_SECRET: 1 });
+  });
+
+  it("streams: restored whatever the chunk boundaries, including a placeholder split at every position", async () => {
+    const expected = `Echo: Please email ${EMAIL} or call ${PHONE}. My key is <<REDACTED_INTERNAL_SECRET>>.`;
+    const first = await call({ model: "chat", stream: true, messages: [{ role: "user", content: TEXT }] });
+    expect(sseText(await first.text()).content).toBe(expected);
+    const sentText: string = upstream.requests.at(-1)!.body.messages[0].content;
+    assertScrubbed(sentText);
+    // The fake echoes what it received: find where the email placeholder sits in its answer.
+    const upstreamAnswer = `Echo: ${sentText}`;
+    const start = upstreamAnswer.search(/<<PII_EMAIL_ADDRESS_/);
+    const end = upstreamAnswer.indexOf(">>", start) + 2;
+    for (let cut = start; cut <= end; cut++) {
+      // The same values get new placeholders per request, but the same length and position.
+      upstream.behave({ kind: "split", at: [cut, cut + 3] });
+      const res = await call({ model: "chat", stream: true, messages: [{ role: "user", content: TEXT }] });
+      const got = sseText(await res.text());
+      expect(got.done).toBe(true);
+      expect(got.content, `cut at ${cut}`).toBe(expected);
+    }
+    upstream.behave({ kind: "ok" });
+  });
+
+  it("tool-call arguments are scrubbed for the upstream and restored for the client (JSON and stream)", async () => {
+    const tools = [{ type: "function", function: { name: "contact", parameters: { type: "object" } } }];
+    const json = await call({
+      model: "chat",
+      tools,
+      messages: [{ role: "user", content: `write to ${EMAIL}` }],
+    });
+    const args = JSON.parse((await json.json()).choices[0].message.tool_calls[0].function.arguments);
+    expect(args).toEqual({ query: `write to ${EMAIL}` });
+
+    const stream = await call({
+      model: "chat",
+      stream: true,
+      tools,
+      messages: [{ role: "user", content: `write to ${EMAIL}` }],
+    });
+    expect(JSON.parse(sseText(await stream.text()).args)).toEqual({ query: `write to ${EMAIL}` });
+
+    // The assistant's earlier tool call and the tool result are scrubbed too.
+    await call({
+      model: "chat",
+      tools,
+      messages: [
+        { role: "user", content: "hi" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            {
+              id: "c1",
+              type: "function",
+              function: { name: "contact", arguments: JSON.stringify({ to: EMAIL }) },
+            },
+          ],
+        },
+        { role: "tool", tool_call_id: "c1", content: `sent to ${EMAIL}` },
+      ],
+    });
+    const sent = upstream.requests.at(-1)!.body;
+    expect(JSON.stringify(sent)).not.toContain(EMAIL);
+    expect(JSON.parse(sent.messages[1].tool_calls[0].function.arguments).to).toMatch(/^<<PII_EMAIL_ADDRESS_/);
+  });
+
+  it("embeddings input is redacted irreversibly", async () => {
+    const res = await call({ model: "embed", input: [`contact ${EMAIL}`, "nothing here"] }, "/v1/embeddings");
+    expect(res.status).toBe(200);
+    expect(upstream.requests.at(-1)!.body.input).toEqual([
+      "contact <<REDACTED_EMAIL_ADDRESS>>",
+      "nothing here",
+    ]);
+  });
+});
