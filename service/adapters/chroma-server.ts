@@ -70,6 +70,10 @@ export async function startChromaServer(opts: ChromaServerOptions): Promise<Chro
   child.stderr?.on("data", (d: Buffer) => {
     stderrTail = (stderrTail + d.toString("utf8")).slice(-2000);
   });
+  // If this process exits without calling stop() (an uncaught error, process.exit), do not leave Chroma orphaned.
+  const killOnExit = () => child.kill("SIGTERM");
+  process.once("exit", killOnExit);
+  child.once("exit", () => process.off("exit", killOnExit));
   const url = `http://${host}:${port}`;
   const server: ChromaServer = {
     url,
