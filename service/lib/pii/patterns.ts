@@ -108,7 +108,8 @@ function detectIbans(text: string, push: Push): void {
 }
 
 // ---------------------------------------------------------------------------------------------- cards
-const CARD_RE = /(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)/g;
+// Not after "+": "+4915112345678" is a phone number even when its digits pass Luhn.
+const CARD_RE = /(?<![\w.+-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)/g;
 
 function cardGroupsPlausible(raw: string): boolean {
   const groups = raw.split(/[ -]/);

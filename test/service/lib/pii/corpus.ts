@@ -12,8 +12,11 @@ export interface Snippet {
 
 export const CORPUS_PATH = join(__dirname, "../../../fixtures/pii/corpus.jsonl");
 
-export function loadCorpus(): Snippet[] {
-  return readFileSync(CORPUS_PATH, "utf8")
+/** Written after the detector was built and never used to tune it: an honest generalisation check. */
+export const HOLDOUT_PATH = join(__dirname, "../../../fixtures/pii/holdout.jsonl");
+
+export function loadCorpus(path: string = CORPUS_PATH): Snippet[] {
+  return readFileSync(path, "utf8")
     .split("\n")
     .filter((l) => l.trim() !== "")
     .map((l) => JSON.parse(l) as Snippet);

@@ -37,6 +37,9 @@ describe("PHONE_NUMBER", () => {
     ])
       expect(found(`call ${p} today`), p).toEqual([["PHONE_NUMBER", p]]);
   });
+  it("takes an E.164 number in a log line as a phone, not a card", () => {
+    expect(found("sms sent to=+4915112345678 template=2fa")).toEqual([["PHONE_NUMBER", "+4915112345678"]]);
+  });
   it("takes a bare digit run only after a phone word", () => {
     expect(found("phone: 4155550132")).toEqual([["PHONE_NUMBER", "4155550132"]]);
     expect(found("Order #4155550132 was refunded")).toEqual([]);
