@@ -14,7 +14,7 @@ import type { Config } from "../config";
 import { registry } from "../metrics";
 import type { CachedResponse, ResponseCache } from "../ports";
 import { MemoryResponseCache } from "./memory-cache";
-import { acquireRedis } from "./redis";
+import { acquireRedis, withDeadline } from "./redis";
 
 export const cacheErrors = new Counter({
   name: "llmproxy_cache_errors_total",
@@ -48,6 +48,8 @@ export interface RedisCacheOptions {
   prefix?: string;
   /** Entries whose encoding is larger are not stored, in bytes. Default 1 MiB. */
   maxEntryBytes?: number;
+  /** Deadline of one read or write, in ms (see withDeadline); past it the read is a miss. Default 250. */
+  timeoutMs?: number;
 }
 
 export class RedisResponseCache implements ResponseCache {
@@ -55,6 +57,7 @@ export class RedisResponseCache implements ResponseCache {
   private readonly log: Logger;
   private readonly prefix: string;
   private readonly maxEntryBytes: number;
+  private readonly timeoutMs: number;
   private lastWarned = 0;
 
   constructor(opts: RedisCacheOptions) {
@@ -62,6 +65,7 @@ export class RedisResponseCache implements ResponseCache {
     this.log = opts.log.child({ component: "response-cache" });
     this.prefix = opts.prefix ?? "llmproxy:c:";
     this.maxEntryBytes = opts.maxEntryBytes ?? 1024 * 1024;
+    this.timeoutMs = opts.timeoutMs ?? 250;
   }
 
   private failed(operation: "get" | "set", error: unknown): void {
@@ -78,7 +82,7 @@ export class RedisResponseCache implements ResponseCache {
   async get(key: string): Promise<CachedResponse | null> {
     let buf: Buffer | null;
     try {
-      buf = await this.client.getBuffer(this.prefix + key);
+      buf = await withDeadline(this.client.getBuffer(this.prefix + key), this.timeoutMs, "response cache");
     } catch (error) {
       this.failed("get", error);
       return null;
@@ -95,7 +99,11 @@ export class RedisResponseCache implements ResponseCache {
     const buf = encodeEntry(value);
     if (buf.length > this.maxEntryBytes) return;
     try {
-      await this.client.set(this.prefix + key, buf, "PX", Math.max(1, Math.round(ttlSeconds * 1000)));
+      await withDeadline(
+        this.client.set(this.prefix + key, buf, "PX", Math.max(1, Math.round(ttlSeconds * 1000))),
+        this.timeoutMs,
+        "response cache",
+      );
     } catch (error) {
       this.failed("set", error);
     }

@@ -1,7 +1,8 @@
 /**
  * ioredis client factory (REDIS_URL, optional REDIS_TLS_CA). The client is built so that no command can hang:
  *
- * - `commandTimeout` bounds every command (a stalled server fails the command, it does not block the request);
+ * - `commandTimeout` is a backstop on every command (default 2 s); callers on the request path put their own,
+ *   tighter deadline on top with `withDeadline`, which tolerates event-loop stalls (see there);
  * - `enableOfflineQueue: false`: while disconnected a command fails at once instead of waiting in a queue;
  * - `maxRetriesPerRequest: 1`: a command caught by a dropped connection is retried at most once after reconnect;
  * - reconnects forever with capped exponential backoff and jitter, so shared state comes back without a restart.
@@ -18,7 +19,7 @@ export interface RedisClientOptions {
   /** PEM of the server CA for `rediss://` where the cloud needs it (Memorystore). Default: the system CAs. */
   tlsCa?: string | null;
   log: Logger;
-  /** Bound on any single command, in ms. Default 500. */
+  /** Backstop on any single command, in ms. Default 2000 (request-path callers add `withDeadline`). */
   commandTimeoutMs?: number;
   /** Bound on establishing a connection, in ms. Default 2000. */
   connectTimeoutMs?: number;
@@ -46,7 +47,7 @@ export function redisOptions(opts: RedisClientOptions): RedisOptions {
   const cap = opts.maxReconnectDelayMs ?? 2000;
   const tls = opts.url.startsWith("rediss://") ? (opts.tlsCa ? { ca: opts.tlsCa } : {}) : undefined;
   return {
-    commandTimeout: opts.commandTimeoutMs ?? 500,
+    commandTimeout: opts.commandTimeoutMs ?? 2000,
     connectTimeout: opts.connectTimeoutMs ?? 2000,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
@@ -85,6 +86,39 @@ export function createRedisClient(opts: RedisClientOptions): Redis {
   });
   client.on("end", () => log.info("redis connection ended"));
   return client;
+}
+
+/**
+ * Reject when `promise` has not settled within `ms`. The rejection is deferred by one `setImmediate`, so a reply that
+ * already sits in the socket buffer when the timer fires — because the event loop was blocked (GC, a large
+ * synchronous tokenization) rather than Redis being slow — is still read in the poll phase and wins. A plain timer
+ * (as ioredis' commandTimeout) fires first after a stall and turns a healthy Redis into a spurious failure.
+ */
+export function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      setImmediate(() => {
+        if (settled) return;
+        settled = true;
+        reject(new Error(`${what}: no answer from Redis within ${ms} ms`));
+      });
+    }, ms);
+    promise.then(
+      (value) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }
 
 interface Shared {

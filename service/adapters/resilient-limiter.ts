@@ -18,7 +18,7 @@ import { ServiceUnavailableError } from "../errors";
 import { registry } from "../metrics";
 import type { Admission, AdmissionRequest, RateLimiter, Reservation } from "../ports";
 import { MemoryRateLimiter, divideBudget } from "./memory-limiter";
-import { acquireRedis } from "./redis";
+import { acquireRedis, withDeadline } from "./redis";
 import { RedisRateLimiter } from "./redis-limiter";
 
 export const redisErrors = new Counter({
@@ -51,6 +51,8 @@ export interface ResilientLimiterOptions {
   /** Processes sharing the budgets while Redis is away (replicas × workers). Default 1. */
   processes?: number;
   log: Logger;
+  /** Deadline of one shared admission or settlement, in ms (see withDeadline). Default 500. */
+  timeoutMs?: number;
   /** After a failure, how long to stay on the fallback before trying Redis again, in ms. Default 1000. */
   probeIntervalMs?: number;
   /** Clock for the fallback limiter (tests). */
@@ -71,6 +73,7 @@ export class ResilientRateLimiter implements RateLimiter {
   private readonly processes: number;
   private readonly log: Logger;
   private readonly probeIntervalMs: number;
+  private readonly timeoutMs: number;
   private readonly client: ResilientLimiterOptions["client"];
   private readonly onReady = () => {
     if (this.state === "fallback") this.retryAt = 0;
@@ -86,6 +89,7 @@ export class ResilientRateLimiter implements RateLimiter {
     this.processes = Math.max(1, opts.processes ?? 1);
     this.log = opts.log.child({ component: "rate-limiter" });
     this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
+    this.timeoutMs = opts.timeoutMs ?? 500;
     this.fallback = new MemoryRateLimiter({ now: opts.now });
     this.client = opts.client ?? null;
     this.client?.on("ready", this.onReady);
@@ -142,7 +146,7 @@ export class ResilientRateLimiter implements RateLimiter {
     if (this.startup) await this.startup;
     if (this.shouldTryPrimary()) {
       try {
-        const admission = await this.primary.admit(req);
+        const admission = await withDeadline(this.primary.admit(req), this.timeoutMs, "rate limiter");
         this.toShared();
         if (admission.allowed) admission.reservation = this.guard(admission.reservation);
         return admission;
@@ -172,7 +176,7 @@ export class ResilientRateLimiter implements RateLimiter {
   private guard(r: Reservation): Reservation {
     const safe = (op: () => Promise<void>) => async () => {
       try {
-        await op();
+        await withDeadline(op(), this.timeoutMs, "rate limiter");
       } catch (error) {
         redisErrors.inc({ operation: "reconcile" });
         this.log.warn(

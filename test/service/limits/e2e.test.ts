@@ -1,6 +1,7 @@
 /**
- * End to end through the real app (real PostgreSQL, real Redis, fake LLM upstream): the official openai SDK
- * honouring our 429, the response cache over HTTP, and a Redis outage under load.
+ * End to end through the real app and its real wiring (service/deps.ts picks Redis when REDIS_URL is set; real
+ * PostgreSQL, real Redis, fake LLM upstream): the official openai SDK honouring our 429, the response cache over
+ * HTTP, and a Redis outage under load.
  */
 import crypto from "node:crypto";
 import OpenAI from "openai";
@@ -11,8 +12,6 @@ import { createLogger } from "../../../service/logger";
 import { MemoryRateLimiter } from "../../../service/adapters/memory-limiter";
 import { RedisRateLimiter } from "../../../service/adapters/redis-limiter";
 import { createRedisClient, closeRedis } from "../../../service/adapters/redis";
-import { createRateLimiterFromConfig } from "../../../service/adapters/resilient-limiter";
-import { createCacheFromConfig } from "../../../service/adapters/redis-cache";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
 import { SHARED_REDIS_URL, startRedis, type ThrowawayRedis } from "../../helpers/redis";
@@ -61,7 +60,8 @@ describe("the official openai SDK (default retries)", () => {
     redis = createRedisClient({ url: SHARED_REDIS_URL, log });
     proxy = await startProxy({
       configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
-      adjust: (deps) => {
+      adjust: async (deps) => {
+        await deps.rateLimiter?.close();
         deps.rateLimiter = new RedisRateLimiter({
           client: redis,
           prefix: `e2e${crypto.randomUUID().slice(0, 8)}`,
@@ -121,10 +121,6 @@ describe("response cache end to end (Redis)", () => {
     proxy = await startProxy({
       configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
       env: { REDIS_URL: SHARED_REDIS_URL, CACHE_ENABLED: "true", CACHE_TTL_SECONDS: "60" },
-      adjust: (deps, config) => {
-        deps.rateLimiter = createRateLimiterFromConfig(config, log);
-        deps.cache = createCacheFromConfig(config, log);
-      },
     });
   });
   afterAll(async () => {
@@ -202,10 +198,6 @@ describe("Redis killed during load (fail-open)", () => {
     proxy = await startProxy({
       configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
       env: { REDIS_URL: server.url, CACHE_ENABLED: "true" },
-      adjust: (deps, config) => {
-        deps.rateLimiter = createRateLimiterFromConfig(config, log);
-        deps.cache = createCacheFromConfig(config, log);
-      },
     });
   });
   afterAll(async () => {
@@ -270,7 +262,8 @@ describe("in-process limiter in the app (embedded default)", () => {
   it("limits without Redis", async () => {
     const proxy = await startProxy({
       configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
-      adjust: (deps) => {
+      adjust: async (deps) => {
+        await deps.rateLimiter?.close();
         deps.rateLimiter = new MemoryRateLimiter();
       },
     });

@@ -12,7 +12,7 @@ import { createLogger } from "../../../service/logger";
 import { registry } from "../../../service/metrics";
 import { ProxyError } from "../../../service/errors";
 import type { AdmissionRequest } from "../../../service/ports";
-import { createRedisClient, closeRedis } from "../../../service/adapters/redis";
+import { createRedisClient, closeRedis, withDeadline } from "../../../service/adapters/redis";
 import { RedisRateLimiter } from "../../../service/adapters/redis-limiter";
 import {
   ResilientRateLimiter,
@@ -200,6 +200,34 @@ describe("resilient limiter", () => {
     await expect(a.reservation.reconcile(5)).resolves.toBeUndefined();
     await expect(a.reservation.release()).resolves.toBeUndefined();
     await limiter.close();
+  });
+});
+
+describe("withDeadline", () => {
+  function blockEventLoop(ms: number): void {
+    const until = Date.now() + ms;
+    while (Date.now() < until) {
+      // a synchronous stall, like a large tokenization or a long GC pause
+    }
+  }
+
+  it("a reply that arrived while the event loop was blocked wins over the expired deadline", async () => {
+    client = createRedisClient({ url: server.url, log, commandTimeoutMs: 5_000 });
+    await waitFor(() => client.status === "ready", "redis ready");
+    const reply = withDeadline(client.ping(), 50, "test");
+    blockEventLoop(300);
+    await expect(reply).resolves.toBe("PONG");
+  });
+
+  it("a Redis that really does not answer is cut off at the deadline", async () => {
+    client = createRedisClient({ url: server.url, log, commandTimeoutMs: 5_000 });
+    await waitFor(() => client.status === "ready", "redis ready");
+    server.pause();
+    const started = Date.now();
+    await expect(withDeadline(client.ping(), 100, "test")).rejects.toThrow(
+      "no answer from Redis within 100 ms",
+    );
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 });
 
