@@ -1,4 +1,4 @@
-// PII detection, reversible scrubbing and restoration (see README of this folder for the API).
+// PII detection, reversible scrubbing and restoration. The API is described in README.md in this folder.
 export { createPiiEngine, resolveOverlaps, type PiiEngine } from "./engine";
 export {
   PLACEHOLDER_RE,

@@ -31,7 +31,7 @@ const SECRET_RULES: SecretRule[] = [
   { re: /\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}/g },
   // A PEM block; if the END line is missing (truncated paste) the base64 body after BEGIN is taken.
   {
-    re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s\\:-]*)/g,
+    re: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]{0,16384}?-----END [A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\s\\:-]*)/g,
   },
   { re: /\b[Bb]earer\s{1,4}([A-Za-z0-9._~+/-]{16,}=*)/g, group: 1 },
   { re: /\bAuthorization:\s*Basic\s{1,4}([A-Za-z0-9+/]{12,}={0,2})/g, group: 1 },
@@ -82,7 +82,7 @@ function detectEmails(text: string, push: Push): void {
     let e = at + 1;
     while (e < text.length && isDomainChar(text.charCodeAt(e))) e++;
     while (e > at + 1 && (text[e - 1] === "." || text[e - 1] === "-")) e--; // sentence-final dot
-    if (s < at && e > at + 1 && EMAIL_RE.test(text.slice(s, e))) push("EMAIL_ADDRESS", s, e);
+    if (s < at && e > at + 1 && e - s <= 320 && EMAIL_RE.test(text.slice(s, e))) push("EMAIL_ADDRESS", s, e);
     at = text.indexOf("@", Math.max(e, at + 1));
   }
 }
@@ -210,8 +210,10 @@ function detectIpv6(text: string, push: Push): void {
 
 // ---------------------------------------------------------------------------------------------- phone
 // Candidates: an optional +/00, digits with single separators, optional (area) group; 7-15 digits.
+// Separators between digit groups are mandatory (a bare run is its own alternative), so a long digit run
+// cannot be split in exponentially many ways when the match fails.
 const PHONE_RE =
-  /(?<![\w+@/#$.-]|\d[ ])(?:\+|00)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|\) ?| ?\()?\d{1,6}){1,6}(?![\w@/-]|[.,]\d|[ -]\d)/g;
+  /(?<![\w+@/#$.-]|\d[ ])(?:\+|00)?(?:\d{7,15}|(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|\) ?| ?\()\d{1,6}){1,6})(?![\w@/-]|[.,]\d|[ -]\d)/g;
 const DATE_LIKE_RE = /^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})$/;
 const DATE_START_RE = /^\d{4}-\d{2}-\d{2}(?!\d)/;
 const PHONE_CONTEXT_RE =

@@ -192,3 +192,16 @@ describe("hard negatives", () => {
     expect(found(text)).toEqual([]);
   });
 });
+
+describe("adversarial input", () => {
+  it("handles long digit runs, long dotted domains and unterminated PEM blocks (no catastrophic backtracking)", () => {
+    const digits = "9".repeat(100_000);
+    expect(found(`x ${digits} y`)).toEqual([]);
+    const spaced = Array.from({ length: 20_000 }, (_, i) => String(i % 10)).join(" ");
+    expect(found(spaced).filter(([e]) => e === "PHONE_NUMBER")).toEqual([]);
+    const dotted = "a@" + "b.".repeat(50_000) + "1";
+    expect(found(dotted)).toEqual([]);
+    const pems = "-----BEGIN PRIVATE KEY-----\n!!\n".repeat(2_000);
+    expect(found(pems).length).toBe(2_000);
+  });
+});
