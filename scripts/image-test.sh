@@ -33,6 +33,10 @@ REDIS_URL_EXT="${IMAGE_TEST_REDIS:-redis://127.0.0.1:6379/11}"
 PG_DB="llm_proxy_image_test_$$"
 MASTER_KEY="image-test-master-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export CONTAINERS_CONF="$ROOT/scripts/image/containers.conf"
+# podman 4.3 logs an error for every container with a HEALTHCHECK when systemd is absent (it cannot create the
+# timer, even with --health-interval disable) although the command succeeds: container commands send their
+# stderr to $NOISE, which is shown when something fails.
+NOISE="${IMAGE_TEST_CACHE:-/var/tmp/llm-proxy-image-cache}/podman-stderr.log"
 
 log() { printf '[image-test] %s\n' "$*"; }
 fail() { printf '[image-test] FAIL: %s\n' "$*" >&2; exit 1; }
@@ -47,6 +51,10 @@ cleanup() {
       podman logs --tail 40 "$NAME" 2>&1 | sed 's/^/    /' || true
     fi
     podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  fi
+  if [ "$rc" -ne 0 ] && [ -s "$NOISE" ]; then
+    log "podman stderr (last 20 lines):"
+    tail -20 "$NOISE" | sed 's/^/    /' >&2
   fi
   if [ -n "${PG_CREATED:-}" ]; then
     psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
@@ -141,7 +149,7 @@ check_image() {
   [ "$user" = "10001:10001" ] || fail "image user is '$user', expected 10001:10001"
   entry=$(podman image inspect --format '{{json .Config.Entrypoint}}' "$IMAGE")
   [[ "$entry" == *tini* ]] || fail "entrypoint $entry does not run an init"
-  podman run --rm --health-interval disable --entrypoint /bin/sh "$IMAGE" -c \
+  podman run --rm --health-interval disable --entrypoint /bin/sh "$IMAGE" 2>>"$NOISE" -c \
     'test ! -e node_modules/@pulumi && test ! -e node_modules/typescript && test ! -e node_modules/vitest && test -d node_modules/koa && test ! -w /app/dist' ||
     fail "image holds devDependencies, lacks koa, or lets the service user write its code"
   log "image: user 10001, tini entrypoint, production dependencies only, code read-only"
@@ -158,7 +166,7 @@ run_and_probe() {
   t0=$(now)
   # No healthcheck timer (podman would need systemd for it); the HEALTHCHECK command is run once below.
   podman run -d --name "$NAME" -e "PROXY_MASTER_KEY=$MASTER_KEY" -e LOG_LEVEL=warn --health-interval disable \
-    "$@" "$IMAGE" >/dev/null
+    "$@" "$IMAGE" >/dev/null 2>>"$NOISE"
   for ((i = 0; i < READY_TIMEOUT * 4; i++)); do
     code=$(http "$URL/readyz" 2>/dev/null || true)
     [ "$code" = "200" ] && break
@@ -172,7 +180,7 @@ run_and_probe() {
 
   code=$(http "$URL/healthz")
   [ "$code" = "200" ] || fail "/healthz answered $code"
-  podman healthcheck run "$NAME" >/dev/null || fail "the image's HEALTHCHECK command failed"
+  podman healthcheck run "$NAME" >/dev/null 2>>"$NOISE" || fail "the image's HEALTHCHECK command failed"
 
   uid=$(podman exec "$NAME" node -e 'console.log(process.getuid())')
   [ "$uid" = "10001" ] || fail "service runs as uid $uid"
@@ -204,21 +212,28 @@ run_and_probe() {
   [ "$code" = "401" ] || fail "chat with a bad key answered $code"
   log "  admin key -> API key -> mock-chat completion 200 in ${CHAT_MS} ms; bad keys rejected; HEALTHCHECK ok"
 
-  RSS_MB=$(podman exec "$NAME" sh -c 'for p in /proc/[0-9]*; do grep -s "^VmRSS" $p/status; done' |
-    awk '{ s += $2 } END { printf "%d", s / 1024 }')
-  PROCS=$(podman exec "$NAME" sh -c 'ls -d /proc/[0-9]* | wc -l')
+  # Proportional set size (shared pages such as the node binary counted once across processes), per
+  # process and in total, of everything in the container except this measuring shell.
+  MEM=$(podman exec "$NAME" sh -c 'for p in /proc/[0-9]*; do
+      [ "${p#/proc/}" = "$$" ] && continue
+      pss=$(awk "/^Pss:/ { print \$2 }" "$p/smaps_rollup" 2>/dev/null) || continue
+      [ -n "$pss" ] && printf "%s %s %s\n" "${p#/proc/}" "$(cat "$p/comm")" "$pss"
+    done')
+  RSS_MB=$(printf '%s\n' "$MEM" | awk '{ s += $3 } END { printf "%d", s / 1024 }')
+  PROCS=$(printf '%s\n' "$MEM" | awk '{ printf "%s%s[%s]=%dMB", sep, $2, $1, $3 / 1024; sep = " " }')
 
   t0=$(now)
-  podman stop -t 20 "$NAME" >/dev/null
+  podman stop -t 20 "$NAME" >/dev/null 2>>"$NOISE"
   STOP_SECONDS=$(since "$t0")
   exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
   [ "$exit_code" = "0" ] || [ "$exit_code" = "143" ] || fail "exit code $exit_code after SIGTERM (137 = killed after the timeout)"
   awk -v s="$STOP_SECONDS" 'BEGIN { exit !(s < 10) }' || fail "SIGTERM took ${STOP_SECONDS} s to stop the container"
-  log "  RSS ${RSS_MB} MB in ${PROCS} processes; SIGTERM -> exited $exit_code in ${STOP_SECONDS} s"
-  podman rm -f "$NAME" >/dev/null
+  log "  memory (PSS) ${RSS_MB} MB: ${PROCS}; SIGTERM -> exited $exit_code in ${STOP_SECONDS} s"
+  podman rm -f "$NAME" >/dev/null 2>>"$NOISE"
 }
 
 T_START=$(now)
+mkdir -p "$(dirname "$NOISE")" && : >"$NOISE"
 ensure_tools
 ensure_base
 build_image
@@ -227,7 +242,7 @@ check_image
 log "run 1: embedded default (no DATABASE_URL: PostgreSQL inside the container)"
 URL="http://127.0.0.1:$PORT"
 run_and_probe -p "127.0.0.1:$PORT:8000"
-SUMMARY="embedded: ready ${READY_SECONDS} s, chat ${CHAT_MS} ms, RSS ${RSS_MB} MB, stop ${STOP_SECONDS} s"
+SUMMARY="embedded: ready ${READY_SECONDS} s, chat ${CHAT_MS} ms, PSS ${RSS_MB} MB, stop ${STOP_SECONDS} s"
 
 if psql "$PG_BASE/postgres" -qc "CREATE DATABASE $PG_DB" >/dev/null 2>&1 && PG_CREATED=1 &&
   redis-cli -u "$REDIS_URL_EXT" ping >/dev/null 2>&1; then
@@ -237,7 +252,7 @@ if psql "$PG_BASE/postgres" -qc "CREATE DATABASE $PG_DB" >/dev/null 2>&1 && PG_C
     -e "DATABASE_URL=$PG_BASE/$PG_DB" -e "REDIS_URL=$REDIS_URL_EXT"
   rows=$(psql "$PG_BASE/$PG_DB" -Atc "select count(*) from pg_tables where schemaname = current_schema()" 2>/dev/null || echo 0)
   [ "${rows:-0}" -gt 0 ] || fail "no tables in $PG_DB: migrations did not run against DATABASE_URL"
-  SUMMARY="$SUMMARY | production (2 workers): ready ${READY_SECONDS} s, chat ${CHAT_MS} ms, RSS ${RSS_MB} MB, stop ${STOP_SECONDS} s"
+  SUMMARY="$SUMMARY | production (2 workers): ready ${READY_SECONDS} s, chat ${CHAT_MS} ms, PSS ${RSS_MB} MB, stop ${STOP_SECONDS} s"
 else
   log "run 2 skipped: PostgreSQL ($PG_BASE) or Redis ($REDIS_URL_EXT) not reachable"
 fi
