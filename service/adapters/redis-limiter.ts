@@ -44,6 +44,35 @@ import {
  */
 export const LIMITER_LUA = `
 local SLOTS = 61
+
+-- adjust with a refund (the common settlement): give tokens back to the reservation's slot and day. No clock
+-- needed: a refund has no effect once its slot or day is gone; while the slot is still stored, lowering it keeps
+-- the totals consistent with the later prune.
+if ARGV[1] == 'adjust' and tonumber(ARGV[5]) < 0 then
+  local slot, rday, refund = tonumber(ARGV[3]), tonumber(ARGV[4]), -tonumber(ARGV[5])
+  local ts = 't' .. slot
+  for i = 1, #KEYS do
+    local h = KEYS[i]
+    local v = redis.call('HMGET', h, 'o', 'T', 'D', 'dT', ts)
+    local o = tonumber(v[1])
+    if o then
+      local args = {}
+      local have = tonumber(v[5])
+      if slot >= o and have then
+        local amount = math.min(refund, have)
+        args[#args + 1], args[#args + 2] = ts, have - amount
+        args[#args + 1], args[#args + 2] = 'T', (tonumber(v[2]) or 0) - amount
+      end
+      local dT = tonumber(v[4]) or 0
+      if tonumber(v[3]) == rday and dT > 0 then
+        args[#args + 1], args[#args + 2] = 'dT', dT - math.min(refund, dT)
+      end
+      if #args > 0 then redis.call('HSET', h, unpack(args)) end
+    end
+  end
+  return 1
+end
+
 local now
 if ARGV[2] == '' then
   local t = redis.call('TIME')
@@ -149,30 +178,11 @@ if ARGV[1] == 'admit' then
   return out
 end
 
--- adjust. A refund goes back into the reservation's slot and day — no effect once they are gone; while the slot
--- is still stored, lowering it keeps the totals consistent with the later prune. An overage is charged now.
-local slot, rday, delta = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-for i = 1, #KEYS do
-  local h = KEYS[i]
-  if delta < 0 then
-    local refund = -delta
-    local v = redis.call('HMGET', h, 'o', 'T', 'D', 'dT', 't' .. slot)
-    local o = tonumber(v[1])
-    if o then
-      local args = {}
-      local have = tonumber(v[5])
-      if slot >= o and have then
-        local amount = math.min(refund, have)
-        args[#args + 1], args[#args + 2] = 't' .. slot, have - amount
-        args[#args + 1], args[#args + 2] = 'T', (tonumber(v[2]) or 0) - amount
-      end
-      local dT = tonumber(v[4]) or 0
-      if tonumber(v[3]) == rday and dT > 0 then
-        args[#args + 1], args[#args + 2] = 'dT', dT - math.min(refund, dT)
-      end
-      if #args > 0 then redis.call('HSET', h, unpack(args)) end
-    end
-  elseif delta > 0 then
+-- adjust with an overage: charge it now (prune first, so the slot invariant holds).
+local delta = tonumber(ARGV[5])
+if delta > 0 then
+  for i = 1, #KEYS do
+    local h = KEYS[i]
     local u = load(h)
     u[2], u[3], u[6] = u[2] + delta, u[3] + delta, u[6] + delta
     save(h, u)
@@ -237,8 +247,19 @@ export class RedisRateLimiter implements RateLimiter {
     }
     const out = await this.client.llmproxyLimit(keys.length, ...keys, ...args);
     const decision = parseDecision(out, scopes.length);
+    // With request budgets only there is nothing to settle: skip the second round trip.
+    const tokenBudgets = scopes.some(
+      (s) => s.budget.tokensPerMinute !== null || s.budget.tokensPerDay !== null,
+    );
     return admissionFromDecision(scopes, decision, () =>
-      this.reservation(keys, Math.floor(decision.now / SLOT_MS), Math.floor(decision.now / DAY_MS), tokens),
+      tokenBudgets
+        ? this.reservation(
+            keys,
+            Math.floor(decision.now / SLOT_MS),
+            Math.floor(decision.now / DAY_MS),
+            tokens,
+          )
+        : NOOP_RESERVATION,
     );
   }
 
