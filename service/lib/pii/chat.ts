@@ -1,7 +1,7 @@
 // PII on the OpenAI chat and embeddings wire formats: scrub what the provider would see, restore what the
 // client gets back (whole responses and streamed chunks).
 //
-// Scrubbed: every message's string content and text parts (system, developer, user, assistant, tool),
+// Scrubbed: every message's string content and text/refusal parts (system, developer, user, assistant, tool),
 // assistant tool_calls[].function.arguments and legacy function_call.arguments (string values inside the
 // JSON, which stays valid JSON). Not scrubbed: image/audio/file parts, tool definitions, and message `name`
 // fields — the API restricts `name` to [a-zA-Z0-9_-]{1,64}, so a placeholder there would turn the request
@@ -45,9 +45,12 @@ export function scrubArguments(args: string, session: PiiSession): string {
 function scrubContent(content: ChatMessage["content"], session: PiiSession): ChatMessage["content"] {
   if (typeof content === "string") return session.scrub(content);
   if (!Array.isArray(content)) return content;
-  return content.map((part: ContentPart) =>
-    typeof part.text === "string" ? { ...part, text: session.scrub(part.text) } : part,
-  );
+  return content.map((part: ContentPart) => {
+    if (typeof part.text === "string") return { ...part, text: session.scrub(part.text) };
+    // Assistant history may carry {type: "refusal", refusal: "..."} parts.
+    if (typeof part.refusal === "string") return { ...part, refusal: session.scrub(part.refusal) };
+    return part;
+  });
 }
 
 function scrubToolCalls(calls: ToolCall[], session: PiiSession): ToolCall[] {

@@ -2,7 +2,7 @@
 //
 // Why this is the default and compromise is not (measured, see bench/pii.ts and the tables printed by
 // test/service/lib/pii/quality.test.ts):
-//   corpus (341 snippets)   PERSON P/R 0.99/0.98, LOCATION P/R 1.00/0.99   vs compromise 0.79/0.76, 0.81/0.67
+//   corpus (341 snippets)   PERSON P/R 0.99/0.99, LOCATION P/R 1.00/0.99   vs compromise 0.79/0.76, 0.81/0.67
 //   held-out (50 snippets)  PERSON P/R 0.85/0.94, LOCATION P/R 0.96/0.96   vs compromise 0.72/0.68, 0.84/0.75
 //   scrub throughput, 1.1 MB mixed text, one core: ≈16 MB/s with patterns   vs compromise ≈0.07 MB/s
 // The corpus was written before this detector and then used to develop it, so its scores flatter it; the
@@ -543,10 +543,8 @@ export function detectNames(text: string, enabled: ReadonlySet<PiiEntity>, out: 
       const afterTitle = /(?:mr|mrs|ms|miss|dr)\.?[ ,]+$/.test(
         m[0].slice(0, m[0].length - (m[2] !== undefined ? m[2].length + 1 : 0) - w1.length),
       );
-      const reject =
-        g.common.has(k1) ||
-        !(g.first.has(k1) || (afterTitle && g.human.has(k1.replace(/’/g, "'")))) ||
-        (g.ambiguousFirst.has(k1) && !afterTitle);
+      // After a title any non-word is a name (as for capitalised text); otherwise a clear first name.
+      const reject = g.common.has(k1) || (!afterTitle && (!g.first.has(k1) || g.ambiguousFirst.has(k1)));
       if (reject) {
         LOWER_NAME_RE.lastIndex = m.index + 1; // the rejected words may start the next cue ("hi my name is")
         continue;

@@ -85,6 +85,20 @@ describe("scrubChatRequest", () => {
     expect(legacy.to).toBe(args.email); // same value, same placeholder across the whole request
   });
 
+  it("scrubs refusal parts in assistant history", () => {
+    const session = engine.newSession();
+    const body: ChatCompletionRequest = {
+      model: "m",
+      messages: [
+        { role: "assistant", content: [{ type: "refusal", refusal: `I will not email ${EMAIL}.` }] },
+      ],
+    };
+    const part = (
+      scrubChatRequest(body, session).messages[0]!.content as unknown as Array<{ refusal: string }>
+    )[0]!;
+    expect(part.refusal).toMatch(/^I will not email <<PII_EMAIL_ADDRESS_[0-9a-f]{32}>>\.$/);
+  });
+
   it("scrubs non-JSON arguments as text", () => {
     const session = engine.newSession();
     const body: ChatCompletionRequest = {
