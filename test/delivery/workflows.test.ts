@@ -101,9 +101,22 @@ describe("ci.yml", () => {
     expect(binaries).toBeLessThan(steps.findIndex((s) => s.run === "npm test"));
   });
 
-  it("builds the Dockerfile without pushing", () => {
+  it("builds the Dockerfile without pushing, then smoke-tests the container", () => {
+    const steps = ci.jobs.image.steps ?? [];
     const build = stepUsing(ci.jobs.image, "docker/build-push-action")[0];
-    expect(build.with).toMatchObject({ context: ".", push: false });
+    expect(build.with).toMatchObject({ context: ".", push: false, load: true });
+    const smoke = steps.find((s) => s.run?.includes("docker run"))?.run ?? "";
+    expect(steps.indexOf(build)).toBeLessThan(steps.findIndex((s) => s.run === smoke));
+    for (const part of [
+      "/readyz",
+      "/internal/keys",
+      "/v1/chat/completions",
+      "mock-chat",
+      "docker stop",
+      "id -u",
+    ]) {
+      expect(smoke).toContain(part);
+    }
   });
 });
 
