@@ -4,7 +4,7 @@
 // The text is ≥ 1 MB of realistic mixed input: the labelled corpus snippets (PII-dense prose, chat, code,
 // logs, JSON, CSV) interleaved with PII-free technical prose, code and logs, which is what most prompt
 // bytes are. It is cut into ~4 KB messages, each scrubbed in its own session like a request would be.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createPiiEngine, type NamesMode } from "../service/lib/pii";
 
@@ -54,7 +54,13 @@ Open questions remain about tenant isolation and how to expose per-team quotas i
 
 /** Builds the mixed benchmark text (deterministic), at least `minBytes` long. */
 export function buildBenchText(minBytes = 1_100_000): string {
-  const corpusPath = join(__dirname, "../test/fixtures/pii/corpus.jsonl");
+  // From bench/ under ts-node, or from dist/bench/ after tsc (fixtures are not copied into dist).
+  const corpusPath = [
+    join(__dirname, "../test/fixtures/pii/corpus.jsonl"),
+    join(__dirname, "../../test/fixtures/pii/corpus.jsonl"),
+  ].find((p) => existsSync(p));
+  if (corpusPath === undefined)
+    throw new Error("test/fixtures/pii/corpus.jsonl not found. Run from the repository.");
   const snippets = readFileSync(corpusPath, "utf8")
     .split("\n")
     .filter((l) => l.trim() !== "")
