@@ -263,6 +263,11 @@ export interface MemoryLimiterOptions {
   now?: () => number;
   /** Most scopes (keys + teams) tracked; the least recently used is forgotten beyond it. Default 100,000. */
   maxScopes?: number;
+  /**
+   * Processes that share the budgets, each with its own in-process limiter (replicas × workers): every budget is
+   * divided by it, so together they stay near the configured budgets. Default 1.
+   */
+  processes?: number;
 }
 
 /** Check every budget of the scopes at `now`; the binding rejection is the one with the longest wait. */
@@ -299,9 +304,11 @@ function decide(windows: ScopeWindow[], scopes: LimitedScope[], now: number, tok
 export class MemoryRateLimiter implements RateLimiter {
   private readonly windows: LRUCache<string, ScopeWindow>;
   private readonly now: () => number;
+  private readonly processes: number;
 
   constructor(opts: MemoryLimiterOptions = {}) {
     this.now = opts.now ?? Date.now;
+    this.processes = Math.max(1, opts.processes ?? 1);
     this.windows = new LRUCache({ max: opts.maxScopes ?? 100_000 });
   }
 
@@ -316,7 +323,15 @@ export class MemoryRateLimiter implements RateLimiter {
   }
 
   /** Synchronous admission (the in-process decision never waits). */
-  admitNow(req: AdmissionRequest): Admission {
+  admitNow(request: AdmissionRequest): Admission {
+    const req =
+      this.processes === 1
+        ? request
+        : {
+            ...request,
+            keyBudget: divideBudget(request.keyBudget, this.processes),
+            teamBudget: request.teamBudget ? divideBudget(request.teamBudget, this.processes) : null,
+          };
     const scopes = limitedScopes(req);
     if (scopes.length === 0) return { allowed: true, reservation: NOOP_RESERVATION, headers: {} };
     const windows = scopes.map((s) => this.window(s));

@@ -17,7 +17,7 @@ import type { Config } from "../config";
 import { ServiceUnavailableError } from "../errors";
 import { registry } from "../metrics";
 import type { Admission, AdmissionRequest, RateLimiter, Reservation } from "../ports";
-import { MemoryRateLimiter, divideBudget } from "./memory-limiter";
+import { MemoryRateLimiter } from "./memory-limiter";
 import { acquireRedis, withDeadline } from "./redis";
 import { RedisRateLimiter } from "./redis-limiter";
 
@@ -90,7 +90,7 @@ export class ResilientRateLimiter implements RateLimiter {
     this.log = opts.log.child({ component: "rate-limiter" });
     this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
     this.timeoutMs = opts.timeoutMs ?? 500;
-    this.fallback = new MemoryRateLimiter({ now: opts.now });
+    this.fallback = new MemoryRateLimiter({ now: opts.now, processes: this.processes });
     this.client = opts.client ?? null;
     this.client?.on("ready", this.onReady);
     const client = this.client;
@@ -165,11 +165,7 @@ export class ResilientRateLimiter implements RateLimiter {
         { "retry-after": "1" },
       );
     }
-    return this.fallback.admitNow({
-      ...req,
-      keyBudget: divideBudget(req.keyBudget, this.processes),
-      teamBudget: req.teamBudget ? divideBudget(req.teamBudget, this.processes) : null,
-    });
+    return this.fallback.admitNow(req);
   }
 
   /** A shared reservation whose reconcile/release never throws into the response path. */
@@ -201,14 +197,23 @@ export class ResilientRateLimiter implements RateLimiter {
 /**
  * The limiter for this configuration: with REDIS_URL, the shared Redis limiter behind the resilient wrapper
  * (failure mode and process count from Config.limits / Config.server); without it, the in-process limiter of the
- * embedded default (single process only). Closing it releases the Redis connection.
+ * embedded default (one process: exact). Without Redis but with several processes (replicas × workers > 1) each
+ * process enforces its share of every budget — approximate, so that is logged as a warning: set REDIS_URL.
+ * Closing it releases the Redis connection.
  */
 export function createRateLimiterFromConfig(
   config: Config,
   log: Logger,
 ): RateLimiter & { mode(): LimiterMode | "memory" } {
+  const processes = config.limits.replicas * config.server.workers;
   if (!config.redis.url) {
-    const memory = new MemoryRateLimiter();
+    if (processes > 1) {
+      log.warn(
+        { processes },
+        "rate limiter: no REDIS_URL, so each process enforces budgets / processes on its own (approximate); set REDIS_URL for shared limits",
+      );
+    }
+    const memory = new MemoryRateLimiter({ processes });
     return Object.assign(memory, { mode: () => "memory" as const });
   }
   const lease = acquireRedis({ url: config.redis.url, tlsCa: config.redis.tlsCa, log });
@@ -216,7 +221,7 @@ export function createRateLimiterFromConfig(
     primary: new RedisRateLimiter({ client: lease.client }),
     client: lease.client,
     failureMode: config.limits.failureMode,
-    processes: config.limits.replicas * config.server.workers,
+    processes,
     log,
   });
   const close = limiter.close.bind(limiter);

@@ -232,6 +232,25 @@ describe("withDeadline", () => {
 });
 
 describe("createRateLimiterFromConfig", () => {
+  it("without Redis but with several processes, each enforces its share of the budget", async () => {
+    const config = loadConfig({
+      env: {
+        DATABASE_URL: "postgres://u:p@127.0.0.1:1/db",
+        PROXY_MASTER_KEY: "k".repeat(40),
+        WORKERS: "2",
+        REPLICAS: "2",
+      },
+    });
+    const limiter = createRateLimiterFromConfig(config, log);
+    expect(limiter.mode()).toBe("memory");
+    const keyId = crypto.randomUUID();
+    const results = [];
+    for (let i = 0; i < 6; i++) results.push((await limiter.admit(request(keyId, 20))).allowed);
+    // 20 requests/minute over 2 replicas × 2 workers: 5 here.
+    expect(results).toEqual([true, true, true, true, true, false]);
+    await limiter.close();
+  });
+
   it("Redis when REDIS_URL is set, in-process otherwise", async () => {
     const withRedis = createRateLimiterFromConfig(loadConfig({ env: { REDIS_URL: server.url } }), log);
     await waitFor(async () => {
