@@ -56,18 +56,15 @@ if ARGV[1] == 'adjust' and tonumber(ARGV[5]) < 0 then
     local v = redis.call('HMGET', h, 'o', 'T', 'D', 'dT', ts)
     local o = tonumber(v[1])
     if o then
-      local args = {}
       local have = tonumber(v[5])
       if slot >= o and have then
         local amount = math.min(refund, have)
-        args[#args + 1], args[#args + 2] = ts, have - amount
-        args[#args + 1], args[#args + 2] = 'T', (tonumber(v[2]) or 0) - amount
+        redis.call('HSET', h, ts, have - amount, 'T', (tonumber(v[2]) or 0) - amount)
       end
       local dT = tonumber(v[4]) or 0
       if tonumber(v[3]) == rday and dT > 0 then
-        args[#args + 1], args[#args + 2] = 'dT', dT - math.min(refund, dT)
+        redis.call('HSET', h, 'dT', dT - math.min(refund, dT))
       end
-      if #args > 0 then redis.call('HSET', h, unpack(args)) end
     end
   end
   return 1
