@@ -374,13 +374,19 @@ async function main(): Promise<void> {
       `| process start → /readyz 200, external PostgreSQL (median of ${startupMs.length}) | ${fmt(median(startupMs))} ms |`,
     );
     lines.push("");
+    process.stdout.write(`${lines.join("\n")}\n`);
+    lines.length = 0;
     lines.push("### Rate limiter alone (local Redis)");
     lines.push("");
-    lines.push(formatLimiterBench(await runLimiterBench()));
+    lines.push(await runLimiterBench().then(formatLimiterBench, (e: Error) => `failed: ${e.message}`));
     lines.push("");
     lines.push("### PII scrubber alone (one core)");
     lines.push("");
-    lines.push(formatPiiBench(runPiiBench()));
+    try {
+      lines.push(formatPiiBench(runPiiBench()));
+    } catch (error) {
+      lines.push(`failed: ${(error as Error).message}`);
+    }
     lines.push("");
     lines.push(
       `Run took ${Math.round((Date.now() - started) / 1000)} s on ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, Node ${process.version}.`,
