@@ -110,7 +110,8 @@ export async function startProxy(opts: StartProxyOptions = {}): Promise<TestProx
     async waitForUsageRows(n, timeoutMs = 5_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        const rows = await this.usageRows();
+        await built.usageWriter.flush();
+        const { rows } = await built.pool.query("SELECT * FROM usage ORDER BY created_at, request_id");
         if (rows.length >= n || Date.now() > deadline) return rows;
         await new Promise((r) => setTimeout(r, 25));
       }

@@ -23,7 +23,7 @@ describe("bad input gets the right 4xx in the OpenAI error shape, and the worker
 
   async function expectError(res: Response, status: number, code: string) {
     expect(res.status).toBe(status);
-    const body = await res.json();
+    const body = (await res.json()) as any;
     expect(Object.keys(body.error).sort()).toEqual(["code", "message", "param", "type"]);
     expect(body.error.code).toBe(code);
     return body.error;

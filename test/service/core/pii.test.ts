@@ -74,7 +74,7 @@ describe("PII never reaches the upstream, and the client gets its values back", 
     });
     expect(res.status).toBe(200);
     assertScrubbed(upstream.requests.at(-1)!.body);
-    const answer = (await res.json()).choices[0].message.content;
+    const answer = ((await res.json()) as any).choices[0].message.content;
     expect(answer).toBe(
       `Echo: Please email ${EMAIL} or call ${PHONE}. My key is <<REDACTED_INTERNAL_SECRET>>.`,
     );
@@ -110,7 +110,7 @@ describe("PII never reaches the upstream, and the client gets its values back", 
       tools,
       messages: [{ role: "user", content: `write to ${EMAIL}` }],
     });
-    const args = JSON.parse((await json.json()).choices[0].message.tool_calls[0].function.arguments);
+    const args = JSON.parse(((await json.json()) as any).choices[0].message.tool_calls[0].function.arguments);
     expect(args).toEqual({ query: `write to ${EMAIL}` });
 
     const stream = await call({
