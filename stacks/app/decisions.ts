@@ -26,7 +26,12 @@ export const PATHS = {
 } as const;
 
 /** subPaths inside the RWX claims (one export may back both claims when it is static). */
-export const SUB_PATHS = { kb: "knowledge-base", chroma: "chroma" } as const;
+/**
+ * Sub-directories of the shared RWX claim. `proxy-data` is the proxy's DATA_DIR: usage rows that could not be
+ * written at shutdown are spooled there and replayed by whichever replica starts next (files are claimed by
+ * atomic rename), so a spool survives the pod, unlike an emptyDir.
+ */
+export const SUB_PATHS = { kb: "knowledge-base", chroma: "chroma", data: "proxy-data" } as const;
 
 export type Component = "proxy" | "chroma";
 

@@ -337,7 +337,7 @@ export class ProxyApp extends pulumi.ComponentResource {
                   volumeMounts: [
                     { name: "config", mountPath: PATHS.configDir, readOnly: true },
                     { name: "kb", mountPath: PATHS.kbDir, subPath: SUB_PATHS.kb },
-                    { name: "data", mountPath: PATHS.dataDir },
+                    { name: "kb", mountPath: PATHS.dataDir, subPath: SUB_PATHS.data },
                     { name: "tmp", mountPath: PATHS.tmp },
                   ],
                 },
@@ -345,7 +345,6 @@ export class ProxyApp extends pulumi.ComponentResource {
               volumes: [
                 { name: "config", configMap: { name: configMap.metadata.name } },
                 { name: "kb", persistentVolumeClaim: { claimName: kbClaim.metadata.name } },
-                { name: "data", emptyDir: { sizeLimit: "1Gi" } },
                 { name: "tmp", emptyDir: { sizeLimit: "256Mi" } },
               ],
             },
