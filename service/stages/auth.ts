@@ -5,7 +5,7 @@
  */
 import type { Middleware, Context } from "koa";
 import { LRUCache } from "lru-cache";
-import { AuthenticationError, PermissionError } from "../errors";
+import { AuthenticationError, PermissionError, ServiceUnavailableError } from "../errors";
 import { hashApiKey, secretsEqual } from "../lib/keys";
 import type { KeyLookup, KeyStore } from "../ports";
 import type { ProxyState } from "../state";
@@ -23,8 +23,40 @@ export function presentedKey(ctx: Context): string | null {
   return apiKey ? apiKey.trim() : null;
 }
 
-/** One shared cache per process, keyed by key hash; `forgetKey` evicts a revoked key immediately. */
-const keyCache = new LRUCache<string, { lookup: KeyLookup | null }>({ max: 50_000, ttl: KEY_CACHE_TTL_MS });
+/**
+ * One shared cache per process, keyed by key hash; `forgetKey` evicts a revoked key immediately. Expired entries
+ * are kept (not served) so that, while PostgreSQL is unreachable, a key verified before the outage keeps working
+ * instead of every request failing: availability over a revocation that cannot be read anyway.
+ */
+const keyCache = new LRUCache<string, { lookup: KeyLookup | null }>({
+  max: 50_000,
+  ttl: KEY_CACHE_TTL_MS,
+  noDeleteOnStaleGet: true,
+});
+
+async function lookupKey(keys: KeyStore, hash: string, log: ProxyState["log"]): Promise<KeyLookup | null> {
+  const fresh = keyCache.get(hash);
+  if (fresh) return fresh.lookup;
+  try {
+    const lookup = await keys.findByHash(hash);
+    keyCache.set(hash, { lookup });
+    return lookup;
+  } catch (error) {
+    const stale = keyCache.get(hash, { allowStale: true });
+    if (stale) {
+      log.warn({ err: error }, "key store unavailable; using the last verified state of this key");
+      return stale.lookup;
+    }
+    log.error({ err: error }, "key store unavailable");
+    throw new ServiceUnavailableError(
+      "The API key cannot be verified right now; retry shortly.",
+      "database_unavailable",
+      {
+        "retry-after": "1",
+      },
+    );
+  }
+}
 
 export function forgetKey(keyId: string): void {
   for (const [hash, entry] of keyCache.entries()) {
@@ -60,13 +92,7 @@ export function createAuth(deps: AuthDeps): Middleware<ProxyState> {
       ctx.state.principal = { kind: "master" };
       return next();
     }
-    const hash = hashApiKey(presented);
-    let entry = keyCache.get(hash);
-    if (!entry) {
-      entry = { lookup: await deps.keys.findByHash(hash) };
-      keyCache.set(hash, entry);
-    }
-    const lookup = entry.lookup;
+    const lookup = await lookupKey(deps.keys, hashApiKey(presented), ctx.state.log);
     // Lookup is by SHA-256 of the presented key: timing reveals nothing an attacker can steer towards a real key.
     if (!lookup) throw new AuthenticationError();
     const { key } = lookup;

@@ -1,0 +1,93 @@
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { migrate } from "../../../service/adapters/migrations";
+import { createPgKeyStore } from "../../../service/adapters/pg-stores";
+import { createLogger } from "../../../service/logger";
+import { generateApiKey } from "../../../service/lib/keys";
+import { startThrowawayPostgres, type ThrowawayPostgres } from "../../helpers/postgres";
+import { TEST_MASTER_KEY } from "../../helpers/proxy";
+import { spawnProxy } from "../../helpers/spawn-proxy";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+async function count(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return Number((await client.query("SELECT count(*) FROM usage")).rows[0].count);
+  } finally {
+    await client.end();
+  }
+}
+
+async function waitForCount(url: string, n: number, timeoutMs = 30_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const c = await count(url).catch(() => -1);
+    if (c >= n || Date.now() > deadline) return c;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe("usage rows survive a PostgreSQL outage, and a SIGTERM during it", () => {
+  let db: ThrowawayPostgres;
+  let key: string;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-outage-"));
+
+  beforeAll(async () => {
+    db = await startThrowawayPostgres();
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    await migrate(pool, { log: createLogger("silent") });
+    const generated = generateApiKey();
+    await createPgKeyStore(pool).create({
+      name: "outage",
+      teamId: null,
+      scopes: ["*"],
+      expiresAt: null,
+      limits: { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null },
+      hash: generated.hash,
+      prefix: generated.prefix,
+    });
+    await pool.end();
+    key = generated.key;
+  });
+  afterAll(async () => {
+    await db?.destroy();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const chat = (url: string) =>
+    fetch(`${url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", connection: "close" },
+      body: JSON.stringify({ model: "mock-chat", messages: [{ role: "user", content: "still there?" }] }),
+    });
+
+  it("keeps serving known keys, writes every row when PostgreSQL is back, and spools across a restart", async () => {
+    const env = { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "1", DATA_DIR: dataDir };
+    let proxy = await spawnProxy({ env });
+    for (let i = 0; i < 3; i++) expect((await chat(proxy.url)).status).toBe(200);
+    expect(await waitForCount(db.url, 3)).toBe(3);
+
+    // Outage 1: requests are still served (the key was verified before), rows wait in memory.
+    await db.stop();
+    for (let i = 0; i < 4; i++) expect((await chat(proxy.url)).status).toBe(200);
+    expect((await fetch(`${proxy.url}/readyz`)).status).toBe(503);
+    await db.start();
+    expect(await waitForCount(db.url, 7)).toBe(7);
+
+    // Outage 2: SIGTERM while PostgreSQL is down: the rows go to the spool, the process exits 0,
+    // and the next start replays them.
+    await db.stop();
+    for (let i = 0; i < 3; i++) expect((await chat(proxy.url)).status).toBe(200);
+    expect(await proxy.stop("SIGTERM")).toBe(0);
+    const spool = path.join(dataDir, "usage-spool");
+    expect(fs.readdirSync(spool).filter((f) => f.endsWith(".jsonl")).length).toBeGreaterThan(0);
+    await db.start();
+    proxy = await spawnProxy({ env });
+    expect(await waitForCount(db.url, 10)).toBe(10);
+    expect(await proxy.stop("SIGTERM")).toBe(0);
+    expect(await count(db.url)).toBe(10);
+  }, 180_000);
+});
