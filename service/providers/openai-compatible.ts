@@ -36,8 +36,8 @@ export function createOpenAICompatibleProvider(cfg: OpenAIConfig): Provider {
     body: unknown,
     req: UpstreamChatRequest,
   ): Promise<Dispatcher.ResponseData> {
-    const timeout = AbortSignal.timeout(cfg.timeoutMs);
-    const signal = AbortSignal.any([req.signal, timeout]);
+    // The attempt timeout is the pool's headersTimeout (time to the response head) and bodyTimeout (longest gap
+    // between body chunks): undici's own timers, much cheaper than a timer signal per request.
     let res: Dispatcher.ResponseData;
     try {
       res = await pool.request({
@@ -45,14 +45,10 @@ export function createOpenAICompatibleProvider(cfg: OpenAIConfig): Provider {
         path: `${basePath}${path}${query ? `?${query}` : ""}`,
         headers: { ...headers, "x-request-id": req.requestId },
         body: JSON.stringify(body),
-        signal,
+        signal: req.signal,
       });
     } catch (error) {
-      throw networkFailure(
-        cfg.name,
-        error,
-        timeout.aborted || error instanceof undiciErrors.HeadersTimeoutError,
-      );
+      throw networkFailure(cfg.name, error, error instanceof undiciErrors.HeadersTimeoutError);
     }
     if (res.statusCode >= 400) {
       const text = await res.body.text().catch(() => "");

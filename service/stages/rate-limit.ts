@@ -106,6 +106,10 @@ async function* settleAfterStream(
   }
 }
 
+function unlimited(b: Budget): boolean {
+  return b.requestsPerMinute === null && b.tokensPerMinute === null && b.tokensPerDay === null;
+}
+
 export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
   const { limits } = deps.config;
   return async function rateLimit(ctx, next) {
@@ -114,6 +118,8 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
     const { key, teamLimits } = principal;
     const keyBudget = effectiveBudget(key.limits, limits.key);
     const teamBudget = key.teamId ? effectiveBudget(teamLimits, limits.team) : null;
+    // Nothing to enforce: skip the round trip to the limiter.
+    if (unlimited(keyBudget) && (!teamBudget || unlimited(teamBudget))) return next();
     const tokens =
       (ctx.state.promptTokens ?? 0) + (ctx.state.completionAllowance ?? limits.defaultCompletionTokens);
 

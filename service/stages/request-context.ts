@@ -45,7 +45,14 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
     ctx.state.requestId = requestId;
     ctx.state.route = route;
     ctx.state.startedAt = process.hrtime.bigint();
-    ctx.state.log = deps.log.child({ requestId, route });
+    // The child logger is made on first use: most requests only log their final line (written below with the
+    // request id), and a pino child per request is a measurable share of the proxy's CPU.
+    let child: Logger | null = null;
+    Object.defineProperty(ctx.state, "log", {
+      configurable: true,
+      enumerable: true,
+      get: () => (child ??= deps.log.child({ requestId, route })),
+    });
     ctx.state.usage = {
       requestId: crypto.randomUUID(),
       createdAt: new Date(),
@@ -90,8 +97,10 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       if (USAGE_ROUTES.has(route) && usage.keyId) deps.usageSink.record(usage);
       // Probes and scrapes every few seconds would drown the log: they log at debug.
       const level = route === "health" || route === "metrics" ? "debug" : "info";
-      ctx.state.log[level](
+      deps.log[level](
         {
+          requestId,
+          route,
           status: usage.status,
           ms: usage.latencyMs,
           model: usage.requestedModel,
