@@ -15,6 +15,8 @@ import { createLogger } from "./logger";
 import { registry } from "./metrics";
 import { runPrimary, type WorkerInit } from "./primary";
 import { inflightCount } from "./stages/request-context";
+import { configNeedsTokenCounts } from "./stages/token-count";
+import { preloadEncoding } from "./lib/tokens";
 
 function load(): Config {
   try {
@@ -88,6 +90,8 @@ async function runWorker(base: Config): Promise<void> {
     isDraining: () => draining,
     metricsText: clusterMetricsText,
   });
+  // Load the tokenizer before taking traffic when the config needs token counts (limits or token budgets).
+  if (configNeedsTokenCounts(config)) preloadEncoding("o200k_base");
   const app = buildApp(built.deps);
   const server = http.createServer(app.callback());
   server.keepAliveTimeout = 65_000;

@@ -6,11 +6,38 @@
  * Chat framing follows OpenAI's accounting: 3 tokens per message plus 3 to prime the reply; an image part counts
  * as 85 tokens (low detail), since its real cost depends on pixels the proxy does not decode.
  */
-import { countTokens as countO200k } from "gpt-tokenizer/encoding/o200k_base";
-import { countTokens as countCl100k } from "gpt-tokenizer/encoding/cl100k_base";
 import type { ChatCompletionRequest, ChatMessage } from "../types";
 
 export type Encoding = "o200k_base" | "cl100k_base";
+
+type CountTokens = (text: string) => number;
+const counters: Partial<Record<Encoding, CountTokens>> = {};
+
+/**
+ * The encoding tables are large (o200k ≈ 67 MB of heap, cl100k ≈ 18 MB, ~0.5 s to load), so each is loaded the
+ * first time something needs it; `preloadEncoding` loads one at start when the config is known to need it.
+ */
+function counter(encoding: Encoding): CountTokens {
+  let count = counters[encoding];
+  if (!count) {
+    // A synchronous, on-demand load is the point here; a static import would load both tables in every process.
+    /* eslint-disable @typescript-eslint/no-require-imports */
+    count =
+      encoding === "cl100k_base"
+        ? (
+            require("gpt-tokenizer/encoding/cl100k_base") as typeof import("gpt-tokenizer/encoding/cl100k_base")
+          ).countTokens
+        : (require("gpt-tokenizer/encoding/o200k_base") as typeof import("gpt-tokenizer/encoding/o200k_base"))
+            .countTokens;
+    /* eslint-enable @typescript-eslint/no-require-imports */
+    counters[encoding] = count;
+  }
+  return count;
+}
+
+export function preloadEncoding(encoding: Encoding): void {
+  counter(encoding)("");
+}
 
 const CL100K = /^(gpt-4(?!o|\.|-?5)|gpt-3\.5|text-embedding-(3|ada)|davinci|babbage)/;
 
@@ -21,7 +48,7 @@ export function encodingFor(model: string): Encoding {
 
 export function countText(text: string, encoding: Encoding): number {
   if (!text) return 0;
-  return encoding === "cl100k_base" ? countCl100k(text) : countO200k(text);
+  return counter(encoding)(text);
 }
 
 const PER_MESSAGE = 3;

@@ -14,12 +14,41 @@ export interface TokenCountDeps {
   phase: "initial" | "after-rag";
 }
 
+/** Whether anything configured globally consumes prompt-token counts (limits or token budgets). */
+export function configNeedsTokenCounts(config: Config): boolean {
+  const { key, team } = config.limits;
+  return (
+    config.contentPolicy.maxInputTokens !== null ||
+    config.models.some((m) => m.maxInputTokens !== null) ||
+    [key.tokensPerMinute, key.tokensPerDay, team.tokensPerMinute, team.tokensPerDay].some((b) => b !== null)
+  );
+}
+
+/** Counting costs CPU and the tokenizer's memory: only count when a limit or a token budget will use it. */
+function requestNeedsCount(state: ProxyState, configNeeds: boolean): boolean {
+  if (configNeeds) return true;
+  const p = state.principal;
+  if (p?.kind !== "key") return false;
+  const overrides = [p.key.limits, p.teamLimits];
+  return overrides.some((l) => l !== null && (l.tokensPerMinute !== null || l.tokensPerDay !== null));
+}
+
 export function createTokenCount(deps: TokenCountDeps): Middleware<ProxyState> {
   const globalMax = deps.config.contentPolicy.maxInputTokens;
+  const configNeeds = configNeedsTokenCounts(deps.config);
   return async function tokenCount(ctx, next) {
     // After RAG only a changed prompt needs a new count.
-    if (deps.phase === "after-rag" && !ctx.state.ragChunks) return next();
+    if (deps.phase === "after-rag" && (!ctx.state.ragChunks || ctx.state.promptTokens === undefined))
+      return next();
     const chat = ctx.state.chat;
+    if (chat && deps.phase === "initial") {
+      const asked = chat.max_completion_tokens ?? chat.max_tokens ?? null;
+      const n = typeof chat.n === "number" && chat.n > 1 ? chat.n : 1;
+      ctx.state.completionAllowance = (asked ?? deps.config.limits.defaultCompletionTokens) * n;
+    } else if (!chat) {
+      ctx.state.completionAllowance = 0;
+    }
+    if (!requestNeedsCount(ctx.state, configNeeds)) return next();
     const prompt = chat
       ? countChatTokens(chat)
       : countEmbeddingTokens(ctx.state.embedding!.model, ctx.state.embedding!.input);
@@ -34,13 +63,6 @@ export function createTokenCount(deps: TokenCountDeps): Middleware<ProxyState> {
         "context_length_exceeded",
         "messages",
       );
-    }
-    if (chat && deps.phase === "initial") {
-      const asked = chat.max_completion_tokens ?? chat.max_tokens ?? null;
-      const n = typeof chat.n === "number" && chat.n > 1 ? chat.n : 1;
-      ctx.state.completionAllowance = (asked ?? deps.config.limits.defaultCompletionTokens) * n;
-    } else if (!chat) {
-      ctx.state.completionAllowance = 0;
     }
     return next();
   };
