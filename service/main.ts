@@ -1,22 +1,11 @@
 /**
- * Process entry: config → logger → (primary) migrations, embedded services, workers │ (worker) adapters → app →
- * listen. node:cluster runs WORKERS workers sharing the port; the primary replaces a crashed worker, aggregates
- * metrics, and on SIGTERM drains every worker before it exits 0.
+ * Process entry: config → (primary) migrations, embedded services, workers │ (worker) adapters → app → listen.
+ * node:cluster runs WORKERS workers sharing the port; the primary replaces a crashed worker, aggregates metrics,
+ * and on SIGTERM drains every worker before it exits 0. Each role loads only its own modules, so the primary stays
+ * small and start-up is not paid twice.
  */
 import cluster from "node:cluster";
-import http from "node:http";
-import { once } from "node:events";
-import { setTimeout as sleep } from "node:timers/promises";
-import { AggregatorRegistry } from "prom-client";
 import { ConfigError, loadConfig, type Config } from "./config";
-import { buildApp } from "./app";
-import { createDeps } from "./deps";
-import { createLogger } from "./logger";
-import { registry } from "./metrics";
-import { runPrimary, type WorkerInit } from "./primary";
-import { inflightCount } from "./stages/request-context";
-import { configNeedsTokenCounts } from "./stages/token-count";
-import { preloadEncoding } from "./lib/tokens";
 
 function load(): Config {
   try {
@@ -30,115 +19,15 @@ function load(): Config {
   }
 }
 
-/** Ask the primary for the pod-wide metrics (it collects every worker's registry). */
-function clusterMetricsText(): Promise<{ contentType: string; body: string }> {
-  if (!cluster.isWorker || !process.send) {
-    return registry.metrics().then((body) => ({ contentType: registry.contentType, body }));
-  }
-  const id = Math.random().toString(36).slice(2);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      process.off("message", onMessage);
-      reject(new Error("metrics request to the primary timed out"));
-    }, 5_000);
-    function onMessage(msg: unknown) {
-      const m = msg as { type?: string; id?: string; body?: string; contentType?: string };
-      if (m?.type !== "llmproxy:metrics" || m.id !== id) return;
-      clearTimeout(timer);
-      process.off("message", onMessage);
-      resolve({ contentType: m.contentType ?? registry.contentType, body: m.body ?? "" });
-    }
-    process.on("message", onMessage);
-    process.send!({ type: "llmproxy:metrics-request", id });
-  });
-}
-
-async function runWorker(base: Config): Promise<void> {
-  // Answer the primary's aggregation requests from our registry (the constructor installs prom-client's
-  // worker-side IPC listener).
-  new AggregatorRegistry();
-  AggregatorRegistry.setRegistries([registry]);
-  // Ask for the init message only once we listen for it (a message sent earlier would be lost).
-  const initMessage = new Promise<WorkerInit>((resolve) => {
-    const onMessage = (msg: unknown) => {
-      if ((msg as { type?: string })?.type !== "llmproxy:init") return;
-      process.off("message", onMessage);
-      resolve(msg as WorkerInit);
-    };
-    process.on("message", onMessage);
-  });
-  process.send?.({ type: "llmproxy:init-request" });
-  const init = await initMessage;
-  const config: Config = Object.freeze({
-    ...base,
-    masterKey: init.masterKey,
-    chroma: { url: init.chromaUrl },
-  });
-  const log = createLogger(config.logLevel, { role: "worker", worker: cluster.worker?.id });
-  // A stray rejection must not take the worker (and its open streams) down; an uncaught exception leaves the
-  // process in an unknown state, so that one exits and the primary starts a replacement.
-  process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
-  process.on("uncaughtException", (error) => {
-    log.fatal({ err: error }, "uncaught exception; exiting so the primary replaces this worker");
-    process.exit(1);
-  });
-  let draining = false;
-  const built = await createDeps(config, {
-    log,
-    databaseUrl: init.databaseUrl,
-    ...(init.poolOptions ? { poolOptions: init.poolOptions } : {}),
-    isDraining: () => draining,
-    metricsText: clusterMetricsText,
-  });
-  // Load the tokenizer before taking traffic when the config needs token counts (limits or token budgets).
-  if (configNeedsTokenCounts(config)) preloadEncoding("o200k_base");
-  const app = buildApp(built.deps);
-  const server = http.createServer(app.callback());
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
-  server.requestTimeout = config.server.requestTimeoutMs;
-  server.listen(config.server.port, config.server.host);
-  await once(server, "listening");
-  log.info({ port: config.server.port }, "worker listening");
-  process.send?.({ type: "llmproxy:ready" });
-
-  let stopping = false;
-  const drain = async () => {
-    if (stopping) return;
-    stopping = true;
-    draining = true;
-    log.info({ inflight: inflightCount() }, "draining");
-    server.close();
-    server.closeIdleConnections();
-    const deadline = Date.now() + config.server.shutdownGraceSeconds * 1000;
-    while (inflightCount() > 0 && Date.now() < deadline) {
-      await sleep(50);
-      server.closeIdleConnections();
-    }
-    if (inflightCount() > 0)
-      log.warn({ inflight: inflightCount() }, "grace period over; closing open requests");
-    server.closeAllConnections();
-    await built.close();
-    log.info("worker stopped");
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => void drain());
-  process.on("SIGINT", () => void drain());
-  // The primary asks via IPC too (a worker may not see the terminal's signal).
-  process.on("message", (msg: unknown) => {
-    if ((msg as { type?: string })?.type === "llmproxy:drain") void drain();
-  });
-  process.on("disconnect", () => void drain());
-}
-
+/* eslint-disable @typescript-eslint/no-require-imports -- each role requires only its own module tree */
 const config = load();
 if (cluster.isPrimary) {
-  runPrimary(config).catch((error) => {
+  (require("./primary") as typeof import("./primary")).runPrimary(config).catch((error) => {
     process.stderr.write(`llm-proxy: failed to start: ${(error as Error).stack ?? String(error)}\n`);
     process.exit(1);
   });
 } else {
-  runWorker(config).catch((error) => {
+  (require("./worker") as typeof import("./worker")).runWorker(config).catch((error) => {
     process.stderr.write(`llm-proxy worker: failed to start: ${(error as Error).stack ?? String(error)}\n`);
     process.exit(1);
   });

@@ -11,9 +11,8 @@ import { createLogger } from "./logger";
 import { createPostgres } from "./adapters/postgres";
 import { migrate } from "./adapters/migrations";
 import { createUsageWriter } from "./adapters/usage-writer";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "./adapters/pglite";
+import type { EmbeddedPostgres } from "./adapters/pglite";
 import { ensureMasterKeyFile } from "./adapters/master-key-file";
-import { startEmbeddedChroma } from "./adapters/embedded-chroma";
 
 /** What the primary hands each worker over IPC (never through the environment or argv). */
 export interface WorkerInit {
@@ -45,11 +44,17 @@ export async function runPrimary(config: Config): Promise<void> {
       masterKey = mk.key;
       masterKeyFile = mk.file;
     }
+    // PGlite (WASM) and the Chroma starter load only for the embedded default.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { startEmbeddedPostgres } = require("./adapters/pglite") as typeof import("./adapters/pglite");
     const pg: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: config.dataDir, log });
     stops.push(() => pg.stop());
     databaseUrl = pg.url;
     poolOptions = pg.poolOptions;
     if (!chromaUrl) {
+      const { startEmbeddedChroma } =
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        require("./adapters/embedded-chroma") as typeof import("./adapters/embedded-chroma");
       const chroma = await startEmbeddedChroma(config, log);
       if (chroma) {
         chromaUrl = chroma.url;

@@ -9,14 +9,18 @@
  * at the start of the next. Chunks shorter than `minChars` (after trimming) carry too little to retrieve and are
  * skipped.
  */
-import { encode } from "gpt-tokenizer/encoding/cl100k_base";
+type Cl100k = typeof import("gpt-tokenizer/encoding/cl100k_base");
+let cl100k: Cl100k | null = null;
 
 /** Special-token strings such as `<|endoftext|>` in a document are plain text, not a reason to throw. */
 const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
 
 /** cl100k token count of `text`, treating special-token strings as text. */
 export function countTokens(text: string): number {
-  return encode(text, PLAIN_TEXT).length;
+  // The table loads on first use (ingestion, retrieval), not in every worker at start.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  cl100k ??= require("gpt-tokenizer/encoding/cl100k_base") as Cl100k;
+  return cl100k.encode(text, PLAIN_TEXT).length;
 }
 
 export interface ChunkOptions {

@@ -81,9 +81,17 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     );
     await startedAll;
     const code = proxy.stop("SIGTERM");
-    // New connections are refused while the streams finish.
-    await new Promise((r) => setTimeout(r, 200));
-    await expect(fetch(`${proxy.url}/healthz`)).rejects.toThrow();
+    // New connections are refused once the drain has begun (polled: the signal travels primary → worker).
+    let refused = false;
+    for (let i = 0; i < 50 && !refused; i++) {
+      try {
+        await fetch(`${proxy.url}/healthz`, { headers: { connection: "close" } });
+        await new Promise((r) => setTimeout(r, 100));
+      } catch {
+        refused = true;
+      }
+    }
+    expect(refused).toBe(true);
     const bodies = await Promise.all(streams);
     for (const body of bodies) {
       expect(body.trim().endsWith("data: [DONE]")).toBe(true);
