@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { PII_ENTITIES, type PiiEntity } from "./lib/pii/types";
 
 /** Every environment variable the service reads (provider keys named by the config file come on top). */
 export const ENV_VARS = [
@@ -40,18 +41,8 @@ export function isProviderKeyEnv(name: string): boolean {
   return /^[A-Z][A-Z0-9_]*_API_KEY$/.test(name);
 }
 
-export const PII_ENTITIES = [
-  "EMAIL_ADDRESS",
-  "PHONE_NUMBER",
-  "CREDIT_CARD",
-  "US_SSN",
-  "IBAN",
-  "IP_ADDRESS",
-  "INTERNAL_SECRET",
-  "PERSON",
-  "LOCATION",
-] as const;
-export type PiiEntity = (typeof PII_ENTITIES)[number];
+// One list of PII entity types, owned by the PII library (a pure constants module).
+export { PII_ENTITIES, type PiiEntity };
 
 export const KEY_SCOPES = ["chat", "embeddings", "models", "kb:write", "*"] as const;
 

@@ -8,7 +8,28 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import pg from "pg";
+import { migrate } from "../../service/adapters/migrations";
+import { createPgKeyStore } from "../../service/adapters/pg-stores";
+import { generateApiKey } from "../../service/lib/keys";
+import { createLogger } from "../../service/logger";
 import { freePort } from "./postgres";
+
+/** Migrate a database and insert an all-scopes API key, for tests that run the proxy as a process. */
+export async function prepareDatabase(pool: pg.Pool, name = "test"): Promise<string> {
+  await migrate(pool, { log: createLogger("silent") });
+  const generated = generateApiKey();
+  await createPgKeyStore(pool).create({
+    name,
+    teamId: null,
+    scopes: ["*"],
+    expiresAt: null,
+    limits: { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null },
+    hash: generated.hash,
+    prefix: generated.prefix,
+  });
+  return generated.key;
+}
 
 const ROOT = path.resolve(__dirname, "../..");
 

@@ -1,12 +1,8 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { migrate } from "../../../service/adapters/migrations";
-import { createPgKeyStore } from "../../../service/adapters/pg-stores";
-import { createLogger } from "../../../service/logger";
-import { generateApiKey } from "../../../service/lib/keys";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../../helpers/postgres";
 import { TEST_MASTER_KEY } from "../../helpers/proxy";
-import { spawnProxy } from "../../helpers/spawn-proxy";
+import { prepareDatabase, spawnProxy } from "../../helpers/spawn-proxy";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -38,19 +34,8 @@ describe("usage rows survive a PostgreSQL outage, and a SIGTERM during it", () =
   beforeAll(async () => {
     db = await startThrowawayPostgres();
     const pool = new pg.Pool({ connectionString: db.url, max: 1 });
-    await migrate(pool, { log: createLogger("silent") });
-    const generated = generateApiKey();
-    await createPgKeyStore(pool).create({
-      name: "outage",
-      teamId: null,
-      scopes: ["*"],
-      expiresAt: null,
-      limits: { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null },
-      hash: generated.hash,
-      prefix: generated.prefix,
-    });
+    key = await prepareDatabase(pool, "outage");
     await pool.end();
-    key = generated.key;
   });
   afterAll(async () => {
     await db?.destroy();

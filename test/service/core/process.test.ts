@@ -1,13 +1,9 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { migrate } from "../../../service/adapters/migrations";
-import { createPgKeyStore } from "../../../service/adapters/pg-stores";
-import { createLogger } from "../../../service/logger";
-import { generateApiKey } from "../../../service/lib/keys";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
 import { upstreamConfig, TEST_MASTER_KEY } from "../../helpers/proxy";
-import { spawnProxy } from "../../helpers/spawn-proxy";
+import { prepareDatabase, spawnProxy } from "../../helpers/spawn-proxy";
 
 const WORDS = Array.from({ length: 20 }, (_, i) => `w${i}`).join(" ");
 
@@ -42,18 +38,7 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     upstream = await startFakeUpstream({ chunkDelayMs: 60 });
     db = await createTestDatabase();
     pool = new pg.Pool({ connectionString: db.url, max: 2 });
-    await migrate(pool, { log: createLogger("silent") });
-    const generated = generateApiKey();
-    await createPgKeyStore(pool).create({
-      name: "proc",
-      teamId: null,
-      scopes: ["*"],
-      expiresAt: null,
-      limits: { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null },
-      hash: generated.hash,
-      prefix: generated.prefix,
-    });
-    key = generated.key;
+    key = await prepareDatabase(pool, "proc");
     config = upstreamConfig({ fake: upstream.baseUrl }, [{ name: "slow", provider: "fake" }]).replace(
       "timeout_ms: 2000",
       "timeout_ms: 10000",
