@@ -77,6 +77,28 @@ const TEAM_COLUMNS =
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** `UPDATE … SET` clauses for the defined columns ($1 is the id), plus `updated_at`. */
+function updateSet(id: string, columns: Record<string, unknown>): { sets: string[]; values: unknown[] } {
+  const sets: string[] = [];
+  const values: unknown[] = [id];
+  for (const [column, value] of Object.entries(columns)) {
+    if (value === undefined) continue;
+    values.push(value);
+    sets.push(`${column} = $${values.length}`);
+  }
+  sets.push("updated_at = now()");
+  return { sets, values };
+}
+
+/** Column → value for the limit fields a patch names (absent fields stay absent; null resets to the default). */
+function limitColumns(limits: Partial<LimitOverrides> | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (!limits) return out;
+  for (const [field, column] of Object.entries(LIMIT_COLUMNS))
+    out[column] = limits[field as keyof LimitOverrides];
+  return out;
+}
+
 export function isUuid(value: string): boolean {
   return UUID_RE.test(value);
 }
@@ -171,22 +193,12 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
 
     async update(id, patch) {
       if (!isUuid(id)) return null;
-      const sets: string[] = [];
-      const values: unknown[] = [id];
-      const set = (column: string, value: unknown) => {
-        values.push(value);
-        sets.push(`${column} = $${values.length}`);
-      };
-      if (patch.name !== undefined) set("name", patch.name);
-      if (patch.scopes !== undefined) set("scopes", patch.scopes);
-      if (patch.expiresAt !== undefined) set("expires_at", patch.expiresAt);
-      if (patch.limits) {
-        for (const [field, column] of Object.entries(LIMIT_COLUMNS)) {
-          const v = patch.limits[field as keyof LimitOverrides];
-          if (v !== undefined) set(column, v);
-        }
-      }
-      sets.push("updated_at = now()");
+      const { sets, values } = updateSet(id, {
+        name: patch.name,
+        scopes: patch.scopes,
+        expires_at: patch.expiresAt,
+        ...limitColumns(patch.limits),
+      });
       const { rows } = await pool.query(
         `UPDATE api_keys SET ${sets.join(", ")} WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
         values,
@@ -274,20 +286,7 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
 
     async update(id, patch) {
       if (!isUuid(id)) return null;
-      const sets: string[] = [];
-      const values: unknown[] = [id];
-      const set = (column: string, value: unknown) => {
-        values.push(value);
-        sets.push(`${column} = $${values.length}`);
-      };
-      if (patch.name !== undefined) set("name", patch.name);
-      if (patch.limits) {
-        for (const [field, column] of Object.entries(LIMIT_COLUMNS)) {
-          const v = patch.limits[field as keyof LimitOverrides];
-          if (v !== undefined) set(column, v);
-        }
-      }
-      sets.push("updated_at = now()");
+      const { sets, values } = updateSet(id, { name: patch.name, ...limitColumns(patch.limits) });
       try {
         const { rows } = await pool.query(
           `UPDATE teams SET ${sets.join(", ")} WHERE id = $1 RETURNING ${TEAM_COLUMNS}`,
