@@ -3,6 +3,7 @@
  * implement them over pg, ioredis, chromadb and undici; stages receive them through factory arguments.
  */
 import type { Budget } from "./config";
+import type { CancelSignal } from "./lib/cancel";
 import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse } from "./types";
 
 // ---------------------------------------------------------------- keys, teams, usage (PostgreSQL)
@@ -131,7 +132,8 @@ export interface Database {
 export interface UpstreamChatRequest {
   /** The body to send, with `model` already set to the provider's model name. */
   body: Record<string, unknown>;
-  signal: AbortSignal;
+  /** Fires when the client has gone away (or a timeout passed): the provider stops the call. */
+  signal: CancelSignal;
   requestId: string;
 }
 

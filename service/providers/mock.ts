@@ -4,7 +4,7 @@
  * bag of words (256 dimensions, L2-normalised), so similar texts get similar vectors.
  */
 import crypto from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
+import { delay } from "../lib/cancel";
 import type { ProviderConfig } from "../config";
 import type { Provider, UpstreamChatResult } from "../ports";
 import type { ChatCompletion, ChatCompletionChunk, ChatMessage, EmbeddingResponse } from "../types";
@@ -57,7 +57,7 @@ export function createMockProvider(cfg: MockConfig): Provider {
         stream?: boolean;
         stream_options?: { include_usage?: boolean };
       };
-      if (cfg.latencyMs) await sleep(cfg.latencyMs, undefined, { signal: req.signal });
+      if (cfg.latencyMs) await delay(cfg.latencyMs, req.signal);
       const lastUser = [...body.messages].reverse().find((m) => m.role === "user");
       const content = `Mock answer: ${textOf(lastUser)}`;
       const promptTokens = approxTokens(body.messages.map(textOf).join("\n"));

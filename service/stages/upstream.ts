@@ -6,10 +6,10 @@
  * Streams always ask the upstream for `stream_options.include_usage`, so usage is known for every request.
  */
 import type { ServerResponse } from "node:http";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Middleware } from "koa";
 import type { Config, DeploymentConfig } from "../config";
 import { UpstreamError } from "../errors";
+import { Cancellation, delay } from "../lib/cancel";
 import { upstreamAttempts, upstreamDuration } from "../metrics";
 import type { UsageRow } from "../ports";
 import { ProviderFailure } from "../providers/errors";
@@ -45,20 +45,22 @@ async function* meter(
   }
 }
 
-/** Aborted when the client goes away before the response has finished. */
-function clientAbort(res: ServerResponse): AbortSignal {
-  const controller = new AbortController();
+const clientClosed = () => new UpstreamError("The client closed the request.", "client_closed_request");
+
+/** Fires when the client goes away before the response has finished. */
+function clientAbort(res: ServerResponse): Cancellation {
+  const cancellation = new Cancellation();
   res.once("close", () => {
-    if (!res.writableFinished) controller.abort();
+    if (!res.writableFinished) cancellation.abort();
   });
-  return controller.signal;
+  return cancellation;
 }
 
 /** Try each deployment of the chain with retries; returns what `call` returned, or throws the last client error. */
 async function withFallbacks<T>(
   deps: UpstreamDeps,
   chain: DeploymentConfig[],
-  signal: AbortSignal,
+  signal: Cancellation,
   call: (deployment: DeploymentConfig) => Promise<T>,
   log: ProxyState["log"],
 ): Promise<{ value: T; deployment: DeploymentConfig }> {
@@ -70,13 +72,9 @@ async function withFallbacks<T>(
       if (attempt > 0 && last) {
         const wait = backoffMs(attempt, last.retryAfterMs);
         if (wait === null) break;
-        await sleep(wait, undefined, { signal }).catch(() => undefined);
+        await delay(wait, signal).catch(() => undefined);
       }
-      if (signal.aborted) {
-        throw (
-          last?.clientError ?? new UpstreamError("The client closed the request.", "client_closed_request")
-        );
-      }
+      if (signal.aborted) throw clientClosed();
       const started = process.hrtime.bigint();
       const labels = { provider: deployment.provider, model: deployment.name };
       try {
@@ -88,6 +86,8 @@ async function withFallbacks<T>(
         upstreamAttempts.inc({ ...labels, outcome: "ok" });
         return { value, deployment };
       } catch (error) {
+        // The client went away and the call was cancelled for it: that is the outcome, not an upstream failure.
+        if (signal.aborted) throw clientClosed();
         if (!(error instanceof ProviderFailure)) throw error;
         last = error;
         upstreamDuration.observe(

@@ -1,3 +1,5 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
@@ -192,5 +194,39 @@ describe("forwarding, routing and fallbacks", () => {
     const rows = await proxy.waitForUsageRows(1);
     const last = rows.filter((r) => r.stream).at(-1);
     expect(last).toMatchObject({ status: 502, error_code: "upstream_stream_error" });
+  });
+
+  it("cancels the upstream call when the client goes away, and records client_closed_request", async () => {
+    // An upstream that never answers, and tells us when its request's connection closes.
+    let upstreamClosed!: () => void;
+    const closed = new Promise<void>((resolve) => (upstreamClosed = resolve));
+    const slow = http.createServer((req) => req.socket.once("close", upstreamClosed));
+    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+    const slowProxy = await startProxy({
+      configYaml: upstreamConfig({ slow: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1` }, [
+        { name: "slow", provider: "slow" },
+      ]),
+    });
+    try {
+      const slowKey = (await slowProxy.createKey()).key;
+      const client = new AbortController();
+      const pending = fetch(`${slowProxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${slowKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
+        signal: client.signal,
+      }).catch((e: Error) => e);
+      await new Promise((r) => setTimeout(r, 200));
+      client.abort();
+      expect(await pending).toBeInstanceOf(Error);
+      // The upstream connection is closed long before any timeout would have fired.
+      await closed;
+      const rows = await slowProxy.waitForUsageRows(1);
+      expect(rows[0]).toMatchObject({ error_code: "client_closed_request" });
+    } finally {
+      await slowProxy.close();
+      slow.closeAllConnections();
+      await new Promise((r) => slow.close(r));
+    }
   });
 });
