@@ -50,9 +50,3 @@ export const usagePending = new Gauge({
   help: "Usage rows buffered and not yet written to PostgreSQL.",
   registers: [registry],
 });
-
-export const inflightRequests = new Gauge({
-  name: "llmproxy_inflight_requests",
-  help: "Requests (including open streams) in flight.",
-  registers: [registry],
-});

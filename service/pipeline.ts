@@ -7,6 +7,9 @@
  *
  * Stages before `respond` run first on the way in; stages after it may wrap `ctx.state.result` on the way out
  * (PII restore, cache store, limit reconciliation), so the writer always sees the final response.
+ *
+ * A stage whose feature is off in this process (no limiter, no PII engine, no knowledge base, no cache, no blocked
+ * patterns) is left out of the chain rather than called to do nothing: each one is a frame and a promise per request.
  */
 import type { Middleware } from "koa";
 import type { AppDeps } from "./app";
@@ -24,36 +27,44 @@ import { createUpstreamChat, createUpstreamEmbeddings } from "./stages/upstream"
 
 export type Stage = Middleware<ProxyState>;
 
+/** The stages that are on, in order. */
+function active(...stages: Array<Stage | false | null>): Stage[] {
+  return stages.filter((s): s is Stage => typeof s === "function");
+}
+
 export function chatPipeline(deps: AppDeps): Stage[] {
-  const pii = deps.pii;
-  return [
+  const { config, pii } = deps;
+  const policy = config.contentPolicy.blockedPatterns.length > 0;
+  return active(
     createAuth({ keys: deps.keys, scope: "chat" }),
-    createParseChat({ config: deps.config, providers: deps.providers }),
+    createParseChat({ config, providers: deps.providers }),
     createRespond(),
-    createContentPolicy({ config: deps.config }),
-    createTokenCount({ config: deps.config, phase: "initial" }),
-    createRateLimit({ config: deps.config, limiter: deps.rateLimiter }),
-    createPii({ engine: deps.pii, mode: "reversible" }),
-    createRag({
-      kb: deps.kb,
-      config: deps.config,
-      ...(pii ? { redact: (text: string) => pii.newSession().redact(text) } : {}),
-    }),
-    createTokenCount({ config: deps.config, phase: "after-rag" }),
-    createCache({ config: deps.config, cache: deps.cache }),
-    createUpstreamChat({ config: deps.config, providers: deps.providers }),
-  ];
+    policy && createContentPolicy({ config }),
+    createTokenCount({ config, phase: "initial" }),
+    deps.rateLimiter && createRateLimit({ config, limiter: deps.rateLimiter }),
+    pii && createPii({ engine: pii, mode: "reversible" }),
+    deps.kb &&
+      createRag({
+        kb: deps.kb,
+        config,
+        ...(pii ? { redact: (text: string) => pii.newSession().redact(text) } : {}),
+      }),
+    deps.kb && createTokenCount({ config, phase: "after-rag" }),
+    deps.cache && config.cache.enabled && createCache({ config, cache: deps.cache }),
+    createUpstreamChat({ config, providers: deps.providers }),
+  );
 }
 
 export function embeddingsPipeline(deps: AppDeps): Stage[] {
-  return [
+  const { config } = deps;
+  return active(
     createAuth({ keys: deps.keys, scope: "embeddings" }),
-    createParseEmbeddings({ config: deps.config, providers: deps.providers }),
+    createParseEmbeddings({ config, providers: deps.providers }),
     createRespond(),
-    createContentPolicy({ config: deps.config }),
-    createTokenCount({ config: deps.config, phase: "initial" }),
-    createRateLimit({ config: deps.config, limiter: deps.rateLimiter }),
-    createPii({ engine: deps.pii, mode: "redact" }),
-    createUpstreamEmbeddings({ config: deps.config, providers: deps.providers }),
-  ];
+    config.contentPolicy.blockedPatterns.length > 0 && createContentPolicy({ config }),
+    createTokenCount({ config, phase: "initial" }),
+    deps.rateLimiter && createRateLimit({ config, limiter: deps.rateLimiter }),
+    deps.pii && createPii({ engine: deps.pii, mode: "redact" }),
+    createUpstreamEmbeddings({ config, providers: deps.providers }),
+  );
 }

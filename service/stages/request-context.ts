@@ -7,7 +7,8 @@
 import crypto from "node:crypto";
 import type { Middleware } from "koa";
 import type { Logger } from "pino";
-import { inflightRequests, requestDuration, requestsTotal, tokensTotal } from "../metrics";
+import { Gauge } from "prom-client";
+import { registry, requestDuration, requestsTotal, tokensTotal } from "../metrics";
 import type { UsageSink } from "../ports";
 import type { ProxyState } from "../state";
 
@@ -19,6 +20,16 @@ let inflight = 0;
 export function inflightCount(): number {
   return inflight;
 }
+
+// Read when scraped, not updated twice per request.
+new Gauge({
+  name: "llmproxy_inflight_requests",
+  help: "Requests (including open streams) in flight.",
+  registers: [registry],
+  collect() {
+    this.set(inflight);
+  },
+});
 
 export function routeOf(path: string): string {
   if (path === "/v1/chat/completions") return "chat";
@@ -75,13 +86,11 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
     if (deps.isDraining()) ctx.set("Connection", "close");
 
     inflight++;
-    inflightRequests.inc();
     let done = false;
     const finish = () => {
       if (done) return;
       done = true;
       inflight--;
-      inflightRequests.dec();
       const usage = ctx.state.usage;
       const seconds = Number(process.hrtime.bigint() - ctx.state.startedAt) / 1e9;
       usage.latencyMs = Math.round(seconds * 1000);

@@ -4,7 +4,7 @@
  * A failure after the first byte cannot change the status any more: the stream ends with an error event
  * (`data: {"error": {...}}`) and the request is recorded as an error.
  */
-import { Readable } from "node:stream";
+import type { ServerResponse } from "node:http";
 import type { Middleware } from "koa";
 import { toProxyError } from "../errors";
 import type { ProxyResult, ProxyState } from "../state";
@@ -16,6 +16,7 @@ async function* sseFrames(
   result: Extract<ProxyResult, { kind: "stream" }>,
   usage: UsageRow,
   log: Logger,
+  clientGone: () => boolean,
 ): AsyncGenerator<string> {
   try {
     for await (const chunk of result.chunks) {
@@ -24,6 +25,8 @@ async function* sseFrames(
     }
     yield "data: [DONE]\n\n";
   } catch (error) {
+    // The upstream call was cancelled because the client left: the row already says client_closed_request.
+    if (clientGone()) return;
     const e = toProxyError(error);
     usage.status = e.status;
     usage.errorCode = e.code;
@@ -47,6 +50,8 @@ export function createRespond(): Middleware<ProxyState> {
     if (!result) return;
     if (result.kind === "json") {
       ctx.status = 200;
+      // Set explicitly so Koa does not look the type up for every response.
+      ctx.set("Content-Type", "application/json; charset=utf-8");
       ctx.body = result.body;
       return;
     }
@@ -55,6 +60,32 @@ export function createRespond(): Middleware<ProxyState> {
     ctx.set("Cache-Control", "no-cache");
     ctx.set("X-Accel-Buffering", "no");
     ctx.req.socket.setNoDelay(true);
-    ctx.body = Readable.from(sseFrames(result, ctx.state.usage, ctx.state.log), { objectMode: false });
+    // Frames go straight to the socket (headers with the first one): no stream adapter between the upstream's
+    // first event and the client, which is what time-to-first-byte measures. Koa leaves the response alone.
+    ctx.respond = false;
+    const res = ctx.res;
+    const clientGone = () => res.destroyed && !res.writableFinished;
+    await writeFrames(res, sseFrames(result, ctx.state.usage, ctx.state.log, clientGone));
   };
+}
+
+/** Write each frame, waiting for the socket to drain when it is full; stops (and so cancels upstream) when the client leaves. */
+async function writeFrames(res: ServerResponse, frames: AsyncGenerator<string>): Promise<void> {
+  for await (const frame of frames) {
+    if (res.destroyed) return; // leaving the loop ends the generators, which releases the upstream connection
+    if (!res.write(frame)) await drainedOrClosed(res);
+  }
+  if (!res.destroyed) res.end();
+}
+
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
 }

@@ -229,4 +229,48 @@ describe("forwarding, routing and fallbacks", () => {
       await new Promise((r) => slow.close(r));
     }
   });
+
+  it("stops a stream and releases the upstream when the client leaves mid-stream", async () => {
+    let upstreamClosed!: () => void;
+    const closed = new Promise<void>((resolve) => (upstreamClosed = resolve));
+    // Sends one chunk, then nothing: only the client leaving can end this request.
+    const slow = http.createServer((req, res) => {
+      req.socket.once("close", upstreamClosed);
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const chunk = { id: "c1", object: "chat.completion.chunk", created: 1, model: "m" };
+        res.write(
+          `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: "Hel" } }] })}\n\n`,
+        );
+      });
+    });
+    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+    const slowProxy = await startProxy({
+      configYaml: upstreamConfig({ slow: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1` }, [
+        { name: "slow", provider: "slow" },
+      ]),
+    });
+    try {
+      const slowKey = (await slowProxy.createKey()).key;
+      const client = new AbortController();
+      const res = await fetch(`${slowProxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${slowKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "slow", stream: true, messages: [{ role: "user", content: "hi" }] }),
+        signal: client.signal,
+      });
+      const reader = res.body!.getReader();
+      const first = new TextDecoder().decode((await reader.read()).value);
+      expect(first).toContain('"Hel"');
+      client.abort();
+      await closed;
+      const rows = await slowProxy.waitForUsageRows(1);
+      expect(rows[0]).toMatchObject({ stream: true, error_code: "client_closed_request" });
+    } finally {
+      await slowProxy.close();
+      slow.closeAllConnections();
+      await new Promise((r) => slow.close(r));
+    }
+  });
 });
