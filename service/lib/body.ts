@@ -31,7 +31,9 @@ function readText(req: IncomingMessage, limitBytes: number): Promise<string> {
     };
     const onEnd = () => {
       cleanup();
-      resolve(chunks.length === 1 ? chunks[0].toString("utf8") : Buffer.concat(chunks, size).toString("utf8"));
+      resolve(
+        chunks.length === 1 ? chunks[0].toString("utf8") : Buffer.concat(chunks, size).toString("utf8"),
+      );
     };
     const onError = (error: Error) => {
       cleanup();
