@@ -62,7 +62,8 @@ async function withFallbacks<T>(
   chain: DeploymentConfig[],
   signal: Cancellation,
   call: (deployment: DeploymentConfig) => Promise<T>,
-  log: ProxyState["log"],
+  /** `state.log` is read only on failure (reading it creates the request's child logger). */
+  state: ProxyState,
 ): Promise<{ value: T; deployment: DeploymentConfig }> {
   let last: ProviderFailure | null = null;
   for (const deployment of chain) {
@@ -95,7 +96,7 @@ async function withFallbacks<T>(
           Number(process.hrtime.bigint() - started) / 1e9,
         );
         upstreamAttempts.inc({ ...labels, outcome: error.retryable ? "retryable_error" : "error" });
-        log.warn(
+        state.log.warn(
           { provider: deployment.provider, model: deployment.name, attempt, failure: error.message },
           "upstream attempt failed",
         );
@@ -121,7 +122,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
         if (stream) body.stream_options = { ...(chat.stream_options ?? {}), include_usage: true };
         return deps.providers.provider(d.provider).chat({ body, signal, requestId: ctx.state.requestId });
       },
-      ctx.state.log,
+      ctx.state,
     );
     usage.servedModel = deployment.name;
     usage.provider = deployment.provider;
@@ -152,7 +153,7 @@ export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxySt
         deps.providers
           .provider(d.provider)
           .embeddings({ body: { ...request, model: d.model }, signal, requestId: ctx.state.requestId }),
-      ctx.state.log,
+      ctx.state,
     );
     ctx.state.usage.servedModel = deployment.name;
     ctx.state.usage.provider = deployment.provider;
