@@ -22,6 +22,44 @@ function events(text: string): string[] {
     .map((e) => e.slice(6));
 }
 
+/**
+ * A proxy (model "own") in front of a hand-written upstream; `closed` resolves when the upstream sees its
+ * request's connection close. Both are torn down afterwards.
+ */
+async function withOwnUpstream(
+  handler: http.RequestListener,
+  run: (ctx: { proxy: TestProxy & { key: string }; closed: Promise<void> }) => Promise<void>,
+): Promise<void> {
+  let upstreamClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (upstreamClosed = resolve));
+  const server = http.createServer((req, res) => {
+    req.socket.once("close", upstreamClosed);
+    handler(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const proxy = await startProxy({
+    configYaml: upstreamConfig({ own: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1` }, [
+      { name: "own", provider: "own" },
+    ]),
+  });
+  try {
+    await run({ proxy: Object.assign(proxy, { key: (await proxy.createKey()).key }), closed });
+  } finally {
+    await proxy.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+}
+
+function chatRequest(proxy: TestProxy & { key: string }, body: object, signal: AbortSignal) {
+  return fetch(`${proxy.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${proxy.key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "own", ...body }),
+    signal,
+  });
+}
+
 describe("forwarding, routing and fallbacks", () => {
   let primary: FakeUpstream;
   let backup: FakeUpstream;
@@ -197,45 +235,30 @@ describe("forwarding, routing and fallbacks", () => {
   });
 
   it("cancels the upstream call when the client goes away, and records client_closed_request", async () => {
-    // An upstream that never answers, and tells us when its request's connection closes.
-    let upstreamClosed!: () => void;
-    const closed = new Promise<void>((resolve) => (upstreamClosed = resolve));
-    const slow = http.createServer((req) => req.socket.once("close", upstreamClosed));
-    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
-    const slowProxy = await startProxy({
-      configYaml: upstreamConfig({ slow: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1` }, [
-        { name: "slow", provider: "slow" },
-      ]),
-    });
-    try {
-      const slowKey = (await slowProxy.createKey()).key;
-      const client = new AbortController();
-      const pending = fetch(`${slowProxy.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${slowKey}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
-        signal: client.signal,
-      }).catch((e: Error) => e);
-      await new Promise((r) => setTimeout(r, 200));
-      client.abort();
-      expect(await pending).toBeInstanceOf(Error);
-      // The upstream connection is closed long before any timeout would have fired.
-      await closed;
-      const rows = await slowProxy.waitForUsageRows(1);
-      expect(rows[0]).toMatchObject({ error_code: "client_closed_request" });
-    } finally {
-      await slowProxy.close();
-      slow.closeAllConnections();
-      await new Promise((r) => slow.close(r));
-    }
+    // An upstream that never answers.
+    await withOwnUpstream(
+      () => undefined,
+      async ({ proxy: own, closed }) => {
+        const client = new AbortController();
+        const pending = chatRequest(
+          own,
+          { messages: [{ role: "user", content: "hi" }] },
+          client.signal,
+        ).catch((e: Error) => e);
+        await new Promise((r) => setTimeout(r, 200));
+        client.abort();
+        expect(await pending).toBeInstanceOf(Error);
+        // The upstream connection is closed long before any timeout would have fired.
+        await closed;
+        const rows = await own.waitForUsageRows(1);
+        expect(rows[0]).toMatchObject({ error_code: "client_closed_request" });
+      },
+    );
   });
 
   it("stops a stream and releases the upstream when the client leaves mid-stream", async () => {
-    let upstreamClosed!: () => void;
-    const closed = new Promise<void>((resolve) => (upstreamClosed = resolve));
     // Sends one chunk, then nothing: only the client leaving can end this request.
-    const slow = http.createServer((req, res) => {
-      req.socket.once("close", upstreamClosed);
+    const oneChunk: http.RequestListener = (req, res) => {
       req.resume();
       req.on("end", () => {
         res.writeHead(200, { "content-type": "text/event-stream" });
@@ -244,33 +267,21 @@ describe("forwarding, routing and fallbacks", () => {
           `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: "Hel" } }] })}\n\n`,
         );
       });
-    });
-    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
-    const slowProxy = await startProxy({
-      configYaml: upstreamConfig({ slow: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1` }, [
-        { name: "slow", provider: "slow" },
-      ]),
-    });
-    try {
-      const slowKey = (await slowProxy.createKey()).key;
+    };
+    await withOwnUpstream(oneChunk, async ({ proxy: own, closed }) => {
       const client = new AbortController();
-      const res = await fetch(`${slowProxy.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${slowKey}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "slow", stream: true, messages: [{ role: "user", content: "hi" }] }),
-        signal: client.signal,
-      });
+      const res = await chatRequest(
+        own,
+        { stream: true, messages: [{ role: "user", content: "hi" }] },
+        client.signal,
+      );
       const reader = res.body!.getReader();
       const first = new TextDecoder().decode((await reader.read()).value);
       expect(first).toContain('"Hel"');
       client.abort();
       await closed;
-      const rows = await slowProxy.waitForUsageRows(1);
+      const rows = await own.waitForUsageRows(1);
       expect(rows[0]).toMatchObject({ stream: true, error_code: "client_closed_request" });
-    } finally {
-      await slowProxy.close();
-      slow.closeAllConnections();
-      await new Promise((r) => slow.close(r));
-    }
+    });
   });
 });
