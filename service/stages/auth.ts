@@ -34,8 +34,7 @@ const keyCache = new LRUCache<string, { lookup: KeyLookup | null }>({
   noDeleteOnStaleGet: true,
 });
 
-/** `state.log` is read only when something is logged: reading it creates the request's child logger. */
-async function lookupKey(keys: KeyStore, hash: string, state: ProxyState): Promise<KeyLookup | null> {
+async function lookupKey(keys: KeyStore, hash: string, log: ProxyState["log"]): Promise<KeyLookup | null> {
   const fresh = keyCache.get(hash);
   if (fresh) return fresh.lookup;
   try {
@@ -45,10 +44,10 @@ async function lookupKey(keys: KeyStore, hash: string, state: ProxyState): Promi
   } catch (error) {
     const stale = keyCache.get(hash, { allowStale: true });
     if (stale) {
-      state.log.warn({ err: error }, "key store unavailable; using the last verified state of this key");
+      log.warn({ err: error }, "key store unavailable; using the last verified state of this key");
       return stale.lookup;
     }
-    state.log.error({ err: error }, "key store unavailable");
+    log.error({ err: error }, "key store unavailable");
     throw new ServiceUnavailableError(
       "The API key cannot be verified right now; retry shortly.",
       "database_unavailable",
@@ -93,7 +92,7 @@ export function createAuth(deps: AuthDeps): Middleware<ProxyState> {
       ctx.state.principal = { kind: "master" };
       return next();
     }
-    const lookup = await lookupKey(deps.keys, hashApiKey(presented), ctx.state);
+    const lookup = await lookupKey(deps.keys, hashApiKey(presented), ctx.state.log);
     // Lookup is by SHA-256 of the presented key: timing reveals nothing an attacker can steer towards a real key.
     if (!lookup) throw new AuthenticationError();
     const { key } = lookup;

@@ -97,7 +97,7 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
     const mode = chat.stream === true ? "stream" : "json";
     const key = chatCacheKey(scope, mode, chat);
     const { noCache, noStore } = cacheControl(ctx.get("cache-control"));
-    const state = ctx.state;
+    const log = ctx.state.log;
 
     if (!noCache) {
       const hit = await responseCache.get(key);
@@ -132,7 +132,7 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
     const store = (value: CachedResponse) => {
       responseCache.set(key, value, ttlSeconds).then(
         () => cacheStores.inc({ kind: value.kind }),
-        (error: unknown) => state.log.warn({ err: (error as Error).message }, "response cache: store failed"),
+        (error: unknown) => log.warn({ err: (error as Error).message }, "response cache: store failed"),
       );
     };
     if (result.kind === "json") {

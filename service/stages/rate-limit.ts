@@ -78,10 +78,10 @@ function actualTokens(usage: UsageRow): number | null {
 }
 
 /** Settling must never fail the response: a limiter error leaves the reservation as charged, and is logged. */
-function neverThrows(r: Reservation, state: { log: { warn(obj: object, msg: string): void } }): Reservation {
+function neverThrows(r: Reservation, log: { warn(obj: object, msg: string): void }): Reservation {
   const guard = (op: () => Promise<void>) =>
     op().catch((error: unknown) =>
-      state.log.warn({ err: (error as Error).message }, "rate limit: settling the reservation failed"),
+      log.warn({ err: (error as Error).message }, "rate limit: settling the reservation failed"),
     );
   return { reconcile: (actual) => guard(() => r.reconcile(actual)), release: () => guard(() => r.release()) };
 }
@@ -141,7 +141,7 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
       );
     }
     admissionsTotal.inc({ route: ctx.state.route });
-    const reservation = neverThrows(admission.reservation, ctx.state);
+    const reservation = neverThrows(admission.reservation, ctx.state.log);
     ctx.state.reservation = reservation;
     ctx.state.rateLimitHeaders = admission.headers;
     ctx.set(admission.headers);

@@ -42,6 +42,22 @@ export function routeOf(path: string): string {
   return "other";
 }
 
+/**
+ * A logger that becomes `parent.child(bindings)` the first time one of its members is used. Most requests only
+ * log their final line (written with the root logger and the request id), and a pino child per request is a
+ * measurable share of the proxy's CPU; stages can hand this logger around freely without creating it.
+ */
+function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
+  let child: Logger | null = null;
+  return new Proxy({} as Logger, {
+    get(_target, prop) {
+      child ??= parent.child(bindings);
+      const value: unknown = Reflect.get(child, prop, child);
+      return typeof value === "function" ? value.bind(child) : value;
+    },
+  });
+}
+
 export interface RequestContextDeps {
   log: Logger;
   usageSink: UsageSink;
@@ -56,14 +72,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
     ctx.state.requestId = requestId;
     ctx.state.route = route;
     ctx.state.startedAt = process.hrtime.bigint();
-    // The child logger is made on first use: most requests only log their final line (written below with the
-    // request id), and a pino child per request is a measurable share of the proxy's CPU.
-    let child: Logger | null = null;
-    Object.defineProperty(ctx.state, "log", {
-      configurable: true,
-      enumerable: true,
-      get: () => (child ??= deps.log.child({ requestId, route })),
-    });
+    ctx.state.log = lazyChild(deps.log, { requestId, route });
     ctx.state.usage = {
       requestId: crypto.randomUUID(),
       createdAt: new Date(),

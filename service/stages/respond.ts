@@ -9,10 +9,13 @@ import type { Middleware } from "koa";
 import { toProxyError } from "../errors";
 import type { ProxyResult, ProxyState } from "../state";
 import type { ChatCompletionChunk } from "../types";
+import type { UsageRow } from "../ports";
+import type { Logger } from "pino";
 
 async function* sseFrames(
   result: Extract<ProxyResult, { kind: "stream" }>,
-  state: ProxyState,
+  usage: UsageRow,
+  log: Logger,
   clientGone: () => boolean,
 ): AsyncGenerator<string> {
   try {
@@ -25,12 +28,9 @@ async function* sseFrames(
     // The upstream call was cancelled because the client left: the row already says client_closed_request.
     if (clientGone()) return;
     const e = toProxyError(error);
-    state.usage.status = e.status;
-    state.usage.errorCode = e.code;
-    state.log.warn(
-      { status: e.status, code: e.code, err: e.status >= 500 ? error : undefined },
-      "stream failed",
-    );
+    usage.status = e.status;
+    usage.errorCode = e.code;
+    log.warn({ status: e.status, code: e.code, err: e.status >= 500 ? error : undefined }, "stream failed");
     yield `data: ${JSON.stringify(e.toBody())}\n\n`;
   }
 }
@@ -65,7 +65,7 @@ export function createRespond(): Middleware<ProxyState> {
     ctx.respond = false;
     const res = ctx.res;
     const clientGone = () => res.destroyed && !res.writableFinished;
-    await writeFrames(res, sseFrames(result, ctx.state, clientGone));
+    await writeFrames(res, sseFrames(result, ctx.state.usage, ctx.state.log, clientGone));
   };
 }
 

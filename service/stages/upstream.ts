@@ -62,8 +62,7 @@ async function withFallbacks<T>(
   chain: DeploymentConfig[],
   signal: Cancellation,
   call: (deployment: DeploymentConfig) => Promise<T>,
-  /** `state.log` is read only on failure (reading it creates the request's child logger). */
-  state: ProxyState,
+  log: ProxyState["log"],
 ): Promise<{ value: T; deployment: DeploymentConfig }> {
   let last: ProviderFailure | null = null;
   for (const deployment of chain) {
@@ -96,7 +95,7 @@ async function withFallbacks<T>(
           Number(process.hrtime.bigint() - started) / 1e9,
         );
         upstreamAttempts.inc({ ...labels, outcome: error.retryable ? "retryable_error" : "error" });
-        state.log.warn(
+        log.warn(
           { provider: deployment.provider, model: deployment.name, attempt, failure: error.message },
           "upstream attempt failed",
         );
@@ -122,7 +121,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
         if (stream) body.stream_options = { ...(chat.stream_options ?? {}), include_usage: true };
         return deps.providers.provider(d.provider).chat({ body, signal, requestId: ctx.state.requestId });
       },
-      ctx.state,
+      ctx.state.log,
     );
     usage.servedModel = deployment.name;
     usage.provider = deployment.provider;
@@ -153,7 +152,7 @@ export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxySt
         deps.providers
           .provider(d.provider)
           .embeddings({ body: { ...request, model: d.model }, signal, requestId: ctx.state.requestId }),
-      ctx.state,
+      ctx.state.log,
     );
     ctx.state.usage.servedModel = deployment.name;
     ctx.state.usage.provider = deployment.provider;
