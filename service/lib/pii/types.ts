@@ -13,16 +13,11 @@ export const PII_ENTITIES = [
 
 export type PiiEntity = (typeof PII_ENTITIES)[number];
 
-/** Entities found by validated patterns (as opposed to the name/place detectors). */
-export const PATTERN_ENTITIES: readonly PiiEntity[] = [
-  "EMAIL_ADDRESS",
-  "PHONE_NUMBER",
-  "CREDIT_CARD",
-  "US_SSN",
-  "IBAN",
-  "IP_ADDRESS",
-  "INTERNAL_SECRET",
-];
+/** Entities found by the name/place detectors. */
+const NAME_ENTITIES: readonly PiiEntity[] = ["PERSON", "LOCATION"];
+
+/** Entities found by validated patterns: every other one. */
+export const PATTERN_ENTITIES: readonly PiiEntity[] = PII_ENTITIES.filter((e) => !NAME_ENTITIES.includes(e));
 
 /** One detected entity: `text.slice(start, end)` is the value. */
 export interface Span {
