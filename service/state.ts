@@ -54,6 +54,8 @@ export interface ProxyState {
   rateLimitHeaders?: Record<string, string>;
   /** pii: entity counts for the usage row and metrics. */
   piiCounts?: Record<string, number>;
+  /** pii: the reversible placeholders issued for this request, in issue order (the cache keys on them canonically). */
+  piiPlaceholders?: string[];
   /** rag: number of chunks added. */
   ragChunks?: number;
   /** cache: "hit" | "miss" | "bypass". */

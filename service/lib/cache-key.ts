@@ -11,7 +11,8 @@
  * - `metadata`, `store`: stored-completions bookkeeping on the provider side.
  * - `prompt_cache_key`: a routing hint for the provider's prompt cache.
  *
- * The key is computed on the request as sent upstream (after PII scrub and RAG), and scoped: per team (default),
+ * The key is computed on the request as sent upstream (after PII scrub and RAG; placeholders numbered, not random),
+ * and scoped: per team (default),
  * per key, or global — one tenant never receives another tenant's answer.
  */
 import crypto from "node:crypto";
@@ -61,14 +62,21 @@ export function canonicalJson(value: unknown): string {
   return `{${parts.join(",")}}`;
 }
 
-/** The cache key of a chat request in a scope and response mode: hex SHA-256. */
-export function chatCacheKey(scope: string, mode: "json" | "stream", body: Record<string, unknown>): string {
+/**
+ * The cache key of a chat request in a scope and response mode: hex SHA-256. `rewrite` transforms the canonical JSON
+ * before hashing (the cache stage numbers PII placeholders with it); when it returns null the request has no key.
+ */
+export function chatCacheKey(
+  scope: string,
+  mode: "json" | "stream",
+  body: Record<string, unknown>,
+  rewrite?: (json: string) => string | null,
+): string | null {
   const relevant: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(body)) {
     if (!CACHE_KEY_IGNORED_FIELDS.has(k)) relevant[k] = v;
   }
-  return crypto
-    .createHash("sha256")
-    .update(canonicalJson({ v: CACHE_KEY_VERSION, scope, mode, body: relevant }))
-    .digest("hex");
+  const json = canonicalJson({ v: CACHE_KEY_VERSION, scope, mode, body: relevant });
+  const material = rewrite ? rewrite(json) : json;
+  return material === null ? null : crypto.createHash("sha256").update(material).digest("hex");
 }

@@ -2,6 +2,11 @@
  * Exact-match response cache, right before the upstream call (after PII scrub and RAG, so the key — and the stored
  * answer — hold placeholders, never the raw personal data; PII restore runs on the way out on hits too).
  *
+ * PII placeholders are random per request, so they are numbered before they reach the key or the store
+ * (`canonicalMaps`): the answer is stored with canonical placeholders and a hit maps them to this request's own, which
+ * the PII stage then restores to this caller's values. The provider only ever saw placeholders, so two requests that
+ * scrub to the same canonical prompt get the same answer whatever the values were.
+ *
  * - Key: lib/cache-key.ts (every output-relevant field, scoped per team by default, response mode included).
  * - `Cache-Control: no-cache` skips the read, `no-store` skips the write (`x-cache: bypass` when the read is skipped).
  * - Hit: the stored JSON body, or the stored chunks replayed as a stream (same chunk objects, so the same SSE
@@ -14,6 +19,13 @@ import type { Middleware } from "koa";
 import { Counter } from "prom-client";
 import type { Config } from "../config";
 import { cacheScope, chatCacheKey } from "../lib/cache-key";
+import {
+  CANONICAL_PLACEHOLDER_RE,
+  canonicalMaps,
+  restoreChatCompletion,
+  restoreChunkList,
+  type CanonicalMaps,
+} from "../lib/pii";
 import { registry } from "../metrics";
 import type { CachedResponse, ResponseCache } from "../ports";
 import type { ProxyState } from "../state";
@@ -51,6 +63,22 @@ function cacheControl(header: string): { noCache: boolean; noStore: boolean } {
 
 async function* replay(chunks: ChatCompletionChunk[]): AsyncGenerator<ChatCompletionChunk> {
   for (const chunk of chunks) yield chunk;
+}
+
+/**
+ * The cache key with this request's placeholders numbered; null (no caching) if the request already holds
+ * canonical-looking placeholders, which the numbering could not tell apart from its own.
+ */
+function keyFor(
+  scope: string,
+  mode: "json" | "stream",
+  chat: Record<string, unknown>,
+  canonical: CanonicalMaps | null,
+): string | null {
+  if (!canonical) return chatCacheKey(scope, mode, chat);
+  return chatCacheKey(scope, mode, chat, (json) =>
+    CANONICAL_PLACEHOLDER_RE.test(json) ? null : canonical.toCanonical.restore(json),
+  );
 }
 
 /**
@@ -95,12 +123,16 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
         : { master: true },
     );
     const mode = chat.stream === true ? "stream" : "json";
-    const key = chatCacheKey(scope, mode, chat);
-    const { noCache, noStore } = cacheControl(ctx.get("cache-control"));
+    const placeholders = ctx.state.piiPlaceholders;
+    const canonical = placeholders ? canonicalMaps(placeholders) : null;
+    const key = keyFor(scope, mode, chat, canonical);
+    const control = cacheControl(ctx.get("cache-control"));
+    const noCache = control.noCache || key === null;
+    const noStore = control.noStore || key === null;
     const log = ctx.state.log;
 
     if (!noCache) {
-      const hit = await responseCache.get(key);
+      const hit = await responseCache.get(key!);
       if (hit && hit.kind === mode) {
         cacheLookups.inc({ result: "hit" });
         ctx.state.cacheStatus = "hit";
@@ -110,12 +142,23 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
         usage.promptTokens = 0;
         usage.completionTokens = 0;
         usage.servedModel = ctx.state.deployment?.name ?? chat.model;
+        // Stored with canonical placeholders: hand this request's own to the PII restore further out.
+        const fromCanonical = canonical?.fromCanonical;
         ctx.state.result =
           hit.kind === "json"
-            ? { kind: "json", body: hit.body as ChatCompletion }
+            ? {
+                kind: "json",
+                body: fromCanonical
+                  ? restoreChatCompletion(hit.body as ChatCompletion, fromCanonical)
+                  : (hit.body as ChatCompletion),
+              }
             : {
                 kind: "stream",
-                chunks: replay(hit.body as ChatCompletionChunk[]),
+                chunks: replay(
+                  fromCanonical
+                    ? restoreChunkList(hit.body as ChatCompletionChunk[], fromCanonical)
+                    : (hit.body as ChatCompletionChunk[]),
+                ),
                 includeUsage: chat.stream_options?.include_usage === true,
               };
         return;
@@ -130,16 +173,20 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
     const result = ctx.state.result;
     if (noStore || !result) return;
     const store = (value: CachedResponse) => {
-      responseCache.set(key, value, ttlSeconds).then(
+      responseCache.set(key!, value, ttlSeconds).then(
         () => cacheStores.inc({ kind: value.kind }),
         (error: unknown) => log.warn({ err: (error as Error).message }, "response cache: store failed"),
       );
     };
+    const toCanonical = canonical?.toCanonical;
     if (result.kind === "json") {
       // Snapshot now: stages further out (PII restore) rewrite the body after this returns.
-      store({ kind: "json", body: JSON.parse(JSON.stringify(result.body)) as ChatCompletion });
+      const body = JSON.parse(JSON.stringify(result.body)) as ChatCompletion;
+      store({ kind: "json", body: toCanonical ? restoreChatCompletion(body, toCanonical) : body });
     } else {
-      result.chunks = teeForCache(result.chunks, (chunks) => store({ kind: "stream", body: chunks }));
+      result.chunks = teeForCache(result.chunks, (chunks) =>
+        store({ kind: "stream", body: toCanonical ? restoreChunkList(chunks, toCanonical) : chunks }),
+      );
     }
   };
 }

@@ -6,18 +6,19 @@
  * still restored (createChunkRestorer holds back only a possible placeholder prefix).
  * Entity counts (never values) go into the usage row and metrics.
  *
- * Caching: placeholders are random per request, so a prompt that contained PII never hits the response cache;
- * prompts without PII are unchanged by this stage and cache normally.
+ * Caching: placeholders are random per request; the cache stage keys and stores on them in canonical form
+ * (numbered in issue order, see lib/pii/session.ts), so a prompt with PII caches like any other, and the stored
+ * answer holds no values.
  */
 import type { Middleware } from "koa";
 import { Counter } from "prom-client";
 import {
-  createChunkRestorer,
   restoreChatCompletion,
+  restoreChunkStream,
   scrubChatRequest,
   scrubEmbeddingInput,
   type PiiEngine,
-  type PiiSession,
+  type Restorer,
 } from "../lib/pii";
 import { registry } from "../metrics";
 import type { ProxyState } from "../state";
@@ -32,22 +33,13 @@ const entitiesTotal = new Counter({
   registers: [registry],
 });
 
-async function* restoreStream(
+export async function* restoreStream(
   chunks: AsyncIterable<ChatCompletionChunk>,
-  session: PiiSession,
+  session: Restorer,
 ): AsyncGenerator<ChatCompletionChunk> {
-  const restorer = createChunkRestorer(session);
-  const trailing: ChatCompletionChunk[] = [];
-  for await (const chunk of chunks) {
-    // The usage-only chunk comes last: release held text before it.
-    if (chunk.choices.length === 0) {
-      trailing.push(chunk);
-      continue;
-    }
-    yield restorer.restore(chunk);
-  }
-  yield* restorer.flush();
-  yield* trailing;
+  const order = restoreChunkStream(session);
+  for await (const chunk of chunks) yield* order.push(chunk);
+  yield* order.end();
 }
 
 export interface PiiDeps {
@@ -60,7 +52,11 @@ export function createPii(deps: PiiDeps): Middleware<ProxyState> {
   return async function pii(ctx, next) {
     if (!deps.engine) return next();
     const session = deps.engine.newSession();
-    if (ctx.state.chat) ctx.state.chat = scrubChatRequest(ctx.state.chat, session);
+    if (ctx.state.chat) {
+      ctx.state.chat = scrubChatRequest(ctx.state.chat, session);
+      const placeholders = session.placeholders();
+      if (placeholders.length > 0) ctx.state.piiPlaceholders = placeholders;
+    }
     if (ctx.state.embedding) {
       ctx.state.embedding = {
         ...ctx.state.embedding,

@@ -15,7 +15,7 @@ import type {
   EmbeddingRequest,
   ToolCall,
 } from "../../types";
-import type { PiiSession, StreamRestorer } from "./session";
+import type { PiiSession, Restorer, StreamRestorer } from "./session";
 
 type Text = (s: string) => string;
 
@@ -75,7 +75,7 @@ export function scrubChatRequest<T extends ChatCompletionRequest>(body: T, sessi
   return { ...body, messages };
 }
 
-function restoreMessage(m: ChatMessage, session: PiiSession): void {
+function restoreMessage(m: ChatMessage, session: Restorer): void {
   if (typeof m.content === "string") m.content = session.restore(m.content);
   else if (Array.isArray(m.content))
     for (const p of m.content) if (typeof p.text === "string") p.text = session.restore(p.text);
@@ -90,7 +90,7 @@ function restoreMessage(m: ChatMessage, session: PiiSession): void {
 }
 
 /** Restores placeholders in every choice's content, refusal and tool-call arguments (in place; returns it). */
-export function restoreChatCompletion<T extends ChatCompletion>(json: T, session: PiiSession): T {
+export function restoreChatCompletion<T extends ChatCompletion>(json: T, session: Restorer): T {
   if (Array.isArray(json.choices))
     for (const c of json.choices)
       if (c.message !== undefined && c.message !== null) restoreMessage(c.message, session);
@@ -113,7 +113,7 @@ export interface ChunkRestorer {
  * Streaming restoration for chat completion chunks: one stream restorer per choice for content (and one
  * for refusal) and one per (choice, tool-call index) for arguments, so interleaved deltas cannot mix.
  */
-export function createChunkRestorer(session: PiiSession): ChunkRestorer {
+export function createChunkRestorer(session: Restorer): ChunkRestorer {
   const streams = new Map<string, StreamRestorer>();
   let template: Pick<ChatCompletionChunk, "id" | "object" | "created" | "model"> | null = null;
 
@@ -193,6 +193,37 @@ export function createChunkRestorer(session: PiiSession): ChunkRestorer {
       return out;
     },
   };
+}
+
+/**
+ * Restores a whole stream, chunk by chunk: `push` returns the chunks to send now; `end` the text still held, then
+ * the usage-only chunk(s), which the upstream sends last and which must stay last.
+ */
+export interface StreamOrder {
+  push(chunk: ChatCompletionChunk): ChatCompletionChunk[];
+  end(): ChatCompletionChunk[];
+}
+
+export function restoreChunkStream(session: Restorer): StreamOrder {
+  const restorer = createChunkRestorer(session);
+  const trailing: ChatCompletionChunk[] = [];
+  return {
+    push(chunk) {
+      // Only the usage chunk is held: other choice-less chunks (Azure's prompt_filter_results) keep their place.
+      if (chunk.choices.length === 0 && chunk.usage) {
+        trailing.push(chunk);
+        return [];
+      }
+      return [restorer.restore(chunk)];
+    },
+    end: () => [...restorer.flush(), ...trailing],
+  };
+}
+
+/** A finished stream (a list of chunks) restored through `session`; the chunks are rewritten in place. */
+export function restoreChunkList(chunks: ChatCompletionChunk[], session: Restorer): ChatCompletionChunk[] {
+  const order = restoreChunkStream(session);
+  return [...chunks.flatMap((c) => order.push(c)), ...order.end()];
 }
 
 /**

@@ -1,10 +1,16 @@
 // PII detection, reversible scrubbing and restoration. The API is described in README.md in this folder.
 export { createPiiEngine, resolveOverlaps, type PiiEngine } from "./engine";
 export {
+  CANONICAL_PLACEHOLDER_RE,
   PLACEHOLDER_RE,
   SECRET_MARKER,
+  PlaceholderMap,
+  canonicalMaps,
+  canonicalPlaceholder,
   redactionMarker,
+  type CanonicalMaps,
   type PiiSession,
+  type Restorer,
   type RestoreOptions,
   type StreamRestorer,
 } from "./session";
@@ -20,8 +26,11 @@ export {
 export {
   createChunkRestorer,
   restoreChatCompletion,
+  restoreChunkList,
+  restoreChunkStream,
   scrubArguments,
   scrubChatRequest,
   scrubEmbeddingInput,
   type ChunkRestorer,
+  type StreamOrder,
 } from "./chat";

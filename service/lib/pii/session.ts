@@ -33,7 +33,14 @@ export interface StreamRestorer {
   flush(): string;
 }
 
-export interface PiiSession {
+/** What restoring needs: placeholders → replacements, whole or streamed. */
+export interface Restorer {
+  /** Replaces known placeholders; unknown placeholders stay as they are. */
+  restore(text: string, opts?: RestoreOptions): string;
+  createStreamRestorer(opts?: RestoreOptions): StreamRestorer;
+}
+
+export interface PiiSession extends Restorer {
   /** Replaces detected values with reversible placeholders (secrets with an irreversible marker). */
   scrub(text: string): string;
   /** Replaces detected values with irreversible `<<REDACTED_<ENTITY>>>` markers. */
@@ -42,7 +49,8 @@ export interface PiiSession {
   restore(text: string, opts?: RestoreOptions): string;
   /** Occurrences scrubbed or redacted so far, per entity (never values). */
   counts(): PiiCounts;
-  createStreamRestorer(opts?: RestoreOptions): StreamRestorer;
+  /** The reversible placeholders issued so far, in the order they were issued. */
+  placeholders(): string[];
 }
 
 export type Detect = (text: string) => Span[];
@@ -53,34 +61,37 @@ export function emptyCounts(): PiiCounts {
   return c;
 }
 
-export class Session implements PiiSession {
-  private readonly byValue = new Map<string, string>();
-  private readonly byPlaceholder = new Map<string, string>();
-  private readonly tally: PiiCounts = emptyCounts();
+/** Restores placeholders through a map from placeholder to replacement (in text, and in text that arrives in pieces). */
+export class PlaceholderMap implements Restorer {
+  private readonly map = new Map<string, string>();
   private longest = 0;
 
-  constructor(private readonly detect: Detect | null) {}
-
-  scrub(text: string): string {
-    return this.replace(text, true);
+  constructor(entries: Iterable<[string, string]> = []) {
+    for (const [placeholder, replacement] of entries) this.set(placeholder, replacement);
   }
 
-  redact(text: string): string {
-    return this.replace(text, false);
+  get size(): number {
+    return this.map.size;
+  }
+
+  set(placeholder: string, replacement: string): void {
+    this.map.set(placeholder, replacement);
+    if (placeholder.length > this.longest) this.longest = placeholder.length;
+  }
+
+  /** Placeholders in the order they were added. */
+  placeholders(): string[] {
+    return [...this.map.keys()];
   }
 
   restore(text: string, opts?: RestoreOptions): string {
-    if (this.byPlaceholder.size === 0 || text.indexOf(PLACEHOLDER_HEAD) < 0) return text;
+    if (this.map.size === 0 || text.indexOf(PLACEHOLDER_HEAD) < 0) return text;
     const json = opts?.json === true;
     return text.replace(PLACEHOLDER_RE, (ph) => {
-      const v = this.byPlaceholder.get(ph);
+      const v = this.map.get(ph);
       if (v === undefined) return ph;
       return json ? JSON.stringify(v).slice(1, -1) : v;
     });
-  }
-
-  counts(): PiiCounts {
-    return { ...this.tally };
   }
 
   createStreamRestorer(opts?: RestoreOptions): StreamRestorer {
@@ -89,7 +100,7 @@ export class Session implements PiiSession {
       push: (chunk) => {
         const s = pending + chunk;
         pending = "";
-        if (this.byPlaceholder.size === 0) return s;
+        if (this.map.size === 0) return s;
         const cut = this.heldSuffixStart(s);
         if (cut === s.length) return this.restore(s, opts);
         pending = s.slice(cut);
@@ -103,24 +114,56 @@ export class Session implements PiiSession {
     };
   }
 
-  /** Index of the earliest suffix of `s` that is a proper prefix of an issued placeholder, else s.length. */
+  /** Index of the earliest suffix of `s` that is a proper prefix of a known placeholder, else s.length. */
   private heldSuffixStart(s: string): number {
     const from = Math.max(0, s.length - this.longest + 1);
     for (let i = s.indexOf("<", from); i >= 0; i = s.indexOf("<", i + 1)) {
-      if (this.isIssuedPrefix(s, i)) return i;
+      if (this.isKnownPrefix(s, i)) return i;
     }
     return s.length;
   }
 
-  private isIssuedPrefix(s: string, i: number): boolean {
+  private isKnownPrefix(s: string, i: number): boolean {
     const n = s.length - i;
     if (n <= PLACEHOLDER_HEAD.length) return s.startsWith(PLACEHOLDER_HEAD.slice(0, n), i);
     if (!s.startsWith(PLACEHOLDER_HEAD, i)) return false;
     const suffix = s.slice(i);
-    for (const ph of this.byPlaceholder.keys()) {
+    for (const ph of this.map.keys()) {
       if (ph.length > n && ph.startsWith(suffix)) return true;
     }
     return false;
+  }
+}
+
+export class Session implements PiiSession {
+  private readonly byValue = new Map<string, string>();
+  private readonly byPlaceholder = new PlaceholderMap();
+  private readonly tally: PiiCounts = emptyCounts();
+
+  constructor(private readonly detect: Detect | null) {}
+
+  scrub(text: string): string {
+    return this.replace(text, true);
+  }
+
+  redact(text: string): string {
+    return this.replace(text, false);
+  }
+
+  restore(text: string, opts?: RestoreOptions): string {
+    return this.byPlaceholder.restore(text, opts);
+  }
+
+  counts(): PiiCounts {
+    return { ...this.tally };
+  }
+
+  placeholders(): string[] {
+    return this.byPlaceholder.placeholders();
+  }
+
+  createStreamRestorer(opts?: RestoreOptions): StreamRestorer {
+    return this.byPlaceholder.createStreamRestorer(opts);
   }
 
   private placeholderFor(entity: PiiEntity, value: string): string {
@@ -130,7 +173,6 @@ export class Session implements PiiSession {
       ph = `<<PII_${entity}_${randomUUID().replace(/-/g, "")}>>`;
       this.byValue.set(key, ph);
       this.byPlaceholder.set(ph, value);
-      if (ph.length > this.longest) this.longest = ph.length;
     }
     return ph;
   }
@@ -152,4 +194,36 @@ export class Session implements PiiSession {
     }
     return out + text.slice(last);
   }
+}
+
+/**
+ * Canonical placeholders, for the response cache. Placeholders are random per request, so the same prompt scrubs to
+ * a different text every time. Numbering them in the order they were issued (`<<PII_EMAIL_ADDRESS_000…001>>`: same
+ * shape, the ordinal in the hex digits) makes the scrubbed prompt — all the provider ever sees, and so all its
+ * answer can depend on — the same for every request that scrubs alike, without holding any value.
+ */
+export interface CanonicalMaps {
+  /** This request's placeholders → canonical ones (cache key, stored answer). */
+  toCanonical: PlaceholderMap;
+  /** Canonical placeholders → this request's (a cached answer, before PII restore puts the values back). */
+  fromCanonical: PlaceholderMap;
+}
+
+/** A placeholder in canonical form: 16 leading zero hex digits (a random one has them with p = 2^-64). */
+export const CANONICAL_PLACEHOLDER_RE = /<<PII_[A-Z_]+_0{16}[0-9a-f]{16}>>/;
+
+export function canonicalPlaceholder(placeholder: string, ordinal: number): string {
+  const entity = placeholder.slice(PLACEHOLDER_HEAD.length, placeholder.length - 35);
+  return `${PLACEHOLDER_HEAD}${entity}_${ordinal.toString(16).padStart(32, "0")}>>`;
+}
+
+export function canonicalMaps(placeholders: readonly string[]): CanonicalMaps {
+  const toCanonical = new PlaceholderMap();
+  const fromCanonical = new PlaceholderMap();
+  placeholders.forEach((ph, i) => {
+    const canonical = canonicalPlaceholder(ph, i + 1);
+    toCanonical.set(ph, canonical);
+    fromCanonical.set(canonical, ph);
+  });
+  return { toCanonical, fromCanonical };
 }

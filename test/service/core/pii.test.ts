@@ -155,3 +155,118 @@ describe("PII never reaches the upstream, and the client gets its values back", 
     ]);
   });
 });
+
+describe("a prompt with PII is cached without its values, and a hit is restored with the caller's own", () => {
+  let upstream: FakeUpstream;
+  let proxy: TestProxy;
+  let key: string;
+  const stored: string[] = [];
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    proxy = await startProxy({
+      env: { CACHE_ENABLED: "true" },
+      configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "chat", provider: "fake" }]),
+      // Watch what reaches the (real, in-process) cache.
+      adjust(deps) {
+        const cache = deps.cache!;
+        const set = cache.set.bind(cache);
+        cache.set = (k, value, ttl) => {
+          stored.push(JSON.stringify(value));
+          return set(k, value, ttl);
+        };
+      },
+    });
+    key = (await proxy.createKey()).key;
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  const call = (body: object) =>
+    fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "chat", ...body }),
+    });
+  const storedCount = async (n: number) => {
+    for (let i = 0; i < 100 && stored.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(stored).toHaveLength(n);
+  };
+
+  it("JSON: the second identical prompt hits; a prompt differing only in its values hits and gets its own", async () => {
+    const ask = (email: string) => ({
+      messages: [{ role: "user", content: `Write to ${email} and ${EMAIL}, then ${email} again (json).` }],
+    });
+    const first = await call(ask("li.wei@example.org"));
+    expect(first.headers.get("x-cache")).toBe("miss");
+    const expected =
+      "Echo: Write to li.wei@example.org and maria.gonzalez@example.com, then li.wei@example.org again (json).";
+    expect(((await first.json()) as any).choices[0].message.content).toBe(expected);
+    await storedCount(1);
+    // Stored with numbered placeholders and no value.
+    expect(stored[0]).not.toContain("example");
+    expect(stored[0]).toContain("<<PII_EMAIL_ADDRESS_00000000000000000000000000000001>>");
+    expect(stored[0]).toContain("<<PII_EMAIL_ADDRESS_00000000000000000000000000000002>>");
+
+    const calls = upstream.requests.length;
+    const again = await call(ask("li.wei@example.org"));
+    expect(again.headers.get("x-cache")).toBe("hit");
+    expect(((await again.json()) as any).choices[0].message.content).toBe(expected);
+
+    const other = await call(ask("tom.baker@example.net"));
+    expect(other.headers.get("x-cache")).toBe("hit");
+    expect(((await other.json()) as any).choices[0].message.content).toBe(
+      "Echo: Write to tom.baker@example.net and maria.gonzalez@example.com, then tom.baker@example.net again (json).",
+    );
+    expect(upstream.requests.length).toBe(calls);
+
+    // A different pattern of values is a different prompt for the provider: a miss.
+    const swapped = await call({
+      messages: [{ role: "user", content: `Write to ${EMAIL} and ${EMAIL}, then ${EMAIL} again (json).` }],
+    });
+    expect(swapped.headers.get("x-cache")).toBe("miss");
+  });
+
+  it("streams: a placeholder split across chunks is stored whole in canonical form and replayed restored", async () => {
+    const text = `Stream: call ${PHONE} or mail ${EMAIL}.`;
+    const expected = `Echo: ${text}`;
+    // Split the upstream's answer ("Echo: Stream: call <<PII_PHONE…>> or mail <<PII_EMAIL…>>.") inside the email
+    // placeholder.
+    const emailAt = "Echo: Stream: call ".length + "<<PII_PHONE_NUMBER_>>".length + 32 + " or mail ".length;
+    upstream.behave({ kind: "split", at: [emailAt + 20] });
+    const before = stored.length;
+    const miss = await call({ stream: true, messages: [{ role: "user", content: text }] });
+    expect(miss.headers.get("x-cache")).toBe("miss");
+    const missText = await miss.text();
+    expect(sseText(missText).content).toBe(expected);
+    upstream.behave({ kind: "ok" });
+    await storedCount(before + 1);
+    const entry = stored.at(-1)!;
+    expect(entry).not.toContain("example.com");
+    expect(entry).not.toContain("555");
+    expect(entry).toMatch(/<<PII_EMAIL_ADDRESS_0{31}2>>/);
+
+    const hit = await call({ stream: true, messages: [{ role: "user", content: text }] });
+    expect(hit.headers.get("x-cache")).toBe("hit");
+    const hitText = await hit.text();
+    expect(sseText(hitText).content).toBe(expected);
+    expect(hitText.match(/^data: /gm)).toHaveLength(missText.match(/^data: /gm)!.length);
+  });
+
+  it("a prompt that already holds numbered placeholders is not cached (they could not be told apart)", async () => {
+    const body = {
+      messages: [
+        {
+          role: "user",
+          content: `Mail ${EMAIL} about <<PII_EMAIL_ADDRESS_00000000000000000000000000000001>>`,
+        },
+      ],
+    };
+    const first = await call(body);
+    expect(first.headers.get("x-cache")).toBe("bypass");
+    expect(((await first.json()) as any).choices[0].message.content).toContain(EMAIL);
+    expect((await call(body)).headers.get("x-cache")).toBe("bypass");
+  });
+});

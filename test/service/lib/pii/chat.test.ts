@@ -3,6 +3,7 @@ import {
   createChunkRestorer,
   createPiiEngine,
   restoreChatCompletion,
+  restoreChunkList,
   scrubChatRequest,
   scrubEmbeddingInput,
 } from "../../../../service/lib/pii";
@@ -240,6 +241,28 @@ describe("createChunkRestorer", () => {
     expect(rest).toHaveLength(1);
     expect(rest[0]!.id).toBe("s1");
     expect(rest[0]!.choices[0]!.delta.content).toBe(ph.slice(0, 5));
+  });
+});
+
+describe("restoreChunkList", () => {
+  it("restores a whole stream; the usage chunk stays last, other choice-less chunks keep their place", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const filter = { ...chunk([]), prompt_filter_results: [] } as ChatCompletionChunk;
+    const usage = { ...chunk([]), usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } };
+    const out = restoreChunkList(
+      [
+        filter,
+        chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 12) }, finish_reason: null }]),
+        chunk([{ index: 0, delta: { content: ph.slice(12) + "!" }, finish_reason: null }]),
+        usage,
+      ],
+      session,
+    );
+    expect(out[0]).toBe(filter);
+    expect(out.slice(1, 3).map((c) => c.choices[0]!.delta.content)).toEqual(["to ", `${EMAIL}!`]);
+    expect(out.at(-1)).toBe(usage);
+    expect(out).toHaveLength(4);
   });
 });
 

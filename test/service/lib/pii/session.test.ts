@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { createPiiEngine, PLACEHOLDER_RE, type PiiOptions } from "../../../../service/lib/pii";
+import {
+  CANONICAL_PLACEHOLDER_RE,
+  canonicalMaps,
+  createPiiEngine,
+  PLACEHOLDER_RE,
+  type PiiOptions,
+} from "../../../../service/lib/pii";
 
 const base: PiiOptions = { enabled: true, names: "off" };
 const TEXT =
@@ -124,5 +130,48 @@ describe("overlaps", () => {
       "maria.gonzalez@example.com",
       "Berlin",
     ]);
+  });
+});
+
+describe("canonical placeholders (response cache)", () => {
+  it("numbers a session's placeholders in issue order, keeping entity and shape, and maps back", () => {
+    const session = createPiiEngine(base).newSession();
+    const scrubbed = session.scrub("ana@example.com, then +1 415 555 0132, then ana@example.com");
+    const issued = session.placeholders();
+    expect(issued).toEqual(placeholders(scrubbed).filter((p, i, all) => all.indexOf(p) === i));
+    const { toCanonical, fromCanonical } = canonicalMaps(issued);
+    const canonical = toCanonical.restore(scrubbed);
+    expect(canonical).toBe(
+      "<<PII_EMAIL_ADDRESS_00000000000000000000000000000001>>, then " +
+        "<<PII_PHONE_NUMBER_00000000000000000000000000000002>>, then " +
+        "<<PII_EMAIL_ADDRESS_00000000000000000000000000000001>>",
+    );
+    expect(placeholders(canonical)).toHaveLength(3);
+    expect(fromCanonical.restore(canonical)).toBe(scrubbed);
+    expect(CANONICAL_PLACEHOLDER_RE.test(canonical)).toBe(true);
+    expect(CANONICAL_PLACEHOLDER_RE.test(scrubbed)).toBe(false);
+    // Another request with the same values: different random placeholders, the same canonical text, and a cached
+    // canonical answer comes back to this session's placeholders, which it restores to its values.
+    const other = createPiiEngine(base).newSession();
+    const scrubbed2 = other.scrub("ana@example.com, then +1 415 555 0132, then ana@example.com");
+    expect(scrubbed2).not.toBe(scrubbed);
+    const maps2 = canonicalMaps(other.placeholders());
+    expect(maps2.toCanonical.restore(scrubbed2)).toBe(canonical);
+    expect(other.restore(maps2.fromCanonical.restore(canonical))).toBe(
+      "ana@example.com, then +1 415 555 0132, then ana@example.com",
+    );
+  });
+
+  it("a canonical placeholder split across stream pieces is mapped whole", () => {
+    const session = createPiiEngine(base).newSession();
+    const scrubbed = session.scrub("write to ana@example.com today");
+    const { toCanonical } = canonicalMaps(session.placeholders());
+    for (let i = 0; i <= scrubbed.length; i++) {
+      const r = toCanonical.createStreamRestorer();
+      const out = r.push(scrubbed.slice(0, i)) + r.push(scrubbed.slice(i)) + r.flush();
+      expect(out, `split at ${i}`).toBe(
+        "write to <<PII_EMAIL_ADDRESS_00000000000000000000000000000001>> today",
+      );
+    }
   });
 });
