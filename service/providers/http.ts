@@ -1,0 +1,170 @@
+/**
+ * What every HTTP provider shares: one keep-alive undici Pool per provider, a JSON POST that turns network errors
+ * and HTTP error statuses into classified ProviderFailures, and server-sent events read off a response body.
+ */
+import { Pool, errors as undiciErrors } from "undici";
+import type { Dispatcher } from "undici";
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+import { UpstreamError } from "../errors";
+import type { CancelSignal } from "../lib/cancel";
+import { ProviderFailure, httpFailure, networkFailure } from "./errors";
+
+export interface HttpProviderSettings {
+  name: string;
+  baseUrl: string;
+  timeoutMs: number;
+  connections: number;
+}
+
+export type ResponseBody = Dispatcher.ResponseData["body"];
+
+export interface HttpProvider {
+  /** The base URL's path without a trailing slash (`/v1`), to prefix request paths with. */
+  basePath: string;
+  /** POST `body` as JSON; resolves with a 2xx response, throws a ProviderFailure otherwise. */
+  post(
+    path: string,
+    headers: Record<string, string>,
+    body: unknown,
+    signal: CancelSignal,
+  ): Promise<Dispatcher.ResponseData>;
+  /** The response body as JSON; an unreadable body is a retryable failure. */
+  readJson<T>(res: Dispatcher.ResponseData): Promise<T>;
+  close(): Promise<void>;
+}
+
+export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
+  const base = new URL(cfg.baseUrl);
+  const pool = new Pool(base.origin, {
+    connections: cfg.connections,
+    keepAliveTimeout: 30_000,
+    keepAliveMaxTimeout: 600_000,
+    headersTimeout: cfg.timeoutMs,
+    bodyTimeout: cfg.timeoutMs,
+  });
+  return {
+    basePath: base.pathname.replace(/\/+$/, ""),
+    async post(path, headers, body, signal) {
+      // The attempt timeout is the pool's headersTimeout (time to the response head) and bodyTimeout (longest gap
+      // between body chunks): undici's own timers, much cheaper than a timer signal per request.
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await pool.request({ method: "POST", path, headers, body: JSON.stringify(body), signal });
+      } catch (error) {
+        throw networkFailure(cfg.name, error, error instanceof undiciErrors.HeadersTimeoutError);
+      }
+      if (res.statusCode >= 400) {
+        const text = await res.body.text().catch(() => "");
+        const retryAfter = res.headers["retry-after"];
+        throw httpFailure(cfg.name, res.statusCode, text, typeof retryAfter === "string" ? retryAfter : null);
+      }
+      return res;
+    },
+    async readJson<T>(res: Dispatcher.ResponseData): Promise<T> {
+      try {
+        return (await res.body.json()) as T;
+      } catch (error) {
+        throw new ProviderFailure(
+          `${cfg.name}: bad body`,
+          true,
+          new UpstreamError("The upstream provider sent an unreadable response.", "upstream_bad_response", {
+            cause: error,
+          }),
+        );
+      }
+    },
+    async close() {
+      await pool.close();
+    },
+  };
+}
+
+export const badEvent = (provider: string) =>
+  new ProviderFailure(
+    `${provider}: bad event`,
+    true,
+    new UpstreamError("The upstream provider sent a malformed stream event.", "upstream_bad_response"),
+  );
+
+export const errorEvent = (provider: string) =>
+  new ProviderFailure(
+    `${provider}: error event`,
+    true,
+    new UpstreamError("The upstream provider reported an error mid-stream.", "upstream_stream_error"),
+  );
+
+/**
+ * The events of an SSE body, up to and including the one `isLast` accepts; a body that ends before it throws (a cut
+ * stream). After the last event the (empty) rest is drained so the keep-alive connection is reused; a stream left
+ * early drops its connection.
+ */
+export async function* sseMessages(
+  body: ResponseBody,
+  provider: string,
+  isLast: (message: EventSourceMessage) => boolean,
+): AsyncGenerator<EventSourceMessage> {
+  const queue: EventSourceMessage[] = [];
+  const parser = createParser({ onEvent: (event) => queue.push(event) });
+  const decoder = new TextDecoder();
+  let sawLast = false;
+  try {
+    for await (const buf of body) {
+      parser.feed(decoder.decode(buf as Buffer, { stream: true }));
+      for (let i = 0; i < queue.length; i++) {
+        if (isLast(queue[i])) {
+          sawLast = true;
+          yield queue[i];
+          return;
+        }
+        yield queue[i];
+      }
+      queue.length = 0;
+    }
+    throw new ProviderFailure(
+      `${provider}: stream cut`,
+      true,
+      new UpstreamError("The upstream stream ended unexpectedly.", "upstream_stream_error"),
+    );
+  } finally {
+    if (sawLast) body.dump().catch(() => undefined);
+    else body.destroy();
+  }
+}
+
+/**
+ * Waits for the first item of a stream (until it arrives, a failure is still a clean fallback), then returns the
+ * whole stream; failures after that become client errors (the stream is committed).
+ */
+export async function firstThenRest<T>(
+  items: AsyncGenerator<T>,
+  provider: string,
+): Promise<AsyncGenerator<T>> {
+  let first: IteratorResult<T>;
+  try {
+    first = await items.next();
+  } catch (error) {
+    if (error instanceof ProviderFailure) throw error;
+    throw networkFailure(provider, error, error instanceof undiciErrors.BodyTimeoutError);
+  }
+  return prepend(first, items);
+}
+
+async function* prepend<T>(first: IteratorResult<T>, rest: AsyncGenerator<T>): AsyncGenerator<T> {
+  try {
+    if (first.done) return;
+    yield first.value;
+    for (;;) {
+      let next: IteratorResult<T>;
+      try {
+        next = await rest.next();
+      } catch (error) {
+        if (error instanceof ProviderFailure) throw error.clientError;
+        throw new UpstreamError("The upstream stream failed.", "upstream_stream_error", { cause: error });
+      }
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    await rest.return(undefined);
+  }
+}
