@@ -85,6 +85,24 @@ const providerSchema = z.discriminatedUnion("type", [
       connections: z.number().int().positive().default(128),
     })
     .strict(),
+  z
+    .object({
+      type: z.literal("anthropic"),
+      base_url: z.url().default("https://api.anthropic.com/v1"),
+      api_key_env: z
+        .string()
+        .regex(/^[A-Z][A-Z0-9_]*$/, "an environment variable name such as ANTHROPIC_API_KEY")
+        .optional(),
+      /** The `anthropic-version` header. */
+      version: z.string().min(1).default("2023-06-01"),
+      /** Anthropic requires max_tokens; used when the request sets neither max_tokens nor max_completion_tokens. */
+      default_max_tokens: z.number().int().positive().default(4096),
+      headers: z.record(z.string(), z.string()).default({}),
+      timeout_ms: z.number().int().positive().default(60_000),
+      max_retries: z.number().int().min(0).max(5).default(1),
+      connections: z.number().int().positive().default(128),
+    })
+    .strict(),
   z.object({ type: z.literal("mock"), latency_ms: z.number().int().min(0).default(0) }).strict(),
 ]);
 
@@ -228,6 +246,19 @@ export type ProviderConfig =
       apiKey: string | null;
       authHeader: "authorization" | "api-key";
       query: Record<string, string>;
+      headers: Record<string, string>;
+      timeoutMs: number;
+      maxRetries: number;
+      connections: number;
+    }
+  | {
+      name: string;
+      type: "anthropic";
+      baseUrl: string;
+      /** The resolved secret; never logged. */
+      apiKey: string | null;
+      version: string;
+      defaultMaxTokens: number;
       headers: Record<string, string>;
       timeoutMs: number;
       maxRetries: number;
@@ -385,17 +416,29 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     if (apiKeyEnv && !apiKey) {
       problems.push(`config providers.${name}.api_key_env: environment variable ${apiKeyEnv} is not set`);
     }
-    providers[name] = {
+    const common = {
       name,
-      type: "openai",
       baseUrl: p.base_url.replace(/\/+$/, ""),
       apiKey,
-      authHeader: p.auth_header,
-      query: p.query,
       headers: p.headers,
       timeoutMs: p.timeout_ms,
       maxRetries: p.max_retries,
       connections: p.connections,
+    };
+    if (p.type === "anthropic") {
+      providers[name] = {
+        ...common,
+        type: "anthropic",
+        version: p.version,
+        defaultMaxTokens: p.default_max_tokens,
+      };
+      continue;
+    }
+    providers[name] = {
+      ...common,
+      type: "openai",
+      authHeader: p.auth_header,
+      query: p.query,
     };
   }
 
@@ -436,6 +479,10 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     if (!providers[m.provider]) {
       problems.push(
         `config models[${i}].provider: unknown provider "${m.provider}" (declare it under providers:, or use one of: ${Object.keys(providers).join(", ") || "none"})`,
+      );
+    } else if (m.kind === "embedding" && providers[m.provider].type === "anthropic") {
+      problems.push(
+        `config models[${i}].provider: "${m.provider}" is an anthropic provider, which has no embeddings API (route embedding models to an openai provider)`,
       );
     }
   });

@@ -1,11 +1,13 @@
 /**
- * Provider registry: provider types are registered by name ("openai" for every OpenAI-compatible API, "mock"),
- * so another translation (Anthropic, Bedrock …) slots in as one more factory without touching the stages.
+ * Provider registry: provider types are registered by name ("openai" for every OpenAI-compatible API, "anthropic"
+ * for the Messages API through a translation, "mock"), so another translation (Bedrock, Gemini …) slots in as one
+ * more factory without touching the stages.
  */
 import type { Config, DeploymentConfig, ProviderConfig } from "../config";
 import type { Provider } from "../ports";
 import type { EmbeddingResponse } from "../types";
 import { NotFoundError, UpstreamError } from "../errors";
+import { createAnthropicProvider } from "./anthropic";
 import { createOpenAICompatibleProvider } from "./openai-compatible";
 import { createMockProvider } from "./mock";
 
@@ -13,10 +15,11 @@ export type ProviderFactory = (config: ProviderConfig) => Provider;
 
 const factories = new Map<string, ProviderFactory>([
   ["openai", (c) => createOpenAICompatibleProvider(c as Extract<ProviderConfig, { type: "openai" }>)],
+  ["anthropic", (c) => createAnthropicProvider(c as Extract<ProviderConfig, { type: "anthropic" }>)],
   ["mock", (c) => createMockProvider(c as Extract<ProviderConfig, { type: "mock" }>)],
 ]);
 
-/** Register another provider type (e.g. an Anthropic translation). */
+/** Register another provider type (e.g. a Bedrock translation). */
 export function registerProviderType(type: string, factory: ProviderFactory): void {
   factories.set(type, factory);
 }

@@ -67,7 +67,7 @@ async function withFallbacks<T>(
   let last: ProviderFailure | null = null;
   for (const deployment of chain) {
     const pcfg = deps.config.providers[deployment.provider];
-    const retries = pcfg?.type === "openai" ? pcfg.maxRetries : 0;
+    const retries = pcfg && "maxRetries" in pcfg ? pcfg.maxRetries : 0;
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0 && last) {
         const wait = backoffMs(attempt, last.retryAfterMs);

@@ -198,12 +198,19 @@ export function proxyConfigYaml(s: ProxySettings, providerKeyEnvs: string[]): st
     embeddingModel = "text-embedding-3-small";
   }
   if (providerKeyEnvs.includes("ANTHROPIC_API_KEY")) {
-    // Anthropic's OpenAI-compatible endpoint.
+    // The Messages API through the proxy's translation (clients keep speaking OpenAI).
     providers.anthropic = {
-      type: "openai",
+      type: "anthropic",
       base_url: "https://api.anthropic.com/v1",
       api_key_env: "ANTHROPIC_API_KEY",
     };
+    models.push({ name: "claude-haiku-4-5", provider: "anthropic", max_input_tokens: 200000 });
+    models.push({
+      name: "claude-sonnet-4-5",
+      provider: "anthropic",
+      fallbacks: ["claude-haiku-4-5"],
+      max_input_tokens: 200000,
+    });
   }
   const base: Json = {
     providers,

@@ -1,0 +1,337 @@
+/**
+ * OpenAI chat completions ⇄ Anthropic Messages API, both directions, JSON and streams.
+ *
+ * Request: system and developer messages become `system`; user, assistant and tool messages become Anthropic
+ * turns (text, images as base64 or URL, assistant `tool_calls` as `tool_use` blocks, `tool` messages as `tool_result`
+ * blocks; consecutive turns of one role are merged). `max_completion_tokens` / `max_tokens` (or the provider's
+ * default, Anthropic requires one), `temperature`, `top_p`, `stop`, `tools`, `tool_choice`, `parallel_tool_calls`,
+ * `user` and `stream` are translated; `response_format` json_schema / json_object becomes a forced tool whose input is
+ * returned as the message content. What Anthropic cannot do (`n` > 1, `logprobs`, audio and file parts, non-function
+ * tools) is a 400 naming the field; OpenAI-only tuning fields (seed, penalties, logit_bias, service_tier …) are
+ * dropped.
+ *
+ * Response: text blocks → `content`, tool_use blocks → `tool_calls`, stop_reason → finish_reason, usage →
+ * prompt_tokens (input + cache reads and writes) / completion_tokens. Streams are re-framed event by event as
+ * `chat.completion.chunk`s, ending with a usage chunk (passed on only if the client asked for it).
+ */
+import { InvalidRequestError } from "../errors";
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatMessage,
+  ContentPart,
+  ToolCall,
+  Usage,
+} from "../types";
+
+type Block = Record<string, unknown> & { type: string };
+interface Turn {
+  role: "user" | "assistant";
+  content: Block[];
+}
+
+export interface AnthropicRequest {
+  body: Record<string, unknown>;
+  /** The forced tool standing in for response_format, whose input is the answer; null when none. */
+  jsonTool: string | null;
+}
+
+export const JSON_TOOL = "json_response";
+
+const unsupported = (field: string, what: string) =>
+  new InvalidRequestError(`${what} is not supported by Anthropic models.`, "unsupported_by_provider", field);
+
+function textOf(content: ChatMessage["content"], field: string): string {
+  if (content === undefined || content === null) return "";
+  if (typeof content === "string") return content;
+  return content
+    .map((p, i) => {
+      if (typeof p.text === "string") return p.text;
+      throw unsupported(`${field}[${i}]`, `A \`${p.type}\` part here`);
+    })
+    .join("\n");
+}
+
+function imageBlock(part: ContentPart, field: string): Block {
+  const url = (part.image_url as { url?: unknown } | undefined)?.url;
+  if (typeof url !== "string")
+    throw new InvalidRequestError("image_url.url is required.", "invalid_request", field);
+  const data = /^data:([^;,]+);base64,(.*)$/s.exec(url);
+  if (data) return { type: "image", source: { type: "base64", media_type: data[1], data: data[2] } };
+  return { type: "image", source: { type: "url", url } };
+}
+
+function contentBlocks(content: ChatMessage["content"], field: string): Block[] {
+  if (content === undefined || content === null) return [];
+  if (typeof content === "string") return content === "" ? [] : [{ type: "text", text: content }];
+  return content.map((p, i): Block => {
+    if (typeof p.text === "string") return { type: "text", text: p.text };
+    if (p.type === "refusal" && typeof p.refusal === "string") return { type: "text", text: p.refusal };
+    if (p.type === "image_url") return imageBlock(p, `${field}[${i}]`);
+    throw unsupported(`${field}[${i}]`, `A \`${p.type}\` content part`);
+  });
+}
+
+function toolUse(call: ToolCall, field: string): Block {
+  const args = call.function?.arguments ?? "{}";
+  let input: unknown;
+  try {
+    input = args === "" ? {} : JSON.parse(args);
+  } catch {
+    throw new InvalidRequestError("Tool-call arguments must be valid JSON.", "invalid_request", field);
+  }
+  return { type: "tool_use", id: call.id ?? "", name: call.function?.name ?? "", input };
+}
+
+function turns(messages: ChatMessage[]): { system: string; turns: Turn[] } {
+  const system: string[] = [];
+  const out: Turn[] = [];
+  const push = (role: Turn["role"], blocks: Block[]) => {
+    const last = out.at(-1);
+    if (last && last.role === role) last.content.push(...blocks);
+    else out.push({ role, content: blocks });
+  };
+  messages.forEach((m, i) => {
+    const field = `messages[${i}]`;
+    switch (m.role) {
+      case "system":
+      case "developer":
+        system.push(textOf(m.content, `${field}.content`));
+        return;
+      case "user":
+        push("user", contentBlocks(m.content, `${field}.content`));
+        return;
+      case "assistant": {
+        const blocks = contentBlocks(m.content, `${field}.content`);
+        (m.tool_calls ?? []).forEach((c, j) => blocks.push(toolUse(c, `${field}.tool_calls[${j}]`)));
+        push("assistant", blocks);
+        return;
+      }
+      case "tool":
+        push("user", [
+          {
+            type: "tool_result",
+            tool_use_id: m.tool_call_id ?? "",
+            content: textOf(m.content, `${field}.content`),
+          },
+        ]);
+        return;
+      default:
+        throw unsupported(`${field}.role`, `The \`${m.role}\` role`);
+    }
+  });
+  return { system: system.filter((s) => s !== "").join("\n\n"), turns: out };
+}
+
+function tools(list: unknown): Array<Record<string, unknown>> {
+  if (!Array.isArray(list)) return [];
+  return list.map((t: { type?: string; function?: Record<string, unknown> }, i) => {
+    if (t.type !== "function" || !t.function) throw unsupported(`tools[${i}]`, `A \`${t.type}\` tool`);
+    const f = t.function;
+    return {
+      name: f.name,
+      ...(typeof f.description === "string" ? { description: f.description } : {}),
+      input_schema: f.parameters ?? { type: "object", properties: {} },
+    };
+  });
+}
+
+function toolChoice(choice: unknown, parallel: unknown): Record<string, unknown> | undefined {
+  let out: Record<string, unknown> | undefined;
+  if (choice === "auto") out = { type: "auto" };
+  else if (choice === "required") out = { type: "any" };
+  else if (choice === "none") out = { type: "none" };
+  else if (choice && typeof choice === "object") {
+    const name = (choice as { function?: { name?: unknown } }).function?.name;
+    if (typeof name !== "string")
+      throw new InvalidRequestError(
+        "tool_choice.function.name is required.",
+        "invalid_request",
+        "tool_choice",
+      );
+    out = { type: "tool", name };
+  }
+  if (parallel === false) out = { ...(out ?? { type: "auto" }), disable_parallel_tool_use: true };
+  return out;
+}
+
+export function toAnthropicRequest(
+  body: Record<string, unknown>,
+  defaultMaxTokens: number,
+): AnthropicRequest {
+  if (typeof body.n === "number" && body.n > 1) throw unsupported("n", "More than one choice (`n` > 1)");
+  if (body.logprobs === true) throw unsupported("logprobs", "`logprobs`");
+  const { system, turns: messages } = turns((body.messages ?? []) as ChatMessage[]);
+  const out: Record<string, unknown> = {
+    model: body.model,
+    messages,
+    max_tokens:
+      (body.max_completion_tokens as number | null | undefined) ??
+      (body.max_tokens as number | null | undefined) ??
+      defaultMaxTokens,
+  };
+  if (system) out.system = system;
+  if (typeof body.temperature === "number") out.temperature = body.temperature;
+  if (typeof body.top_p === "number") out.top_p = body.top_p;
+  if (typeof body.stop === "string") out.stop_sequences = [body.stop];
+  else if (Array.isArray(body.stop) && body.stop.length > 0) out.stop_sequences = body.stop;
+  if (typeof body.user === "string") out.metadata = { user_id: body.user };
+  if (body.stream === true) out.stream = true;
+  const toolList = tools(body.tools);
+  const choice = toolChoice(body.tool_choice, body.parallel_tool_calls);
+  let jsonTool: string | null = null;
+  const format = body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined;
+  if (format?.type === "json_schema" || format?.type === "json_object") {
+    jsonTool = JSON_TOOL;
+    toolList.push({
+      name: JSON_TOOL,
+      description: "Give the answer as this tool's input.",
+      input_schema: format.json_schema?.schema ?? { type: "object" },
+    });
+    out.tool_choice = { type: "tool", name: JSON_TOOL };
+  } else if (choice) out.tool_choice = choice;
+  if (toolList.length > 0) out.tools = toolList;
+  return { body: out, jsonTool };
+}
+
+// ---------------------------------------------------------------- responses
+
+interface AnthropicUsage {
+  input_tokens?: number;
+  output_tokens?: number;
+  cache_creation_input_tokens?: number | null;
+  cache_read_input_tokens?: number | null;
+}
+
+export interface AnthropicMessage {
+  id: string;
+  model: string;
+  content: Array<{ type: string; text?: string; id?: string; name?: string; input?: unknown }>;
+  stop_reason: string | null;
+  usage?: AnthropicUsage;
+}
+
+const FINISH: Record<string, string> = {
+  end_turn: "stop",
+  stop_sequence: "stop",
+  pause_turn: "stop",
+  max_tokens: "length",
+  tool_use: "tool_calls",
+  refusal: "content_filter",
+};
+
+function finishReason(stop: string | null | undefined, jsonTool: string | null): string | null {
+  if (!stop) return null;
+  if (jsonTool && stop === "tool_use") return "stop";
+  return FINISH[stop] ?? "stop";
+}
+
+function usageOf(u: AnthropicUsage): Usage {
+  const prompt =
+    (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
+  const completion = u.output_tokens ?? 0;
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+export function fromAnthropicMessage(msg: AnthropicMessage, jsonTool: string | null): ChatCompletion {
+  let text = "";
+  const calls: ToolCall[] = [];
+  for (const block of msg.content ?? []) {
+    if (block.type === "text") text += block.text ?? "";
+    else if (block.type === "tool_use" && jsonTool !== null && block.name === jsonTool)
+      text += JSON.stringify(block.input ?? {});
+    else if (block.type === "tool_use")
+      calls.push({
+        id: block.id,
+        type: "function",
+        function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) },
+      });
+  }
+  const message: ChatMessage = { role: "assistant", content: text === "" && calls.length > 0 ? null : text };
+  if (calls.length > 0) message.tool_calls = calls;
+  return {
+    id: msg.id,
+    object: "chat.completion",
+    created: Math.floor(Date.now() / 1000),
+    model: msg.model,
+    choices: [{ index: 0, message, finish_reason: finishReason(msg.stop_reason, jsonTool) ?? "stop" }],
+    usage: usageOf(msg.usage ?? {}),
+  };
+}
+
+/** One Anthropic stream event (already parsed) → the chat.completion.chunks it stands for. */
+export interface StreamTranslator {
+  push(event: Record<string, unknown>): ChatCompletionChunk[];
+}
+
+export function createStreamTranslator(jsonTool: string | null): StreamTranslator {
+  let id = "";
+  let model = "";
+  const created = Math.floor(Date.now() / 1000);
+  const usage: AnthropicUsage = {};
+  /** Anthropic content-block index → OpenAI tool_calls index; the JSON tool's block maps to -1 (its input is text). */
+  const toolIndex = new Map<number, number>();
+  let tools = 0;
+  const chunk = (delta: ChatCompletionChunk["choices"][number]["delta"], finish: string | null = null) => ({
+    id,
+    object: "chat.completion.chunk" as const,
+    created,
+    model,
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  });
+
+  return {
+    push(event) {
+      switch (event.type) {
+        case "message_start": {
+          const m = event.message as { id?: string; model?: string; usage?: AnthropicUsage };
+          id = m.id ?? "";
+          model = m.model ?? "";
+          Object.assign(usage, m.usage ?? {});
+          return [chunk({ role: "assistant", content: "" })];
+        }
+        case "content_block_start": {
+          const index = event.index as number;
+          const block = event.content_block as { type: string; id?: string; name?: string; text?: string };
+          if (block.type === "tool_use" && jsonTool !== null && block.name === jsonTool) {
+            toolIndex.set(index, -1);
+            return [];
+          }
+          if (block.type === "tool_use") {
+            const i = tools++;
+            toolIndex.set(index, i);
+            return [
+              chunk({
+                tool_calls: [
+                  { index: i, id: block.id, type: "function", function: { name: block.name, arguments: "" } },
+                ],
+              }),
+            ];
+          }
+          return block.type === "text" && block.text ? [chunk({ content: block.text })] : [];
+        }
+        case "content_block_delta": {
+          const delta = event.delta as { type: string; text?: string; partial_json?: string };
+          if (delta.type === "text_delta") return [chunk({ content: delta.text ?? "" })];
+          if (delta.type !== "input_json_delta" || !delta.partial_json) return [];
+          const i = toolIndex.get(event.index as number);
+          if (i === undefined) return [];
+          if (i === -1) return [chunk({ content: delta.partial_json })];
+          return [chunk({ tool_calls: [{ index: i, function: { arguments: delta.partial_json } }] })];
+        }
+        case "message_delta": {
+          const d = event.delta as { stop_reason?: string | null };
+          Object.assign(usage, (event.usage as AnthropicUsage | undefined) ?? {});
+          return [chunk({}, finishReason(d.stop_reason, jsonTool) ?? "stop")];
+        }
+        case "message_stop":
+          return [
+            { id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf(usage) },
+          ];
+        default:
+          // ping, content_block_stop, thinking and signature deltas: nothing for the OpenAI wire format.
+          return [];
+      }
+    },
+  };
+}

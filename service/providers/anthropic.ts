@@ -1,0 +1,98 @@
+/**
+ * Anthropic's Messages API (`type: anthropic`), translated to and from the OpenAI wire format the proxy speaks
+ * (anthropic-translate.ts), over the same pooled HTTP plumbing as the OpenAI-compatible provider. Auth is
+ * `x-api-key` plus `anthropic-version`; Anthropic has no embeddings API (the config refuses embedding models here).
+ */
+import type { ProviderConfig } from "../config";
+import { InvalidRequestError, ProxyError } from "../errors";
+import type { Provider, UpstreamChatResult } from "../ports";
+import type { ChatCompletionChunk, EmbeddingResponse } from "../types";
+import {
+  createStreamTranslator,
+  fromAnthropicMessage,
+  toAnthropicRequest,
+  type AnthropicMessage,
+  type AnthropicRequest,
+} from "./anthropic-translate";
+import { ProviderFailure } from "./errors";
+import {
+  badEvent,
+  createHttpProvider,
+  errorEvent,
+  firstThenRest,
+  sseMessages,
+  type ResponseBody,
+} from "./http";
+
+type AnthropicConfig = Extract<ProviderConfig, { type: "anthropic" }>;
+
+export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
+  const http = createHttpProvider(cfg);
+  const headers: Record<string, string> = {
+    "content-type": "application/json",
+    "anthropic-version": cfg.version,
+    ...cfg.headers,
+  };
+  if (cfg.apiKey) headers["x-api-key"] = cfg.apiKey;
+
+  function translate(body: Record<string, unknown>): AnthropicRequest {
+    try {
+      return toAnthropicRequest(body, cfg.defaultMaxTokens);
+    } catch (error) {
+      // The request cannot be expressed for this provider: the client's to fix, no retry.
+      if (error instanceof ProxyError) throw new ProviderFailure(`${cfg.name}: untranslatable`, false, error);
+      throw error;
+    }
+  }
+
+  return {
+    name: cfg.name,
+    type: "anthropic",
+    async chat(req): Promise<UpstreamChatResult> {
+      const { body, jsonTool } = translate(req.body);
+      const res = await http.post(
+        `${http.basePath}/messages`,
+        { ...headers, "x-request-id": req.requestId },
+        body,
+        req.signal,
+      );
+      if (body.stream !== true) {
+        return {
+          kind: "json",
+          body: fromAnthropicMessage(await http.readJson<AnthropicMessage>(res), jsonTool),
+        };
+      }
+      return { kind: "stream", chunks: await firstThenRest(chunks(res.body, cfg.name, jsonTool), cfg.name) };
+    },
+    async embeddings(): Promise<EmbeddingResponse> {
+      throw new ProviderFailure(
+        `${cfg.name}: no embeddings`,
+        false,
+        new InvalidRequestError("Anthropic offers no embeddings API.", "unsupported_by_provider", "model"),
+      );
+    },
+    close: () => http.close(),
+  };
+}
+
+/** Anthropic SSE events → chat.completion.chunks; ends at `message_stop`; an `error` event or a cut stream throws. */
+async function* chunks(
+  body: ResponseBody,
+  provider: string,
+  jsonTool: string | null,
+): AsyncGenerator<ChatCompletionChunk> {
+  const translator = createStreamTranslator(jsonTool);
+  for await (const { data } of sseMessages(body, provider, isStop)) {
+    let event: Record<string, unknown>;
+    try {
+      event = JSON.parse(data) as Record<string, unknown>;
+    } catch {
+      throw badEvent(provider);
+    }
+    if (event.type === "error") throw errorEvent(provider);
+    yield* translator.push(event);
+  }
+}
+
+const isStop = (m: { event?: string; data: string }) =>
+  m.event === "message_stop" || (m.event === undefined && m.data.includes('"type":"message_stop"'));

@@ -1,0 +1,88 @@
+import { describe, expect, it } from "vitest";
+import {
+  createStreamTranslator,
+  fromAnthropicMessage,
+  JSON_TOOL,
+  toAnthropicRequest,
+} from "../../../service/providers/anthropic-translate";
+
+describe("Anthropic translation details", () => {
+  it("a streamed json_schema answer arrives as content deltas, finish stop; cache writes count as prompt", () => {
+    const { jsonTool } = toAnthropicRequest(
+      {
+        model: "m",
+        stream: true,
+        response_format: { type: "json_object" },
+        messages: [{ role: "user", content: "x" }],
+      },
+      100,
+    );
+    expect(jsonTool).toBe(JSON_TOOL);
+    const t = createStreamTranslator(jsonTool);
+    const events = [
+      {
+        type: "message_start",
+        message: { id: "msg_1", model: "m", usage: { input_tokens: 4, cache_creation_input_tokens: 6 } },
+      },
+      {
+        type: "content_block_start",
+        index: 0,
+        content_block: { type: "tool_use", id: "t", name: JSON_TOOL, input: {} },
+      },
+      { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: '{"a":' } },
+      { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "1}" } },
+      { type: "content_block_stop", index: 0 },
+      { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 5 } },
+      { type: "message_stop" },
+    ];
+    const chunks = events.flatMap((e) => t.push(e));
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe('{"a":1}');
+    expect(chunks.some((c) => c.choices[0]?.delta.tool_calls)).toBe(false);
+    expect(chunks.map((c) => c.choices[0]?.finish_reason).filter(Boolean)).toEqual(["stop"]);
+    expect(chunks.at(-1)).toMatchObject({
+      id: "msg_1",
+      choices: [],
+      usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+    });
+  });
+
+  it("max_tokens: max_completion_tokens first, then max_tokens, then the provider default", () => {
+    const m = (extra: object) =>
+      toAnthropicRequest({ model: "m", messages: [{ role: "user", content: "x" }], ...extra }, 321).body
+        .max_tokens;
+    expect(m({})).toBe(321);
+    expect(m({ max_tokens: 20 })).toBe(20);
+    expect(m({ max_tokens: 20, max_completion_tokens: 30 })).toBe(30);
+  });
+
+  it("stop reasons map to OpenAI finish reasons; a refusal is content_filter", () => {
+    const finish = (stop_reason: string) =>
+      fromAnthropicMessage({ id: "i", model: "m", content: [{ type: "text", text: "t" }], stop_reason }, null)
+        .choices[0].finish_reason;
+    expect(["end_turn", "stop_sequence", "max_tokens", "tool_use", "refusal"].map(finish)).toEqual([
+      "stop",
+      "stop",
+      "length",
+      "tool_calls",
+      "content_filter",
+    ]);
+  });
+
+  it("unsupported parts and roles are 400s naming the field", () => {
+    const attempt = (messages: unknown[]) => () => toAnthropicRequest({ model: "m", messages }, 10);
+    expect(attempt([{ role: "user", content: [{ type: "input_audio", input_audio: {} }] }])).toThrow(
+      expect.objectContaining({ status: 400, param: "messages[0].content[0]" }),
+    );
+    expect(attempt([{ role: "function", name: "f", content: "x" }])).toThrow(
+      expect.objectContaining({ param: "messages[0].role" }),
+    );
+    expect(
+      attempt([
+        {
+          role: "assistant",
+          tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{" } }],
+        },
+      ]),
+    ).toThrow(expect.objectContaining({ param: "messages[0].tool_calls[0]" }));
+  });
+});
