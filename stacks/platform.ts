@@ -15,6 +15,14 @@ export interface PlatformDatabase {
   password: pulumi.Output<string>;
   /** Database name. */
   database: pulumi.Input<string>;
+  /**
+   * How the proxy checks the server's certificate (libpq `sslmode`): `verify-full` (chain and host name) where the
+   * certificate names the host it is reached by, `verify-ca` (chain only) where it cannot (Cloud SQL on a private
+   * IP), `require` (encrypted, unverified) only where no CA is known.
+   */
+  sslMode: "verify-full" | "verify-ca" | "require";
+  /** PEM of the server CA when it is not publicly trusted (RDS, Cloud SQL); becomes DATABASE_CA. */
+  tlsCa?: pulumi.Output<string>;
   /** The resource(s) the proxy must wait for (server, database, TLS parameter). */
   resources: pulumi.Resource[];
 }

@@ -1,7 +1,7 @@
 /**
  * The PostgreSQL connection pool. Every setting that keeps a request from hanging when PostgreSQL is down lives here:
  * a connect timeout, a server-side statement timeout and a client-side query timeout. TLS comes from the URL's
- * `sslmode` (libpq semantics) or from `DATABASE_CA`, which always means full verification.
+ * `sslmode` (libpq semantics) and `DATABASE_CA`, which always means verification (see sslOptions).
  */
 import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
@@ -50,7 +50,9 @@ const SSL_PARAMS = ["sslmode", "ssl", "sslcert", "sslkey", "sslrootcert", "useli
 /**
  * TLS settings from `sslmode` and an optional CA, following libpq: `disable`/`allow`/`prefer` (and no sslmode) → no
  * TLS; `require` → encrypted without verification; `verify-ca` → chain verified; `verify-full` → chain and host
- * name verified. A CA always means `verify-full`. Returns the URL without the TLS parameters.
+ * name verified. A CA (`DATABASE_CA`) always means verification: `verify-ca` with it checks the chain only (Cloud SQL
+ * on a private IP, whose certificate does not name the address), any other mode the chain and the host name.
+ * Returns the URL without the TLS parameters.
  */
 export function sslOptions(
   url: string,
@@ -62,13 +64,19 @@ export function sslOptions(
   ).toLowerCase();
   for (const p of SSL_PARAMS) u.searchParams.delete(p);
   const connectionString = u.toString();
-  if (ca) return { connectionString, ssl: { ca, rejectUnauthorized: true } };
+  // Chain only: libpq's verify-ca does not check the host name.
+  const chainOnly = { rejectUnauthorized: true, checkServerIdentity: () => undefined };
+  if (ca) {
+    return {
+      connectionString,
+      ssl: mode === "verify-ca" ? { ca, ...chainOnly } : { ca, rejectUnauthorized: true },
+    };
+  }
   switch (mode) {
     case "require":
       return { connectionString, ssl: { rejectUnauthorized: false } };
     case "verify-ca":
-      // Chain only: libpq's verify-ca does not check the host name.
-      return { connectionString, ssl: { rejectUnauthorized: true, checkServerIdentity: () => undefined } };
+      return { connectionString, ssl: chainOnly };
     case "verify-full":
       return { connectionString, ssl: { rejectUnauthorized: true } };
     default:

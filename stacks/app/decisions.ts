@@ -19,6 +19,7 @@ export const PATHS = {
   configDir: "/etc/llm-proxy",
   configFile: "/etc/llm-proxy/config.yaml",
   redisCaFile: "redis-ca.pem",
+  databaseCaFile: "database-ca.pem",
   kbDir: "/var/lib/llm-proxy/knowledge-base",
   dataDir: "/var/lib/llm-proxy/data",
   tmp: "/tmp",

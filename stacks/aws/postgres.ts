@@ -4,6 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { PostgresSettings } from "../config";
 import { clientSecurityGroup, type AwsClients } from "./security";
+import { RDS_CA_IDENTIFIER } from "./rds-ca";
 
 export interface AwsPostgresArgs {
   settings: PostgresSettings;
@@ -88,6 +89,7 @@ export class AwsPostgres extends pulumi.ComponentResource {
         copyTagsToSnapshot: true,
         autoMinorVersionUpgrade: true,
         performanceInsightsEnabled: true,
+        caCertIdentifier: RDS_CA_IDENTIFIER,
         tags: args.tags,
       },
       { ...child, protect: true },

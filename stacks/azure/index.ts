@@ -87,6 +87,9 @@ export function createAzurePlatform(
       user: AZURE_DB_USER,
       password: db.password,
       database: AZURE_DB_NAME,
+      // The server's certificate chains to a public root (DigiCert Global Root G2 / Microsoft RSA Root CA 2017)
+      // and names <server>.postgres.database.azure.com, the host the proxy connects to.
+      sslMode: "verify-full",
       resources: db.resources,
     },
     redis: { host: redis.host, port: redis.port, authToken: redis.authToken, resources: redis.resources },

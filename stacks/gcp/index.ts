@@ -69,6 +69,9 @@ export function createGcpPlatform(
       user: GCP_DB_USER,
       password: db.password,
       database: GCP_DB_NAME,
+      // Cloud SQL's server CA is per instance; its certificate does not name the private IP: chain only.
+      sslMode: "verify-ca",
+      tlsCa: db.tlsCa,
       resources: db.resources,
     },
     redis: {

@@ -35,6 +35,8 @@ export class GcpPostgres extends pulumi.ComponentResource {
   readonly host: pulumi.Output<string>;
   readonly port: pulumi.Output<number>;
   readonly password: pulumi.Output<string>;
+  /** PEM of the instance's server CA(s) (more than one while Cloud SQL rotates it). */
+  readonly tlsCa: pulumi.Output<string>;
   readonly instance: gcp.sql.DatabaseInstance;
   readonly resources: pulumi.Resource[];
 
@@ -91,6 +93,7 @@ export class GcpPostgres extends pulumi.ComponentResource {
     this.host = this.instance.privateIpAddress;
     this.port = pulumi.output(5432);
     this.password = pulumi.secret(password.result);
+    this.tlsCa = this.instance.serverCaCerts.apply((certs) => certs.map((c) => c.cert).join("\n"));
     this.resources = [this.instance, user, db];
     this.registerOutputs({ host: this.host });
   }

@@ -115,14 +115,26 @@ export interface ThrowawayPostgres {
   destroy(): Promise<void>;
 }
 
+export interface ThrowawayPostgresOptions {
+  /** Serve TLS with this certificate chain and key (PEM). */
+  tls?: { cert: string; key: string };
+}
+
 /** A private PostgreSQL 15 on a random port, fsync off. Costs about half a second after the first initdb. */
-export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
+export async function startThrowawayPostgres(
+  opts: ThrowawayPostgresOptions = {},
+): Promise<ThrowawayPostgres> {
   const template = ensureTemplate();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-pg15-"));
   fs.chmodSync(dir, 0o755);
   execFileSync("cp", ["-a", template, path.join(dir, "data")]);
-  chownPostgres(dir);
   const data = path.join(dir, "data");
+  if (opts.tls) {
+    fs.writeFileSync(path.join(data, "server.crt"), opts.tls.cert);
+    fs.writeFileSync(path.join(data, "server.key"), opts.tls.key, { mode: 0o600 });
+  }
+  chownPostgres(dir);
+  const tlsFlags = opts.tls ? " -c ssl=on" : "";
   const port = await freePort();
   let running = false;
   const start = async () => {
@@ -135,7 +147,7 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
       "-t",
       "30",
       "-o",
-      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`,
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off${tlsFlags}`,
       "start",
     ]);
     running = true;

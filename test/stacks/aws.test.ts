@@ -1,3 +1,4 @@
+import { X509Certificate } from "node:crypto";
 /** Pulumi.aws.yaml + Pulumi.yaml defaults, run under recording mocks: HA, privacy, encryption, protect, wiring. */
 import { beforeAll, describe, expect, it } from "vitest";
 import type { OfflineRunResult } from "../../scripts/offline-run";
@@ -145,9 +146,22 @@ describe("aws stack", () => {
       redisHost: rg.outputs.primaryEndpointAddress as string,
       redisPort: 6379,
       redisToken: rg.inputs.authToken as string,
+      dbSslMode: "verify-full",
+      dbCa: at(one(r, K8S.configMap).inputs, "data")["database-ca.pem"],
       storageClass: one(r, K8S.storageClass),
     });
-    // No CA to hand over on AWS (Amazon's CAs are publicly trusted).
+    // The database CA is the stack region's RDS root for the CA the instance is pinned to, and nothing else.
+    expect(db.inputs.caCertIdentifier).toBe("rds-ca-rsa2048-g1");
+    const pem = at(one(r, K8S.configMap).inputs, "data")["database-ca.pem"] as string;
+    const certs = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+    expect(certs.length).toBeGreaterThan(0);
+    for (const c of certs) {
+      const x = new X509Certificate(c);
+      expect(x.subject).toContain("CN=Amazon RDS eu-west-1 Root CA RSA2048 G1");
+      expect(x.checkIssued(x)).toBe(true);
+      expect(new Date(x.validTo).getTime()).toBeGreaterThan(Date.now());
+    }
+    // No Redis CA to hand over on AWS (ElastiCache's certificates are publicly trusted).
     expect(JSON.stringify(one(r, K8S.deployment, "llm-proxy-deployment").inputs)).not.toContain(
       "REDIS_TLS_CA",
     );

@@ -146,6 +146,9 @@ describe("azure stack", () => {
       redisHost: cluster.outputs.hostName as string,
       redisPort: 10000,
       redisToken: primaryKey,
+      // Publicly trusted chain, certificate names the server's FQDN: full verification, no CA to ship.
+      dbSslMode: "verify-full",
+      dbCa: null,
       storageClass: one(r, K8S.storageClass),
     });
   });

@@ -4,6 +4,7 @@
  * `*_API_KEY`, and loadConfig accepts the environment plus the ConfigMap's config file.
  */
 import { describe, expect, it } from "vitest";
+import { sslOptions } from "../../service/adapters/postgres";
 import { ENV_VARS, isProviderKeyEnv, loadConfig } from "../../service/config";
 import type { OfflineRunResult } from "../../scripts/offline-run";
 import { K8S, at, one, run } from "./helpers";
@@ -76,6 +77,12 @@ describe("environment contract (stacks/app → service/config)", () => {
       // Memorystore's CA reaches the service on GCP only.
       if (stack === "gcp") expect(config.redis.tlsCa).toContain("BEGIN CERTIFICATE");
       else expect(config.redis.tlsCa).toBeNull();
+      // The database connection verifies the server with the cloud's CA: the chain on GCP (private IP), the chain
+      // and the host name on AWS.
+      expect(config.database.ca).toContain("BEGIN CERTIFICATE");
+      const { ssl } = sslOptions(config.database.url!, config.database.ca);
+      expect(ssl).toMatchObject({ ca: config.database.ca, rejectUnauthorized: true });
+      expect("checkServerIdentity" in (ssl as object)).toBe(stack === "gcp");
     });
   }
 

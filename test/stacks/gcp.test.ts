@@ -140,6 +140,9 @@ describe("gcp stack", () => {
       redisHost: redis.outputs.host as string,
       redisPort: redis.outputs.port as number,
       redisToken: redis.outputs.authString as string,
+      // Cloud SQL's own CA; its certificate does not name the private IP, so the chain is what is verified.
+      dbSslMode: "verify-ca",
+      dbCa: (at(sql.outputs, "serverCaCerts") as { cert: string }[]).map((c) => c.cert).join("\n"),
       storageClass: one(r, K8S.storageClass),
     });
     // REDIS_TLS_CA comes from the ConfigMap, which holds Memorystore's server CA.

@@ -109,6 +109,10 @@ export interface CloudEndpoints {
   redisHost: string;
   redisPort: number;
   redisToken: string;
+  /** The sslmode the proxy connects with. */
+  dbSslMode: "verify-full" | "verify-ca";
+  /** The PEM the proxy must trust for the database, or null when its chain is publicly trusted. */
+  dbCa: string | null;
   storageClass: RecordedResource;
 }
 
@@ -126,7 +130,7 @@ export function assertAppWiring(r: OfflineRunResult, e: CloudEndpoints): void {
   const secret = one(r, K8S.secret);
   const data = secret.inputs.stringData as Record<string, string>;
   expect(data.DATABASE_URL).toBe(
-    `postgres://${e.dbUser}:${encodeURIComponent(e.dbPassword)}@${e.dbHost}:${e.dbPort}/${e.dbName}?sslmode=require`,
+    `postgres://${e.dbUser}:${encodeURIComponent(e.dbPassword)}@${e.dbHost}:${e.dbPort}/${e.dbName}?sslmode=${e.dbSslMode}`,
   );
   expect(data.REDIS_URL).toBe(`rediss://:${encodeURIComponent(e.redisToken)}@${e.redisHost}:${e.redisPort}`);
   const masterKey = one(r, "random:index/randomPassword:RandomPassword", "llm-proxy-master-key");
@@ -139,6 +143,21 @@ export function assertAppWiring(r: OfflineRunResult, e: CloudEndpoints): void {
   const cmText = JSON.stringify(configMap.inputs);
   for (const v of Object.values(data)) expect(cmText).not.toContain(v);
   expect(cmText).not.toContain(e.dbPassword);
+
+  // The database CA, where the cloud needs one, reaches the proxy as DATABASE_CA from the ConfigMap.
+  const caKey = "database-ca.pem";
+  const dbCaEnv = (
+    at(one(r, K8S.deployment, "llm-proxy-deployment").inputs, "spec.template.spec.containers")[0].env as any[]
+  ).find((x) => x.name === "DATABASE_CA");
+  if (e.dbCa === null) {
+    expect(at(configMap.inputs, "data")[caKey]).toBeUndefined();
+    expect(dbCaEnv).toBeUndefined();
+  } else {
+    expect(at(configMap.inputs, "data")[caKey]).toBe(e.dbCa);
+    expect(dbCaEnv.valueFrom).toEqual({
+      configMapKeyRef: { name: at(configMap.outputs, "metadata.name"), key: caKey },
+    });
+  }
 
   // Claims: ReadWriteMany on the class the platform created.
   const className = at(e.storageClass.outputs, "metadata.name");
