@@ -67,6 +67,7 @@ export function buildApp(deps: AppDeps): Koa<ProxyState> {
 
   router.get("/v1/models", createAuth({ keys: deps.keys, scope: "models" }), createModelsRoute(deps));
   router.post("/v1/chat/completions", ...chatPipeline(deps));
+  router.post("/v1/messages", ...chatPipeline(deps, "messages"));
   router.post("/v1/embeddings", ...embeddingsPipeline(deps));
 
   // Admin routes apply master auth per route; knowledge-base routes accept the master key or a `kb:write` key.

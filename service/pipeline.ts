@@ -15,7 +15,7 @@ import type { Middleware } from "koa";
 import type { AppDeps } from "./app";
 import type { ProxyState } from "./state";
 import { createAuth } from "./stages/auth";
-import { createParseChat, createParseEmbeddings } from "./stages/parse";
+import { createParseChat, createParseEmbeddings, createParseMessages } from "./stages/parse";
 import { createRespond } from "./stages/respond";
 import { createContentPolicy } from "./stages/content-policy";
 import { createTokenCount } from "./stages/token-count";
@@ -32,12 +32,14 @@ function active(...stages: Array<Stage | false | null>): Stage[] {
   return stages.filter((s): s is Stage => typeof s === "function");
 }
 
-export function chatPipeline(deps: AppDeps): Stage[] {
+/** POST /v1/chat/completions; with `wire: "messages"`, POST /v1/messages (Anthropic in and out, same stages). */
+export function chatPipeline(deps: AppDeps, wire: "chat" | "messages" = "chat"): Stage[] {
   const { config, pii } = deps;
   const policy = config.contentPolicy.blockedPatterns.length > 0;
+  const parse = wire === "messages" ? createParseMessages : createParseChat;
   return active(
     createAuth({ keys: deps.keys, scope: "chat" }),
-    createParseChat({ config, providers: deps.providers }),
+    parse({ config, providers: deps.providers }),
     createRespond(),
     policy && createContentPolicy({ config }),
     createTokenCount({ config, phase: "initial" }),

@@ -4,11 +4,11 @@
  * Request: system and developer messages become `system`; user, assistant and tool messages become Anthropic
  * turns (text, images as base64 or URL, assistant `tool_calls` as `tool_use` blocks, `tool` messages as `tool_result`
  * blocks; consecutive turns of one role are merged). `max_completion_tokens` / `max_tokens` (or the provider's
- * default, Anthropic requires one), `temperature`, `top_p`, `stop`, `tools`, `tool_choice`, `parallel_tool_calls`,
- * `user` and `stream` are translated; `response_format` json_schema / json_object becomes a forced tool whose input is
- * returned as the message content. What Anthropic cannot do (`n` > 1, `logprobs`, audio and file parts, non-function
- * tools) is a 400 naming the field; OpenAI-only tuning fields (seed, penalties, logit_bias, service_tier …) are
- * dropped.
+ * default, Anthropic requires one), `stop`, `tools`, `tool_choice`, `parallel_tool_calls`, `user` and `stream` are
+ * translated; `response_format` json_schema / json_object becomes `output_config.format` (structured outputs) and
+ * `reasoning_effort` becomes `output_config.effort`. What Anthropic cannot do (`n` > 1, `logprobs`, audio and file
+ * parts, non-function tools) is a 400 naming the field; sampling and OpenAI-only fields (`temperature`, `top_p` —
+ * no longer part of the Messages API —, seed, penalties, logit_bias, service_tier …) are dropped.
  *
  * Response: text blocks → `content`, tool_use blocks → `tool_calls`, stop_reason → finish_reason, usage →
  * prompt_tokens (input + cache reads and writes) / completion_tokens. Streams are re-framed event by event as
@@ -29,14 +29,6 @@ interface Turn {
   role: "user" | "assistant";
   content: Block[];
 }
-
-export interface AnthropicRequest {
-  body: Record<string, unknown>;
-  /** The forced tool standing in for response_format, whose input is the answer; null when none. */
-  jsonTool: string | null;
-}
-
-export const JSON_TOOL = "json_response";
 
 const unsupported = (field: string, what: string) =>
   new InvalidRequestError(`${what} is not supported by Anthropic models.`, "unsupported_by_provider", field);
@@ -155,10 +147,18 @@ function toolChoice(choice: unknown, parallel: unknown): Record<string, unknown>
   return out;
 }
 
+const EFFORT: Record<string, string> = {
+  minimal: "low",
+  low: "low",
+  medium: "medium",
+  high: "high",
+  xhigh: "xhigh",
+};
+
 export function toAnthropicRequest(
   body: Record<string, unknown>,
   defaultMaxTokens: number,
-): AnthropicRequest {
+): Record<string, unknown> {
   if (typeof body.n === "number" && body.n > 1) throw unsupported("n", "More than one choice (`n` > 1)");
   if (body.logprobs === true) throw unsupported("logprobs", "`logprobs`");
   const { system, turns: messages } = turns((body.messages ?? []) as ChatMessage[]);
@@ -171,27 +171,22 @@ export function toAnthropicRequest(
       defaultMaxTokens,
   };
   if (system) out.system = system;
-  if (typeof body.temperature === "number") out.temperature = body.temperature;
-  if (typeof body.top_p === "number") out.top_p = body.top_p;
   if (typeof body.stop === "string") out.stop_sequences = [body.stop];
   else if (Array.isArray(body.stop) && body.stop.length > 0) out.stop_sequences = body.stop;
   if (typeof body.user === "string") out.metadata = { user_id: body.user };
   if (body.stream === true) out.stream = true;
   const toolList = tools(body.tools);
-  const choice = toolChoice(body.tool_choice, body.parallel_tool_calls);
-  let jsonTool: string | null = null;
-  const format = body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined;
-  if (format?.type === "json_schema" || format?.type === "json_object") {
-    jsonTool = JSON_TOOL;
-    toolList.push({
-      name: JSON_TOOL,
-      description: "Give the answer as this tool's input.",
-      input_schema: format.json_schema?.schema ?? { type: "object" },
-    });
-    out.tool_choice = { type: "tool", name: JSON_TOOL };
-  } else if (choice) out.tool_choice = choice;
   if (toolList.length > 0) out.tools = toolList;
-  return { body: out, jsonTool };
+  const choice = toolChoice(body.tool_choice, body.parallel_tool_calls);
+  if (choice) out.tool_choice = choice;
+  const config: Record<string, unknown> = {};
+  const format = body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined;
+  if (format?.type === "json_schema" || format?.type === "json_object")
+    config.format = { type: "json_schema", schema: format.json_schema?.schema ?? { type: "object" } };
+  const effort = typeof body.reasoning_effort === "string" ? EFFORT[body.reasoning_effort] : undefined;
+  if (effort) config.effort = effort;
+  if (Object.keys(config).length > 0) out.output_config = config;
+  return out;
 }
 
 // ---------------------------------------------------------------- responses
@@ -220,9 +215,8 @@ const FINISH: Record<string, string> = {
   refusal: "content_filter",
 };
 
-function finishReason(stop: string | null | undefined, jsonTool: string | null): string | null {
+function finishReason(stop: string | null | undefined): string | null {
   if (!stop) return null;
-  if (jsonTool && stop === "tool_use") return "stop";
   return FINISH[stop] ?? "stop";
 }
 
@@ -233,13 +227,11 @@ function usageOf(u: AnthropicUsage): Usage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
-export function fromAnthropicMessage(msg: AnthropicMessage, jsonTool: string | null): ChatCompletion {
+export function fromAnthropicMessage(msg: AnthropicMessage): ChatCompletion {
   let text = "";
   const calls: ToolCall[] = [];
   for (const block of msg.content ?? []) {
     if (block.type === "text") text += block.text ?? "";
-    else if (block.type === "tool_use" && jsonTool !== null && block.name === jsonTool)
-      text += JSON.stringify(block.input ?? {});
     else if (block.type === "tool_use")
       calls.push({
         id: block.id,
@@ -254,7 +246,7 @@ export function fromAnthropicMessage(msg: AnthropicMessage, jsonTool: string | n
     object: "chat.completion",
     created: Math.floor(Date.now() / 1000),
     model: msg.model,
-    choices: [{ index: 0, message, finish_reason: finishReason(msg.stop_reason, jsonTool) ?? "stop" }],
+    choices: [{ index: 0, message, finish_reason: finishReason(msg.stop_reason) ?? "stop" }],
     usage: usageOf(msg.usage ?? {}),
   };
 }
@@ -264,12 +256,12 @@ export interface StreamTranslator {
   push(event: Record<string, unknown>): ChatCompletionChunk[];
 }
 
-export function createStreamTranslator(jsonTool: string | null): StreamTranslator {
+export function createStreamTranslator(): StreamTranslator {
   let id = "";
   let model = "";
   const created = Math.floor(Date.now() / 1000);
   const usage: AnthropicUsage = {};
-  /** Anthropic content-block index → OpenAI tool_calls index; the JSON tool's block maps to -1 (its input is text). */
+  /** Anthropic content-block index → OpenAI tool_calls index. */
   const toolIndex = new Map<number, number>();
   let tools = 0;
   const chunk = (delta: ChatCompletionChunk["choices"][number]["delta"], finish: string | null = null) => ({
@@ -293,10 +285,6 @@ export function createStreamTranslator(jsonTool: string | null): StreamTranslato
         case "content_block_start": {
           const index = event.index as number;
           const block = event.content_block as { type: string; id?: string; name?: string; text?: string };
-          if (block.type === "tool_use" && jsonTool !== null && block.name === jsonTool) {
-            toolIndex.set(index, -1);
-            return [];
-          }
           if (block.type === "tool_use") {
             const i = tools++;
             toolIndex.set(index, i);
@@ -316,13 +304,12 @@ export function createStreamTranslator(jsonTool: string | null): StreamTranslato
           if (delta.type !== "input_json_delta" || !delta.partial_json) return [];
           const i = toolIndex.get(event.index as number);
           if (i === undefined) return [];
-          if (i === -1) return [chunk({ content: delta.partial_json })];
           return [chunk({ tool_calls: [{ index: i, function: { arguments: delta.partial_json } }] })];
         }
         case "message_delta": {
           const d = event.delta as { stop_reason?: string | null };
           Object.assign(usage, (event.usage as AnthropicUsage | undefined) ?? {});
-          return [chunk({}, finishReason(d.stop_reason, jsonTool) ?? "stop")];
+          return [chunk({}, finishReason(d.stop_reason) ?? "stop")];
         }
         case "message_stop":
           return [

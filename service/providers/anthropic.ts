@@ -12,7 +12,6 @@ import {
   fromAnthropicMessage,
   toAnthropicRequest,
   type AnthropicMessage,
-  type AnthropicRequest,
 } from "./anthropic-translate";
 import { ProviderFailure } from "./errors";
 import {
@@ -35,7 +34,7 @@ export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
   };
   if (cfg.apiKey) headers["x-api-key"] = cfg.apiKey;
 
-  function translate(body: Record<string, unknown>): AnthropicRequest {
+  function translate(body: Record<string, unknown>): Record<string, unknown> {
     try {
       return toAnthropicRequest(body, cfg.defaultMaxTokens);
     } catch (error) {
@@ -49,7 +48,7 @@ export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
     name: cfg.name,
     type: "anthropic",
     async chat(req): Promise<UpstreamChatResult> {
-      const { body, jsonTool } = translate(req.body);
+      const body = translate(req.body);
       const res = await http.post(
         `${http.basePath}/messages`,
         { ...headers, "x-request-id": req.requestId },
@@ -59,10 +58,10 @@ export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
       if (body.stream !== true) {
         return {
           kind: "json",
-          body: fromAnthropicMessage(await http.readJson<AnthropicMessage>(res), jsonTool),
+          body: fromAnthropicMessage(await http.readJson<AnthropicMessage>(res)),
         };
       }
-      return { kind: "stream", chunks: await firstThenRest(chunks(res.body, cfg.name, jsonTool), cfg.name) };
+      return { kind: "stream", chunks: await firstThenRest(chunks(res.body, cfg.name), cfg.name) };
     },
     async embeddings(): Promise<EmbeddingResponse> {
       throw new ProviderFailure(
@@ -76,12 +75,8 @@ export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
 }
 
 /** Anthropic SSE events → chat.completion.chunks; ends at `message_stop`; an `error` event or a cut stream throws. */
-async function* chunks(
-  body: ResponseBody,
-  provider: string,
-  jsonTool: string | null,
-): AsyncGenerator<ChatCompletionChunk> {
-  const translator = createStreamTranslator(jsonTool);
+async function* chunks(body: ResponseBody, provider: string): AsyncGenerator<ChatCompletionChunk> {
+  const translator = createStreamTranslator();
   for await (const { data } of sseMessages(body, provider, isStop)) {
     let event: Record<string, unknown>;
     try {

@@ -1,9 +1,11 @@
 /**
  * The outermost error handler: every failure leaves as `{ "error": { message, type, code, param } }` with the right
- * status; 5xx internals are hidden and logged once with the request's logger.
+ * status (Anthropic's `{ "type": "error", "error": { type, message } }` on POST /v1/messages); 5xx internals are
+ * hidden and logged once with the request's logger.
  */
 import type { Middleware } from "koa";
 import { toProxyError } from "../errors";
+import { messagesErrorBody } from "../lib/anthropic-messages";
 import type { ProxyState } from "../state";
 
 export function createErrorHandler(): Middleware<ProxyState> {
@@ -22,7 +24,7 @@ export function createErrorHandler(): Middleware<ProxyState> {
       if (ctx.headerSent || !ctx.writable) return;
       ctx.status = e.status;
       for (const [name, value] of Object.entries(e.headers)) ctx.set(name, value);
-      ctx.body = e.toBody();
+      ctx.body = ctx.state.route === "messages" ? messagesErrorBody(e) : e.toBody();
       ctx.app.emit("proxy-error", e, ctx);
     }
   };

@@ -2,10 +2,11 @@
  * Parse and validate the request body (bounded read, zod), resolve the model to a deployment (404 when unknown),
  * and keep a private copy of the body that later stages may rewrite. Fields the proxy does not know pass through.
  */
-import type { Middleware } from "koa";
+import type { Middleware, ParameterizedContext } from "koa";
 import { z } from "zod";
 import type { Config } from "../config";
 import { InvalidRequestError, NotFoundError } from "../errors";
+import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
 import { readJsonBody } from "../lib/body";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
@@ -32,6 +33,22 @@ const chatSchema = z.looseObject({
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().min(0).max(1).nullable().optional(),
   tools: z.array(z.looseObject({ type: z.string() })).optional(),
+});
+
+const block = z.looseObject({ type: z.string() });
+const blocks = z.union([z.string(), z.array(block)]);
+
+/** The Anthropic Messages request (POST /v1/messages); translated to the chat body the stages work on. */
+const messagesSchema = z.looseObject({
+  model: z.string().min(1),
+  max_tokens: z.number().int().min(1),
+  messages: z.array(z.looseObject({ role: z.string().min(1), content: blocks })).min(1),
+  system: blocks.optional(),
+  stream: z.boolean().optional(),
+  temperature: z.number().min(0).max(1).optional(),
+  top_p: z.number().min(0).max(1).optional(),
+  stop_sequences: z.array(z.string()).optional(),
+  tools: z.array(z.looseObject({ name: z.string().min(1) })).optional(),
 });
 
 const embeddingSchema = z.looseObject({
@@ -77,28 +94,49 @@ function resolveModel(deps: ParseDeps, model: string, kind: "chat" | "embedding"
   return deployment;
 }
 
+/** The body, with the requested model noted on the usage row as early as it is known (even if the body is invalid). */
+async function readBody(ctx: ParameterizedContext<ProxyState>, deps: ParseDeps): Promise<unknown> {
+  const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
+  if (raw !== null && typeof raw === "object" && typeof (raw as { model?: unknown }).model === "string") {
+    ctx.state.usage.requestedModel = (raw as { model: string }).model;
+  }
+  return raw;
+}
+
+function acceptChat(
+  ctx: ParameterizedContext<ProxyState>,
+  deps: ParseDeps,
+  body: ChatCompletionRequest,
+): void {
+  ctx.state.usage.stream = body.stream === true;
+  ctx.state.deployment = resolveModel(deps, body.model, "chat");
+  ctx.state.chat = body;
+}
+
 export function createParseChat(deps: ParseDeps): Middleware<ProxyState> {
   return async function parseChat(ctx, next) {
-    const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
-    if (raw !== null && typeof raw === "object" && typeof (raw as { model?: unknown }).model === "string") {
-      ctx.state.usage.requestedModel = (raw as { model: string }).model;
-    }
+    const raw = await readBody(ctx, deps);
     const parsed = chatSchema.safeParse(raw);
     if (!parsed.success) throw invalid(parsed.error, raw);
-    const body = parsed.data as ChatCompletionRequest;
-    ctx.state.usage.stream = body.stream === true;
-    ctx.state.deployment = resolveModel(deps, body.model, "chat");
-    ctx.state.chat = body;
+    acceptChat(ctx, deps, parsed.data as ChatCompletionRequest);
+    return next();
+  };
+}
+
+/** POST /v1/messages: an Anthropic Messages request, translated to chat (lib/anthropic-messages.ts). */
+export function createParseMessages(deps: ParseDeps): Middleware<ProxyState> {
+  return async function parseMessages(ctx, next) {
+    const raw = await readBody(ctx, deps);
+    const parsed = messagesSchema.safeParse(raw);
+    if (!parsed.success) throw invalid(parsed.error, raw);
+    acceptChat(ctx, deps, messagesToChat(parsed.data as MessagesRequest));
     return next();
   };
 }
 
 export function createParseEmbeddings(deps: ParseDeps): Middleware<ProxyState> {
   return async function parseEmbeddings(ctx, next) {
-    const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
-    if (raw !== null && typeof raw === "object" && typeof (raw as { model?: unknown }).model === "string") {
-      ctx.state.usage.requestedModel = (raw as { model: string }).model;
-    }
+    const raw = await readBody(ctx, deps);
     const parsed = embeddingSchema.safeParse(raw);
     if (!parsed.success) throw invalid(parsed.error, raw);
     ctx.state.embedding = parsed.data as EmbeddingRequest;

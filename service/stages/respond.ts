@@ -2,13 +2,15 @@
  * The writer. On the way out it turns `ctx.state.result` into the HTTP response: JSON, or Server-Sent Events with
  * `chat.completion.chunk` frames and `data: [DONE]`. The usage chunk is passed on only when the client asked for it.
  * A failure after the first byte cannot change the status any more: the stream ends with an error event
- * (`data: {"error": {...}}`) and the request is recorded as an error.
+ * (`data: {"error": {...}}`) and the request is recorded as an error. On POST /v1/messages the same result is
+ * written as an Anthropic Message or Messages event stream (lib/anthropic-messages.ts).
  */
 import type { ServerResponse } from "node:http";
 import type { Middleware } from "koa";
 import { toProxyError } from "../errors";
 import type { ProxyResult, ProxyState } from "../state";
-import type { ChatCompletionChunk } from "../types";
+import { chatToMessage, createMessageStream, messagesErrorEvent } from "../lib/anthropic-messages";
+import type { ChatCompletion, ChatCompletionChunk } from "../types";
 import type { UsageRow } from "../ports";
 import type { Logger } from "pino";
 
@@ -35,6 +37,28 @@ async function* sseFrames(
   }
 }
 
+/** The same stream as Anthropic Messages events (POST /v1/messages); a failure ends it with an `error` event. */
+async function* messagesFrames(
+  result: Extract<ProxyResult, { kind: "stream" }>,
+  model: string,
+  usage: UsageRow,
+  log: Logger,
+  clientGone: () => boolean,
+): AsyncGenerator<string> {
+  const events = createMessageStream(model);
+  try {
+    for await (const chunk of result.chunks) yield* events.push(chunk);
+    yield* events.end();
+  } catch (error) {
+    if (clientGone()) return;
+    const e = toProxyError(error);
+    usage.status = e.status;
+    usage.errorCode = e.code;
+    log.warn({ status: e.status, code: e.code, err: e.status >= 500 ? error : undefined }, "stream failed");
+    yield messagesErrorEvent(e);
+  }
+}
+
 /** Drop the usage-only chunk (and the usage field) unless the client asked for usage. */
 function forClient(chunk: ChatCompletionChunk, includeUsage: boolean): ChatCompletionChunk | null {
   if (includeUsage || chunk.usage == null) return chunk;
@@ -48,11 +72,13 @@ export function createRespond(): Middleware<ProxyState> {
     await next();
     const result = ctx.state.result;
     if (!result) return;
+    const messages = ctx.state.route === "messages";
+    const model = ctx.state.usage.requestedModel ?? "";
     if (result.kind === "json") {
       ctx.status = 200;
       // Set explicitly so Koa does not look the type up for every response.
       ctx.set("Content-Type", "application/json; charset=utf-8");
-      ctx.body = result.body;
+      ctx.body = messages ? chatToMessage(result.body as ChatCompletion, model) : result.body;
       return;
     }
     ctx.status = 200;
@@ -65,7 +91,13 @@ export function createRespond(): Middleware<ProxyState> {
     ctx.respond = false;
     const res = ctx.res;
     const clientGone = () => res.destroyed && !res.writableFinished;
-    await writeFrames(res, sseFrames(result, ctx.state.usage, ctx.state.log, clientGone));
+    const { usage, log } = ctx.state;
+    await writeFrames(
+      res,
+      messages
+        ? messagesFrames(result, model, usage, log, clientGone)
+        : sseFrames(result, usage, log, clientGone),
+    );
   };
 }
 

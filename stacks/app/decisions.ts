@@ -205,11 +205,11 @@ export function proxyConfigYaml(s: ProxySettings, providerKeyEnvs: string[]): st
       base_url: "https://api.anthropic.com/v1",
       api_key_env: "ANTHROPIC_API_KEY",
     };
-    models.push({ name: "claude-haiku-4-5", provider: "anthropic", max_input_tokens: 200000 });
+    models.push({ name: "claude-haiku-5-5", provider: "anthropic", max_input_tokens: 200000 });
     models.push({
-      name: "claude-sonnet-4-5",
+      name: "claude-sonnet-5-5",
       provider: "anthropic",
-      fallbacks: ["claude-haiku-4-5"],
+      fallbacks: ["claude-haiku-5-5"],
       max_input_tokens: 200000,
     });
   }

@@ -71,7 +71,7 @@ describe("environment contract (stacks/app → service/config)", () => {
       expect(config.limits.replicas).toBe(3);
       expect(config.providers.openai).toMatchObject({ type: "openai", apiKey: "sk-contract-test-0001" });
       expect(config.providers.anthropic).toMatchObject({ type: "anthropic", apiKey: "sk-ant-contract-0002" });
-      expect(config.models.map((m) => m.name)).toContain("claude-sonnet-4-5");
+      expect(config.models.map((m) => m.name)).toContain("claude-sonnet-5-5");
       expect(config.models.map((m) => m.name)).toContain("gpt-4o-mini");
       expect(config.embeddingModel).toBe("text-embedding-3-small");
       // Memorystore's CA reaches the service on GCP only.

@@ -2,23 +2,12 @@ import { describe, expect, it } from "vitest";
 import {
   createStreamTranslator,
   fromAnthropicMessage,
-  JSON_TOOL,
   toAnthropicRequest,
 } from "../../../service/providers/anthropic-translate";
 
 describe("Anthropic translation details", () => {
-  it("a streamed json_schema answer arrives as content deltas, finish stop; cache writes count as prompt", () => {
-    const { jsonTool } = toAnthropicRequest(
-      {
-        model: "m",
-        stream: true,
-        response_format: { type: "json_object" },
-        messages: [{ role: "user", content: "x" }],
-      },
-      100,
-    );
-    expect(jsonTool).toBe(JSON_TOOL);
-    const t = createStreamTranslator(jsonTool);
+  it("a stream's tool input arrives as argument deltas; cache writes count as prompt tokens", () => {
+    const t = createStreamTranslator();
     const events = [
       {
         type: "message_start",
@@ -27,18 +16,20 @@ describe("Anthropic translation details", () => {
       {
         type: "content_block_start",
         index: 0,
-        content_block: { type: "tool_use", id: "t", name: JSON_TOOL, input: {} },
+        content_block: { type: "tool_use", id: "t1", name: "lookup", input: {} },
       },
       { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: '{"a":' } },
+      { type: "ping" },
       { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "1}" } },
       { type: "content_block_stop", index: 0 },
       { type: "message_delta", delta: { stop_reason: "tool_use" }, usage: { output_tokens: 5 } },
       { type: "message_stop" },
     ];
     const chunks = events.flatMap((e) => t.push(e));
-    expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe('{"a":1}');
-    expect(chunks.some((c) => c.choices[0]?.delta.tool_calls)).toBe(false);
-    expect(chunks.map((c) => c.choices[0]?.finish_reason).filter(Boolean)).toEqual(["stop"]);
+    const calls = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []);
+    expect(calls[0]).toMatchObject({ index: 0, id: "t1", type: "function", function: { name: "lookup" } });
+    expect(calls.map((c) => c.function?.arguments ?? "").join("")).toBe('{"a":1}');
+    expect(chunks.map((c) => c.choices[0]?.finish_reason).filter(Boolean)).toEqual(["tool_calls"]);
     expect(chunks.at(-1)).toMatchObject({
       id: "msg_1",
       choices: [],
@@ -46,9 +37,29 @@ describe("Anthropic translation details", () => {
     });
   });
 
+  it("response_format and reasoning_effort become output_config; temperature and top_p are dropped", () => {
+    const body = toAnthropicRequest(
+      {
+        model: "m",
+        messages: [{ role: "user", content: "x" }],
+        temperature: 0.5,
+        top_p: 0.9,
+        reasoning_effort: "minimal",
+        response_format: { type: "json_schema", json_schema: { name: "r", schema: { type: "object" } } },
+      },
+      100,
+    );
+    expect(body.output_config).toEqual({
+      format: { type: "json_schema", schema: { type: "object" } },
+      effort: "low",
+    });
+    expect(body).not.toHaveProperty("temperature");
+    expect(body).not.toHaveProperty("top_p");
+  });
+
   it("max_tokens: max_completion_tokens first, then max_tokens, then the provider default", () => {
     const m = (extra: object) =>
-      toAnthropicRequest({ model: "m", messages: [{ role: "user", content: "x" }], ...extra }, 321).body
+      toAnthropicRequest({ model: "m", messages: [{ role: "user", content: "x" }], ...extra }, 321)
         .max_tokens;
     expect(m({})).toBe(321);
     expect(m({ max_tokens: 20 })).toBe(20);
@@ -57,7 +68,7 @@ describe("Anthropic translation details", () => {
 
   it("stop reasons map to OpenAI finish reasons; a refusal is content_filter", () => {
     const finish = (stop_reason: string) =>
-      fromAnthropicMessage({ id: "i", model: "m", content: [{ type: "text", text: "t" }], stop_reason }, null)
+      fromAnthropicMessage({ id: "i", model: "m", content: [{ type: "text", text: "t" }], stop_reason })
         .choices[0].finish_reason;
     expect(["end_turn", "stop_sequence", "max_tokens", "tool_use", "refusal"].map(finish)).toEqual([
       "stop",

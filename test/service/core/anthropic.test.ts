@@ -23,7 +23,7 @@ describe("the anthropic provider: OpenAI clients talk to the Messages API throug
         `  claude: { type: anthropic, base_url: "${anthropic.baseUrl}", api_key_env: ANTHROPIC_API_KEY, max_retries: 0, timeout_ms: 2000 }`,
         `  backup: { type: openai, base_url: "${backup.baseUrl}", max_retries: 0 }`,
         "models:",
-        "  - { name: claude, provider: claude, model: claude-sonnet-4-5, fallbacks: [backup-model] }",
+        "  - { name: claude, provider: claude, model: claude-sonnet-5-5, fallbacks: [backup-model] }",
         "  - { name: backup-model, provider: backup }",
       ].join("\n"),
     });
@@ -51,6 +51,7 @@ describe("the anthropic provider: OpenAI clients talk to the Messages API throug
       stop: "END",
       user: "end-user-7",
       seed: 42,
+      reasoning_effort: "high",
     });
     expect(res.choices[0].message.content).toBe("Echo: hello there");
     expect(res.choices[0].finish_reason).toBe("stop");
@@ -60,13 +61,13 @@ describe("the anthropic provider: OpenAI clients talk to the Messages API throug
     expect(headers["anthropic-version"]).toBe("2023-06-01");
     expect(headers.authorization).toBeUndefined();
     expect(body).toEqual({
-      model: "claude-sonnet-4-5",
+      model: "claude-sonnet-5-5",
       system: "Be brief.\n\nAnswer in English.",
       messages: [{ role: "user", content: [{ type: "text", text: "hello there" }] }],
       max_tokens: 4096,
-      temperature: 0.2,
       stop_sequences: ["END"],
       metadata: { user_id: "end-user-7" },
+      output_config: { effort: "high" },
     });
     const rows = (await proxy.usageRows()).filter((r) => r.served_model === "claude" && !r.stream);
     expect(rows.at(-1)).toMatchObject({
@@ -186,26 +187,16 @@ describe("the anthropic provider: OpenAI clients talk to the Messages API throug
     ]);
   });
 
-  it("response_format json_schema is answered through a forced tool and returned as the message content", async () => {
+  it("response_format json_schema becomes Anthropic structured outputs (output_config.format)", async () => {
+    const schema = { type: "object", properties: { query: { type: "string" } } };
     const res = await client.chat.completions.create({
       model: "claude",
       messages: [{ role: "user", content: "give json" }],
-      response_format: {
-        type: "json_schema",
-        json_schema: {
-          name: "answer",
-          schema: { type: "object", properties: { query: { type: "string" } } },
-        },
-      },
+      response_format: { type: "json_schema", json_schema: { name: "answer", schema } },
     });
-    expect(JSON.parse(res.choices[0].message.content!)).toEqual({ query: "give json" });
-    expect(res.choices[0].message.tool_calls).toBeUndefined();
-    expect(res.choices[0].finish_reason).toBe("stop");
-    expect(sent().body.tool_choice).toEqual({ type: "tool", name: "json_response" });
-    expect(sent().body.tools[0].input_schema).toEqual({
-      type: "object",
-      properties: { query: { type: "string" } },
-    });
+    expect(res.choices[0].message.content).toBe("Echo: give json");
+    expect(sent().body.output_config).toEqual({ format: { type: "json_schema", schema } });
+    expect(sent().body.tools).toBeUndefined();
   });
 
   it("images: data URLs become base64 blocks, other URLs url blocks", async () => {

@@ -1,0 +1,314 @@
+/**
+ * The Anthropic Messages API as an inbound wire format (`POST /v1/messages`, for the Anthropic SDKs and Claude
+ * Code): a Messages request becomes the chat-completions request every stage works on, and the chat result goes
+ * back as a Message — JSON or the Messages event stream. Routing, PII, policy, limits, cache and usage are the
+ * chat pipeline's, unchanged; only the two ends speak Anthropic.
+ *
+ * Request: `system` (string or text blocks) → a system message; text and image blocks (base64 → data URL, url) →
+ * content parts; `tool_use` blocks → assistant `tool_calls`; `tool_result` blocks → `tool` messages, placed right
+ * after the assistant turn as chat completions require; `max_tokens`, `stop_sequences`, `metadata.user_id`, `tools`,
+ * `tool_choice` (+ `disable_parallel_tool_use`), `output_config.format` (→ `response_format` json_schema), `stream`
+ * and, from older clients, `temperature` / `top_p` are translated; `output_config.effort`, `thinking` and `top_k` are
+ * dropped (no chat-completions equivalent every model accepts); document blocks and server tools are a 400 naming
+ * the field.
+ */
+import { InvalidRequestError, type ProxyError } from "../errors";
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  ChatMessage,
+  ContentPart,
+  ToolCall,
+} from "../types";
+
+type Block = { type: string; [k: string]: unknown };
+type Content = string | Block[];
+
+export interface MessagesRequest {
+  model: string;
+  max_tokens: number;
+  messages: Array<{ role: string; content: Content }>;
+  system?: Content;
+  [extra: string]: unknown;
+}
+
+const unsupported = (param: string, what: string) =>
+  new InvalidRequestError(`${what} is not supported by this proxy.`, "unsupported_content", param);
+
+function blocksText(content: Content | undefined, param: string): string {
+  if (content === undefined) return "";
+  if (typeof content === "string") return content;
+  return content
+    .map((b, i) => {
+      if (b.type === "text" && typeof b.text === "string") return b.text;
+      throw unsupported(`${param}[${i}]`, `A \`${b.type}\` block here`);
+    })
+    .join("\n");
+}
+
+function imagePart(block: Block, param: string): ContentPart {
+  const source = block.source as
+    { type?: string; media_type?: string; data?: string; url?: string } | undefined;
+  if (source?.type === "base64" && source.media_type && typeof source.data === "string")
+    return { type: "image_url", image_url: { url: `data:${source.media_type};base64,${source.data}` } };
+  if (source?.type === "url" && typeof source.url === "string")
+    return { type: "image_url", image_url: { url: source.url } };
+  throw unsupported(`${param}.source`, "This image source");
+}
+
+function userTurn(content: Content, param: string): ChatMessage[] {
+  if (typeof content === "string") return [{ role: "user", content }];
+  const tools: ChatMessage[] = [];
+  const parts: ContentPart[] = [];
+  content.forEach((b, i) => {
+    const at = `${param}[${i}]`;
+    if (b.type === "text") parts.push({ type: "text", text: String(b.text ?? "") });
+    else if (b.type === "image") parts.push(imagePart(b, at));
+    else if (b.type === "tool_result") {
+      const text = blocksText(b.content as Content | undefined, `${at}.content`);
+      tools.push({
+        role: "tool",
+        tool_call_id: String(b.tool_use_id ?? ""),
+        content: b.is_error === true ? `Error: ${text}` : text,
+      });
+    } else throw unsupported(at, `A \`${b.type}\` block`);
+  });
+  // Tool results answer the previous assistant turn: in chat completions they must come first.
+  if (parts.length === 0) return tools;
+  const onlyText = parts.every((p) => p.type === "text");
+  return [...tools, { role: "user", content: onlyText ? parts.map((p) => p.text).join("\n") : parts }];
+}
+
+function assistantTurn(content: Content, param: string): ChatMessage {
+  if (typeof content === "string") return { role: "assistant", content };
+  let text = "";
+  const calls: ToolCall[] = [];
+  content.forEach((b, i) => {
+    if (b.type === "text") text += String(b.text ?? "");
+    else if (b.type === "tool_use")
+      calls.push({
+        id: String(b.id ?? ""),
+        type: "function",
+        function: { name: String(b.name ?? ""), arguments: JSON.stringify(b.input ?? {}) },
+      });
+    else if (b.type !== "thinking" && b.type !== "redacted_thinking")
+      throw unsupported(`${param}[${i}]`, `A \`${b.type}\` block`);
+  });
+  const message: ChatMessage = { role: "assistant", content: text === "" && calls.length ? null : text };
+  if (calls.length) message.tool_calls = calls;
+  return message;
+}
+
+function toolChoice(choice: unknown): Record<string, unknown> {
+  const c = (choice ?? {}) as { type?: string; name?: string; disable_parallel_tool_use?: boolean };
+  const out: Record<string, unknown> = {};
+  if (c.type === "auto") out.tool_choice = "auto";
+  else if (c.type === "any") out.tool_choice = "required";
+  else if (c.type === "none") out.tool_choice = "none";
+  else if (c.type === "tool") out.tool_choice = { type: "function", function: { name: c.name } };
+  if (c.disable_parallel_tool_use === true) out.parallel_tool_calls = false;
+  return out;
+}
+
+export function messagesToChat(body: MessagesRequest): ChatCompletionRequest {
+  const messages: ChatMessage[] = [];
+  const system = blocksText(body.system, "system");
+  if (system) messages.push({ role: "system", content: system });
+  body.messages.forEach((m, i) => {
+    const param = `messages[${i}].content`;
+    if (m.role === "user") messages.push(...userTurn(m.content, param));
+    else if (m.role === "assistant") messages.push(assistantTurn(m.content, param));
+    else
+      throw new InvalidRequestError(
+        `messages[${i}].role: expected user or assistant.`,
+        "invalid_value",
+        `messages[${i}].role`,
+      );
+  });
+  const chat: ChatCompletionRequest = { model: body.model, messages, max_tokens: body.max_tokens };
+  if (typeof body.temperature === "number") chat.temperature = body.temperature;
+  if (typeof body.top_p === "number") chat.top_p = body.top_p;
+  if (Array.isArray(body.stop_sequences) && body.stop_sequences.length) chat.stop = body.stop_sequences;
+  const user = (body.metadata as { user_id?: unknown } | undefined)?.user_id;
+  if (typeof user === "string") chat.user = user;
+  if (body.stream === true) chat.stream = true;
+  const format = (body.output_config as { format?: { type?: string; schema?: unknown } } | undefined)?.format;
+  if (format?.type === "json_schema")
+    chat.response_format = {
+      type: "json_schema",
+      json_schema: { name: "output", strict: true, schema: format.schema },
+    };
+  if (Array.isArray(body.tools) && body.tools.length) {
+    chat.tools = (body.tools as Block[]).map((t, i) => {
+      if (t.type !== undefined && t.type !== "custom")
+        throw unsupported(`tools[${i}]`, `The server tool \`${t.type}\``);
+      return {
+        type: "function",
+        function: {
+          name: t.name,
+          ...(typeof t.description === "string" ? { description: t.description } : {}),
+          parameters: t.input_schema ?? { type: "object" },
+        },
+      };
+    });
+    Object.assign(chat, toolChoice(body.tool_choice));
+  }
+  return chat;
+}
+
+// ---------------------------------------------------------------- responses
+
+const STOP: Record<string, string> = {
+  stop: "end_turn",
+  length: "max_tokens",
+  tool_calls: "tool_use",
+  function_call: "tool_use",
+  content_filter: "refusal",
+};
+const stopReason = (finish: string | null | undefined) => STOP[finish ?? "stop"] ?? "end_turn";
+
+function toolInput(args: string | undefined): unknown {
+  try {
+    return args ? JSON.parse(args) : {};
+  } catch {
+    return {};
+  }
+}
+
+export function chatToMessage(completion: ChatCompletion, model: string): Record<string, unknown> {
+  const choice = completion.choices?.[0];
+  const message = choice?.message;
+  const content: Block[] = [];
+  const text = typeof message?.content === "string" ? message.content : "";
+  if (text) content.push({ type: "text", text });
+  for (const call of message?.tool_calls ?? [])
+    content.push({
+      type: "tool_use",
+      id: call.id,
+      name: call.function?.name,
+      input: toolInput(call.function?.arguments),
+    });
+  return {
+    id: completion.id,
+    type: "message",
+    role: "assistant",
+    model,
+    content,
+    stop_reason: stopReason(choice?.finish_reason),
+    stop_sequence: null,
+    usage: {
+      input_tokens: completion.usage?.prompt_tokens ?? 0,
+      output_tokens: completion.usage?.completion_tokens ?? 0,
+    },
+  };
+}
+
+/** Server-sent event in the Messages framing. */
+const event = (type: string, data: Record<string, unknown>) =>
+  `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+
+/** Chat completion chunks in, Messages events out (`push` per chunk, `end` once the chunks are done). */
+export interface MessageStream {
+  push(chunk: ChatCompletionChunk): string[];
+  end(): string[];
+}
+
+export function createMessageStream(model: string): MessageStream {
+  let started = false;
+  let index = -1;
+  /** What the open content block is: text, or the chat tool-call index it carries; null when none is open. */
+  let open: { kind: "text" } | { kind: "tool"; call: number } | null = null;
+  let finish: string | null = null;
+  let usage = { input_tokens: 0, output_tokens: 0 };
+
+  const close = (out: string[]) => {
+    if (open) out.push(event("content_block_stop", { index }));
+    open = null;
+  };
+  const start = (out: string[], block: Record<string, unknown>, next: NonNullable<typeof open>) => {
+    close(out);
+    index++;
+    open = next;
+    out.push(event("content_block_start", { index, content_block: block }));
+  };
+
+  return {
+    push(chunk) {
+      const out: string[] = [];
+      if (!started) {
+        started = true;
+        out.push(
+          event("message_start", {
+            message: {
+              id: chunk.id,
+              type: "message",
+              role: "assistant",
+              model,
+              content: [],
+              stop_reason: null,
+              stop_sequence: null,
+              usage,
+            },
+          }),
+        );
+      }
+      if (chunk.usage)
+        usage = {
+          input_tokens: chunk.usage.prompt_tokens ?? 0,
+          output_tokens: chunk.usage.completion_tokens ?? 0,
+        };
+      const choice = chunk.choices[0];
+      if (!choice) return out;
+      const delta = choice.delta ?? {};
+      if (typeof delta.content === "string" && delta.content !== "") {
+        if (open?.kind !== "text") start(out, { type: "text", text: "" }, { kind: "text" });
+        out.push(event("content_block_delta", { index, delta: { type: "text_delta", text: delta.content } }));
+      }
+      for (const call of delta.tool_calls ?? []) {
+        if (open?.kind !== "tool" || open.call !== call.index) {
+          start(
+            out,
+            { type: "tool_use", id: call.id ?? "", name: call.function?.name ?? "", input: {} },
+            { kind: "tool", call: call.index },
+          );
+        }
+        const args = call.function?.arguments;
+        if (args)
+          out.push(
+            event("content_block_delta", { index, delta: { type: "input_json_delta", partial_json: args } }),
+          );
+      }
+      if (choice.finish_reason) finish = choice.finish_reason;
+      return out;
+    },
+    end() {
+      const out: string[] = [];
+      close(out);
+      out.push(
+        event("message_delta", { delta: { stop_reason: stopReason(finish), stop_sequence: null }, usage }),
+        event("message_stop", {}),
+      );
+      return out;
+    },
+  };
+}
+
+const ERROR_TYPES: Record<number, string> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  403: "permission_error",
+  404: "not_found_error",
+  413: "request_too_large",
+  429: "rate_limit_error",
+  503: "overloaded_error",
+};
+
+/** An error in the Messages shape: `{"type": "error", "error": {"type", "message"}}`. */
+export function messagesErrorBody(e: ProxyError): Record<string, unknown> {
+  const type = ERROR_TYPES[e.status] ?? (e.status >= 500 ? "api_error" : "invalid_request_error");
+  return { type: "error", error: { type, message: e.message } };
+}
+
+export const messagesErrorEvent = (e: ProxyError) =>
+  `event: error\ndata: ${JSON.stringify(messagesErrorBody(e))}\n\n`;

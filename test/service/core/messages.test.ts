@@ -1,0 +1,292 @@
+import Anthropic from "@anthropic-ai/sdk";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startFakeAnthropic, type FakeAnthropic } from "../../helpers/fake-anthropic";
+import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
+import { startProxy, type TestProxy } from "../../helpers/proxy";
+
+describe("POST /v1/messages: the official Anthropic SDK through the proxy, to any provider", () => {
+  let upstream: FakeUpstream;
+  let claude: FakeAnthropic;
+  let proxy: TestProxy;
+  let client: Anthropic;
+  let key: string;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    claude = await startFakeAnthropic();
+    proxy = await startProxy({
+      env: { ANTHROPIC_API_KEY: "anthropic-test-credential-0123456789" },
+      configYaml: [
+        "providers:",
+        `  fake: { type: openai, base_url: "${upstream.baseUrl}", max_retries: 0 }`,
+        `  claude: { type: anthropic, base_url: "${claude.baseUrl}", api_key_env: ANTHROPIC_API_KEY, max_retries: 0 }`,
+        "models:",
+        "  - { name: gpt-4o-mini, provider: fake, model: upstream-model }",
+        "  - { name: claude-sonnet-5-5, provider: claude }",
+      ].join("\n"),
+    });
+    key = (await proxy.createKey({ scopes: ["chat"] })).key;
+    // The SDK sends x-api-key, as Claude Code and every Anthropic client do.
+    client = new Anthropic({ apiKey: key, baseURL: proxy.url, maxRetries: 0 });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+    await claude?.close();
+  });
+
+  const lastSent = () => upstream.requests.at(-1)!.body;
+
+  it("a Message from an OpenAI-compatible model: translated request, Message answer, usage recorded", async () => {
+    const msg = await client.messages.create({
+      model: "gpt-4o-mini",
+      max_tokens: 100,
+      system: "Be brief.",
+      stop_sequences: ["END"],
+      output_config: {
+        effort: "low",
+        format: { type: "json_schema", schema: { type: "object", properties: { a: { type: "string" } } } },
+      },
+      metadata: { user_id: "u-1" },
+      messages: [{ role: "user", content: "hello there" }],
+    });
+    expect(msg).toMatchObject({
+      type: "message",
+      role: "assistant",
+      model: "gpt-4o-mini",
+      content: [{ type: "text", text: "Echo: hello there" }],
+      stop_reason: "end_turn",
+      usage: { input_tokens: 11, output_tokens: 7 },
+    });
+    expect(lastSent()).toMatchObject({
+      model: "upstream-model",
+      max_tokens: 100,
+      stop: ["END"],
+      user: "u-1",
+      response_format: {
+        type: "json_schema",
+        json_schema: {
+          name: "output",
+          strict: true,
+          schema: { type: "object", properties: { a: { type: "string" } } },
+        },
+      },
+      messages: [
+        { role: "system", content: "Be brief." },
+        { role: "user", content: "hello there" },
+      ],
+    });
+    expect(lastSent()).not.toHaveProperty("reasoning_effort");
+    const rows = (await proxy.usageRows()).filter((r) => r.route === "messages");
+    expect(rows.at(-1)).toMatchObject({
+      status: 200,
+      requested_model: "gpt-4o-mini",
+      prompt_tokens: 11,
+      completion_tokens: 7,
+    });
+  });
+
+  it("streams a valid Messages event sequence that the SDK assembles", async () => {
+    const stream = client.messages.stream({
+      model: "gpt-4o-mini",
+      max_tokens: 100,
+      messages: [{ role: "user", content: "stream me please" }],
+    });
+    const types: string[] = [];
+    stream.on("streamEvent", (e) => types.push(e.type));
+    const final = await stream.finalMessage();
+    expect(final.content).toHaveLength(1);
+    expect(final.content[0]).toMatchObject({ type: "text", text: "Echo: stream me please" });
+    expect(final.stop_reason).toBe("end_turn");
+    expect(final.usage).toMatchObject({ input_tokens: 11, output_tokens: 7 });
+    expect(types[0]).toBe("message_start");
+    expect(types.slice(-2)).toEqual(["message_delta", "message_stop"]);
+    expect(types.filter((t) => t === "content_block_start")).toHaveLength(1);
+    expect(lastSent().stream_options).toEqual({ include_usage: true });
+  });
+
+  it("tools: tool_use out (JSON and stream), tool_result back in as a tool message", async () => {
+    const tools: Anthropic.Tool[] = [
+      { name: "lookup", description: "Find", input_schema: { type: "object", properties: {} } },
+    ];
+    const msg = await client.messages.create({
+      model: "gpt-4o-mini",
+      max_tokens: 100,
+      tools,
+      tool_choice: { type: "any", disable_parallel_tool_use: true },
+      messages: [{ role: "user", content: "find order 7" }],
+    });
+    expect(msg.stop_reason).toBe("tool_use");
+    expect(msg.content).toEqual([
+      { type: "tool_use", id: "call_1", name: "lookup", input: { query: "find order 7" } },
+    ]);
+    expect(lastSent()).toMatchObject({
+      tools: [
+        {
+          type: "function",
+          function: { name: "lookup", description: "Find", parameters: tools[0].input_schema },
+        },
+      ],
+      tool_choice: "required",
+      parallel_tool_calls: false,
+    });
+
+    const streamed = await client.messages
+      .stream({
+        model: "gpt-4o-mini",
+        max_tokens: 100,
+        tools,
+        messages: [{ role: "user", content: "find order 8" }],
+      })
+      .finalMessage();
+    expect(streamed.content).toMatchObject([
+      { type: "tool_use", name: "lookup", input: { query: "find order 8" } },
+    ]);
+    expect(streamed.stop_reason).toBe("tool_use");
+
+    await client.messages.create({
+      model: "gpt-4o-mini",
+      max_tokens: 100,
+      tools,
+      messages: [
+        { role: "user", content: "find order 7" },
+        { role: "assistant", content: msg.content },
+        {
+          role: "user",
+          content: [
+            { type: "tool_result", tool_use_id: "call_1", content: "shipped" },
+            { type: "text", text: "thanks" },
+          ],
+        },
+      ],
+    });
+    expect(lastSent().messages).toEqual([
+      { role: "user", content: "find order 7" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          {
+            id: "call_1",
+            type: "function",
+            function: { name: "lookup", arguments: '{"query":"find order 7"}' },
+          },
+        ],
+      },
+      { role: "tool", tool_call_id: "call_1", content: "shipped" },
+      { role: "user", content: "thanks" },
+    ]);
+    // A tool result alone: the model answers from it.
+    const answer = await client.messages.create({
+      model: "gpt-4o-mini",
+      max_tokens: 100,
+      tools,
+      messages: [
+        { role: "user", content: "find order 7" },
+        { role: "assistant", content: msg.content },
+        { role: "user", content: [{ type: "tool_result", tool_use_id: "call_1", content: "shipped" }] },
+      ],
+    });
+    expect(answer.content).toEqual([{ type: "text", text: "Tool said: shipped" }]);
+    expect(answer.stop_reason).toBe("end_turn");
+  });
+
+  it("images become image_url parts (base64 as a data URL)", async () => {
+    await client.messages.create({
+      model: "gpt-4o-mini",
+      max_tokens: 10,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "what is this" },
+            { type: "image", source: { type: "base64", media_type: "image/png", data: "iVBORw0KGgo=" } },
+          ],
+        },
+      ],
+    });
+    expect(lastSent().messages[0].content).toEqual([
+      { type: "text", text: "what is this" },
+      { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=" } },
+    ]);
+  });
+
+  it("errors come in Anthropic's shape, with the SDK's error classes", async () => {
+    const missing = await client.messages
+      .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] } as never)
+      .catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((missing as InstanceType<typeof Anthropic.BadRequestError>).error).toMatchObject({
+      type: "error",
+      error: { type: "invalid_request_error" },
+    });
+    expect((missing as Error).message).toContain("max_tokens");
+
+    const unknownModel = await client.messages
+      .create({ model: "nope", max_tokens: 5, messages: [{ role: "user", content: "x" }] })
+      .catch((e: unknown) => e);
+    expect(unknownModel).toBeInstanceOf(Anthropic.NotFoundError);
+
+    const badKey = new Anthropic({ apiKey: "sk-llmp-not-a-key", baseURL: proxy.url, maxRetries: 0 });
+    const denied = await badKey.messages
+      .create({ model: "gpt-4o-mini", max_tokens: 5, messages: [{ role: "user", content: "x" }] })
+      .catch((e: unknown) => e);
+    expect(denied).toBeInstanceOf(Anthropic.AuthenticationError);
+    expect((denied as InstanceType<typeof Anthropic.AuthenticationError>).error).toMatchObject({
+      error: { type: "authentication_error" },
+    });
+
+    const doc = await client.messages
+      .create({
+        model: "gpt-4o-mini",
+        max_tokens: 5,
+        messages: [
+          {
+            role: "user",
+            content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "x" } }],
+          },
+        ],
+      })
+      .catch((e: unknown) => e);
+    expect(doc).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((doc as Error).message).toContain("document");
+  });
+
+  it("a failure mid-stream ends the event stream with an error event", async () => {
+    upstream.behave({ kind: "stream-cut", okChunks: 2 });
+    const stream = client.messages.stream({
+      model: "gpt-4o-mini",
+      max_tokens: 100,
+      messages: [{ role: "user", content: "one two three four" }],
+    });
+    await expect(stream.finalMessage()).rejects.toThrow();
+    upstream.behave({ kind: "ok" });
+    const rows = (await proxy.usageRows()).filter((r) => r.route === "messages");
+    expect(rows.at(-1)).toMatchObject({ error_code: "upstream_stream_error" });
+  });
+
+  it("Anthropic SDK → proxy → the anthropic provider: both translations compose", async () => {
+    const msg = await client.messages.create({
+      model: "claude-sonnet-5-5",
+      max_tokens: 64,
+      system: "Be brief.",
+      messages: [{ role: "user", content: "round trip" }],
+    });
+    expect(msg.content).toEqual([{ type: "text", text: "Echo: round trip" }]);
+    expect(msg.usage).toMatchObject({ input_tokens: 15, output_tokens: 3 });
+    expect(claude.requests.at(-1)!.body).toMatchObject({
+      model: "claude-sonnet-5-5",
+      system: "Be brief.",
+      max_tokens: 64,
+      messages: [{ role: "user", content: [{ type: "text", text: "round trip" }] }],
+    });
+    const streamed = await client.messages
+      .stream({
+        model: "claude-sonnet-5-5",
+        max_tokens: 64,
+        messages: [{ role: "user", content: "and streamed" }],
+      })
+      .finalMessage();
+    expect(streamed.content).toMatchObject([{ type: "text", text: "Echo: and streamed" }]);
+  });
+});
