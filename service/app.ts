@@ -24,6 +24,7 @@ import { createErrorHandler } from "./stages/errors";
 import { createMasterAuth, createAuth } from "./stages/auth";
 import { createHealthRoutes } from "./routes/health";
 import { createModelsRoute } from "./routes/models";
+import { createCountTokensRoute } from "./routes/count-tokens";
 import { createAdminRouter } from "./routes/admin";
 import { createKbRouter } from "./routes/kb";
 import { NotFoundError } from "./errors";
@@ -68,6 +69,11 @@ export function buildApp(deps: AppDeps): Koa<ProxyState> {
   router.get("/v1/models", createAuth({ keys: deps.keys, scope: "models" }), createModelsRoute(deps));
   router.post("/v1/chat/completions", ...chatPipeline(deps));
   router.post("/v1/messages", ...chatPipeline(deps, "messages"));
+  router.post(
+    "/v1/messages/count_tokens",
+    createAuth({ keys: deps.keys, scope: "chat" }),
+    createCountTokensRoute(deps),
+  );
   router.post("/v1/embeddings", ...embeddingsPipeline(deps));
 
   // Admin routes apply master auth per route; knowledge-base routes accept the master key or a `kb:write` key.

@@ -97,6 +97,8 @@ const providerSchema = z.discriminatedUnion("type", [
       version: z.string().min(1).default("2023-06-01"),
       /** Anthropic requires max_tokens; used when the request sets neither max_tokens nor max_completion_tokens. */
       default_max_tokens: z.number().int().positive().default(4096),
+      /** Top-level `cache_control`: Anthropic caches the prompt prefix automatically (reads cost a tenth of input). */
+      prompt_caching: z.boolean().default(true),
       headers: z.record(z.string(), z.string()).default({}),
       timeout_ms: z.number().int().positive().default(60_000),
       max_retries: z.number().int().min(0).max(5).default(1),
@@ -259,6 +261,7 @@ export type ProviderConfig =
       apiKey: string | null;
       version: string;
       defaultMaxTokens: number;
+      promptCaching: boolean;
       headers: Record<string, string>;
       timeoutMs: number;
       maxRetries: number;
@@ -431,6 +434,7 @@ export function loadConfig(opts: LoadConfigOptions): Config {
         type: "anthropic",
         version: p.version,
         defaultMaxTokens: p.default_max_tokens,
+        promptCaching: p.prompt_caching,
       };
       continue;
     }

@@ -2,6 +2,9 @@
  * Anthropic's Messages API (`type: anthropic`), translated to and from the OpenAI wire format the proxy speaks
  * (anthropic-translate.ts), over the same pooled HTTP plumbing as the OpenAI-compatible provider. Auth is
  * `x-api-key` plus `anthropic-version`; Anthropic has no embeddings API (the config refuses embedding models here).
+ * With `prompt_caching` (default on) every request carries a top-level `cache_control`, so Anthropic caches the
+ * longest cacheable prefix (system prompt, tools, earlier turns) and later requests read it at a tenth of the price;
+ * prompts under the model's caching minimum are not cached and cost nothing extra.
  */
 import type { ProviderConfig } from "../config";
 import { InvalidRequestError, ProxyError } from "../errors";
@@ -36,7 +39,9 @@ export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
 
   function translate(body: Record<string, unknown>): Record<string, unknown> {
     try {
-      return toAnthropicRequest(body, cfg.defaultMaxTokens);
+      const out = toAnthropicRequest(body, cfg.defaultMaxTokens);
+      if (cfg.promptCaching) out.cache_control = { type: "ephemeral" };
+      return out;
     } catch (error) {
       // The request cannot be expressed for this provider: the client's to fix, no retry.
       if (error instanceof ProxyError) throw new ProviderFailure(`${cfg.name}: untranslatable`, false, error);

@@ -6,6 +6,7 @@
 import type { Middleware } from "koa";
 import { toProxyError } from "../errors";
 import { messagesErrorBody } from "../lib/anthropic-messages";
+import { isAnthropicRoute } from "./request-context";
 import type { ProxyState } from "../state";
 
 export function createErrorHandler(): Middleware<ProxyState> {
@@ -24,7 +25,7 @@ export function createErrorHandler(): Middleware<ProxyState> {
       if (ctx.headerSent || !ctx.writable) return;
       ctx.status = e.status;
       for (const [name, value] of Object.entries(e.headers)) ctx.set(name, value);
-      ctx.body = ctx.state.route === "messages" ? messagesErrorBody(e) : e.toBody();
+      ctx.body = isAnthropicRoute(ctx.state.route) ? messagesErrorBody(e) : e.toBody();
       ctx.app.emit("proxy-error", e, ctx);
     }
   };

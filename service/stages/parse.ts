@@ -39,7 +39,7 @@ const block = z.looseObject({ type: z.string() });
 const blocks = z.union([z.string(), z.array(block)]);
 
 /** The Anthropic Messages request (POST /v1/messages); translated to the chat body the stages work on. */
-const messagesSchema = z.looseObject({
+export const messagesSchema = z.looseObject({
   model: z.string().min(1),
   max_tokens: z.number().int().min(1),
   messages: z.array(z.looseObject({ role: z.string().min(1), content: blocks })).min(1),
@@ -61,7 +61,7 @@ const embeddingSchema = z.looseObject({
   ]),
 });
 
-function invalid(error: z.ZodError, raw: unknown): InvalidRequestError {
+export function invalid(error: z.ZodError, raw: unknown): InvalidRequestError {
   const issue = error.issues[0];
   const param = issue.path.map(String).join(".") || null;
   const missing =
@@ -82,7 +82,7 @@ export interface ParseDeps {
   providers: ProviderRegistry;
 }
 
-function resolveModel(deps: ParseDeps, model: string, kind: "chat" | "embedding") {
+export function resolveModel(deps: ParseDeps, model: string, kind: "chat" | "embedding") {
   const deployment = deps.providers.resolve(model);
   if (!deployment || (deployment.kind !== kind && !deps.config.passthroughProvider)) {
     throw new NotFoundError(

@@ -31,10 +31,16 @@ new Gauge({
   },
 });
 
+/** Routes that speak Anthropic's wire format (errors as `{"type": "error", ...}`). */
+export function isAnthropicRoute(route: string): boolean {
+  return route === "messages" || route === "count_tokens";
+}
+
 export function routeOf(path: string): string {
   if (path === "/v1/chat/completions") return "chat";
   if (path === "/v1/embeddings") return "embeddings";
   if (path === "/v1/messages") return "messages";
+  if (path === "/v1/messages/count_tokens") return "count_tokens";
   if (path === "/v1/models") return "models";
   if (path.startsWith("/internal/kb")) return "kb";
   if (path.startsWith("/internal")) return "admin";

@@ -68,6 +68,8 @@ describe("the anthropic provider: OpenAI clients talk to the Messages API throug
       stop_sequences: ["END"],
       metadata: { user_id: "end-user-7" },
       output_config: { effort: "high" },
+      // Automatic prompt caching (prompt_caching, on by default).
+      cache_control: { type: "ephemeral" },
     });
     const rows = (await proxy.usageRows()).filter((r) => r.served_model === "claude" && !r.stream);
     expect(rows.at(-1)).toMatchObject({
@@ -311,8 +313,14 @@ describe("anthropic provider config", () => {
       baseUrl: "https://api.anthropic.com/v1",
       version: "2023-06-01",
       defaultMaxTokens: 4096,
+      promptCaching: true,
       apiKey: ANTHROPIC_KEY,
     });
+    const off = loadConfig({
+      env: { ANTHROPIC_API_KEY: ANTHROPIC_KEY },
+      fileText: yaml(", prompt_caching: false"),
+    });
+    expect(off.providers.claude).toMatchObject({ promptCaching: false });
   });
 
   it("a missing key variable, a bad value, or an embedding model on Anthropic stop the start, each named", () => {

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFakeAnthropic, type FakeAnthropic } from "../../helpers/fake-anthropic";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, type TestProxy } from "../../helpers/proxy";
+import { messagesToChat } from "../../../service/lib/anthropic-messages";
+import { countChatTokens } from "../../../service/lib/tokens";
 
 describe("POST /v1/messages: the official Anthropic SDK through the proxy, to any provider", () => {
   let upstream: FakeUpstream;
@@ -263,6 +265,27 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     upstream.behave({ kind: "ok" });
     const rows = (await proxy.usageRows()).filter((r) => r.route === "messages");
     expect(rows.at(-1)).toMatchObject({ error_code: "upstream_stream_error" });
+  });
+
+  it("count_tokens counts the translated prompt with the proxy's tokenizer, without calling anyone", async () => {
+    const calls = upstream.requests.length;
+    const params = {
+      model: "gpt-4o-mini",
+      system: "You are a helpful assistant.",
+      messages: [{ role: "user" as const, content: "How many tokens is this sentence?" }],
+    };
+    const counted = await client.messages.countTokens(params);
+    expect(counted.input_tokens).toBe(countChatTokens(messagesToChat({ ...params, max_tokens: 1 })));
+    const longer = await client.messages.countTokens({
+      ...params,
+      messages: [
+        { role: "user", content: "How many tokens is this much longer sentence, with more words in it?" },
+      ],
+    });
+    expect(longer.input_tokens).toBeGreaterThan(counted.input_tokens);
+    expect(upstream.requests.length).toBe(calls);
+    const unknown = await client.messages.countTokens({ ...params, model: "nope" }).catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(Anthropic.NotFoundError);
   });
 
   it("Anthropic SDK → proxy → the anthropic provider: both translations compose", async () => {
