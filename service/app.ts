@@ -66,7 +66,9 @@ export function buildApp(deps: AppDeps): Koa<ProxyState> {
   const router = new Router<ProxyState>();
   createHealthRoutes(router, deps);
 
-  router.get("/v1/models", createAuth({ keys: deps.keys, scope: "models" }), createModelsRoute(deps));
+  const models = createModelsRoute(deps);
+  router.get("/v1/models", createAuth({ keys: deps.keys, scope: "models" }), models);
+  router.get("/v1/models/*id", createAuth({ keys: deps.keys, scope: "models" }), models);
   router.post("/v1/chat/completions", ...chatPipeline(deps));
   router.post("/v1/messages", ...chatPipeline(deps, "messages"));
   router.post(

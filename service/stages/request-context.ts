@@ -41,7 +41,7 @@ export function routeOf(path: string): string {
   if (path === "/v1/embeddings") return "embeddings";
   if (path === "/v1/messages") return "messages";
   if (path === "/v1/messages/count_tokens") return "count_tokens";
-  if (path === "/v1/models") return "models";
+  if (path === "/v1/models" || path.startsWith("/v1/models/")) return "models";
   if (path.startsWith("/internal/kb")) return "kb";
   if (path.startsWith("/internal")) return "admin";
   if (path === "/healthz" || path === "/readyz") return "health";

@@ -267,6 +267,17 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     expect(rows.at(-1)).toMatchObject({ error_code: "upstream_stream_error" });
   });
 
+  it("the Anthropic SDK lists and retrieves the configured models", async () => {
+    const modelsKey = (await proxy.createKey({ scopes: ["models"] })).key;
+    const anthropicModels = new Anthropic({ apiKey: modelsKey, baseURL: proxy.url, maxRetries: 0 });
+    const ids: string[] = [];
+    for await (const m of anthropicModels.models.list()) ids.push(m.id);
+    expect(ids.sort()).toEqual(["claude-sonnet-5-5", "gpt-4o-mini"]);
+    const one = await anthropicModels.models.retrieve("claude-sonnet-5-5");
+    expect(one).toMatchObject({ id: "claude-sonnet-5-5", type: "model", display_name: "claude-sonnet-5-5" });
+    expect(Number.isNaN(Date.parse(one.created_at))).toBe(false);
+  });
+
   it("count_tokens counts the translated prompt with the proxy's tokenizer, without calling anyone", async () => {
     const calls = upstream.requests.length;
     const params = {

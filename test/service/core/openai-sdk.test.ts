@@ -125,6 +125,8 @@ describe("the official openai SDK against the proxy", () => {
     expect(emb.data[1].embedding).toHaveLength(8);
     const models = await client.models.list();
     expect(models.data.map((m) => m.id).sort()).toEqual(["gpt-4o-mini", "text-embedding-3-small"]);
+    expect((await client.models.retrieve("gpt-4o-mini")).id).toBe("gpt-4o-mini");
+    await expect(client.models.retrieve("nope")).rejects.toBeInstanceOf(OpenAI.NotFoundError);
   });
 
   it("maps 401, 403 and 404 to the SDK's error classes", async () => {
