@@ -172,6 +172,7 @@ export class ProxyApp extends pulumi.ComponentResource {
       );
     };
     const kbClaim = claim("kb", s.kbStorageGi);
+    const storageReady = p.storage.staticNfs ? [volumeOwnershipJob(name, p, s, p.k8sProvider, this)] : [];
 
     // Chroma: one writer pod (Recreate), data on its RWX claim so it can move to another zone.
     let chromaUrl: pulumi.Output<string> | undefined;
@@ -225,7 +226,7 @@ export class ProxyApp extends pulumi.ComponentResource {
             },
           },
         },
-        child,
+        { ...child, dependsOn: storageReady },
       );
       const chromaSvc = new k8s.core.v1.Service(
         `${name}-chroma-svc`,
@@ -352,6 +353,7 @@ export class ProxyApp extends pulumi.ComponentResource {
       },
       {
         ...child,
+        dependsOn: storageReady,
         // The HPA owns the replica count once it exists.
         ignoreChanges: s.autoscaling.enabled ? ["spec.replicas"] : [],
       },
@@ -454,4 +456,83 @@ export class ProxyApp extends pulumi.ComponentResource {
       url: this.url,
     });
   }
+}
+
+/**
+ * A new NFS share's root directory belongs to root, and Kubernetes does not apply fsGroup to NFS volumes, so pods
+ * running as uid 10001 could not write to it. Before the workloads start, a one-shot Job creates the sub-paths and
+ * hands them to uid 10001. It needs uid 0 (with only CHOWN), which the app's namespace (restricted Pod Security
+ * Standard) forbids, so it runs in a namespace of its own at the baseline standard, mounting the export directly.
+ * Pulumi waits for the Job to succeed; the Deployments depend on it.
+ */
+function volumeOwnershipJob(
+  name: string,
+  p: Platform,
+  s: ProxySettings,
+  provider: pulumi.ProviderResource,
+  parent: pulumi.Resource,
+): k8s.batch.v1.Job {
+  const nfs = p.storage.staticNfs!;
+  const opts: pulumi.CustomResourceOptions = { parent, provider };
+  const ns = new k8s.core.v1.Namespace(
+    `${name}-volume-init-ns`,
+    {
+      metadata: {
+        name: `${s.namespace}-volume-init`,
+        labels: {
+          ...commonLabels(name, "proxy"),
+          "pod-security.kubernetes.io/enforce": "baseline",
+          "pod-security.kubernetes.io/audit": "baseline",
+        },
+      },
+    },
+    opts,
+  );
+  const dirs = Object.values(SUB_PATHS).map((d) => `/share/${d}`);
+  return new k8s.batch.v1.Job(
+    `${name}-volume-init`,
+    {
+      metadata: {
+        name: `${name}-volume-init`,
+        namespace: ns.metadata.name,
+        labels: commonLabels(name, "proxy"),
+      },
+      spec: {
+        backoffLimit: 4,
+        template: {
+          metadata: { labels: commonLabels(name, "proxy") },
+          spec: {
+            restartPolicy: "OnFailure",
+            automountServiceAccountToken: false,
+            securityContext: { seccompProfile: { type: "RuntimeDefault" } },
+            containers: [
+              {
+                name: "chown",
+                image: s.image,
+                command: [
+                  "/bin/sh",
+                  "-c",
+                  `mkdir -p ${dirs.join(" ")} && chown ${PROXY_UID}:${PROXY_UID} ${dirs.join(" ")}`,
+                ],
+                securityContext: {
+                  runAsUser: 0,
+                  runAsNonRoot: false,
+                  allowPrivilegeEscalation: false,
+                  readOnlyRootFilesystem: true,
+                  capabilities: { drop: ["ALL"], add: ["CHOWN"] },
+                },
+                resources: {
+                  requests: { cpu: "10m", memory: "32Mi" },
+                  limits: { cpu: "100m", memory: "64Mi" },
+                },
+                volumeMounts: [{ name: "share", mountPath: "/share" }],
+              },
+            ],
+            volumes: [{ name: "share", nfs: { server: nfs.server, path: nfs.path } }],
+          },
+        },
+      },
+    },
+    { ...opts, dependsOn: p.storage.resources },
+  );
 }

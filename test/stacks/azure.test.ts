@@ -153,6 +153,10 @@ describe("azure stack", () => {
     });
   });
 
+  it("needs no volume-ownership Job (the platform's volumes are writable for uid 10001)", () => {
+    expect(all(r, K8S.job)).toEqual([]);
+  });
+
   it("hardens the workload and spreads it across zones", () => assertWorkloadHardening(r));
 
   it("produces only Kubernetes objects that validate against the Kubernetes schema", () => {

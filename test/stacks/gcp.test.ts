@@ -156,6 +156,36 @@ describe("gcp stack", () => {
     });
   });
 
+  it("hands the new share's sub-paths to uid 10001 in a one-shot Job the workloads wait for", () => {
+    const job = one(r, K8S.job);
+    const share = one(r, "gcp:filestore/instance:Instance");
+    const pod = at(job.inputs, "spec.template.spec");
+    // The export the static PVs point at, mounted directly.
+    const pv = all(r, K8S.pv)[0];
+    expect(pod.volumes).toEqual([{ name: "share", nfs: at(pv.inputs, "spec.nfs") }]);
+    expect(at(pv.inputs, "spec.nfs.server")).toBe(at(share.outputs, "networks")[0].ipAddresses[0]);
+    const c = pod.containers[0];
+    expect(c.command.join(" ")).toContain(
+      "chown 10001:10001 /share/knowledge-base /share/chroma /share/proxy-data",
+    );
+    // Root with CHOWN only, nothing else.
+    expect(c.securityContext).toMatchObject({
+      runAsUser: 0,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"], add: ["CHOWN"] },
+    });
+    // In its own namespace at the baseline standard; the app's namespace stays restricted.
+    const jobNs = all(r, K8S.namespace).find(
+      (n) => at(n.outputs, "metadata.name") === at(job.inputs, "metadata.namespace"),
+    );
+    expect(at(jobNs!.inputs, "metadata.labels")).toMatchObject({
+      "pod-security.kubernetes.io/enforce": "baseline",
+    });
+    for (const d of all(r, K8S.deployment)) expect(d.options.dependencies, d.name).toContain(job.urn);
+    expect(job.options.dependencies).toEqual(expect.arrayContaining([share.urn]));
+  });
+
   it("hardens the workload and spreads it across zones", () => assertWorkloadHardening(r));
 
   it("produces only Kubernetes objects that validate against the Kubernetes schema", () => {

@@ -5,6 +5,7 @@
  */
 import { expect, vi } from "vitest";
 import { Deployment } from "kubernetes-models/apps/v1";
+import { Job } from "kubernetes-models/batch/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { Ingress, NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
@@ -55,6 +56,7 @@ export const K8S = {
   serviceAccount: "kubernetes:core/v1:ServiceAccount",
   secret: "kubernetes:core/v1:Secret",
   configMap: "kubernetes:core/v1:ConfigMap",
+  job: "kubernetes:batch/v1:Job",
   service: "kubernetes:core/v1:Service",
   pvc: "kubernetes:core/v1:PersistentVolumeClaim",
   pv: "kubernetes:core/v1:PersistentVolume",
@@ -86,6 +88,7 @@ const MODELS: Record<string, ModelClass> = {
   [K8S.networkPolicy]: NetworkPolicy,
   [K8S.ingress]: Ingress,
   [K8S.storageClass]: StorageClass,
+  [K8S.job]: Job,
 };
 
 /** Validate every recorded Kubernetes object against the Kubernetes 1.27 schema; returns how many. */
@@ -260,10 +263,10 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
   expect(pod.topologySpreadConstraints[0].whenUnsatisfiable).toBe("DoNotSchedule");
   expect(pod.automountServiceAccountToken).toBe(false);
 
-  // Namespace enforces the restricted Pod Security Standard.
-  expect(at(one(r, K8S.namespace).inputs, "metadata.labels")["pod-security.kubernetes.io/enforce"]).toBe(
-    "restricted",
-  );
+  // The app's namespace enforces the restricted Pod Security Standard.
+  expect(
+    at(one(r, K8S.namespace, "llm-proxy-ns").inputs, "metadata.labels")["pod-security.kubernetes.io/enforce"],
+  ).toBe("restricted");
 
   // Chroma: a single writer with Recreate, a pinned image, reachable only from proxy pods.
   const chroma = one(r, K8S.deployment, "llm-proxy-chroma");
