@@ -12,6 +12,7 @@
  * dropped (no chat-completions equivalent every model accepts); document blocks and server tools are a 400 naming
  * the field.
  */
+import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
 import type {
   ChatCompletion,
@@ -66,7 +67,15 @@ function userTurn(content: Content, param: string): ChatMessage[] {
     if (b.type === "text") parts.push({ type: "text", text: String(b.text ?? "") });
     else if (b.type === "image") parts.push(imagePart(b, at));
     else if (b.type === "tool_result") {
-      const text = blocksText(b.content as Content | undefined, `${at}.content`);
+      // A tool message carries text only: images a tool returned follow in the user message after it.
+      let content = b.content as Content | undefined;
+      if (Array.isArray(content)) {
+        content.forEach((x, j) => {
+          if (x.type === "image") parts.push(imagePart(x, `${at}.content[${j}]`));
+        });
+        content = content.filter((x) => x.type !== "image");
+      }
+      const text = blocksText(content, `${at}.content`);
       tools.push({
         role: "tool",
         tool_call_id: String(b.tool_use_id ?? ""),
@@ -119,9 +128,10 @@ export function messagesToChat(body: MessagesRequest): ChatCompletionRequest {
     const param = `messages[${i}].content`;
     if (m.role === "user") messages.push(...userTurn(m.content, param));
     else if (m.role === "assistant") messages.push(assistantTurn(m.content, param));
+    else if (m.role === "system") messages.push({ role: "system", content: blocksText(m.content, param) });
     else
       throw new InvalidRequestError(
-        `messages[${i}].role: expected user or assistant.`,
+        `messages[${i}].role: expected user, assistant or system.`,
         "invalid_value",
         `messages[${i}].role`,
       );
@@ -214,45 +224,51 @@ export interface MessageStream {
   end(): string[];
 }
 
-export function createMessageStream(model: string): MessageStream {
+export function createMessageStream(model: string, promptTokensEstimate = 0): MessageStream {
   let started = false;
-  let index = -1;
-  /** What the open content block is: text, or the chat tool-call index it carries; null when none is open. */
-  let open: { kind: "text" } | { kind: "tool"; call: number } | null = null;
+  let next = 0;
+  /** The open text block's index, or -1. */
+  let text = -1;
+  /** Chat tool-call index → its tool_use block's index (blocks stay open until the end: deltas may interleave). */
+  const toolBlocks = new Map<number, number>();
+  const open = new Set<number>();
   let finish: string | null = null;
-  let usage = { input_tokens: 0, output_tokens: 0 };
+  let usage = { input_tokens: promptTokensEstimate, output_tokens: 0 };
 
-  const close = (out: string[]) => {
-    if (open) out.push(event("content_block_stop", { index }));
-    open = null;
-  };
-  const start = (out: string[], block: Record<string, unknown>, next: NonNullable<typeof open>) => {
-    close(out);
-    index++;
-    open = next;
+  const startBlock = (out: string[], block: Record<string, unknown>): number => {
+    const index = next++;
+    open.add(index);
     out.push(event("content_block_start", { index, content_block: block }));
+    return index;
+  };
+  const closeAll = (out: string[]) => {
+    for (const index of [...open].sort((a, b) => a - b)) out.push(event("content_block_stop", { index }));
+    open.clear();
+    text = -1;
+  };
+  const start = (out: string[], id: string) => {
+    if (started) return;
+    started = true;
+    out.push(
+      event("message_start", {
+        message: {
+          id,
+          type: "message",
+          role: "assistant",
+          model,
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          usage: { ...usage, cache_creation_input_tokens: null, cache_read_input_tokens: null },
+        },
+      }),
+    );
   };
 
   return {
     push(chunk) {
       const out: string[] = [];
-      if (!started) {
-        started = true;
-        out.push(
-          event("message_start", {
-            message: {
-              id: chunk.id,
-              type: "message",
-              role: "assistant",
-              model,
-              content: [],
-              stop_reason: null,
-              stop_sequence: null,
-              usage,
-            },
-          }),
-        );
-      }
+      start(out, chunk.id);
       if (chunk.usage)
         usage = {
           input_tokens: chunk.usage.prompt_tokens ?? 0,
@@ -262,16 +278,30 @@ export function createMessageStream(model: string): MessageStream {
       if (!choice) return out;
       const delta = choice.delta ?? {};
       if (typeof delta.content === "string" && delta.content !== "") {
-        if (open?.kind !== "text") start(out, { type: "text", text: "" }, { kind: "text" });
-        out.push(event("content_block_delta", { index, delta: { type: "text_delta", text: delta.content } }));
+        if (text < 0) {
+          // Text after tool calls starts a new block; the tool blocks before it are done.
+          if (toolBlocks.size > 0) closeAll(out);
+          text = startBlock(out, { type: "text", text: "" });
+        }
+        out.push(
+          event("content_block_delta", { index: text, delta: { type: "text_delta", text: delta.content } }),
+        );
       }
       for (const call of delta.tool_calls ?? []) {
-        if (open?.kind !== "tool" || open.call !== call.index) {
-          start(
-            out,
-            { type: "tool_use", id: call.id ?? "", name: call.function?.name ?? "", input: {} },
-            { kind: "tool", call: call.index },
-          );
+        let index = toolBlocks.get(call.index);
+        if (index === undefined) {
+          if (text >= 0) {
+            out.push(event("content_block_stop", { index: text }));
+            open.delete(text);
+            text = -1;
+          }
+          index = startBlock(out, {
+            type: "tool_use",
+            id: call.id ?? "",
+            name: call.function?.name ?? "",
+            input: {},
+          });
+          toolBlocks.set(call.index, index);
         }
         const args = call.function?.arguments;
         if (args)
@@ -284,7 +314,8 @@ export function createMessageStream(model: string): MessageStream {
     },
     end() {
       const out: string[] = [];
-      close(out);
+      start(out, `msg_${randomUUID().replace(/-/g, "")}`);
+      closeAll(out);
       out.push(
         event("message_delta", { delta: { stop_reason: stopReason(finish), stop_sequence: null }, usage }),
         event("message_stop", {}),
@@ -296,12 +327,15 @@ export function createMessageStream(model: string): MessageStream {
 
 const ERROR_TYPES: Record<number, string> = {
   400: "invalid_request_error",
+  402: "billing_error",
   401: "authentication_error",
   403: "permission_error",
   404: "not_found_error",
   413: "request_too_large",
   429: "rate_limit_error",
   503: "overloaded_error",
+  504: "timeout_error",
+  529: "overloaded_error",
 };
 
 /** An error in the Messages shape: `{"type": "error", "error": {"type", "message"}}`. */

@@ -56,12 +56,14 @@ function imageBlock(part: ContentPart, field: string): Block {
 function contentBlocks(content: ChatMessage["content"], field: string): Block[] {
   if (content === undefined || content === null) return [];
   if (typeof content === "string") return content === "" ? [] : [{ type: "text", text: content }];
-  return content.map((p, i): Block => {
+  const blocks = content.map((p, i): Block => {
     if (typeof p.text === "string") return { type: "text", text: p.text };
     if (p.type === "refusal" && typeof p.refusal === "string") return { type: "text", text: p.refusal };
     if (p.type === "image_url") return imageBlock(p, `${field}[${i}]`);
     throw unsupported(`${field}[${i}]`, `A \`${p.type}\` content part`);
   });
+  // Anthropic refuses empty text blocks.
+  return blocks.filter((b) => b.type !== "text" || b.text !== "");
 }
 
 function toolUse(call: ToolCall, field: string): Block {
@@ -79,6 +81,8 @@ function turns(messages: ChatMessage[]): { system: string; turns: Turn[] } {
   const system: string[] = [];
   const out: Turn[] = [];
   const push = (role: Turn["role"], blocks: Block[]) => {
+    // A turn without content (an empty assistant message in the history) is refused: leave it out.
+    if (blocks.length === 0) return;
     const last = out.at(-1);
     if (last && last.role === role) last.content.push(...blocks);
     else out.push({ role, content: blocks });
@@ -143,7 +147,8 @@ function toolChoice(choice: unknown, parallel: unknown): Record<string, unknown>
       );
     out = { type: "tool", name };
   }
-  if (parallel === false) out = { ...(out ?? { type: "auto" }), disable_parallel_tool_use: true };
+  if (parallel === false && out?.type !== "none")
+    out = { ...(out ?? { type: "auto" }), disable_parallel_tool_use: true };
   return out;
 }
 
@@ -177,7 +182,8 @@ export function toAnthropicRequest(
   if (body.stream === true) out.stream = true;
   const toolList = tools(body.tools);
   if (toolList.length > 0) out.tools = toolList;
-  const choice = toolChoice(body.tool_choice, body.parallel_tool_calls);
+  // tool_choice without tools is refused: only with tools.
+  const choice = toolList.length > 0 ? toolChoice(body.tool_choice, body.parallel_tool_calls) : undefined;
   if (choice) out.tool_choice = choice;
   const config: Record<string, unknown> = {};
   const format = body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined;
@@ -213,11 +219,19 @@ const FINISH: Record<string, string> = {
   max_tokens: "length",
   tool_use: "tool_calls",
   refusal: "content_filter",
+  model_context_window_exceeded: "length",
 };
 
 function finishReason(stop: string | null | undefined): string | null {
   if (!stop) return null;
   return FINISH[stop] ?? "stop";
+}
+
+/** Merge reported counts: message_delta repeats fields as null when it has nothing new for them. */
+function mergeUsage(into: AnthropicUsage, from: AnthropicUsage | undefined): void {
+  for (const [k, v] of Object.entries(from ?? {})) {
+    if (typeof v === "number") (into as Record<string, number>)[k] = v;
+  }
 }
 
 function usageOf(u: AnthropicUsage): Usage {
@@ -261,8 +275,9 @@ export function createStreamTranslator(): StreamTranslator {
   let model = "";
   const created = Math.floor(Date.now() / 1000);
   const usage: AnthropicUsage = {};
-  /** Anthropic content-block index → OpenAI tool_calls index. */
+  /** Anthropic content-block index → OpenAI tool_calls index, and whether any argument text arrived for it. */
   const toolIndex = new Map<number, number>();
+  const withArguments = new Set<number>();
   let tools = 0;
   const chunk = (delta: ChatCompletionChunk["choices"][number]["delta"], finish: string | null = null) => ({
     id,
@@ -279,7 +294,7 @@ export function createStreamTranslator(): StreamTranslator {
           const m = event.message as { id?: string; model?: string; usage?: AnthropicUsage };
           id = m.id ?? "";
           model = m.model ?? "";
-          Object.assign(usage, m.usage ?? {});
+          mergeUsage(usage, m.usage);
           return [chunk({ role: "assistant", content: "" })];
         }
         case "content_block_start": {
@@ -304,11 +319,19 @@ export function createStreamTranslator(): StreamTranslator {
           if (delta.type !== "input_json_delta" || !delta.partial_json) return [];
           const i = toolIndex.get(event.index as number);
           if (i === undefined) return [];
+          withArguments.add(i);
           return [chunk({ tool_calls: [{ index: i, function: { arguments: delta.partial_json } }] })];
+        }
+        case "content_block_stop": {
+          // A tool without input streams no argument text: send "{}" as the JSON answer does.
+          const i = toolIndex.get(event.index as number);
+          if (i === undefined || withArguments.has(i)) return [];
+          withArguments.add(i);
+          return [chunk({ tool_calls: [{ index: i, function: { arguments: "{}" } }] })];
         }
         case "message_delta": {
           const d = event.delta as { stop_reason?: string | null };
-          Object.assign(usage, (event.usage as AnthropicUsage | undefined) ?? {});
+          mergeUsage(usage, event.usage as AnthropicUsage | undefined);
           return [chunk({}, finishReason(d.stop_reason) ?? "stop")];
         }
         case "message_stop":
@@ -316,7 +339,7 @@ export function createStreamTranslator(): StreamTranslator {
             { id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf(usage) },
           ];
         default:
-          // ping, content_block_stop, thinking and signature deltas: nothing for the OpenAI wire format.
+          // ping, thinking and signature deltas: nothing for the OpenAI wire format.
           return [];
       }
     },

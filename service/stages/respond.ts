@@ -41,11 +41,12 @@ async function* sseFrames(
 async function* messagesFrames(
   result: Extract<ProxyResult, { kind: "stream" }>,
   model: string,
+  promptTokens: number,
   usage: UsageRow,
   log: Logger,
   clientGone: () => boolean,
 ): AsyncGenerator<string> {
-  const events = createMessageStream(model);
+  const events = createMessageStream(model, promptTokens);
   try {
     for await (const chunk of result.chunks) yield* events.push(chunk);
     yield* events.end();
@@ -95,7 +96,7 @@ export function createRespond(): Middleware<ProxyState> {
     await writeFrames(
       res,
       messages
-        ? messagesFrames(result, model, usage, log, clientGone)
+        ? messagesFrames(result, model, ctx.state.promptTokens ?? 0, usage, log, clientGone)
         : sseFrames(result, usage, log, clientGone),
     );
   };

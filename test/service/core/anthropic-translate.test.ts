@@ -57,6 +57,79 @@ describe("Anthropic translation details", () => {
     expect(body).not.toHaveProperty("top_p");
   });
 
+  it("message_delta's null usage fields keep the counts from message_start; a tool without input gets {}", () => {
+    const t = createStreamTranslator();
+    const chunks = [
+      {
+        type: "message_start",
+        message: { id: "m", model: "m", usage: { input_tokens: 10, cache_read_input_tokens: 100 } },
+      },
+      {
+        type: "content_block_start",
+        index: 0,
+        content_block: { type: "tool_use", id: "t", name: "now", input: {} },
+      },
+      { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "" } },
+      { type: "content_block_stop", index: 0 },
+      {
+        type: "message_delta",
+        delta: { stop_reason: "tool_use" },
+        usage: {
+          input_tokens: null,
+          cache_creation_input_tokens: null,
+          cache_read_input_tokens: null,
+          output_tokens: 42,
+        },
+      },
+      { type: "message_stop" },
+    ].flatMap((e) => t.push(e));
+    const args = chunks
+      .flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])
+      .map((c) => c.function?.arguments ?? "");
+    expect(args.join("")).toBe("{}");
+    expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 110, completion_tokens: 42, total_tokens: 152 });
+  });
+
+  it("no tool_choice without tools, none stays plain none, empty text and empty turns are left out", () => {
+    const user = { role: "user", content: "x" };
+    expect(
+      toAnthropicRequest({ model: "m", messages: [user], parallel_tool_calls: false }, 9),
+    ).not.toHaveProperty("tool_choice");
+    const tools = [{ type: "function", function: { name: "f", parameters: { type: "object" } } }];
+    expect(
+      toAnthropicRequest(
+        { model: "m", messages: [user], tools, tool_choice: "none", parallel_tool_calls: false },
+        9,
+      ).tool_choice,
+    ).toEqual({ type: "none" });
+    const body = toAnthropicRequest(
+      {
+        model: "m",
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "text", text: "" },
+              { type: "text", text: "hi" },
+            ],
+          },
+          { role: "assistant", content: "" },
+          { role: "user", content: "again" },
+        ],
+      },
+      9,
+    );
+    expect(body.messages).toEqual([
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "hi" },
+          { type: "text", text: "again" },
+        ],
+      },
+    ]);
+  });
+
   it("max_tokens: max_completion_tokens first, then max_tokens, then the provider default", () => {
     const m = (extra: object) =>
       toAnthropicRequest({ model: "m", messages: [{ role: "user", content: "x" }], ...extra }, 321)

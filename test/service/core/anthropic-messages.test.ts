@@ -1,0 +1,112 @@
+import { Stream } from "@anthropic-ai/sdk/core/streaming";
+import { MessageStream } from "@anthropic-ai/sdk/lib/MessageStream";
+import type { Message } from "@anthropic-ai/sdk/resources/messages";
+import { describe, expect, it } from "vitest";
+import { createMessageStream, messagesToChat } from "../../../service/lib/anthropic-messages";
+import type { ChatCompletionChunk } from "../../../service/types";
+
+/** Our Messages event stream for these chunks, parsed and assembled by the Anthropic SDK's own stream code. */
+async function assemble(
+  chunks: ChatCompletionChunk[],
+  promptEstimate = 0,
+): Promise<{ message: Message; events: any[] }> {
+  const stream = createMessageStream("claude-x", promptEstimate);
+  const sse = [...chunks.flatMap((c) => stream.push(c)), ...stream.end()].join("");
+  const events: any[] = [];
+  for await (const e of Stream.fromSSEResponse(new Response(sse), new AbortController())) events.push(e);
+  const lines = events.map((e) => JSON.stringify(e)).join("\n") + "\n";
+  const body = new ReadableStream({
+    start(c) {
+      c.enqueue(new TextEncoder().encode(lines));
+      c.close();
+    },
+  });
+  const message = await MessageStream.fromReadableStream(body).finalMessage();
+  return { message, events };
+}
+
+const base = { id: "c1", object: "chat.completion.chunk" as const, created: 1, model: "gpt" };
+const ch = (
+  delta: ChatCompletionChunk["choices"][number]["delta"],
+  finish: string | null = null,
+): ChatCompletionChunk => ({
+  ...base,
+  choices: [{ index: 0, delta, finish_reason: finish }],
+});
+const call = (index: number, fn: { name?: string; arguments?: string }, id?: string) => ({
+  index,
+  ...(id ? { id, type: "function" } : {}),
+  function: fn,
+});
+
+describe("chat chunks → Messages events, as the Anthropic SDK assembles them", () => {
+  it("parallel tool calls whose argument deltas interleave stay two whole tool_use blocks", async () => {
+    const { message } = await assemble([
+      ch({
+        role: "assistant",
+        tool_calls: [call(0, { name: "f", arguments: "" }, "a"), call(1, { name: "g", arguments: "" }, "b")],
+      }),
+      ch({ tool_calls: [call(0, { arguments: '{"x":' })] }),
+      ch({ tool_calls: [call(1, { arguments: '{"y":2}' })] }),
+      ch({ tool_calls: [call(0, { arguments: "1}" })] }),
+      ch({}, "tool_calls"),
+      { ...base, choices: [], usage: { prompt_tokens: 30, completion_tokens: 9, total_tokens: 39 } },
+    ]);
+    expect(message.content).toEqual([
+      { type: "tool_use", id: "a", name: "f", input: { x: 1 } },
+      { type: "tool_use", id: "b", name: "g", input: { y: 2 } },
+    ]);
+    expect(message.stop_reason).toBe("tool_use");
+    expect(message.usage).toMatchObject({ input_tokens: 30, output_tokens: 9 });
+  });
+
+  it("text, then a tool call, then more text: three blocks in order", async () => {
+    const { message } = await assemble([
+      ch({ content: "Let me check." }),
+      ch({ tool_calls: [call(0, { name: "f", arguments: "{}" }, "a")] }),
+      ch({ content: "Done." }),
+      ch({}, "stop"),
+    ]);
+    expect(message.content.map((b) => b.type)).toEqual(["text", "tool_use", "text"]);
+    expect(message.content[2]).toMatchObject({ text: "Done." });
+  });
+
+  it("an empty stream still starts and ends a message; message_start carries the prompt estimate", async () => {
+    const empty = await assemble([]);
+    expect(empty.message.content).toEqual([]);
+    expect(empty.events.map((e) => e.type)).toEqual(["message_start", "message_delta", "message_stop"]);
+    const estimated = await assemble([ch({ content: "hi" })], 42);
+    expect(estimated.events[0].message.usage.input_tokens).toBe(42);
+  });
+});
+
+describe("Messages request → chat request", () => {
+  it("images a tool returned follow the tool message in a user message; a system turn stays a system message", () => {
+    const chat = messagesToChat({
+      model: "m",
+      max_tokens: 5,
+      messages: [
+        { role: "assistant", content: [{ type: "tool_use", id: "t1", name: "screenshot", input: {} }] },
+        {
+          role: "user",
+          content: [
+            {
+              type: "tool_result",
+              tool_use_id: "t1",
+              content: [
+                { type: "text", text: "the screen" },
+                { type: "image", source: { type: "base64", media_type: "image/png", data: "AAAA" } },
+              ],
+            },
+          ],
+        },
+        { role: "system", content: "Be careful." },
+      ],
+    });
+    expect(chat.messages.slice(1)).toEqual([
+      { role: "tool", tool_call_id: "t1", content: "the screen" },
+      { role: "user", content: [{ type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } }] },
+      { role: "system", content: "Be careful." },
+    ]);
+  });
+});
