@@ -71,6 +71,7 @@ export function buildApp(deps: AppDeps): Koa<ProxyState> {
   router.get("/v1/models/*id", createAuth({ keys: deps.keys, scope: "models" }), models);
   router.post("/v1/chat/completions", ...chatPipeline(deps));
   router.post("/v1/messages", ...chatPipeline(deps, "messages"));
+  router.post("/v1/responses", ...chatPipeline(deps, "responses"));
   router.post(
     "/v1/messages/count_tokens",
     createAuth({ keys: deps.keys, scope: "chat" }),

@@ -15,7 +15,12 @@ import type { Middleware } from "koa";
 import type { AppDeps } from "./app";
 import type { ProxyState } from "./state";
 import { createAuth } from "./stages/auth";
-import { createParseChat, createParseEmbeddings, createParseMessages } from "./stages/parse";
+import {
+  createParseChat,
+  createParseEmbeddings,
+  createParseMessages,
+  createParseResponses,
+} from "./stages/parse";
 import { createRespond } from "./stages/respond";
 import { createContentPolicy } from "./stages/content-policy";
 import { createTokenCount } from "./stages/token-count";
@@ -32,11 +37,16 @@ function active(...stages: Array<Stage | false | null>): Stage[] {
   return stages.filter((s): s is Stage => typeof s === "function");
 }
 
-/** POST /v1/chat/completions; with `wire: "messages"`, POST /v1/messages (Anthropic in and out, same stages). */
-export function chatPipeline(deps: AppDeps, wire: "chat" | "messages" = "chat"): Stage[] {
+const PARSERS = { chat: createParseChat, messages: createParseMessages, responses: createParseResponses };
+
+/**
+ * POST /v1/chat/completions; with `wire: "messages"` POST /v1/messages (Anthropic in and out), with
+ * `wire: "responses"` POST /v1/responses — the same stages, only the two ends translate.
+ */
+export function chatPipeline(deps: AppDeps, wire: keyof typeof PARSERS = "chat"): Stage[] {
   const { config, pii } = deps;
   const policy = config.contentPolicy.blockedPatterns.length > 0;
-  const parse = wire === "messages" ? createParseMessages : createParseChat;
+  const parse = PARSERS[wire];
   return active(
     createAuth({ keys: deps.keys, scope: "chat" }),
     parse({ config, providers: deps.providers }),

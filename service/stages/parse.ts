@@ -8,6 +8,7 @@ import type { Config } from "../config";
 import { InvalidRequestError, NotFoundError } from "../errors";
 import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
 import { readJsonBody } from "../lib/body";
+import { responsesToChat, type ResponsesRequest } from "../lib/openai-responses";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
 import type { ChatCompletionRequest, EmbeddingRequest } from "../types";
@@ -49,6 +50,18 @@ export const messagesSchema = z.looseObject({
   top_p: z.number().min(0).max(1).optional(),
   stop_sequences: z.array(z.string()).optional(),
   tools: z.array(z.looseObject({ name: z.string().min(1) })).optional(),
+});
+
+/** The OpenAI Responses request (POST /v1/responses); translated to the chat body the stages work on. */
+const responsesSchema = z.looseObject({
+  model: z.string().min(1),
+  input: z.union([z.string(), z.array(z.looseObject({}))]),
+  instructions: z.string().nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  max_output_tokens: z.number().int().min(1).nullable().optional(),
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().min(0).max(1).nullable().optional(),
+  tools: z.array(z.looseObject({ type: z.string() })).optional(),
 });
 
 const embeddingSchema = z.looseObject({
@@ -119,6 +132,17 @@ export function createParseChat(deps: ParseDeps): Middleware<ProxyState> {
     const parsed = chatSchema.safeParse(raw);
     if (!parsed.success) throw invalid(parsed.error, raw);
     acceptChat(ctx, deps, parsed.data as ChatCompletionRequest);
+    return next();
+  };
+}
+
+/** POST /v1/responses: an OpenAI Responses request, translated to chat (lib/openai-responses.ts). */
+export function createParseResponses(deps: ParseDeps): Middleware<ProxyState> {
+  return async function parseResponses(ctx, next) {
+    const raw = await readBody(ctx, deps);
+    const parsed = responsesSchema.safeParse(raw);
+    if (!parsed.success) throw invalid(parsed.error, raw);
+    acceptChat(ctx, deps, responsesToChat(parsed.data as ResponsesRequest));
     return next();
   };
 }

@@ -13,7 +13,7 @@ import type { UsageSink } from "../ports";
 import type { ProxyState } from "../state";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const USAGE_ROUTES = new Set(["chat", "messages", "embeddings"]);
+const USAGE_ROUTES = new Set(["chat", "messages", "responses", "embeddings"]);
 
 let inflight = 0;
 /** Requests (including open streams) not yet finished; main.ts waits for 0 when draining. */
@@ -40,6 +40,7 @@ export function routeOf(path: string): string {
   if (path === "/v1/chat/completions") return "chat";
   if (path === "/v1/embeddings") return "embeddings";
   if (path === "/v1/messages") return "messages";
+  if (path === "/v1/responses") return "responses";
   if (path === "/v1/messages/count_tokens") return "count_tokens";
   if (path === "/v1/models" || path.startsWith("/v1/models/")) return "models";
   if (path.startsWith("/internal/kb")) return "kb";

@@ -3,29 +3,73 @@
  * `chat.completion.chunk` frames and `data: [DONE]`. The usage chunk is passed on only when the client asked for it.
  * A failure after the first byte cannot change the status any more: the stream ends with an error event
  * (`data: {"error": {...}}`) and the request is recorded as an error. On POST /v1/messages the same result is
- * written as an Anthropic Message or Messages event stream (lib/anthropic-messages.ts).
+ * written as an Anthropic Message or Messages event stream (lib/anthropic-messages.ts), on POST /v1/responses as a
+ * Response or Responses event stream (lib/openai-responses.ts).
  */
 import type { ServerResponse } from "node:http";
-import type { Middleware } from "koa";
-import { toProxyError } from "../errors";
-import type { ProxyResult, ProxyState } from "../state";
+import type { Middleware, ParameterizedContext } from "koa";
+import { toProxyError, type ProxyError } from "../errors";
+import type { ProxyState } from "../state";
 import { chatToMessage, createMessageStream, messagesErrorEvent } from "../lib/anthropic-messages";
+import { chatToResponse, createResponseEventStream, responsesErrorEvent } from "../lib/openai-responses";
 import type { ChatCompletion, ChatCompletionChunk } from "../types";
 import type { UsageRow } from "../ports";
 import type { Logger } from "pino";
 
-async function* sseFrames(
-  result: Extract<ProxyResult, { kind: "stream" }>,
+/** One wire format's framing of a chat result stream. */
+interface StreamWire {
+  push(chunk: ChatCompletionChunk): string[];
+  end(): string[];
+  /** The frame that ends a stream which failed after its first byte. */
+  error(e: ProxyError): string;
+}
+
+/** OpenAI chat: `data: <chunk>` frames and `data: [DONE]`; the usage chunk only when the client asked for it. */
+function chatWire(includeUsage: boolean): StreamWire {
+  return {
+    push(chunk) {
+      const frame = forClient(chunk, includeUsage);
+      return frame ? [`data: ${JSON.stringify(frame)}\n\n`] : [];
+    },
+    end: () => ["data: [DONE]\n\n"],
+    error: (e) => `data: ${JSON.stringify(e.toBody())}\n\n`,
+  };
+}
+
+/** The wire format of the route: chat completions, Anthropic Messages or OpenAI Responses. */
+function wireFor(ctx: ParameterizedContext<ProxyState>, includeUsage: boolean): StreamWire {
+  const model = ctx.state.usage.requestedModel ?? "";
+  if (ctx.state.route === "messages") {
+    const events = createMessageStream(model, ctx.state.promptTokens ?? 0);
+    return { push: events.push, end: events.end, error: messagesErrorEvent };
+  }
+  if (ctx.state.route === "responses") {
+    const events = createResponseEventStream(model);
+    return { push: events.push, end: events.end, error: responsesErrorEvent };
+  }
+  return chatWire(includeUsage);
+}
+
+function jsonFor(
+  ctx: ParameterizedContext<ProxyState>,
+  body: ChatCompletion | Record<string, unknown>,
+): unknown {
+  const model = ctx.state.usage.requestedModel ?? "";
+  if (ctx.state.route === "messages") return chatToMessage(body as ChatCompletion, model);
+  if (ctx.state.route === "responses") return chatToResponse(body as ChatCompletion, model);
+  return body;
+}
+
+async function* frames(
+  chunks: AsyncIterable<ChatCompletionChunk>,
+  wire: StreamWire,
   usage: UsageRow,
   log: Logger,
   clientGone: () => boolean,
 ): AsyncGenerator<string> {
   try {
-    for await (const chunk of result.chunks) {
-      const frame = forClient(chunk, result.includeUsage);
-      if (frame) yield `data: ${JSON.stringify(frame)}\n\n`;
-    }
-    yield "data: [DONE]\n\n";
+    for await (const chunk of chunks) yield* wire.push(chunk);
+    yield* wire.end();
   } catch (error) {
     // The upstream call was cancelled because the client left: the row already says client_closed_request.
     if (clientGone()) return;
@@ -33,30 +77,7 @@ async function* sseFrames(
     usage.status = e.status;
     usage.errorCode = e.code;
     log.warn({ status: e.status, code: e.code, err: e.status >= 500 ? error : undefined }, "stream failed");
-    yield `data: ${JSON.stringify(e.toBody())}\n\n`;
-  }
-}
-
-/** The same stream as Anthropic Messages events (POST /v1/messages); a failure ends it with an `error` event. */
-async function* messagesFrames(
-  result: Extract<ProxyResult, { kind: "stream" }>,
-  model: string,
-  promptTokens: number,
-  usage: UsageRow,
-  log: Logger,
-  clientGone: () => boolean,
-): AsyncGenerator<string> {
-  const events = createMessageStream(model, promptTokens);
-  try {
-    for await (const chunk of result.chunks) yield* events.push(chunk);
-    yield* events.end();
-  } catch (error) {
-    if (clientGone()) return;
-    const e = toProxyError(error);
-    usage.status = e.status;
-    usage.errorCode = e.code;
-    log.warn({ status: e.status, code: e.code, err: e.status >= 500 ? error : undefined }, "stream failed");
-    yield messagesErrorEvent(e);
+    yield wire.error(e);
   }
 }
 
@@ -73,13 +94,11 @@ export function createRespond(): Middleware<ProxyState> {
     await next();
     const result = ctx.state.result;
     if (!result) return;
-    const messages = ctx.state.route === "messages";
-    const model = ctx.state.usage.requestedModel ?? "";
     if (result.kind === "json") {
       ctx.status = 200;
       // Set explicitly so Koa does not look the type up for every response.
       ctx.set("Content-Type", "application/json; charset=utf-8");
-      ctx.body = messages ? chatToMessage(result.body as ChatCompletion, model) : result.body;
+      ctx.body = jsonFor(ctx, result.body);
       return;
     }
     ctx.status = 200;
@@ -92,13 +111,8 @@ export function createRespond(): Middleware<ProxyState> {
     ctx.respond = false;
     const res = ctx.res;
     const clientGone = () => res.destroyed && !res.writableFinished;
-    const { usage, log } = ctx.state;
-    await writeFrames(
-      res,
-      messages
-        ? messagesFrames(result, model, ctx.state.promptTokens ?? 0, usage, log, clientGone)
-        : sseFrames(result, usage, log, clientGone),
-    );
+    const wire = wireFor(ctx, result.includeUsage);
+    await writeFrames(res, frames(result.chunks, wire, ctx.state.usage, ctx.state.log, clientGone));
   };
 }
 
