@@ -14,9 +14,9 @@
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
+import { walkChunks, type ChunkWalker } from "./chunk-blocks";
 import type {
   ChatCompletion,
-  ChatCompletionChunk,
   ChatCompletionRequest,
   ChatMessage,
   ContentPart,
@@ -219,110 +219,49 @@ const event = (type: string, data: Record<string, unknown>) =>
   `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
 
 /** Chat completion chunks in, Messages events out (`push` per chunk, `end` once the chunks are done). */
-export interface MessageStream {
-  push(chunk: ChatCompletionChunk): string[];
-  end(): string[];
-}
+export type MessageStream = ChunkWalker;
 
 export function createMessageStream(model: string, promptTokensEstimate = 0): MessageStream {
-  let started = false;
-  let next = 0;
-  /** The open text block's index, or -1. */
-  let text = -1;
-  /** Chat tool-call index → its tool_use block's index (blocks stay open until the end: deltas may interleave). */
-  const toolBlocks = new Map<number, number>();
-  const open = new Set<number>();
-  let finish: string | null = null;
   let usage = { input_tokens: promptTokensEstimate, output_tokens: 0 };
-
-  const startBlock = (out: string[], block: Record<string, unknown>): number => {
-    const index = next++;
-    open.add(index);
-    out.push(event("content_block_start", { index, content_block: block }));
-    return index;
-  };
-  const closeAll = (out: string[]) => {
-    for (const index of [...open].sort((a, b) => a - b)) out.push(event("content_block_stop", { index }));
-    open.clear();
-    text = -1;
-  };
-  const start = (out: string[], id: string) => {
-    if (started) return;
-    started = true;
-    out.push(
-      event("message_start", {
-        message: {
-          id,
-          type: "message",
-          role: "assistant",
-          model,
-          content: [],
-          stop_reason: null,
-          stop_sequence: null,
-          usage: { ...usage, cache_creation_input_tokens: null, cache_read_input_tokens: null },
-        },
-      }),
-    );
-  };
-
-  return {
-    push(chunk) {
-      const out: string[] = [];
-      start(out, chunk.id);
-      if (chunk.usage)
-        usage = {
-          input_tokens: chunk.usage.prompt_tokens ?? 0,
-          output_tokens: chunk.usage.completion_tokens ?? 0,
-        };
-      const choice = chunk.choices[0];
-      if (!choice) return out;
-      const delta = choice.delta ?? {};
-      if (typeof delta.content === "string" && delta.content !== "") {
-        if (text < 0) {
-          // Text after tool calls starts a new block; the tool blocks before it are done.
-          if (toolBlocks.size > 0) closeAll(out);
-          text = startBlock(out, { type: "text", text: "" });
-        }
-        out.push(
-          event("content_block_delta", { index: text, delta: { type: "text_delta", text: delta.content } }),
-        );
-      }
-      for (const call of delta.tool_calls ?? []) {
-        let index = toolBlocks.get(call.index);
-        if (index === undefined) {
-          if (text >= 0) {
-            out.push(event("content_block_stop", { index: text }));
-            open.delete(text);
-            text = -1;
-          }
-          index = startBlock(out, {
-            type: "tool_use",
-            id: call.id ?? "",
-            name: call.function?.name ?? "",
-            input: {},
-          });
-          toolBlocks.set(call.index, index);
-        }
-        const args = call.function?.arguments;
-        if (args)
-          out.push(
-            event("content_block_delta", { index, delta: { type: "input_json_delta", partial_json: args } }),
-          );
-      }
-      if (choice.finish_reason) finish = choice.finish_reason;
-      return out;
-    },
-    end() {
-      const out: string[] = [];
-      start(out, `msg_${randomUUID().replace(/-/g, "")}`);
-      closeAll(out);
+  return walkChunks({
+    start(out, id) {
       out.push(
-        event("message_delta", { delta: { stop_reason: stopReason(finish), stop_sequence: null }, usage }),
+        event("message_start", {
+          message: {
+            id: id ?? `msg_${randomUUID().replace(/-/g, "")}`,
+            type: "message",
+            role: "assistant",
+            model,
+            content: [],
+            stop_reason: null,
+            stop_sequence: null,
+            usage: { ...usage, cache_creation_input_tokens: null, cache_read_input_tokens: null },
+          },
+        }),
+      );
+    },
+    openText: (out, index) =>
+      out.push(event("content_block_start", { index, content_block: { type: "text", text: "" } })),
+    text: (out, index, text) =>
+      out.push(event("content_block_delta", { index, delta: { type: "text_delta", text } })),
+    openTool: (out, index, call) =>
+      out.push(
+        event("content_block_start", {
+          index,
+          content_block: { type: "tool_use", id: call.id, name: call.name, input: {} },
+        }),
+      ),
+    toolArguments: (out, index, partial_json) =>
+      out.push(event("content_block_delta", { index, delta: { type: "input_json_delta", partial_json } })),
+    close: (out, index) => out.push(event("content_block_stop", { index })),
+    finish(out, reason, reported) {
+      if (reported) usage = { input_tokens: reported.input, output_tokens: reported.output };
+      out.push(
+        event("message_delta", { delta: { stop_reason: stopReason(reason), stop_sequence: null }, usage }),
         event("message_stop", {}),
       );
-      return out;
     },
-  };
+  });
 }
 
 const ERROR_TYPES: Record<number, string> = {

@@ -14,9 +14,9 @@
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
+import { walkChunks, type ChunkWalker } from "./chunk-blocks";
 import type {
   ChatCompletion,
-  ChatCompletionChunk,
   ChatCompletionRequest,
   ChatMessage,
   ContentPart,
@@ -230,145 +230,99 @@ export function chatToResponse(completion: ChatCompletion, model: string): Recor
 }
 
 /** Chat completion chunks in, Responses events out (`push` per chunk, `end` once the chunks are done). */
-export interface ResponseEventStream {
-  push(chunk: ChatCompletionChunk): string[];
-  end(): string[];
-}
+export type ResponseEventStream = ChunkWalker;
 
 export function createResponseEventStream(model: string): ResponseEventStream {
   const id = newId("resp");
   const created = Math.floor(Date.now() / 1000);
   let sequence = 0;
-  let started = false;
   const output: OutputItem[] = [];
-  /** The open message item's output index (text), or -1; chat tool-call index → its function_call output index. */
-  let text = -1;
-  const calls = new Map<number, number>();
-  const open = new Set<number>();
-  let finish: string | null = null;
-  let usage = { input_tokens: 0, output_tokens: 0 };
-
   const emit = (out: string[], type: string, data: Record<string, unknown>) =>
     out.push(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`);
-  const start = (out: string[]) => {
-    if (started) return;
-    started = true;
-    const snapshot = responseObject(id, model, created, [], null, null, "in_progress");
-    emit(out, "response.created", { response: snapshot });
-    emit(out, "response.in_progress", { response: snapshot });
-  };
-  const addItem = (out: string[], item: OutputItem): number => {
-    const index = output.push(item) - 1;
-    open.add(index);
+  const added = (out: string[], index: number, item: OutputItem) => {
+    output[index] = item;
     emit(out, "response.output_item.added", { output_index: index, item: structuredClone(item) });
-    return index;
   };
-  const closeItem = (out: string[], index: number) => {
-    const item = output[index];
-    item.status = "completed";
-    if (item.type === "message") {
-      const part = (item.content as Array<{ text: string }>)[0];
-      emit(out, "response.output_text.done", {
-        item_id: item.id,
-        output_index: index,
-        content_index: 0,
-        text: part.text,
-      });
-      emit(out, "response.content_part.done", {
-        item_id: item.id,
+  const textPart = (index: number) => (output[index].content as Array<{ type: string; text: string }>)[0];
+
+  return walkChunks({
+    start(out) {
+      const snapshot = responseObject(id, model, created, [], null, null, "in_progress");
+      emit(out, "response.created", { response: snapshot });
+      emit(out, "response.in_progress", { response: snapshot });
+    },
+    openText(out, index) {
+      added(out, index, messageItem("", "in_progress"));
+      const part = { type: "output_text", text: "", annotations: [] };
+      (output[index].content as unknown[]).push(part);
+      emit(out, "response.content_part.added", {
+        item_id: output[index].id,
         output_index: index,
         content_index: 0,
         part,
       });
-    } else {
-      emit(out, "response.function_call_arguments.done", {
-        item_id: item.id,
+    },
+    text(out, index, delta) {
+      textPart(index).text += delta;
+      emit(out, "response.output_text.delta", {
+        item_id: output[index].id,
         output_index: index,
-        arguments: item.arguments,
+        content_index: 0,
+        delta,
       });
-    }
-    emit(out, "response.output_item.done", { output_index: index, item });
-    open.delete(index);
-  };
-  const closeAll = (out: string[]) => {
-    for (const index of [...open].sort((a, b) => a - b)) closeItem(out, index);
-    text = -1;
-  };
-
-  return {
-    push(chunk) {
-      const out: string[] = [];
-      start(out);
-      if (chunk.usage)
-        usage = {
-          input_tokens: chunk.usage.prompt_tokens ?? 0,
-          output_tokens: chunk.usage.completion_tokens ?? 0,
-        };
-      const choice = chunk.choices[0];
-      if (!choice) return out;
-      const delta = choice.delta ?? {};
-      if (typeof delta.content === "string" && delta.content !== "") {
-        if (text < 0) {
-          if (calls.size > 0) closeAll(out);
-          text = addItem(out, messageItem("", "in_progress"));
-          const part = { type: "output_text", text: "", annotations: [] };
-          (output[text].content as unknown[]).push(part);
-          emit(out, "response.content_part.added", {
-            item_id: output[text].id,
-            output_index: text,
-            content_index: 0,
-            part,
-          });
-        }
-        (output[text].content as Array<{ text: string }>)[0].text += delta.content;
-        emit(out, "response.output_text.delta", {
-          item_id: output[text].id,
-          output_index: text,
+    },
+    openTool(out, index, call) {
+      added(out, index, {
+        type: "function_call",
+        id: newId("fc"),
+        status: "in_progress",
+        call_id: call.id,
+        name: call.name,
+        arguments: "",
+      });
+    },
+    toolArguments(out, index, delta) {
+      output[index].arguments = String(output[index].arguments) + delta;
+      emit(out, "response.function_call_arguments.delta", {
+        item_id: output[index].id,
+        output_index: index,
+        delta,
+      });
+    },
+    close(out, index) {
+      const item = output[index];
+      item.status = "completed";
+      if (item.type === "message") {
+        const part = textPart(index);
+        emit(out, "response.output_text.done", {
+          item_id: item.id,
+          output_index: index,
           content_index: 0,
-          delta: delta.content,
+          text: part.text,
+        });
+        emit(out, "response.content_part.done", {
+          item_id: item.id,
+          output_index: index,
+          content_index: 0,
+          part,
+        });
+      } else {
+        emit(out, "response.function_call_arguments.done", {
+          item_id: item.id,
+          output_index: index,
+          arguments: item.arguments,
         });
       }
-      for (const call of delta.tool_calls ?? []) {
-        let index = calls.get(call.index);
-        if (index === undefined) {
-          if (text >= 0) {
-            closeItem(out, text);
-            text = -1;
-          }
-          index = addItem(out, {
-            type: "function_call",
-            id: newId("fc"),
-            status: "in_progress",
-            call_id: call.id ?? "",
-            name: call.function?.name ?? "",
-            arguments: "",
-          });
-          calls.set(call.index, index);
-        }
-        const args = call.function?.arguments;
-        if (args) {
-          output[index].arguments = String(output[index].arguments) + args;
-          emit(out, "response.function_call_arguments.delta", {
-            item_id: output[index].id,
-            output_index: index,
-            delta: args,
-          });
-        }
-      }
-      if (choice.finish_reason) finish = choice.finish_reason;
-      return out;
+      emit(out, "response.output_item.done", { output_index: index, item });
     },
-    end() {
-      const out: string[] = [];
-      start(out);
-      closeAll(out);
-      const status = finalStatus(finish);
+    finish(out, reason, usage) {
+      const status = finalStatus(reason);
+      const counts = { input_tokens: usage?.input ?? 0, output_tokens: usage?.output ?? 0 };
       emit(out, status === "completed" ? "response.completed" : "response.incomplete", {
-        response: responseObject(id, model, created, output, finish, usage, status),
+        response: responseObject(id, model, created, output, reason, counts, status),
       });
-      return out;
     },
-  };
+  });
 }
 
 /** A failure after the stream started: the Responses `error` event. */

@@ -1,0 +1,97 @@
+/**
+ * Chat completion chunks seen as a sequence of output blocks — a text block, one block per tool call — which is how
+ * the Anthropic Messages and OpenAI Responses streams are framed. The walker decides when a block opens, grows and
+ * closes; each wire format only says what to write at those moments (lib/anthropic-messages.ts,
+ * lib/openai-responses.ts).
+ *
+ * Blocks are numbered in the order they open. Text opens a block (closing the tool-call blocks before it); a new
+ * tool call opens a block (closing an open text block). Tool-call blocks stay open until something else closes them,
+ * because providers may interleave the argument deltas of parallel calls; deltas go to their call's own block.
+ */
+import type { ChatCompletionChunk } from "../types";
+
+export interface BlockWriter {
+  /** Before anything else, once (`id`: the first chunk's id, or null when the stream had no chunk). */
+  start(out: string[], id: string | null): void;
+  openText(out: string[], index: number): void;
+  text(out: string[], index: number, delta: string): void;
+  openTool(out: string[], index: number, call: { id: string; name: string }): void;
+  toolArguments(out: string[], index: number, delta: string): void;
+  close(out: string[], index: number): void;
+  /** After the last block closed: the chat finish reason and the usage, when the upstream reported it. */
+  finish(out: string[], reason: string | null, usage: { input: number; output: number } | null): void;
+}
+
+export interface ChunkWalker {
+  push(chunk: ChatCompletionChunk): string[];
+  end(): string[];
+}
+
+export function walkChunks(writer: BlockWriter): ChunkWalker {
+  let started = false;
+  let next = 0;
+  let text = -1;
+  const tools = new Map<number, number>();
+  const open = new Set<number>();
+  let reason: string | null = null;
+  let usage: { input: number; output: number } | null = null;
+
+  const start = (out: string[], id: string | null) => {
+    if (started) return;
+    started = true;
+    writer.start(out, id);
+  };
+  const close = (out: string[], index: number) => {
+    writer.close(out, index);
+    open.delete(index);
+    if (index === text) text = -1;
+  };
+  const closeAll = (out: string[]) => {
+    for (const index of [...open].sort((a, b) => a - b)) close(out, index);
+  };
+  const openBlock = (): number => {
+    const index = next++;
+    open.add(index);
+    return index;
+  };
+
+  return {
+    push(chunk) {
+      const out: string[] = [];
+      start(out, chunk.id);
+      if (chunk.usage)
+        usage = { input: chunk.usage.prompt_tokens ?? 0, output: chunk.usage.completion_tokens ?? 0 };
+      const choice = chunk.choices[0];
+      if (!choice) return out;
+      const delta = choice.delta ?? {};
+      if (typeof delta.content === "string" && delta.content !== "") {
+        if (text < 0) {
+          closeAll(out);
+          text = openBlock();
+          writer.openText(out, text);
+        }
+        writer.text(out, text, delta.content);
+      }
+      for (const call of delta.tool_calls ?? []) {
+        let index = tools.get(call.index);
+        if (index === undefined) {
+          if (text >= 0) close(out, text);
+          index = openBlock();
+          tools.set(call.index, index);
+          writer.openTool(out, index, { id: call.id ?? "", name: call.function?.name ?? "" });
+        }
+        const args = call.function?.arguments;
+        if (args) writer.toolArguments(out, index, args);
+      }
+      if (choice.finish_reason) reason = choice.finish_reason;
+      return out;
+    },
+    end() {
+      const out: string[] = [];
+      start(out, null);
+      closeAll(out);
+      writer.finish(out, reason, usage);
+      return out;
+    },
+  };
+}
