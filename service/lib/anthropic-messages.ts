@@ -15,13 +15,7 @@
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
 import { walkChunks, type ChunkWalker } from "./chunk-blocks";
-import type {
-  ChatCompletion,
-  ChatCompletionRequest,
-  ChatMessage,
-  ContentPart,
-  ToolCall,
-} from "../types";
+import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
 
 type Block = { type: string; [k: string]: unknown };
 type Content = string | Block[];
