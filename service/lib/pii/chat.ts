@@ -167,7 +167,8 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
 
   return {
     restore(chunk) {
-      if (template === null && chunk.id !== undefined)
+      // Azure's first chunk (prompt_filter_results) has no choices and empty ids: not a template.
+      if (template === null && chunk.id && chunk.choices.length > 0)
         template = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
       if (Array.isArray(chunk.choices)) for (const c of chunk.choices) restoreChoice(c);
       return chunk;

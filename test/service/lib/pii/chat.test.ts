@@ -266,6 +266,23 @@ describe("restoreChunkList", () => {
   });
 });
 
+describe("restoreChunkList: chunks for held text", () => {
+  it("take their id from a real chunk, not from Azure's empty prompt_filter chunk", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const filter = { id: "", object: "", created: 0, model: "", choices: [], prompt_filter_results: [] };
+    const out = restoreChunkList(
+      [
+        filter as unknown as ChatCompletionChunk,
+        chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 9) }, finish_reason: null }]),
+      ],
+      session,
+    );
+    expect(out.at(-1)).toMatchObject({ id: "s1", object: "chat.completion.chunk", model: "gpt-4o" });
+    expect(out.at(-1)!.choices[0]!.delta.content).toBe(ph.slice(0, 9));
+  });
+});
+
 describe("scrubEmbeddingInput", () => {
   it("redacts strings and string arrays irreversibly, leaves token arrays", () => {
     const session = engine.newSession();
