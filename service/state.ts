@@ -40,6 +40,8 @@ export interface ProxyState {
   principal?: Principal;
   /** route (chat): the validated body, a private copy that stages may rewrite before the upstream call. */
   chat?: ChatCompletionRequest;
+  /** route (responses): names of the request's custom tools (their calls go back as custom_tool_call items). */
+  customTools?: string[];
   /** route (embeddings): the validated body. */
   embedding?: EmbeddingRequest;
   /** route: the deployment the client asked for (after alias/passthrough resolution). */

@@ -4,9 +4,10 @@
  * closes; each wire format only says what to write at those moments (lib/anthropic-messages.ts,
  * lib/openai-responses.ts).
  *
- * Blocks are numbered in the order they open. Text opens a block (closing the tool-call blocks before it); a new
- * tool call opens a block (closing an open text block). Tool-call blocks stay open until something else closes them,
- * because providers may interleave the argument deltas of parallel calls; deltas go to their call's own block.
+ * Blocks are numbered in the order they open. Text opens a block; a new tool call opens a block (closing an open
+ * text block). Tool-call blocks stay open until the stream ends, because providers may interleave the argument
+ * deltas of parallel calls, even after text; deltas go to their call's own block. A call is new when its `index` is
+ * new, or when it brings an `id` other than the one its index had (some providers send every call as index 0).
  */
 import type { ChatCompletionChunk } from "../types";
 
@@ -19,7 +20,15 @@ export interface BlockWriter {
   toolArguments(out: string[], index: number, delta: string): void;
   close(out: string[], index: number): void;
   /** After the last block closed: the chat finish reason and the usage, when the upstream reported it. */
-  finish(out: string[], reason: string | null, usage: { input: number; output: number } | null): void;
+  finish(out: string[], reason: string | null, usage: ChunkUsage | null): void;
+}
+
+export interface ChunkUsage {
+  input: number;
+  output: number;
+  /** Prompt tokens served from the provider's prompt cache, and completion tokens spent on reasoning. */
+  cached: number;
+  reasoning: number;
 }
 
 export interface ChunkWalker {
@@ -31,10 +40,11 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
   let started = false;
   let next = 0;
   let text = -1;
-  const tools = new Map<number, number>();
+  /** Chat tool-call index → its block and the call id it had. */
+  const tools = new Map<number, { block: number; id: string | undefined }>();
   const open = new Set<number>();
   let reason: string | null = null;
-  let usage: { input: number; output: number } | null = null;
+  let usage: ChunkUsage | null = null;
 
   const start = (out: string[], id: string | null) => {
     if (started) return;
@@ -59,29 +69,42 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
     push(chunk) {
       const out: string[] = [];
       start(out, chunk.id);
-      if (chunk.usage)
-        usage = { input: chunk.usage.prompt_tokens ?? 0, output: chunk.usage.completion_tokens ?? 0 };
+      if (chunk.usage) {
+        const u = chunk.usage as ChatCompletionChunk["usage"] & {
+          prompt_tokens_details?: { cached_tokens?: number } | null;
+          completion_tokens_details?: { reasoning_tokens?: number } | null;
+        };
+        usage = {
+          input: u?.prompt_tokens ?? 0,
+          output: u?.completion_tokens ?? 0,
+          cached: u?.prompt_tokens_details?.cached_tokens ?? 0,
+          reasoning: u?.completion_tokens_details?.reasoning_tokens ?? 0,
+        };
+      }
       const choice = chunk.choices[0];
       if (!choice) return out;
       const delta = choice.delta ?? {};
       if (typeof delta.content === "string" && delta.content !== "") {
         if (text < 0) {
-          closeAll(out);
           text = openBlock();
           writer.openText(out, text);
         }
         writer.text(out, text, delta.content);
       }
       for (const call of delta.tool_calls ?? []) {
-        let index = tools.get(call.index);
-        if (index === undefined) {
+        const key = call.index ?? 0;
+        let known = tools.get(key);
+        if (
+          known === undefined ||
+          (call.id !== undefined && known.id !== undefined && call.id !== known.id)
+        ) {
           if (text >= 0) close(out, text);
-          index = openBlock();
-          tools.set(call.index, index);
-          writer.openTool(out, index, { id: call.id ?? "", name: call.function?.name ?? "" });
+          known = { block: openBlock(), id: call.id };
+          tools.set(key, known);
+          writer.openTool(out, known.block, { id: call.id ?? "", name: call.function?.name ?? "" });
         }
         const args = call.function?.arguments;
-        if (args) writer.toolArguments(out, index, args);
+        if (args) writer.toolArguments(out, known.block, args);
       }
       if (choice.finish_reason) reason = choice.finish_reason;
       return out;

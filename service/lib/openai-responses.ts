@@ -14,7 +14,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
-import { walkChunks, type ChunkWalker } from "./chunk-blocks";
+import { walkChunks, type ChunkUsage, type ChunkWalker } from "./chunk-blocks";
 import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
 
 type Item = { type?: string; [k: string]: unknown };
@@ -69,18 +69,32 @@ function inputMessages(input: string | Item[]): ChatMessage[] {
           "invalid_value",
           `${param}.role`,
         );
-      out.push({ role, content: parts(item.content, `${param}.content`) });
-    } else if (type === "function_call") {
+      const content = parts(item.content, `${param}.content`);
+      const last = out.at(-1);
+      // Assistant text after the turn's calls (our own streams produce that order) belongs to that turn: chat
+      // completions wants a call's tool message right after the message that made the call.
+      if (
+        role === "assistant" &&
+        last?.role === "assistant" &&
+        last.tool_calls?.length &&
+        typeof content === "string"
+      )
+        last.content = (typeof last.content === "string" ? last.content : "") + content;
+      else out.push({ role, content });
+    } else if (type === "function_call" || type === "custom_tool_call") {
+      // A custom (freeform) tool travels as a function taking {"input": <text>} (see responsesToChat).
+      const args =
+        type === "custom_tool_call" ? JSON.stringify({ input: String(item.input ?? "") }) : item.arguments;
       const call: ToolCall = {
         id: String(item.call_id ?? ""),
         type: "function",
-        function: { name: String(item.name ?? ""), arguments: String(item.arguments ?? "") },
+        function: { name: String(item.name ?? ""), arguments: String(args ?? "") },
       };
       const last = out.at(-1);
       // Calls of one turn go on one assistant message (after any text it had).
       if (last?.role === "assistant") (last.tool_calls ??= []).push(call);
       else out.push({ role: "assistant", content: null, tool_calls: [call] });
-    } else if (type === "function_call_output") {
+    } else if (type === "function_call_output" || type === "custom_tool_call_output") {
       out.push({ role: "tool", tool_call_id: String(item.call_id ?? ""), content: outputText(item.output) });
     } else if (type !== "reasoning") {
       throw unsupported(param, `An input item of type \`${type}\``);
@@ -100,8 +114,10 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
   messages.push(...inputMessages(body.input));
   const chat: ChatCompletionRequest = { model: body.model, messages };
   if (typeof body.max_output_tokens === "number") chat.max_completion_tokens = body.max_output_tokens;
-  for (const k of ["temperature", "top_p", "parallel_tool_calls"] as const)
+  for (const k of ["temperature", "top_p", "prompt_cache_key", "service_tier"] as const)
     if (body[k] != null) chat[k] = body[k];
+  const verbosity = (body.text as { verbosity?: unknown } | undefined)?.verbosity;
+  if (typeof verbosity === "string") chat.verbosity = verbosity;
   const user = body.safety_identifier ?? body.user;
   if (typeof user === "string") chat.user = user;
   if (body.stream === true) chat.stream = true;
@@ -120,6 +136,7 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
   else if (format?.type === "json_object") chat.response_format = { type: "json_object" };
   if (Array.isArray(body.tools) && body.tools.length) {
     chat.tools = (body.tools as Item[]).map((t, i) => {
+      if (t.type === "custom") return customAsFunction(t);
       if (t.type !== "function") throw unsupported(`tools[${i}]`, `The hosted tool \`${t.type}\``);
       return {
         type: "function",
@@ -131,22 +148,80 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
         },
       };
     });
+    // Without tools, chat completions refuses both.
+    if (body.parallel_tool_calls != null) chat.parallel_tool_calls = body.parallel_tool_calls;
+    const choice = body.tool_choice as string | Item | undefined;
+    if (typeof choice === "string") chat.tool_choice = choice;
+    else if (choice?.type === "function" || choice?.type === "custom")
+      chat.tool_choice = { type: "function", function: { name: choice.name } };
+    else if (choice?.type === "allowed_tools")
+      chat.tool_choice = {
+        type: "allowed_tools",
+        allowed_tools: {
+          mode: choice.mode,
+          tools: ((choice.tools ?? []) as Item[]).map((t) => ({
+            type: "function",
+            function: { name: t.name },
+          })),
+        },
+      };
   }
-  const choice = body.tool_choice as string | Item | undefined;
-  if (typeof choice === "string") chat.tool_choice = choice;
-  else if (choice?.type === "function")
-    chat.tool_choice = { type: "function", function: { name: choice.name } };
   return chat;
+}
+
+/** Names of the custom (freeform) tools of a request: their calls go back as custom_tool_call items. */
+export function customToolNames(body: Record<string, unknown>): Set<string> {
+  const tools = Array.isArray(body.tools) ? (body.tools as Item[]) : [];
+  return new Set(tools.filter((t) => t.type === "custom").map((t) => String(t.name)));
+}
+
+/**
+ * A custom tool takes free text (a patch, a shell line) instead of JSON arguments. Chat providers in general only
+ * know function tools, so it goes upstream as a function with one string parameter, `input`, and its calls come back
+ * as custom_tool_call items with that text.
+ */
+function customAsFunction(t: Item): Record<string, unknown> {
+  const format = t.format as { type?: string; syntax?: string; definition?: string } | undefined;
+  const grammar =
+    format?.type === "grammar" && typeof format.definition === "string"
+      ? `\n\nThe input must follow this ${format.syntax ?? ""} grammar:\n${format.definition}`
+      : "";
+  return {
+    type: "function",
+    function: {
+      name: t.name,
+      description: `${typeof t.description === "string" ? t.description : ""}${grammar}`.trim(),
+      parameters: {
+        type: "object",
+        properties: { input: { type: "string", description: "The tool's raw input text." } },
+        required: ["input"],
+        additionalProperties: false,
+      },
+    },
+  };
+}
+
+/** The `input` text a custom tool call carried (its arguments are `{"input": …}`), or the raw arguments. */
+function customInput(args: string): string {
+  try {
+    const parsed = JSON.parse(args) as { input?: unknown };
+    if (typeof parsed.input === "string") return parsed.input;
+  } catch {
+    // not JSON: the model answered with the text itself
+  }
+  return args;
 }
 
 // ---------------------------------------------------------------- responses
 
 interface OutputItem {
-  type: "message" | "function_call";
+  type: "message" | "function_call" | "custom_tool_call";
   id: string;
   status: string;
   [k: string]: unknown;
 }
+
+type ResponseStatus = "in_progress" | "completed" | "incomplete" | "failed";
 
 function responseObject(
   id: string,
@@ -154,60 +229,103 @@ function responseObject(
   created: number,
   output: OutputItem[],
   finish: string | null,
-  usage: { input_tokens: number; output_tokens: number } | null,
-  status: "in_progress" | "completed" | "incomplete",
+  usage: ChunkUsage | null,
+  status: ResponseStatus,
+  error: ProxyError | null = null,
 ): Record<string, unknown> {
   return {
     id,
     object: "response",
     created_at: created,
     status,
-    error: null,
+    error: error && { code: error.code ?? error.type, message: error.message },
     incomplete_details:
       status === "incomplete"
         ? { reason: finish === "content_filter" ? "content_filter" : "max_output_tokens" }
         : null,
     model,
     output,
-    parallel_tool_calls: true,
-    tool_choice: "auto",
-    tools: [],
     usage: usage && {
-      input_tokens: usage.input_tokens,
-      input_tokens_details: { cached_tokens: 0 },
-      output_tokens: usage.output_tokens,
-      output_tokens_details: { reasoning_tokens: 0 },
-      total_tokens: usage.input_tokens + usage.output_tokens,
+      input_tokens: usage.input,
+      input_tokens_details: { cached_tokens: usage.cached },
+      output_tokens: usage.output,
+      output_tokens_details: { reasoning_tokens: usage.reasoning },
+      total_tokens: usage.input + usage.output,
     },
   };
 }
 
-const finalStatus = (finish: string | null) =>
+const finalStatus = (finish: string | null): ResponseStatus =>
   finish === "length" || finish === "content_filter" ? "incomplete" : "completed";
+
+const outputTextPart = (text: string) => ({ type: "output_text", text, annotations: [], logprobs: [] });
 
 const messageItem = (text: string, status: string): OutputItem => ({
   type: "message",
   id: newId("msg"),
   status,
   role: "assistant",
-  content: status === "in_progress" ? [] : [{ type: "output_text", text, annotations: [] }],
+  content: status === "in_progress" ? [] : [outputTextPart(text)],
 });
 
-export function chatToResponse(completion: ChatCompletion, model: string): Record<string, unknown> {
+/** A tool call as its output item: function_call, or custom_tool_call for a custom tool (its `input` text). */
+function callItem(
+  call: { id: string; name: string; arguments: string },
+  custom: ReadonlySet<string>,
+  status: string,
+): OutputItem {
+  if (custom.has(call.name))
+    return {
+      type: "custom_tool_call",
+      id: newId("ctc"),
+      status,
+      call_id: call.id,
+      name: call.name,
+      input: customInput(call.arguments),
+    };
+  return {
+    type: "function_call",
+    id: newId("fc"),
+    status,
+    call_id: call.id,
+    name: call.name,
+    arguments: call.arguments,
+  };
+}
+
+function usageOf(u: ChatCompletion["usage"]): ChunkUsage {
+  const details = u as
+    | {
+        prompt_tokens_details?: { cached_tokens?: number };
+        completion_tokens_details?: { reasoning_tokens?: number };
+      }
+    | undefined;
+  return {
+    input: u?.prompt_tokens ?? 0,
+    output: u?.completion_tokens ?? 0,
+    cached: details?.prompt_tokens_details?.cached_tokens ?? 0,
+    reasoning: details?.completion_tokens_details?.reasoning_tokens ?? 0,
+  };
+}
+
+export function chatToResponse(
+  completion: ChatCompletion,
+  model: string,
+  custom: ReadonlySet<string> = new Set(),
+): Record<string, unknown> {
   const choice = completion.choices?.[0];
   const message = choice?.message;
   const output: OutputItem[] = [];
   if (typeof message?.content === "string" && message.content !== "")
     output.push(messageItem(message.content, "completed"));
   for (const call of message?.tool_calls ?? [])
-    output.push({
-      type: "function_call",
-      id: newId("fc"),
-      status: "completed",
-      call_id: call.id ?? "",
-      name: call.function?.name ?? "",
-      arguments: call.function?.arguments ?? "",
-    });
+    output.push(
+      callItem(
+        { id: call.id ?? "", name: call.function?.name ?? "", arguments: call.function?.arguments ?? "" },
+        custom,
+        "completed",
+      ),
+    );
   const finish = choice?.finish_reason ?? "stop";
   return responseObject(
     newId("resp"),
@@ -215,31 +333,36 @@ export function chatToResponse(completion: ChatCompletion, model: string): Recor
     completion.created ?? Math.floor(Date.now() / 1000),
     output,
     finish,
-    {
-      input_tokens: completion.usage?.prompt_tokens ?? 0,
-      output_tokens: completion.usage?.completion_tokens ?? 0,
-    },
+    usageOf(completion.usage),
     finalStatus(finish),
   );
 }
 
-/** Chat completion chunks in, Responses events out (`push` per chunk, `end` once the chunks are done). */
-export type ResponseEventStream = ChunkWalker;
+/** Chat completion chunks in, Responses events out; `error` ends a stream that failed after it started. */
+export interface ResponseEventStream extends ChunkWalker {
+  error(e: ProxyError): string;
+}
 
-export function createResponseEventStream(model: string): ResponseEventStream {
+export function createResponseEventStream(
+  model: string,
+  custom: ReadonlySet<string> = new Set(),
+): ResponseEventStream {
   const id = newId("resp");
   const created = Math.floor(Date.now() / 1000);
   let sequence = 0;
   const output: OutputItem[] = [];
-  const emit = (out: string[], type: string, data: Record<string, unknown>) =>
-    out.push(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`);
+  /** Argument text of custom tool calls: their input is known only once the JSON is complete. */
+  const customArgs = new Map<number, string>();
+  const frame = (type: string, data: Record<string, unknown>) =>
+    `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sequence++, ...data })}\n\n`;
+  const emit = (out: string[], type: string, data: Record<string, unknown>) => out.push(frame(type, data));
   const added = (out: string[], index: number, item: OutputItem) => {
     output[index] = item;
     emit(out, "response.output_item.added", { output_index: index, item: structuredClone(item) });
   };
   const textPart = (index: number) => (output[index].content as Array<{ type: string; text: string }>)[0];
 
-  return walkChunks({
+  const walker = walkChunks({
     start(out) {
       const snapshot = responseObject(id, model, created, [], null, null, "in_progress");
       emit(out, "response.created", { response: snapshot });
@@ -247,7 +370,7 @@ export function createResponseEventStream(model: string): ResponseEventStream {
     },
     openText(out, index) {
       added(out, index, messageItem("", "in_progress"));
-      const part = { type: "output_text", text: "", annotations: [] };
+      const part = outputTextPart("");
       (output[index].content as unknown[]).push(part);
       emit(out, "response.content_part.added", {
         item_id: output[index].id,
@@ -263,19 +386,20 @@ export function createResponseEventStream(model: string): ResponseEventStream {
         output_index: index,
         content_index: 0,
         delta,
+        logprobs: [],
       });
     },
     openTool(out, index, call) {
-      added(out, index, {
-        type: "function_call",
-        id: newId("fc"),
-        status: "in_progress",
-        call_id: call.id,
-        name: call.name,
-        arguments: "",
-      });
+      const item = callItem({ ...call, arguments: "" }, custom, "in_progress");
+      if (item.type === "custom_tool_call") customArgs.set(index, "");
+      added(out, index, item);
     },
     toolArguments(out, index, delta) {
+      const pending = customArgs.get(index);
+      if (pending !== undefined) {
+        customArgs.set(index, pending + delta);
+        return;
+      }
       output[index].arguments = String(output[index].arguments) + delta;
       emit(out, "response.function_call_arguments.delta", {
         item_id: output[index].id,
@@ -293,6 +417,7 @@ export function createResponseEventStream(model: string): ResponseEventStream {
           output_index: index,
           content_index: 0,
           text: part.text,
+          logprobs: [],
         });
         emit(out, "response.content_part.done", {
           item_id: item.id,
@@ -300,10 +425,23 @@ export function createResponseEventStream(model: string): ResponseEventStream {
           content_index: 0,
           part,
         });
+      } else if (item.type === "custom_tool_call") {
+        item.input = customInput(customArgs.get(index) ?? "");
+        emit(out, "response.custom_tool_call_input.delta", {
+          item_id: item.id,
+          output_index: index,
+          delta: item.input,
+        });
+        emit(out, "response.custom_tool_call_input.done", {
+          item_id: item.id,
+          output_index: index,
+          input: item.input,
+        });
       } else {
         emit(out, "response.function_call_arguments.done", {
           item_id: item.id,
           output_index: index,
+          name: item.name,
           arguments: item.arguments,
         });
       }
@@ -311,16 +449,18 @@ export function createResponseEventStream(model: string): ResponseEventStream {
     },
     finish(out, reason, usage) {
       const status = finalStatus(reason);
-      const counts = { input_tokens: usage?.input ?? 0, output_tokens: usage?.output ?? 0 };
       emit(out, status === "completed" ? "response.completed" : "response.incomplete", {
-        response: responseObject(id, model, created, output, reason, counts, status),
+        response: responseObject(id, model, created, output, reason, usage, status),
       });
     },
   });
-}
-
-/** A failure after the stream started: the Responses `error` event. */
-export function responsesErrorEvent(e: ProxyError): string {
-  const data = { type: "error", code: e.code, message: e.message, param: e.param, sequence_number: 0 };
-  return `event: error\ndata: ${JSON.stringify(data)}\n\n`;
+  return {
+    ...walker,
+    // Clients read the failure from response.failed (Codex does; the SDK also surfaces the error event).
+    error: (e) =>
+      frame("error", { code: e.code, message: e.message, param: e.param }) +
+      frame("response.failed", {
+        response: responseObject(id, model, created, output, null, null, "failed", e),
+      }),
+  };
 }

@@ -8,7 +8,7 @@ import type { Config } from "../config";
 import { InvalidRequestError, NotFoundError } from "../errors";
 import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
 import { readJsonBody } from "../lib/body";
-import { responsesToChat, type ResponsesRequest } from "../lib/openai-responses";
+import { customToolNames, responsesToChat, type ResponsesRequest } from "../lib/openai-responses";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
 import type { ChatCompletionRequest, EmbeddingRequest } from "../types";
@@ -143,6 +143,8 @@ export function createParseResponses(deps: ParseDeps): Middleware<ProxyState> {
     const parsed = responsesSchema.safeParse(raw);
     if (!parsed.success) throw invalid(parsed.error, raw);
     acceptChat(ctx, deps, responsesToChat(parsed.data as ResponsesRequest));
+    const custom = customToolNames(parsed.data);
+    if (custom.size > 0) ctx.state.customTools = [...custom];
     return next();
   };
 }

@@ -11,7 +11,7 @@ import type { Middleware, ParameterizedContext } from "koa";
 import { toProxyError, type ProxyError } from "../errors";
 import type { ProxyState } from "../state";
 import { chatToMessage, createMessageStream, messagesErrorEvent } from "../lib/anthropic-messages";
-import { chatToResponse, createResponseEventStream, responsesErrorEvent } from "../lib/openai-responses";
+import { chatToResponse, createResponseEventStream } from "../lib/openai-responses";
 import type { ChatCompletion, ChatCompletionChunk } from "../types";
 import type { UsageRow } from "../ports";
 import type { Logger } from "pino";
@@ -43,10 +43,8 @@ function wireFor(ctx: ParameterizedContext<ProxyState>, includeUsage: boolean): 
     const events = createMessageStream(model, ctx.state.promptTokens ?? 0);
     return { push: events.push, end: events.end, error: messagesErrorEvent };
   }
-  if (ctx.state.route === "responses") {
-    const events = createResponseEventStream(model);
-    return { push: events.push, end: events.end, error: responsesErrorEvent };
-  }
+  if (ctx.state.route === "responses")
+    return createResponseEventStream(model, new Set(ctx.state.customTools));
   return chatWire(includeUsage);
 }
 
@@ -56,7 +54,8 @@ function jsonFor(
 ): unknown {
   const model = ctx.state.usage.requestedModel ?? "";
   if (ctx.state.route === "messages") return chatToMessage(body as ChatCompletion, model);
-  if (ctx.state.route === "responses") return chatToResponse(body as ChatCompletion, model);
+  if (ctx.state.route === "responses")
+    return chatToResponse(body as ChatCompletion, model, new Set(ctx.state.customTools));
   return body;
 }
 

@@ -1,18 +1,22 @@
 import { accumulateResponse } from "openai/lib/responses/ResponseAccumulator";
 import type { Response, ResponseStreamEvent } from "openai/resources/responses/responses";
 import { describe, expect, it } from "vitest";
-import { createResponseEventStream } from "../../../service/lib/openai-responses";
+import { createResponseEventStream, responsesToChat } from "../../../service/lib/openai-responses";
+import { toProxyError, UpstreamError } from "../../../service/errors";
 import type { ChatCompletionChunk } from "../../../service/types";
 
 /** Our Responses events for these chunks, folded by the openai SDK's own accumulator. */
-function assemble(chunks: ChatCompletionChunk[]): { response: Response; types: string[] } {
-  const stream = createResponseEventStream("gpt-x");
+function assemble(
+  chunks: ChatCompletionChunk[],
+  custom: Set<string> = new Set(),
+): { response: Response; types: string[]; events: ResponseStreamEvent[] } {
+  const stream = createResponseEventStream("gpt-x", custom);
   const frames = [...chunks.flatMap((c) => stream.push(c)), ...stream.end()];
   const events = frames.map((f) => JSON.parse(f.slice(f.indexOf("data: ") + 6)) as ResponseStreamEvent);
   let snapshot: Response | undefined;
   for (const e of events) snapshot = accumulateResponse(e, snapshot);
   expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
-  return { response: snapshot!, types: events.map((e) => e.type) };
+  return { response: snapshot!, types: events.map((e) => e.type), events };
 }
 
 const base = { id: "c1", object: "chat.completion.chunk" as const, created: 1, model: "gpt" };
@@ -58,5 +62,140 @@ describe("chat chunks → Responses events, as the openai SDK accumulates them",
     const empty = assemble([]);
     expect(empty.types).toEqual(["response.created", "response.in_progress", "response.completed"]);
     expect(empty.response.output).toEqual([]);
+  });
+
+  it("a custom tool's call comes back as a custom_tool_call with its raw input; usage details carry over", () => {
+    const { response, types } = assemble(
+      [
+        ch({
+          tool_calls: [
+            { index: 0, id: "p1", type: "function", function: { name: "apply_patch", arguments: '{"inp' } },
+          ],
+        }),
+        ch({ tool_calls: [{ index: 0, function: { arguments: 'ut":"*** Begin Patch\\n*** End Patch"}' } }] }),
+        ch({}, "tool_calls"),
+        {
+          ...base,
+          choices: [],
+          usage: {
+            prompt_tokens: 50,
+            completion_tokens: 9,
+            total_tokens: 59,
+            prompt_tokens_details: { cached_tokens: 32 },
+            completion_tokens_details: { reasoning_tokens: 4 },
+          },
+        },
+      ],
+      new Set(["apply_patch"]),
+    );
+    expect(response.output[0]).toMatchObject({
+      type: "custom_tool_call",
+      call_id: "p1",
+      name: "apply_patch",
+      input: "*** Begin Patch\n*** End Patch",
+    });
+    expect(types).toContain("response.custom_tool_call_input.done");
+    expect(response.usage).toMatchObject({
+      input_tokens_details: { cached_tokens: 32 },
+      output_tokens_details: { reasoning_tokens: 4 },
+    });
+  });
+
+  it("two calls that both say index 0 but have different ids stay two calls", () => {
+    const { response } = assemble([
+      ch({
+        tool_calls: [{ index: 0, id: "a", type: "function", function: { name: "f", arguments: '{"x":1}' } }],
+      }),
+      ch({
+        tool_calls: [{ index: 0, id: "b", type: "function", function: { name: "g", arguments: '{"y":2}' } }],
+      }),
+      ch({}, "tool_calls"),
+    ]);
+    expect(response.output.map((o) => (o as { arguments: string }).arguments)).toEqual([
+      '{"x":1}',
+      '{"y":2}',
+    ]);
+  });
+
+  it("a failure mid-stream is an error event and response.failed, numbered after what came before", () => {
+    const stream = createResponseEventStream("gpt-x");
+    const before = stream.push(ch({ content: "partial" }));
+    const failed = stream.error(
+      toProxyError(new UpstreamError("The upstream stream failed.", "upstream_stream_error")),
+    );
+    const events = [
+      ...before,
+      ...failed
+        .split("\n\n")
+        .filter(Boolean)
+        .map((f) => f + "\n\n"),
+    ].map((f) => JSON.parse(f.slice(f.indexOf("data: ") + 6)));
+    expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
+    expect(events.at(-2)).toMatchObject({ type: "error", code: "upstream_stream_error" });
+    expect(events.at(-1)).toMatchObject({
+      type: "response.failed",
+      response: { status: "failed", error: { code: "upstream_stream_error" } },
+    });
+  });
+});
+
+describe("Responses request → chat request: what clients like Codex send", () => {
+  it("custom tools, custom calls and outputs; assistant text after a call joins that turn; no tool fields without tools", () => {
+    const chat = responsesToChat({
+      model: "m",
+      input: [
+        { type: "message", role: "user", content: [{ type: "input_text", text: "fix it" }] },
+        { type: "reasoning", id: "r1", encrypted_content: "..." },
+        { type: "custom_tool_call", call_id: "p1", name: "apply_patch", input: "*** Begin Patch" },
+        { type: "message", role: "assistant", content: [{ type: "output_text", text: "Applying." }] },
+        { type: "custom_tool_call_output", call_id: "p1", output: "Done" },
+      ],
+      tools: [
+        {
+          type: "custom",
+          name: "apply_patch",
+          description: "Edit files",
+          format: { type: "grammar", syntax: "lark", definition: "start: /.+/" },
+        },
+      ],
+      tool_choice: "auto",
+      parallel_tool_calls: false,
+      text: { verbosity: "low" },
+      prompt_cache_key: "conv-1",
+    });
+    expect(chat.messages).toEqual([
+      { role: "user", content: "fix it" },
+      {
+        role: "assistant",
+        content: "Applying.",
+        tool_calls: [
+          {
+            id: "p1",
+            type: "function",
+            function: { name: "apply_patch", arguments: '{"input":"*** Begin Patch"}' },
+          },
+        ],
+      },
+      { role: "tool", tool_call_id: "p1", content: "Done" },
+    ]);
+    expect((chat.tools as any[])[0].function).toMatchObject({
+      name: "apply_patch",
+      parameters: { required: ["input"] },
+    });
+    expect((chat.tools as any[])[0].function.description).toContain("start: /.+/");
+    expect(chat).toMatchObject({
+      tool_choice: "auto",
+      parallel_tool_calls: false,
+      verbosity: "low",
+      prompt_cache_key: "conv-1",
+    });
+    const bare = responsesToChat({
+      model: "m",
+      input: "hi",
+      parallel_tool_calls: false,
+      tool_choice: "auto",
+    });
+    expect(bare).not.toHaveProperty("parallel_tool_calls");
+    expect(bare).not.toHaveProperty("tool_choice");
   });
 });
