@@ -117,7 +117,7 @@ export interface UsageReport {
   aggregate(q: {
     from: Date;
     to: Date;
-    groupBy: "key" | "team" | "model" | "day";
+    groupBy: "key" | "team" | "model" | "day" | "route" | "provider";
   }): Promise<UsageReportRow[]>;
 }
 

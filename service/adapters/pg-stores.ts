@@ -331,6 +331,9 @@ const GROUP_EXPRESSIONS = {
   // The model that actually answered (after fallbacks); the requested name when nothing was served.
   model: "COALESCE(served_model, requested_model)",
   day: "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+  // The client API (chat, messages, responses, embeddings) and the provider that answered.
+  route: "route",
+  provider: "provider",
 } as const;
 
 export function createPgUsageReport(pool: pg.Pool): UsageReport {

@@ -12,7 +12,7 @@
  *   PATCH  /internal/keys/:id              {name?, scopes?, expires_at?, ...limits}
  *   POST   /internal/keys/:id/revoke
  *   POST   /internal/keys/:id/rotate       → 201 the replacement with its `key`; the old key is revoked
- *   GET    /internal/usage?from&to&group_by=key|team|model|day
+ *   GET    /internal/usage?from&to&group_by=key|team|model|day|route|provider
  *
  * Limits (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`): absent or null = the configured default
  * (on PATCH: absent = unchanged, null = back to the default), 0 = blocked, a positive integer = that budget.
@@ -95,7 +95,7 @@ const keyPatchSchema = z
   })
   .strict();
 
-const GROUP_BY = ["key", "team", "model", "day"] as const;
+const GROUP_BY = ["key", "team", "model", "day", "route", "provider"] as const;
 
 /** Scopes a key gets when none are given: the proxy APIs, not knowledge-base writes. */
 export const DEFAULT_KEY_SCOPES = ["chat", "embeddings", "models"];

@@ -301,7 +301,7 @@ describe("admin API: usage report", () => {
       row(0, {}),
       row(1, { cacheHit: true, promptTokens: 0, completionTokens: 0 }),
       row(2, { status: 429, errorCode: "rate_limit_exceeded", promptTokens: 0, completionTokens: 0 }),
-      row(60 * 24, { servedModel: "gpt-b", keyId: null, teamId: null }),
+      row(60 * 24, { servedModel: "gpt-b", keyId: null, teamId: null, route: "messages", provider: "claude" }),
     ].forEach((r) => proxy.deps.usageSink.record(r));
     await proxy.deps.usageSink.flush();
 
@@ -323,6 +323,16 @@ describe("admin API: usage report", () => {
       ["2031-03-01", 3],
       ["2031-03-02", 1],
     ]);
+    const byRoute = await call("GET", `/internal/usage?${q}&group_by=route`);
+    expect(byRoute.body.data.map((r: any) => [r.group, r.requests])).toEqual([
+      ["chat", 3],
+      ["messages", 1],
+    ]);
+    const byProvider = await call("GET", `/internal/usage?${q}&group_by=provider`);
+    expect(byProvider.body.data.map((r: any) => [r.group, r.requests])).toEqual([
+      ["claude", 1],
+      ["openai", 3],
+    ]);
     const byTeam = await call("GET", `/internal/usage?${q}&group_by=team`);
     expect(byTeam.body.data[0]).toMatchObject({ group: teamA, requests: 3 });
 
@@ -332,7 +342,7 @@ describe("admin API: usage report", () => {
   });
 
   it("rejects a bad group_by, bad dates and from >= to", async () => {
-    const g = await call("GET", "/internal/usage?group_by=provider");
+    const g = await call("GET", "/internal/usage?group_by=colour");
     expect(g.status).toBe(400);
     expect(g.body.error.param).toBe("group_by");
     const d = await call("GET", "/internal/usage?from=yesterday");
