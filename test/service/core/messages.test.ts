@@ -324,3 +324,55 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     expect(streamed.content).toMatchObject([{ type: "text", text: "Echo: and streamed" }]);
   });
 });
+
+describe("POST /v1/messages under rate limits and the cache", () => {
+  let upstream: FakeUpstream;
+  let proxy: TestProxy;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    proxy = await startProxy({
+      // One worker: the in-process limiter divides budgets among the workers of a pod.
+      env: { CACHE_ENABLED: "true", WORKERS: "1" },
+      configYaml: [
+        "providers:",
+        `  fake: { type: openai, base_url: "${upstream.baseUrl}", max_retries: 0 }`,
+        "models:",
+        "  - { name: gpt-4o-mini, provider: fake }",
+        "limits:",
+        "  key: { requests_per_minute: 2 }",
+      ].join("\n"),
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  it("a repeated Message is a cache hit; over the budget the SDK gets a RateLimitError with retry-after", async () => {
+    const client = new Anthropic({
+      apiKey: (await proxy.createKey()).key,
+      baseURL: proxy.url,
+      maxRetries: 0,
+    });
+    const params = {
+      model: "gpt-4o-mini",
+      max_tokens: 20,
+      messages: [{ role: "user" as const, content: "same" }],
+    };
+    const first = await client.messages.create(params).withResponse();
+    expect(first.response.headers.get("x-cache")).toBe("miss");
+    // The store happens after the response; give it a moment.
+    await new Promise((r) => setTimeout(r, 100));
+    const second = await client.messages.create(params).withResponse();
+    expect(second.response.headers.get("x-cache")).toBe("hit");
+    expect(second.data.content).toEqual(first.data.content);
+    const limited = await client.messages.create(params).catch((e: unknown) => e);
+    expect(limited).toBeInstanceOf(Anthropic.RateLimitError);
+    const err = limited as InstanceType<typeof Anthropic.RateLimitError>;
+    expect(err.error).toMatchObject({ type: "error", error: { type: "rate_limit_error" } });
+    expect(Number(err.headers?.get("retry-after"))).toBeGreaterThan(0);
+    const rows = (await proxy.usageRows()).filter((r) => r.route === "messages");
+    expect(rows.map((r) => r.status)).toEqual([200, 200, 429]);
+  });
+});
