@@ -42,6 +42,8 @@ export interface ProxyState {
   chat?: ChatCompletionRequest;
   /** route (responses): names of the request's custom tools (their calls go back as custom_tool_call items). */
   customTools?: string[];
+  /** route (responses): the request fields a Response repeats (tools, tool_choice, instructions …). */
+  responseEcho?: Record<string, unknown>;
   /** route (embeddings): the validated body. */
   embedding?: EmbeddingRequest;
   /** route: the deployment the client asked for (after alias/passthrough resolution). */

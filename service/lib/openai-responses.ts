@@ -169,6 +169,28 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
   return chat;
 }
 
+/**
+ * The request fields a Response repeats (clients and typed decoders read them from the Response): what was asked,
+ * with the API's defaults.
+ */
+export function responseEcho(body: Record<string, unknown>): Record<string, unknown> {
+  return {
+    instructions: body.instructions ?? null,
+    max_output_tokens: body.max_output_tokens ?? null,
+    metadata: body.metadata ?? {},
+    parallel_tool_calls: body.parallel_tool_calls ?? true,
+    reasoning: body.reasoning ?? null,
+    store: false,
+    temperature: body.temperature ?? null,
+    text: body.text ?? { format: { type: "text" } },
+    tool_choice: body.tool_choice ?? "auto",
+    tools: body.tools ?? [],
+    top_p: body.top_p ?? null,
+    truncation: body.truncation ?? "disabled",
+    user: body.user ?? null,
+  };
+}
+
 /** Names of the custom (freeform) tools of a request: their calls go back as custom_tool_call items. */
 export function customToolNames(body: Record<string, unknown>): Set<string> {
   const tools = Array.isArray(body.tools) ? (body.tools as Item[]) : [];
@@ -231,9 +253,11 @@ function responseObject(
   finish: string | null,
   usage: ChunkUsage | null,
   status: ResponseStatus,
+  echo: Record<string, unknown>,
   error: ProxyError | null = null,
 ): Record<string, unknown> {
   return {
+    ...echo,
     id,
     object: "response",
     created_at: created,
@@ -312,6 +336,7 @@ export function chatToResponse(
   completion: ChatCompletion,
   model: string,
   custom: ReadonlySet<string> = new Set(),
+  echo: Record<string, unknown> = {},
 ): Record<string, unknown> {
   const choice = completion.choices?.[0];
   const message = choice?.message;
@@ -335,6 +360,7 @@ export function chatToResponse(
     finish,
     usageOf(completion.usage),
     finalStatus(finish),
+    echo,
   );
 }
 
@@ -346,6 +372,7 @@ export interface ResponseEventStream extends ChunkWalker {
 export function createResponseEventStream(
   model: string,
   custom: ReadonlySet<string> = new Set(),
+  echo: Record<string, unknown> = {},
 ): ResponseEventStream {
   const id = newId("resp");
   const created = Math.floor(Date.now() / 1000);
@@ -364,7 +391,7 @@ export function createResponseEventStream(
 
   const walker = walkChunks({
     start(out) {
-      const snapshot = responseObject(id, model, created, [], null, null, "in_progress");
+      const snapshot = responseObject(id, model, created, [], null, null, "in_progress", echo);
       emit(out, "response.created", { response: snapshot });
       emit(out, "response.in_progress", { response: snapshot });
     },
@@ -450,7 +477,7 @@ export function createResponseEventStream(
     finish(out, reason, usage) {
       const status = finalStatus(reason);
       emit(out, status === "completed" ? "response.completed" : "response.incomplete", {
-        response: responseObject(id, model, created, output, reason, usage, status),
+        response: responseObject(id, model, created, output, reason, usage, status, echo),
       });
     },
   });
@@ -460,7 +487,7 @@ export function createResponseEventStream(
     error: (e) =>
       frame("error", { code: e.code, message: e.message, param: e.param }) +
       frame("response.failed", {
-        response: responseObject(id, model, created, output, null, null, "failed", e),
+        response: responseObject(id, model, created, output, null, null, "failed", echo, e),
       }),
   };
 }

@@ -8,7 +8,12 @@ import type { Config } from "../config";
 import { InvalidRequestError, NotFoundError } from "../errors";
 import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
 import { readJsonBody } from "../lib/body";
-import { customToolNames, responsesToChat, type ResponsesRequest } from "../lib/openai-responses";
+import {
+  customToolNames,
+  responseEcho,
+  responsesToChat,
+  type ResponsesRequest,
+} from "../lib/openai-responses";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
 import type { ChatCompletionRequest, EmbeddingRequest } from "../types";
@@ -145,6 +150,7 @@ export function createParseResponses(deps: ParseDeps): Middleware<ProxyState> {
     acceptChat(ctx, deps, responsesToChat(parsed.data as ResponsesRequest));
     const custom = customToolNames(parsed.data);
     if (custom.size > 0) ctx.state.customTools = [...custom];
+    ctx.state.responseEcho = responseEcho(parsed.data);
     return next();
   };
 }

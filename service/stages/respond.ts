@@ -44,7 +44,7 @@ function wireFor(ctx: ParameterizedContext<ProxyState>, includeUsage: boolean): 
     return { push: events.push, end: events.end, error: messagesErrorEvent };
   }
   if (ctx.state.route === "responses")
-    return createResponseEventStream(model, new Set(ctx.state.customTools));
+    return createResponseEventStream(model, new Set(ctx.state.customTools), ctx.state.responseEcho);
   return chatWire(includeUsage);
 }
 
@@ -55,7 +55,12 @@ function jsonFor(
   const model = ctx.state.usage.requestedModel ?? "";
   if (ctx.state.route === "messages") return chatToMessage(body as ChatCompletion, model);
   if (ctx.state.route === "responses")
-    return chatToResponse(body as ChatCompletion, model, new Set(ctx.state.customTools));
+    return chatToResponse(
+      body as ChatCompletion,
+      model,
+      new Set(ctx.state.customTools),
+      ctx.state.responseEcho,
+    );
   return body;
 }
 

@@ -54,6 +54,14 @@ describe("POST /v1/responses: the official openai SDK's Responses API through th
     });
     expect(res.object).toBe("response");
     expect(res.status).toBe("completed");
+    // The Response repeats what was asked, as the API does (typed clients read these).
+    expect(res).toMatchObject({
+      instructions: "Be brief.",
+      max_output_tokens: 50,
+      tool_choice: "auto",
+      tools: [],
+      parallel_tool_calls: true,
+    });
     expect(res.output_text).toBe("Echo: hello there");
     expect(res.usage).toMatchObject({
       input_tokens: FAKE_USAGE.prompt_tokens,
