@@ -184,7 +184,9 @@ export function chatToMessage(completion: ChatCompletion, model: string): Record
   const choice = completion.choices?.[0];
   const message = choice?.message;
   const content: Block[] = [];
-  const text = typeof message?.content === "string" ? message.content : "";
+  const text =
+    (typeof message?.content === "string" ? message.content : "") +
+    (typeof message?.refusal === "string" ? message.refusal : "");
   if (text) content.push({ type: "text", text });
   for (const call of message?.tool_calls ?? [])
     content.push({

@@ -84,12 +84,16 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
       const choice = chunk.choices[0];
       if (!choice) return out;
       const delta = choice.delta ?? {};
-      if (typeof delta.content === "string" && delta.content !== "") {
+      // A refusal is text for these formats (neither has a place for a chat refusal mid-stream).
+      const piece =
+        (typeof delta.content === "string" ? delta.content : "") +
+        (typeof delta.refusal === "string" ? delta.refusal : "");
+      if (piece !== "") {
         if (text < 0) {
           text = openBlock();
           writer.openText(out, text);
         }
-        writer.text(out, text, delta.content);
+        writer.text(out, text, piece);
       }
       for (const call of delta.tool_calls ?? []) {
         const key = call.index ?? 0;

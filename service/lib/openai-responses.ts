@@ -341,8 +341,10 @@ export function chatToResponse(
   const choice = completion.choices?.[0];
   const message = choice?.message;
   const output: OutputItem[] = [];
-  if (typeof message?.content === "string" && message.content !== "")
-    output.push(messageItem(message.content, "completed"));
+  const text =
+    (typeof message?.content === "string" ? message.content : "") +
+    (typeof message?.refusal === "string" ? message.refusal : "");
+  if (text !== "") output.push(messageItem(text, "completed"));
   for (const call of message?.tool_calls ?? [])
     output.push(
       callItem(

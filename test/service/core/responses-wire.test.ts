@@ -1,7 +1,11 @@
 import { accumulateResponse } from "openai/lib/responses/ResponseAccumulator";
 import type { Response, ResponseStreamEvent } from "openai/resources/responses/responses";
 import { describe, expect, it } from "vitest";
-import { createResponseEventStream, responsesToChat } from "../../../service/lib/openai-responses";
+import {
+  chatToResponse,
+  createResponseEventStream,
+  responsesToChat,
+} from "../../../service/lib/openai-responses";
 import { toProxyError, UpstreamError } from "../../../service/errors";
 import type { ChatCompletionChunk } from "../../../service/types";
 
@@ -99,6 +103,24 @@ describe("chat chunks → Responses events, as the openai SDK accumulates them",
       input_tokens_details: { cached_tokens: 32 },
       output_tokens_details: { reasoning_tokens: 4 },
     });
+  });
+
+  it("a refusal comes back as text, in streams and in JSON", () => {
+    const { response } = assemble([ch({ refusal: "I can't help with that." }), ch({}, "stop")]);
+    expect(response.output_text).toBe("I can't help with that.");
+    const json = chatToResponse(
+      {
+        id: "c",
+        object: "chat.completion",
+        created: 1,
+        model: "m",
+        choices: [
+          { index: 0, message: { role: "assistant", content: null, refusal: "No." }, finish_reason: "stop" },
+        ],
+      },
+      "m",
+    );
+    expect((json.output as any[])[0].content[0].text).toBe("No.");
   });
 
   it("two calls that both say index 0 but have different ids stay two calls", () => {
