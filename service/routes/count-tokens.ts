@@ -6,9 +6,8 @@
 import type { Middleware } from "koa";
 import type { AppDeps } from "../app";
 import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
-import { readJsonBody } from "../lib/body";
 import { countChatTokens } from "../lib/tokens";
-import { invalid, messagesSchema, resolveModel } from "../stages/parse";
+import { messagesSchema, readValidBody, resolveModel } from "../stages/parse";
 import type { ProxyState } from "../state";
 
 /** count_tokens takes a Messages request without max_tokens. */
@@ -16,10 +15,8 @@ const countSchema = messagesSchema.extend({ max_tokens: messagesSchema.shape.max
 
 export function createCountTokensRoute(deps: AppDeps): Middleware<ProxyState> {
   return async function countTokens(ctx) {
-    const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
-    const parsed = countSchema.safeParse(raw);
-    if (!parsed.success) throw invalid(parsed.error, raw);
-    const body = { ...parsed.data, max_tokens: parsed.data.max_tokens ?? 1 } as MessagesRequest;
+    const data = await readValidBody(ctx, deps, countSchema);
+    const body = { ...data, max_tokens: data.max_tokens ?? 1 } as MessagesRequest;
     const chat = messagesToChat(body);
     resolveModel(deps, chat.model, "chat");
     ctx.body = { input_tokens: countChatTokens(chat) };

@@ -79,7 +79,7 @@ const embeddingSchema = z.looseObject({
   ]),
 });
 
-export function invalid(error: z.ZodError, raw: unknown): InvalidRequestError {
+function invalid(error: z.ZodError, raw: unknown): InvalidRequestError {
   const issue = error.issues[0];
   const param = issue.path.map(String).join(".") || null;
   const missing =
@@ -112,13 +112,22 @@ export function resolveModel(deps: ParseDeps, model: string, kind: "chat" | "emb
   return deployment;
 }
 
-/** The body, with the requested model noted on the usage row as early as it is known (even if the body is invalid). */
-async function readBody(ctx: ParameterizedContext<ProxyState>, deps: ParseDeps): Promise<unknown> {
+/**
+ * The body read (bounded) and validated against `schema`, a 400 naming the first bad field otherwise; the requested
+ * model is noted on the usage row as early as it is known (even if the body is invalid).
+ */
+export async function readValidBody<T extends z.ZodType>(
+  ctx: ParameterizedContext<ProxyState>,
+  deps: ParseDeps,
+  schema: T,
+): Promise<z.infer<T>> {
   const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
   if (raw !== null && typeof raw === "object" && typeof (raw as { model?: unknown }).model === "string") {
     ctx.state.usage.requestedModel = (raw as { model: string }).model;
   }
-  return raw;
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw invalid(parsed.error, raw);
+  return parsed.data;
 }
 
 function acceptChat(
@@ -133,10 +142,8 @@ function acceptChat(
 
 export function createParseChat(deps: ParseDeps): Middleware<ProxyState> {
   return async function parseChat(ctx, next) {
-    const raw = await readBody(ctx, deps);
-    const parsed = chatSchema.safeParse(raw);
-    if (!parsed.success) throw invalid(parsed.error, raw);
-    acceptChat(ctx, deps, parsed.data as ChatCompletionRequest);
+    const data = await readValidBody(ctx, deps, chatSchema);
+    acceptChat(ctx, deps, data as ChatCompletionRequest);
     return next();
   };
 }
@@ -144,13 +151,11 @@ export function createParseChat(deps: ParseDeps): Middleware<ProxyState> {
 /** POST /v1/responses: an OpenAI Responses request, translated to chat (lib/openai-responses.ts). */
 export function createParseResponses(deps: ParseDeps): Middleware<ProxyState> {
   return async function parseResponses(ctx, next) {
-    const raw = await readBody(ctx, deps);
-    const parsed = responsesSchema.safeParse(raw);
-    if (!parsed.success) throw invalid(parsed.error, raw);
-    acceptChat(ctx, deps, responsesToChat(parsed.data as ResponsesRequest));
-    const custom = customToolNames(parsed.data);
+    const data = await readValidBody(ctx, deps, responsesSchema);
+    acceptChat(ctx, deps, responsesToChat(data as ResponsesRequest));
+    const custom = customToolNames(data);
     if (custom.size > 0) ctx.state.customTools = [...custom];
-    ctx.state.responseEcho = responseEcho(parsed.data);
+    ctx.state.responseEcho = responseEcho(data);
     return next();
   };
 }
@@ -158,21 +163,17 @@ export function createParseResponses(deps: ParseDeps): Middleware<ProxyState> {
 /** POST /v1/messages: an Anthropic Messages request, translated to chat (lib/anthropic-messages.ts). */
 export function createParseMessages(deps: ParseDeps): Middleware<ProxyState> {
   return async function parseMessages(ctx, next) {
-    const raw = await readBody(ctx, deps);
-    const parsed = messagesSchema.safeParse(raw);
-    if (!parsed.success) throw invalid(parsed.error, raw);
-    acceptChat(ctx, deps, messagesToChat(parsed.data as MessagesRequest));
+    const data = await readValidBody(ctx, deps, messagesSchema);
+    acceptChat(ctx, deps, messagesToChat(data as MessagesRequest));
     return next();
   };
 }
 
 export function createParseEmbeddings(deps: ParseDeps): Middleware<ProxyState> {
   return async function parseEmbeddings(ctx, next) {
-    const raw = await readBody(ctx, deps);
-    const parsed = embeddingSchema.safeParse(raw);
-    if (!parsed.success) throw invalid(parsed.error, raw);
-    ctx.state.embedding = parsed.data as EmbeddingRequest;
-    ctx.state.deployment = resolveModel(deps, parsed.data.model, "embedding");
+    const data = await readValidBody(ctx, deps, embeddingSchema);
+    ctx.state.embedding = data as EmbeddingRequest;
+    ctx.state.deployment = resolveModel(deps, data.model, "embedding");
     return next();
   };
 }
