@@ -9,7 +9,7 @@
  * deltas of parallel calls, even after text; deltas go to their call's own block. A call is new when its `index` is
  * new, or when it brings an `id` other than the one its index had (some providers send every call as index 0).
  */
-import type { ChatCompletionChunk } from "../types";
+import type { ChatCompletionChunk, Usage } from "../types";
 
 export interface BlockWriter {
   /** Before anything else, once (`id`: the first chunk's id, or null when the stream had no chunk). */
@@ -29,6 +29,23 @@ export interface ChunkUsage {
   /** Prompt tokens served from the provider's prompt cache, and completion tokens spent on reasoning. */
   cached: number;
   reasoning: number;
+}
+
+/** A chat usage object (of a completion or of a stream's usage chunk) in the walker's terms. */
+export function chatUsage(u: Usage | null | undefined): ChunkUsage {
+  const details = u as
+    | {
+        prompt_tokens_details?: { cached_tokens?: number } | null;
+        completion_tokens_details?: { reasoning_tokens?: number } | null;
+      }
+    | null
+    | undefined;
+  return {
+    input: u?.prompt_tokens ?? 0,
+    output: u?.completion_tokens ?? 0,
+    cached: details?.prompt_tokens_details?.cached_tokens ?? 0,
+    reasoning: details?.completion_tokens_details?.reasoning_tokens ?? 0,
+  };
 }
 
 export interface ChunkWalker {
@@ -69,18 +86,7 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
     push(chunk) {
       const out: string[] = [];
       start(out, chunk.id);
-      if (chunk.usage) {
-        const u = chunk.usage as ChatCompletionChunk["usage"] & {
-          prompt_tokens_details?: { cached_tokens?: number } | null;
-          completion_tokens_details?: { reasoning_tokens?: number } | null;
-        };
-        usage = {
-          input: u?.prompt_tokens ?? 0,
-          output: u?.completion_tokens ?? 0,
-          cached: u?.prompt_tokens_details?.cached_tokens ?? 0,
-          reasoning: u?.completion_tokens_details?.reasoning_tokens ?? 0,
-        };
-      }
+      if (chunk.usage) usage = chatUsage(chunk.usage);
       const choice = chunk.choices[0];
       if (!choice) return out;
       const delta = choice.delta ?? {};

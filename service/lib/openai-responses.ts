@@ -14,7 +14,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
-import { walkChunks, type ChunkUsage, type ChunkWalker } from "./chunk-blocks";
+import { chatUsage, walkChunks, type ChunkUsage, type ChunkWalker } from "./chunk-blocks";
 import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
 
 type Item = { type?: string; [k: string]: unknown };
@@ -317,21 +317,6 @@ function callItem(
   };
 }
 
-function usageOf(u: ChatCompletion["usage"]): ChunkUsage {
-  const details = u as
-    | {
-        prompt_tokens_details?: { cached_tokens?: number };
-        completion_tokens_details?: { reasoning_tokens?: number };
-      }
-    | undefined;
-  return {
-    input: u?.prompt_tokens ?? 0,
-    output: u?.completion_tokens ?? 0,
-    cached: details?.prompt_tokens_details?.cached_tokens ?? 0,
-    reasoning: details?.completion_tokens_details?.reasoning_tokens ?? 0,
-  };
-}
-
 export function chatToResponse(
   completion: ChatCompletion,
   model: string,
@@ -360,7 +345,7 @@ export function chatToResponse(
     completion.created ?? Math.floor(Date.now() / 1000),
     output,
     finish,
-    usageOf(completion.usage),
+    chatUsage(completion.usage),
     finalStatus(finish),
     echo,
   );
