@@ -8,6 +8,8 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { startFakeUpstream, type FakeUpstream } from "./fake-upstream";
+import { startProxy, type TestProxy } from "./proxy";
 
 export interface AnthropicRecorded {
   headers: http.IncomingHttpHeaders;
@@ -176,6 +178,41 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * A proxy with two providers, each with a local stand-in: `gpt-4o-mini` on a fake OpenAI-compatible upstream (served
+ * as `upstream-model`) and `claude-sonnet-5-5` on a fake Messages API — for the wire-format tests that must reach both.
+ */
+export async function startTwoProviderProxy(): Promise<{
+  upstream: FakeUpstream;
+  claude: FakeAnthropic;
+  proxy: TestProxy;
+  close(): Promise<void>;
+}> {
+  const upstream = await startFakeUpstream();
+  const claude = await startFakeAnthropic();
+  const proxy = await startProxy({
+    env: { ANTHROPIC_API_KEY: "anthropic-test-credential-0123456789" },
+    configYaml: [
+      "providers:",
+      `  fake: { type: openai, base_url: "${upstream.baseUrl}", max_retries: 0 }`,
+      `  claude: { type: anthropic, base_url: "${claude.baseUrl}", api_key_env: ANTHROPIC_API_KEY, max_retries: 0 }`,
+      "models:",
+      "  - { name: gpt-4o-mini, provider: fake, model: upstream-model }",
+      "  - { name: claude-sonnet-5-5, provider: claude }",
+    ].join("\n"),
+  });
+  return {
+    upstream,
+    claude,
+    proxy,
+    async close() {
+      await proxy.close();
+      await upstream.close();
+      await claude.close();
     },
   };
 }

@@ -1,6 +1,6 @@
 import Anthropic from "@anthropic-ai/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFakeAnthropic, type FakeAnthropic } from "../../helpers/fake-anthropic";
+import { startTwoProviderProxy, type FakeAnthropic } from "../../helpers/fake-anthropic";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, type TestProxy } from "../../helpers/proxy";
 import { messagesToChat } from "../../../service/lib/anthropic-messages";
@@ -10,31 +10,18 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
   let upstream: FakeUpstream;
   let claude: FakeAnthropic;
   let proxy: TestProxy;
+  let close: () => Promise<void>;
   let client: Anthropic;
   let key: string;
 
   beforeAll(async () => {
-    upstream = await startFakeUpstream();
-    claude = await startFakeAnthropic();
-    proxy = await startProxy({
-      env: { ANTHROPIC_API_KEY: "anthropic-test-credential-0123456789" },
-      configYaml: [
-        "providers:",
-        `  fake: { type: openai, base_url: "${upstream.baseUrl}", max_retries: 0 }`,
-        `  claude: { type: anthropic, base_url: "${claude.baseUrl}", api_key_env: ANTHROPIC_API_KEY, max_retries: 0 }`,
-        "models:",
-        "  - { name: gpt-4o-mini, provider: fake, model: upstream-model }",
-        "  - { name: claude-sonnet-5-5, provider: claude }",
-      ].join("\n"),
-    });
+    ({ upstream, claude, proxy, close } = await startTwoProviderProxy());
     key = (await proxy.createKey({ scopes: ["chat"] })).key;
     // The SDK sends x-api-key, as Claude Code and every Anthropic client do.
     client = new Anthropic({ apiKey: key, baseURL: proxy.url, maxRetries: 0 });
   });
   afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await claude?.close();
+    await close?.();
   });
 
   const lastSent = () => upstream.requests.at(-1)!.body;

@@ -1,36 +1,23 @@
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFakeAnthropic, type FakeAnthropic } from "../../helpers/fake-anthropic";
-import { startFakeUpstream, type FakeUpstream, FAKE_USAGE } from "../../helpers/fake-upstream";
-import { startProxy, type TestProxy } from "../../helpers/proxy";
+import { startTwoProviderProxy, type FakeAnthropic } from "../../helpers/fake-anthropic";
+import { type FakeUpstream, FAKE_USAGE } from "../../helpers/fake-upstream";
+import type { TestProxy } from "../../helpers/proxy";
 
 describe("POST /v1/responses: the official openai SDK's Responses API through the proxy, to any provider", () => {
   let upstream: FakeUpstream;
   let claude: FakeAnthropic;
   let proxy: TestProxy;
+  let close: () => Promise<void>;
   let client: OpenAI;
 
   beforeAll(async () => {
-    upstream = await startFakeUpstream();
-    claude = await startFakeAnthropic();
-    proxy = await startProxy({
-      env: { ANTHROPIC_API_KEY: "anthropic-test-credential-0123456789" },
-      configYaml: [
-        "providers:",
-        `  fake: { type: openai, base_url: "${upstream.baseUrl}", max_retries: 0 }`,
-        `  claude: { type: anthropic, base_url: "${claude.baseUrl}", api_key_env: ANTHROPIC_API_KEY, max_retries: 0 }`,
-        "models:",
-        "  - { name: gpt-4o-mini, provider: fake, model: upstream-model }",
-        "  - { name: claude-sonnet-5-5, provider: claude }",
-      ].join("\n"),
-    });
+    ({ upstream, claude, proxy, close } = await startTwoProviderProxy());
     const { key } = await proxy.createKey({ scopes: ["chat"] });
     client = new OpenAI({ apiKey: key, baseURL: proxy.baseURL, maxRetries: 0 });
   });
   afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
-    await claude?.close();
+    await close?.();
   });
 
   const lastSent = () => upstream.requests.at(-1)!.body;
