@@ -66,14 +66,6 @@ export class PlaceholderMap implements Restorer {
   private readonly map = new Map<string, string>();
   private longest = 0;
 
-  constructor(entries: Iterable<[string, string]> = []) {
-    for (const [placeholder, replacement] of entries) this.set(placeholder, replacement);
-  }
-
-  get size(): number {
-    return this.map.size;
-  }
-
   set(placeholder: string, replacement: string): void {
     this.map.set(placeholder, replacement);
     if (placeholder.length > this.longest) this.longest = placeholder.length;
