@@ -6,6 +6,7 @@ import Router from "@koa/router";
 import type { Logger } from "pino";
 import type { Config } from "./config";
 import type {
+  AuditLog,
   Database,
   KeyStore,
   RateLimiter,
@@ -37,6 +38,8 @@ export interface AppDeps {
   teams: TeamStore;
   usageSink: UsageSink;
   usageReport: UsageReport;
+  /** Admin changes: read by GET /internal/audit; key and team stores write their own events. */
+  audit: AuditLog;
   providers: ProviderRegistry;
   /** Shared (Redis) or in-process limiter; null disables rate limiting. */
   rateLimiter: RateLimiter | null;

@@ -9,6 +9,7 @@ import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { PII_ENTITIES, type PiiEntity } from "./lib/pii/types";
+import { redisUrlProblem } from "./lib/redis-url";
 
 /** Every environment variable the service reads (provider keys named by the config file come on top). */
 export const ENV_VARS = [
@@ -20,6 +21,7 @@ export const ENV_VARS = [
   "DATABASE_CA",
   "REDIS_URL",
   "REDIS_TLS_CA",
+  "REDIS_CLUSTER",
   "CHROMA_URL",
   "KB_DIR",
   "DATA_DIR",
@@ -116,6 +118,15 @@ const deploymentSchema = z
     fallbacks: z.array(z.string().min(1)).default([]),
     max_input_tokens: z.number().int().positive().optional(),
     kind: z.enum(["chat", "embedding"]).default("chat"),
+    /** USD per million tokens; usage rows and the usage report carry the cost of what this deployment served. */
+    pricing: z
+      .object({
+        input_per_mtok: z.number().nonnegative(),
+        output_per_mtok: z.number().nonnegative().default(0),
+        cached_input_per_mtok: z.number().nonnegative().optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -219,6 +230,7 @@ const envSchema = z.object({
     .regex(/^rediss?:\/\//, "a redis:// or rediss:// URL")
     .optional(),
   REDIS_TLS_CA: z.string().includes("BEGIN CERTIFICATE", { message: "a PEM certificate" }).optional(),
+  REDIS_CLUSTER: boolFromEnv.optional(),
   CHROMA_URL: z.url("an http(s) URL").optional(),
   KB_DIR: z.string().min(1).optional(),
   DATA_DIR: z.string().min(1).optional(),
@@ -278,6 +290,15 @@ export interface DeploymentConfig {
   fallbacks: string[];
   maxInputTokens: number | null;
   kind: "chat" | "embedding";
+  /** USD per token (the config's per-million prices / 1e6); null = no price configured, cost unknown. */
+  pricing: Pricing | null;
+}
+
+export interface Pricing {
+  input: number;
+  output: number;
+  /** Prompt tokens the provider served from its prompt cache (defaults to the input price). */
+  cachedInput: number;
 }
 
 export interface Config {
@@ -295,7 +316,11 @@ export interface Config {
   masterKey: string | null;
   dataDir: string;
   database: { url: string | null; ca: string | null };
-  redis: { url: string | null; tlsCa: string | null };
+  /**
+   * `url`: REDIS_URL (with `cluster`, one or more comma-separated seed nodes). `cluster`: REDIS_CLUSTER, speak the
+   * Redis Cluster protocol (default false).
+   */
+  redis: { url: string | null; tlsCa: string | null; cluster: boolean };
   chroma: { url: string | null };
   kbDir: string;
   logLevel: (typeof LOG_LEVELS)[number];
@@ -362,6 +387,7 @@ const MOCK_MODELS: DeploymentConfig[] = [
     fallbacks: [],
     maxInputTokens: null,
     kind: "chat",
+    pricing: null,
   },
   {
     name: "mock-embedding",
@@ -370,6 +396,7 @@ const MOCK_MODELS: DeploymentConfig[] = [
     fallbacks: [],
     maxInputTokens: null,
     kind: "embedding",
+    pricing: null,
   },
 ];
 
@@ -453,6 +480,13 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     fallbacks: m.fallbacks,
     maxInputTokens: m.max_input_tokens ?? null,
     kind: m.kind,
+    pricing: m.pricing
+      ? {
+          input: m.pricing.input_per_mtok / 1e6,
+          output: m.pricing.output_per_mtok / 1e6,
+          cachedInput: (m.pricing.cached_input_per_mtok ?? m.pricing.input_per_mtok) / 1e6,
+        }
+      : null,
   }));
   let passthroughProvider: string | null = null;
   if (fileText === undefined) {
@@ -519,6 +553,11 @@ export function loadConfig(opts: LoadConfigOptions): Config {
       "env PROXY_MASTER_KEY: required when DATABASE_URL is set (at least 32 characters; generate one: openssl rand -hex 32)",
     );
   }
+  if (env.REDIS_CLUSTER && !env.REDIS_URL) {
+    problems.push("env REDIS_CLUSTER: needs REDIS_URL (a seed node of the cluster)");
+  }
+  const redisProblem = env.REDIS_URL ? redisUrlProblem(env.REDIS_URL, env.REDIS_CLUSTER ?? false) : null;
+  if (redisProblem) problems.push(`env REDIS_URL: ${redisProblem}`);
   if (problems.length) throw new ConfigError(problems);
 
   const entities = Object.fromEntries(PII_ENTITIES.map((e) => [e, file.pii.entities[e] ?? true])) as Record<
@@ -550,7 +589,11 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     masterKey: env.PROXY_MASTER_KEY ?? null,
     dataDir,
     database: { url: env.DATABASE_URL ?? null, ca: env.DATABASE_CA ?? null },
-    redis: { url: env.REDIS_URL ?? null, tlsCa: env.REDIS_TLS_CA ?? null },
+    redis: {
+      url: env.REDIS_URL ?? null,
+      tlsCa: env.REDIS_TLS_CA ?? null,
+      cluster: env.REDIS_CLUSTER ?? false,
+    },
     chroma: { url: env.CHROMA_URL ?? null },
     kbDir: path.resolve(env.KB_DIR ?? path.join(dataDir, "knowledge-base")),
     logLevel: env.LOG_LEVEL ?? "info",

@@ -9,6 +9,7 @@ import type { AppDeps } from "./app";
 import type { Config } from "./config";
 import { createPostgres } from "./adapters/postgres";
 import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "./adapters/pg-stores";
+import { createPgAuditLog } from "./adapters/pg-audit";
 import { createUsageWriter, type UsageWriter } from "./adapters/usage-writer";
 import { createProviderRegistry } from "./providers/registry";
 import { createRateLimiterFromConfig } from "./adapters/resilient-limiter";
@@ -61,6 +62,7 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     teams: createPgTeamStore(pool),
     usageSink: usageWriter,
     usageReport: createPgUsageReport(pool),
+    audit: createPgAuditLog(pool),
     providers,
     rateLimiter: createRateLimiterFromConfig(config, log),
     cache: createCacheFromConfig(config, log),

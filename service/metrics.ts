@@ -45,6 +45,13 @@ export const tokensTotal = new Counter({
   registers: [registry],
 });
 
+export const costTotal = new Counter({
+  name: "llmproxy_cost_usd_total",
+  help: "Provider cost in USD at the configured prices, by served model (models without prices are not counted).",
+  labelNames: ["model"] as const,
+  registers: [registry],
+});
+
 export const usagePending = new Gauge({
   name: "llmproxy_usage_rows_pending",
   help: "Usage rows buffered and not yet written to PostgreSQL.",

@@ -42,15 +42,18 @@ export interface KeyLookup {
 export interface KeyStore {
   /** Lookup by SHA-256 hex of the presented key. */
   findByHash(hash: string): Promise<KeyLookup | null>;
-  create(input: {
-    name: string;
-    teamId: string | null;
-    scopes: string[];
-    expiresAt: string | null;
-    limits: LimitOverrides;
-    hash: string;
-    prefix: string;
-  }): Promise<ApiKeyRecord>;
+  create(
+    input: {
+      name: string;
+      teamId: string | null;
+      scopes: string[];
+      expiresAt: string | null;
+      limits: LimitOverrides;
+      hash: string;
+      prefix: string;
+    },
+    audit?: AuditContext,
+  ): Promise<ApiKeyRecord>;
   list(): Promise<ApiKeyRecord[]>;
   get(id: string): Promise<ApiKeyRecord | null>;
   /** Only the given fields change; within `limits`, only the given budgets (null = back to the default). */
@@ -59,19 +62,105 @@ export interface KeyStore {
     patch: Partial<Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt">> & {
       limits?: Partial<LimitOverrides>;
     },
+    audit?: AuditContext,
   ): Promise<ApiKeyRecord | null>;
-  revoke(id: string): Promise<ApiKeyRecord | null>;
+  revoke(id: string, audit?: AuditContext): Promise<ApiKeyRecord | null>;
   /** Atomically revoke `id` and create its replacement with the same settings. */
-  rotate(id: string, replacement: { hash: string; prefix: string }): Promise<ApiKeyRecord | null>;
+  rotate(
+    id: string,
+    replacement: { hash: string; prefix: string },
+    audit?: AuditContext,
+  ): Promise<ApiKeyRecord | null>;
 }
 
+/**
+ * Every mutating KeyStore and TeamStore method takes an optional AuditContext: when given, the store records the
+ * change's audit event in the change's own transaction (a change is never unaudited, a failed one never audited).
+ */
 export interface TeamStore {
-  create(input: { name: string; limits: LimitOverrides }): Promise<Team>;
+  create(input: { name: string; limits: LimitOverrides }, audit?: AuditContext): Promise<Team>;
   list(): Promise<Team[]>;
   get(id: string): Promise<Team | null>;
-  update(id: string, patch: { name?: string; limits?: Partial<LimitOverrides> }): Promise<Team | null>;
+  update(
+    id: string,
+    patch: { name?: string; limits?: Partial<LimitOverrides> },
+    audit?: AuditContext,
+  ): Promise<Team | null>;
   /** Throws ConflictError when active keys still belong to the team. */
-  delete(id: string): Promise<boolean>;
+  delete(id: string, audit?: AuditContext): Promise<boolean>;
+}
+
+// ---------------------------------------------------------------- audit log (PostgreSQL)
+
+/** `<target>.<past tense>`; the list is AUDIT_ACTIONS in lib/audit.ts. */
+export type AuditAction =
+  | "team.created"
+  | "team.updated"
+  | "team.deleted"
+  | "key.created"
+  | "key.updated"
+  | "key.revoked"
+  | "key.rotated"
+  | "kb.uploaded"
+  | "kb.ingested"
+  | "kb.source_deleted"
+  | "kb.reset";
+
+/** `kb_source` is a path under KB_DIR (a file or a directory); `kb_collection` the Chroma collection. */
+export type AuditTargetType = "team" | "api_key" | "kb_source" | "kb_collection";
+
+/** Who made an admin change, and from which request. */
+export interface AuditContext {
+  /** `master` for the master key, `key:<id>` for an API key (knowledge-base writes with `kb:write`). */
+  actor: string;
+  /** The request's x-request-id. */
+  requestId: string | null;
+  clientIp: string | null;
+}
+
+/**
+ * Field (the admin API's snake_case name) → its value before and after. An update lists the fields it changed; a
+ * creation lists every field with `before: null`, a deletion every field with `after: null`. Never a secret.
+ */
+export type AuditChanges = Record<string, { before: unknown; after: unknown }>;
+
+export interface AuditEvent {
+  id: string;
+  at: string;
+  actor: string;
+  action: AuditAction;
+  targetType: AuditTargetType;
+  targetId: string;
+  requestId: string | null;
+  clientIp: string | null;
+  changes: AuditChanges;
+}
+
+export type NewAuditEvent = AuditContext & Pick<AuditEvent, "action" | "targetType" | "targetId" | "changes">;
+
+/** A position in the newest-first order: the exact `at` (microseconds, UTC) and `id` of the last event seen. */
+export interface AuditPosition {
+  at: string;
+  id: string;
+}
+
+export interface AuditQuery {
+  /** Inclusive. */
+  from?: Date;
+  /** Exclusive. */
+  to?: Date;
+  action?: AuditAction;
+  targetId?: string;
+  limit: number;
+  /** Only events after this position (older ones), from a previous page. */
+  after?: AuditPosition;
+}
+
+export interface AuditLog {
+  /** Record a change made outside PostgreSQL (the knowledge base); key and team changes record their own. */
+  record(event: NewAuditEvent): Promise<void>;
+  /** Newest first; `next` is the position to continue from, null when this page is the last. */
+  list(q: AuditQuery): Promise<{ events: AuditEvent[]; next: AuditPosition | null }>;
 }
 
 export interface UsageRow {
@@ -85,6 +174,10 @@ export interface UsageRow {
   provider: string | null;
   promptTokens: number;
   completionTokens: number;
+  /** Of the prompt tokens, how many the provider served from its prompt cache (priced lower). */
+  cachedTokens: number;
+  /** USD at the served deployment's prices; null when tokens were served but no price is configured. */
+  costUsd: number | null;
   latencyMs: number;
   status: number;
   errorCode: string | null;
@@ -109,6 +202,11 @@ export interface UsageReportRow {
   requests: number;
   promptTokens: number;
   completionTokens: number;
+  cachedTokens: number;
+  /** USD at the configured prices; null when no request of the group had a price. */
+  costUsd: number | null;
+  /** Requests that used provider tokens without a configured price (their cost is not in costUsd). */
+  unpricedRequests: number;
   errors: number;
   cacheHits: number;
 }

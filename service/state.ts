@@ -48,6 +48,8 @@ export interface ProxyState {
   embedding?: EmbeddingRequest;
   /** route: the deployment the client asked for (after alias/passthrough resolution). */
   deployment?: DeploymentConfig;
+  /** upstream: the deployment that answered (after fallbacks); its prices make the usage row's cost. */
+  served?: DeploymentConfig;
   /** token-count: prompt tokens of the final request (after RAG). */
   promptTokens?: number;
   /** token-count: completion allowance reserved (max_tokens / max_completion_tokens or the default). */

@@ -90,6 +90,44 @@ CREATE INDEX usage_key_created_idx ON usage (key_id, created_at);
 CREATE INDEX usage_team_created_idx ON usage (team_id, created_at);
 `,
   },
+  {
+    id: 3,
+    name: "usage_cost",
+    sql: `
+-- Prompt tokens served from the provider's prompt cache, and the cost at the served deployment's configured prices
+-- (NULL: tokens were served but no price is configured). numeric, so sums over months stay exact.
+ALTER TABLE usage
+  ADD COLUMN cached_tokens integer NOT NULL DEFAULT 0,
+  ADD COLUMN cost_usd      numeric(20, 10);
+`,
+  },
+  {
+    id: 4,
+    name: "audit_log",
+    sql: `
+-- One row per successful admin change, written in the change's own transaction. No foreign keys: the trail outlives
+-- the keys and teams it names. Never holds a key, a key hash or any other secret.
+CREATE TABLE audit_events (
+  id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  at          timestamptz NOT NULL DEFAULT now(),
+  -- \`master\` for the master key, \`key:<id>\` for an API key (knowledge-base writes with kb:write).
+  actor       text NOT NULL,
+  -- <target>.<past tense>: team.created, key.rotated, kb.reset …
+  action      text NOT NULL,
+  target_type text NOT NULL,
+  target_id   text NOT NULL,
+  request_id  text,
+  client_ip   text,
+  -- {field: {before, after}}: the fields an update changed; every field for a creation (before null) or a deletion
+  -- (after null). Counts, never content, for knowledge-base changes.
+  changes     jsonb NOT NULL DEFAULT '{}'
+);
+-- GET /internal/audit pages newest first by (at, id), optionally within one action or one target.
+CREATE INDEX audit_events_at_idx ON audit_events (at, id);
+CREATE INDEX audit_events_target_idx ON audit_events (target_id, at, id);
+CREATE INDEX audit_events_action_idx ON audit_events (action, at, id);
+`,
+  },
 ];
 
 function checksum(sql: string): string {

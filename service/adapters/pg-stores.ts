@@ -1,15 +1,20 @@
 /**
  * KeyStore, TeamStore and UsageReport over PostgreSQL. Every query is parameterized and unnamed: PGlite multiplexes
  * connections onto one backend, where named prepared statements would collide. Transactions hold one pooled client
- * and never wait on another, so a pool of one (PGlite) cannot deadlock.
+ * and never wait on another, so a pool of one (PGlite) cannot deadlock. A change given an AuditContext records its
+ * audit event on that same client, inside its transaction.
  */
 import type pg from "pg";
 import { ConflictError, InvalidRequestError } from "../errors";
+import { auditChanges, keySnapshot, teamSnapshot } from "../lib/audit";
+import { insertAuditEvent } from "./pg-audit";
 import type {
   ApiKeyRecord,
+  AuditContext,
   KeyLookup,
   KeyStore,
   LimitOverrides,
+  NewAuditEvent,
   Team,
   TeamStore,
   UsageReport,
@@ -137,6 +142,21 @@ async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Pr
   }
 }
 
+/** Record a change's audit event on its transaction's client, when the caller gave an audit context. */
+async function audited(
+  client: pg.PoolClient,
+  audit: AuditContext | undefined,
+  event: Omit<NewAuditEvent, keyof AuditContext>,
+): Promise<void> {
+  if (audit) await insertAuditEvent(client, { ...audit, ...event });
+}
+
+/** The key as it is before a change, locked until the transaction ends; null when there is none. */
+async function lockedKey(client: pg.PoolClient, id: string): Promise<ApiKeyRecord | null> {
+  const { rows } = await client.query(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE`, [id]);
+  return rows.length ? toKey(rows[0] as Row) : null;
+}
+
 export function createPgKeyStore(pool: pg.Pool): KeyStore {
   return {
     async findByHash(hash) {
@@ -155,29 +175,36 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
       return lookup;
     },
 
-    async create(input) {
-      try {
-        const { rows } = await pool.query(
-          `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at,
-                                 requests_per_minute, tokens_per_minute, tokens_per_day)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           RETURNING ${KEY_COLUMNS}`,
-          [
-            input.name,
-            input.hash,
-            input.prefix,
-            input.teamId,
-            input.scopes,
-            input.expiresAt,
-            input.limits.requestsPerMinute,
-            input.limits.tokensPerMinute,
-            input.limits.tokensPerDay,
-          ],
-        );
-        return toKey(rows[0] as Row);
-      } catch (error) {
-        mapKeyWriteError(error);
-      }
+    async create(input, audit) {
+      return inTransaction(pool, async (client) => {
+        const { rows } = await client
+          .query(
+            `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at,
+                                   requests_per_minute, tokens_per_minute, tokens_per_day)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             RETURNING ${KEY_COLUMNS}`,
+            [
+              input.name,
+              input.hash,
+              input.prefix,
+              input.teamId,
+              input.scopes,
+              input.expiresAt,
+              input.limits.requestsPerMinute,
+              input.limits.tokensPerMinute,
+              input.limits.tokensPerDay,
+            ],
+          )
+          .catch(mapKeyWriteError);
+        const key = toKey(rows[0] as Row);
+        await audited(client, audit, {
+          action: "key.created",
+          targetType: "api_key",
+          targetId: key.id,
+          changes: auditChanges(null, keySnapshot(key)),
+        });
+        return key;
+      });
     },
 
     async list() {
@@ -191,7 +218,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
       return rows.length ? toKey(rows[0] as Row) : null;
     },
 
-    async update(id, patch) {
+    async update(id, patch, audit) {
       if (!isUuid(id)) return null;
       const { sets, values } = updateSet(id, {
         name: patch.name,
@@ -199,25 +226,47 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         expires_at: patch.expiresAt,
         ...limitColumns(patch.limits),
       });
-      const { rows } = await pool.query(
-        `UPDATE api_keys SET ${sets.join(", ")} WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
-        values,
-      );
-      return rows.length ? toKey(rows[0] as Row) : null;
+      return inTransaction(pool, async (client) => {
+        const before = await lockedKey(client, id);
+        if (!before) return null;
+        const { rows } = await client.query(
+          `UPDATE api_keys SET ${sets.join(", ")} WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
+          values,
+        );
+        const key = toKey(rows[0] as Row);
+        await audited(client, audit, {
+          action: "key.updated",
+          targetType: "api_key",
+          targetId: id,
+          changes: auditChanges(keySnapshot(before), keySnapshot(key)),
+        });
+        return key;
+      });
     },
 
-    async revoke(id) {
+    async revoke(id, audit) {
       if (!isUuid(id)) return null;
-      // Revoking twice keeps the first revocation time.
-      const { rows } = await pool.query(
-        `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()), updated_at = now()
-          WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
-        [id],
-      );
-      return rows.length ? toKey(rows[0] as Row) : null;
+      return inTransaction(pool, async (client) => {
+        const before = await lockedKey(client, id);
+        if (!before) return null;
+        // Revoking twice keeps the first revocation time.
+        const { rows } = await client.query(
+          `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()), updated_at = now()
+            WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
+          [id],
+        );
+        const key = toKey(rows[0] as Row);
+        await audited(client, audit, {
+          action: "key.revoked",
+          targetType: "api_key",
+          targetId: id,
+          changes: auditChanges(keySnapshot(before), keySnapshot(key)),
+        });
+        return key;
+      });
     },
 
-    async rotate(id, replacement) {
+    async rotate(id, replacement, audit) {
       if (!isUuid(id)) return null;
       return inTransaction(pool, async (client) => {
         // FOR UPDATE serializes concurrent rotations of one key: the second sees it revoked and gets a conflict.
@@ -236,7 +285,10 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
             "key_expired",
           );
         }
-        await client.query("UPDATE api_keys SET revoked_at = now(), updated_at = now() WHERE id = $1", [id]);
+        const revoked = await client.query(
+          `UPDATE api_keys SET revoked_at = now(), updated_at = now() WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
+          [id],
+        );
         const inserted = await client
           .query(
             `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at, rotated_from,
@@ -247,7 +299,18 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
             [id, replacement.hash, replacement.prefix],
           )
           .catch(mapKeyWriteError);
-        return toKey(inserted.rows[0] as Row);
+        const created = toKey(inserted.rows[0] as Row);
+        // One event on the rotated key: its revocation and the replacement's id (which carries rotated_from).
+        await audited(client, audit, {
+          action: "key.rotated",
+          targetType: "api_key",
+          targetId: id,
+          changes: {
+            ...auditChanges(keySnapshot(toKey(old)), keySnapshot(toKey(revoked.rows[0] as Row))),
+            replaced_by: { before: null, after: created.id },
+          },
+        });
+        return created;
       });
     },
   };
@@ -255,22 +318,29 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
 
 export function createPgTeamStore(pool: pg.Pool): TeamStore {
   return {
-    async create(input) {
-      try {
-        const { rows } = await pool.query(
-          `INSERT INTO teams (name, requests_per_minute, tokens_per_minute, tokens_per_day)
-           VALUES ($1, $2, $3, $4) RETURNING ${TEAM_COLUMNS}`,
-          [
-            input.name,
-            input.limits.requestsPerMinute,
-            input.limits.tokensPerMinute,
-            input.limits.tokensPerDay,
-          ],
-        );
-        return toTeam(rows[0] as Row);
-      } catch (error) {
-        mapTeamWriteError(error, input.name);
-      }
+    async create(input, audit) {
+      return inTransaction(pool, async (client) => {
+        const { rows } = await client
+          .query(
+            `INSERT INTO teams (name, requests_per_minute, tokens_per_minute, tokens_per_day)
+             VALUES ($1, $2, $3, $4) RETURNING ${TEAM_COLUMNS}`,
+            [
+              input.name,
+              input.limits.requestsPerMinute,
+              input.limits.tokensPerMinute,
+              input.limits.tokensPerDay,
+            ],
+          )
+          .catch((error: unknown) => mapTeamWriteError(error, input.name));
+        const team = toTeam(rows[0] as Row);
+        await audited(client, audit, {
+          action: "team.created",
+          targetType: "team",
+          targetId: team.id,
+          changes: auditChanges(null, teamSnapshot(team)),
+        });
+        return team;
+      });
     },
 
     async list() {
@@ -284,26 +354,32 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
       return rows.length ? toTeam(rows[0] as Row) : null;
     },
 
-    async update(id, patch) {
+    async update(id, patch, audit) {
       if (!isUuid(id)) return null;
       const { sets, values } = updateSet(id, { name: patch.name, ...limitColumns(patch.limits) });
-      try {
-        const { rows } = await pool.query(
-          `UPDATE teams SET ${sets.join(", ")} WHERE id = $1 RETURNING ${TEAM_COLUMNS}`,
-          values,
-        );
-        return rows.length ? toTeam(rows[0] as Row) : null;
-      } catch (error) {
-        mapTeamWriteError(error, patch.name);
-      }
+      return inTransaction(pool, async (client) => {
+        const locked = await client.query(`SELECT ${TEAM_COLUMNS} FROM teams WHERE id = $1 FOR UPDATE`, [id]);
+        if (!locked.rows.length) return null;
+        const { rows } = await client
+          .query(`UPDATE teams SET ${sets.join(", ")} WHERE id = $1 RETURNING ${TEAM_COLUMNS}`, values)
+          .catch((error: unknown) => mapTeamWriteError(error, patch.name));
+        const team = toTeam(rows[0] as Row);
+        await audited(client, audit, {
+          action: "team.updated",
+          targetType: "team",
+          targetId: id,
+          changes: auditChanges(teamSnapshot(toTeam(locked.rows[0] as Row)), teamSnapshot(team)),
+        });
+        return team;
+      });
     },
 
-    async delete(id) {
+    async delete(id, audit) {
       if (!isUuid(id)) return false;
       return inTransaction(pool, async (client) => {
         // FOR UPDATE conflicts with the FOR KEY SHARE lock that a concurrent key insert takes on the team row, so
         // no key can be added between the check and the delete.
-        const team = await client.query("SELECT id FROM teams WHERE id = $1 FOR UPDATE", [id]);
+        const team = await client.query(`SELECT ${TEAM_COLUMNS} FROM teams WHERE id = $1 FOR UPDATE`, [id]);
         if (!team.rows.length) return false;
         const active = await client.query<{ n: string }>(
           `SELECT count(*) AS n FROM api_keys
@@ -318,6 +394,12 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
           );
         }
         await client.query("DELETE FROM teams WHERE id = $1", [id]);
+        await audited(client, audit, {
+          action: "team.deleted",
+          targetType: "team",
+          targetId: id,
+          changes: auditChanges(teamSnapshot(toTeam(team.rows[0] as Row)), null),
+        });
         return true;
       });
     },
@@ -347,6 +429,10 @@ export function createPgUsageReport(pool: pg.Pool): UsageReport {
                 count(*) AS requests,
                 COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
                 COALESCE(sum(completion_tokens), 0) AS completion_tokens,
+                COALESCE(sum(cached_tokens), 0) AS cached_tokens,
+                sum(cost_usd) AS cost_usd,
+                count(*) FILTER (WHERE cost_usd IS NULL AND prompt_tokens + completion_tokens > 0)
+                  AS unpriced_requests,
                 count(*) FILTER (WHERE status >= 400) AS errors,
                 count(*) FILTER (WHERE cache_hit) AS cache_hits
            FROM usage
@@ -360,6 +446,9 @@ export function createPgUsageReport(pool: pg.Pool): UsageReport {
         requests: Number(r.requests),
         promptTokens: Number(r.prompt_tokens),
         completionTokens: Number(r.completion_tokens),
+        cachedTokens: Number(r.cached_tokens),
+        costUsd: r.cost_usd === null ? null : Number(r.cost_usd),
+        unpricedRequests: Number(r.unpriced_requests),
         errors: Number(r.errors),
         cacheHits: Number(r.cache_hits),
       }));

@@ -7,14 +7,13 @@
  * served; the failure is counted and logged at most once per 10 s.
  */
 import zlib from "node:zlib";
-import type Redis from "ioredis";
 import type { Logger } from "pino";
 import { Counter } from "prom-client";
 import type { Config } from "../config";
 import { registry } from "../metrics";
 import type { CachedResponse, ResponseCache } from "../ports";
 import { MemoryResponseCache } from "./memory-cache";
-import { acquireRedis, withDeadline } from "./redis";
+import { acquireRedis, withDeadline, type RedisClient } from "./redis";
 
 export const cacheErrors = new Counter({
   name: "llmproxy_cache_errors_total",
@@ -42,7 +41,8 @@ export function decodeEntry(buf: Buffer): CachedResponse | null {
 }
 
 export interface RedisCacheOptions {
-  client: Redis;
+  /** A standalone or a Cluster client (see redis.ts). */
+  client: RedisClient;
   log: Logger;
   /** Key prefix. Default "llmproxy:c:". */
   prefix?: string;
@@ -53,7 +53,7 @@ export interface RedisCacheOptions {
 }
 
 export class RedisResponseCache implements ResponseCache {
-  private readonly client: Redis;
+  private readonly client: RedisClient;
   private readonly log: Logger;
   private readonly prefix: string;
   private readonly maxEntryBytes: number;
@@ -120,7 +120,12 @@ export class RedisResponseCache implements ResponseCache {
 export function createCacheFromConfig(config: Config, log: Logger): ResponseCache | null {
   if (!config.cache.enabled) return null;
   if (!config.redis.url) return new MemoryResponseCache({ maxEntries: config.cache.maxEntries });
-  const lease = acquireRedis({ url: config.redis.url, tlsCa: config.redis.tlsCa, log });
+  const lease = acquireRedis({
+    url: config.redis.url,
+    tlsCa: config.redis.tlsCa,
+    cluster: config.redis.cluster,
+    log,
+  });
   const cache = new RedisResponseCache({ client: lease.client, log });
   cache.close = () => lease.release();
   return cache;

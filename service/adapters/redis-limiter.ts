@@ -1,7 +1,9 @@
 /**
- * Shared rate limiter on Redis: one Lua script, loaded once and then called by SHA (ioredis `defineCommand` sends
- * EVALSHA and falls back to EVAL after NOSCRIPT, e.g. after a Redis restart), decides an admission atomically: it
- * checks every budget of the key and of its team and commits all of them or none. The algorithm is the one
+ * Shared rate limiter on Redis: one Lua script, loaded once per connection and then called by SHA (ioredis
+ * `defineCommand` sends EVAL the first time on each connection, then EVALSHA, and falls back to EVAL after NOSCRIPT,
+ * e.g. after a Redis restart or a failover), decides an admission atomically: it checks every budget of the key and
+ * of its team and commits all of them or none. On a cluster each node's connection loads the script the same way,
+ * so it exists on whichever node owns the slot. The algorithm is the one
  * described in memory-limiter.ts (61 one-second slots per scope, so no 60-second span exceeds a per-minute budget;
  * a calendar counter per UTC day).
  *
@@ -16,13 +18,17 @@
  * slot: atomic and cluster-safe. The price — all of a team's keys on one shard — is no worse than the team budget
  * itself, which every request of the team must touch anyway.
  *
+ * The script is registered once per key count (`llmproxyLimit1`, `llmproxyLimit2`; same Lua, same SHA) rather than
+ * with the key count as first argument: ioredis' cluster auto-pipelining routes a custom command by its first
+ * argument, so a leading count ("1", "2") would put admissions of keys on different nodes into one pipeline, which
+ * ioredis rejects ("All keys in the pipeline should belong to the same slots allocation group").
+ *
  * Clock: the script reads Redis's own `TIME` by default, so every replica judges windows by one clock (no skew
  * between pods). Tests pass a fake clock, sent as an argument.
  *
  * Storage: one small hash per scope — `o` oldest slot, `R`/`T` requests/tokens in the window, `r<sec>`/`t<sec>` per
  * slot, `D`/`dT` UTC day number and its tokens — expiring after the day is over (plus 61 s).
  */
-import type Redis from "ioredis";
 import type { AdmissionRequest, Admission, RateLimiter, Reservation } from "../ports";
 import {
   BUDGET_NAMES,
@@ -34,6 +40,7 @@ import {
   type Decision,
   type LimitedScope,
 } from "./memory-limiter";
+import type { RedisClient } from "./redis";
 
 /**
  * KEYS: one hash per limited scope (the key's, then the team's), all under one hash tag.
@@ -188,14 +195,18 @@ end
 return 1
 `;
 
-const COMMAND = "llmproxyLimit";
+/** The script as a command per number of keys (limitedScopes yields the key's scope, the team's, or both). */
+const COMMANDS = { 1: "llmproxyLimit1", 2: "llmproxyLimit2" } as const;
 
-interface LimitCommand {
-  llmproxyLimit(numKeys: number, ...args: Array<string | number>): Promise<number[]>;
-}
+type LimitCommands = {
+  [N in keyof typeof COMMANDS as (typeof COMMANDS)[N]]: (
+    ...keysThenArgs: Array<string | number>
+  ) => Promise<number[]>;
+};
 
 export interface RedisLimiterOptions {
-  client: Redis;
+  /** A standalone or a Cluster client (see redis.ts). */
+  client: RedisClient;
   /** Key prefix inside the hash tags. Default "llmproxy". */
   prefix?: string;
   /** Clock in ms since the epoch; default: the Redis server's clock (`TIME`). Tests pass a fake clock. */
@@ -213,19 +224,28 @@ export function scopeKeys(prefix: string, req: AdmissionRequest, scopes: Limited
 const budgetArg = (v: number | null) => (v === null ? -1 : v);
 
 export class RedisRateLimiter implements RateLimiter {
-  private readonly client: Redis & LimitCommand;
+  private readonly client: RedisClient & LimitCommands;
   private readonly prefix: string;
   private readonly now: (() => number) | null;
 
   constructor(opts: RedisLimiterOptions) {
-    opts.client.defineCommand(COMMAND, { lua: LIMITER_LUA });
-    this.client = opts.client as Redis & LimitCommand;
+    for (const [numberOfKeys, name] of Object.entries(COMMANDS)) {
+      opts.client.defineCommand(name, { lua: LIMITER_LUA, numberOfKeys: Number(numberOfKeys) });
+    }
+    this.client = opts.client as RedisClient & LimitCommands;
     this.prefix = opts.prefix ?? "llmproxy";
     this.now = opts.now ?? null;
   }
 
   private clockArg(): string {
     return this.now ? String(Math.floor(this.now())) : "";
+  }
+
+  /** Run the script on `keys` (all in one hash slot, see scopeKeys). */
+  private run(keys: string[], args: Array<string | number>): Promise<number[]> {
+    const name = COMMANDS[keys.length as keyof typeof COMMANDS];
+    if (!name) return Promise.reject(new Error(`rate limiter: ${keys.length} scopes, expected 1 or 2`));
+    return this.client[name](...keys, ...args);
   }
 
   /** Decide an admission; rejects when Redis fails (the resilient wrapper turns that into fail-open/closed). */
@@ -242,7 +262,7 @@ export class RedisRateLimiter implements RateLimiter {
         budgetArg(s.budget.tokensPerDay),
       );
     }
-    const out = await this.client.llmproxyLimit(keys.length, ...keys, ...args);
+    const out = await this.run(keys, args);
     const decision = parseDecision(out, scopes.length);
     // With request budgets only there is nothing to settle: skip the second round trip.
     const tokenBudgets = scopes.some(
@@ -267,7 +287,7 @@ export class RedisRateLimiter implements RateLimiter {
       settled = true;
       const delta = Math.max(0, Math.ceil(actual)) - reserved;
       if (delta === 0) return;
-      await this.client.llmproxyLimit(keys.length, ...keys, "adjust", this.clockArg(), slot, day, delta);
+      await this.run(keys, ["adjust", this.clockArg(), slot, day, delta]);
     };
     return { reconcile: (actual) => adjust(actual), release: () => adjust(0) };
   }

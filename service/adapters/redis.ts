@@ -1,5 +1,6 @@
 /**
- * ioredis client factory (REDIS_URL, optional REDIS_TLS_CA). The client is built so that no command can hang:
+ * ioredis client factory (REDIS_URL, optional REDIS_TLS_CA, REDIS_CLUSTER). The client is built so that no command
+ * can hang:
  *
  * - `commandTimeout` is a backstop on every command (default 2 s); callers on the request path put their own,
  *   tighter deadline on top with `withDeadline`, which tolerates event-loop stalls (see there);
@@ -9,13 +10,27 @@
  *
  * Connection events are logged once per transition with host and port only, never the URL (it carries the password).
  * The rate limiter and the response cache share one client per URL (`acquireRedis` / `release`).
+ *
+ * Redis Cluster (`cluster: true`): an ioredis `Cluster` seeded from the URL(s), with the same guarantees — the node
+ * connections get the options above, the cluster itself has no offline queue, reconnects to its seeds forever with
+ * the same backoff and auto-pipelines per node. Callers see one `RedisClient` type; every multi-key command they
+ * send must stay in one hash slot (the limiter's keys share a hash tag, the cache only uses single keys).
  */
-import Redis, { type RedisOptions } from "ioredis";
+import Redis, { Cluster, type ClusterOptions, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
+import { splitRedisUrls } from "../lib/redis-url";
+
+/** A standalone (or primary) client, or a Redis Cluster client: what the limiter and the cache accept. */
+export type RedisClient = Redis | Cluster;
 
 export interface RedisClientOptions {
-  /** `redis://` or `rediss://` URL; may carry a password (never logged). */
+  /**
+   * `redis://` or `rediss://` URL; may carry a password (never logged). With `cluster`, one or more seed nodes,
+   * comma-separated (user name and password are taken from the first).
+   */
   url: string;
+  /** Speak the Redis Cluster protocol (an ioredis `Cluster`). Default false. */
+  cluster?: boolean;
   /** PEM of the server CA for `rediss://` where the cloud needs it (Memorystore). Default: the system CAs. */
   tlsCa?: string | null;
   log: Logger;
@@ -27,14 +42,18 @@ export interface RedisClientOptions {
   maxReconnectDelayMs?: number;
 }
 
-/** Host and port only: what may appear in logs. */
+/** Host and port only (of each seed node, comma-separated): what may appear in logs. */
 export function redisEndpoint(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.protocol}//${u.hostname}:${u.port || "6379"}`;
-  } catch {
-    return "redis";
-  }
+  return splitRedisUrls(url)
+    .map((one) => {
+      try {
+        const u = new URL(one);
+        return `${u.protocol}//${u.hostname}:${u.port || "6379"}`;
+      } catch {
+        return "redis";
+      }
+    })
+    .join(",");
 }
 
 /** Capped exponential backoff with jitter: 50 ms, 100 ms, 200 ms … up to `cap`. Never gives up. */
@@ -61,30 +80,101 @@ export function redisOptions(opts: RedisClientOptions): RedisOptions {
   };
 }
 
-/** A new client with bounded commands and logged connection transitions. */
-export function createRedisClient(opts: RedisClientOptions): Redis {
-  const endpoint = redisEndpoint(opts.url);
-  const log = opts.log.child({ component: "redis", endpoint });
-  const client = new Redis(opts.url, redisOptions(opts));
+/** The seed nodes of a cluster URL list: host and port of each (credentials and TLS go to `clusterOptions`). */
+export function clusterSeeds(url: string): Array<{ host: string; port: number }> {
+  return splitRedisUrls(url).map((one) => {
+    const u = new URL(one);
+    // IPv6 literals come bracketed from URL; net.connect wants them bare.
+    return { host: u.hostname.replace(/^\[(.*)\]$/, "$1"), port: Number(u.port || 6379) };
+  });
+}
+
+/**
+ * Options of a Cluster client: the node connections get `redisOptions` (timeouts, one retry, RESP2, TLS) plus the
+ * credentials of the first seed URL — nodes discovered through CLUSTER SLOTS have no URL of their own. The cluster
+ * level gets what ioredis keeps there. A lost node connection is not reconnected but replaced after the next slot
+ * refresh (ioredis' default, right for failovers, where the slot moves to another address); a command caught by it
+ * is re-sent after 100 ms, at most 16 times (ioredis' `retryDelayOnFailover`, `maxRedirections`) — request-path
+ * callers' `withDeadline` still bounds the wait.
+ */
+export function clusterOptions(opts: RedisClientOptions): ClusterOptions {
+  const cap = opts.maxReconnectDelayMs ?? 2000;
+  // The node connections' reconnects and queueing are the cluster's business (ioredis fixes both per node):
+  // drop ours, and auto-pipelining, which the cluster does per node itself.
+  const {
+    retryStrategy: _retry,
+    enableOfflineQueue: _queue,
+    enableAutoPipelining: _pipelining,
+    ...node
+  } = redisOptions(opts);
+  const first = new URL(splitRedisUrls(opts.url)[0]);
+  const tls = first.protocol === "rediss:";
+  return {
+    redisOptions: {
+      ...node,
+      ...(first.username ? { username: decodeURIComponent(first.username) } : {}),
+      ...(first.password ? { password: decodeURIComponent(first.password) } : {}),
+    },
+    // While no seed answers, start over from the seeds forever, with the standalone client's backoff.
+    clusterRetryStrategy: (attempt) => reconnectDelay(attempt, cap),
+    // As standalone: while the cluster is not ready a command fails at once instead of waiting in a queue.
+    enableOfflineQueue: false,
+    // ioredis' ready check sends CLUSTER INFO to a random node; without the offline queue it fails whenever that
+    // node's connection is still being set up, and the client starts over — in tests it took 20-50 s to get ready.
+    // Without it, "ready" follows the first slot map; a command meeting CLUSTERDOWN is re-sent after 100 ms.
+    enableReadyCheck: false,
+    // Same-tick commands go out as one pipeline per node.
+    enableAutoPipelining: true,
+    // CLUSTER SLOTS runs on a fresh connection (with TLS, a handshake): allow it the connect bound, not 1 s.
+    slotsRefreshTimeout: opts.connectTimeoutMs ?? 2000,
+    // Managed clusters with TLS (ElastiCache, Memorystore) present certificates for their host names: keep the seed's
+    // name instead of resolving it to an IP, which would fail certificate verification (see ioredis' README).
+    ...(tls ? { dnsLookup: (address: string, callback) => callback(null, address) } : {}),
+  };
+}
+
+/**
+ * Log each connection transition once, with host and port only (never the URL): each distinct failure once until the
+ * client is ready again — a reconnect loop (or a cluster's seeds and nodes failing in turn) must not flood the logs.
+ */
+function logTransitions(client: RedisClient, log: Logger): void {
   let healthy = false;
-  let lastError = "";
+  const logged = new Set<string>();
+  const failed = (message: string, node?: string) => {
+    const what = node ? `${node} ${message}` : message;
+    healthy = false;
+    if (logged.has(what) || logged.size >= 32) return;
+    logged.add(what);
+    log.warn({ err: message, ...(node ? { node } : {}) }, "redis error");
+  };
   client.on("ready", () => {
     healthy = true;
-    lastError = "";
+    logged.clear();
     log.info("redis ready");
   });
-  client.on("error", (error: Error) => {
-    // One line per distinct failure while down: a reconnect loop must not flood the logs.
-    const message = error.message;
-    if (healthy || message !== lastError) log.warn({ err: message }, "redis error");
-    healthy = false;
-    lastError = message;
-  });
+  client.on("error", (error: Error) => failed(error.message));
+  // A cluster reports failures of single nodes separately; `node` is the node's "host:port".
+  if (client instanceof Cluster) {
+    client.on("node error", (error: Error, node: string) => failed(error.message, node));
+  }
   client.on("close", () => {
     if (healthy) log.warn("redis connection closed");
     healthy = false;
   });
   client.on("end", () => log.info("redis connection ended"));
+}
+
+/** A new client with bounded commands and logged connection transitions. */
+export function createRedisClient(opts: RedisClientOptions & { cluster: true }): Cluster;
+export function createRedisClient(opts: RedisClientOptions & { cluster?: false }): Redis;
+export function createRedisClient(opts: RedisClientOptions): RedisClient;
+export function createRedisClient(opts: RedisClientOptions): RedisClient {
+  const endpoint = redisEndpoint(opts.url);
+  const log = opts.log.child({ component: "redis", endpoint, ...(opts.cluster ? { cluster: true } : {}) });
+  const client = opts.cluster
+    ? new Cluster(clusterSeeds(opts.url), clusterOptions(opts))
+    : new Redis(opts.url, redisOptions(opts));
+  logTransitions(client, log);
   return client;
 }
 
@@ -122,23 +212,24 @@ export function withDeadline<T>(promise: Promise<T>, ms: number, what: string): 
 }
 
 interface Shared {
-  client: Redis;
+  client: RedisClient;
   refs: number;
 }
 const shared = new Map<string, Shared>();
 
 export interface RedisLease {
-  client: Redis;
+  client: RedisClient;
   /** Drop this holder's reference; the last one closes the connection. */
   release(): Promise<void>;
 }
 
 /** One client per URL for the whole process: the limiter and the cache share a connection. */
 export function acquireRedis(opts: RedisClientOptions): RedisLease {
-  let entry = shared.get(opts.url);
+  const key = `${opts.cluster ? "cluster " : ""}${opts.url}`;
+  let entry = shared.get(key);
   if (!entry) {
     entry = { client: createRedisClient(opts), refs: 0 };
-    shared.set(opts.url, entry);
+    shared.set(key, entry);
   }
   entry.refs++;
   const held = entry;
@@ -150,19 +241,20 @@ export function acquireRedis(opts: RedisClientOptions): RedisLease {
       released = true;
       held.refs--;
       if (held.refs > 0) return;
-      shared.delete(opts.url);
+      shared.delete(key);
       await closeRedis(held.client);
     },
   };
 }
 
-/** QUIT politely within a bound, then drop the socket. */
-export async function closeRedis(client: Redis): Promise<void> {
+/** QUIT politely within a bound (a cluster: every node), then drop the socket(s). */
+export async function closeRedis(client: RedisClient): Promise<void> {
   if (client.status === "end") return;
   try {
     await Promise.race([client.quit(), new Promise((resolve) => setTimeout(resolve, 500).unref())]);
   } catch {
     // Not connected: nothing to say goodbye to.
   }
-  client.disconnect(false);
+  // A cluster that has already ended must not be disconnected again: that would leave it "disconnecting".
+  if ((client.status as string) !== "end") client.disconnect(false);
 }

@@ -10,7 +10,6 @@
  * one request try Redis again (and switches back as soon as the client reports `ready`), so shared limiting resumes
  * by itself when Redis returns. Transitions are logged once each; the mode is a gauge in /metrics.
  */
-import type Redis from "ioredis";
 import type { Logger } from "pino";
 import { Counter, Gauge } from "prom-client";
 import type { Config } from "../config";
@@ -18,7 +17,7 @@ import { ServiceUnavailableError } from "../errors";
 import { registry } from "../metrics";
 import type { Admission, AdmissionRequest, RateLimiter, Reservation } from "../ports";
 import { MemoryRateLimiter } from "./memory-limiter";
-import { acquireRedis, withDeadline } from "./redis";
+import { acquireRedis, withDeadline, type RedisClient } from "./redis";
 import { RedisRateLimiter } from "./redis-limiter";
 
 export const redisErrors = new Counter({
@@ -46,7 +45,7 @@ export interface ResilientLimiterOptions {
   /** The shared limiter (Redis). */
   primary: RateLimiter;
   /** Its client, to learn when the connection is ready again. Optional (tests may wrap any limiter). */
-  client?: Pick<Redis, "status" | "on" | "off" | "once"> | null;
+  client?: Pick<RedisClient, "status" | "on" | "off" | "once"> | null;
   failureMode: "fail-open" | "fail-closed";
   /** Processes sharing the budgets while Redis is away (replicas × workers). Default 1. */
   processes?: number;
@@ -216,7 +215,12 @@ export function createRateLimiterFromConfig(
     const memory = new MemoryRateLimiter({ processes });
     return Object.assign(memory, { mode: () => "memory" as const });
   }
-  const lease = acquireRedis({ url: config.redis.url, tlsCa: config.redis.tlsCa, log });
+  const lease = acquireRedis({
+    url: config.redis.url,
+    tlsCa: config.redis.tlsCa,
+    cluster: config.redis.cluster,
+    log,
+  });
   const limiter = new ResilientRateLimiter({
     primary: new RedisRateLimiter({ client: lease.client }),
     client: lease.client,

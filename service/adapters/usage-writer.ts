@@ -74,16 +74,22 @@ function text(v: string | null): string | null {
 
 const INSERT_SQL = `
 INSERT INTO usage (request_id, created_at, key_id, team_id, route, requested_model, served_model, provider,
-                   prompt_tokens, completion_tokens, latency_ms, status, error_code, stream, cache_hit, pii_counts)
+                   prompt_tokens, completion_tokens, latency_ms, status, error_code, stream, cache_hit, pii_counts,
+                   cached_tokens, cost_usd)
 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::int[], $10::int[], $11::int[], $12::smallint[], $13::text[], $14::bool[],
-                     $15::bool[], $16::jsonb[])
+                     $15::bool[], $16::jsonb[], $17::int[], $18::numeric[])
 ON CONFLICT (request_id) DO NOTHING`;
 
-/** One INSERT for many rows: 16 array parameters whatever the batch size, so no statement per row. */
+/** A cost that PostgreSQL's numeric takes: finite and not negative, else unknown. */
+function costOrNull(v: unknown): number | null {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : null;
+}
+
+/** One INSERT for many rows: 18 array parameters whatever the batch size, so no statement per row. */
 export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]): Promise<void> {
   if (!rows.length) return;
-  const cols: unknown[][] = Array.from({ length: 16 }, () => new Array<unknown>(rows.length));
+  const cols: unknown[][] = Array.from({ length: 18 }, () => new Array<unknown>(rows.length));
   rows.forEach((r, i) => {
     cols[0][i] = usageRowId(r.requestId);
     const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
@@ -102,6 +108,9 @@ export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]):
     cols[13][i] = Boolean(r.stream);
     cols[14][i] = Boolean(r.cacheHit);
     cols[15][i] = r.piiCounts ? JSON.stringify(r.piiCounts) : null;
+    // Rows spooled by an older version have neither field.
+    cols[16][i] = int(r.cachedTokens);
+    cols[17][i] = costOrNull(r.costUsd);
   });
   await pool.query(INSERT_SQL, cols);
 }

@@ -14,7 +14,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
-import { walkChunks, type ChunkWalker } from "./chunk-blocks";
+import { chatUsage, walkChunks, type ChunkWalker } from "./chunk-blocks";
 import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
 
 type Block = { type: string; [k: string]: unknown };
@@ -29,7 +29,7 @@ export interface MessagesRequest {
 }
 
 const unsupported = (param: string, what: string) =>
-  new InvalidRequestError(`${what} is not supported by this proxy.`, "unsupported_content", param);
+  new InvalidRequestError(`${what} is not supported by this proxy.`, "unsupported_parameter", param);
 
 function blocksText(content: Content | undefined, param: string): string {
   if (content === undefined) return "";
@@ -203,11 +203,17 @@ export function chatToMessage(completion: ChatCompletion, model: string): Record
     content,
     stop_reason: stopReason(choice?.finish_reason),
     stop_sequence: null,
-    usage: {
-      input_tokens: completion.usage?.prompt_tokens ?? 0,
-      output_tokens: completion.usage?.completion_tokens ?? 0,
-    },
+    usage: messagesUsage(chatUsage(completion.usage)),
   };
+}
+
+/**
+ * Anthropic counts prompt-cache reads apart from input_tokens (OpenAI counts them inside prompt_tokens), and clients
+ * such as Claude Code price each part on its own.
+ */
+function messagesUsage(u: { input: number; output: number; cached: number }) {
+  const cached = Math.min(u.cached, u.input);
+  return { input_tokens: u.input - cached, output_tokens: u.output, cache_read_input_tokens: cached };
 }
 
 /** Server-sent event in the Messages framing. */
@@ -218,7 +224,10 @@ const event = (type: string, data: Record<string, unknown>) =>
 export type MessageStream = ChunkWalker;
 
 export function createMessageStream(model: string, promptTokensEstimate = 0): MessageStream {
-  let usage = { input_tokens: promptTokensEstimate, output_tokens: 0 };
+  let usage: { input_tokens: number; output_tokens: number; cache_read_input_tokens?: number } = {
+    input_tokens: promptTokensEstimate,
+    output_tokens: 0,
+  };
   return walkChunks({
     start(out, id) {
       out.push(
@@ -251,7 +260,7 @@ export function createMessageStream(model: string, promptTokensEstimate = 0): Me
       out.push(event("content_block_delta", { index, delta: { type: "input_json_delta", partial_json } })),
     close: (out, index) => out.push(event("content_block_stop", { index })),
     finish(out, reason, reported) {
-      if (reported) usage = { input_tokens: reported.input, output_tokens: reported.output };
+      if (reported) usage = messagesUsage(reported);
       out.push(
         event("message_delta", { delta: { stop_reason: stopReason(reason), stop_sequence: null }, usage }),
         event("message_stop", {}),

@@ -238,7 +238,13 @@ function usageOf(u: AnthropicUsage): Usage {
   const prompt =
     (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
   const completion = u.output_tokens ?? 0;
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    // As OpenAI reports prompt-cache hits (a part of prompt_tokens); usage rows price them lower.
+    prompt_tokens_details: { cached_tokens: u.cache_read_input_tokens ?? 0 },
+  };
 }
 
 export function fromAnthropicMessage(msg: AnthropicMessage): ChatCompletion {

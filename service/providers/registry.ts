@@ -58,6 +58,7 @@ export function createProviderRegistry(config: Config): ProviderRegistry {
           fallbacks: [],
           maxInputTokens: null,
           kind: "chat",
+          pricing: null,
         };
       }
       return null;

@@ -12,11 +12,14 @@
  *   PATCH  /internal/keys/:id              {name?, scopes?, expires_at?, ...limits}
  *   POST   /internal/keys/:id/revoke
  *   POST   /internal/keys/:id/rotate       → 201 the replacement with its `key`; the old key is revoked
+ *   GET    /internal/audit?from&to&action&target_id&limit&cursor  → {object: "list", data: [event], next_cursor}
  *   GET    /internal/usage?from&to&group_by=key|team|model|day|route|provider
  *
  * Limits (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`): absent or null = the configured default
  * (on PATCH: absent = unchanged, null = back to the default), 0 = blocked, a positive integer = that budget.
  * The plaintext key is returned once, by create and rotate; only its SHA-256 hash is stored.
+ * Every successful change records one audit event in its own transaction (see ports.ts, TeamStore); a rejected
+ * request records none. Events are listed newest first, a page at a time (`next_cursor`, null on the last page).
  */
 import Router from "@koa/router";
 import type { Context, Middleware } from "koa";
@@ -25,8 +28,9 @@ import type { AppDeps } from "../app";
 import { KEY_SCOPES } from "../config";
 import { InvalidRequestError, NotFoundError } from "../errors";
 import { readJsonBody } from "../lib/body";
+import { AUDIT_ACTIONS, auditContextOf, isAuditAction } from "../lib/audit";
 import { generateApiKey } from "../lib/keys";
-import type { ApiKeyRecord, LimitOverrides, Team, UsageReportRow } from "../ports";
+import type { ApiKeyRecord, AuditEvent, AuditPosition, LimitOverrides, Team, UsageReportRow } from "../ports";
 import type { ProxyState } from "../state";
 
 /** Admin bodies are small; this bound is independent of the (larger) proxy body limit. */
@@ -186,6 +190,9 @@ function usageJson(r: UsageReportRow) {
     prompt_tokens: r.promptTokens,
     completion_tokens: r.completionTokens,
     total_tokens: r.promptTokens + r.completionTokens,
+    cached_tokens: r.cachedTokens,
+    cost_usd: r.costUsd === null ? null : Math.round(r.costUsd * 1e6) / 1e6,
+    unpriced_requests: r.unpricedRequests,
     errors: r.errors,
     cache_hits: r.cacheHits,
   };
@@ -213,6 +220,59 @@ function queryDate(ctx: Context, field: string): Date | undefined {
   return new Date(v);
 }
 
+/** `limit`: a whole number in [1, max]; absent → `fallback`. */
+function queryLimit(ctx: Context, field: string, fallback: number, max: number): number {
+  const v = queryString(ctx, field);
+  if (v === undefined) return fallback;
+  const n = /^\d{1,7}$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 1 && n <= max)) {
+    throw new InvalidRequestError(
+      `Invalid \`${field}\`: expected a whole number from 1 to ${max}.`,
+      "invalid_value",
+      field,
+    );
+  }
+  return n;
+}
+
+export const AUDIT_PAGE_DEFAULT = 100;
+export const AUDIT_PAGE_MAX = 1000;
+const CURSOR_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)\|([0-9a-f-]{36})$/;
+
+/** Opaque to clients: the last event's exact time and id. */
+function encodeCursor(p: AuditPosition): string {
+  return Buffer.from(`${p.at}|${p.id}`, "utf8").toString("base64url");
+}
+
+function queryCursor(ctx: Context): AuditPosition | undefined {
+  const v = queryString(ctx, "cursor");
+  if (v === undefined) return undefined;
+  const m = CURSOR_RE.exec(Buffer.from(v, "base64url").toString("utf8"));
+  if (!m || !UUID_RE.test(m[2]) || !Number.isFinite(Date.parse(m[1]))) {
+    throw new InvalidRequestError(
+      "Invalid `cursor`: pass the `next_cursor` of a previous page unchanged.",
+      "invalid_value",
+      "cursor",
+    );
+  }
+  return { at: m[1], id: m[2] };
+}
+
+export function auditJson(e: AuditEvent) {
+  return {
+    id: e.id,
+    object: "audit_event" as const,
+    at: e.at,
+    actor: e.actor,
+    action: e.action,
+    target_type: e.targetType,
+    target_id: e.targetId,
+    request_id: e.requestId,
+    client_ip: e.clientIp,
+    changes: e.changes,
+  };
+}
+
 export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>): Router<ProxyState> {
   const router = new Router<ProxyState>();
   const body = (ctx: Context) => readJsonBody(ctx, ADMIN_BODY_LIMIT_BYTES);
@@ -222,7 +282,10 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
 
   router.post("/internal/teams", masterAuth, async function createTeam(ctx) {
     const input = parseBody(teamCreateSchema, await body(ctx));
-    const team = await deps.teams.create({ name: input.name, limits: fullLimits(limitsFrom(input)) });
+    const team = await deps.teams.create(
+      { name: input.name, limits: fullLimits(limitsFrom(input)) },
+      auditContextOf(ctx),
+    );
     ctx.status = 201;
     ctx.body = teamJson(team);
   });
@@ -240,17 +303,18 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   router.patch("/internal/teams/:id", masterAuth, async function updateTeam(ctx) {
     const id = idParam(ctx);
     const input = parseBody(teamPatchSchema, await body(ctx));
-    const team = await deps.teams.update(id, {
-      ...(input.name !== undefined ? { name: input.name } : {}),
-      limits: limitsFrom(input),
-    });
+    const team = await deps.teams.update(
+      id,
+      { ...(input.name !== undefined ? { name: input.name } : {}), limits: limitsFrom(input) },
+      auditContextOf(ctx),
+    );
     if (!team) throw new NotFoundError("No team with this id.", "team_not_found", "id");
     ctx.body = teamJson(team);
   });
 
   router.delete("/internal/teams/:id", masterAuth, async function deleteTeam(ctx) {
     const id = idParam(ctx);
-    if (!(await deps.teams.delete(id)))
+    if (!(await deps.teams.delete(id, auditContextOf(ctx))))
       throw new NotFoundError("No team with this id.", "team_not_found", "id");
     ctx.body = { id, object: "team", deleted: true };
   });
@@ -260,15 +324,18 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   router.post("/internal/keys", masterAuth, async function createKey(ctx) {
     const input = parseBody(keyCreateSchema, await body(ctx));
     const generated = generateApiKey();
-    const record = await deps.keys.create({
-      name: input.name,
-      teamId: input.team_id ? input.team_id.toLowerCase() : null,
-      scopes: input.scopes ?? DEFAULT_KEY_SCOPES,
-      expiresAt: input.expires_at ?? null,
-      limits: fullLimits(limitsFrom(input)),
-      hash: generated.hash,
-      prefix: generated.prefix,
-    });
+    const record = await deps.keys.create(
+      {
+        name: input.name,
+        teamId: input.team_id ? input.team_id.toLowerCase() : null,
+        scopes: input.scopes ?? DEFAULT_KEY_SCOPES,
+        expiresAt: input.expires_at ?? null,
+        limits: fullLimits(limitsFrom(input)),
+        hash: generated.hash,
+        prefix: generated.prefix,
+      },
+      auditContextOf(ctx),
+    );
     ctx.status = 201;
     // The only response that ever carries the key.
     ctx.body = { ...keyJson(record), key: generated.key };
@@ -287,12 +354,16 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   router.patch("/internal/keys/:id", masterAuth, async function updateKey(ctx) {
     const id = idParam(ctx);
     const input = parseBody(keyPatchSchema, await body(ctx));
-    const key = await deps.keys.update(id, {
-      ...(input.name !== undefined ? { name: input.name } : {}),
-      ...(input.scopes !== undefined ? { scopes: input.scopes } : {}),
-      ...(input.expires_at !== undefined ? { expiresAt: input.expires_at } : {}),
-      limits: limitsFrom(input),
-    });
+    const key = await deps.keys.update(
+      id,
+      {
+        ...(input.name !== undefined ? { name: input.name } : {}),
+        ...(input.scopes !== undefined ? { scopes: input.scopes } : {}),
+        ...(input.expires_at !== undefined ? { expiresAt: input.expires_at } : {}),
+        limits: limitsFrom(input),
+      },
+      auditContextOf(ctx),
+    );
     if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
     // Scopes, expiry and limits are cached with the key by auth: drop the cached copy so they apply at once.
     forget(id);
@@ -301,7 +372,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
 
   router.post("/internal/keys/:id/revoke", masterAuth, async function revokeKey(ctx) {
     const id = idParam(ctx);
-    const key = await deps.keys.revoke(id);
+    const key = await deps.keys.revoke(id, auditContextOf(ctx));
     if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
     forget(id);
     ctx.body = keyJson(key);
@@ -310,11 +381,49 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   router.post("/internal/keys/:id/rotate", masterAuth, async function rotateKey(ctx) {
     const id = idParam(ctx);
     const generated = generateApiKey();
-    const replacement = await deps.keys.rotate(id, { hash: generated.hash, prefix: generated.prefix });
+    const replacement = await deps.keys.rotate(
+      id,
+      { hash: generated.hash, prefix: generated.prefix },
+      auditContextOf(ctx),
+    );
     if (!replacement) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
     forget(id);
     ctx.status = 201;
     ctx.body = { ...keyJson(replacement), key: generated.key };
+  });
+
+  // ------------------------------------------------------------------ audit
+
+  router.get("/internal/audit", masterAuth, async function listAudit(ctx) {
+    const from = queryDate(ctx, "from");
+    const to = queryDate(ctx, "to");
+    if (from && to && from.getTime() >= to.getTime()) {
+      throw new InvalidRequestError("`from` must be before `to`.", "invalid_value", "from");
+    }
+    const action = queryString(ctx, "action");
+    if (action !== undefined && !isAuditAction(action)) {
+      throw new InvalidRequestError(
+        `Invalid \`action\`: expected one of ${AUDIT_ACTIONS.join(", ")}.`,
+        "invalid_value",
+        "action",
+      );
+    }
+    const targetId = queryString(ctx, "target_id");
+    if (targetId !== undefined && (targetId.length < 1 || targetId.length > 1024)) {
+      throw new InvalidRequestError(
+        "Invalid `target_id`: expected 1 to 1024 characters.",
+        "invalid_value",
+        "target_id",
+      );
+    }
+    const limit = queryLimit(ctx, "limit", AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX);
+    const after = queryCursor(ctx);
+    const page = await deps.audit.list({ from, to, action, targetId, limit, after });
+    ctx.body = {
+      object: "list",
+      data: page.events.map(auditJson),
+      next_cursor: page.next ? encodeCursor(page.next) : null,
+    };
   });
 
   // ------------------------------------------------------------------ usage

@@ -11,14 +11,19 @@
  *
  * Upload takes JSON (`content` is the file's UTF-8 text), not multipart: the knowledge base holds text files, and
  * JSON keeps the body bounded by the same reader as every other endpoint.
+ *
+ * Upload, ingest, delete and reset each record one audit event (kb.uploaded, kb.ingested, kb.source_deleted,
+ * kb.reset) with counts, never content.
  */
 import Router from "@koa/router";
 import type { Middleware, Context } from "koa";
 import { z } from "zod";
 import type { AppDeps } from "../app";
 import { InvalidRequestError, ServiceUnavailableError } from "../errors";
+import { auditContextOf } from "../lib/audit";
 import { readJsonBody } from "../lib/body";
 import { createAuth } from "../stages/auth";
+import type { AuditContext, NewAuditEvent } from "../ports";
 import type { KnowledgeBaseLike } from "../stages/rag";
 import type { ProxyState } from "../state";
 
@@ -50,18 +55,43 @@ export function createKbRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>
     return deps.kb;
   };
   const body = (ctx: Context) => readJsonBody(ctx, limit);
+  // The knowledge base lives in Chroma and KB_DIR, outside PostgreSQL's transactions, so its event is recorded once
+  // the change has succeeded. If recording fails the request answers 500 rather than reporting success for an
+  // unaudited change; every knowledge-base write is idempotent, so the client's retry records it.
+  const audit = (ctx: { state: ProxyState; ip: string }, event: Omit<NewAuditEvent, keyof AuditContext>) =>
+    deps.audit.record({ ...auditContextOf(ctx), ...event });
 
   router.post("/upload", writeAuth, async function kbUpload(ctx) {
     const kb = kbOf();
     const input = parse(uploadSchema, await body(ctx));
+    const uploaded = await kb.upload(input.path, input.content);
+    await audit(ctx, {
+      action: "kb.uploaded",
+      targetType: "kb_source",
+      targetId: uploaded.source,
+      changes: {
+        bytes: { before: null, after: Buffer.byteLength(input.content, "utf8") },
+        chunks: { before: null, after: uploaded.chunks },
+      },
+    });
     ctx.status = 201;
-    ctx.body = await kb.upload(input.path, input.content);
+    ctx.body = uploaded;
   });
 
   router.post("/ingest", writeAuth, async function kbIngest(ctx) {
     const kb = kbOf();
     const input = parse(ingestSchema, await body(ctx));
-    ctx.body = await kb.ingest(input.path);
+    const report = await kb.ingest(input.path);
+    await audit(ctx, {
+      action: "kb.ingested",
+      targetType: "kb_source",
+      targetId: input.path,
+      changes: {
+        files: { before: null, after: report.files.length },
+        chunks: { before: null, after: report.chunks },
+      },
+    });
+    ctx.body = report;
   });
 
   router.delete("/source", writeAuth, async function kbDeleteSource(ctx) {
@@ -70,7 +100,14 @@ export function createKbRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>
     if (typeof path !== "string" || !path) {
       throw new InvalidRequestError("Query parameter `path` is required (once).", "invalid_path", "path");
     }
-    ctx.body = await kb.deleteSource(path);
+    const deleted = await kb.deleteSource(path);
+    await audit(ctx, {
+      action: "kb.source_deleted",
+      targetType: "kb_source",
+      targetId: deleted.source,
+      changes: { chunks: { before: deleted.deleted, after: 0 } },
+    });
+    ctx.body = deleted;
   });
 
   router.get("/stats", writeAuth, async function kbStats(ctx) {
@@ -80,6 +117,12 @@ export function createKbRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>
   router.post("/reset", masterAuth, async function kbReset(ctx) {
     const kb = kbOf();
     await kb.reset();
+    await audit(ctx, {
+      action: "kb.reset",
+      targetType: "kb_collection",
+      targetId: kb.collection,
+      changes: {},
+    });
     ctx.body = { reset: true, collection: kb.collection };
   });
 

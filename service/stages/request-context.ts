@@ -8,7 +8,8 @@ import crypto from "node:crypto";
 import type { Middleware } from "koa";
 import type { Logger } from "pino";
 import { Gauge } from "prom-client";
-import { registry, requestDuration, requestsTotal, tokensTotal } from "../metrics";
+import { costTotal, registry, requestDuration, requestsTotal, tokensTotal } from "../metrics";
+import { costUsd } from "../lib/pricing";
 import type { UsageSink } from "../ports";
 import type { ProxyState } from "../state";
 
@@ -92,6 +93,8 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       provider: null,
       promptTokens: 0,
       completionTokens: 0,
+      cachedTokens: 0,
+      costUsd: null,
       latencyMs: 0,
       status: 0,
       errorCode: null,
@@ -113,6 +116,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       usage.latencyMs = Math.round(seconds * 1000);
       if (!usage.status) usage.status = ctx.status;
       if (!ctx.res.writableFinished && !usage.errorCode) usage.errorCode = "client_closed_request";
+      usage.costUsd = costUsd(usage, ctx.state.served?.pricing);
       requestsTotal.inc({ route, status: String(usage.status), model: usage.requestedModel ?? "" });
       requestDuration.observe({ route }, seconds);
       if (usage.promptTokens)
@@ -120,6 +124,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       if (usage.completionTokens) {
         tokensTotal.inc({ direction: "completion", model: usage.servedModel ?? "" }, usage.completionTokens);
       }
+      if (usage.costUsd) costTotal.inc({ model: usage.servedModel ?? "" }, usage.costUsd);
       if (USAGE_ROUTES.has(route) && usage.keyId) deps.usageSink.record(usage);
       // Probes and scrapes every few seconds would drown the log: they log at debug.
       const level = route === "health" || route === "metrics" ? "debug" : "info";

@@ -12,6 +12,7 @@ import { UpstreamError } from "../errors";
 import { Cancellation, delay } from "../lib/cancel";
 import { upstreamAttempts, upstreamDuration } from "../metrics";
 import type { UsageRow } from "../ports";
+import { cachedPromptTokens } from "../lib/pricing";
 import { ProviderFailure } from "../providers/errors";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
@@ -40,6 +41,7 @@ async function* meter(
     if (chunk.usage) {
       usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
       usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
+      usage.cachedTokens = cachedPromptTokens(chunk.usage);
     }
     yield chunk;
   }
@@ -125,10 +127,12 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
     );
     usage.servedModel = deployment.name;
     usage.provider = deployment.provider;
+    ctx.state.served = deployment;
     if (result.kind === "json") {
       const body = result.body as ChatCompletion;
       usage.promptTokens = body.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
       usage.completionTokens = body.usage?.completion_tokens ?? 0;
+      usage.cachedTokens = cachedPromptTokens(body.usage);
       ctx.state.result = { kind: "json", body };
       return;
     }
@@ -156,6 +160,7 @@ export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxySt
     );
     ctx.state.usage.servedModel = deployment.name;
     ctx.state.usage.provider = deployment.provider;
+    ctx.state.served = deployment;
     ctx.state.usage.promptTokens = value.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
     ctx.state.result = { kind: "json", body: value };
   };

@@ -37,6 +37,8 @@ export interface FakeUpstreamOptions {
   name?: string;
   /** Record request bodies (default true; the benchmark turns it off). */
   record?: boolean;
+  /** The chat usage object it reports (default FAKE_USAGE). */
+  usage?: Record<string, unknown>;
 }
 
 export interface FakeUpstream {
@@ -151,7 +153,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
             created,
             model,
             choices: [{ index: 0, message, finish_reason: toolCall ? "tool_calls" : "stop" }],
-            usage: FAKE_USAGE,
+            usage: opts.usage ?? FAKE_USAGE,
           }),
         );
         return;
@@ -223,7 +225,8 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
         ...base,
         choices: [{ index: 0, delta: {}, finish_reason: toolCall ? "tool_calls" : "stop" }],
       });
-      if (body?.stream_options?.include_usage) await send({ ...base, choices: [], usage: FAKE_USAGE });
+      if (body?.stream_options?.include_usage)
+        await send({ ...base, choices: [], usage: opts.usage ?? FAKE_USAGE });
       res.end("data: [DONE]\n\n");
     });
   });

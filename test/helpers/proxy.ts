@@ -135,6 +135,7 @@ export function upstreamConfig(
     model?: string;
     fallbacks?: string[];
     max_input_tokens?: number;
+    pricing?: Record<string, number>;
   }>,
   extra = "",
 ): string {

@@ -116,3 +116,115 @@ export async function startRedis(): Promise<ThrowawayRedis> {
     },
   };
 }
+
+export interface ThrowawayRedisCluster {
+  /** The masters' ports, in the order given to `redis-cli --cluster create`. */
+  ports: number[];
+  /** `redis://127.0.0.1:<port>` of each master; any one of them is a seed node. */
+  urls: string[];
+  /** Stop every node for good and remove the temp dir. */
+  stop(): Promise<void>;
+}
+
+function runRedisCli(args: string[], timeoutMs = 30_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn("redis-cli", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+    proc.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`redis-cli ${args.join(" ")} exited with ${code}:\n${out}`));
+    });
+  });
+}
+
+/**
+ * A throwaway Redis Cluster: `masters` redis-server processes with `--cluster-enabled yes` on free ports (no
+ * replicas, no persistence, one temp dir), joined by `redis-cli --cluster create`, returned once every node reports
+ * `cluster_state:ok`. If anything fails on the way, the nodes already started are stopped before the error is thrown.
+ */
+export async function startRedisCluster(masters = 3): Promise<ThrowawayRedisCluster> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llmproxy-redis-cluster-"));
+  const children: ChildProcess[] = [];
+  const ports: number[] = [];
+  const stop = async () => {
+    const all = children.splice(0);
+    for (const c of all) {
+      c.kill("SIGCONT");
+      c.kill("SIGKILL");
+    }
+    await Promise.all(all.map(exited));
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < masters; i++) {
+      // Cluster nodes also listen on port + 10000 (the cluster bus): keep both below 65536 and unused.
+      let port = await freePort();
+      while (port > 55_000 || ports.includes(port)) port = await freePort();
+      ports.push(port);
+      const proc = spawn(
+        "redis-server",
+        [
+          "--port",
+          String(port),
+          "--bind",
+          "127.0.0.1",
+          "--cluster-enabled",
+          "yes",
+          "--cluster-config-file",
+          path.join(dir, `nodes-${port}.conf`),
+          "--cluster-node-timeout",
+          "2000",
+          "--save",
+          "",
+          "--appendonly",
+          "no",
+          "--dir",
+          dir,
+        ],
+        { stdio: "ignore" },
+      );
+      children.push(proc);
+      let failed: Error | null = null;
+      proc.once("error", (e) => (failed = e));
+      await waitUntil(
+        async () => {
+          if (failed) throw failed;
+          if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
+          return ping(port);
+        },
+        10_000,
+        `cluster node redis-server on port ${port}`,
+      );
+    }
+    await runRedisCli([
+      "--cluster",
+      "create",
+      ...ports.map((p) => `127.0.0.1:${p}`),
+      "--cluster-replicas",
+      "0",
+      "--cluster-yes",
+    ]);
+    await waitUntil(
+      async () => {
+        const infos = await Promise.all(
+          ports.map((p) => runRedisCli(["-p", String(p), "cluster", "info"]).catch(() => "")),
+        );
+        return infos.every((info) => info.includes("cluster_state:ok"));
+      },
+      30_000,
+      "cluster_state:ok on every node",
+    );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { ports, urls: ports.map((p) => `redis://127.0.0.1:${p}`), stop };
+}

@@ -81,6 +81,27 @@ describe("chat chunks → Messages events, as the Anthropic SDK assembles them",
 });
 
 describe("Messages request → chat request", () => {
+  it("a block the proxy cannot translate is a 400 naming it, with the same code as on /v1/responses", () => {
+    const attempt = () =>
+      messagesToChat({
+        model: "m",
+        max_tokens: 5,
+        messages: [
+          {
+            role: "user",
+            content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "x" } }],
+          },
+        ],
+      } as never);
+    expect(attempt).toThrow(
+      expect.objectContaining({
+        status: 400,
+        code: "unsupported_parameter",
+        param: "messages[0].content[0]",
+      }),
+    );
+  });
+
   it("images a tool returned follow the tool message in a user message; a system turn stays a system message", () => {
     const chat = messagesToChat({
       model: "m",

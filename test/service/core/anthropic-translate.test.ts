@@ -87,7 +87,12 @@ describe("Anthropic translation details", () => {
       .flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])
       .map((c) => c.function?.arguments ?? "");
     expect(args.join("")).toBe("{}");
-    expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 110, completion_tokens: 42, total_tokens: 152 });
+    expect(chunks.at(-1)!.usage).toEqual({
+      prompt_tokens: 110,
+      completion_tokens: 42,
+      total_tokens: 152,
+      prompt_tokens_details: { cached_tokens: 100 },
+    });
   });
 
   it("no tool_choice without tools, none stays plain none, empty text and empty turns are left out", () => {

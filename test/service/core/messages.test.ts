@@ -294,7 +294,8 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
       messages: [{ role: "user", content: "round trip" }],
     });
     expect(msg.content).toEqual([{ type: "text", text: "Echo: round trip" }]);
-    expect(msg.usage).toMatchObject({ input_tokens: 15, output_tokens: 3 });
+    // The provider's own accounting survives both translations: 10 uncached input tokens + 5 read from its cache.
+    expect(msg.usage).toMatchObject({ input_tokens: 10, cache_read_input_tokens: 5, output_tokens: 3 });
     expect(claude.requests.at(-1)!.body).toMatchObject({
       model: "claude-sonnet-5-5",
       system: "Be brief.",

@@ -146,6 +146,7 @@ describe("POST /v1/responses: the official openai SDK's Responses API through th
     expect(stateful).toBeInstanceOf(OpenAI.BadRequestError);
     expect((stateful as InstanceType<typeof OpenAI.BadRequestError>).error).toMatchObject({
       param: "previous_response_id",
+      code: "unsupported_parameter",
     });
     const hosted = await client.responses
       .create({ model: "gpt-4o-mini", input: "hi", tools: [{ type: "web_search" }] })

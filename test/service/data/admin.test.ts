@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashApiKey } from "../../../service/lib/keys";
 import type { UsageRow } from "../../../service/ports";
 import { startProxy, type TestProxy } from "../../helpers/proxy";
+import { usageRow } from "../../helpers/usage";
 
 let proxy: TestProxy;
 
@@ -278,29 +279,24 @@ describe("admin API: usage report", () => {
     const keyA = crypto.randomUUID();
     const teamA = crypto.randomUUID();
     const base = Date.parse("2031-03-01T10:00:00Z");
-    const row = (minutes: number, over: Partial<UsageRow>): UsageRow => ({
-      requestId: crypto.randomUUID(),
-      createdAt: new Date(base + minutes * 60_000),
-      keyId: keyA,
-      teamId: teamA,
-      route: "chat",
-      requestedModel: "gpt-a",
-      servedModel: "gpt-a",
-      provider: "openai",
-      promptTokens: 100,
-      completionTokens: 20,
-      latencyMs: 40,
-      status: 200,
-      errorCode: null,
-      stream: false,
-      cacheHit: false,
-      piiCounts: null,
-      ...over,
-    });
+    const row = (minutes: number, over: Partial<UsageRow>): UsageRow =>
+      usageRow({
+        createdAt: new Date(base + minutes * 60_000),
+        keyId: keyA,
+        teamId: teamA,
+        requestedModel: "gpt-a",
+        servedModel: "gpt-a",
+        provider: "openai",
+        promptTokens: 100,
+        completionTokens: 20,
+        latencyMs: 40,
+        ...over,
+      });
     [
-      row(0, {}),
-      row(1, { cacheHit: true, promptTokens: 0, completionTokens: 0 }),
-      row(2, { status: 429, errorCode: "rate_limit_exceeded", promptTokens: 0, completionTokens: 0 }),
+      row(0, { cachedTokens: 40, costUsd: 0.0012 }),
+      row(1, { cacheHit: true, promptTokens: 0, completionTokens: 0, costUsd: 0 }),
+      row(2, { status: 429, errorCode: "rate_limit_exceeded", promptTokens: 0, completionTokens: 0, costUsd: 0 }),
+      // Served without a configured price: its cost is unknown.
       row(60 * 24, { servedModel: "gpt-b", keyId: null, teamId: null, route: "messages", provider: "claude" }),
     ].forEach((r) => proxy.deps.usageSink.record(r));
     await proxy.deps.usageSink.flush();
@@ -310,8 +306,8 @@ describe("admin API: usage report", () => {
     expect(byKey.status).toBe(200);
     expect(byKey.body).toMatchObject({ object: "list", group_by: "key", from: "2031-03-01T00:00:00.000Z" });
     expect(byKey.body.data).toEqual([
-      { group: keyA, requests: 3, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, errors: 1, cache_hits: 1 },
-      { group: null, requests: 1, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, errors: 0, cache_hits: 0 },
+      { group: keyA, requests: 3, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 40, cost_usd: 0.0012, unpriced_requests: 0, errors: 1, cache_hits: 1 },
+      { group: null, requests: 1, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 0, cost_usd: null, unpriced_requests: 1, errors: 0, cache_hits: 0 },
     ]);
     const byModel = await call("GET", `/internal/usage?${q}&group_by=model`);
     expect(byModel.body.data.map((r: any) => [r.group, r.requests])).toEqual([

@@ -64,7 +64,13 @@ describe("migrations", () => {
       const tables = await client.query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
       );
-      expect(tables.rows.map((r) => r.table_name)).toEqual(["api_keys", "schema_migrations", "teams", "usage"]);
+      expect(tables.rows.map((r) => r.table_name)).toEqual([
+        "api_keys",
+        "audit_events",
+        "schema_migrations",
+        "teams",
+        "usage",
+      ]);
     } finally {
       await client.end();
     }

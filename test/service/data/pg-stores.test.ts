@@ -9,6 +9,7 @@ import { createPostgres } from "../../../service/adapters/postgres";
 import { insertUsageRows } from "../../../service/adapters/usage-writer";
 import type { KeyStore, LimitOverrides, TeamStore, UsageRow } from "../../../service/ports";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
+import { usageRow } from "../../helpers/usage";
 
 const log = pino({ level: "silent" });
 const NO_LIMITS: LimitOverrides = { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null };
@@ -179,30 +180,25 @@ describe("pg stores", () => {
     const k1 = await newKey(t.id);
     const k2 = await newKey(null);
     const base = new Date("2030-01-01T23:59:00Z");
-    const row = (i: number, over: Partial<UsageRow>): UsageRow => ({
-      requestId: crypto.randomUUID(),
-      createdAt: new Date(base.getTime() + i * 60_000),
-      keyId: k1.id,
-      teamId: t.id,
-      route: "chat",
-      requestedModel: "gpt-x",
-      servedModel: "gpt-x",
-      provider: "p",
-      promptTokens: 10,
-      completionTokens: 5,
-      latencyMs: 12,
-      status: 200,
-      errorCode: null,
-      stream: false,
-      cacheHit: false,
-      piiCounts: null,
-      ...over,
-    });
+    const row = (i: number, over: Partial<UsageRow>): UsageRow =>
+      usageRow({
+        createdAt: new Date(base.getTime() + i * 60_000),
+        keyId: k1.id,
+        teamId: t.id,
+        requestedModel: "gpt-x",
+        servedModel: "gpt-x",
+        provider: "p",
+        promptTokens: 10,
+        completionTokens: 5,
+        latencyMs: 12,
+        ...over,
+      });
     await insertUsageRows(pool, [
-      row(0, {}),
+      row(0, { cachedTokens: 4, costUsd: 0.00002 }),
+      // Prompt tokens reported but no price known: counted as unpriced.
       row(1, { status: 502, errorCode: "upstream_error", completionTokens: 0, servedModel: null }),
-      row(2, { keyId: k2.id, teamId: null, servedModel: "fallback-y", cacheHit: true, promptTokens: 0, completionTokens: 0 }),
-      row(3, { status: 429, errorCode: "rate_limit_exceeded", promptTokens: 0, completionTokens: 0 }),
+      row(2, { keyId: k2.id, teamId: null, servedModel: "fallback-y", cacheHit: true, promptTokens: 0, completionTokens: 0, costUsd: 0 }),
+      row(3, { status: 429, errorCode: "rate_limit_exceeded", promptTokens: 0, completionTokens: 0, costUsd: 0 }),
       // Outside the window.
       row(10_000, {}),
     ]);
@@ -213,16 +209,16 @@ describe("pg stores", () => {
     const byKey = await report.aggregate({ from, to, groupBy: "key" });
     expect(byKey).toEqual(
       expect.arrayContaining([
-        { group: k1.id, requests: 3, promptTokens: 20, completionTokens: 5, errors: 2, cacheHits: 0 },
-        { group: k2.id, requests: 1, promptTokens: 0, completionTokens: 0, errors: 0, cacheHits: 1 },
+        { group: k1.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
+        { group: k2.id, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
       ]),
     );
     expect(byKey).toHaveLength(2);
 
     const byTeam = await report.aggregate({ from, to, groupBy: "team" });
     expect(byTeam).toEqual([
-      { group: t.id, requests: 3, promptTokens: 20, completionTokens: 5, errors: 2, cacheHits: 0 },
-      { group: null, requests: 1, promptTokens: 0, completionTokens: 0, errors: 0, cacheHits: 1 },
+      { group: t.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
+      { group: null, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
     ]);
 
     const byModel = await report.aggregate({ from, to, groupBy: "model" });

@@ -1,4 +1,3 @@
-import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -11,6 +10,7 @@ import { createPostgres } from "../../../service/adapters/postgres";
 import { createUsageWriter } from "../../../service/adapters/usage-writer";
 import { ConflictError } from "../../../service/errors";
 import { generateApiKey } from "../../../service/lib/keys";
+import { usageRow } from "../../helpers/usage";
 
 const log = pino({ level: "silent" });
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-pglite-"));
@@ -55,24 +55,22 @@ it("PGlite: starts under dataDir, runs the same migrations and stores, and keeps
 
   const writer = createUsageWriter({ pool: pg.pool, log, spoolDir: path.join(dataDir, "spool"), flushIntervalMs: 60_000 });
   for (let i = 0; i < 25; i++) {
-    writer.record({
-      requestId: crypto.randomUUID(),
-      createdAt: new Date(),
-      keyId: rotated!.id,
-      teamId: team.id,
-      route: "chat",
-      requestedModel: "mock-chat",
-      servedModel: "mock-chat",
-      provider: "mock",
-      promptTokens: 2,
-      completionTokens: 3,
-      latencyMs: 1,
-      status: i < 5 ? 500 : 200,
-      errorCode: null,
-      stream: i % 2 === 0,
-      cacheHit: false,
-      piiCounts: { EMAIL_ADDRESS: 1 },
-    });
+    writer.record(
+      usageRow({
+        keyId: rotated!.id,
+        teamId: team.id,
+        requestedModel: "mock-chat",
+        servedModel: "mock-chat",
+        promptTokens: 2,
+        completionTokens: 3,
+        cachedTokens: 1,
+        costUsd: 0.00125,
+        latencyMs: 1,
+        status: i < 5 ? 500 : 200,
+        stream: i % 2 === 0,
+        piiCounts: { EMAIL_ADDRESS: 1 },
+      }),
+    );
   }
   await writer.close();
   const report = await createPgUsageReport(pg.pool).aggregate({
@@ -80,7 +78,19 @@ it("PGlite: starts under dataDir, runs the same migrations and stores, and keeps
     to: new Date(Date.now() + 60_000),
     groupBy: "team",
   });
-  expect(report).toEqual([{ group: team.id, requests: 25, promptTokens: 50, completionTokens: 75, errors: 5, cacheHits: 0 }]);
+  expect(report).toEqual([
+    {
+      group: team.id,
+      requests: 25,
+      promptTokens: 50,
+      completionTokens: 75,
+      cachedTokens: 25,
+      costUsd: 0.03125,
+      unpricedRequests: 0,
+      errors: 5,
+      cacheHits: 0,
+    },
+  ]);
 
   // Restart from the same directory: the data is there and there is nothing left to migrate.
   await pg.pool.end();

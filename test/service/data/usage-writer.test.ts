@@ -11,30 +11,10 @@ import { createUsageWriter, usageRowId, type UsageWriter } from "../../../servic
 import { usagePending } from "../../../service/metrics";
 import type { UsageRow } from "../../../service/ports";
 import { createTestDatabase, startThrowawayPostgres, type TestDatabase, type ThrowawayPostgres } from "../../helpers/postgres";
+import { usageRow } from "../../helpers/usage";
 
 const log = pino({ level: "silent" });
 
-function usageRow(over: Partial<UsageRow> = {}): UsageRow {
-  return {
-    requestId: crypto.randomUUID(),
-    createdAt: new Date(),
-    keyId: null,
-    teamId: null,
-    route: "chat",
-    requestedModel: "m",
-    servedModel: "m",
-    provider: "mock",
-    promptTokens: 11,
-    completionTokens: 7,
-    latencyMs: 3,
-    status: 200,
-    errorCode: null,
-    stream: false,
-    cacheHit: false,
-    piiCounts: null,
-    ...over,
-  };
-}
 
 async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -1,0 +1,194 @@
+/**
+ * Cost: every usage row carries the cost at the prices of the deployment that answered (after a fallback, the
+ * fallback's), prompt-cache hits at the cached-input price; the usage report sums it per group and says how many
+ * requests had no price; /metrics counts it per served model.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../../service/config";
+import { costUsd } from "../../../service/lib/pricing";
+import { fromAnthropicMessage } from "../../../service/providers/anthropic-translate";
+import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
+import { freePort } from "../../helpers/postgres";
+import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
+
+// 1,000 prompt tokens of which 400 came from the provider's prompt cache, 200 completion tokens.
+const CACHED_USAGE = {
+  prompt_tokens: 1000,
+  completion_tokens: 200,
+  total_tokens: 1200,
+  prompt_tokens_details: { cached_tokens: 400 },
+};
+// input $2.50 / output $10 / cached input $1.25 per million tokens.
+const PRICED_COST = (600 * 2.5 + 400 * 1.25 + 200 * 10) / 1e6;
+// The default fake answer (11 prompt, 7 completion) at $0.15 / $0.60.
+const CHEAP_COST = (11 * 0.15 + 7 * 0.6) / 1e6;
+
+describe("cost per request", () => {
+  let big: FakeUpstream;
+  let small: FakeUpstream;
+  let proxy: TestProxy;
+  let key: string;
+
+  beforeAll(async () => {
+    big = await startFakeUpstream({ usage: CACHED_USAGE });
+    small = await startFakeUpstream();
+    const down = `http://127.0.0.1:${await freePort()}/v1`;
+    proxy = await startProxy({
+      configYaml: upstreamConfig({ big: big.baseUrl, small: small.baseUrl, down }, [
+        {
+          name: "priced",
+          provider: "big",
+          pricing: { input_per_mtok: 2.5, output_per_mtok: 10, cached_input_per_mtok: 1.25 },
+        },
+        { name: "unpriced", provider: "big" },
+        { name: "cheap", provider: "small", pricing: { input_per_mtok: 0.15, output_per_mtok: 0.6 } },
+        {
+          name: "primary",
+          provider: "down",
+          fallbacks: ["cheap"],
+          pricing: { input_per_mtok: 100, output_per_mtok: 100 },
+        },
+      ]),
+    });
+    key = (await proxy.createKey()).key;
+  });
+
+  afterAll(async () => {
+    await proxy.close();
+    await big.close();
+    await small.close();
+  });
+
+  async function chat(body: object): Promise<Response> {
+    return fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], ...body }),
+    });
+  }
+
+  async function lastRow(): Promise<any> {
+    const rows = await proxy.usageRows();
+    return rows[rows.length - 1];
+  }
+
+  it("prices a JSON answer at the deployment's prices, prompt-cache hits at the cached price", async () => {
+    const res = await chat({ model: "priced" });
+    expect(res.status).toBe(200);
+    await res.text();
+    const row = await lastRow();
+    expect(row.cached_tokens).toBe(400);
+    expect(Number(row.cost_usd)).toBeCloseTo(PRICED_COST, 10);
+  });
+
+  it("prices a stream the same way once its usage chunk has passed", async () => {
+    const res = await chat({ model: "priced", stream: true });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain("[DONE]");
+    const rows = await proxy.waitForUsageRows(2);
+    const row = rows[rows.length - 1];
+    expect(row.stream).toBe(true);
+    expect(row.cached_tokens).toBe(400);
+    expect(Number(row.cost_usd)).toBeCloseTo(PRICED_COST, 10);
+  });
+
+  it("records an unknown cost (null, not 0) when the deployment has no price", async () => {
+    await (await chat({ model: "unpriced" })).text();
+    const row = await lastRow();
+    expect(row.prompt_tokens).toBe(1000);
+    expect(row.cost_usd).toBeNull();
+  });
+
+  it("bills a fallback at the prices of the deployment that answered", async () => {
+    const res = await chat({ model: "primary" });
+    expect(res.status).toBe(200);
+    await res.text();
+    const row = await lastRow();
+    expect(row.requested_model).toBe("primary");
+    expect(row.served_model).toBe("cheap");
+    expect(Number(row.cost_usd)).toBeCloseTo(CHEAP_COST, 12);
+  });
+
+  it("a request rejected before any provider call costs 0", async () => {
+    const res = await chat({ model: "priced", temperature: "hot" });
+    expect(res.status).toBe(400);
+    await res.text();
+    const row = await lastRow();
+    expect(row.status).toBe(400);
+    expect(Number(row.cost_usd)).toBe(0);
+  });
+
+  it("the usage report sums cost and cached tokens per model and counts unpriced requests", async () => {
+    const res = await fetch(`${proxy.url}/internal/usage?group_by=model`, {
+      headers: { authorization: `Bearer ${proxy.masterKey}` },
+    });
+    expect(res.status).toBe(200);
+    const { data } = (await res.json()) as { data: any[] };
+    const by = Object.fromEntries(data.map((r) => [r.group, r]));
+    expect(by.priced.requests).toBe(3); // two answers and the rejected request
+    expect(by.priced.cost_usd).toBeCloseTo(2 * PRICED_COST, 6);
+    expect(by.priced.cached_tokens).toBe(800);
+    expect(by.priced.unpriced_requests).toBe(0);
+    expect(by.unpriced.cost_usd).toBeNull();
+    expect(by.unpriced.unpriced_requests).toBe(1);
+    expect(by.cheap.cost_usd).toBeCloseTo(CHEAP_COST, 6);
+  });
+
+  it("exports the cost per served model in /metrics", async () => {
+    const text = await (await fetch(`${proxy.url}/metrics`)).text();
+    const value = (model: string) =>
+      Number(new RegExp(`^llmproxy_cost_usd_total\\{model="${model}"\\} (\\S+)$`, "m").exec(text)?.[1]);
+    expect(value("priced")).toBeCloseTo(2 * PRICED_COST, 10);
+    expect(value("cheap")).toBeCloseTo(CHEAP_COST, 12);
+    expect(text).not.toMatch(/llmproxy_cost_usd_total\{model="unpriced"\}/);
+  });
+});
+
+describe("pricing rules", () => {
+  const pricing = { input: 2e-6, output: 8e-6, cachedInput: 5e-7 };
+
+  it("cached tokens never exceed the prompt and never price below zero", () => {
+    const base = { promptTokens: 100, completionTokens: 10, cacheHit: false };
+    expect(costUsd({ ...base, cachedTokens: 0 }, pricing)).toBeCloseTo(100 * 2e-6 + 10 * 8e-6, 15);
+    expect(costUsd({ ...base, cachedTokens: 500 }, pricing)).toBeCloseTo(100 * 5e-7 + 10 * 8e-6, 15);
+    expect(costUsd({ ...base, cachedTokens: -5 }, pricing)).toBeCloseTo(100 * 2e-6 + 10 * 8e-6, 15);
+  });
+
+  it("a cache hit costs nothing even without a price; tokens without a price are unknown", () => {
+    expect(costUsd({ promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheHit: true }, null)).toBe(0);
+    expect(
+      costUsd({ promptTokens: 5, completionTokens: 1, cachedTokens: 0, cacheHit: false }, null),
+    ).toBeNull();
+  });
+
+  it("reads Anthropic's prompt-cache reads as cached prompt tokens", () => {
+    const chat = fromAnthropicMessage({
+      id: "msg_1",
+      type: "message",
+      role: "assistant",
+      model: "claude",
+      content: [{ type: "text", text: "hi" }],
+      stop_reason: "end_turn",
+      usage: {
+        input_tokens: 10,
+        cache_read_input_tokens: 90,
+        cache_creation_input_tokens: 0,
+        output_tokens: 3,
+      },
+    } as never);
+    expect(chat.usage).toMatchObject({ prompt_tokens: 100, prompt_tokens_details: { cached_tokens: 90 } });
+  });
+
+  it("a bad price is a config error naming the key", () => {
+    const fileText = [
+      "providers:",
+      '  up: { type: openai, base_url: "http://127.0.0.1:9/v1" }',
+      "models:",
+      "  - { name: m, provider: up, pricing: { input_per_mtok: -1 } }",
+    ].join("\n");
+    expect(() => loadConfig({ env: { PROXY_MASTER_KEY: "k".repeat(40) }, fileText })).toThrow(ConfigError);
+    expect(() => loadConfig({ env: { PROXY_MASTER_KEY: "k".repeat(40) }, fileText })).toThrow(
+      /models\.0\.pricing\.input_per_mtok/,
+    );
+  });
+});
