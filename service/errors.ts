@@ -51,8 +51,8 @@ export class AuthenticationError extends ProxyError {
 
 /** 403: the key lacks the scope for this endpoint. */
 export class PermissionError extends ProxyError {
-  constructor(message: string, code = "insufficient_scope") {
-    super(403, "permission_error", code, message);
+  constructor(message: string, code = "insufficient_scope", param: string | null = null) {
+    super(403, "permission_error", code, message, { param });
   }
 }
 

@@ -15,6 +15,8 @@ export interface Team {
   id: string;
   name: string;
   limits: LimitOverrides;
+  /** Client-facing model names the team's keys may use; null = every model. */
+  allowedModels: string[] | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -31,12 +33,16 @@ export interface ApiKeyRecord {
   createdAt: string;
   rotatedFrom: string | null;
   limits: LimitOverrides;
+  /** Client-facing model names this key may use (within its team's list); null = every model. */
+  allowedModels: string[] | null;
 }
 
 /** What auth needs per request: the key and its team's overrides in one lookup. */
 export interface KeyLookup {
   key: ApiKeyRecord;
   teamLimits: LimitOverrides | null;
+  /** The team's model list (null: no team, or the team allows every model). */
+  teamAllowedModels: string[] | null;
 }
 
 export interface KeyStore {
@@ -49,6 +55,8 @@ export interface KeyStore {
       scopes: string[];
       expiresAt: string | null;
       limits: LimitOverrides;
+      /** Default null: every model. */
+      allowedModels?: string[] | null;
       hash: string;
       prefix: string;
     },
@@ -59,7 +67,7 @@ export interface KeyStore {
   /** Only the given fields change; within `limits`, only the given budgets (null = back to the default). */
   update(
     id: string,
-    patch: Partial<Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt">> & {
+    patch: Partial<Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt" | "allowedModels">> & {
       limits?: Partial<LimitOverrides>;
     },
     audit?: AuditContext,
@@ -78,12 +86,15 @@ export interface KeyStore {
  * change's audit event in the change's own transaction (a change is never unaudited, a failed one never audited).
  */
 export interface TeamStore {
-  create(input: { name: string; limits: LimitOverrides }, audit?: AuditContext): Promise<Team>;
+  create(
+    input: { name: string; limits: LimitOverrides; allowedModels?: string[] | null },
+    audit?: AuditContext,
+  ): Promise<Team>;
   list(): Promise<Team[]>;
   get(id: string): Promise<Team | null>;
   update(
     id: string,
-    patch: { name?: string; limits?: Partial<LimitOverrides> },
+    patch: { name?: string; limits?: Partial<LimitOverrides>; allowedModels?: string[] | null },
     audit?: AuditContext,
   ): Promise<Team | null>;
   /** Throws ConflictError when active keys still belong to the team. */

@@ -12,6 +12,8 @@ export type Principal =
       key: ApiKeyRecord;
       /** The team's overrides (null when the key has no team). */
       teamLimits: LimitOverrides | null;
+      /** The team's model list (null or absent: no team, or every model). */
+      teamAllowedModels?: string[] | null;
     }
   | { kind: "master" };
 

@@ -128,6 +128,15 @@ CREATE INDEX audit_events_target_idx ON audit_events (target_id, at, id);
 CREATE INDEX audit_events_action_idx ON audit_events (action, at, id);
 `,
   },
+  {
+    id: 5,
+    name: "allowed_models",
+    sql: `
+-- Which client-facing model names a key or a team may use; NULL = every model. A key's request must pass both.
+ALTER TABLE teams ADD COLUMN allowed_models text[];
+ALTER TABLE api_keys ADD COLUMN allowed_models text[];
+`,
+  },
 ];
 
 function checksum(sql: string): string {

@@ -62,6 +62,7 @@ function toKey(row: Row): ApiKeyRecord {
     createdAt: iso(row.created_at),
     rotatedFrom: row.rotated_from === null ? null : String(row.rotated_from),
     limits: limitsFrom(row),
+    allowedModels: (row.allowed_models as string[] | null) ?? null,
   };
 }
 
@@ -70,15 +71,16 @@ function toTeam(row: Row): Team {
     id: String(row.id),
     name: String(row.name),
     limits: limitsFrom(row),
+    allowedModels: (row.allowed_models as string[] | null) ?? null,
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
   };
 }
 
 const KEY_COLUMNS = `id, name, prefix, team_id, scopes, expires_at, revoked_at, created_at, rotated_from,
-  requests_per_minute, tokens_per_minute, tokens_per_day`;
+  requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models`;
 const TEAM_COLUMNS =
-  "id, name, requests_per_minute, tokens_per_minute, tokens_per_day, created_at, updated_at";
+  "id, name, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models, created_at, updated_at";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -162,16 +164,21 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
     async findByHash(hash) {
       const { rows } = await pool.query(
         `SELECT k.id, k.name, k.prefix, k.team_id, k.scopes, k.expires_at, k.revoked_at, k.created_at, k.rotated_from,
-                k.requests_per_minute, k.tokens_per_minute, k.tokens_per_day,
+                k.requests_per_minute, k.tokens_per_minute, k.tokens_per_day, k.allowed_models,
                 t.id AS t_id, t.requests_per_minute AS t_requests_per_minute,
-                t.tokens_per_minute AS t_tokens_per_minute, t.tokens_per_day AS t_tokens_per_day
+                t.tokens_per_minute AS t_tokens_per_minute, t.tokens_per_day AS t_tokens_per_day,
+                t.allowed_models AS t_allowed_models
            FROM api_keys k LEFT JOIN teams t ON t.id = k.team_id
           WHERE k.key_hash = $1`,
         [hash],
       );
       if (!rows.length) return null;
       const row = rows[0] as Row;
-      const lookup: KeyLookup = { key: toKey(row), teamLimits: row.t_id ? limitsFrom(row, "t_") : null };
+      const lookup: KeyLookup = {
+        key: toKey(row),
+        teamLimits: row.t_id ? limitsFrom(row, "t_") : null,
+        teamAllowedModels: (row.t_allowed_models as string[] | null) ?? null,
+      };
       return lookup;
     },
 
@@ -180,8 +187,8 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         const { rows } = await client
           .query(
             `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at,
-                                   requests_per_minute, tokens_per_minute, tokens_per_day)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                   requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              RETURNING ${KEY_COLUMNS}`,
             [
               input.name,
@@ -193,6 +200,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
               input.limits.requestsPerMinute,
               input.limits.tokensPerMinute,
               input.limits.tokensPerDay,
+              input.allowedModels ?? null,
             ],
           )
           .catch(mapKeyWriteError);
@@ -224,6 +232,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         name: patch.name,
         scopes: patch.scopes,
         expires_at: patch.expiresAt,
+        allowed_models: patch.allowedModels,
         ...limitColumns(patch.limits),
       });
       return inTransaction(pool, async (client) => {
@@ -249,10 +258,10 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
       return inTransaction(pool, async (client) => {
         const before = await lockedKey(client, id);
         if (!before) return null;
-        // Revoking twice keeps the first revocation time.
+        // Revoking twice keeps the first revocation time and changes nothing: no second event.
+        if (before.revokedAt !== null) return before;
         const { rows } = await client.query(
-          `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()), updated_at = now()
-            WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
+          `UPDATE api_keys SET revoked_at = now(), updated_at = now() WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
           [id],
         );
         const key = toKey(rows[0] as Row);
@@ -292,8 +301,9 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         const inserted = await client
           .query(
             `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at, rotated_from,
-                                   requests_per_minute, tokens_per_minute, tokens_per_day)
-             SELECT name, $2, $3, team_id, scopes, expires_at, id, requests_per_minute, tokens_per_minute, tokens_per_day
+                                   requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models)
+             SELECT name, $2, $3, team_id, scopes, expires_at, id, requests_per_minute, tokens_per_minute,
+                    tokens_per_day, allowed_models
                FROM api_keys WHERE id = $1
              RETURNING ${KEY_COLUMNS}`,
             [id, replacement.hash, replacement.prefix],
@@ -322,13 +332,14 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
       return inTransaction(pool, async (client) => {
         const { rows } = await client
           .query(
-            `INSERT INTO teams (name, requests_per_minute, tokens_per_minute, tokens_per_day)
-             VALUES ($1, $2, $3, $4) RETURNING ${TEAM_COLUMNS}`,
+            `INSERT INTO teams (name, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models)
+             VALUES ($1, $2, $3, $4, $5) RETURNING ${TEAM_COLUMNS}`,
             [
               input.name,
               input.limits.requestsPerMinute,
               input.limits.tokensPerMinute,
               input.limits.tokensPerDay,
+              input.allowedModels ?? null,
             ],
           )
           .catch((error: unknown) => mapTeamWriteError(error, input.name));
@@ -356,7 +367,11 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
 
     async update(id, patch, audit) {
       if (!isUuid(id)) return null;
-      const { sets, values } = updateSet(id, { name: patch.name, ...limitColumns(patch.limits) });
+      const { sets, values } = updateSet(id, {
+        name: patch.name,
+        allowed_models: patch.allowedModels,
+        ...limitColumns(patch.limits),
+      });
       return inTransaction(pool, async (client) => {
         const locked = await client.query(`SELECT ${TEAM_COLUMNS} FROM teams WHERE id = $1 FOR UPDATE`, [id]);
         if (!locked.rows.length) return null;

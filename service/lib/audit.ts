@@ -35,6 +35,7 @@ export function teamSnapshot(t: Team): AuditSnapshot {
     requests_per_minute: t.limits.requestsPerMinute,
     tokens_per_minute: t.limits.tokensPerMinute,
     tokens_per_day: t.limits.tokensPerDay,
+    allowed_models: t.allowedModels,
   };
 }
 
@@ -51,6 +52,7 @@ export function keySnapshot(k: ApiKeyRecord): AuditSnapshot {
     requests_per_minute: k.limits.requestsPerMinute,
     tokens_per_minute: k.limits.tokensPerMinute,
     tokens_per_day: k.limits.tokensPerDay,
+    allowed_models: k.allowedModels,
   };
 }
 

@@ -24,11 +24,3 @@ export function costUsd(
     usage.completionTokens * pricing.output
   );
 }
-
-/** The prompt-cache hits in an OpenAI-shaped usage object (absent = 0). */
-export function cachedPromptTokens(usage: unknown): number {
-  const details = (usage as { prompt_tokens_details?: { cached_tokens?: unknown } } | null | undefined)
-    ?.prompt_tokens_details;
-  const n = details?.cached_tokens;
-  return typeof n === "number" && Number.isFinite(n) && n > 0 ? n : 0;
-}

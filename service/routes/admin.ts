@@ -1,15 +1,15 @@
 /**
  * Admin API under /internal (master key only, on every route). JSON in and out, snake_case.
  *
- *   POST   /internal/teams                 {name, requests_per_minute?, tokens_per_minute?, tokens_per_day?}  → 201
+ *   POST   /internal/teams                 {name, allowed_models?, ...limits}  → 201
  *   GET    /internal/teams                 → {object: "list", data: [team]}
  *   GET    /internal/teams/:id
- *   PATCH  /internal/teams/:id             {name?, requests_per_minute?, tokens_per_minute?, tokens_per_day?}
+ *   PATCH  /internal/teams/:id             {name?, allowed_models?, ...limits}
  *   DELETE /internal/teams/:id             → {id, object: "team", deleted: true}; 409 while it has active keys
- *   POST   /internal/keys                  {name, team_id?, scopes?, expires_at?, ...limits}  → 201 with `key`
+ *   POST   /internal/keys                  {name, team_id?, scopes?, expires_at?, allowed_models?, ...limits}  → 201
  *   GET    /internal/keys                  → {object: "list", data: [key]}  (never the key or its hash)
  *   GET    /internal/keys/:id
- *   PATCH  /internal/keys/:id              {name?, scopes?, expires_at?, ...limits}
+ *   PATCH  /internal/keys/:id              {name?, scopes?, expires_at?, allowed_models?, ...limits}
  *   POST   /internal/keys/:id/revoke
  *   POST   /internal/keys/:id/rotate       → 201 the replacement with its `key`; the old key is revoked
  *   GET    /internal/audit?from&to&action&target_id&limit&cursor  → {object: "list", data: [event], next_cursor}
@@ -17,6 +17,7 @@
  *
  * Limits (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`): absent or null = the configured default
  * (on PATCH: absent = unchanged, null = back to the default), 0 = blocked, a positive integer = that budget.
+ * `allowed_models`: the client-facing model names a key (or a team's keys) may use; absent or null = every model.
  * The plaintext key is returned once, by create and rotate; only its SHA-256 hash is stored.
  * Every successful change records one audit event in its own transaction (see ports.ts, TeamStore); a rejected
  * request records none. Events are listed newest first, a page at a time (`next_cursor`, null on the last page).
@@ -79,14 +80,27 @@ const futureDate = z.iso
   .refine((v) => Date.parse(v) > Date.now(), "must be in the future")
   .transform((v) => new Date(v).toISOString());
 
-const teamCreateSchema = z.object({ name, ...limitFields }).strict();
-const teamPatchSchema = z.object({ name: name.optional(), ...limitFields }).strict();
+/** Client-facing model names (not checked against the config, which may change); null = every model. */
+const allowedModels = z
+  .array(z.string().trim().min(1, "must not be empty").max(200, "at most 200 characters"), {
+    error: "must be an array of model names, or null for every model",
+  })
+  .max(1000, "at most 1000 models")
+  .transform((list) => [...new Set(list)])
+  .nullable()
+  .optional();
+
+const teamCreateSchema = z.object({ name, allowed_models: allowedModels, ...limitFields }).strict();
+const teamPatchSchema = z
+  .object({ name: name.optional(), allowed_models: allowedModels, ...limitFields })
+  .strict();
 const keyCreateSchema = z
   .object({
     name,
     team_id: z.string().regex(UUID_RE, "must be a UUID").nullable().optional(),
     scopes: scopes.optional(),
     expires_at: futureDate.nullable().optional(),
+    allowed_models: allowedModels,
     ...limitFields,
   })
   .strict();
@@ -95,6 +109,7 @@ const keyPatchSchema = z
     name: name.optional(),
     scopes: scopes.optional(),
     expires_at: futureDate.nullable().optional(),
+    allowed_models: allowedModels,
     ...limitFields,
   })
   .strict();
@@ -158,6 +173,7 @@ export function teamJson(t: Team) {
     requests_per_minute: t.limits.requestsPerMinute,
     tokens_per_minute: t.limits.tokensPerMinute,
     tokens_per_day: t.limits.tokensPerDay,
+    allowed_models: t.allowedModels,
     created_at: t.createdAt,
     updated_at: t.updatedAt,
   };
@@ -180,6 +196,7 @@ export function keyJson(k: ApiKeyRecord) {
     requests_per_minute: k.limits.requestsPerMinute,
     tokens_per_minute: k.limits.tokensPerMinute,
     tokens_per_day: k.limits.tokensPerDay,
+    allowed_models: k.allowedModels,
   };
 }
 
@@ -283,7 +300,11 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   router.post("/internal/teams", masterAuth, async function createTeam(ctx) {
     const input = parseBody(teamCreateSchema, await body(ctx));
     const team = await deps.teams.create(
-      { name: input.name, limits: fullLimits(limitsFrom(input)) },
+      {
+        name: input.name,
+        limits: fullLimits(limitsFrom(input)),
+        allowedModels: input.allowed_models ?? null,
+      },
       auditContextOf(ctx),
     );
     ctx.status = 201;
@@ -305,7 +326,11 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
     const input = parseBody(teamPatchSchema, await body(ctx));
     const team = await deps.teams.update(
       id,
-      { ...(input.name !== undefined ? { name: input.name } : {}), limits: limitsFrom(input) },
+      {
+        ...(input.name !== undefined ? { name: input.name } : {}),
+        ...(input.allowed_models !== undefined ? { allowedModels: input.allowed_models } : {}),
+        limits: limitsFrom(input),
+      },
       auditContextOf(ctx),
     );
     if (!team) throw new NotFoundError("No team with this id.", "team_not_found", "id");
@@ -331,6 +356,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
         scopes: input.scopes ?? DEFAULT_KEY_SCOPES,
         expiresAt: input.expires_at ?? null,
         limits: fullLimits(limitsFrom(input)),
+        allowedModels: input.allowed_models ?? null,
         hash: generated.hash,
         prefix: generated.prefix,
       },
@@ -360,12 +386,13 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
         ...(input.name !== undefined ? { name: input.name } : {}),
         ...(input.scopes !== undefined ? { scopes: input.scopes } : {}),
         ...(input.expires_at !== undefined ? { expiresAt: input.expires_at } : {}),
+        ...(input.allowed_models !== undefined ? { allowedModels: input.allowed_models } : {}),
         limits: limitsFrom(input),
       },
       auditContextOf(ctx),
     );
     if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
-    // Scopes, expiry and limits are cached with the key by auth: drop the cached copy so they apply at once.
+    // Scopes, expiry, limits and models are cached with the key by auth: drop the cached copy so they apply at once.
     forget(id);
     ctx.body = keyJson(key);
   });

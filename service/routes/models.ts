@@ -6,6 +6,7 @@
 import type { Middleware } from "koa";
 import type { AppDeps } from "../app";
 import { NotFoundError } from "../errors";
+import { modelAllowed } from "../stages/auth";
 import type { ProxyState } from "../state";
 
 export function createModelsRoute(deps: AppDeps): Middleware<ProxyState> {
@@ -21,7 +22,12 @@ export function createModelsRoute(deps: AppDeps): Middleware<ProxyState> {
     created_at: createdAt,
   });
   return async function models(ctx) {
-    const all = deps.providers.models().map(item);
+    // A key sees the models it may use; one outside its list does not exist for it.
+    const principal = ctx.state.principal;
+    const all = deps.providers
+      .models()
+      .filter((m) => modelAllowed(principal, m.name))
+      .map(item);
     const id = (ctx.params as { id?: string } | undefined)?.id;
     if (id !== undefined) {
       const found = all.find((m) => m.id === id);

@@ -100,7 +100,12 @@ export function createAuth(deps: AuthDeps): Middleware<ProxyState> {
     if (key.expiresAt && Date.parse(key.expiresAt) <= Date.now()) {
       throw new AuthenticationError("This API key has expired.", "expired_api_key");
     }
-    ctx.state.principal = { kind: "key", key, teamLimits: lookup.teamLimits };
+    ctx.state.principal = {
+      kind: "key",
+      key,
+      teamLimits: lookup.teamLimits,
+      teamAllowedModels: lookup.teamAllowedModels,
+    };
     ctx.state.usage.keyId = key.id;
     ctx.state.usage.teamId = key.teamId;
     if (!scopeAllows(key.scopes, deps.scope)) {
@@ -108,6 +113,13 @@ export function createAuth(deps: AuthDeps): Middleware<ProxyState> {
     }
     return next();
   };
+}
+
+/** Whether the caller may use this client-facing model: the key's list and its team's list must both allow it. */
+export function modelAllowed(principal: ProxyState["principal"], model: string): boolean {
+  if (principal?.kind !== "key") return true;
+  const lists = [principal.key.allowedModels, principal.teamAllowedModels];
+  return lists.every((list) => list == null || list.includes(model));
 }
 
 /** Admin endpoints: the master key only. */

@@ -5,7 +5,8 @@
 import type { Middleware, ParameterizedContext } from "koa";
 import { z } from "zod";
 import type { Config } from "../config";
-import { InvalidRequestError, NotFoundError } from "../errors";
+import { InvalidRequestError, NotFoundError, PermissionError } from "../errors";
+import { modelAllowed } from "./auth";
 import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
 import { readJsonBody } from "../lib/body";
 import {
@@ -100,6 +101,17 @@ export interface ParseDeps {
   providers: ProviderRegistry;
 }
 
+/** The key (and its team) may use only their listed models: 403 `model_not_allowed` naming the model. */
+function requireModelAccess(ctx: ParameterizedContext<ProxyState>, model: string): void {
+  if (!modelAllowed(ctx.state.principal, model)) {
+    throw new PermissionError(
+      `This API key may not use the model \`${model}\`; ask an administrator to add it to the key's or the team's allowed_models.`,
+      "model_not_allowed",
+      "model",
+    );
+  }
+}
+
 export function resolveModel(deps: ParseDeps, model: string, kind: "chat" | "embedding") {
   const deployment = deps.providers.resolve(model);
   if (!deployment || (deployment.kind !== kind && !deps.config.passthroughProvider)) {
@@ -137,6 +149,7 @@ function acceptChat(
 ): void {
   ctx.state.usage.stream = body.stream === true;
   ctx.state.deployment = resolveModel(deps, body.model, "chat");
+  requireModelAccess(ctx, ctx.state.deployment.name);
   ctx.state.chat = body;
 }
 
@@ -174,6 +187,7 @@ export function createParseEmbeddings(deps: ParseDeps): Middleware<ProxyState> {
     const data = await readValidBody(ctx, deps, embeddingSchema);
     ctx.state.embedding = data as EmbeddingRequest;
     ctx.state.deployment = resolveModel(deps, data.model, "embedding");
+    requireModelAccess(ctx, ctx.state.deployment.name);
     return next();
   };
 }

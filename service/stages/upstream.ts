@@ -10,9 +10,9 @@ import type { Middleware } from "koa";
 import type { Config, DeploymentConfig } from "../config";
 import { UpstreamError } from "../errors";
 import { Cancellation, delay } from "../lib/cancel";
+import { chatUsage } from "../lib/chunk-blocks";
 import { upstreamAttempts, upstreamDuration } from "../metrics";
 import type { UsageRow } from "../ports";
-import { cachedPromptTokens } from "../lib/pricing";
 import { ProviderFailure } from "../providers/errors";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
@@ -41,7 +41,7 @@ async function* meter(
     if (chunk.usage) {
       usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
       usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
-      usage.cachedTokens = cachedPromptTokens(chunk.usage);
+      usage.cachedTokens = chatUsage(chunk.usage).cached;
     }
     yield chunk;
   }
@@ -132,7 +132,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
       const body = result.body as ChatCompletion;
       usage.promptTokens = body.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
       usage.completionTokens = body.usage?.completion_tokens ?? 0;
-      usage.cachedTokens = cachedPromptTokens(body.usage);
+      usage.cachedTokens = chatUsage(body.usage).cached;
       ctx.state.result = { kind: "json", body };
       return;
     }

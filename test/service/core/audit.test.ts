@@ -103,6 +103,7 @@ describe("audit: team changes", () => {
       requests_per_minute: { before: null, after: 60 },
       tokens_per_minute: { before: null, after: null },
       tokens_per_day: { before: null, after: null },
+      allowed_models: { before: null, after: null },
     });
 
     // Only the fields that changed, with their old and new values; null means "back to the default".
@@ -131,6 +132,7 @@ describe("audit: team changes", () => {
       requests_per_minute: { before: null, after: null },
       tokens_per_minute: { before: null, after: null },
       tokens_per_day: { before: 5000, after: null },
+      allowed_models: { before: null, after: null },
     });
   });
 });
@@ -164,6 +166,7 @@ describe("audit: key changes", () => {
       requests_per_minute: { before: null, after: null },
       tokens_per_minute: { before: null, after: null },
       tokens_per_day: { before: null, after: 1000 },
+      allowed_models: { before: null, after: null },
     });
 
     const updated = await oneEvent(200, () =>
@@ -194,6 +197,19 @@ describe("audit: key changes", () => {
       target_id: replacement,
     });
     expect(revoked.row.changes).toEqual({ revoked_at: { before: null, after: revoked.body.revoked_at } });
+  });
+
+  it("revoking a revoked key again answers the first revocation and records no second event", async () => {
+    const created = await admin("POST", "/internal/keys", { body: { name: "twice" } });
+    const id = created.body.id as string;
+    const first = await oneEvent(200, () => admin("POST", `/internal/keys/${id}/revoke`));
+    let again: { status: number; body: any } = { status: 0, body: null };
+    const rows = await added(async () => {
+      again = await admin("POST", `/internal/keys/${id}/revoke`);
+    });
+    expect(again.status).toBe(200);
+    expect(again.body.revoked_at).toBe(first.body.revoked_at);
+    expect(rows).toEqual([]);
   });
 });
 

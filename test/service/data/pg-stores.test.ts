@@ -89,7 +89,11 @@ describe("pg stores", () => {
       limits: { requestsPerMinute: null, tokensPerMinute: 1000, tokensPerDay: null },
     });
     const found = await keys.findByHash(g.hash);
-    expect(found).toEqual({ key: k, teamLimits: { requestsPerMinute: 3, tokensPerMinute: null, tokensPerDay: 0 } });
+    expect(found).toEqual({
+      key: k,
+      teamLimits: { requestsPerMinute: 3, tokensPerMinute: null, tokensPerDay: 0 },
+      teamAllowedModels: null,
+    });
     expect(await keys.findByHash(generateApiKey().hash)).toBeNull();
 
     const solo = await newKey(null);

@@ -109,6 +109,7 @@ async function startHarness(
           scopes: ["*"],
           expiresAt: null,
           revokedAt: null,
+          allowedModels: null,
           createdAt: "",
           rotatedFrom: null,
           limits,
