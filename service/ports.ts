@@ -216,7 +216,7 @@ export interface UsageReportRow {
   cachedTokens: number;
   /** USD at the configured prices; null when no request of the group had a price. */
   costUsd: number | null;
-  /** Requests that used provider tokens without a configured price (their cost is not in costUsd). */
+  /** Requests whose cost is unknown (no price configured, or usage never reported); not in costUsd. */
   unpricedRequests: number;
   errors: number;
   cacheHits: number;

@@ -446,8 +446,7 @@ export function createPgUsageReport(pool: pg.Pool): UsageReport {
                 COALESCE(sum(completion_tokens), 0) AS completion_tokens,
                 COALESCE(sum(cached_tokens), 0) AS cached_tokens,
                 sum(cost_usd) AS cost_usd,
-                count(*) FILTER (WHERE cost_usd IS NULL AND prompt_tokens + completion_tokens > 0)
-                  AS unpriced_requests,
+                count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_requests,
                 count(*) FILTER (WHERE status >= 400) AS errors,
                 count(*) FILTER (WHERE cache_hit) AS cache_hits
            FROM usage

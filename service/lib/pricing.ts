@@ -8,15 +8,18 @@ import type { Pricing } from "../config";
 import type { UsageRow } from "../ports";
 
 /**
- * USD, or null when a provider served tokens but the deployment has no price configured (unknown, not free).
- * A request that consumed no provider tokens (rejected, cache hit, failed before any usage) costs 0.
+ * USD for a request that `served` (the deployment that answered; absent when no provider answered) handled.
+ * 0 when no provider answered (rejected, failed before an answer) or for a cache hit. null — unknown, never a
+ * made-up 0 — when the deployment has no price, or when it answered but its usage never arrived (a stream cut before
+ * its usage chunk: the provider has most likely billed tokens nobody can count).
  */
 export function costUsd(
   usage: Pick<UsageRow, "promptTokens" | "completionTokens" | "cachedTokens" | "cacheHit">,
-  pricing: Pricing | null | undefined,
+  served: { pricing: Pricing | null } | undefined,
 ): number | null {
-  if (usage.cacheHit || usage.promptTokens + usage.completionTokens === 0) return 0;
-  if (!pricing) return null;
+  if (usage.cacheHit || !served) return 0;
+  const pricing = served.pricing;
+  if (!pricing || usage.promptTokens + usage.completionTokens === 0) return null;
   const cached = Math.min(Math.max(usage.cachedTokens, 0), usage.promptTokens);
   return (
     (usage.promptTokens - cached) * pricing.input +

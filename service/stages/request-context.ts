@@ -116,7 +116,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       usage.latencyMs = Math.round(seconds * 1000);
       if (!usage.status) usage.status = ctx.status;
       if (!ctx.res.writableFinished && !usage.errorCode) usage.errorCode = "client_closed_request";
-      usage.costUsd = costUsd(usage, ctx.state.served?.pricing);
+      usage.costUsd = costUsd(usage, ctx.state.served);
       requestsTotal.inc({ route, status: String(usage.status), model: usage.requestedModel ?? "" });
       requestDuration.observe({ route }, seconds);
       if (usage.promptTokens)

@@ -305,8 +305,8 @@ describe("audit: atomicity", () => {
         },
         ctx,
       );
-      await keys.rotate(key.id, generateApiKey(), ctx);
-      await expect(keys.revoke(key.id, ctx)).resolves.not.toBeNull();
+      const replacement = await keys.rotate(key.id, generateApiKey(), ctx);
+      await expect(keys.revoke(replacement!.id, ctx)).resolves.not.toBeNull();
       await teams.delete(team.id, ctx);
       const { events, next } = await createPgAuditLog(pool).list({ limit: 10 });
       expect(events.map((e) => e.action)).toEqual([

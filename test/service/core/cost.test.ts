@@ -41,6 +41,11 @@ describe("cost per request", () => {
           pricing: { input_per_mtok: 2.5, output_per_mtok: 10, cached_input_per_mtok: 1.25 },
         },
         { name: "unpriced", provider: "big" },
+        {
+          name: "cut",
+          provider: "big",
+          pricing: { input_per_mtok: 2.5, output_per_mtok: 10 },
+        },
         { name: "cheap", provider: "small", pricing: { input_per_mtok: 0.15, output_per_mtok: 0.6 } },
         {
           name: "primary",
@@ -109,6 +114,22 @@ describe("cost per request", () => {
     expect(Number(row.cost_usd)).toBeCloseTo(CHEAP_COST, 12);
   });
 
+  it("a stream cut before its usage chunk has an unknown cost, not 0", async () => {
+    big.behave({ kind: "stream-cut", okChunks: 1 });
+    try {
+      const res = await chat({ model: "cut", stream: true });
+      expect(res.status).toBe(200);
+      await res.text();
+    } finally {
+      big.behave({ kind: "ok" });
+    }
+    const rows = await proxy.waitForUsageRows(5);
+    const row = rows.find((r) => r.requested_model === "cut");
+    expect(row).toMatchObject({ served_model: "cut", prompt_tokens: 0, completion_tokens: 0 });
+    expect(row.error_code).not.toBeNull();
+    expect(row.cost_usd).toBeNull();
+  });
+
   it("a request rejected before any provider call costs 0", async () => {
     const res = await chat({ model: "priced", temperature: "hot" });
     expect(res.status).toBe(400);
@@ -132,6 +153,8 @@ describe("cost per request", () => {
     expect(by.unpriced.cost_usd).toBeNull();
     expect(by.unpriced.unpriced_requests).toBe(1);
     expect(by.cheap.cost_usd).toBeCloseTo(CHEAP_COST, 6);
+    expect(by.cut.cost_usd).toBeNull();
+    expect(by.cut.unpriced_requests).toBe(1);
   });
 
   it("exports the cost per served model in /metrics", async () => {
@@ -149,16 +172,18 @@ describe("pricing rules", () => {
 
   it("cached tokens never exceed the prompt and never price below zero", () => {
     const base = { promptTokens: 100, completionTokens: 10, cacheHit: false };
-    expect(costUsd({ ...base, cachedTokens: 0 }, pricing)).toBeCloseTo(100 * 2e-6 + 10 * 8e-6, 15);
-    expect(costUsd({ ...base, cachedTokens: 500 }, pricing)).toBeCloseTo(100 * 5e-7 + 10 * 8e-6, 15);
-    expect(costUsd({ ...base, cachedTokens: -5 }, pricing)).toBeCloseTo(100 * 2e-6 + 10 * 8e-6, 15);
+    const served = { pricing };
+    expect(costUsd({ ...base, cachedTokens: 0 }, served)).toBeCloseTo(100 * 2e-6 + 10 * 8e-6, 15);
+    expect(costUsd({ ...base, cachedTokens: 500 }, served)).toBeCloseTo(100 * 5e-7 + 10 * 8e-6, 15);
+    expect(costUsd({ ...base, cachedTokens: -5 }, served)).toBeCloseTo(100 * 2e-6 + 10 * 8e-6, 15);
   });
 
-  it("a cache hit costs nothing even without a price; tokens without a price are unknown", () => {
-    expect(costUsd({ promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheHit: true }, null)).toBe(0);
-    expect(
-      costUsd({ promptTokens: 5, completionTokens: 1, cachedTokens: 0, cacheHit: false }, null),
-    ).toBeNull();
+  it("no answer or a cache hit costs nothing; no price, or an answer whose usage never came, is unknown", () => {
+    const none = { promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheHit: false };
+    expect(costUsd({ ...none, cacheHit: true }, undefined)).toBe(0);
+    expect(costUsd(none, undefined)).toBe(0);
+    expect(costUsd({ ...none, promptTokens: 5, completionTokens: 1 }, { pricing: null })).toBeNull();
+    expect(costUsd(none, { pricing })).toBeNull();
   });
 
   it("reads Anthropic's prompt-cache reads as cached prompt tokens", () => {
