@@ -55,6 +55,8 @@ export interface AppDeps {
   metricsText(): Promise<{ contentType: string; body: string }>;
   /** Called by the admin API when a key is revoked or rotated, so the auth cache forgets it at once. */
   onKeyRevoked?(keyId: string): void;
+  /** Called by the admin API when a team's limits or models change, so its keys' cached lookups are dropped. */
+  onTeamChanged?(teamId: string): void;
 }
 
 export function buildApp(deps: AppDeps): Koa<ProxyState> {

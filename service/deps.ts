@@ -16,7 +16,7 @@ import { createRateLimiterFromConfig } from "./adapters/resilient-limiter";
 import { createCacheFromConfig } from "./adapters/redis-cache";
 import { createPiiEngine } from "./lib/pii";
 import { createKnowledgeBaseFromConfig } from "./kb";
-import { forgetKey } from "./stages/auth";
+import { forgetKey, forgetTeam } from "./stages/auth";
 import type pg from "pg";
 
 export interface CreateDepsOptions {
@@ -78,6 +78,7 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     isDraining: opts.isDraining,
     metricsText: opts.metricsText,
     onKeyRevoked: forgetKey,
+    onTeamChanged: forgetTeam,
   };
   return {
     deps,

@@ -334,6 +334,8 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
       auditContextOf(ctx),
     );
     if (!team) throw new NotFoundError("No team with this id.", "team_not_found", "id");
+    // Its keys' cached lookups carry the team's old limits and models: drop them so the change applies at once.
+    deps.onTeamChanged?.(id);
     ctx.body = teamJson(team);
   });
 
@@ -341,6 +343,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
     const id = idParam(ctx);
     if (!(await deps.teams.delete(id, auditContextOf(ctx))))
       throw new NotFoundError("No team with this id.", "team_not_found", "id");
+    deps.onTeamChanged?.(id);
     ctx.body = { id, object: "team", deleted: true };
   });
 

@@ -7,7 +7,7 @@ import type { Middleware } from "koa";
 import type { AppDeps } from "../app";
 import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
 import { countChatTokens } from "../lib/tokens";
-import { messagesSchema, readValidBody, resolveModel } from "../stages/parse";
+import { messagesSchema, readValidBody, requireModelAccess, resolveModel } from "../stages/parse";
 import type { ProxyState } from "../state";
 
 /** count_tokens takes a Messages request without max_tokens. */
@@ -18,7 +18,7 @@ export function createCountTokensRoute(deps: AppDeps): Middleware<ProxyState> {
     const data = await readValidBody(ctx, deps, countSchema);
     const body = { ...data, max_tokens: data.max_tokens ?? 1 } as MessagesRequest;
     const chat = messagesToChat(body);
-    resolveModel(deps, chat.model, "chat");
+    requireModelAccess(ctx, resolveModel(deps, chat.model, "chat").name);
     ctx.body = { input_tokens: countChatTokens(chat) };
   };
 }

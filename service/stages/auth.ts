@@ -64,6 +64,13 @@ export function forgetKey(keyId: string): void {
   }
 }
 
+/** A team's limits or models changed: its keys' cached lookups carry the old ones. */
+export function forgetTeam(teamId: string): void {
+  for (const [hash, entry] of keyCache.entries()) {
+    if (entry.lookup?.key.teamId === teamId) keyCache.delete(hash);
+  }
+}
+
 export function scopeAllows(scopes: readonly string[], scope: string): boolean {
   if (scopes.includes("*") || scopes.includes(scope)) return true;
   // `rag:*` style wildcards: "kb:*" grants "kb:write".

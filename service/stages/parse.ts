@@ -102,7 +102,7 @@ export interface ParseDeps {
 }
 
 /** The key (and its team) may use only their listed models: 403 `model_not_allowed` naming the model. */
-function requireModelAccess(ctx: ParameterizedContext<ProxyState>, model: string): void {
+export function requireModelAccess(ctx: ParameterizedContext<ProxyState>, model: string): void {
   if (!modelAllowed(ctx.state.principal, model)) {
     throw new PermissionError(
       `This API key may not use the model \`${model}\`; ask an administrator to add it to the key's or the team's allowed_models.`,

@@ -129,6 +129,30 @@ describe("allowed_models on keys and teams", () => {
     ]);
   });
 
+  it("a team's change (models or limits) applies to its keys at once, not after the key cache expires", async () => {
+    const team = await admin("POST", "/internal/teams", { name: "movers", allowed_models: ["small"] });
+    const { body } = await admin("POST", "/internal/keys", { name: "mover", team_id: team.body.id });
+    expect(await ask(body.key, "large")).toBeInstanceOf(OpenAI.PermissionDeniedError); // cached now
+    await admin("PATCH", `/internal/teams/${team.body.id}`, { allowed_models: ["small", "large"] });
+    expect(await ask(body.key, "large")).toBe(200);
+    await admin("PATCH", `/internal/teams/${team.body.id}`, { requests_per_minute: 0 });
+    expect(await ask(body.key, "large")).toBeInstanceOf(OpenAI.RateLimitError);
+  });
+
+  it("count_tokens obeys the same lists", async () => {
+    const { body } = await admin("POST", "/internal/keys", { name: "counter", allowed_models: ["small"] });
+    const count = (model: string) =>
+      fetch(`${proxy.url}/v1/messages/count_tokens`, {
+        method: "POST",
+        headers: { "x-api-key": body.key, "content-type": "application/json" },
+        body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }] }),
+      });
+    expect((await count("small")).status).toBe(200);
+    const denied = await count("large");
+    expect(denied.status).toBe(403);
+    expect(((await denied.json()) as any).error.type).toBe("permission_error");
+  });
+
   it("bad lists are 400s naming the field", async () => {
     for (const bad of ["small", [""], [42], Array.from({ length: 1001 }, (_, i) => `m${i}`)]) {
       const res = await admin("POST", "/internal/keys", { name: "bad", allowed_models: bad });
