@@ -97,6 +97,9 @@ export async function runPrimary(config: Config): Promise<void> {
     worker.on("message", (msg: { type?: string; id?: string }) => {
       if (msg?.type === "llmproxy:init-request") {
         worker.send(init);
+      } else if (msg?.type === "llmproxy:forget") {
+        // An admin change on one worker: every worker drops its cached key lookups for it (see worker.ts).
+        for (const w of Object.values(cluster.workers ?? {})) if (w !== worker) w?.send(msg);
       } else if (msg?.type === "llmproxy:ready") {
         readyCount++;
         if (readyCount === config.server.workers) announce();

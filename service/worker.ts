@@ -88,6 +88,23 @@ export async function runWorker(base: Config): Promise<void> {
     isDraining: () => draining,
     metricsText: clusterMetricsText,
   });
+  // A revocation, rotation or key/team change made through this worker applies at once on every worker of the pod:
+  // the primary relays it, each worker drops its cached lookups. (Other replicas: within the key cache's 5 s.)
+  const { onKeyRevoked, onTeamChanged } = built.deps;
+  built.deps.onKeyRevoked = (id) => {
+    onKeyRevoked?.(id);
+    process.send?.({ type: "llmproxy:forget", kind: "key", id });
+  };
+  built.deps.onTeamChanged = (id) => {
+    onTeamChanged?.(id);
+    process.send?.({ type: "llmproxy:forget", kind: "team", id });
+  };
+  process.on("message", (msg: unknown) => {
+    const m = msg as { type?: string; kind?: string; id?: unknown };
+    if (m?.type !== "llmproxy:forget" || typeof m.id !== "string") return;
+    if (m.kind === "key") onKeyRevoked?.(m.id);
+    else if (m.kind === "team") onTeamChanged?.(m.id);
+  });
   // Load the tokenizer before taking traffic when the config needs token counts (limits or token budgets).
   if (configNeedsTokenCounts(config)) preloadEncoding("o200k_base");
   const app = buildApp(built.deps);

@@ -87,6 +87,51 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     expect(after - before).toBe(20);
   }, 150_000);
 
+  it("a key revoked through one worker stops working at once on every worker of the pod", async () => {
+    const proxy = await spawnProxy({
+      env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2", LOG_LEVEL: "info" },
+      configYaml: config,
+    });
+    try {
+      const created = await fetch(`${proxy.url}/internal/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: "pod-wide" }),
+      });
+      const { id, key: podKey } = (await created.json()) as { id: string; key: string };
+      // New connections are dealt to the workers in turn: once both are listening, a few requests leave the key
+      // cached in both (the access lines say which worker answered).
+      const chat = () =>
+        fetch(`${proxy.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${podKey}`,
+            "content-type": "application/json",
+            connection: "close",
+          },
+          body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
+        }).then(async (res) => (await res.text(), res.status));
+      const count = (re: RegExp) => new Set([...proxy.output().matchAll(re)].map((m) => m[1])).size;
+      const deadline = Date.now() + 90_000;
+      while (count(/"pid":(\d+),"role":"worker".*"worker listening"/g) < 2 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      const servedBy = () => count(/"pid":(\d+),"role":"worker".*"route":"chat","status":200/g);
+      for (let i = 0; i < 20 && servedBy() < 2; i++) expect(await chat()).toBe(200);
+      expect(servedBy()).toBe(2);
+
+      const revoked = await fetch(`${proxy.url}/internal/keys/${id}/revoke`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, connection: "close" },
+      });
+      expect(revoked.status).toBe(200);
+      // Well inside the 5 s key cache: without the pod-wide relay the other worker would still accept the key.
+      await new Promise((r) => setTimeout(r, 200));
+      for (let i = 0; i < 6; i++) expect(await chat()).toBe(401);
+    } finally {
+      expect(await proxy.stop("SIGTERM")).toBe(0);
+    }
+  }, 150_000);
+
   it("replaces a crashed worker and shows one metrics view across workers", async () => {
     const proxy = await spawnProxy({
       env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2", LOG_LEVEL: "info" },
