@@ -12,6 +12,7 @@ import { AggregatorRegistry } from "prom-client";
 import type { Config } from "./config";
 import { buildApp } from "./app";
 import { createDeps } from "./deps";
+import { createKeyEventBus, type KeyEvent } from "./adapters/key-events";
 import { createLogger } from "./logger";
 import { registry } from "./metrics";
 import type { WorkerInit } from "./primary";
@@ -88,22 +89,31 @@ export async function runWorker(base: Config): Promise<void> {
     isDraining: () => draining,
     metricsText: clusterMetricsText,
   });
-  // A revocation, rotation or key/team change made through this worker applies at once on every worker of the pod:
-  // the primary relays it, each worker drops its cached lookups. (Other replicas: within the key cache's 5 s.)
+  // A revocation, rotation or key/team change made through this worker applies at once on every worker of the pod
+  // (the primary relays it) and, with Redis, on every other replica (pub/sub); each drops its cached lookups.
+  // Without Redis other replicas catch up within the key cache's 5 s.
   const { onKeyRevoked, onTeamChanged } = built.deps;
-  built.deps.onKeyRevoked = (id) => {
-    onKeyRevoked?.(id);
-    process.send?.({ type: "llmproxy:forget", kind: "key", id });
+  const forgetLocally = (e: KeyEvent) => (e.kind === "key" ? onKeyRevoked : onTeamChanged)?.(e.id);
+  const bus = config.redis.url
+    ? createKeyEventBus({
+        url: config.redis.url,
+        tlsCa: config.redis.tlsCa,
+        cluster: config.redis.cluster,
+        log,
+        onEvent: forgetLocally,
+      })
+    : null;
+  const announce = (e: KeyEvent) => {
+    forgetLocally(e);
+    process.send?.({ type: "llmproxy:forget", ...e });
+    bus?.publish(e);
   };
-  built.deps.onTeamChanged = (id) => {
-    onTeamChanged?.(id);
-    process.send?.({ type: "llmproxy:forget", kind: "team", id });
-  };
+  built.deps.onKeyRevoked = (id) => announce({ kind: "key", id });
+  built.deps.onTeamChanged = (id) => announce({ kind: "team", id });
   process.on("message", (msg: unknown) => {
     const m = msg as { type?: string; kind?: string; id?: unknown };
     if (m?.type !== "llmproxy:forget" || typeof m.id !== "string") return;
-    if (m.kind === "key") onKeyRevoked?.(m.id);
-    else if (m.kind === "team") onTeamChanged?.(m.id);
+    if (m.kind === "key" || m.kind === "team") forgetLocally({ kind: m.kind, id: m.id });
   });
   // Load the tokenizer before taking traffic when the config needs token counts (limits or token budgets).
   if (configNeedsTokenCounts(config)) preloadEncoding("o200k_base");
@@ -133,6 +143,7 @@ export async function runWorker(base: Config): Promise<void> {
     if (inflightCount() > 0)
       log.warn({ inflight: inflightCount() }, "grace period over; closing open requests");
     server.closeAllConnections();
+    await bus?.close();
     await built.close();
     log.info("worker stopped");
     process.exit(0);

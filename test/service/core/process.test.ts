@@ -132,6 +132,45 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     }
   }, 150_000);
 
+  it("with Redis, a key revoked on one replica stops working at once on another (pub/sub)", async () => {
+    const env = {
+      DATABASE_URL: db.url,
+      PROXY_MASTER_KEY: TEST_MASTER_KEY,
+      WORKERS: "1",
+      REDIS_URL: "redis://127.0.0.1:6379",
+    };
+    const [a, b] = await Promise.all([
+      spawnProxy({ env, configYaml: config }),
+      spawnProxy({ env, configYaml: config }),
+    ]);
+    try {
+      const created = await fetch(`${a.url}/internal/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: "cross-replica" }),
+      });
+      const { id, key: replicaKey } = (await created.json()) as { id: string; key: string };
+      const chatOn = (url: string) =>
+        fetch(`${url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${replicaKey}`, "content-type": "application/json" },
+          body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
+        }).then(async (res) => (await res.text(), res.status));
+      expect(await chatOn(b.url)).toBe(200); // b has the key cached now
+      const revoked = await fetch(`${a.url}/internal/keys/${id}/revoke`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TEST_MASTER_KEY}` },
+      });
+      expect(revoked.status).toBe(200);
+      // Well inside b's 5 s key cache: only the event over Redis can make b refuse the key already.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await chatOn(b.url)).toBe(401);
+    } finally {
+      expect(await a.stop("SIGTERM")).toBe(0);
+      expect(await b.stop("SIGTERM")).toBe(0);
+    }
+  }, 150_000);
+
   it("replaces a crashed worker and shows one metrics view across workers", async () => {
     const proxy = await spawnProxy({
       env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2", LOG_LEVEL: "info" },
