@@ -65,29 +65,56 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
+/**
+ * Spawn `redis-server` on `port` (no persistence, data under `dir`, plus `extraArgs`); `onSpawn` sees the process
+ * at once (so a failure while waiting still leaves it to be killed); resolves once it answers PING.
+ */
+async function spawnRedisServer(
+  port: number,
+  dir: string,
+  extraArgs: string[],
+  what: string,
+  onSpawn: (proc: ChildProcess) => void,
+): Promise<ChildProcess> {
+  const proc = spawn(
+    "redis-server",
+    [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      ...extraArgs,
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+    ],
+    { stdio: "ignore" },
+  );
+  onSpawn(proc);
+  let failed: Error | null = null;
+  proc.once("error", (e) => (failed = e));
+  await waitUntil(
+    async () => {
+      if (failed) throw failed;
+      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
+      return ping(port);
+    },
+    10_000,
+    what,
+  );
+  return proc;
+}
+
 export async function startRedis(): Promise<ThrowawayRedis> {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llmproxy-redis-"));
   let child: ChildProcess | null = null;
 
   const launch = async () => {
-    const proc = spawn(
-      "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
-      { stdio: "ignore" },
-    );
-    child = proc;
-    let failed: Error | null = null;
-    proc.once("error", (e) => (failed = e));
-    await waitUntil(
-      async () => {
-        if (failed) throw failed;
-        if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
-        return ping(port);
-      },
-      10_000,
-      `redis-server on port ${port}`,
-    );
+    await spawnRedisServer(port, dir, [], `redis-server on port ${port}`, (proc) => (child = proc));
   };
 
   const kill = async () => {
@@ -169,39 +196,16 @@ export async function startRedisCluster(masters = 3): Promise<ThrowawayRedisClus
       let port = await freePort();
       while (port > 55_000 || ports.includes(port)) port = await freePort();
       ports.push(port);
-      const proc = spawn(
-        "redis-server",
-        [
-          "--port",
-          String(port),
-          "--bind",
-          "127.0.0.1",
-          "--cluster-enabled",
-          "yes",
-          "--cluster-config-file",
-          path.join(dir, `nodes-${port}.conf`),
-          "--cluster-node-timeout",
-          "2000",
-          "--save",
-          "",
-          "--appendonly",
-          "no",
-          "--dir",
-          dir,
-        ],
-        { stdio: "ignore" },
-      );
-      children.push(proc);
-      let failed: Error | null = null;
-      proc.once("error", (e) => (failed = e));
-      await waitUntil(
-        async () => {
-          if (failed) throw failed;
-          if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
-          return ping(port);
-        },
-        10_000,
-        `cluster node redis-server on port ${port}`,
+      const clusterArgs = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        path.join(dir, `nodes-${port}.conf`),
+        "--cluster-node-timeout",
+        "2000",
+      ];
+      await spawnRedisServer(port, dir, clusterArgs, `cluster node redis-server on port ${port}`, (proc) =>
+        children.push(proc),
       );
     }
     await runRedisCli([

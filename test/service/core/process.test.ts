@@ -27,6 +27,36 @@ async function streamChat(url: string, key: string, onFirstChunk: () => void): P
   return text;
 }
 
+/** Create a key through the admin API of the proxy at `url`. */
+async function createKeyOn(url: string, name: string): Promise<{ id: string; key: string }> {
+  const res = await fetch(`${url}/internal/keys`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify({ name }),
+  });
+  return (await res.json()) as { id: string; key: string };
+}
+
+async function revokeOn(url: string, id: string, headers: Record<string, string> = {}): Promise<number> {
+  const res = await fetch(`${url}/internal/keys/${id}/revoke`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, ...headers },
+  });
+  await res.text();
+  return res.status;
+}
+
+/** The status of one small chat request with `key` (model "slow"). */
+async function chatStatus(url: string, key: string, headers: Record<string, string> = {}): Promise<number> {
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+    body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
+  });
+  await res.text();
+  return res.status;
+}
+
 describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide metrics", () => {
   let upstream: FakeUpstream;
   let db: TestDatabase;
@@ -93,24 +123,10 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
       configYaml: config,
     });
     try {
-      const created = await fetch(`${proxy.url}/internal/keys`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, "content-type": "application/json" },
-        body: JSON.stringify({ name: "pod-wide" }),
-      });
-      const { id, key: podKey } = (await created.json()) as { id: string; key: string };
+      const { id, key: podKey } = await createKeyOn(proxy.url, "pod-wide");
       // New connections are dealt to the workers in turn: once both are listening, a few requests leave the key
       // cached in both (the access lines say which worker answered).
-      const chat = () =>
-        fetch(`${proxy.url}/v1/chat/completions`, {
-          method: "POST",
-          headers: {
-            authorization: `Bearer ${podKey}`,
-            "content-type": "application/json",
-            connection: "close",
-          },
-          body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
-        }).then(async (res) => (await res.text(), res.status));
+      const chat = () => chatStatus(proxy.url, podKey, { connection: "close" });
       const count = (re: RegExp) => new Set([...proxy.output().matchAll(re)].map((m) => m[1])).size;
       const deadline = Date.now() + 90_000;
       while (count(/"pid":(\d+),"role":"worker".*"worker listening"/g) < 2 && Date.now() < deadline)
@@ -119,11 +135,7 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
       for (let i = 0; i < 20 && servedBy() < 2; i++) expect(await chat()).toBe(200);
       expect(servedBy()).toBe(2);
 
-      const revoked = await fetch(`${proxy.url}/internal/keys/${id}/revoke`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, connection: "close" },
-      });
-      expect(revoked.status).toBe(200);
+      expect(await revokeOn(proxy.url, id, { connection: "close" })).toBe(200);
       // Well inside the 5 s key cache: without the pod-wide relay the other worker would still accept the key.
       await new Promise((r) => setTimeout(r, 200));
       for (let i = 0; i < 6; i++) expect(await chat()).toBe(401);
@@ -144,24 +156,10 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
       spawnProxy({ env, configYaml: config }),
     ]);
     try {
-      const created = await fetch(`${a.url}/internal/keys`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, "content-type": "application/json" },
-        body: JSON.stringify({ name: "cross-replica" }),
-      });
-      const { id, key: replicaKey } = (await created.json()) as { id: string; key: string };
-      const chatOn = (url: string) =>
-        fetch(`${url}/v1/chat/completions`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${replicaKey}`, "content-type": "application/json" },
-          body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "hi" }] }),
-        }).then(async (res) => (await res.text(), res.status));
+      const { id, key: replicaKey } = await createKeyOn(a.url, "cross-replica");
+      const chatOn = (url: string) => chatStatus(url, replicaKey);
       expect(await chatOn(b.url)).toBe(200); // b has the key cached now
-      const revoked = await fetch(`${a.url}/internal/keys/${id}/revoke`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${TEST_MASTER_KEY}` },
-      });
-      expect(revoked.status).toBe(200);
+      expect(await revokeOn(a.url, id)).toBe(200);
       // Well inside b's 5 s key cache: only the event over Redis can make b refuse the key already.
       await new Promise((r) => setTimeout(r, 300));
       expect(await chatOn(b.url)).toBe(401);
