@@ -32,8 +32,8 @@ export interface ProxyState {
   requestId: string;
   /** request-context: child logger carrying the request id. */
   log: Logger;
-  /** request-context: process.hrtime.bigint() at arrival. */
-  startedAt: bigint;
+  /** request-context: performance.now() at arrival (ms). */
+  startedAt: number;
   /** request-context: the row recorded when the response has finished; stages fill its fields. */
   usage: UsageRow;
   /** route: which API this is ("chat", "embeddings", ...); also the metrics label. */

@@ -6,7 +6,7 @@
  */
 import crypto from "node:crypto";
 import type { Middleware } from "koa";
-import type { Logger } from "pino";
+import { lineWriter, type Logger } from "../logger";
 import { Gauge } from "prom-client";
 import { costTotal, registry, requestDuration, requestsTotal, tokensTotal } from "../metrics";
 import { costUsd } from "../lib/pricing";
@@ -74,16 +74,20 @@ export interface RequestContextDeps {
 }
 
 export function createRequestContext(deps: RequestContextDeps): Middleware<ProxyState> {
+  const accessLine = lineWriter(deps.log, "request finished");
   return async function requestContext(ctx, next) {
     const incoming = ctx.get("x-request-id");
-    const requestId = REQUEST_ID.test(incoming) ? incoming : crypto.randomUUID();
+    const fromClient = REQUEST_ID.test(incoming);
+    const requestId = fromClient ? incoming : crypto.randomUUID();
     const route = routeOf(ctx.path);
     ctx.state.requestId = requestId;
     ctx.state.route = route;
-    ctx.state.startedAt = process.hrtime.bigint();
+    ctx.state.startedAt = performance.now();
     ctx.state.log = lazyChild(deps.log, { requestId, route });
     ctx.state.usage = {
-      requestId: crypto.randomUUID(),
+      // The row's key: the request id we generated (so a row and a response correlate), but never a client's own
+      // id, which it may reuse.
+      requestId: fromClient ? crypto.randomUUID() : requestId,
       createdAt: new Date(),
       keyId: null,
       teamId: null,
@@ -102,7 +106,6 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       cacheHit: false,
       piiCounts: null,
     };
-    ctx.set("x-request-id", requestId);
     if (deps.isDraining()) ctx.set("Connection", "close");
 
     inflight++;
@@ -112,7 +115,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       done = true;
       inflight--;
       const usage = ctx.state.usage;
-      const seconds = Number(process.hrtime.bigint() - ctx.state.startedAt) / 1e9;
+      const seconds = (performance.now() - ctx.state.startedAt) / 1e3;
       usage.latencyMs = Math.round(seconds * 1000);
       if (!usage.status) usage.status = ctx.status;
       if (!ctx.res.writableFinished && !usage.errorCode) usage.errorCode = "client_closed_request";
@@ -128,23 +131,25 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       if (USAGE_ROUTES.has(route) && usage.keyId) deps.usageSink.record(usage);
       // Probes and scrapes every few seconds would drown the log: they log at debug.
       const level = route === "health" || route === "metrics" ? "debug" : "info";
-      deps.log[level](
-        {
-          requestId,
-          route,
-          status: usage.status,
-          ms: usage.latencyMs,
-          model: usage.requestedModel,
-          served: usage.servedModel,
-          promptTokens: usage.promptTokens,
-          completionTokens: usage.completionTokens,
-          code: usage.errorCode,
-          cache: ctx.state.cacheStatus,
-        },
-        "request finished",
-      );
+      accessLine(level, {
+        requestId,
+        route,
+        status: usage.status,
+        ms: usage.latencyMs,
+        model: usage.requestedModel,
+        served: usage.servedModel,
+        promptTokens: usage.promptTokens,
+        completionTokens: usage.completionTokens,
+        code: usage.errorCode,
+        cache: ctx.state.cacheStatus,
+      });
     };
     ctx.res.once("close", finish);
-    await next();
+    try {
+      await next();
+    } finally {
+      // Echoed on everything Koa writes (errors, admin, models, health); respond.ts sends it in its own head.
+      if (!ctx.res.headersSent) ctx.set("x-request-id", requestId);
+    }
   };
 }

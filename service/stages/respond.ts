@@ -98,24 +98,43 @@ export function createRespond(): Middleware<ProxyState> {
     await next();
     const result = ctx.state.result;
     if (!result) return;
+    // The answer is written here, not by Koa: its head in one writeHead call with a header list. Each header set
+    // one by one on a fresh response (what ctx.set and Koa's own writer do) goes through V8's slow path for
+    // Node's null-prototype header map; for the proxy's most common response that is a measurable share of its CPU.
+    // Headers other stages set (x-cache, x-ratelimit-*) are merged in by Node.
+    const res = ctx.res;
     if (result.kind === "json") {
+      const text = JSON.stringify(jsonFor(ctx, result.body));
       ctx.status = 200;
-      // Set explicitly so Koa does not look the type up for every response.
-      ctx.set("Content-Type", "application/json; charset=utf-8");
-      ctx.body = jsonFor(ctx, result.body);
+      ctx.respond = false;
+      res.writeHead(200, [
+        "content-type",
+        "application/json; charset=utf-8",
+        "content-length",
+        String(Buffer.byteLength(text)),
+        "x-request-id",
+        ctx.state.requestId,
+      ]);
+      res.end(text);
       return;
     }
-    ctx.status = 200;
-    ctx.set("Content-Type", "text/event-stream; charset=utf-8");
-    ctx.set("Cache-Control", "no-cache");
-    ctx.set("X-Accel-Buffering", "no");
-    ctx.req.socket.setNoDelay(true);
-    // Frames go straight to the socket (headers with the first one): no stream adapter between the upstream's
-    // first event and the client, which is what time-to-first-byte measures. Koa leaves the response alone.
-    ctx.respond = false;
-    const res = ctx.res;
-    const clientGone = () => res.destroyed && !res.writableFinished;
     const wire = wireFor(ctx, result.includeUsage);
+    ctx.status = 200;
+    ctx.respond = false;
+    ctx.req.socket.setNoDelay(true);
+    // Frames go straight to the socket (the head goes out with the first one): no stream adapter between the
+    // upstream's first event and the client, which is what time-to-first-byte measures.
+    res.writeHead(200, [
+      "content-type",
+      "text/event-stream; charset=utf-8",
+      "cache-control",
+      "no-cache",
+      "x-accel-buffering",
+      "no",
+      "x-request-id",
+      ctx.state.requestId,
+    ]);
+    const clientGone = () => res.destroyed && !res.writableFinished;
     await writeFrames(res, frames(result.chunks, wire, ctx.state.usage, ctx.state.log, clientGone));
   };
 }

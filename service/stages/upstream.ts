@@ -77,26 +77,21 @@ async function withFallbacks<T>(
         await delay(wait, signal).catch(() => undefined);
       }
       if (signal.aborted) throw clientClosed();
-      const started = process.hrtime.bigint();
-      const labels = { provider: deployment.provider, model: deployment.name };
+      const started = performance.now();
+      const { provider, name: model } = deployment;
       try {
         const value = await call(deployment);
-        upstreamDuration.observe(
-          { ...labels, outcome: "ok" },
-          Number(process.hrtime.bigint() - started) / 1e9,
-        );
-        upstreamAttempts.inc({ ...labels, outcome: "ok" });
+        // Label objects are written out whole: a spread plus one more key takes V8's slow path, every request.
+        upstreamDuration.observe({ provider, model, outcome: "ok" }, (performance.now() - started) / 1e3);
+        upstreamAttempts.inc({ provider, model, outcome: "ok" });
         return { value, deployment };
       } catch (error) {
         // The client went away and the call was cancelled for it: that is the outcome, not an upstream failure.
         if (signal.aborted) throw clientClosed();
         if (!(error instanceof ProviderFailure)) throw error;
         last = error;
-        upstreamDuration.observe(
-          { ...labels, outcome: "error" },
-          Number(process.hrtime.bigint() - started) / 1e9,
-        );
-        upstreamAttempts.inc({ ...labels, outcome: error.retryable ? "retryable_error" : "error" });
+        upstreamDuration.observe({ provider, model, outcome: "error" }, (performance.now() - started) / 1e3);
+        upstreamAttempts.inc({ provider, model, outcome: error.retryable ? "retryable_error" : "error" });
         log.warn(
           { provider: deployment.provider, model: deployment.name, attempt, failure: error.message },
           "upstream attempt failed",

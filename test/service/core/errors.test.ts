@@ -130,4 +130,32 @@ describe("bad input gets the right 4xx in the OpenAI error shape, and the worker
     expect(res.headers.get("x-request-id")).toBe("req-abc-123");
     await expectError(res, 404, "unknown_url");
   });
+
+  it("sends x-request-id with a JSON answer, a stream and an error, and keys the usage row by the generated id", async () => {
+    const body = { model: "mock-chat", messages: [{ role: "user", content: "hello" }] };
+    const json = await chat(JSON.stringify(body));
+    expect(json.status).toBe(200);
+    expect(json.headers.get("content-type")).toBe("application/json; charset=utf-8");
+    const text = await json.text();
+    expect(json.headers.get("content-length")).toBe(String(Buffer.byteLength(text)));
+    expect(JSON.parse(text).object).toBe("chat.completion");
+    const generated = json.headers.get("x-request-id")!;
+    expect(generated).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+
+    const stream = await chat(JSON.stringify({ ...body, stream: true }), { "x-request-id": "client-id-7" });
+    expect(stream.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    expect(stream.headers.get("cache-control")).toBe("no-cache");
+    expect(stream.headers.get("x-request-id")).toBe("client-id-7");
+    expect(await stream.text()).toMatch(/data: \[DONE\]\n\n$/);
+
+    const bad = await chat("{not json", { "x-request-id": "client-id-8" });
+    expect(bad.headers.get("x-request-id")).toBe("client-id-8");
+    await expectError(bad, 400, "invalid_json");
+
+    const rows = await proxy.usageRows();
+    // A generated id is the row's key, so the row and the response correlate; a client's own id is not (it may
+    // reuse it), so that row gets a fresh one.
+    expect(rows.find((r) => r.request_id === generated)).toMatchObject({ status: 200, stream: false });
+    expect(rows.some((r) => r.request_id === "client-id-7")).toBe(false);
+  });
 });
