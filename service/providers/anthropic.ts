@@ -20,6 +20,7 @@ import { ProviderFailure } from "./errors";
 import {
   badEvent,
   createHttpProvider,
+  requestHeaders,
   errorEvent,
   firstThenRest,
   sseMessages,
@@ -36,6 +37,7 @@ export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
     ...cfg.headers,
   };
   if (cfg.apiKey) headers["x-api-key"] = cfg.apiKey;
+  const withId = requestHeaders(headers);
 
   function translate(body: Record<string, unknown>): Record<string, unknown> {
     try {
@@ -54,18 +56,12 @@ export function createAnthropicProvider(cfg: AnthropicConfig): Provider {
     type: "anthropic",
     async chat(req): Promise<UpstreamChatResult> {
       const body = translate(req.body);
-      const res = await http.post(
-        `${http.basePath}/messages`,
-        { ...headers, "x-request-id": req.requestId },
-        body,
-        req.signal,
-      );
+      const path = `${http.basePath}/messages`;
       if (body.stream !== true) {
-        return {
-          kind: "json",
-          body: fromAnthropicMessage(await http.readJson<AnthropicMessage>(res)),
-        };
+        const message = await http.postJson<AnthropicMessage>(path, withId(req.requestId), body, req.signal);
+        return { kind: "json", body: fromAnthropicMessage(message) };
       }
+      const res = await http.post(path, withId(req.requestId), body, req.signal);
       return { kind: "stream", chunks: await firstThenRest(chunks(res.body, cfg.name), cfg.name) };
     },
     async embeddings(): Promise<EmbeddingResponse> {

@@ -6,7 +6,7 @@ import { Pool, errors as undiciErrors } from "undici";
 import type { Dispatcher } from "undici";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { UpstreamError } from "../errors";
-import type { CancelSignal } from "../lib/cancel";
+import { onCancel, type CancelSignal } from "../lib/cancel";
 import { ProviderFailure, httpFailure, networkFailure } from "./errors";
 
 export interface HttpProviderSettings {
@@ -24,13 +24,30 @@ export interface HttpProvider {
   /** POST `body` as JSON; resolves with a 2xx response, throws a ProviderFailure otherwise. */
   post(
     path: string,
-    headers: Record<string, string>,
+    /** Flat `[name, value, …]` list (see requestHeaders). */
+    headers: string[],
     body: unknown,
     signal: CancelSignal,
   ): Promise<Dispatcher.ResponseData>;
-  /** The response body as JSON; an unreadable body is a retryable failure. */
-  readJson<T>(res: Dispatcher.ResponseData): Promise<T>;
+  /**
+   * POST `body` and read a JSON answer: resolves with the parsed 2xx body, throws a ProviderFailure otherwise (an
+   * unreadable body is a retryable one). Straight on undici's dispatcher: no response stream is built for a body
+   * that is read whole anyway.
+   */
+  postJson<T>(path: string, headers: string[], body: unknown, signal: CancelSignal): Promise<T>;
   close(): Promise<void>;
+}
+
+/**
+ * A provider's fixed headers as the flat list undici takes, plus the request's id: a header object costs undici an
+ * Object.keys per request, and spreading one and adding a key takes V8's slow path. A configured `x-request-id` is
+ * dropped: the request's own wins.
+ */
+export function requestHeaders(fixed: Record<string, string>): (requestId: string) => string[] {
+  const list = Object.entries(fixed)
+    .filter(([name]) => name.toLowerCase() !== "x-request-id")
+    .flat();
+  return (requestId) => [...list, "x-request-id", requestId];
 }
 
 export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
@@ -60,9 +77,24 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
       }
       return res;
     },
-    async readJson<T>(res: Dispatcher.ResponseData): Promise<T> {
+    async postJson<T>(path: string, headers: string[], body: unknown, signal: CancelSignal): Promise<T> {
+      let answer: RawAnswer;
       try {
-        return (await res.body.json()) as T;
+        answer = await dispatchWhole(
+          pool,
+          { method: "POST", path, headers, body: JSON.stringify(body) },
+          signal,
+        );
+      } catch (error) {
+        const timedOut =
+          error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError;
+        throw networkFailure(cfg.name, error, timedOut);
+      }
+      if (answer.statusCode >= 400) {
+        throw httpFailure(cfg.name, answer.statusCode, answer.body.toString("utf8"), answer.retryAfter);
+      }
+      try {
+        return JSON.parse(answer.body.toString("utf8")) as T;
       } catch (error) {
         throw new ProviderFailure(
           `${cfg.name}: bad body`,
@@ -77,6 +109,62 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
       await pool.close();
     },
   };
+}
+
+interface RawAnswer {
+  statusCode: number;
+  retryAfter: string | null;
+  body: Buffer;
+}
+
+/**
+ * One request whose answer is read whole, on undici's handler interface: the status, Retry-After and the body's
+ * bytes. Cancelling `signal` aborts the request (undici then reports a RequestAbortedError).
+ */
+function dispatchWhole(
+  pool: Pool,
+  opts: Dispatcher.DispatchOptions,
+  signal: CancelSignal,
+): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    let statusCode = 0;
+    let retryAfter: string | null = null;
+    const chunks: Buffer[] = [];
+    let off: (() => void) | null = null;
+    const handler: Dispatcher.DispatchHandler = {
+      onConnect(abort) {
+        if (signal.aborted) abort(new undiciErrors.RequestAbortedError());
+        else off = onCancel(signal, () => abort(new undiciErrors.RequestAbortedError()));
+      },
+      onHeaders(status, rawHeaders) {
+        if (status < 200) return true; // 1xx: the real answer follows
+        statusCode = status;
+        if (status >= 400) retryAfter = headerValue(rawHeaders, "retry-after");
+        return true;
+      },
+      onData(chunk) {
+        chunks.push(chunk);
+        return true;
+      },
+      onComplete() {
+        off?.();
+        resolve({ statusCode, retryAfter, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) });
+      },
+      onError(error) {
+        off?.();
+        reject(error);
+      },
+    };
+    pool.dispatch(opts, handler);
+  });
+}
+
+function headerValue(raw: Buffer[] | string[] | null, name: string): string | null {
+  if (!raw) return null;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i].toString().toLowerCase() === name) return raw[i + 1].toString();
+  }
+  return null;
 }
 
 export const badEvent = (provider: string) =>

@@ -9,6 +9,7 @@ import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse } from "../
 import {
   badEvent,
   createHttpProvider,
+  requestHeaders,
   errorEvent,
   firstThenRest,
   sseMessages,
@@ -26,28 +27,31 @@ export function createOpenAICompatibleProvider(cfg: OpenAIConfig): Provider {
     if (cfg.authHeader === "api-key") headers["api-key"] = cfg.apiKey;
     else headers.authorization = `Bearer ${cfg.apiKey}`;
   }
+  const withId = requestHeaders(headers);
 
   return {
     name: cfg.name,
     type: "openai",
     async chat(req): Promise<UpstreamChatResult> {
-      const res = await http.post(
-        url("/chat/completions"),
-        { ...headers, "x-request-id": req.requestId },
-        req.body,
-        req.signal,
-      );
-      if (req.body.stream !== true) return { kind: "json", body: await http.readJson<ChatCompletion>(res) };
+      if (req.body.stream !== true) {
+        const body = await http.postJson<ChatCompletion>(
+          url("/chat/completions"),
+          withId(req.requestId),
+          req.body,
+          req.signal,
+        );
+        return { kind: "json", body };
+      }
+      const res = await http.post(url("/chat/completions"), withId(req.requestId), req.body, req.signal);
       return { kind: "stream", chunks: await firstThenRest(chunks(res.body, cfg.name), cfg.name) };
     },
     async embeddings(req): Promise<EmbeddingResponse> {
-      const res = await http.post(
+      return http.postJson<EmbeddingResponse>(
         url("/embeddings"),
-        { ...headers, "x-request-id": req.requestId },
+        withId(req.requestId),
         req.body,
         req.signal,
       );
-      return http.readJson<EmbeddingResponse>(res);
     },
     close: () => http.close(),
   };

@@ -234,6 +234,29 @@ describe("forwarding, routing and fallbacks", () => {
     expect(last).toMatchObject({ status: 502, error_code: "upstream_stream_error" });
   });
 
+  it("a JSON answer that stalls mid-body is a timeout (504), and one that is not JSON is a bad response (502)", async () => {
+    const stallAfterHalf: http.RequestListener = (req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/json", "content-length": "100" });
+      res.write('{"id":"chatcmpl-1","object":');
+    };
+    await withOwnUpstream(stallAfterHalf, async ({ proxy: own }) => {
+      const res = await post(own, own.key, { model: "own", messages: [{ role: "user", content: "x" }] });
+      expect(res.status).toBe(504);
+      expect(JSON.parse(res.text).error.code).toBe("upstream_timeout");
+    });
+    const notJson: http.RequestListener = (req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end("<html>gateway page</html>");
+    };
+    await withOwnUpstream(notJson, async ({ proxy: own }) => {
+      const res = await post(own, own.key, { model: "own", messages: [{ role: "user", content: "x" }] });
+      expect(res.status).toBe(502);
+      expect(JSON.parse(res.text).error.code).toBe("upstream_bad_response");
+    });
+  });
+
   it("cancels the upstream call when the client goes away, and records client_closed_request", async () => {
     // An upstream that never answers.
     await withOwnUpstream(
