@@ -158,4 +158,19 @@ describe("bad input gets the right 4xx in the OpenAI error shape, and the worker
     expect(rows.find((r) => r.request_id === generated)).toMatchObject({ status: 200, stream: false });
     expect(rows.some((r) => r.request_id === "client-id-7")).toBe(false);
   });
+
+  it("serves the API routes however they are spelled (exact paths take a shortcut past the router)", async () => {
+    const body = JSON.stringify({ model: "mock-chat", messages: [{ role: "user", content: "hello" }] });
+    const headers = { authorization: `Bearer ${key}`, "content-type": "application/json" };
+    for (const path of ["/v1/chat/completions", "/v1/chat/completions/", "/V1/Chat/Completions"]) {
+      const res = await fetch(`${proxy.url}${path}`, { method: "POST", headers, body });
+      expect([path, res.status]).toEqual([path, 200]);
+      expect(((await res.json()) as { object: string }).object).toBe("chat.completion");
+    }
+    const get = await fetch(`${proxy.url}/v1/chat/completions`, { headers });
+    expect(get.status).toBe(404);
+    await expectError(get, 404, "unknown_url");
+    const noKey = await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body });
+    await expectError(noKey, 401, "missing_api_key");
+  });
 });
