@@ -109,6 +109,42 @@ describe("usage writer on the shared PostgreSQL", () => {
     expect(stored.find((s) => s.request_id === rows[2].requestId)).toMatchObject({ cache_hit: true, requested_model: "withnul" });
   });
 
+  it("stores any text a client can send exactly, and costs and times without loss", async () => {
+    const w = make();
+    const awkward = [
+      'quote " and backslash \\ and \\"',
+      "{braces},commas, spaces and NULL",
+      "NULL",
+      "",
+      "ünïcödé 模型 🚀",
+      "new\nline\ttab",
+    ];
+    const rows = awkward.map((model, i) =>
+      usageRow({
+        requestedModel: model,
+        errorCode: model || null,
+        costUsd: [0.000_000_1, 1e-7, 12.5, 0, 1234567.123456789, null][i],
+        piiCounts: { 'KEY "x"': i },
+        createdAt: new Date(Date.UTC(2026, 0, 2, 3, 4, 5, i)),
+      }),
+    );
+    rows.forEach((r) => w.record(r));
+    await w.flush();
+    const { rows: stored } = await pool.query(
+      "SELECT request_id, requested_model, error_code, cost_usd::text AS cost, pii_counts, created_at FROM usage WHERE request_id = ANY($1::uuid[])",
+      [rows.map((r) => r.requestId)],
+    );
+    expect(stored).toHaveLength(rows.length);
+    for (const [i, r] of rows.entries()) {
+      const s = stored.find((x) => x.request_id === r.requestId);
+      expect(s.requested_model).toBe(awkward[i]);
+      expect(s.error_code).toBe(awkward[i] || null);
+      expect(s.cost === null ? null : Number(s.cost)).toBe(r.costUsd);
+      expect(s.pii_counts).toEqual({ 'KEY "x"': i });
+      expect(new Date(s.created_at).getTime()).toBe(r.createdAt.getTime());
+    }
+  });
+
   it("batches: 1 200 rows in 3 INSERTs of at most 500, and a full batch is written without waiting for the timer", async () => {
     let inserts = 0;
     const counting = Object.create(pool) as pg.Pool;
