@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compileBlockedPattern, ConfigError, loadConfig } from "../../../service/config";
-import { countChatTokens, encodingFor } from "../../../service/lib/tokens";
+import { countChatTokens, countText, encodingFor } from "../../../service/lib/tokens";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
 
@@ -29,6 +29,20 @@ describe("token counting", () => {
       ],
     });
     expect(twice).toBe(15);
+  });
+
+  it("a long text counts the same every time, and per encoding (the repeat comes from the count cache)", async () => {
+    const { countTokens: o200k } = await import("gpt-tokenizer/encoding/o200k_base");
+    const { countTokens: cl100k } = await import("gpt-tokenizer/encoding/cl100k_base");
+    // Differs between the encodings: a shared cache entry would be caught.
+    const long = "Ünïcödé — 東京 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ".repeat(20);
+    expect(o200k(long)).not.toBe(cl100k(long));
+    for (let i = 0; i < 3; i++) {
+      expect(countText(long, "o200k_base")).toBe(o200k(long));
+      expect(countText(long, "cl100k_base")).toBe(cl100k(long));
+    }
+    // One character more is another text.
+    expect(countText(`${long}x`, "o200k_base")).toBe(o200k(`${long}x`));
   });
 });
 
