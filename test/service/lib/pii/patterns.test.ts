@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createPiiEngine, type PiiEntity } from "../../../../service/lib/pii";
+import { clearPhoneVerdicts } from "../../../../service/lib/pii/patterns";
 
 // Pattern entities only: names off keeps these tests about the validated detectors.
 const engine = createPiiEngine({ enabled: true, names: "off" });
@@ -23,6 +24,16 @@ describe("EMAIL_ADDRESS", () => {
 });
 
 describe("PHONE_NUMBER", () => {
+  it("gives the same verdict the second time, from the verdict cache, as the first", () => {
+    const text = "call +1 (415) 555-0132 or 020 7946 0958, ticket 4155550199, build 1234567890";
+    clearPhoneVerdicts();
+    const first = found(text);
+    expect(first).toEqual([
+      ["PHONE_NUMBER", "+1 (415) 555-0132"],
+      ["PHONE_NUMBER", "020 7946 0958"],
+    ]);
+    for (let i = 0; i < 3; i++) expect(found(text)).toEqual(first);
+  });
   it("finds valid numbers in national and international formats", () => {
     for (const p of [
       "+1 (415) 555-0132",
