@@ -4,12 +4,12 @@
  * is after the last byte, not when the middleware chain returns: metrics, and the usage row for every API request
  * made with a known key (success, upstream error, rejection, rate limit, cache hit).
  */
-import crypto from "node:crypto";
 import type { Middleware } from "koa";
 import { lineWriter, type Logger } from "../logger";
 import { Gauge } from "prom-client";
 import { costTotal, registry, requestDuration, requestsTotal, tokensTotal } from "../metrics";
 import { costUsd } from "../lib/pricing";
+import { uuidv7 } from "../lib/uuid7";
 import type { UsageSink } from "../ports";
 import type { ProxyState } from "../state";
 
@@ -78,7 +78,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
   return async function requestContext(ctx, next) {
     const incoming = ctx.get("x-request-id");
     const fromClient = REQUEST_ID.test(incoming);
-    const requestId = fromClient ? incoming : crypto.randomUUID();
+    const requestId = fromClient ? incoming : uuidv7();
     const route = routeOf(ctx.path);
     ctx.state.requestId = requestId;
     ctx.state.route = route;
@@ -87,7 +87,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
     ctx.state.usage = {
       // The row's key: the request id we generated (so a row and a response correlate), but never a client's own
       // id, which it may reuse.
-      requestId: fromClient ? crypto.randomUUID() : requestId,
+      requestId: fromClient ? uuidv7() : requestId,
       createdAt: new Date(),
       keyId: null,
       teamId: null,

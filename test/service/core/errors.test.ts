@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProxy, type TestProxy } from "../../helpers/proxy";
+import { uuidv7Time } from "../../../service/lib/uuid7";
 
 describe("bad input gets the right 4xx in the OpenAI error shape, and the worker stays up", () => {
   let proxy: TestProxy;
@@ -140,7 +141,9 @@ describe("bad input gets the right 4xx in the OpenAI error shape, and the worker
     expect(json.headers.get("content-length")).toBe(String(Buffer.byteLength(text)));
     expect(JSON.parse(text).object).toBe("chat.completion");
     const generated = json.headers.get("x-request-id")!;
-    expect(generated).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    // A time-ordered UUIDv7, so the usage table's primary key grows at its right edge.
+    expect(generated).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(Math.abs(uuidv7Time(generated) - Date.now())).toBeLessThan(60_000);
 
     const stream = await chat(JSON.stringify({ ...body, stream: true }), { "x-request-id": "client-id-7" });
     expect(stream.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
