@@ -133,6 +133,7 @@ function dispatchWhole(
     let off: (() => void) | null = null;
     const handler: Dispatcher.DispatchHandler = {
       onConnect(abort) {
+        off?.(); // called again only if undici re-dispatches the request; one listener at a time
         if (signal.aborted) abort(new undiciErrors.RequestAbortedError());
         else off = onCancel(signal, () => abort(new undiciErrors.RequestAbortedError()));
       },
