@@ -58,8 +58,11 @@ export interface ProxyState {
   completionAllowance?: number;
   /** rate-limit: the admission's reservation (reconciled or released by the same stage). */
   reservation?: Reservation;
-  /** rate-limit: x-ratelimit-* headers to send on success too. */
-  rateLimitHeaders?: Record<string, string>;
+  /**
+   * Headers stages add to the answer (x-ratelimit-*, x-cache), as a flat `[name, value, …]` list: respond.ts sends
+   * them in its one writeHead, request-context on whatever Koa writes (errors).
+   */
+  responseHeaders?: string[];
   /** pii: entity counts for the usage row and metrics. */
   piiCounts?: Record<string, number>;
   /** pii: the reversible placeholders issued for this request, in issue order (the cache keys on them canonically). */
@@ -70,6 +73,12 @@ export interface ProxyState {
   cacheStatus?: "hit" | "miss" | "bypass";
   /** upstream (or cache on a hit): the response to write. */
   result?: ProxyResult;
+}
+
+/** Add headers to the answer (see ProxyState.responseHeaders). */
+export function addResponseHeaders(state: ProxyState, headers: Record<string, string>): void {
+  const list = (state.responseHeaders ??= []);
+  for (const name in headers) list.push(name, headers[name]);
 }
 
 export type { ChatCompletionChunk };

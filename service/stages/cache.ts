@@ -28,7 +28,7 @@ import {
 } from "../lib/pii";
 import { registry } from "../metrics";
 import type { CachedResponse, ResponseCache } from "../ports";
-import type { ProxyState } from "../state";
+import { addResponseHeaders, type ProxyState } from "../state";
 import type { ChatCompletion, ChatCompletionChunk } from "../types";
 
 export const cacheLookups = new Counter({
@@ -136,7 +136,7 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
       if (hit && hit.kind === mode) {
         cacheLookups.inc({ result: "hit" });
         ctx.state.cacheStatus = "hit";
-        ctx.set("x-cache", "hit");
+        addResponseHeaders(ctx.state, { "x-cache": "hit" });
         const usage = ctx.state.usage;
         usage.cacheHit = true;
         usage.promptTokens = 0;
@@ -166,7 +166,7 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
     }
     cacheLookups.inc({ result: noCache ? "bypass" : "miss" });
     ctx.state.cacheStatus = noCache ? "bypass" : "miss";
-    ctx.set("x-cache", noCache ? "bypass" : "miss");
+    addResponseHeaders(ctx.state, { "x-cache": ctx.state.cacheStatus });
 
     await next();
 

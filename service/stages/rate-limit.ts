@@ -17,7 +17,7 @@ import type { Budget, Config } from "../config";
 import { RateLimitError } from "../errors";
 import { registry } from "../metrics";
 import type { LimitOverrides, RateLimiter, Reservation, UsageRow } from "../ports";
-import type { ProxyState } from "../state";
+import { addResponseHeaders, type ProxyState } from "../state";
 import type { ChatCompletionChunk } from "../types";
 
 export const admissionsTotal = new Counter({
@@ -143,8 +143,7 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
     admissionsTotal.inc({ route: ctx.state.route });
     const reservation = neverThrows(admission.reservation, ctx.state.log);
     ctx.state.reservation = reservation;
-    ctx.state.rateLimitHeaders = admission.headers;
-    ctx.set(admission.headers);
+    addResponseHeaders(ctx.state, admission.headers);
 
     try {
       await next();

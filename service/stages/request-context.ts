@@ -148,8 +148,15 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
     try {
       await next();
     } finally {
-      // Echoed on everything Koa writes (errors, admin, models, health); respond.ts sends it in its own head.
-      if (!ctx.res.headersSent) ctx.set("x-request-id", requestId);
+      // On everything Koa writes (errors, admin, models, health); respond.ts sends these in its own head. A header
+      // an error set itself (a 429's x-ratelimit-*) wins.
+      if (!ctx.res.headersSent) {
+        ctx.set("x-request-id", requestId);
+        const added = ctx.state.responseHeaders;
+        if (added)
+          for (let i = 0; i < added.length; i += 2)
+            if (!ctx.res.hasHeader(added[i])) ctx.set(added[i], added[i + 1]);
+      }
     }
   };
 }

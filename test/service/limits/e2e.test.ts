@@ -281,4 +281,45 @@ describe("in-process limiter in the app (embedded default)", () => {
       await proxy.close();
     }
   });
+
+  it("every admitted answer carries the x-ratelimit-* headers: JSON, a stream, an upstream failure; a 429 its own", async () => {
+    const proxy = await startProxy({
+      configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
+      adjust: async (deps) => {
+        await deps.rateLimiter?.close();
+        deps.rateLimiter = new MemoryRateLimiter();
+      },
+    });
+    try {
+      const { id, key } = await proxy.createKey();
+      await setKeyLimits(proxy, id, { requestsPerMinute: 3 });
+      const messages = [{ role: "user", content: "x" }];
+      const seen: Array<[number, string | null, string | null]> = [];
+      const record = async (res: Response) => {
+        await res.arrayBuffer();
+        seen.push([
+          res.status,
+          res.headers.get("x-ratelimit-limit-requests"),
+          res.headers.get("x-ratelimit-remaining-requests"),
+        ]);
+      };
+      await record(await chat(proxy, key, { messages }));
+      await record(await chat(proxy, key, { messages, stream: true }));
+      upstream.behave({ kind: "status", status: 500 });
+      try {
+        await record(await chat(proxy, key, { messages }));
+      } finally {
+        upstream.behave({ kind: "ok" });
+      }
+      await record(await chat(proxy, key, { messages }));
+      expect(seen).toEqual([
+        [200, "3", "2"],
+        [200, "3", "1"],
+        [502, "3", "0"],
+        [429, "3", "0"],
+      ]);
+    } finally {
+      await proxy.close();
+    }
+  });
 });
