@@ -2,6 +2,7 @@
  * How an upstream failure is classified: `retryable` failures (connection errors, timeouts, 429, 5xx) move on to
  * the next attempt or fallback; others (a 400 from the provider) go straight back to the client.
  */
+import { errors as undiciErrors } from "undici";
 import { ProxyError, UpstreamError, UpstreamTimeoutError } from "../errors";
 
 export class ProviderFailure extends Error {
@@ -90,8 +91,11 @@ export function httpFailure(
   );
 }
 
-export function networkFailure(provider: string, error: unknown, timedOut: boolean): ProviderFailure {
-  if (timedOut) return new ProviderFailure(`${provider}: timeout`, true, new UpstreamTimeoutError());
+/** A request that got no (complete) answer; undici's head and body timeouts are the attempt timing out. */
+export function networkFailure(provider: string, error: unknown): ProviderFailure {
+  if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) {
+    return new ProviderFailure(`${provider}: timeout`, true, new UpstreamTimeoutError());
+  }
   const code = (error as { code?: string }).code ?? (error as Error).name;
   return new ProviderFailure(
     `${provider}: ${code}`,

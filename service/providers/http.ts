@@ -68,7 +68,7 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
       try {
         res = await pool.request({ method: "POST", path, headers, body: JSON.stringify(body), signal });
       } catch (error) {
-        throw networkFailure(cfg.name, error, error instanceof undiciErrors.HeadersTimeoutError);
+        throw networkFailure(cfg.name, error);
       }
       if (res.statusCode >= 400) {
         const text = await res.body.text().catch(() => "");
@@ -86,9 +86,7 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
           signal,
         );
       } catch (error) {
-        const timedOut =
-          error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError;
-        throw networkFailure(cfg.name, error, timedOut);
+        throw networkFailure(cfg.name, error);
       }
       if (answer.statusCode >= 400) {
         throw httpFailure(cfg.name, answer.statusCode, answer.body.toString("utf8"), answer.retryAfter);
@@ -233,7 +231,7 @@ export async function firstThenRest<T>(
     first = await items.next();
   } catch (error) {
     if (error instanceof ProviderFailure) throw error;
-    throw networkFailure(provider, error, error instanceof undiciErrors.BodyTimeoutError);
+    throw networkFailure(provider, error);
   }
   return prepend(first, items);
 }
