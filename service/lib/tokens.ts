@@ -6,8 +6,7 @@
  * Chat framing follows OpenAI's accounting: 3 tokens per message plus 3 to prime the reply; an image part counts
  * as 85 tokens (low detail), since its real cost depends on pixels the proxy does not decode.
  */
-import crypto from "node:crypto";
-import { LRUCache } from "lru-cache";
+import { digestMemo } from "./digest-memo";
 import type { ChatCompletionRequest, ChatMessage } from "../types";
 
 export type Encoding = "o200k_base" | "cl100k_base";
@@ -54,18 +53,12 @@ export function encodingFor(model: string): Encoding {
  * counting: ~80 µs for 2 000 characters, against ~2 µs to hash them. Short texts are cheaper to count than to hash.
  */
 const CACHE_MIN_CHARS = 128;
-const countCache = new LRUCache<string, number>({ max: 20_000 });
+const counts = digestMemo<number>(20_000);
 
 export function countText(text: string, encoding: Encoding): number {
   if (!text) return 0;
-  if (text.length < CACHE_MIN_CHARS) return counter(encoding)(text);
-  const key = `${encoding === "o200k_base" ? "o" : "c"}${crypto.hash("sha1", text, "base64")}`;
-  let n = countCache.get(key);
-  if (n === undefined) {
-    n = counter(encoding)(text);
-    countCache.set(key, n);
-  }
-  return n;
+  const count = counter(encoding);
+  return text.length < CACHE_MIN_CHARS ? count(text) : counts.get(text, count, encoding);
 }
 
 const PER_MESSAGE = 3;

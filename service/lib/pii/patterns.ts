@@ -1,8 +1,7 @@
 // Pattern entities: a cheap regex finds candidates, a validator (checksum, number plan, address parser)
 // decides. Regexes are compiled once here; each detector resets lastIndex before use (calls are synchronous).
-import crypto from "node:crypto";
 import { parsePhoneNumberFromString, type CountryCode } from "libphonenumber-js/max";
-import { LRUCache } from "lru-cache";
+import { digestMemo } from "../digest-memo";
 import type { PiiEntity, Span } from "./types";
 import { cardIssuerValid, IBAN_LENGTHS, ibanValid, ipValid, luhnValid, ssnValid } from "./validators";
 
@@ -229,7 +228,7 @@ const NATIONAL_REGIONS: CountryCode[] = ["GB", "DE", "FR", "AU", "IN", "NL", "IT
  * metadata check costs ~20 µs per region tried (up to ten for a national-format number), and the same numbers come
  * back with every turn of a conversation, whose history is sent again each time.
  */
-const phoneVerdicts = new LRUCache<string, boolean>({ max: 10_000 });
+const phoneVerdicts = digestMemo<boolean>(10_000);
 
 /** Forget every cached verdict (the scrubber benchmark measures uncached throughput). */
 export function clearPhoneVerdicts(): void {
@@ -237,13 +236,7 @@ export function clearPhoneVerdicts(): void {
 }
 
 function phoneValid(candidate: string): boolean {
-  const key = crypto.hash("sha1", candidate, "base64");
-  let valid = phoneVerdicts.get(key);
-  if (valid === undefined) {
-    valid = checkPhone(candidate);
-    phoneVerdicts.set(key, valid);
-  }
-  return valid;
+  return phoneVerdicts.get(candidate, checkPhone);
 }
 
 function checkPhone(candidate: string): boolean {
