@@ -30,19 +30,21 @@ abstract class HotMetric<L extends string, E extends { labels: Labels<L> }> {
     for (const r of registers) r.registerMetric(this as unknown as Parameters<Registry["registerMetric"]>[0]);
   }
 
-  protected entry(labels: Labels<L>, create: (labels: Labels<L>) => E): E {
+  protected entry(labels: Labels<L>): E {
     let key = "";
     for (const n of this.labelNames) key += `${labels[n]}\u0000`;
     let e = this.entries.get(key);
     if (!e) {
       const own = {} as Labels<L>;
       for (const n of this.labelNames) own[n] = String(labels[n]);
-      e = create(own);
+      e = this.create(own);
       this.entries.set(key, e);
     }
     return e;
   }
 
+  /** A new label set's entry, at zero. */
+  protected abstract create(labels: Labels<L>): E;
   protected abstract values(): Value[];
   abstract readonly type: "counter" | "histogram";
 
@@ -70,7 +72,11 @@ export class HotCounter<L extends string> extends HotMetric<L, { labels: Labels<
 
   inc(labels: Labels<L>, value = 1): void {
     if (!(value >= 0) || value === Infinity) return;
-    this.entry(labels, (own) => ({ labels: own, value: 0 })).value += value;
+    this.entry(labels).value += value;
+  }
+
+  protected create(labels: Labels<L>) {
+    return { labels, value: 0 };
   }
 
   protected values(): Value[] {
@@ -103,17 +109,16 @@ export class HotHistogram<L extends string> extends HotMetric<L, HistogramEntry<
 
   observe(labels: Labels<L>, value: number): void {
     if (!Number.isFinite(value)) return;
-    const e = this.entry(labels, (own) => ({
-      labels: own,
-      counts: new Array<number>(this.bounds.length + 1).fill(0),
-      sum: 0,
-      count: 0,
-    }));
+    const e = this.entry(labels);
     let i = 0;
     while (i < this.bounds.length && value > this.bounds[i]) i++;
     e.counts[i]++;
     e.sum += value;
     e.count++;
+  }
+
+  protected create(labels: Labels<L>): HistogramEntry<L> {
+    return { labels, counts: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
   }
 
   protected values(): Value[] {
