@@ -93,6 +93,18 @@ function forClient(chunk: ChatCompletionChunk, includeUsage: boolean): ChatCompl
   return rest as ChatCompletionChunk;
 }
 
+/** A response head as a flat header list: the type, `own` headers, the request id, and what other stages added. */
+function head(ctx: ParameterizedContext<ProxyState>, type: string, own: string[]): string[] {
+  return [
+    "content-type",
+    type,
+    ...own,
+    "x-request-id",
+    ctx.state.requestId,
+    ...(ctx.state.responseHeaders ?? []),
+  ];
+}
+
 export function createRespond(): Middleware<ProxyState> {
   return async function respond(ctx, next) {
     await next();
@@ -107,15 +119,10 @@ export function createRespond(): Middleware<ProxyState> {
       const text = JSON.stringify(jsonFor(ctx, result.body));
       ctx.status = 200;
       ctx.respond = false;
-      res.writeHead(200, [
-        "content-type",
-        "application/json; charset=utf-8",
-        "content-length",
-        String(Buffer.byteLength(text)),
-        "x-request-id",
-        ctx.state.requestId,
-        ...(ctx.state.responseHeaders ?? []),
-      ]);
+      res.writeHead(
+        200,
+        head(ctx, "application/json; charset=utf-8", ["content-length", String(Buffer.byteLength(text))]),
+      );
       res.end(text);
       return;
     }
@@ -125,17 +132,10 @@ export function createRespond(): Middleware<ProxyState> {
     ctx.req.socket.setNoDelay(true);
     // Frames go straight to the socket (the head goes out with the first one): no stream adapter between the
     // upstream's first event and the client, which is what time-to-first-byte measures.
-    res.writeHead(200, [
-      "content-type",
-      "text/event-stream; charset=utf-8",
-      "cache-control",
-      "no-cache",
-      "x-accel-buffering",
-      "no",
-      "x-request-id",
-      ctx.state.requestId,
-      ...(ctx.state.responseHeaders ?? []),
-    ]);
+    res.writeHead(
+      200,
+      head(ctx, "text/event-stream; charset=utf-8", ["cache-control", "no-cache", "x-accel-buffering", "no"]),
+    );
     const clientGone = () => res.destroyed && !res.writableFinished;
     await writeFrames(res, frames(result.chunks, wire, ctx.state.usage, ctx.state.log, clientGone));
   };
