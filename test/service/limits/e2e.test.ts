@@ -259,14 +259,18 @@ describe("Redis killed during load (fail-open)", () => {
 });
 
 describe("in-process limiter in the app (embedded default)", () => {
-  it("limits without Redis", async () => {
-    const proxy = await startProxy({
+  /** A proxy in front of the fake upstream whose limiter is the in-process one. */
+  const startMemoryLimitedProxy = () =>
+    startProxy({
       configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
       adjust: async (deps) => {
         await deps.rateLimiter?.close();
         deps.rateLimiter = new MemoryRateLimiter();
       },
     });
+
+  it("limits without Redis", async () => {
+    const proxy = await startMemoryLimitedProxy();
     try {
       const { id, key } = await proxy.createKey();
       await setKeyLimits(proxy, id, { requestsPerMinute: 2 });
@@ -283,13 +287,7 @@ describe("in-process limiter in the app (embedded default)", () => {
   });
 
   it("every admitted answer carries the x-ratelimit-* headers: JSON, a stream, an upstream failure; a 429 its own", async () => {
-    const proxy = await startProxy({
-      configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
-      adjust: async (deps) => {
-        await deps.rateLimiter?.close();
-        deps.rateLimiter = new MemoryRateLimiter();
-      },
-    });
+    const proxy = await startMemoryLimitedProxy();
     try {
       const { id, key } = await proxy.createKey();
       await setKeyLimits(proxy, id, { requestsPerMinute: 3 });
