@@ -32,6 +32,7 @@ export const ENV_VARS = [
   "REPLICAS",
   "SHUTDOWN_GRACE_SECONDS",
   "LOG_LEVEL",
+  "LOG_FLUSH_MS",
   "OPENAI_API_KEY",
   "OPENAI_BASE_URL",
   "ANTHROPIC_API_KEY",
@@ -241,6 +242,7 @@ const envSchema = z.object({
   REPLICAS: intFromEnv(1, 10_000).optional(),
   SHUTDOWN_GRACE_SECONDS: intFromEnv(1, 3600).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).optional(),
+  LOG_FLUSH_MS: intFromEnv(0, 60_000).optional(),
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url("an http(s) URL").optional(),
 });
@@ -324,6 +326,8 @@ export interface Config {
   chroma: { url: string | null };
   kbDir: string;
   logLevel: (typeof LOG_LEVELS)[number];
+  /** Workers write log lines in 4 KiB blocks, at least this often; 0 = every line at once. */
+  logFlushMs: number;
   providers: Record<string, ProviderConfig>;
   models: DeploymentConfig[];
   /** Zero-config path: unknown model names go unchanged to this provider. */
@@ -597,6 +601,7 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     chroma: { url: env.CHROMA_URL ?? null },
     kbDir: path.resolve(env.KB_DIR ?? path.join(dataDir, "knowledge-base")),
     logLevel: env.LOG_LEVEL ?? "info",
+    logFlushMs: env.LOG_FLUSH_MS ?? 200,
     providers,
     models,
     passthroughProvider,

@@ -73,7 +73,11 @@ export async function runWorker(base: Config): Promise<void> {
     masterKey: init.masterKey,
     chroma: { url: init.chromaUrl },
   });
-  const log = createLogger(config.logLevel, { role: "worker", worker: cluster.worker?.id });
+  const log = createLogger(
+    config.logLevel,
+    { role: "worker", worker: cluster.worker?.id },
+    { flushMs: config.logFlushMs },
+  );
   // A stray rejection must not take the worker (and its open streams) down; an uncaught exception leaves the
   // process in an unknown state, so that one exits and the primary starts a replacement.
   process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));

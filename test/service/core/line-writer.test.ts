@@ -1,3 +1,5 @@
+import { spawn } from "node:child_process";
+import path from "node:path";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { createLogger, lineWriter } from "../../../service/logger";
@@ -78,5 +80,76 @@ describe("the access line writer", () => {
     const { log, lines } = capture({ mixin: () => ({ zone: "eu" }) });
     lineWriter(log, "request finished")("info", fields);
     expect(JSON.parse(lines[0])).toMatchObject({ zone: "eu", requestId: "r-1" });
+  });
+});
+
+describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
+  // A child process owns its stdout; the parent sees when bytes arrive and in how many writes.
+  const ROOT = path.resolve(__dirname, "../../..");
+  function child(script: string) {
+    const proc = spawn(process.execPath, ["-e", script], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const chunks: Array<{ at: number; text: string }> = [];
+    const started = Date.now();
+    proc.stdout!.on("data", (d: Buffer) => chunks.push({ at: Date.now() - started, text: d.toString() }));
+    const exited = new Promise<number | null>((r) => proc.once("close", r));
+    return { chunks, exited };
+  }
+  const setup = `const { createLogger, lineWriter } = require("./dist/service/logger.js");
+    const log = createLogger("info", { role: "worker" }, { flushMs: 300 });
+    const line = lineWriter(log, "request finished");`;
+
+  it("holds lines until the flush interval, then writes them together, unchanged", async () => {
+    const { chunks, exited } = child(
+      `${setup}
+      for (let i = 0; i < 5; i++) line("info", { i });
+      log.warn({ n: 1 }, "a warning");
+      setTimeout(() => process.exit(0), 1200);`,
+    );
+    await exited;
+    const text = chunks.map((c) => c.text).join("");
+    const lines = text
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l.i ?? l.msg)).toEqual([0, 1, 2, 3, 4, "a warning"]);
+    expect(lines[0]).toMatchObject({ level: 30, role: "worker", msg: "request finished" });
+    // Nothing before the first flush tick; everything in one write at it.
+    expect(chunks[0]!.at).toBeGreaterThanOrEqual(250);
+    expect(chunks).toHaveLength(1);
+  });
+
+  it("writes a full block at once, and what is left when the process exits, even at once", async () => {
+    const { chunks, exited } = child(
+      `${setup}
+      for (let i = 0; i < 200; i++) line("info", { i, pad: "x".repeat(40) });
+      log.fatal({ code: 1 }, "going down");
+      process.exit(3);`,
+    );
+    expect(await exited).toBe(3);
+    const lines = chunks
+      .map((c) => c.text)
+      .join("")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(201);
+    expect(lines.at(-1)).toMatchObject({ level: 60, msg: "going down" });
+    expect(lines.slice(0, 200).map((l) => l.i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  });
+
+  it("with flushMs 0 writes every line at once (pino's default)", async () => {
+    const { chunks, exited } = child(
+      `const { createLogger } = require("./dist/service/logger.js");
+      const log = createLogger("info", {}, { flushMs: 0 });
+      log.info("one");
+      setTimeout(() => { log.info("two"); setTimeout(() => process.exit(0), 300); }, 300);`,
+    );
+    await exited;
+    expect(chunks.length).toBeGreaterThanOrEqual(2);
+    expect(chunks[0]!.text).toContain('"msg":"one"');
+    expect(chunks[0]!.at).toBeLessThan(250);
   });
 });

@@ -46,6 +46,18 @@ describe("scrub and restore", () => {
     expect(seen.size).toBe(50);
   });
 
+  it("never repeats random bits, across refills of the entropy pool", () => {
+    // 256 placeholders use one 4 KiB block of random bytes; 2 000 cross several refills.
+    const session = createPiiEngine(base).newSession();
+    const text = Array.from({ length: 2000 }, (_, i) => `u${i}@example.com`).join(" ");
+    const found = placeholders(session.scrub(text));
+    expect(found).toHaveLength(2000);
+    const hex = found.map((p) => /_([0-9a-f]{32})>>$/.exec(p)![1]);
+    expect(new Set(hex).size).toBe(2000);
+    // Not a counter or a pattern: every hex digit turns up in every position.
+    for (let pos = 0; pos < 32; pos++) expect(new Set(hex.map((h) => h[pos])).size).toBe(16);
+  });
+
   it("leaves unknown and foreign placeholders as they are", () => {
     const engine = createPiiEngine(base);
     const s1 = engine.newSession();
