@@ -26,6 +26,11 @@
  * Clock: the script reads Redis's own `TIME` by default, so every replica judges windows by one clock (no skew
  * between pods). Tests pass a fake clock, sent as an argument.
  *
+ * Refunds (the usual settlement: fewer tokens used than reserved) issued in one turn of the event loop for the same
+ * scopes, slot and day are summed and sent as one script call in the next: a refund only lowers that slot's and that
+ * day's counters (each floored at 0), so one refund of a + b is exactly two of a and b. Under load this saves a
+ * round trip per request; `reconcile()` still resolves only once its refund is written.
+ *
  * Storage: one small hash per scope — `o` oldest slot, `R`/`T` requests/tokens in the window, `r<sec>`/`t<sec>` per
  * slot, `D`/`dT` UTC day number and its tokens — expiring after the day is over (plus 61 s).
  */
@@ -223,10 +228,20 @@ export function scopeKeys(prefix: string, req: AdmissionRequest, scopes: Limited
 
 const budgetArg = (v: number | null) => (v === null ? -1 : v);
 
+interface PendingRefund {
+  keys: string[];
+  slot: number;
+  day: number;
+  tokens: number;
+  settle: Array<{ resolve(): void; reject(error: unknown): void }>;
+}
+
 export class RedisRateLimiter implements RateLimiter {
   private readonly client: RedisClient & LimitCommands;
   private readonly prefix: string;
   private readonly now: (() => number) | null;
+  /** Refunds of this turn of the event loop, by scopes + slot + day (see the header comment). */
+  private refunds = new Map<string, PendingRefund>();
 
   constructor(opts: RedisLimiterOptions) {
     for (const [numberOfKeys, name] of Object.entries(COMMANDS)) {
@@ -287,9 +302,34 @@ export class RedisRateLimiter implements RateLimiter {
       settled = true;
       const delta = Math.max(0, Math.ceil(actual)) - reserved;
       if (delta === 0) return;
+      if (delta < 0) return this.refund(keys, slot, day, -delta);
       await this.run(keys, ["adjust", this.clockArg(), slot, day, delta]);
     };
     return { reconcile: (actual) => adjust(actual), release: () => adjust(0) };
+  }
+
+  private refund(keys: string[], slot: number, day: number, tokens: number): Promise<void> {
+    if (this.refunds.size === 0) setImmediate(() => this.flushRefunds());
+    const id = `${keys.join(" ")} ${slot} ${day}`;
+    let pending = this.refunds.get(id);
+    if (!pending) {
+      pending = { keys, slot, day, tokens: 0, settle: [] };
+      this.refunds.set(id, pending);
+    }
+    pending.tokens += tokens;
+    const settle = pending.settle;
+    return new Promise((resolve, reject) => settle.push({ resolve, reject }));
+  }
+
+  private flushRefunds(): void {
+    const batch = this.refunds;
+    this.refunds = new Map();
+    for (const r of batch.values()) {
+      this.run(r.keys, ["adjust", "", r.slot, r.day, -r.tokens]).then(
+        () => r.settle.forEach((s) => s.resolve()),
+        (error: unknown) => r.settle.forEach((s) => s.reject(error)),
+      );
+    }
   }
 
   /** The client belongs to whoever created it (see acquireRedis). */

@@ -356,6 +356,69 @@ describe("redis limiter storage", () => {
   });
 });
 
+describe("redis limiter refunds", () => {
+  it("refunds of one turn for the same scopes, slot and day go out as one script call, with the exact result", async () => {
+    const clock = fakeClock();
+    const client = redis.duplicate();
+    const prefix = `t${id().slice(0, 8)}`;
+    const limiter = new RedisRateLimiter({ client, now: clock.now, prefix });
+    // Count the script calls this limiter makes (the client is real; only the calls are counted).
+    const named = client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const calls: string[] = [];
+    for (const name of ["llmproxyLimit1", "llmproxyLimit2"]) {
+      const real = named[name]!.bind(client);
+      named[name] = (...a: unknown[]) => {
+        calls.push(String(a[name === "llmproxyLimit1" ? 1 : 2])); // the operation, after the keys
+        return real(...a);
+      };
+    }
+    const teamId = id();
+    const keyA = id();
+    const keyBudget = budget({ tokensPerMinute: 10_000, tokensPerDay: 100_000 });
+    const teamBudget = budget({ tokensPerMinute: 20_000 });
+    const a = await Promise.all(
+      [1000, 1000, 1000, 1000].map((tokens) =>
+        limiter.admit(req({ keyId: keyA, teamId, keyBudget, teamBudget, tokens })),
+      ),
+    );
+    // Another key of the same team: other scopes, so its refund is a call of its own.
+    const other = allowed(await limiter.admit(req({ teamId, keyBudget, teamBudget, tokens: 500 })));
+    calls.length = 0;
+    await Promise.all([
+      ...a.map((x, i) => allowed(x).reservation.reconcile(100 * i)),
+      other.reservation.reconcile(0),
+    ]);
+    expect(calls).toEqual(["adjust", "adjust"]);
+    // Refunded 1000 + 900 + 800 + 700 of key A's 4000: 600 used; the team got those and key B's 500 back.
+    const b = allowed(await limiter.admit(req({ keyId: keyA, teamId, keyBudget, teamBudget, tokens: 9400 })));
+    expect(b.headers["x-ratelimit-remaining-tokens"]).toBe("0");
+    rejected(await limiter.admit(req({ keyId: keyA, teamId, keyBudget, teamBudget, tokens: 1 })));
+    const team = await client.hgetall(`{${prefix}:t:${teamId}}`);
+    expect(team.T).toBe(String(600 + 9400));
+    // Refunds in different turns are separate calls; an overage is charged at once, alone.
+    calls.length = 0;
+    const c = allowed(await limiter.admit(req({ keyId: id(), keyBudget, tokens: 100 })));
+    const d = allowed(await limiter.admit(req({ keyId: id(), keyBudget, tokens: 100 })));
+    await c.reservation.reconcile(50);
+    await d.reservation.reconcile(150);
+    expect(calls).toEqual(["admit", "admit", "adjust", "adjust"]);
+    await client.quit();
+  });
+
+  it("a failed refund call rejects every reconcile it carried", async () => {
+    const clock = fakeClock();
+    const client = redis.duplicate();
+    const limiter = new RedisRateLimiter({ client, now: clock.now, prefix: `t${id().slice(0, 8)}` });
+    const keyId = id();
+    const keyBudget = budget({ tokensPerMinute: 10_000 });
+    const a = allowed(await limiter.admit(req({ keyId, keyBudget, tokens: 1000 })));
+    const b = allowed(await limiter.admit(req({ keyId, keyBudget, tokens: 1000 })));
+    await client.quit();
+    const results = await Promise.allSettled([a.reservation.reconcile(10), b.reservation.reconcile(20)]);
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+  });
+});
+
 describe("formatReset", () => {
   it("formats like OpenAI", () => {
     expect(formatReset(0)).toBe("0s");
