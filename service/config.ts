@@ -33,6 +33,7 @@ export const ENV_VARS = [
   "SHUTDOWN_GRACE_SECONDS",
   "LOG_LEVEL",
   "LOG_FLUSH_MS",
+  "USAGE_RETENTION_DAYS",
   "OPENAI_API_KEY",
   "OPENAI_BASE_URL",
   "ANTHROPIC_API_KEY",
@@ -192,6 +193,12 @@ const fileSchema = z
         chunk_tokens: 256,
         chunk_overlap: 32,
       }),
+    usage: z
+      .object({
+        retention_days: z.number().int().min(1).max(36_500).nullable().default(null),
+      })
+      .strict()
+      .default({ retention_days: null }),
     server: z
       .object({
         body_limit_bytes: z
@@ -243,6 +250,7 @@ const envSchema = z.object({
   SHUTDOWN_GRACE_SECONDS: intFromEnv(1, 3600).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).optional(),
   LOG_FLUSH_MS: intFromEnv(0, 60_000).optional(),
+  USAGE_RETENTION_DAYS: intFromEnv(0, 36_500).optional(),
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url("an http(s) URL").optional(),
 });
@@ -341,6 +349,8 @@ export interface Config {
     team: Budget;
   };
   cache: { enabled: boolean; ttlSeconds: number; scope: "team" | "key" | "global"; maxEntries: number };
+  /** Usage rows older than this many days are deleted (null: kept forever). */
+  usage: { retentionDays: number | null };
   contentPolicy: { blockedPatterns: RegExp[]; maxInputTokens: number | null };
   pii: {
     enabled: boolean;
@@ -612,6 +622,13 @@ export function loadConfig(opts: LoadConfigOptions): Config {
       defaultCompletionTokens: file.limits.default_completion_tokens,
       key: budget(file.limits.key),
       team: budget(file.limits.team),
+    },
+    // USAGE_RETENTION_DAYS=0 turns a retention set in the file off.
+    usage: {
+      retentionDays:
+        env.USAGE_RETENTION_DAYS !== undefined
+          ? env.USAGE_RETENTION_DAYS || null
+          : file.usage.retention_days,
     },
     cache: {
       enabled: env.CACHE_ENABLED ?? file.cache.enabled ?? false,

@@ -11,6 +11,7 @@ import { createPostgres } from "./adapters/postgres";
 import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "./adapters/pg-stores";
 import { createPgAuditLog } from "./adapters/pg-audit";
 import { createUsageWriter, type UsageWriter } from "./adapters/usage-writer";
+import { startUsageRetention } from "./adapters/usage-retention";
 import { createProviderRegistry } from "./providers/registry";
 import { createRateLimiterFromConfig } from "./adapters/resilient-limiter";
 import { createCacheFromConfig } from "./adapters/redis-cache";
@@ -53,6 +54,9 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     spoolDir: path.join(config.dataDir, "usage-spool"),
     ...(opts.usageFlushIntervalMs ? { flushIntervalMs: opts.usageFlushIntervalMs } : {}),
   });
+  const retention = config.usage.retentionDays
+    ? startUsageRetention({ pool, log, retentionDays: config.usage.retentionDays })
+    : null;
   const providers = createProviderRegistry(config);
   const deps: AppDeps = {
     config,
@@ -85,6 +89,7 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     pool,
     usageWriter,
     async close() {
+      await retention?.stop();
       await usageWriter.close();
       await Promise.allSettled([providers.close(), deps.rateLimiter?.close(), deps.cache?.close()]);
       await pool.end().catch(() => undefined);

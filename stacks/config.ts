@@ -219,6 +219,11 @@ export const CONFIG_KEYS = {
   },
   cacheEnabled: { type: "boolean", default: false, description: "Response cache on/off (CACHE_ENABLED)." },
   cacheTtlSeconds: { type: "integer", default: 300, description: "Response cache TTL, seconds." },
+  usageRetentionDays: {
+    type: "integer",
+    default: 0,
+    description: "Delete usage rows older than this many days (USAGE_RETENTION_DAYS); 0 keeps them forever.",
+  },
   rateLimitFailureMode: {
     type: "string",
     default: "fail-open",
@@ -591,6 +596,7 @@ export function validateConfigValues(
     "cpuLimitMillicores",
     "preStopDelaySeconds",
     "scaleDownStabilizationSeconds",
+    "usageRetentionDays",
     "pdbMaxUnavailable",
   ]) {
     const n = v[k as ConfigKey] as number;
@@ -650,6 +656,11 @@ export function validateConfigValues(
     );
   }
 
+  if (v.usageRetentionDays > 36_500) {
+    p.push(
+      `${key("usageRetentionDays")} is ${v.usageRetentionDays}, over 36500 (100 years). Use 0 to keep usage forever.`,
+    );
+  }
   oneOf("logLevel", v.logLevel, LOG_LEVELS, p);
   oneOf("rateLimitFailureMode", v.rateLimitFailureMode, RATE_LIMIT_FAILURE_MODES, p);
   oneOf("serviceType", v.serviceType, SERVICE_TYPES, p);
@@ -701,6 +712,7 @@ export function proxySettings(v: ConfigValues): ProxySettings {
     logLevel: v.logLevel as LogLevel,
     cacheEnabled: v.cacheEnabled,
     cacheTtlSeconds: v.cacheTtlSeconds,
+    usageRetentionDays: v.usageRetentionDays,
     rateLimitFailureMode: v.rateLimitFailureMode as RateLimitFailureMode,
     chromaEnabled: v.chromaEnabled,
     chromaImage: v.chromaImage,

@@ -156,6 +156,7 @@ export function proxyPlainEnv(s: ProxySettings, chromaUrl: string | undefined): 
     REPLICAS: String(deploymentReplicas(s)),
     SHUTDOWN_GRACE_SECONDS: String(s.requestTimeoutSeconds),
     LOG_LEVEL: s.logLevel,
+    USAGE_RETENTION_DAYS: String(s.usageRetentionDays),
     ...(chromaUrl ? { CHROMA_URL: chromaUrl } : {}),
   };
 }

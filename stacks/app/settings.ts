@@ -58,6 +58,8 @@ export interface ProxySettings {
   cacheEnabled: boolean;
   /** Response cache TTL, seconds. Default 300. */
   cacheTtlSeconds: number;
+  /** Usage rows older than this many days are deleted; 0 keeps them. Default 0. */
+  usageRetentionDays: number;
   rateLimitFailureMode: RateLimitFailureMode;
   /** Deploy the Chroma server for RAG. Default true. */
   chromaEnabled: boolean;

@@ -284,6 +284,18 @@ describe("pure decisions", () => {
     expect(pdbSpecFields({ maxUnavailable: 1 })).toEqual({ maxUnavailable: 1 });
     const env = proxyPlainEnv(s, undefined);
     expect(env).toMatchObject({ PORT: "8000", SHUTDOWN_GRACE_SECONDS: "600", REPLICAS: "3", WORKERS: "2" });
+    expect(env.USAGE_RETENTION_DAYS).toBe("0");
+    const kept = parseStackConfig({ ...AWS, usageRetentionDays: "90" }, awsProvider).proxy;
+    expect(proxyPlainEnv(kept, undefined).USAGE_RETENTION_DAYS).toBe("90");
+  });
+
+  it("usage retention: 0 keeps usage, a negative or absurd value is refused with the key", () => {
+    expect(problems({ ...AWS, usageRetentionDays: "-1" })).toEqual([
+      expect.stringMatching(/llm-proxy:usageRetentionDays must not be negative, got -1/),
+    ]);
+    expect(problems({ ...AWS, usageRetentionDays: "50000" })).toEqual([
+      expect.stringMatching(/llm-proxy:usageRetentionDays is 50000, over 36500/),
+    ]);
   });
 
   it("the app component refuses unsafe settings on its own", () => {
