@@ -626,9 +626,7 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     // USAGE_RETENTION_DAYS=0 turns a retention set in the file off.
     usage: {
       retentionDays:
-        env.USAGE_RETENTION_DAYS !== undefined
-          ? env.USAGE_RETENTION_DAYS || null
-          : file.usage.retention_days,
+        env.USAGE_RETENTION_DAYS !== undefined ? env.USAGE_RETENTION_DAYS || null : file.usage.retention_days,
     },
     cache: {
       enabled: env.CACHE_ENABLED ?? file.cache.enabled ?? false,
