@@ -126,6 +126,7 @@ const deploymentSchema = z
         input_per_mtok: z.number().nonnegative(),
         output_per_mtok: z.number().nonnegative().default(0),
         cached_input_per_mtok: z.number().nonnegative().optional(),
+        cache_write_input_per_mtok: z.number().nonnegative().optional(),
       })
       .strict()
       .optional(),
@@ -309,6 +310,8 @@ export interface Pricing {
   output: number;
   /** Prompt tokens the provider served from its prompt cache (defaults to the input price). */
   cachedInput: number;
+  /** Prompt tokens written to the provider's prompt cache (defaults to 1.25 × input: Anthropic's 5-minute cache). */
+  cacheWriteInput: number;
 }
 
 export interface Config {
@@ -499,6 +502,7 @@ export function loadConfig(opts: LoadConfigOptions): Config {
           input: m.pricing.input_per_mtok / 1e6,
           output: m.pricing.output_per_mtok / 1e6,
           cachedInput: (m.pricing.cached_input_per_mtok ?? m.pricing.input_per_mtok) / 1e6,
+          cacheWriteInput: (m.pricing.cache_write_input_per_mtok ?? m.pricing.input_per_mtok * 1.25) / 1e6,
         }
       : null,
   }));

@@ -187,6 +187,8 @@ export interface UsageRow {
   completionTokens: number;
   /** Of the prompt tokens, how many the provider served from its prompt cache (priced lower). */
   cachedTokens: number;
+  /** Of the prompt tokens, how many the provider wrote to its prompt cache (Anthropic; priced higher). */
+  cacheWriteTokens: number;
   /** USD at the served deployment's prices; null when tokens were served but no price is configured. */
   costUsd: number | null;
   latencyMs: number;
@@ -214,6 +216,7 @@ export interface UsageReportRow {
   promptTokens: number;
   completionTokens: number;
   cachedTokens: number;
+  cacheWriteTokens: number;
   /** USD at the configured prices; null when no request of the group had a price. */
   costUsd: number | null;
   /** Requests whose cost is unknown (no price configured, or usage never reported); not in costUsd. */

@@ -137,6 +137,14 @@ ALTER TABLE teams ADD COLUMN allowed_models text[];
 ALTER TABLE api_keys ADD COLUMN allowed_models text[];
 `,
   },
+  {
+    id: 6,
+    name: "usage_cache_write_tokens",
+    sql: `
+-- Prompt tokens the provider wrote to its prompt cache (Anthropic bills them above the input price).
+ALTER TABLE usage ADD COLUMN cache_write_tokens integer NOT NULL DEFAULT 0;
+`,
+  },
 ];
 
 function checksum(sql: string): string {

@@ -75,10 +75,10 @@ function text(v: string | null): string | null {
 const INSERT_SQL = `
 INSERT INTO usage (request_id, created_at, key_id, team_id, route, requested_model, served_model, provider,
                    prompt_tokens, completion_tokens, latency_ms, status, error_code, stream, cache_hit, pii_counts,
-                   cached_tokens, cost_usd)
+                   cached_tokens, cost_usd, cache_write_tokens)
 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::int[], $10::int[], $11::int[], $12::smallint[], $13::text[], $14::bool[],
-                     $15::bool[], $16::jsonb[], $17::int[], $18::numeric[])
+                     $15::bool[], $16::jsonb[], $17::int[], $18::numeric[], $19::int[])
 ON CONFLICT (request_id) DO NOTHING`;
 
 /** A cost that PostgreSQL's numeric takes: finite and not negative, else unknown. */
@@ -94,7 +94,7 @@ function quoted(v: string | null): string {
 }
 
 /**
- * One INSERT for many rows: 18 array parameters whatever the batch size, so no statement per row. The array
+ * One INSERT for many rows: 19 array parameters whatever the batch size, so no statement per row. The array
  * literals are written here, as text: node-postgres' generic array encoding (a value conversion and an escaping
  * pass per element, a local-time string per Date) cost more CPU per row than the rest of a proxied request's
  * bookkeeping together. Every element is quoted or a number, uuid, boolean or NULL, so nothing a client sends can
@@ -102,7 +102,7 @@ function quoted(v: string | null): string {
  */
 export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]): Promise<void> {
   if (!rows.length) return;
-  const cols: string[][] = Array.from({ length: 18 }, () => new Array<string>(rows.length));
+  const cols: string[][] = Array.from({ length: 19 }, () => new Array<string>(rows.length));
   rows.forEach((r, i) => {
     cols[0][i] = usageRowId(r.requestId);
     const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
@@ -124,6 +124,7 @@ export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]):
     // Rows spooled by an older version have neither field.
     cols[16][i] = String(int(r.cachedTokens));
     cols[17][i] = String(costOrNull(r.costUsd) ?? "NULL");
+    cols[18][i] = String(int(r.cacheWriteTokens));
   });
   await pool.query(
     INSERT_SQL,

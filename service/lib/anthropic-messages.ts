@@ -208,12 +208,18 @@ export function chatToMessage(completion: ChatCompletion, model: string): Record
 }
 
 /**
- * Anthropic counts prompt-cache reads apart from input_tokens (OpenAI counts them inside prompt_tokens), and clients
- * such as Claude Code price each part on its own.
+ * Anthropic counts prompt-cache reads and writes apart from input_tokens (OpenAI counts them inside prompt_tokens),
+ * and clients such as Claude Code price each part on its own.
  */
-function messagesUsage(u: { input: number; output: number; cached: number }) {
+function messagesUsage(u: { input: number; output: number; cached: number; cacheWrite: number }) {
   const cached = Math.min(u.cached, u.input);
-  return { input_tokens: u.input - cached, output_tokens: u.output, cache_read_input_tokens: cached };
+  const written = Math.min(u.cacheWrite, u.input - cached);
+  return {
+    input_tokens: u.input - cached - written,
+    output_tokens: u.output,
+    cache_read_input_tokens: cached,
+    cache_creation_input_tokens: written,
+  };
 }
 
 /** Server-sent event in the Messages framing. */
@@ -224,7 +230,12 @@ const event = (type: string, data: Record<string, unknown>) =>
 export type MessageStream = ChunkWalker;
 
 export function createMessageStream(model: string, promptTokensEstimate = 0): MessageStream {
-  let usage: { input_tokens: number; output_tokens: number; cache_read_input_tokens?: number } = {
+  let usage: {
+    input_tokens: number;
+    output_tokens: number;
+    cache_read_input_tokens?: number;
+    cache_creation_input_tokens?: number;
+  } = {
     input_tokens: promptTokensEstimate,
     output_tokens: 0,
   };

@@ -29,13 +29,15 @@ export interface ChunkUsage {
   /** Prompt tokens served from the provider's prompt cache, and completion tokens spent on reasoning. */
   cached: number;
   reasoning: number;
+  /** Prompt tokens written to the provider's prompt cache (Anthropic's cache_creation_input_tokens; priced higher). */
+  cacheWrite: number;
 }
 
 /** A chat usage object (of a completion or of a stream's usage chunk) in the walker's terms. */
 export function chatUsage(u: Usage | null | undefined): ChunkUsage {
   const details = u as
     | {
-        prompt_tokens_details?: { cached_tokens?: number } | null;
+        prompt_tokens_details?: { cached_tokens?: number; cache_write_tokens?: number } | null;
         completion_tokens_details?: { reasoning_tokens?: number } | null;
       }
     | null
@@ -45,6 +47,7 @@ export function chatUsage(u: Usage | null | undefined): ChunkUsage {
     output: u?.completion_tokens ?? 0,
     cached: details?.prompt_tokens_details?.cached_tokens ?? 0,
     reasoning: details?.completion_tokens_details?.reasoning_tokens ?? 0,
+    cacheWrite: details?.prompt_tokens_details?.cache_write_tokens ?? 0,
   };
 }
 

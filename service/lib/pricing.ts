@@ -2,7 +2,9 @@
  * What a request cost, from the served deployment's prices (config `pricing`, USD per million tokens) and the
  * provider's token counts. Priced at the deployment that answered — after a fallback, the fallback's price — which
  * is what the provider bills. Prompt tokens served from the provider's prompt cache are priced at the cached-input
- * price (OpenAI `prompt_tokens_details.cached_tokens`, Anthropic `cache_read_input_tokens`).
+ * price (OpenAI `prompt_tokens_details.cached_tokens`, Anthropic `cache_read_input_tokens`); prompt tokens written to
+ * it at the cache-write price (Anthropic `cache_creation_input_tokens`, `prompt_tokens_details.cache_write_tokens` from
+ * OpenAI-compatible gateways that report it).
  */
 import type { Pricing } from "../config";
 import type { UsageRow } from "../ports";
@@ -14,16 +16,21 @@ import type { UsageRow } from "../ports";
  * its usage chunk: the provider has most likely billed tokens nobody can count).
  */
 export function costUsd(
-  usage: Pick<UsageRow, "promptTokens" | "completionTokens" | "cachedTokens" | "cacheHit">,
+  usage: Pick<
+    UsageRow,
+    "promptTokens" | "completionTokens" | "cachedTokens" | "cacheWriteTokens" | "cacheHit"
+  >,
   served: { pricing: Pricing | null } | undefined,
 ): number | null {
   if (usage.cacheHit || !served) return 0;
   const pricing = served.pricing;
   if (!pricing || usage.promptTokens + usage.completionTokens === 0) return null;
   const cached = Math.min(Math.max(usage.cachedTokens, 0), usage.promptTokens);
+  const written = Math.min(Math.max(usage.cacheWriteTokens ?? 0, 0), usage.promptTokens - cached);
   return (
-    (usage.promptTokens - cached) * pricing.input +
+    (usage.promptTokens - cached - written) * pricing.input +
     cached * pricing.cachedInput +
+    written * pricing.cacheWriteInput +
     usage.completionTokens * pricing.output
   );
 }

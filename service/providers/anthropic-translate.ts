@@ -242,8 +242,12 @@ function usageOf(u: AnthropicUsage): Usage {
     prompt_tokens: prompt,
     completion_tokens: completion,
     total_tokens: prompt + completion,
-    // As OpenAI reports prompt-cache hits (a part of prompt_tokens); usage rows price them lower.
-    prompt_tokens_details: { cached_tokens: u.cache_read_input_tokens ?? 0 },
+    // As OpenAI reports prompt-cache hits (a part of prompt_tokens); usage rows price them lower. Cache writes are a
+    // part of prompt_tokens too, named as OpenRouter names them; usage rows price them higher.
+    prompt_tokens_details: {
+      cached_tokens: u.cache_read_input_tokens ?? 0,
+      cache_write_tokens: u.cache_creation_input_tokens ?? 0,
+    },
   };
 }
 

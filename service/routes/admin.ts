@@ -208,6 +208,7 @@ function usageJson(r: UsageReportRow) {
     completion_tokens: r.completionTokens,
     total_tokens: r.promptTokens + r.completionTokens,
     cached_tokens: r.cachedTokens,
+    cache_write_tokens: r.cacheWriteTokens,
     cost_usd: r.costUsd === null ? null : Math.round(r.costUsd * 1e6) / 1e6,
     unpriced_requests: r.unpricedRequests,
     errors: r.errors,

@@ -98,6 +98,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       promptTokens: 0,
       completionTokens: 0,
       cachedTokens: 0,
+      cacheWriteTokens: 0,
       costUsd: null,
       latencyMs: 0,
       status: 0,

@@ -41,7 +41,9 @@ async function* meter(
     if (chunk.usage) {
       usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
       usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
-      usage.cachedTokens = chatUsage(chunk.usage).cached;
+      const u = chatUsage(chunk.usage);
+      usage.cachedTokens = u.cached;
+      usage.cacheWriteTokens = u.cacheWrite;
     }
     yield chunk;
   }
@@ -127,7 +129,9 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
       const body = result.body as ChatCompletion;
       usage.promptTokens = body.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
       usage.completionTokens = body.usage?.completion_tokens ?? 0;
-      usage.cachedTokens = chatUsage(body.usage).cached;
+      const u = chatUsage(body.usage);
+      usage.cachedTokens = u.cached;
+      usage.cacheWriteTokens = u.cacheWrite;
       ctx.state.result = { kind: "json", body };
       return;
     }

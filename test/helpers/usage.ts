@@ -15,6 +15,7 @@ export function usageRow(over: Partial<UsageRow> = {}): UsageRow {
     promptTokens: 11,
     completionTokens: 7,
     cachedTokens: 0,
+    cacheWriteTokens: 0,
     costUsd: null,
     latencyMs: 3,
     status: 200,

@@ -91,7 +91,7 @@ describe("Anthropic translation details", () => {
       prompt_tokens: 110,
       completion_tokens: 42,
       total_tokens: 152,
-      prompt_tokens_details: { cached_tokens: 100 },
+      prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 0 },
     });
   });
 

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../../service/config";
+import { chatToMessage, createMessageStream } from "../../../service/lib/anthropic-messages";
 import { costUsd } from "../../../service/lib/pricing";
 import { fromAnthropicMessage } from "../../../service/providers/anthropic-translate";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
@@ -20,21 +21,38 @@ const CACHED_USAGE = {
 };
 // input $2.50 / output $10 / cached input $1.25 per million tokens.
 const PRICED_COST = (600 * 2.5 + 400 * 1.25 + 200 * 10) / 1e6;
+// An OpenAI-compatible gateway in front of Claude reporting prompt-cache writes (OpenRouter's field): 2,000 prompt
+// tokens, 300 read from the cache, 1,500 written to it, 100 completion tokens.
+const WRITE_USAGE = {
+  prompt_tokens: 2000,
+  completion_tokens: 100,
+  total_tokens: 2100,
+  prompt_tokens_details: { cached_tokens: 300, cache_write_tokens: 1500 },
+};
+// input $3 / output $15 / cached $0.30 / cache writes at the default 1.25 × input = $3.75 per million tokens.
+const WRITE_COST = (200 * 3 + 300 * 0.3 + 1500 * 3.75 + 100 * 15) / 1e6;
 // The default fake answer (11 prompt, 7 completion) at $0.15 / $0.60.
 const CHEAP_COST = (11 * 0.15 + 7 * 0.6) / 1e6;
 
 describe("cost per request", () => {
   let big: FakeUpstream;
   let small: FakeUpstream;
+  let writer: FakeUpstream;
   let proxy: TestProxy;
   let key: string;
 
   beforeAll(async () => {
     big = await startFakeUpstream({ usage: CACHED_USAGE });
     small = await startFakeUpstream();
+    writer = await startFakeUpstream({ usage: WRITE_USAGE });
     const down = `http://127.0.0.1:${await freePort()}/v1`;
     proxy = await startProxy({
-      configYaml: upstreamConfig({ big: big.baseUrl, small: small.baseUrl, down }, [
+      configYaml: upstreamConfig({ big: big.baseUrl, small: small.baseUrl, writer: writer.baseUrl, down }, [
+        {
+          name: "claude",
+          provider: "writer",
+          pricing: { input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3 },
+        },
         {
           name: "priced",
           provider: "big",
@@ -62,6 +80,7 @@ describe("cost per request", () => {
     await proxy.close();
     await big.close();
     await small.close();
+    await writer.close();
   });
 
   async function chat(body: object): Promise<Response> {
@@ -95,6 +114,17 @@ describe("cost per request", () => {
     expect(row.stream).toBe(true);
     expect(row.cached_tokens).toBe(400);
     expect(Number(row.cost_usd)).toBeCloseTo(PRICED_COST, 10);
+  });
+
+  it("records prompt-cache writes and prices them at the cache-write price, JSON and stream alike", async () => {
+    await (await chat({ model: "claude" })).text();
+    await (await chat({ model: "claude", stream: true })).text();
+    const rows = (await proxy.waitForUsageRows(4)).filter((r) => r.requested_model === "claude");
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(row).toMatchObject({ prompt_tokens: 2000, cached_tokens: 300, cache_write_tokens: 1500 });
+      expect(Number(row.cost_usd)).toBeCloseTo(WRITE_COST, 10);
+    }
   });
 
   it("records an unknown cost (null, not 0) when the deployment has no price", async () => {
@@ -155,6 +185,9 @@ describe("cost per request", () => {
     expect(by.cheap.cost_usd).toBeCloseTo(CHEAP_COST, 6);
     expect(by.cut.cost_usd).toBeNull();
     expect(by.cut.unpriced_requests).toBe(1);
+    expect(by.claude).toMatchObject({ cached_tokens: 600, cache_write_tokens: 3000 });
+    expect(by.claude.cost_usd).toBeCloseTo(2 * WRITE_COST, 6);
+    expect(by.priced.cache_write_tokens).toBe(0);
   });
 
   it("exports the cost per served model in /metrics", async () => {
@@ -168,10 +201,10 @@ describe("cost per request", () => {
 });
 
 describe("pricing rules", () => {
-  const pricing = { input: 2e-6, output: 8e-6, cachedInput: 5e-7 };
+  const pricing = { input: 2e-6, output: 8e-6, cachedInput: 5e-7, cacheWriteInput: 2.5e-6 };
 
   it("cached tokens never exceed the prompt and never price below zero", () => {
-    const base = { promptTokens: 100, completionTokens: 10, cacheHit: false };
+    const base = { promptTokens: 100, completionTokens: 10, cacheHit: false, cacheWriteTokens: 0 };
     const served = { pricing };
     expect(costUsd({ ...base, cachedTokens: 0 }, served)).toBeCloseTo(100 * 2e-6 + 10 * 8e-6, 15);
     expect(costUsd({ ...base, cachedTokens: 500 }, served)).toBeCloseTo(100 * 5e-7 + 10 * 8e-6, 15);
@@ -179,11 +212,112 @@ describe("pricing rules", () => {
   });
 
   it("no answer or a cache hit costs nothing; no price, or an answer whose usage never came, is unknown", () => {
-    const none = { promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheHit: false };
+    const none = {
+      promptTokens: 0,
+      completionTokens: 0,
+      cachedTokens: 0,
+      cacheWriteTokens: 0,
+      cacheHit: false,
+    };
     expect(costUsd({ ...none, cacheHit: true }, undefined)).toBe(0);
     expect(costUsd(none, undefined)).toBe(0);
     expect(costUsd({ ...none, promptTokens: 5, completionTokens: 1 }, { pricing: null })).toBeNull();
     expect(costUsd(none, { pricing })).toBeNull();
+  });
+
+  it("prices prompt-cache writes at the cache-write price, within what the prompt has left after reads", () => {
+    const base = { promptTokens: 100, completionTokens: 10, cacheHit: false };
+    const served = { pricing };
+    expect(costUsd({ ...base, cachedTokens: 30, cacheWriteTokens: 50 }, served)).toBeCloseTo(
+      20 * 2e-6 + 30 * 5e-7 + 50 * 2.5e-6 + 10 * 8e-6,
+      15,
+    );
+    // Reads and writes together never exceed the prompt; reads win.
+    expect(costUsd({ ...base, cachedTokens: 80, cacheWriteTokens: 50 }, served)).toBeCloseTo(
+      80 * 5e-7 + 20 * 2.5e-6 + 10 * 8e-6,
+      15,
+    );
+    expect(costUsd({ ...base, cachedTokens: 0, cacheWriteTokens: -3 }, served)).toBeCloseTo(
+      100 * 2e-6 + 10 * 8e-6,
+      15,
+    );
+  });
+
+  it("defaults the cache-write price to 1.25 × input (Anthropic's 5-minute cache), and takes a configured one", () => {
+    const env = { PROXY_MASTER_KEY: "k".repeat(40) };
+    const fileText = (pricing: string) =>
+      [
+        "providers:",
+        '  up: { type: openai, base_url: "http://127.0.0.1:9/v1" }',
+        "models:",
+        `  - { name: m, provider: up, pricing: ${pricing} }`,
+      ].join("\n");
+    const price = (p: string) => loadConfig({ env, fileText: fileText(p) }).models[0]!.pricing!;
+    expect(price("{ input_per_mtok: 3, output_per_mtok: 15 }").cacheWriteInput).toBeCloseTo(3.75e-6, 15);
+    expect(
+      price("{ input_per_mtok: 3, output_per_mtok: 15, cache_write_input_per_mtok: 6 }").cacheWriteInput,
+    ).toBeCloseTo(6e-6, 15);
+  });
+
+  it("reads Anthropic's prompt-cache writes as cache-write prompt tokens", () => {
+    const chat = fromAnthropicMessage({
+      id: "msg_1",
+      type: "message",
+      role: "assistant",
+      model: "claude",
+      content: [{ type: "text", text: "hi" }],
+      stop_reason: "end_turn",
+      usage: {
+        input_tokens: 10,
+        cache_read_input_tokens: 0,
+        cache_creation_input_tokens: 1500,
+        output_tokens: 3,
+      },
+    } as never);
+    expect(chat.usage).toMatchObject({
+      prompt_tokens: 1510,
+      prompt_tokens_details: { cached_tokens: 0, cache_write_tokens: 1500 },
+    });
+  });
+
+  it("gives /v1/messages clients reads and writes apart from input_tokens, as Anthropic reports them", () => {
+    const completion = {
+      id: "c",
+      object: "chat.completion",
+      created: 0,
+      model: "m",
+      choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+      usage: {
+        prompt_tokens: 2000,
+        completion_tokens: 100,
+        total_tokens: 2100,
+        prompt_tokens_details: { cached_tokens: 300, cache_write_tokens: 1500 },
+      },
+    };
+    expect(chatToMessage(completion as never, "m").usage).toEqual({
+      input_tokens: 200,
+      output_tokens: 100,
+      cache_read_input_tokens: 300,
+      cache_creation_input_tokens: 1500,
+    });
+    const stream = createMessageStream("m");
+    const events = [
+      ...stream.push({
+        ...completion,
+        object: "chat.completion.chunk",
+        choices: [{ index: 0, delta: { content: "ok" }, finish_reason: "stop" }],
+        usage: undefined,
+      } as never),
+      ...stream.push({ ...completion, object: "chat.completion.chunk", choices: [] } as never),
+      ...stream.end(),
+    ].join("");
+    const delta = /event: message_delta\ndata: (.*)\n/.exec(events)![1]!;
+    expect(JSON.parse(delta).usage).toEqual({
+      input_tokens: 200,
+      output_tokens: 100,
+      cache_read_input_tokens: 300,
+      cache_creation_input_tokens: 1500,
+    });
   });
 
   it("reads Anthropic's prompt-cache reads as cached prompt tokens", () => {

@@ -293,7 +293,7 @@ describe("admin API: usage report", () => {
         ...over,
       });
     [
-      row(0, { cachedTokens: 40, costUsd: 0.0012 }),
+      row(0, { cachedTokens: 40, cacheWriteTokens: 30, costUsd: 0.0012 }),
       row(1, { cacheHit: true, promptTokens: 0, completionTokens: 0, costUsd: 0 }),
       row(2, { status: 429, errorCode: "rate_limit_exceeded", promptTokens: 0, completionTokens: 0, costUsd: 0 }),
       // Served without a configured price: its cost is unknown.
@@ -306,8 +306,8 @@ describe("admin API: usage report", () => {
     expect(byKey.status).toBe(200);
     expect(byKey.body).toMatchObject({ object: "list", group_by: "key", from: "2031-03-01T00:00:00.000Z" });
     expect(byKey.body.data).toEqual([
-      { group: keyA, requests: 3, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 40, cost_usd: 0.0012, unpriced_requests: 0, errors: 1, cache_hits: 1 },
-      { group: null, requests: 1, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 0, cost_usd: null, unpriced_requests: 1, errors: 0, cache_hits: 0 },
+      { group: keyA, requests: 3, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 40, cache_write_tokens: 30, cost_usd: 0.0012, unpriced_requests: 0, errors: 1, cache_hits: 1 },
+      { group: null, requests: 1, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 0, cache_write_tokens: 0, cost_usd: null, unpriced_requests: 1, errors: 0, cache_hits: 0 },
     ]);
     const byModel = await call("GET", `/internal/usage?${q}&group_by=model`);
     expect(byModel.body.data.map((r: any) => [r.group, r.requests])).toEqual([

@@ -198,7 +198,7 @@ describe("pg stores", () => {
         ...over,
       });
     await insertUsageRows(pool, [
-      row(0, { cachedTokens: 4, costUsd: 0.00002 }),
+      row(0, { cachedTokens: 4, cacheWriteTokens: 6, costUsd: 0.00002 }),
       // Prompt tokens reported but no price known: counted as unpriced.
       row(1, { status: 502, errorCode: "upstream_error", completionTokens: 0, servedModel: null }),
       row(2, { keyId: k2.id, teamId: null, servedModel: "fallback-y", cacheHit: true, promptTokens: 0, completionTokens: 0, costUsd: 0 }),
@@ -213,16 +213,16 @@ describe("pg stores", () => {
     const byKey = await report.aggregate({ from, to, groupBy: "key" });
     expect(byKey).toEqual(
       expect.arrayContaining([
-        { group: k1.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
-        { group: k2.id, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
+        { group: k1.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, cacheWriteTokens: 6, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
+        { group: k2.id, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
       ]),
     );
     expect(byKey).toHaveLength(2);
 
     const byTeam = await report.aggregate({ from, to, groupBy: "team" });
     expect(byTeam).toEqual([
-      { group: t.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
-      { group: null, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
+      { group: t.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, cacheWriteTokens: 6, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
+      { group: null, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
     ]);
 
     const byModel = await report.aggregate({ from, to, groupBy: "model" });
