@@ -62,6 +62,13 @@ export function reconnectDelay(attempt: number, cap: number): number {
   return Math.round(base / 2 + Math.random() * (base / 2));
 }
 
+/**
+ * The rate limiter's script, registered once per key count (see redis-limiter.ts). Its calls batch themselves (one
+ * call per turn of the event loop carries every admission of the turn), so they skip auto-pipelining: going out at
+ * once instead of a turn later.
+ */
+export const LIMITER_COMMANDS = { 1: "llmproxyLimit1", 2: "llmproxyLimit2" } as const;
+
 export function redisOptions(opts: RedisClientOptions): RedisOptions {
   const cap = opts.maxReconnectDelayMs ?? 2000;
   const tls = opts.url.startsWith("rediss://") ? (opts.tlsCa ? { ca: opts.tlsCa } : {}) : undefined;
@@ -75,6 +82,7 @@ export function redisOptions(opts: RedisClientOptions): RedisOptions {
     protocol: 2,
     // Concurrent admissions from one process share a round trip (same-tick commands go out as one pipeline).
     enableAutoPipelining: true,
+    autoPipeliningIgnoredCommands: Object.values(LIMITER_COMMANDS),
     lazyConnect: false,
     ...(tls ? { tls } : {}),
   };
@@ -125,6 +133,7 @@ export function clusterOptions(opts: RedisClientOptions): ClusterOptions {
     enableReadyCheck: false,
     // Same-tick commands go out as one pipeline per node.
     enableAutoPipelining: true,
+    autoPipeliningIgnoredCommands: Object.values(LIMITER_COMMANDS),
     // CLUSTER SLOTS runs on a fresh connection (with TLS, a handshake): allow it the connect bound, not 1 s.
     slotsRefreshTimeout: opts.connectTimeoutMs ?? 2000,
     // Managed clusters with TLS (ElastiCache, Memorystore) present certificates for their host names: keep the seed's

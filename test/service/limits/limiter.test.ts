@@ -356,6 +356,79 @@ describe("redis limiter storage", () => {
   });
 });
 
+describe("redis limiter batching", () => {
+  function counted(client: Redis): string[] {
+    const named = client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const calls: string[] = [];
+    for (const name of ["llmproxyLimit1", "llmproxyLimit2"]) {
+      const real = named[name]!.bind(client);
+      named[name] = (...a: unknown[]) => {
+        calls.push(String(a[name === "llmproxyLimit1" ? 1 : 2])); // the operation, after the keys
+        return real(...a);
+      };
+    }
+    return calls;
+  }
+
+  it("admissions of one turn on the same scopes are one script call, decided in order as if sent one by one", async () => {
+    const clock = fakeClock();
+    const client = redis.duplicate();
+    const limiter = new RedisRateLimiter({ client, now: clock.now, prefix: `t${id().slice(0, 8)}` });
+    const calls = counted(client);
+    const teamId = id();
+    const keyId = id();
+    const keyBudget = budget({ requestsPerMinute: 3 });
+    const teamBudget = budget({ tokensPerMinute: 1000 });
+    // Five on one key (3 requests a minute), and one on another key of the team (other scopes: a call of its own).
+    const results = await Promise.all([
+      ...[100, 200, 300, 50, 50].map((tokens) =>
+        limiter.admit(req({ keyId, teamId, keyBudget, teamBudget, tokens })),
+      ),
+      limiter.admit(req({ teamId, keyBudget, teamBudget, tokens: 350 })),
+    ]);
+    expect(calls).toEqual(["admit", "admit"]);
+    expect(results.map((r) => r.allowed)).toEqual([true, true, true, false, false, true]);
+    expect(results.slice(0, 3).map((r) => allowed(r).headers["x-ratelimit-remaining-requests"])).toEqual([
+      "2",
+      "1",
+      "0",
+    ]);
+    expect(rejected(results[3]!).budget).toBe("requests_per_minute");
+    // The team's tokens: 100 + 200 + 300 from the first key, then the other key's 350 (the rejected consumed nothing).
+    expect(allowed(results[5]!).headers["x-ratelimit-remaining-tokens"]).toBe("50");
+    await client.quit();
+  });
+
+  it("splits a large turn into calls of at most 32 admissions, with every decision right", async () => {
+    const clock = fakeClock();
+    const client = redis.duplicate();
+    const limiter = new RedisRateLimiter({ client, now: clock.now, prefix: `t${id().slice(0, 8)}` });
+    const calls = counted(client);
+    const keyId = id();
+    const keyBudget = budget({ requestsPerMinute: 50 });
+    const results = await Promise.all(
+      Array.from({ length: 70 }, () => limiter.admit(req({ keyId, keyBudget }))),
+    );
+    expect(calls).toEqual(["admit", "admit", "admit"]);
+    expect(results.filter((r) => r.allowed)).toHaveLength(50);
+    expect(results.findIndex((r) => !r.allowed)).toBe(50);
+    const remaining = results
+      .slice(0, 50)
+      .map((r) => Number(allowed(r).headers["x-ratelimit-remaining-requests"]));
+    expect(remaining).toEqual(Array.from({ length: 50 }, (_, i) => 49 - i));
+    await client.quit();
+  });
+
+  it("a failed call rejects every admission it carried (the resilient wrapper then falls back)", async () => {
+    const client = redis.duplicate();
+    const limiter = new RedisRateLimiter({ client, prefix: `t${id().slice(0, 8)}` });
+    await client.quit();
+    const keyBudget = budget({ requestsPerMinute: 5 });
+    const out = await Promise.allSettled([1, 2, 3].map(() => limiter.admit(req({ keyBudget }))));
+    expect(out.map((r) => r.status)).toEqual(["rejected", "rejected", "rejected"]);
+  });
+});
+
 describe("redis limiter refunds", () => {
   it("refunds of one turn for the same scopes, slot and day go out as one script call, with the exact result", async () => {
     const clock = fakeClock();
