@@ -28,7 +28,10 @@ export interface LoggerOptions {
 
 const BLOCK_BYTES = 4096;
 
-/** stdout, buffered in blocks (see `LoggerOptions.flushMs`). */
+/**
+ * stdout, buffered in blocks (see `LoggerOptions.flushMs`). A warning, an error or a fatal line is written at once,
+ * with everything before it: those are the lines an operator needs now, and the ones a crash must not take along.
+ */
 function blockDestination(flushMs: number): pino.DestinationStream {
   const dest = pino.destination({ dest: 1, sync: true, minLength: BLOCK_BYTES, periodicFlush: flushMs });
   process.once("exit", () => {
@@ -38,7 +41,16 @@ function blockDestination(flushMs: number): pino.DestinationStream {
       // stdout already gone: nothing left to write to
     }
   });
-  return dest;
+  return {
+    write(line: string) {
+      dest.write(line);
+      // Lines start with `{"level":NN`: 40 warn, 50 error, 60 fatal.
+      if (line.charCodeAt(9) >= 52 /* "4" */) dest.flush();
+    },
+    // `logger.flush()` reaches the destination through these.
+    flush: (cb?: (err?: Error) => void) => dest.flush(cb),
+    flushSync: () => dest.flushSync(),
+  } as pino.DestinationStream;
 }
 
 export function createLogger(

@@ -105,7 +105,7 @@ describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
     const { chunks, exited } = child(
       `${setup}
       for (let i = 0; i < 5; i++) line("info", { i });
-      log.warn({ n: 1 }, "a warning");
+      log.info({ n: 1 }, "an info line");
       setTimeout(() => process.exit(0), 1200);`,
     );
     await exited;
@@ -114,11 +114,38 @@ describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
       .trim()
       .split("\n")
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(lines.map((l) => l.i ?? l.msg)).toEqual([0, 1, 2, 3, 4, "a warning"]);
+    expect(lines.map((l) => l.i ?? l.msg)).toEqual([0, 1, 2, 3, 4, "an info line"]);
     expect(lines[0]).toMatchObject({ level: 30, role: "worker", msg: "request finished" });
     // Nothing before the first flush tick; everything in one write at it.
     expect(chunks[0]!.at).toBeGreaterThanOrEqual(250);
     expect(chunks).toHaveLength(1);
+  });
+
+  it("writes a warning or an error at once, with the lines held before it", async () => {
+    const { chunks, exited } = child(
+      `${setup}
+      line("info", { i: 0 });
+      log.debug("not at this level");
+      log.warn({ n: 1 }, "a warning");
+      setTimeout(() => { line("info", { i: 1 }); log.error("an error"); }, 400);
+      setTimeout(() => process.exit(0), 1200);`,
+    );
+    await exited;
+    // The first write comes at once, before the 300 ms tick, and carries the held line and the warning.
+    expect(chunks[0]!.at).toBeLessThan(300);
+    expect(
+      chunks[0]!.text
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).msg),
+    ).toEqual(["request finished", "a warning"]);
+    const all = chunks.map((c) => c.text).join("");
+    expect(
+      all
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).msg),
+    ).toEqual(["request finished", "a warning", "request finished", "an error"]);
   });
 
   it("writes a full block at once, and what is left when the process exits, even at once", async () => {
@@ -138,6 +165,18 @@ describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
     expect(lines).toHaveLength(201);
     expect(lines.at(-1)).toMatchObject({ level: 60, msg: "going down" });
     expect(lines.slice(0, 200).map((l) => l.i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  });
+
+  it("logger.flush() writes what is held at once", async () => {
+    const { chunks, exited } = child(
+      `${setup}
+      line("info", { i: 0 });
+      log.flush();
+      setTimeout(() => process.exit(0), 600);`,
+    );
+    await exited;
+    expect(chunks[0]!.at).toBeLessThan(300);
+    expect(JSON.parse(chunks[0]!.text)).toMatchObject({ i: 0, msg: "request finished" });
   });
 
   it("with flushMs 0 writes every line at once (pino's default)", async () => {
