@@ -290,7 +290,12 @@ export class RedisRateLimiter implements RateLimiter {
   private run(keys: string[], args: Array<string | number>): Promise<number[]> {
     const name = COMMANDS[keys.length as keyof typeof COMMANDS];
     if (!name) return Promise.reject(new Error(`rate limiter: ${keys.length} scopes, expected 1 or 2`));
-    return this.client[name](...keys, ...args);
+    // Never throws: the batch flushes rely on a rejection to settle every caller of a call.
+    try {
+      return this.client[name](...keys, ...args);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
   }
 
   /** Decide an admission; rejects when Redis fails (the resilient wrapper turns that into fail-open/closed). */
