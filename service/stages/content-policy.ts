@@ -40,8 +40,47 @@ export function* messageTexts(m: ChatMessage): Generator<string> {
   }
 }
 
+const ASCII_ONLY = /^[\x00-\x7f]*$/;
+
+export interface BlockedPattern {
+  /** The pattern as configured (unicode mode: case folding catches look-alikes such as "ſ" for "s"). */
+  re: RegExp;
+  /**
+   * The same pattern without the `u` flag, for ASCII-only texts, where it matches exactly the same: V8 runs
+   * case-insensitive unicode patterns with `\b` about 10× slower (1.3 µs against 0.1 µs on a 300-character prompt).
+   * null when the source is not plain ASCII or uses an escape whose meaning depends on `u` (`\u`, `\p`, `\P`).
+   */
+  ascii: RegExp | null;
+}
+
+export function compilePolicy(patterns: readonly RegExp[]): BlockedPattern[] {
+  return patterns.map((re) => {
+    const plain = ASCII_ONLY.test(re.source) && !/\\[upP]/.test(re.source) && re.flags.includes("u");
+    let ascii: RegExp | null = null;
+    if (plain) {
+      try {
+        ascii = new RegExp(re.source, re.flags.replace("u", ""));
+      } catch {
+        ascii = null;
+      }
+    }
+    return { re, ascii };
+  });
+}
+
+/** Whether any pattern matches the text. */
+export function blocks(patterns: readonly BlockedPattern[], text: string): boolean {
+  const ascii = ASCII_ONLY.test(text);
+  for (const p of patterns) {
+    const re = ascii && p.ascii ? p.ascii : p.re;
+    re.lastIndex = 0;
+    if (re.test(text)) return true;
+  }
+  return false;
+}
+
 export function createContentPolicy(deps: { config: Config }): Middleware<ProxyState> {
-  const patterns = deps.config.contentPolicy.blockedPatterns;
+  const patterns = compilePolicy(deps.config.contentPolicy.blockedPatterns);
   return async function contentPolicy(ctx, next) {
     if (patterns.length) {
       const texts: string[] = [];
@@ -50,12 +89,9 @@ export function createContentPolicy(deps: { config: Config }): Middleware<ProxyS
       if (typeof input === "string") texts.push(input);
       else if (Array.isArray(input)) for (const x of input) if (typeof x === "string") texts.push(x);
       for (const text of texts) {
-        for (const re of patterns) {
-          re.lastIndex = 0;
-          if (re.test(text)) {
-            blocked.inc({ route: ctx.state.route });
-            throw new ContentPolicyError();
-          }
+        if (blocks(patterns, text)) {
+          blocked.inc({ route: ctx.state.route });
+          throw new ContentPolicyError();
         }
       }
     }

@@ -14,6 +14,7 @@ import type { Middleware } from "koa";
 import { Counter, Histogram } from "prom-client";
 import type { Config } from "../config";
 import { countTokens } from "../lib/chunking";
+import { blocks, compilePolicy } from "./content-policy";
 import { registry } from "../metrics";
 import type { ProxyState } from "../state";
 import type { ChatMessage } from "../types";
@@ -219,7 +220,7 @@ export interface RagDeps {
 export function createRag(deps: RagDeps): Middleware<ProxyState> {
   const { kb, config, redact } = deps;
   const timeoutMs = deps.timeoutMs ?? 3_000;
-  const blocked = config.contentPolicy.blockedPatterns;
+  const blocked = compilePolicy(config.contentPolicy.blockedPatterns);
 
   async function retrieveOrNothing(
     ctx: { state: ProxyState },
@@ -255,7 +256,7 @@ export function createRag(deps: RagDeps): Middleware<ProxyState> {
     const retrieved = query ? await retrieveOrNothing(ctx, query) : [];
     if (retrieved) {
       const usable = retrieved
-        .filter((c) => !blocked.some((re) => re.test(c.text)))
+        .filter((c) => !blocks(blocked, c.text))
         .map((c) => (redact ? { ...c, heading: redact(c.heading), text: redact(c.text) } : c));
       const block = buildReferenceBlock(usable, config.rag.contextTokens);
       ctx.state.ragChunks = block?.chunks ?? 0;
