@@ -40,6 +40,7 @@ export function* messageTexts(m: ChatMessage): Generator<string> {
   }
 }
 
+// eslint-disable-next-line no-control-regex -- the whole ASCII range, control characters included
 const ASCII_ONLY = /^[\x00-\x7f]*$/;
 
 export interface BlockedPattern {
