@@ -19,9 +19,11 @@ function isoTime(): string {
 export interface LoggerOptions {
   /**
    * Write lines in blocks of at least 4 KiB, and at least every `flushMs` ms (0 = each line at once, pino's default).
-   * Under load one write(2) then carries dozens of lines instead of one each. Blocks are written asynchronously (a
-   * slow reader of stdout never stalls the event loop); what is still buffered is written synchronously when the
-   * process exits (including a fatal error's exit). Only a SIGKILL loses up to `flushMs` of lines.
+   * Under load one write(2) then carries dozens of lines instead of one each. Blocks are written synchronously, on
+   * the event loop: no write in flight on the thread pool, so lines keep their order at exit and a block never
+   * interleaves with another, and a stdout that stops being read pushes back instead of growing a buffer without
+   * bound. What is still buffered is written when the process exits (including a fatal error's exit). Only a
+   * SIGKILL loses up to `flushMs` of lines.
    */
   flushMs?: number;
 }
@@ -33,7 +35,7 @@ const BLOCK_BYTES = 4096;
  * with everything before it: those are the lines an operator needs now, and the ones a crash must not take along.
  */
 function blockDestination(flushMs: number): pino.DestinationStream {
-  const dest = pino.destination({ dest: 1, sync: false, minLength: BLOCK_BYTES, periodicFlush: flushMs });
+  const dest = pino.destination({ dest: 1, sync: true, minLength: BLOCK_BYTES, periodicFlush: flushMs });
   process.once("exit", () => {
     try {
       dest.flushSync();

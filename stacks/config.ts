@@ -222,7 +222,8 @@ export const CONFIG_KEYS = {
   usageRetentionDays: {
     type: "integer",
     default: 0,
-    description: "Delete usage rows older than this many days (USAGE_RETENTION_DAYS); 0 keeps them forever.",
+    description:
+      "Delete usage rows older than this many days (USAGE_RETENTION_DAYS); 0 = not set here (keep forever, unless proxyConfig sets usage.retention_days).",
   },
   rateLimitFailureMode: {
     type: "string",

@@ -27,8 +27,10 @@
  * between pods). Tests pass a fake clock, sent as an argument.
  *
  * Admissions issued in one turn of the event loop for the same scopes go to Redis as one script call in the next,
- * which decides them in order, each as if sent alone (one script runs atomically): under load one round trip and one
- * script run carry several requests instead of one each.
+ * which decides them in the order they were issued, each exactly as if sent alone (one script runs atomically): under
+ * load one round trip and one script run carry several requests instead of one each. Across different keys of one
+ * team (different scope sets, different calls) the order within a turn is the order of the calls, not of the
+ * requests: every budget still holds, but of two requests in the same turn, the later may take a team's last tokens.
  *
  * Refunds (the usual settlement: fewer tokens used than reserved) issued in one turn of the event loop for the same
  * scopes, slot and day are summed and sent as one script call in the next: a refund only lowers that slot's and that

@@ -32,6 +32,11 @@ export interface UsageRetentionArgs {
   firstPassMs?: number;
   /** Rows per DELETE. Default 5 000. */
   batchRows?: number;
+  /**
+   * Pause between two DELETEs, in ms (default 50): a first pass over months of history must not flood the WAL and
+   * the replicas. The pass holds one pool connection (the lock's session) while it runs.
+   */
+  pauseMs?: number;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -53,6 +58,7 @@ export function startUsageRetention(args: UsageRetentionArgs): UsageRetention {
   const { pool, log } = args;
   const intervalMs = args.intervalMs ?? 3_600_000;
   const batchRows = args.batchRows ?? 5_000;
+  const pauseMs = args.pauseMs ?? 50;
   const now = args.now ?? Date.now;
   let stopped = false;
   let running: Promise<PassResult> | null = null;
@@ -75,16 +81,22 @@ export function startUsageRetention(args: UsageRetentionArgs): UsageRetention {
         deleted += n;
         usageRowsExpired.inc(n);
         if (n < batchRows || stopped) break;
+        await new Promise((r) => setTimeout(r, pauseMs));
       }
       if (deleted > 0) {
         log.info({ deleted, before: cutoff.toISOString() }, "usage retention: expired rows deleted");
       }
       return { ran: true, deleted };
     } finally {
+      // A connection whose unlock failed may still hold the lock: destroy it rather than pool it, or no process
+      // could run a pass until the pool recycled it.
+      let unlockFailed: Error | undefined;
       if (locked) {
-        await client.query("SELECT pg_advisory_unlock($1)", [RETENTION_LOCK_KEY]).catch(() => undefined);
+        await client.query("SELECT pg_advisory_unlock($1)", [RETENTION_LOCK_KEY]).catch((error: Error) => {
+          unlockFailed = error;
+        });
       }
-      client.release();
+      client.release(unlockFailed);
     }
   }
 

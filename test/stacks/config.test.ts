@@ -284,7 +284,8 @@ describe("pure decisions", () => {
     expect(pdbSpecFields({ maxUnavailable: 1 })).toEqual({ maxUnavailable: 1 });
     const env = proxyPlainEnv(s, undefined);
     expect(env).toMatchObject({ PORT: "8000", SHUTDOWN_GRACE_SECONDS: "600", REPLICAS: "3", WORKERS: "2" });
-    expect(env.USAGE_RETENTION_DAYS).toBe("0");
+    // 0 (the default) leaves the variable out, so a retention set through proxyConfig's usage.retention_days holds.
+    expect(env.USAGE_RETENTION_DAYS).toBeUndefined();
     const kept = parseStackConfig({ ...AWS, usageRetentionDays: "90" }, awsProvider).proxy;
     expect(proxyPlainEnv(kept, undefined).USAGE_RETENTION_DAYS).toBe("90");
   });

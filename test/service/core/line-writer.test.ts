@@ -175,6 +175,24 @@ describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
     expect(lines.slice(0, 200).map((l) => l.i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
   });
 
+  it("keeps lines in order at exit while the thread pool is busy (no block in flight elsewhere)", async () => {
+    const { chunks, exited } = child(
+      `${setup}
+      const crypto = require("node:crypto");
+      for (let k = 0; k < 4; k++) crypto.pbkdf2("p", "s", 2000000, 32, "sha256", () => {});
+      for (let i = 0; i < 100; i++) line("info", { i, pad: "x".repeat(60) });
+      process.exit(0);`,
+    );
+    await exited;
+    const ids = chunks
+      .map((c) => c.text)
+      .join("")
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { i: number }).i);
+    expect(ids).toEqual(Array.from({ length: 100 }, (_, i) => i));
+  });
+
   it("logger.flush() writes what is held at once", async () => {
     const { chunks, exited } = child(
       `${setup}

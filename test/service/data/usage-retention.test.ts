@@ -46,12 +46,35 @@ describe("usage retention", () => {
     await insertUsageRows(pool, [...old, edge, ...recent]);
     const before = await expired();
 
-    const retention = startUsageRetention({ pool, log, retentionDays: 30, batchRows: 5, now: () => NOW });
+    // Count the DELETE statements the pass sends (the pool and the database are real; only calls are counted).
+    const deletes: number[] = [];
+    const counting = {
+      connect: async () => {
+        const client = await pool.connect();
+        const query = client.query.bind(client) as (...a: unknown[]) => Promise<{ rowCount: number | null }>;
+        (client as unknown as { query: typeof query }).query = async (...a: unknown[]) => {
+          const res = await query(...a);
+          if (String(a[0]).includes("DELETE FROM usage")) deletes.push(res.rowCount ?? 0);
+          return res;
+        };
+        return client;
+      },
+    } as unknown as pg.Pool;
+    const retention = startUsageRetention({
+      pool: counting,
+      log,
+      retentionDays: 30,
+      batchRows: 5,
+      pauseMs: 1,
+      now: () => NOW,
+    });
     try {
       expect(await retention.runOnce()).toEqual({ ran: true, deleted: 23 });
     } finally {
       await retention.stop();
     }
+    // Batches of at most 5: 5 + 5 + 5 + 5 + 3, the last one short, so the pass ends there.
+    expect(deletes).toEqual([5, 5, 5, 5, 3]);
     expect(await ids()).toEqual(new Set([edge, ...recent].map((r) => r.requestId)));
     expect((await expired()) - before).toBe(23);
   });
