@@ -127,6 +127,7 @@ const deploymentSchema = z
         output_per_mtok: z.number().nonnegative().default(0),
         cached_input_per_mtok: z.number().nonnegative().optional(),
         cache_write_input_per_mtok: z.number().nonnegative().optional(),
+        cache_write_1h_input_per_mtok: z.number().nonnegative().optional(),
       })
       .strict()
       .optional(),
@@ -312,6 +313,8 @@ export interface Pricing {
   cachedInput: number;
   /** Prompt tokens written to the provider's prompt cache (defaults to 1.25 × input: Anthropic's 5-minute cache). */
   cacheWriteInput: number;
+  /** Prompt tokens written to a 1-hour prompt cache (defaults to 2 × input: Anthropic's price). */
+  cacheWrite1hInput: number;
 }
 
 export interface Config {
@@ -503,6 +506,7 @@ export function loadConfig(opts: LoadConfigOptions): Config {
           output: m.pricing.output_per_mtok / 1e6,
           cachedInput: (m.pricing.cached_input_per_mtok ?? m.pricing.input_per_mtok) / 1e6,
           cacheWriteInput: (m.pricing.cache_write_input_per_mtok ?? m.pricing.input_per_mtok * 1.25) / 1e6,
+          cacheWrite1hInput: (m.pricing.cache_write_1h_input_per_mtok ?? m.pricing.input_per_mtok * 2) / 1e6,
         }
       : null,
   }));

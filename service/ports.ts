@@ -189,6 +189,8 @@ export interface UsageRow {
   cachedTokens: number;
   /** Of the prompt tokens, how many the provider wrote to its prompt cache (Anthropic; priced higher). */
   cacheWriteTokens: number;
+  /** Of those, the writes to a 1-hour cache (priced higher still). Only for the cost; not a column of its own. */
+  cacheWrite1hTokens?: number;
   /** USD at the served deployment's prices; null when tokens were served but no price is configured. */
   costUsd: number | null;
   latencyMs: number;

@@ -31,13 +31,19 @@ export interface ChunkUsage {
   reasoning: number;
   /** Prompt tokens written to the provider's prompt cache (Anthropic's cache_creation_input_tokens; priced higher). */
   cacheWrite: number;
+  /** Of those, the writes to a 1-hour cache (Anthropic; priced higher still). */
+  cacheWrite1h: number;
 }
 
 /** A chat usage object (of a completion or of a stream's usage chunk) in the walker's terms. */
 export function chatUsage(u: Usage | null | undefined): ChunkUsage {
   const details = u as
     | {
-        prompt_tokens_details?: { cached_tokens?: number; cache_write_tokens?: number } | null;
+        prompt_tokens_details?: {
+          cached_tokens?: number;
+          cache_write_tokens?: number;
+          cache_write_1h_tokens?: number;
+        } | null;
         completion_tokens_details?: { reasoning_tokens?: number } | null;
       }
     | null
@@ -48,6 +54,7 @@ export function chatUsage(u: Usage | null | undefined): ChunkUsage {
     cached: details?.prompt_tokens_details?.cached_tokens ?? 0,
     reasoning: details?.completion_tokens_details?.reasoning_tokens ?? 0,
     cacheWrite: details?.prompt_tokens_details?.cache_write_tokens ?? 0,
+    cacheWrite1h: details?.prompt_tokens_details?.cache_write_1h_tokens ?? 0,
   };
 }
 

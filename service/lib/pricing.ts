@@ -18,7 +18,12 @@ import type { UsageRow } from "../ports";
 export function costUsd(
   usage: Pick<
     UsageRow,
-    "promptTokens" | "completionTokens" | "cachedTokens" | "cacheWriteTokens" | "cacheHit"
+    | "promptTokens"
+    | "completionTokens"
+    | "cachedTokens"
+    | "cacheWriteTokens"
+    | "cacheWrite1hTokens"
+    | "cacheHit"
   >,
   served: { pricing: Pricing | null } | undefined,
 ): number | null {
@@ -27,10 +32,12 @@ export function costUsd(
   if (!pricing || usage.promptTokens + usage.completionTokens === 0) return null;
   const cached = Math.min(Math.max(usage.cachedTokens, 0), usage.promptTokens);
   const written = Math.min(Math.max(usage.cacheWriteTokens ?? 0, 0), usage.promptTokens - cached);
+  const hour = Math.min(Math.max(usage.cacheWrite1hTokens ?? 0, 0), written);
   return (
     (usage.promptTokens - cached - written) * pricing.input +
     cached * pricing.cachedInput +
-    written * pricing.cacheWriteInput +
+    (written - hour) * pricing.cacheWriteInput +
+    hour * pricing.cacheWrite1hInput +
     usage.completionTokens * pricing.output
   );
 }

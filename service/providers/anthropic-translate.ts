@@ -202,6 +202,11 @@ interface AnthropicUsage {
   output_tokens?: number;
   cache_creation_input_tokens?: number | null;
   cache_read_input_tokens?: number | null;
+  /** The cache writes by lifetime: 1-hour writes are billed at 2 × input, 5-minute ones at 1.25 ×. */
+  cache_creation?: {
+    ephemeral_5m_input_tokens?: number | null;
+    ephemeral_1h_input_tokens?: number | null;
+  } | null;
 }
 
 export interface AnthropicMessage {
@@ -232,9 +237,11 @@ function mergeUsage(into: AnthropicUsage, from: AnthropicUsage | undefined): voi
   for (const [k, v] of Object.entries(from ?? {})) {
     if (typeof v === "number") (into as Record<string, number>)[k] = v;
   }
+  if (from?.cache_creation) into.cache_creation = { ...into.cache_creation, ...from.cache_creation };
 }
 
 function usageOf(u: AnthropicUsage): Usage {
+  const oneHour = u.cache_creation?.ephemeral_1h_input_tokens ?? 0;
   const prompt =
     (u.input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0) + (u.cache_read_input_tokens ?? 0);
   const completion = u.output_tokens ?? 0;
@@ -247,6 +254,8 @@ function usageOf(u: AnthropicUsage): Usage {
     prompt_tokens_details: {
       cached_tokens: u.cache_read_input_tokens ?? 0,
       cache_write_tokens: u.cache_creation_input_tokens ?? 0,
+      // Only when there are any (a field of ours, not OpenAI's): the 1-hour part of the writes, priced higher.
+      ...(oneHour > 0 ? { cache_write_1h_tokens: oneHour } : {}),
     },
   };
 }

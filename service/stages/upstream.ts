@@ -44,6 +44,7 @@ async function* meter(
       const u = chatUsage(chunk.usage);
       usage.cachedTokens = u.cached;
       usage.cacheWriteTokens = u.cacheWrite;
+      usage.cacheWrite1hTokens = u.cacheWrite1h;
     }
     yield chunk;
   }
@@ -132,6 +133,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
       const u = chatUsage(body.usage);
       usage.cachedTokens = u.cached;
       usage.cacheWriteTokens = u.cacheWrite;
+      usage.cacheWrite1hTokens = u.cacheWrite1h;
       ctx.state.result = { kind: "json", body };
       return;
     }

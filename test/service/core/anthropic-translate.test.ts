@@ -95,6 +95,39 @@ describe("Anthropic translation details", () => {
     });
   });
 
+  it("a stream's 1-hour cache writes (message_start's cache_creation) survive message_delta's nulls", () => {
+    const t = createStreamTranslator();
+    const chunks = [
+      {
+        type: "message_start",
+        message: {
+          id: "m",
+          model: "m",
+          usage: {
+            input_tokens: 10,
+            cache_creation_input_tokens: 300,
+            cache_creation: { ephemeral_5m_input_tokens: 100, ephemeral_1h_input_tokens: 200 },
+          },
+        },
+      },
+      { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+      { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "ok" } },
+      { type: "content_block_stop", index: 0 },
+      {
+        type: "message_delta",
+        delta: { stop_reason: "end_turn" },
+        usage: { input_tokens: null, cache_creation_input_tokens: null, output_tokens: 5 },
+      },
+      { type: "message_stop" },
+    ].flatMap((e) => t.push(e));
+    expect(chunks.at(-1)!.usage).toEqual({
+      prompt_tokens: 310,
+      completion_tokens: 5,
+      total_tokens: 315,
+      prompt_tokens_details: { cached_tokens: 0, cache_write_tokens: 300, cache_write_1h_tokens: 200 },
+    });
+  });
+
   it("no tool_choice without tools, none stays plain none, empty text and empty turns are left out", () => {
     const user = { role: "user", content: "x" };
     expect(

@@ -201,7 +201,13 @@ describe("cost per request", () => {
 });
 
 describe("pricing rules", () => {
-  const pricing = { input: 2e-6, output: 8e-6, cachedInput: 5e-7, cacheWriteInput: 2.5e-6 };
+  const pricing = {
+    input: 2e-6,
+    output: 8e-6,
+    cachedInput: 5e-7,
+    cacheWriteInput: 2.5e-6,
+    cacheWrite1hInput: 4e-6,
+  };
 
   it("cached tokens never exceed the prompt and never price below zero", () => {
     const base = { promptTokens: 100, completionTokens: 10, cacheHit: false, cacheWriteTokens: 0 };
@@ -237,6 +243,13 @@ describe("pricing rules", () => {
       80 * 5e-7 + 20 * 2.5e-6 + 10 * 8e-6,
       15,
     );
+    // 1-hour writes, a part of the writes, at their own price; never more than the writes.
+    expect(
+      costUsd({ ...base, cachedTokens: 30, cacheWriteTokens: 50, cacheWrite1hTokens: 20 }, served),
+    ).toBeCloseTo(20 * 2e-6 + 30 * 5e-7 + 30 * 2.5e-6 + 20 * 4e-6 + 10 * 8e-6, 15);
+    expect(
+      costUsd({ ...base, cachedTokens: 0, cacheWriteTokens: 10, cacheWrite1hTokens: 99 }, served),
+    ).toBeCloseTo(90 * 2e-6 + 10 * 4e-6 + 10 * 8e-6, 15);
     expect(costUsd({ ...base, cachedTokens: 0, cacheWriteTokens: -3 }, served)).toBeCloseTo(
       100 * 2e-6 + 10 * 8e-6,
       15,
@@ -254,6 +267,10 @@ describe("pricing rules", () => {
       ].join("\n");
     const price = (p: string) => loadConfig({ env, fileText: fileText(p) }).models[0]!.pricing!;
     expect(price("{ input_per_mtok: 3, output_per_mtok: 15 }").cacheWriteInput).toBeCloseTo(3.75e-6, 15);
+    expect(price("{ input_per_mtok: 3, output_per_mtok: 15 }").cacheWrite1hInput).toBeCloseTo(6e-6, 15);
+    expect(
+      price("{ input_per_mtok: 3, output_per_mtok: 15, cache_write_1h_input_per_mtok: 7 }").cacheWrite1hInput,
+    ).toBeCloseTo(7e-6, 15);
     expect(
       price("{ input_per_mtok: 3, output_per_mtok: 15, cache_write_input_per_mtok: 6 }").cacheWriteInput,
     ).toBeCloseTo(6e-6, 15);
@@ -277,6 +294,26 @@ describe("pricing rules", () => {
     expect(chat.usage).toMatchObject({
       prompt_tokens: 1510,
       prompt_tokens_details: { cached_tokens: 0, cache_write_tokens: 1500 },
+    });
+    expect(chat.usage!.prompt_tokens_details).not.toHaveProperty("cache_write_1h_tokens");
+    const hour = fromAnthropicMessage({
+      id: "msg_2",
+      type: "message",
+      role: "assistant",
+      model: "claude",
+      content: [{ type: "text", text: "hi" }],
+      stop_reason: "end_turn",
+      usage: {
+        input_tokens: 10,
+        cache_creation_input_tokens: 1500,
+        cache_creation: { ephemeral_5m_input_tokens: 1000, ephemeral_1h_input_tokens: 500 },
+        output_tokens: 3,
+      },
+    } as never);
+    expect(hour.usage!.prompt_tokens_details).toEqual({
+      cached_tokens: 0,
+      cache_write_tokens: 1500,
+      cache_write_1h_tokens: 500,
     });
   });
 
