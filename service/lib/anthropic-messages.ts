@@ -211,14 +211,25 @@ export function chatToMessage(completion: ChatCompletion, model: string): Record
  * Anthropic counts prompt-cache reads and writes apart from input_tokens (OpenAI counts them inside prompt_tokens),
  * and clients such as Claude Code price each part on its own.
  */
-function messagesUsage(u: { input: number; output: number; cached: number; cacheWrite: number }) {
+function messagesUsage(u: {
+  input: number;
+  output: number;
+  cached: number;
+  cacheWrite: number;
+  cacheWrite1h: number;
+}) {
   const cached = Math.min(u.cached, u.input);
   const written = Math.min(u.cacheWrite, u.input - cached);
+  const hour = Math.min(u.cacheWrite1h, written);
   return {
     input_tokens: u.input - cached - written,
     output_tokens: u.output,
     cache_read_input_tokens: cached,
     cache_creation_input_tokens: written,
+    // The writes by lifetime, as Anthropic reports them, when the provider said (1-hour writes cost more).
+    ...(hour > 0
+      ? { cache_creation: { ephemeral_5m_input_tokens: written - hour, ephemeral_1h_input_tokens: hour } }
+      : {}),
   };
 }
 
@@ -235,6 +246,7 @@ export function createMessageStream(model: string, promptTokensEstimate = 0): Me
     output_tokens: number;
     cache_read_input_tokens?: number;
     cache_creation_input_tokens?: number;
+    cache_creation?: { ephemeral_5m_input_tokens: number; ephemeral_1h_input_tokens: number };
   } = {
     input_tokens: promptTokensEstimate,
     output_tokens: 0,

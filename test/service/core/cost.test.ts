@@ -357,6 +357,29 @@ describe("pricing rules", () => {
     });
   });
 
+  it("gives /v1/messages clients the 1-hour part of the writes as Anthropic does, when there is one", () => {
+    const completion = {
+      id: "c",
+      object: "chat.completion",
+      created: 0,
+      model: "m",
+      choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+      usage: {
+        prompt_tokens: 2000,
+        completion_tokens: 100,
+        total_tokens: 2100,
+        prompt_tokens_details: { cached_tokens: 300, cache_write_tokens: 1500, cache_write_1h_tokens: 1000 },
+      },
+    };
+    expect(chatToMessage(completion as never, "m").usage).toEqual({
+      input_tokens: 200,
+      output_tokens: 100,
+      cache_read_input_tokens: 300,
+      cache_creation_input_tokens: 1500,
+      cache_creation: { ephemeral_5m_input_tokens: 500, ephemeral_1h_input_tokens: 1000 },
+    });
+  });
+
   it("reads Anthropic's prompt-cache reads as cached prompt tokens", () => {
     const chat = fromAnthropicMessage({
       id: "msg_1",
