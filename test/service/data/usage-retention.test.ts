@@ -49,15 +49,17 @@ describe("usage retention", () => {
     // Count the DELETE statements the pass sends (the pool and the database are real; only calls are counted).
     const deletes: number[] = [];
     const counting = {
+      // A facade over a real pooled client: counts the DELETEs, leaves the pool's client untouched.
       connect: async () => {
         const client = await pool.connect();
-        const query = client.query.bind(client) as (...a: unknown[]) => Promise<{ rowCount: number | null }>;
-        (client as unknown as { query: typeof query }).query = async (...a: unknown[]) => {
-          const res = await query(...a);
-          if (String(a[0]).includes("DELETE FROM usage")) deletes.push(res.rowCount ?? 0);
-          return res;
+        return {
+          query: async (text: string, values?: unknown[]) => {
+            const res = await client.query(text, values);
+            if (text.includes("DELETE FROM usage")) deletes.push(res.rowCount ?? 0);
+            return res;
+          },
+          release: (error?: Error | boolean) => client.release(error),
         };
-        return client;
       },
     } as unknown as pg.Pool;
     const retention = startUsageRetention({
