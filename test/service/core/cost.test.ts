@@ -200,6 +200,36 @@ describe("cost per request", () => {
   });
 });
 
+/** A chat completion of 2,000 prompt tokens (these details) and 100 completion tokens, for the /v1/messages side. */
+function completionWith(details: Record<string, number>) {
+  return {
+    id: "c",
+    object: "chat.completion",
+    created: 0,
+    model: "m",
+    choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+    usage: {
+      prompt_tokens: 2000,
+      completion_tokens: 100,
+      total_tokens: 2100,
+      prompt_tokens_details: details,
+    },
+  };
+}
+
+/** An Anthropic message answering "hi" with this usage. */
+function anthropicMessage(id: string, usage: Record<string, unknown>) {
+  return fromAnthropicMessage({
+    id,
+    type: "message",
+    role: "assistant",
+    model: "claude",
+    content: [{ type: "text", text: "hi" }],
+    stop_reason: "end_turn",
+    usage,
+  } as never);
+}
+
 describe("pricing rules", () => {
   const pricing = {
     input: 2e-6,
@@ -277,39 +307,23 @@ describe("pricing rules", () => {
   });
 
   it("reads Anthropic's prompt-cache writes as cache-write prompt tokens", () => {
-    const chat = fromAnthropicMessage({
-      id: "msg_1",
-      type: "message",
-      role: "assistant",
-      model: "claude",
-      content: [{ type: "text", text: "hi" }],
-      stop_reason: "end_turn",
-      usage: {
-        input_tokens: 10,
-        cache_read_input_tokens: 0,
-        cache_creation_input_tokens: 1500,
-        output_tokens: 3,
-      },
-    } as never);
+    const chat = anthropicMessage("msg_1", {
+      input_tokens: 10,
+      cache_read_input_tokens: 0,
+      cache_creation_input_tokens: 1500,
+      output_tokens: 3,
+    });
     expect(chat.usage).toMatchObject({
       prompt_tokens: 1510,
       prompt_tokens_details: { cached_tokens: 0, cache_write_tokens: 1500 },
     });
     expect(chat.usage!.prompt_tokens_details).not.toHaveProperty("cache_write_1h_tokens");
-    const hour = fromAnthropicMessage({
-      id: "msg_2",
-      type: "message",
-      role: "assistant",
-      model: "claude",
-      content: [{ type: "text", text: "hi" }],
-      stop_reason: "end_turn",
-      usage: {
-        input_tokens: 10,
-        cache_creation_input_tokens: 1500,
-        cache_creation: { ephemeral_5m_input_tokens: 1000, ephemeral_1h_input_tokens: 500 },
-        output_tokens: 3,
-      },
-    } as never);
+    const hour = anthropicMessage("msg_2", {
+      input_tokens: 10,
+      cache_creation_input_tokens: 1500,
+      cache_creation: { ephemeral_5m_input_tokens: 1000, ephemeral_1h_input_tokens: 500 },
+      output_tokens: 3,
+    });
     expect(hour.usage!.prompt_tokens_details).toEqual({
       cached_tokens: 0,
       cache_write_tokens: 1500,
@@ -318,19 +332,7 @@ describe("pricing rules", () => {
   });
 
   it("gives /v1/messages clients reads and writes apart from input_tokens, as Anthropic reports them", () => {
-    const completion = {
-      id: "c",
-      object: "chat.completion",
-      created: 0,
-      model: "m",
-      choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
-      usage: {
-        prompt_tokens: 2000,
-        completion_tokens: 100,
-        total_tokens: 2100,
-        prompt_tokens_details: { cached_tokens: 300, cache_write_tokens: 1500 },
-      },
-    };
+    const completion = completionWith({ cached_tokens: 300, cache_write_tokens: 1500 });
     expect(chatToMessage(completion as never, "m").usage).toEqual({
       input_tokens: 200,
       output_tokens: 100,
@@ -358,19 +360,11 @@ describe("pricing rules", () => {
   });
 
   it("gives /v1/messages clients the 1-hour part of the writes as Anthropic does, when there is one", () => {
-    const completion = {
-      id: "c",
-      object: "chat.completion",
-      created: 0,
-      model: "m",
-      choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
-      usage: {
-        prompt_tokens: 2000,
-        completion_tokens: 100,
-        total_tokens: 2100,
-        prompt_tokens_details: { cached_tokens: 300, cache_write_tokens: 1500, cache_write_1h_tokens: 1000 },
-      },
-    };
+    const completion = completionWith({
+      cached_tokens: 300,
+      cache_write_tokens: 1500,
+      cache_write_1h_tokens: 1000,
+    });
     expect(chatToMessage(completion as never, "m").usage).toEqual({
       input_tokens: 200,
       output_tokens: 100,
@@ -381,20 +375,12 @@ describe("pricing rules", () => {
   });
 
   it("reads Anthropic's prompt-cache reads as cached prompt tokens", () => {
-    const chat = fromAnthropicMessage({
-      id: "msg_1",
-      type: "message",
-      role: "assistant",
-      model: "claude",
-      content: [{ type: "text", text: "hi" }],
-      stop_reason: "end_turn",
-      usage: {
-        input_tokens: 10,
-        cache_read_input_tokens: 90,
-        cache_creation_input_tokens: 0,
-        output_tokens: 3,
-      },
-    } as never);
+    const chat = anthropicMessage("msg_1", {
+      input_tokens: 10,
+      cache_read_input_tokens: 90,
+      cache_creation_input_tokens: 0,
+      output_tokens: 3,
+    });
     expect(chat.usage).toMatchObject({ prompt_tokens: 100, prompt_tokens_details: { cached_tokens: 90 } });
   });
 

@@ -356,25 +356,29 @@ describe("redis limiter storage", () => {
   });
 });
 
-describe("redis limiter batching", () => {
-  function counted(client: Redis): string[] {
-    const named = client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
-    const calls: string[] = [];
-    for (const name of ["llmproxyLimit1", "llmproxyLimit2"]) {
-      const real = named[name]!.bind(client);
-      named[name] = (...a: unknown[]) => {
-        calls.push(String(a[name === "llmproxyLimit1" ? 1 : 2])); // the operation, after the keys
-        return real(...a);
-      };
-    }
-    return calls;
+/**
+ * The operations ("admit", "adjust") of the script calls a limiter makes on `client`, in order: the client and Redis
+ * are real, only the calls are counted. Call after the limiter is constructed (it defines the commands).
+ */
+function countScriptCalls(client: Redis): string[] {
+  const named = client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const calls: string[] = [];
+  for (const name of ["llmproxyLimit1", "llmproxyLimit2"]) {
+    const real = named[name]!.bind(client);
+    named[name] = (...a: unknown[]) => {
+      calls.push(String(a[name === "llmproxyLimit1" ? 1 : 2])); // the operation, after the keys
+      return real(...a);
+    };
   }
+  return calls;
+}
 
+describe("redis limiter batching", () => {
   it("admissions of one turn on the same scopes are one script call, decided in order as if sent one by one", async () => {
     const clock = fakeClock();
     const client = redis.duplicate();
     const limiter = new RedisRateLimiter({ client, now: clock.now, prefix: `t${id().slice(0, 8)}` });
-    const calls = counted(client);
+    const calls = countScriptCalls(client);
     const teamId = id();
     const keyId = id();
     const keyBudget = budget({ requestsPerMinute: 3 });
@@ -403,7 +407,7 @@ describe("redis limiter batching", () => {
     const clock = fakeClock();
     const client = redis.duplicate();
     const limiter = new RedisRateLimiter({ client, now: clock.now, prefix: `t${id().slice(0, 8)}` });
-    const calls = counted(client);
+    const calls = countScriptCalls(client);
     const keyId = id();
     const keyBudget = budget({ requestsPerMinute: 50 });
     const results = await Promise.all(
@@ -435,16 +439,7 @@ describe("redis limiter refunds", () => {
     const client = redis.duplicate();
     const prefix = `t${id().slice(0, 8)}`;
     const limiter = new RedisRateLimiter({ client, now: clock.now, prefix });
-    // Count the script calls this limiter makes (the client is real; only the calls are counted).
-    const named = client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
-    const calls: string[] = [];
-    for (const name of ["llmproxyLimit1", "llmproxyLimit2"]) {
-      const real = named[name]!.bind(client);
-      named[name] = (...a: unknown[]) => {
-        calls.push(String(a[name === "llmproxyLimit1" ? 1 : 2])); // the operation, after the keys
-        return real(...a);
-      };
-    }
+    const calls = countScriptCalls(client);
     const teamId = id();
     const keyA = id();
     const keyBudget = budget({ tokensPerMinute: 10_000, tokensPerDay: 100_000 });
