@@ -4,24 +4,10 @@
  * insert landing on a random page of an index that soon outgrows memory (v4), which would multiply PostgreSQL's
  * page reads and WAL as the table reaches billions of rows.
  */
-import crypto from "node:crypto";
+import { randomHex } from "./random-hex";
 
-const POOL_BYTES = 4096;
 const HEX_PER_ID = 19; // 3 (rand_a) + 1 (variant nibble source) + 3 + 12
 const VARIANT = ["8", "9", "a", "b"];
-let pool = "";
-let offset = 0;
-
-/** Random hex, drawn from a pooled buffer: one `randomBytes` call per ~200 ids. */
-function randomHex(n: number): string {
-  if (offset + n > pool.length) {
-    pool = crypto.randomBytes(POOL_BYTES).toString("hex");
-    offset = 0;
-  }
-  const out = pool.slice(offset, offset + n);
-  offset += n;
-  return out;
-}
 
 export function uuidv7(now: number = Date.now()): string {
   const ts = Math.floor(now).toString(16).padStart(12, "0").slice(-12);

@@ -1,5 +1,5 @@
 // Per-request scrub state: value ↔ placeholder maps, entity counts, and the streaming restorer.
-import { randomFillSync } from "node:crypto";
+import { randomHex } from "../random-hex";
 import { PII_ENTITIES, type PiiCounts, type PiiEntity, type Span } from "./types";
 
 /** Every reversible placeholder: `<<PII_<ENTITY>_<32 lowercase hex>>>`. */
@@ -127,19 +127,6 @@ export class PlaceholderMap implements Restorer {
   }
 }
 
-/** 128 random bits as 32 hex digits, cut from a pooled CSPRNG block (one getrandom per 256 placeholders). */
-const entropy = Buffer.allocUnsafe(4096);
-let entropyAt = entropy.length;
-function randomHex128(): string {
-  if (entropyAt + 16 > entropy.length) {
-    randomFillSync(entropy);
-    entropyAt = 0;
-  }
-  const hex = entropy.toString("hex", entropyAt, entropyAt + 16);
-  entropyAt += 16;
-  return hex;
-}
-
 export class Session implements PiiSession {
   private readonly byValue = new Map<string, string>();
   private readonly byPlaceholder = new PlaceholderMap();
@@ -175,7 +162,7 @@ export class Session implements PiiSession {
     const key = entity + "\u0000" + value;
     let ph = this.byValue.get(key);
     if (ph === undefined) {
-      ph = `<<PII_${entity}_${randomHex128()}>>`;
+      ph = `<<PII_${entity}_${randomHex(32)}>>`;
       this.byValue.set(key, ph);
       this.byPlaceholder.set(ph, value);
     }
