@@ -16,7 +16,7 @@ import type { UsageRow } from "../ports";
 import { ProviderFailure } from "../providers/errors";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
-import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse } from "../types";
+import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse, Usage } from "../types";
 
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 2_000;
@@ -32,6 +32,14 @@ export interface UpstreamDeps {
   providers: ProviderRegistry;
 }
 
+/** The provider's prompt-cache reads and writes (a part of the prompt tokens), onto the usage row. */
+function recordPromptCache(usage: UsageRow, reported: Usage | null | undefined): void {
+  const u = chatUsage(reported);
+  usage.cachedTokens = u.cached;
+  usage.cacheWriteTokens = u.cacheWrite;
+  usage.cacheWrite1hTokens = u.cacheWrite1h;
+}
+
 /** Record the provider's usage as the chunks flow past. */
 async function* meter(
   chunks: AsyncIterable<ChatCompletionChunk>,
@@ -41,10 +49,7 @@ async function* meter(
     if (chunk.usage) {
       usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
       usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
-      const u = chatUsage(chunk.usage);
-      usage.cachedTokens = u.cached;
-      usage.cacheWriteTokens = u.cacheWrite;
-      usage.cacheWrite1hTokens = u.cacheWrite1h;
+      recordPromptCache(usage, chunk.usage);
     }
     yield chunk;
   }
@@ -130,10 +135,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
       const body = result.body as ChatCompletion;
       usage.promptTokens = body.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
       usage.completionTokens = body.usage?.completion_tokens ?? 0;
-      const u = chatUsage(body.usage);
-      usage.cachedTokens = u.cached;
-      usage.cacheWriteTokens = u.cacheWrite;
-      usage.cacheWrite1hTokens = u.cacheWrite1h;
+      recordPromptCache(usage, body.usage);
       ctx.state.result = { kind: "json", body };
       return;
     }
