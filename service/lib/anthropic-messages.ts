@@ -15,6 +15,7 @@
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
 import { chatUsage, walkChunks, type ChunkWalker } from "./chunk-blocks";
+import { promptParts } from "./pricing";
 import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
 
 type Block = { type: string; [k: string]: unknown };
@@ -218,17 +219,15 @@ function messagesUsage(u: {
   cacheWrite: number;
   cacheWrite1h: number;
 }) {
-  const cached = Math.min(u.cached, u.input);
-  const written = Math.min(u.cacheWrite, u.input - cached);
-  const hour = Math.min(u.cacheWrite1h, written);
+  const { plain, read, write, hour } = promptParts(u.input, u.cached, u.cacheWrite, u.cacheWrite1h);
   return {
-    input_tokens: u.input - cached - written,
+    input_tokens: plain,
     output_tokens: u.output,
-    cache_read_input_tokens: cached,
-    cache_creation_input_tokens: written,
+    cache_read_input_tokens: read,
+    cache_creation_input_tokens: write,
     // The writes by lifetime, as Anthropic reports them, when the provider said (1-hour writes cost more).
     ...(hour > 0
-      ? { cache_creation: { ephemeral_5m_input_tokens: written - hour, ephemeral_1h_input_tokens: hour } }
+      ? { cache_creation: { ephemeral_5m_input_tokens: write - hour, ephemeral_1h_input_tokens: hour } }
       : {}),
   };
 }

@@ -10,6 +10,18 @@ import type { Pricing } from "../config";
 import type { UsageRow } from "../ports";
 
 /**
+ * Prompt tokens split into the parts a provider prices apart: read from its prompt cache, written to it (of those,
+ * written to a 1-hour cache) and the rest. Each part stays within what the prompt has left (reads first) and at 0 or
+ * more, whatever the provider reported.
+ */
+export function promptParts(prompt: number, cached: number, written: number, written1h: number) {
+  const read = Math.min(Math.max(cached, 0), prompt);
+  const write = Math.min(Math.max(written, 0), prompt - read);
+  const hour = Math.min(Math.max(written1h, 0), write);
+  return { plain: prompt - read - write, read, write, hour };
+}
+
+/**
  * USD for a request that `served` (the deployment that answered; absent when no provider answered) handled.
  * 0 when no provider answered (rejected, failed before an answer) or for a cache hit. null — unknown, never a
  * made-up 0 — when the deployment has no price, or when it answered but its usage never arrived (a stream cut before
@@ -30,14 +42,17 @@ export function costUsd(
   if (usage.cacheHit || !served) return 0;
   const pricing = served.pricing;
   if (!pricing || usage.promptTokens + usage.completionTokens === 0) return null;
-  const cached = Math.min(Math.max(usage.cachedTokens, 0), usage.promptTokens);
-  const written = Math.min(Math.max(usage.cacheWriteTokens ?? 0, 0), usage.promptTokens - cached);
-  const hour = Math.min(Math.max(usage.cacheWrite1hTokens ?? 0, 0), written);
+  const p = promptParts(
+    usage.promptTokens,
+    usage.cachedTokens,
+    usage.cacheWriteTokens ?? 0,
+    usage.cacheWrite1hTokens ?? 0,
+  );
   return (
-    (usage.promptTokens - cached - written) * pricing.input +
-    cached * pricing.cachedInput +
-    (written - hour) * pricing.cacheWriteInput +
-    hour * pricing.cacheWrite1hInput +
+    p.plain * pricing.input +
+    p.read * pricing.cachedInput +
+    (p.write - p.hour) * pricing.cacheWriteInput +
+    p.hour * pricing.cacheWrite1hInput +
     usage.completionTokens * pricing.output
   );
 }
