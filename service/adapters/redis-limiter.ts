@@ -250,6 +250,29 @@ const MAX_BATCH = 32;
 
 const budgetArg = (v: number | null) => (v === null ? -1 : v);
 
+/**
+ * Entries gathered during one turn of the event loop, one per id, handed to `flush` together in the next (the first
+ * entry of a turn schedules it). Returns the entry for `id`, made by `create` when the turn has none yet.
+ */
+function perTurn<E>(flush: (entries: E[]) => void): (id: string, create: () => E) => E {
+  let pending = new Map<string, E>();
+  return (id, create) => {
+    if (pending.size === 0) {
+      setImmediate(() => {
+        const entries = [...pending.values()];
+        pending = new Map();
+        flush(entries);
+      });
+    }
+    let entry = pending.get(id);
+    if (!entry) {
+      entry = create();
+      pending.set(id, entry);
+    }
+    return entry;
+  };
+}
+
 interface PendingAdmissions {
   keys: string[];
   clock: string;
@@ -270,10 +293,10 @@ export class RedisRateLimiter implements RateLimiter {
   private readonly client: RedisClient & LimitCommands;
   private readonly prefix: string;
   private readonly now: (() => number) | null;
-  /** Refunds of this turn of the event loop, by scopes + slot + day (see the header comment). */
-  private refunds = new Map<string, PendingRefund>();
   /** Admissions of this turn of the event loop, by scopes + clock (see the header comment). */
-  private admissions = new Map<string, PendingAdmissions>();
+  private readonly admissions = perTurn<PendingAdmissions>((batch) => this.sendAdmissions(batch));
+  /** Refunds of this turn of the event loop, by scopes + slot + day (see the header comment). */
+  private readonly refunds = perTurn<PendingRefund>((batch) => this.sendRefunds(batch));
 
   constructor(opts: RedisLimiterOptions) {
     for (const [numberOfKeys, name] of Object.entries(COMMANDS)) {
@@ -347,22 +370,18 @@ export class RedisRateLimiter implements RateLimiter {
 
   /** One admission's decision, sent with the other admissions of this turn on the same scopes. */
   private decide(keys: string[], clock: string, args: Array<string | number>): Promise<number[]> {
-    if (this.admissions.size === 0) setImmediate(() => this.flushAdmissions());
-    const id = `${keys.join(" ")} ${clock}`;
-    let pending = this.admissions.get(id);
-    if (!pending) {
-      pending = { keys, clock, args: [], settle: [] };
-      this.admissions.set(id, pending);
-    }
+    const pending = this.admissions(`${keys.join(" ")} ${clock}`, () => ({
+      keys,
+      clock,
+      args: [],
+      settle: [],
+    }));
     for (const a of args) pending.args.push(a);
-    const settle = pending.settle;
-    return new Promise((resolve, reject) => settle.push({ resolve, reject }));
+    return new Promise((resolve, reject) => pending.settle.push({ resolve, reject }));
   }
 
-  private flushAdmissions(): void {
-    const batch = this.admissions;
-    this.admissions = new Map();
-    for (const a of batch.values()) {
+  private sendAdmissions(batch: PendingAdmissions[]): void {
+    for (const a of batch) {
       const stride = a.args.length / a.settle.length;
       for (let first = 0; first < a.settle.length; first += MAX_BATCH) {
         const settle = a.settle.slice(first, first + MAX_BATCH);
@@ -384,22 +403,19 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   private refund(keys: string[], slot: number, day: number, tokens: number): Promise<void> {
-    if (this.refunds.size === 0) setImmediate(() => this.flushRefunds());
-    const id = `${keys.join(" ")} ${slot} ${day}`;
-    let pending = this.refunds.get(id);
-    if (!pending) {
-      pending = { keys, slot, day, tokens: 0, settle: [] };
-      this.refunds.set(id, pending);
-    }
+    const pending = this.refunds(`${keys.join(" ")} ${slot} ${day}`, () => ({
+      keys,
+      slot,
+      day,
+      tokens: 0,
+      settle: [],
+    }));
     pending.tokens += tokens;
-    const settle = pending.settle;
-    return new Promise((resolve, reject) => settle.push({ resolve, reject }));
+    return new Promise((resolve, reject) => pending.settle.push({ resolve, reject }));
   }
 
-  private flushRefunds(): void {
-    const batch = this.refunds;
-    this.refunds = new Map();
-    for (const r of batch.values()) {
+  private sendRefunds(batch: PendingRefund[]): void {
+    for (const r of batch) {
       this.run(r.keys, ["adjust", "", r.slot, r.day, -r.tokens]).then(
         () => r.settle.forEach((s) => s.resolve()),
         (error: unknown) => r.settle.forEach((s) => s.reject(error)),
