@@ -57,6 +57,7 @@ DELETE FROM usage WHERE request_id IN (
 export function startUsageRetention(args: UsageRetentionArgs): UsageRetention {
   const { pool, log } = args;
   const intervalMs = args.intervalMs ?? 3_600_000;
+  const firstPassMs = args.firstPassMs ?? 60_000;
   const batchRows = args.batchRows ?? 5_000;
   const pauseMs = args.pauseMs ?? 50;
   const now = args.now ?? Date.now;
@@ -108,7 +109,6 @@ export function startUsageRetention(args: UsageRetentionArgs): UsageRetention {
   // The first pass soon after start, so that frequent restarts (deploys) do not keep postponing it.
   function schedule(first = false): void {
     if (stopped) return;
-    const firstPassMs = args.firstPassMs ?? 60_000;
     const delay = first ? firstPassMs * (1 + Math.random()) : intervalMs * (0.9 + Math.random() * 0.2);
     timer = setTimeout(() => {
       runOnce()

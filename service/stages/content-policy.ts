@@ -62,7 +62,7 @@ export function compilePolicy(patterns: readonly RegExp[]): BlockedPattern[] {
       try {
         ascii = new RegExp(re.source, re.flags.replace("u", ""));
       } catch {
-        ascii = null;
+        // not a pattern without `u`: every text takes the configured one
       }
     }
     return { re, ascii };

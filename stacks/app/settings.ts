@@ -58,7 +58,7 @@ export interface ProxySettings {
   cacheEnabled: boolean;
   /** Response cache TTL, seconds. Default 300. */
   cacheTtlSeconds: number;
-  /** Usage rows older than this many days are deleted; 0 keeps them. Default 0. */
+  /** Usage rows older than this many days are deleted; 0 = not set by the stack (USAGE_RETENTION_DAYS left out). */
   usageRetentionDays: number;
   rateLimitFailureMode: RateLimitFailureMode;
   /** Deploy the Chroma server for RAG. Default true. */
