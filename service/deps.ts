@@ -24,7 +24,7 @@ export interface CreateDepsOptions {
   log: Logger;
   /** The database to use (DATABASE_URL, or the embedded PGlite's URL from the primary). */
   databaseUrl: string;
-  /** Pool settings; PGlite needs one connection that is never recycled. */
+  /** Pool settings, given only for the embedded PGlite: one connection that is never recycled. */
   poolOptions?: { max?: number; idleTimeoutMs?: number; maxLifetimeSeconds?: number };
   isDraining(): boolean;
   metricsText(): Promise<{ contentType: string; body: string }>;
@@ -52,6 +52,8 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     pool,
     log,
     spoolDir: path.join(config.dataDir, "usage-spool"),
+    // PGlite's socket server does not speak COPY.
+    copy: !opts.poolOptions,
     ...(opts.usageFlushIntervalMs ? { flushIntervalMs: opts.usageFlushIntervalMs } : {}),
   });
   const retention = config.usage.retentionDays

@@ -77,7 +77,12 @@ export async function runPrimary(config: Config): Promise<void> {
     try {
       const result = await migrate(pool, { log });
       if (result.applied.length) log.info({ applied: result.applied }, "migrations applied");
-      const writer = createUsageWriter({ pool, log, spoolDir: path.join(config.dataDir, "usage-spool") });
+      const writer = createUsageWriter({
+        pool,
+        log,
+        spoolDir: path.join(config.dataDir, "usage-spool"),
+        copy: !poolOptions, // PGlite's socket server does not speak COPY
+      });
       const replayed = await writer.replaySpool();
       if (replayed) log.info({ rows: replayed }, "replayed spooled usage rows");
       await writer.close();

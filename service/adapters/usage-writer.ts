@@ -1,6 +1,7 @@
 /**
- * The usage writer: `record()` only appends to an in-memory buffer; a timer writes the buffer in batches (one
- * multi-row INSERT built from arrays with unnest) off the request path. On a database error the rows stay in the
+ * The usage writer: `record()` only appends to an in-memory buffer; a timer writes the buffer in batches off the
+ * request path: one `COPY … FROM STDIN` per batch on PostgreSQL, one multi-row INSERT built from arrays with unnest
+ * where COPY is not available (the embedded PGlite) or a batch holds a row already stored. On a database error the rows stay in the
  * buffer, in order, and the writer backs off and retries, so a PostgreSQL outage loses nothing. `close()` tries a
  * last flush within a timeout and writes whatever is left to a JSONL spool file (fsync'd); `replaySpool()` inserts
  * spooled rows at the next start. Rows are keyed by request id and inserted with ON CONFLICT DO NOTHING, so a row
@@ -13,6 +14,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type pg from "pg";
+import { from as copyFrom } from "pg-copy-streams";
 import type { Logger } from "pino";
 import { usagePending } from "../metrics";
 import type { UsageRow, UsageSink } from "../ports";
@@ -33,6 +35,11 @@ export interface UsageWriterArgs {
   closeTimeoutMs?: number;
   /** Rows kept in memory before the oldest move to the spool. Default 100 000. */
   maxBuffered?: number;
+  /**
+   * Write batches with COPY (default). `false` for servers that do not speak COPY over the wire protocol (PGlite's
+   * socket server loses protocol sync on it): every batch is then an INSERT.
+   */
+  copy?: boolean;
 }
 
 export interface UsageWriter extends UsageSink {
@@ -72,10 +79,12 @@ function text(v: string | null): string | null {
   return v === null || v === undefined ? null : String(v).replace(/\0/g, "");
 }
 
-const INSERT_SQL = `
-INSERT INTO usage (request_id, created_at, key_id, team_id, route, requested_model, served_model, provider,
+const COLUMNS = `request_id, created_at, key_id, team_id, route, requested_model, served_model, provider,
                    prompt_tokens, completion_tokens, latency_ms, status, error_code, stream, cache_hit, pii_counts,
-                   cached_tokens, cost_usd, cache_write_tokens)
+                   cached_tokens, cost_usd, cache_write_tokens`;
+
+const INSERT_SQL = `
+INSERT INTO usage (${COLUMNS})
 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::int[], $10::int[], $11::int[], $12::smallint[], $13::text[], $14::bool[],
                      $15::bool[], $16::jsonb[], $17::int[], $18::numeric[], $19::int[])
@@ -132,10 +141,93 @@ export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]):
   );
 }
 
+const COPY_SQL = `COPY usage (${COLUMNS}) FROM STDIN`;
+
+const COPY_SPECIAL = /[\\\t\n\r]/;
+const COPY_ESCAPES: Record<string, string> = { "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+/** A text field of COPY's text format: `\N` for NULL; backslash, tab, newline and carriage return escaped. */
+function copyText(v: string | null): string {
+  if (v === null) return "\\N";
+  return COPY_SPECIAL.test(v) ? v.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]) : v;
+}
+
+/**
+ * One row as a line of COPY's text format, columns in COPY_SQL's order. The same normalisation as the INSERT path
+ * (uuids checked, NUL removed, integers clamped); every text value is escaped, so nothing a client sends can add a
+ * column or a row.
+ */
+function copyLine(r: UsageRow): string {
+  const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
+  return (
+    `${usageRowId(r.requestId)}\t${(Number.isNaN(created.getTime()) ? new Date() : created).toISOString()}\t` +
+    `${uuidOrNull(r.keyId) ?? "\\N"}\t${uuidOrNull(r.teamId) ?? "\\N"}\t${copyText(text(r.route) || "unknown")}\t` +
+    `${copyText(text(r.requestedModel))}\t${copyText(text(r.servedModel))}\t${copyText(text(r.provider))}\t` +
+    `${int(r.promptTokens)}\t${int(r.completionTokens)}\t${int(r.latencyMs)}\t${int(r.status, 32_767)}\t` +
+    `${copyText(text(r.errorCode))}\t${r.stream ? "t" : "f"}\t${r.cacheHit ? "t" : "f"}\t` +
+    `${copyText(r.piiCounts ? JSON.stringify(r.piiCounts) : null)}\t${int(r.cachedTokens)}\t` +
+    `${costOrNull(r.costUsd) ?? "\\N"}\t${int(r.cacheWriteTokens)}\n`
+  );
+}
+
+/**
+ * One `COPY usage … FROM STDIN` for many rows: PostgreSQL spends about half the CPU per row of the INSERT above
+ * (measured 4.4 against 8.4 µs), and the proxy's PostgreSQL usually shares the machine or the bill. COPY has no
+ * ON CONFLICT: a batch with a row already stored fails whole with a unique violation (23505), and the writer
+ * writes that batch again with insertUsageRows, which skips it. A failed COPY, or one without an answer within the
+ * pool's query timeout, discards its connection.
+ */
+export async function copyUsageRows(pool: pg.Pool, rows: readonly UsageRow[]): Promise<void> {
+  if (!rows.length) return;
+  let data = "";
+  for (const r of rows) data += copyLine(r);
+  const timeoutMs = (pool.options as { query_timeout?: number }).query_timeout ?? 35_000;
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  // A checked-out client reports a lost connection as an 'error' event, which must be listened to.
+  let lost: (error: Error) => void = () => undefined;
+  const onClientError = (error: Error) => lost(error);
+  client.on("error", onClientError);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`usage COPY: no answer in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      lost = (error) => {
+        clearTimeout(timer);
+        reject(error);
+      };
+      const stream = client.query(copyFrom(COPY_SQL));
+      stream.on("error", (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      stream.on("finish", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      stream.end(data);
+    });
+  } catch (error) {
+    // Any failure discards the connection: a server shutting down reports itself as a server error too (57P01),
+    // and the failures worth a new connection or not are too rare to tell apart.
+    broken = error instanceof Error ? error : new Error(String(error));
+    throw error;
+  } finally {
+    client.off("error", onClientError);
+    client.release(broken);
+  }
+}
+
 /** SQLSTATE classes 22 (data exception) and 23 (integrity): retrying the same row cannot succeed. */
 function isDataError(error: unknown): boolean {
+  const code = sqlState(error);
+  return code !== null && (code.startsWith("22") || code.startsWith("23"));
+}
+
+function sqlState(error: unknown): string | null {
   const code = (error as { code?: unknown })?.code;
-  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"));
+  return typeof code === "string" ? code : null;
 }
 
 /** JSON has no Date: spooled rows carry createdAt as an ISO string. */
@@ -183,6 +275,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
   const maxBackoffMs = args.maxBackoffMs ?? 30_000;
   const closeTimeoutMs = args.closeTimeoutMs ?? 5_000;
   const maxBuffered = Math.max(batchSize, args.maxBuffered ?? 100_000);
+  const write = args.copy === false ? insertUsageRows : copyUsageRows;
 
   let buffer: UsageRow[] = [];
   /** The batch being written (out of `buffer`, still pending). */
@@ -215,11 +308,24 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     );
   }
 
-  /** Write one batch; rows a data error would reject forever are isolated and dropped (logged). */
+  /**
+   * Write one batch. A batch with a row already stored (a retry whose first attempt did land, a replayed spool) is
+   * written again with ON CONFLICT DO NOTHING; rows a data error would reject forever are isolated and dropped
+   * (logged).
+   */
   async function writeBatch(batch: UsageRow[]): Promise<void> {
     try {
-      await insertUsageRows(pool, batch);
-    } catch (error) {
+      await write(pool, batch);
+    } catch (first) {
+      let error = first;
+      if (write !== insertUsageRows && sqlState(error) === "23505") {
+        try {
+          await insertUsageRows(pool, batch);
+          return;
+        } catch (again) {
+          error = again;
+        }
+      }
       if (!isDataError(error) || batch.length === 0) throw error;
       for (const row of batch) {
         try {

@@ -53,7 +53,7 @@ it("PGlite: starts under dataDir, runs the same migrations and stores, and keeps
   await expect(teams.delete(team.id)).rejects.toBeInstanceOf(ConflictError);
   expect((await keys.findByHash(g.hash))?.key.revokedAt).not.toBeNull();
 
-  const writer = createUsageWriter({ pool: pg.pool, log, spoolDir: path.join(dataDir, "spool"), flushIntervalMs: 60_000 });
+  const writer = createUsageWriter({ pool: pg.pool, log, spoolDir: path.join(dataDir, "spool"), flushIntervalMs: 60_000, copy: false });
   for (let i = 0; i < 25; i++) {
     writer.record(
       usageRow({

@@ -49,12 +49,44 @@ async function expectExactlyOnce(pool: pg.Pool, ids: string[]): Promise<void> {
   expect([...counts.values()].every((n) => n === 1)).toBe(true);
 }
 
-describe("usage writer on the shared PostgreSQL", () => {
+/**
+ * A pool that counts the usage statements sent through it: INSERTs (pool.query) and COPYs (on a client from
+ * pool.connect; the client is unwrapped again when released).
+ */
+function countingPool(pool: pg.Pool): { pool: pg.Pool; inserts: () => number; copies: () => number } {
+  let inserts = 0;
+  let copies = 0;
+  const counting = Object.create(pool) as pg.Pool;
+  counting.query = ((...args: Parameters<pg.Pool["query"]>) => {
+    if (String(args[0]).includes("INSERT INTO usage")) inserts += 1;
+    return (pool.query as (...a: unknown[]) => unknown)(...args);
+  }) as pg.Pool["query"];
+  counting.connect = (async () => {
+    const client = await pool.connect();
+    const { query, release } = client;
+    client.query = ((...args: unknown[]) => {
+      if (String((args[0] as { text?: string })?.text ?? args[0]).startsWith("COPY usage")) copies += 1;
+      return (query as (...a: unknown[]) => unknown).apply(client, args);
+    }) as typeof client.query;
+    client.release = (error?: Error | boolean) => {
+      client.query = query;
+      client.release = release;
+      release.call(client, error);
+    };
+    return client;
+  }) as pg.Pool["connect"];
+  return { pool: counting, inserts: () => inserts, copies: () => copies };
+}
+
+describe.each([
+  { mode: "COPY", copy: true },
+  { mode: "INSERT", copy: false },
+])("usage writer on the shared PostgreSQL ($mode)", ({ copy }) => {
   let db: TestDatabase;
   let pool: pg.Pool;
   const writers: UsageWriter[] = [];
   const make = (opts: Partial<Parameters<typeof createUsageWriter>[0]> = {}) => {
-    const w = createUsageWriter({ pool, log, spoolDir: tempDir(), flushIntervalMs: 60_000, ...opts });
+    const w = createUsageWriter({ pool, log, spoolDir: tempDir(), flushIntervalMs: 60_000, copy, ...opts });
     writers.push(w);
     return w;
   };
@@ -145,20 +177,16 @@ describe("usage writer on the shared PostgreSQL", () => {
     }
   });
 
-  it("batches: 1 200 rows in 3 INSERTs of at most 500, and a full batch is written without waiting for the timer", async () => {
-    let inserts = 0;
-    const counting = Object.create(pool) as pg.Pool;
-    counting.query = ((...args: Parameters<pg.Pool["query"]>) => {
-      if (String(args[0]).includes("INSERT INTO usage")) inserts += 1;
-      return (pool.query as (...a: unknown[]) => unknown)(...args);
-    }) as pg.Pool["query"];
-    const w = make({ pool: counting, batchSize: 500 });
+  it("batches: 1 200 rows in 3 statements of at most 500, and a full batch is written without waiting for the timer", async () => {
+    const counting = countingPool(pool);
+    const w = make({ pool: counting.pool, batchSize: 500 });
     const rows = Array.from({ length: 1200 }, () => usageRow());
     rows.forEach((r) => w.record(r));
     // 500 buffered rows start a write at once (the timer is 60 s away).
     await waitFor(() => w.pending() <= 200);
     await w.flush();
-    expect(inserts).toBe(3);
+    expect(copy ? counting.copies() : counting.inserts()).toBe(3);
+    expect(copy ? counting.inserts() : counting.copies()).toBe(0);
     await expectExactlyOnce(
       pool,
       rows.map((r) => r.requestId),
@@ -194,6 +222,22 @@ describe("usage writer on the shared PostgreSQL", () => {
     await expectExactlyOnce(pool, [r.requestId, usageRowId("client-supplied-id-1")]);
     expect(usageRowId("client-supplied-id-1")).toBe(usageRowId("client-supplied-id-1"));
     expect(usageRowId("client-supplied-id-1")).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+
+  it("a batch holding rows already stored writes the new ones and stores the old ones once", async () => {
+    const counting = countingPool(pool);
+    const w = make({ pool: counting.pool });
+    const stored = [usageRow(), usageRow()];
+    stored.forEach((r) => w.record(r));
+    await w.flush();
+    // A retry of a batch whose first write did land, mixed with new rows (as after a lost COMMIT acknowledgement).
+    const fresh = [usageRow(), usageRow(), usageRow()];
+    [fresh[0], stored[0], fresh[1], stored[1], fresh[2]].forEach((r) => w.record(r));
+    await w.flush();
+    expect(w.pending()).toBe(0);
+    await expectExactlyOnce(pool, [...stored, ...fresh].map((r) => r.requestId));
+    // COPY has no ON CONFLICT: the second batch failed whole on the unique key and went again as an INSERT.
+    if (copy) expect([counting.copies(), counting.inserts()]).toEqual([2, 1]);
   });
 
   it("a row PostgreSQL rejects as data is dropped alone; the rest of its batch is written", async () => {
