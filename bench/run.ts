@@ -177,6 +177,14 @@ interface Measurement {
   non2xx: number;
 }
 
+/**
+ * Varied bodies are numbered across rounds and tagged with this run, so no varied request repeats an earlier one's
+ * body: every one of them is a cache miss (before 2026-11-24 the numbering restarted each round, and from the second
+ * round on most "misses" were hits of the first round's entries).
+ */
+const RUN_ID = `${process.pid}.${Date.now()}`;
+let variant = 0;
+
 async function load(
   url: string,
   headers: Record<string, string>,
@@ -189,7 +197,6 @@ async function load(
   const sampler = setInterval(() => {
     for (const p of pids.slice(pid && pids.length > 1 ? 1 : 0)) peak = Math.max(peak, rssMiB(p));
   }, 100);
-  let n = 0;
   const result = await autocannon({
     url: `${url}/v1/chat/completions`,
     method: "POST",
@@ -203,7 +210,10 @@ async function load(
             {
               setupRequest: (req: autocannon.Request) => ({
                 ...req,
-                body: CHAT_BODY.replace("What are my options?", `What are my options? (${n++})`),
+                body: CHAT_BODY.replace(
+                  "What are my options?",
+                  `What are my options? (${RUN_ID}-${variant++})`,
+                ),
               }),
             },
           ],
@@ -244,6 +254,16 @@ async function ttfbMs(url: string, headers: Record<string, string>, n = 30): Pro
     }
   }
   return median(times);
+}
+
+/** The proxy's response-cache lookups so far (its /metrics, all workers). */
+async function cacheLookups(url: string): Promise<{ hit: number; miss: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const count = (result: string) =>
+    Number(
+      new RegExp(`^llmproxy_cache_lookups_total\\{result="${result}"\\} (\\d+)`, "m").exec(text)?.[1] ?? 0,
+    );
+  return { hit: count("hit"), miss: count("miss") };
 }
 
 function median(xs: number[]): number {
@@ -327,9 +347,21 @@ async function main(): Promise<void> {
     // Warm up every target (JIT, pools, caches).
     for (const t of targets) await load(t.url, t.headers, null, t.vary).catch(() => undefined);
     const results = new Map<string, Measurement[]>(targets.map((t) => [t.name, []]));
+    // What the cache answered during each measured load of the cached proxy, from its own metrics.
+    const lookups = new Map<string, { hit: number; miss: number }>();
     for (let round = 0; round < ROUNDS; round++) {
       for (const t of targets) {
+        const cached = t.url === limited.url;
+        const before = cached ? await cacheLookups(t.url) : null;
         results.get(t.name)!.push(await load(t.url, t.headers, t.pid, t.vary));
+        if (before) {
+          const after = await cacheLookups(t.url);
+          const sum = lookups.get(t.name) ?? { hit: 0, miss: 0 };
+          lookups.set(t.name, {
+            hit: sum.hit + after.hit - before.hit,
+            miss: sum.miss + after.miss - before.miss,
+          });
+        }
         process.stderr.write(".");
       }
     }
@@ -366,6 +398,12 @@ async function main(): Promise<void> {
         `| ${t.name} | ${fmt(rps)} | ${fmt(ratio(ms), 2)} (${ms.map((m, i) => fmt(m.rps / passRounds[i], 2)).join(" ")}) | ${fmt(median(ms.map((m) => m.p50)), 1)} | ${fmt(median(ms.map((m) => m.p99)), 1)} | ${fmt(median(ms.map((m) => m.cpuPerReqMs)), 3)} | ${fmt(Math.max(...ms.map((m) => m.peakRssMiB)), 0)} | ${ms.reduce((a, m) => a + m.non2xx, 0)} |`,
       );
     }
+    lines.push("");
+    lines.push(
+      `Cache answers during the measured loads: ${[...lookups]
+        .map(([name, l]) => `${name} ${l.hit} hits / ${l.miss} misses`)
+        .join(", ")}.`,
+    );
     lines.push("");
     lines.push("### Streaming and start-up");
     lines.push("");
