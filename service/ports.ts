@@ -214,6 +214,8 @@ export interface UsageSink {
 
 export interface UsageReportRow {
   group: string | null;
+  /** For `key` and `team` groups: the key's or team's name (null when it no longer exists). */
+  name?: string | null;
   requests: number;
   promptTokens: number;
   completionTokens: number;
@@ -227,12 +229,23 @@ export interface UsageReportRow {
   cacheHits: number;
 }
 
+export const USAGE_GROUPS = ["key", "team", "model", "day", "week", "month", "route", "provider"] as const;
+export const USAGE_ORDERS = ["group", "requests", "total_tokens", "cost_usd", "errors"] as const;
+
+export interface UsageQuery {
+  from: Date;
+  to: Date;
+  groupBy: (typeof USAGE_GROUPS)[number];
+  /** Only rows matching every given field (`model`: the model that answered, else the one requested). */
+  filter?: { keyId?: string; teamId?: string; model?: string; route?: string; provider?: string };
+  /** `group` (default): by the group's value; the others largest first, ties by group. */
+  orderBy?: (typeof USAGE_ORDERS)[number];
+  /** At most this many groups (after ordering): a leaderboard. */
+  limit?: number;
+}
+
 export interface UsageReport {
-  aggregate(q: {
-    from: Date;
-    to: Date;
-    groupBy: "key" | "team" | "model" | "day" | "route" | "provider";
-  }): Promise<UsageReportRow[]>;
+  aggregate(q: UsageQuery): Promise<UsageReportRow[]>;
 }
 
 export interface Database {

@@ -18,6 +18,7 @@ import type {
   Team,
   TeamStore,
   UsageReport,
+  UsageQuery,
   UsageReportRow,
 } from "../ports";
 
@@ -428,10 +429,30 @@ const GROUP_EXPRESSIONS = {
   // The model that actually answered (after fallbacks); the requested name when nothing was served.
   model: "COALESCE(served_model, requested_model)",
   day: "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+  // ISO weeks (Monday to Sunday, UTC), named by their Monday.
+  week: "to_char(date_trunc('week', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
+  month: "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM')",
   // The client API (chat, messages, responses, embeddings) and the provider that answered.
   route: "route",
   provider: "provider",
-} as const;
+} as const satisfies Record<UsageQuery["groupBy"], string>;
+
+/** Filter columns; the values are always bound parameters. */
+const FILTER_EXPRESSIONS = {
+  keyId: "key_id = $%::uuid",
+  teamId: "team_id = $%::uuid",
+  model: "COALESCE(served_model, requested_model) = $%",
+  route: "route = $%",
+  provider: "provider = $%",
+} as const satisfies Record<keyof NonNullable<UsageQuery["filter"]>, string>;
+
+const ORDER_EXPRESSIONS = {
+  group: "1 NULLS LAST",
+  requests: "requests DESC, 1 NULLS LAST",
+  total_tokens: "sum(prompt_tokens) + sum(completion_tokens) DESC, 1 NULLS LAST",
+  cost_usd: "sum(cost_usd) DESC NULLS LAST, 1 NULLS LAST",
+  errors: "errors DESC, 1 NULLS LAST",
+} as const satisfies Record<NonNullable<UsageQuery["orderBy"]>, string>;
 
 export function createPgUsageReport(pool: pg.Pool): UsageReport {
   return {
@@ -439,6 +460,23 @@ export function createPgUsageReport(pool: pg.Pool): UsageReport {
       const group = GROUP_EXPRESSIONS[q.groupBy];
       if (!group)
         throw new InvalidRequestError(`Unknown group_by "${q.groupBy}".`, "invalid_group_by", "group_by");
+      const order = ORDER_EXPRESSIONS[q.orderBy ?? "group"];
+      if (!order)
+        throw new InvalidRequestError(`Unknown order_by "${q.orderBy}".`, "invalid_value", "order_by");
+      const params: unknown[] = [q.from, q.to];
+      const where = ["created_at >= $1", "created_at < $2"];
+      for (const [field, value] of Object.entries(q.filter ?? {})) {
+        if (value === undefined) continue;
+        const sql = FILTER_EXPRESSIONS[field as keyof typeof FILTER_EXPRESSIONS];
+        if (!sql) throw new InvalidRequestError(`Unknown usage filter "${field}".`, "invalid_value", field);
+        params.push(value);
+        where.push(sql.replace("$%", `$${params.length}`));
+      }
+      let limit = "";
+      if (q.limit !== undefined) {
+        params.push(q.limit);
+        limit = `LIMIT $${params.length}`;
+      }
       const { rows } = await pool.query(
         `SELECT ${group} AS grp,
                 count(*) AS requests,
@@ -451,13 +489,26 @@ export function createPgUsageReport(pool: pg.Pool): UsageReport {
                 count(*) FILTER (WHERE status >= 400) AS errors,
                 count(*) FILTER (WHERE cache_hit) AS cache_hits
            FROM usage
-          WHERE created_at >= $1 AND created_at < $2
+          WHERE ${where.join(" AND ")}
           GROUP BY 1
-          ORDER BY 1 NULLS LAST`,
-        [q.from, q.to],
+          ORDER BY ${order}
+          ${limit}`,
+        params,
       );
+      // Names of the keys or teams in the report, in one query (ids only: the names may have changed since).
+      const table = q.groupBy === "key" ? "api_keys" : q.groupBy === "team" ? "teams" : null;
+      const names = new Map<string, string>();
+      const ids = rows.map((r: Row) => r.grp).filter((g: unknown): g is string => typeof g === "string");
+      if (table && ids.length) {
+        const found = await pool.query(
+          `SELECT id::text AS id, name FROM ${table} WHERE id = ANY($1::uuid[])`,
+          [ids],
+        );
+        for (const r of found.rows as Row[]) names.set(String(r.id), String(r.name));
+      }
       return rows.map((r: Row): UsageReportRow => ({
         group: r.grp === null ? null : String(r.grp),
+        ...(table ? { name: r.grp === null ? null : (names.get(String(r.grp)) ?? null) } : {}),
         requests: Number(r.requests),
         promptTokens: Number(r.prompt_tokens),
         completionTokens: Number(r.completion_tokens),

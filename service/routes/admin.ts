@@ -13,7 +13,8 @@
  *   POST   /internal/keys/:id/revoke
  *   POST   /internal/keys/:id/rotate       → 201 the replacement with its `key`; the old key is revoked
  *   GET    /internal/audit?from&to&action&target_id&limit&cursor  → {object: "list", data: [event], next_cursor}
- *   GET    /internal/usage?from&to&group_by=key|team|model|day|route|provider
+ *   GET    /internal/usage?from&to&group_by=key|team|model|day|week|month|route|provider
+ *          &key_id&team_id&model&route&provider&order_by=group|requests|total_tokens|cost_usd|errors&limit
  *
  * Limits (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`): absent or null = the configured default
  * (on PATCH: absent = unchanged, null = back to the default), 0 = blocked, a positive integer = that budget.
@@ -32,6 +33,7 @@ import { readJsonBody } from "../lib/body";
 import { AUDIT_ACTIONS, auditContextOf, isAuditAction } from "../lib/audit";
 import { generateApiKey } from "../lib/keys";
 import type { ApiKeyRecord, AuditEvent, AuditPosition, LimitOverrides, Team, UsageReportRow } from "../ports";
+import { USAGE_GROUPS, USAGE_ORDERS } from "../ports";
 import type { ProxyState } from "../state";
 
 /** Admin bodies are small; this bound is independent of the (larger) proxy body limit. */
@@ -114,7 +116,7 @@ const keyPatchSchema = z
   })
   .strict();
 
-const GROUP_BY = ["key", "team", "model", "day", "route", "provider"] as const;
+const GROUP_BY = USAGE_GROUPS;
 
 /** Scopes a key gets when none are given: the proxy APIs, not knowledge-base writes. */
 export const DEFAULT_KEY_SCOPES = ["chat", "embeddings", "models"];
@@ -203,6 +205,7 @@ export function keyJson(k: ApiKeyRecord) {
 function usageJson(r: UsageReportRow) {
   return {
     group: r.group,
+    ...(r.name !== undefined ? { name: r.name } : {}),
     requests: r.requests,
     prompt_tokens: r.promptTokens,
     completion_tokens: r.completionTokens,
@@ -221,6 +224,28 @@ function queryString(ctx: Context, field: string): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== "string")
     throw new InvalidRequestError(`Query parameter \`${field}\` must be given once.`, "invalid_value", field);
+  return v;
+}
+
+function oneOf<T extends string>(ctx: Context, field: string, allowed: readonly T[]): T | undefined {
+  const v = queryString(ctx, field);
+  if (v === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(v)) {
+    throw new InvalidRequestError(
+      `Invalid \`${field}\`: expected one of ${allowed.join(", ")}.`,
+      "invalid_value",
+      field,
+    );
+  }
+  return v as T;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+function queryUuid(ctx: Context, field: string): string | undefined {
+  const v = queryString(ctx, field);
+  if (v !== undefined && !UUID.test(v)) {
+    throw new InvalidRequestError(`Invalid \`${field}\`: expected an id (a UUID).`, "invalid_value", field);
+  }
   return v;
 }
 
@@ -460,29 +485,52 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   // ------------------------------------------------------------------ usage
 
   router.get("/internal/usage", masterAuth, async function usageReport(ctx) {
-    const groupBy = queryString(ctx, "group_by") ?? "key";
-    if (!(GROUP_BY as readonly string[]).includes(groupBy)) {
-      throw new InvalidRequestError(
-        `Invalid \`group_by\`: expected one of ${GROUP_BY.join(", ")}.`,
-        "invalid_value",
-        "group_by",
-      );
-    }
+    const groupBy = oneOf(ctx, "group_by", GROUP_BY) ?? "key";
+    const orderBy = oneOf(ctx, "order_by", USAGE_ORDERS) ?? "group";
     const to = queryDate(ctx, "to") ?? new Date();
     const from = queryDate(ctx, "from") ?? new Date(to.getTime() - 24 * 3600_000);
     if (from.getTime() >= to.getTime()) {
       throw new InvalidRequestError("`from` must be before `to`.", "invalid_value", "from");
     }
+    const limitText = queryString(ctx, "limit");
+    const limit = limitText === undefined ? undefined : Number(limitText);
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 10_000)) {
+      throw new InvalidRequestError(
+        "Invalid `limit`: expected an integer from 1 to 10000.",
+        "invalid_value",
+        "limit",
+      );
+    }
+    const filter = {
+      keyId: queryUuid(ctx, "key_id"),
+      teamId: queryUuid(ctx, "team_id"),
+      model: queryString(ctx, "model"),
+      route: queryString(ctx, "route"),
+      provider: queryString(ctx, "provider"),
+    };
     const rows = await deps.usageReport.aggregate({
       from,
       to,
-      groupBy: groupBy as (typeof GROUP_BY)[number],
+      groupBy,
+      orderBy,
+      filter,
+      ...(limit !== undefined ? { limit } : {}),
     });
     ctx.body = {
       object: "list",
       from: from.toISOString(),
       to: to.toISOString(),
       group_by: groupBy,
+      order_by: orderBy,
+      filter: Object.fromEntries(
+        Object.entries({
+          key_id: filter.keyId,
+          team_id: filter.teamId,
+          model: filter.model,
+          route: filter.route,
+          provider: filter.provider,
+        }).filter(([, v]) => v !== undefined),
+      ),
       data: rows.map(usageJson),
     };
   });

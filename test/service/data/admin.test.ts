@@ -306,8 +306,8 @@ describe("admin API: usage report", () => {
     expect(byKey.status).toBe(200);
     expect(byKey.body).toMatchObject({ object: "list", group_by: "key", from: "2031-03-01T00:00:00.000Z" });
     expect(byKey.body.data).toEqual([
-      { group: keyA, requests: 3, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 40, cache_write_tokens: 30, cost_usd: 0.0012, unpriced_requests: 0, errors: 1, cache_hits: 1 },
-      { group: null, requests: 1, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 0, cache_write_tokens: 0, cost_usd: null, unpriced_requests: 1, errors: 0, cache_hits: 0 },
+      { group: keyA, name: null, requests: 3, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 40, cache_write_tokens: 30, cost_usd: 0.0012, unpriced_requests: 0, errors: 1, cache_hits: 1 },
+      { group: null, name: null, requests: 1, prompt_tokens: 100, completion_tokens: 20, total_tokens: 120, cached_tokens: 0, cache_write_tokens: 0, cost_usd: null, unpriced_requests: 1, errors: 0, cache_hits: 0 },
     ]);
     const byModel = await call("GET", `/internal/usage?${q}&group_by=model`);
     expect(byModel.body.data.map((r: any) => [r.group, r.requests])).toEqual([
@@ -332,6 +332,14 @@ describe("admin API: usage report", () => {
     const byTeam = await call("GET", `/internal/usage?${q}&group_by=team`);
     expect(byTeam.body.data[0]).toMatchObject({ group: teamA, requests: 3 });
 
+    // Filters, ordering and a limit reach the report; the answer says what it was asked.
+    const top = await call("GET", `/internal/usage?${q}&group_by=model&team_id=${teamA}&order_by=requests&limit=1`);
+    expect(top.status).toBe(200);
+    expect(top.body).toMatchObject({ group_by: "model", order_by: "requests", filter: { team_id: teamA } });
+    expect(top.body.data.map((r: any) => [r.group, r.requests])).toEqual([["gpt-a", 3]]);
+    const month = await call("GET", `/internal/usage?${q}&group_by=month&model=gpt-b`);
+    expect(month.body.data.map((r: any) => [r.group, r.requests])).toEqual([["2031-03", 1]]);
+
     // A window that excludes everything.
     const empty = await call("GET", "/internal/usage?from=2031-04-01T00:00:00Z&to=2031-04-02T00:00:00Z");
     expect(empty.body.data).toEqual([]);
@@ -347,5 +355,17 @@ describe("admin API: usage report", () => {
     const order = await call("GET", "/internal/usage?from=2031-03-02&to=2031-03-01");
     expect(order.status).toBe(400);
     expect((await call("GET", "/internal/usage?group_by=key&group_by=team")).status).toBe(400);
+    for (const [query, param] of [
+      ["order_by=size", "order_by"],
+      ["limit=0", "limit"],
+      ["limit=10001", "limit"],
+      ["limit=2.5", "limit"],
+      ["key_id=abc", "key_id"],
+      ["team_id=1%3B%20DROP%20TABLE%20usage", "team_id"],
+    ]) {
+      const bad = await call("GET", `/internal/usage?${query}`);
+      expect(bad.status, query).toBe(400);
+      expect(bad.body.error).toMatchObject({ type: "invalid_request_error", param });
+    }
   });
 });

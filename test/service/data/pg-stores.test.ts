@@ -213,16 +213,16 @@ describe("pg stores", () => {
     const byKey = await report.aggregate({ from, to, groupBy: "key" });
     expect(byKey).toEqual(
       expect.arrayContaining([
-        { group: k1.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, cacheWriteTokens: 6, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
-        { group: k2.id, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
+        { group: k1.id, name: "k", requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, cacheWriteTokens: 6, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
+        { group: k2.id, name: "k", requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
       ]),
     );
     expect(byKey).toHaveLength(2);
 
     const byTeam = await report.aggregate({ from, to, groupBy: "team" });
     expect(byTeam).toEqual([
-      { group: t.id, requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, cacheWriteTokens: 6, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
-      { group: null, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
+      { group: t.id, name: "eps", requests: 3, promptTokens: 20, completionTokens: 5, cachedTokens: 4, cacheWriteTokens: 6, costUsd: 0.00002, unpricedRequests: 1, errors: 2, cacheHits: 0 },
+      { group: null, name: null, requests: 1, promptTokens: 0, completionTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, costUsd: 0, unpricedRequests: 0, errors: 0, cacheHits: 1 },
     ]);
 
     const byModel = await report.aggregate({ from, to, groupBy: "model" });
@@ -236,5 +236,55 @@ describe("pg stores", () => {
       ["2030-01-01", 1],
       ["2030-01-02", 3],
     ]);
+    // Model groups carry no name.
+    expect(byModel[0]).not.toHaveProperty("name");
+  });
+
+  it("usage report: weeks and months, filters, largest first and a limit", async () => {
+    const t = await teams.create({ name: "board", limits: NO_LIMITS });
+    const [a, b, c] = [await newKey(t.id, { name: "alpha" }), await newKey(t.id, { name: "beta" }), await newKey(null, { name: "gamma" })];
+    // Sunday 2040-01-01 and the Monday after it are in different ISO weeks; the 31st and the 1st in different months.
+    const at = (iso: string, over: Partial<UsageRow>) =>
+      usageRow({ createdAt: new Date(iso), teamId: t.id, servedModel: "m1", requestedModel: "m1", provider: "p", ...over });
+    await insertUsageRows(pool, [
+      at("2040-01-01T12:00:00Z", { keyId: a.id, promptTokens: 100, completionTokens: 0, costUsd: 0.5 }),
+      at("2040-01-02T12:00:00Z", { keyId: a.id, promptTokens: 100, completionTokens: 0, costUsd: 0.5 }),
+      at("2040-01-31T12:00:00Z", { keyId: b.id, promptTokens: 10, completionTokens: 0, costUsd: 3 }),
+      at("2040-02-01T12:00:00Z", { keyId: b.id, promptTokens: 10, completionTokens: 0, costUsd: null, servedModel: "m2", requestedModel: "m2" }),
+      at("2040-02-01T13:00:00Z", { keyId: b.id, promptTokens: 10, completionTokens: 0, costUsd: 0, status: 500, errorCode: "upstream_error" }),
+      at("2040-02-02T12:00:00Z", { keyId: c.id, teamId: null, promptTokens: 1, completionTokens: 0, costUsd: 0.1, route: "embeddings" }),
+    ]);
+    const report = createPgUsageReport(pool);
+    const from = new Date("2040-01-01T00:00:00Z");
+    const to = new Date("2040-03-01T00:00:00Z");
+
+    const weeks = await report.aggregate({ from, to, groupBy: "week" });
+    expect(weeks.map((r) => [r.group, r.requests])).toEqual([
+      ["2039-12-26", 1],
+      ["2040-01-02", 1],
+      ["2040-01-30", 4],
+    ]);
+    const months = await report.aggregate({ from, to, groupBy: "month" });
+    expect(months.map((r) => [r.group, r.requests])).toEqual([
+      ["2040-01", 3],
+      ["2040-02", 3],
+    ]);
+
+    // One team's spend by key, largest first: beta (3.00) before alpha (1.00); gamma is in no team.
+    const byCost = await report.aggregate({ from, to, groupBy: "key", filter: { teamId: t.id }, orderBy: "cost_usd" });
+    expect(byCost.map((r) => [r.name, r.requests, r.costUsd])).toEqual([
+      ["beta", 3, 3],
+      ["alpha", 2, 1],
+    ]);
+    // By tokens and by requests, with a limit: a leaderboard.
+    expect((await report.aggregate({ from, to, groupBy: "key", orderBy: "total_tokens", limit: 1 })).map((r) => r.name)).toEqual(["alpha"]);
+    expect((await report.aggregate({ from, to, groupBy: "key", orderBy: "requests", limit: 2 })).map((r) => r.name)).toEqual(["beta", "alpha"]);
+    expect((await report.aggregate({ from, to, groupBy: "model", orderBy: "errors", limit: 1 }))[0]).toMatchObject({ group: "m1", errors: 1 });
+
+    // Filters combine: one key's requests for one model; the model filter matches the model that answered.
+    const one = await report.aggregate({ from, to, groupBy: "day", filter: { keyId: b.id, model: "m2" } });
+    expect(one.map((r) => [r.group, r.requests])).toEqual([["2040-02-01", 1]]);
+    expect((await report.aggregate({ from, to, groupBy: "route", filter: { route: "embeddings" } })).map((r) => [r.group, r.requests])).toEqual([["embeddings", 1]]);
+    expect(await report.aggregate({ from, to, groupBy: "key", filter: { provider: "nobody" } })).toEqual([]);
   });
 });

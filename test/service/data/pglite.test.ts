@@ -82,6 +82,7 @@ it("PGlite: starts under dataDir, runs the same migrations and stores, and keeps
   expect(report).toEqual([
     {
       group: team.id,
+      name: "embedded",
       requests: 25,
       promptTokens: 50,
       completionTokens: 75,
