@@ -112,11 +112,25 @@ const providerSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("mock"), latency_ms: z.number().int().min(0).default(0) }).strict(),
 ]);
 
+/** One upstream of a load-balanced deployment. */
+const targetSchema = z
+  .object({
+    provider: z.string().min(1),
+    model: z.string().min(1).optional(),
+    weight: z.number().positive().max(1_000_000).default(1),
+  })
+  .strict();
+
 const deploymentSchema = z
   .object({
     name: z.string().min(1),
-    provider: z.string().min(1),
+    /** One upstream: a provider and its model name. */
+    provider: z.string().min(1).optional(),
     model: z.string().min(1).optional(),
+    /** Or several, load-balanced by weight (instead of provider/model). */
+    targets: z.array(targetSchema).min(1).max(64).optional(),
+    /** How long a target that failed is tried only after the healthy ones. Default 10; 0 = never. */
+    cooldown_seconds: z.number().min(0).max(3600).optional(),
     fallbacks: z.array(z.string().min(1)).default([]),
     max_input_tokens: z.number().int().positive().optional(),
     kind: z.enum(["chat", "embedding"]).default("chat"),
@@ -296,9 +310,15 @@ export type ProviderConfig =
 export interface DeploymentConfig {
   /** Client-facing model name. */
   name: string;
+  /** The provider (of a pool: its first target's). */
   provider: string;
-  /** The provider's model name. */
+  /** The provider's model name (of a pool: its first target's). */
   model: string;
+  /**
+   * Several upstreams serving this name, load-balanced by weight; absent for a single upstream. The registry turns
+   * each target into a deployment of its own provider and model (same name, pricing and limits).
+   */
+  pool?: { targets: Array<{ provider: string; model: string; weight: number }>; cooldownMs: number };
   fallbacks: string[];
   maxInputTokens: number | null;
   kind: "chat" | "embedding";
@@ -493,10 +513,36 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     };
   }
 
+  file.models.forEach((m, i) => {
+    if (m.targets && (m.provider || m.model)) {
+      problems.push(
+        `config models[${i}]: give either provider (and model) for one upstream or targets for several, not both`,
+      );
+    } else if (!m.targets && !m.provider) {
+      problems.push(
+        `config models[${i}].provider: required (or targets: a list of {provider, model, weight})`,
+      );
+    }
+    if (m.cooldown_seconds !== undefined && (m.targets?.length ?? 0) < 2) {
+      problems.push(`config models[${i}].cooldown_seconds: only applies to targets (two or more upstreams)`);
+    }
+  });
   let models: DeploymentConfig[] = file.models.map((m) => ({
     name: m.name,
-    provider: m.provider,
-    model: m.model ?? m.name,
+    provider: m.targets?.[0].provider ?? m.provider ?? "",
+    model: m.targets?.[0].model ?? m.model ?? m.name,
+    ...(m.targets && m.targets.length > 1
+      ? {
+          pool: {
+            targets: m.targets.map((t) => ({
+              provider: t.provider,
+              model: t.model ?? m.name,
+              weight: t.weight,
+            })),
+            cooldownMs: (m.cooldown_seconds ?? 10) * 1000,
+          },
+        }
+      : {}),
     fallbacks: m.fallbacks,
     maxInputTokens: m.max_input_tokens ?? null,
     kind: m.kind,
@@ -536,14 +582,21 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   models.forEach((m, i) => {
     if (names.has(m.name)) problems.push(`config models[${i}].name: duplicate model name "${m.name}"`);
     names.add(m.name);
-    if (!providers[m.provider]) {
-      problems.push(
-        `config models[${i}].provider: unknown provider "${m.provider}" (declare it under providers:, or use one of: ${Object.keys(providers).join(", ") || "none"})`,
-      );
-    } else if (m.kind === "embedding" && providers[m.provider].type === "anthropic") {
-      problems.push(
-        `config models[${i}].provider: "${m.provider}" is an anthropic provider, which has no embeddings API (route embedding models to an openai provider)`,
-      );
+    const upstreams = m.pool
+      ? m.pool.targets.map((t, j) => ({ where: `models[${i}].targets[${j}].provider`, provider: t.provider }))
+      : m.provider
+        ? [{ where: `models[${i}].provider`, provider: m.provider }]
+        : [];
+    for (const { where, provider } of upstreams) {
+      if (!providers[provider]) {
+        problems.push(
+          `config ${where}: unknown provider "${provider}" (declare it under providers:, or use one of: ${Object.keys(providers).join(", ") || "none"})`,
+        );
+      } else if (m.kind === "embedding" && providers[provider].type === "anthropic") {
+        problems.push(
+          `config ${where}: "${provider}" is an anthropic provider, which has no embeddings API (route embedding models to an openai provider)`,
+        );
+      }
     }
   });
   models.forEach((m, i) =>

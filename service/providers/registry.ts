@@ -10,6 +10,8 @@ import { NotFoundError, UpstreamError } from "../errors";
 import { createAnthropicProvider } from "./anthropic";
 import { createOpenAICompatibleProvider } from "./openai-compatible";
 import { createMockProvider } from "./mock";
+import { Counter } from "prom-client";
+import { registry } from "../metrics";
 
 export type ProviderFactory = (config: ProviderConfig) => Provider;
 
@@ -27,14 +29,59 @@ export function registerProviderType(type: string, factory: ProviderFactory): vo
 export interface ProviderRegistry {
   /** The deployment for a client model name: configured, or the zero-config passthrough; null if unknown. */
   resolve(model: string): DeploymentConfig | null;
-  /** The deployment followed by its fallbacks, in order. */
+  /**
+   * The deployment followed by its fallbacks, in order. A load-balanced deployment contributes each of its targets
+   * (as a deployment of that target's provider and model): the healthy ones in a weighted random order, then those
+   * cooling down after a failure, soonest back first.
+   */
   chain(deployment: DeploymentConfig): DeploymentConfig[];
+  /**
+   * What came of an attempt on a deployment of `chain`: null when it answered, else the failure's Retry-After.
+   * A target of a pool that failed is tried after the healthy ones for its cooldown (or the Retry-After, if longer).
+   */
+  outcome?(deployment: DeploymentConfig, failure: { retryAfterMs: number | null } | null): void;
   provider(name: string): Provider;
   /** Configured model names (for GET /v1/models). */
   models(): DeploymentConfig[];
   /** Embed texts through a deployment (the proxy's own routing), batched by the caller. */
   embed(model: string, input: string[], signal?: AbortSignal): Promise<number[][]>;
   close(): Promise<void>;
+}
+
+/** A load-balanced deployment's targets (as deployments) and the state of each, by index. */
+interface Pool {
+  members: DeploymentConfig[];
+  weights: number[];
+  /** Epoch ms until which a target that failed is tried only after the healthy ones. */
+  downUntil: number[];
+  cooldownMs: number;
+}
+
+/** However long a Retry-After, a target is back in the rotation after this. */
+const MAX_COOLDOWN_MS = 300_000;
+
+const poolCooldowns = new Counter({
+  name: "llmproxy_upstream_cooldowns_total",
+  help: "Targets of a load-balanced model put into cooldown after a failed attempt, by model and provider.",
+  labelNames: ["model", "provider"] as const,
+  registers: [registry],
+});
+
+/**
+ * The targets in the order to try them: those not cooling down in a weighted random order (each draw picks a
+ * target with probability weight / sum of the remaining weights: Efraimidis–Spirakis keys), then those cooling down,
+ * soonest back first — they are still tried when every healthy one fails.
+ */
+export function poolOrder(pool: Pool, now: number, random = Math.random): DeploymentConfig[] {
+  const healthy: Array<{ i: number; key: number }> = [];
+  const cooling: number[] = [];
+  pool.members.forEach((_, i) => {
+    if (pool.downUntil[i] <= now) healthy.push({ i, key: Math.pow(random(), 1 / pool.weights[i]) });
+    else cooling.push(i);
+  });
+  healthy.sort((a, b) => b.key - a.key);
+  cooling.sort((a, b) => pool.downUntil[a] - pool.downUntil[b]);
+  return [...healthy.map((h) => pool.members[h.i]), ...cooling.map((i) => pool.members[i])];
 }
 
 export function createProviderRegistry(config: Config): ProviderRegistry {
@@ -45,6 +92,25 @@ export function createProviderRegistry(config: Config): ProviderRegistry {
     providers.set(p.name, factory(p));
   }
   const byName = new Map(config.models.map((m) => [m.name, m]));
+  const pools = new Map<DeploymentConfig, Pool>();
+  const memberOf = new Map<DeploymentConfig, { pool: Pool; index: number }>();
+  for (const d of config.models) {
+    if (!d.pool) continue;
+    const { targets, cooldownMs } = d.pool;
+    const pool: Pool = {
+      members: targets.map((t) => ({ ...d, provider: t.provider, model: t.model })),
+      weights: targets.map((t) => t.weight),
+      downUntil: targets.map(() => 0),
+      cooldownMs,
+    };
+    pools.set(d, pool);
+    pool.members.forEach((member, index) => memberOf.set(member, { pool, index }));
+  }
+  const expand = (d: DeploymentConfig, out: DeploymentConfig[]) => {
+    const pool = pools.get(d);
+    if (pool) out.push(...poolOrder(pool, Date.now()));
+    else out.push(d);
+  };
 
   const registry: ProviderRegistry = {
     resolve(model) {
@@ -64,12 +130,26 @@ export function createProviderRegistry(config: Config): ProviderRegistry {
       return null;
     },
     chain(deployment) {
-      const out = [deployment];
+      const out: DeploymentConfig[] = [];
+      expand(deployment, out);
       for (const name of deployment.fallbacks) {
         const fb = byName.get(name);
-        if (fb) out.push(fb);
+        if (fb) expand(fb, out);
       }
       return out;
+    },
+    outcome(deployment, failure) {
+      const member = memberOf.get(deployment);
+      if (!member) return;
+      const { pool, index } = member;
+      if (!failure) {
+        pool.downUntil[index] = 0;
+        return;
+      }
+      if (pool.cooldownMs === 0) return;
+      const ms = Math.min(MAX_COOLDOWN_MS, Math.max(pool.cooldownMs, failure.retryAfterMs ?? 0));
+      pool.downUntil[index] = Date.now() + ms;
+      poolCooldowns.inc({ model: deployment.name, provider: deployment.provider });
     },
     provider(name) {
       const p = providers.get(name);

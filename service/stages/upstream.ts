@@ -77,7 +77,8 @@ async function withFallbacks<T>(
   let last: ProviderFailure | null = null;
   for (const deployment of chain) {
     const pcfg = deps.config.providers[deployment.provider];
-    const retries = pcfg && "maxRetries" in pcfg ? pcfg.maxRetries : 0;
+    // A target of a load-balanced pool is not retried: the next target is the better retry.
+    const retries = pcfg && "maxRetries" in pcfg && !deployment.pool ? pcfg.maxRetries : 0;
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0 && last) {
         const wait = backoffMs(attempt, last.retryAfterMs);
@@ -89,6 +90,7 @@ async function withFallbacks<T>(
       const { provider, name: model } = deployment;
       try {
         const value = await call(deployment);
+        if (deployment.pool) deps.providers.outcome?.(deployment, null);
         // Label objects are written out whole: a spread plus one more key takes V8's slow path, every request.
         upstreamDuration.observe({ provider, model, outcome: "ok" }, (performance.now() - started) / 1e3);
         upstreamAttempts.inc({ provider, model, outcome: "ok" });
@@ -98,6 +100,9 @@ async function withFallbacks<T>(
         if (signal.aborted) throw clientClosed();
         if (!(error instanceof ProviderFailure)) throw error;
         last = error;
+        if (deployment.pool && error.retryable) {
+          deps.providers.outcome?.(deployment, { retryAfterMs: error.retryAfterMs });
+        }
         upstreamDuration.observe({ provider, model, outcome: "error" }, (performance.now() - started) / 1e3);
         upstreamAttempts.inc({ provider, model, outcome: error.retryable ? "retryable_error" : "error" });
         log.warn(
