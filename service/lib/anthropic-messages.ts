@@ -9,8 +9,8 @@
  * after the assistant turn as chat completions require; `max_tokens`, `stop_sequences`, `metadata.user_id`, `tools`,
  * `tool_choice` (+ `disable_parallel_tool_use`), `output_config.format` (→ `response_format` json_schema), `stream`
  * and, from older clients, `temperature` / `top_p` are translated; `output_config.effort`, `thinking` and `top_k` are
- * dropped (no chat-completions equivalent every model accepts); document blocks and server tools are a 400 naming
- * the field.
+ * dropped (no chat-completions equivalent every model accepts); text documents become text (title and context
+ * first; citations are not produced); PDF and file documents and server tools are a 400 naming the field.
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
@@ -53,6 +53,29 @@ function imagePart(block: Block, param: string): ContentPart {
   throw unsupported(`${param}.source`, "This image source");
 }
 
+/**
+ * A text document (`source.type` "text", or "content" with text blocks) as the text a chat model reads: its title
+ * and context first. PDFs and files are refused: their text would reach the provider without passing the PII scrub
+ * and the content policy, which read only text.
+ */
+function documentText(block: Block, param: string): string {
+  const source = block.source as { type?: string; data?: unknown; content?: Content } | undefined;
+  let body: string;
+  if (source?.type === "text" && typeof source.data === "string") body = source.data;
+  else if (source?.type === "content" && source.content !== undefined)
+    body = blocksText(source.content, `${param}.source.content`);
+  else
+    throw unsupported(
+      `${param}.source`,
+      "A document other than text (PDF, file or URL: the PII scrub and the content policy cannot read it)",
+    );
+  const lines = [];
+  if (typeof block.title === "string" && block.title) lines.push(`Document: ${block.title}`);
+  if (typeof block.context === "string" && block.context) lines.push(`Context: ${block.context}`);
+  lines.push(body);
+  return lines.join("\n");
+}
+
 function userTurn(content: Content, param: string): ChatMessage[] {
   if (typeof content === "string") return [{ role: "user", content }];
   const tools: ChatMessage[] = [];
@@ -61,6 +84,7 @@ function userTurn(content: Content, param: string): ChatMessage[] {
     const at = `${param}[${i}]`;
     if (b.type === "text") parts.push({ type: "text", text: String(b.text ?? "") });
     else if (b.type === "image") parts.push(imagePart(b, at));
+    else if (b.type === "document") parts.push({ type: "text", text: documentText(b, at) });
     else if (b.type === "tool_result") {
       // A tool message carries text only: images a tool returned follow in the user message after it.
       let content = b.content as Content | undefined;

@@ -87,10 +87,7 @@ describe("Messages request → chat request", () => {
         model: "m",
         max_tokens: 5,
         messages: [
-          {
-            role: "user",
-            content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "x" } }],
-          },
+          { role: "user", content: [{ type: "search_result", source: "x", title: "t", content: [] }] },
         ],
       } as never);
     expect(attempt).toThrow(
@@ -100,6 +97,60 @@ describe("Messages request → chat request", () => {
         param: "messages[0].content[0]",
       }),
     );
+  });
+
+  it("a text document becomes text with its title and context; a PDF is a 400 saying why", () => {
+    const chat = messagesToChat({
+      model: "m",
+      max_tokens: 5,
+      messages: [
+        {
+          role: "user",
+          content: [
+            {
+              type: "document",
+              title: "Refund policy",
+              context: "current as of 2026",
+              source: { type: "text", media_type: "text/plain", data: "Refunds within 30 days." },
+              citations: { enabled: true },
+            },
+            { type: "document", source: { type: "content", content: [{ type: "text", text: "Part two." }] } },
+            { type: "text", text: "Summarise." },
+          ],
+        },
+      ],
+    } as never);
+    expect(chat.messages).toEqual([
+      {
+        role: "user",
+        content:
+          "Document: Refund policy\nContext: current as of 2026\nRefunds within 30 days.\nPart two.\nSummarise.",
+      },
+    ]);
+    const pdf = () =>
+      messagesToChat({
+        model: "m",
+        max_tokens: 5,
+        messages: [
+          {
+            role: "user",
+            content: [
+              {
+                type: "document",
+                source: { type: "base64", media_type: "application/pdf", data: "JVBERi0=" },
+              },
+            ],
+          },
+        ],
+      } as never);
+    expect(pdf).toThrow(
+      expect.objectContaining({
+        status: 400,
+        code: "unsupported_parameter",
+        param: "messages[0].content[0].source",
+      }),
+    );
+    expect(pdf).toThrow(/PII scrub/);
   });
 
   it("images a tool returned follow the tool message in a user message; a system turn stays a system message", () => {

@@ -200,6 +200,30 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     ]);
   });
 
+  it("a text document reaches the model as text, title first", async () => {
+    const answer = await client.messages.create({
+      model: "gpt-4o-mini",
+      max_tokens: 10,
+      messages: [
+        {
+          role: "user",
+          content: [
+            {
+              type: "document",
+              title: "Notes",
+              source: { type: "text", media_type: "text/plain", data: "Ship on Friday." },
+            },
+            { type: "text", text: "When do we ship?" },
+          ],
+        },
+      ],
+    });
+    expect(answer.content[0]).toMatchObject({ type: "text" });
+    expect(lastSent().messages).toEqual([
+      { role: "user", content: "Document: Notes\nShip on Friday.\nWhen do we ship?" },
+    ]);
+  });
+
   it("errors come in Anthropic's shape, with the SDK's error classes", async () => {
     const missing = await client.messages
       .create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "x" }] } as never)
@@ -232,7 +256,12 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
         messages: [
           {
             role: "user",
-            content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "x" } }],
+            content: [
+              {
+                type: "document",
+                source: { type: "base64", media_type: "application/pdf", data: "JVBERi0=" },
+              },
+            ],
           },
         ],
       })
