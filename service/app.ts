@@ -17,6 +17,7 @@ import type {
   UsageSink,
 } from "./ports";
 import type { ProviderRegistry } from "./providers/registry";
+import type { SpendTracker } from "./adapters/spend";
 import type { ProxyState } from "./state";
 import type { PiiEngineLike } from "./stages/pii";
 import type { KnowledgeBaseLike } from "./stages/rag";
@@ -44,6 +45,8 @@ export interface AppDeps {
   providers: ProviderRegistry;
   /** Shared (Redis) or in-process limiter; null disables rate limiting. */
   rateLimiter: RateLimiter | null;
+  /** Monthly spend per key and team, for budgets; absent: budgets are not enforced (tests of other stages). */
+  spend?: SpendTracker | null;
   /** Response cache; null when the cache is off. */
   cache: ResponseCache | null;
   /** PII engine; null when PII scrubbing is off. */
@@ -66,7 +69,14 @@ export function buildApp(deps: AppDeps): Koa<ProxyState> {
   // Errors are logged once by the error handler with the request's logger; keep Koa's default printer quiet.
   app.silent = true;
 
-  app.use(createRequestContext({ log: deps.log, usageSink: deps.usageSink, isDraining: deps.isDraining }));
+  app.use(
+    createRequestContext({
+      log: deps.log,
+      usageSink: deps.usageSink,
+      isDraining: deps.isDraining,
+      spend: deps.spend ?? null,
+    }),
+  );
   app.use(createErrorHandler());
 
   const router = new Router<ProxyState>();

@@ -11,6 +11,7 @@ import { createPostgres } from "./adapters/postgres";
 import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "./adapters/pg-stores";
 import { createPgAuditLog } from "./adapters/pg-audit";
 import { createUsageWriter, type UsageWriter } from "./adapters/usage-writer";
+import { createSpendTracker } from "./adapters/spend";
 import { startUsageRetention } from "./adapters/usage-retention";
 import { createProviderRegistry } from "./providers/registry";
 import { createRateLimiterFromConfig } from "./adapters/resilient-limiter";
@@ -56,6 +57,7 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     copy: !opts.poolOptions,
     ...(opts.usageFlushIntervalMs ? { flushIntervalMs: opts.usageFlushIntervalMs } : {}),
   });
+  const spend = createSpendTracker({ pool, log, usage: usageWriter });
   const retention = config.usage.retentionDays
     ? startUsageRetention({ pool, log, retentionDays: config.usage.retentionDays })
     : null;
@@ -67,6 +69,7 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     keys: createPgKeyStore(pool),
     teams: createPgTeamStore(pool),
     usageSink: usageWriter,
+    spend,
     usageReport: createPgUsageReport(pool),
     audit: createPgAuditLog(pool),
     providers,

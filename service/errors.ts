@@ -88,6 +88,16 @@ export class RateLimitError extends ProxyError {
   }
 }
 
+/**
+ * 429 `insufficient_quota`: a monthly spend budget is used up (OpenAI answers an exhausted quota the same way). No
+ * Retry-After: waiting does not help before the month ends.
+ */
+export class BudgetExceededError extends ProxyError {
+  constructor(message: string, budget: "key" | "team") {
+    super(429, "insufficient_quota", "budget_exceeded", message, { param: `${budget}.budget_usd_per_month` });
+  }
+}
+
 /** 502: the upstream failed or answered with an error. */
 export class UpstreamError extends ProxyError {
   constructor(message: string, code = "upstream_error", opts: { cause?: unknown; status?: number } = {}) {

@@ -1,7 +1,7 @@
 /**
  * The request pipeline: the only place where stage order is decided.
  *
- *   auth → parse → respond ↴ (writes whatever comes back, JSON or SSE)
+ *   auth → parse → budget → respond ↴ (writes whatever comes back, JSON or SSE)
  *     content policy → token count → rate limit (reserve … reconcile) → PII scrub (… restore) → RAG
  *     → token count again (after RAG) → cache → upstream (routing, fallbacks, streaming)
  *
@@ -22,6 +22,7 @@ import {
   createParseResponses,
 } from "./stages/parse";
 import { createRespond } from "./stages/respond";
+import { createBudget } from "./stages/budget";
 import { createContentPolicy } from "./stages/content-policy";
 import { createTokenCount } from "./stages/token-count";
 import { createRateLimit } from "./stages/rate-limit";
@@ -33,7 +34,7 @@ import { createUpstreamChat, createUpstreamEmbeddings } from "./stages/upstream"
 export type Stage = Middleware<ProxyState>;
 
 /** The stages that are on, in order. */
-function active(...stages: Array<Stage | false | null>): Stage[] {
+function active(...stages: Array<Stage | false | null | undefined>): Stage[] {
   return stages.filter((s): s is Stage => typeof s === "function");
 }
 
@@ -50,6 +51,7 @@ export function chatPipeline(deps: AppDeps, wire: keyof typeof PARSERS = "chat")
   return active(
     createAuth({ keys: deps.keys, scope: "chat" }),
     parse({ config, providers: deps.providers }),
+    deps.spend && createBudget({ spend: deps.spend }),
     createRespond(),
     policy && createContentPolicy({ config }),
     createTokenCount({ config, phase: "initial" }),
@@ -72,6 +74,7 @@ export function embeddingsPipeline(deps: AppDeps): Stage[] {
   return active(
     createAuth({ keys: deps.keys, scope: "embeddings" }),
     createParseEmbeddings({ config, providers: deps.providers }),
+    deps.spend && createBudget({ spend: deps.spend }),
     createRespond(),
     config.contentPolicy.blockedPatterns.length > 0 && createContentPolicy({ config }),
     createTokenCount({ config, phase: "initial" }),

@@ -17,6 +17,8 @@ export interface Team {
   limits: LimitOverrides;
   /** Client-facing model names the team's keys may use; null = every model. */
   allowedModels: string[] | null;
+  /** USD the team's keys may spend per UTC calendar month; null = no budget, 0 = blocked. */
+  budgetUsdPerMonth: number | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -35,6 +37,8 @@ export interface ApiKeyRecord {
   limits: LimitOverrides;
   /** Client-facing model names this key may use (within its team's list); null = every model. */
   allowedModels: string[] | null;
+  /** USD this key may spend per UTC calendar month (within its team's); null = no budget, 0 = blocked. */
+  budgetUsdPerMonth: number | null;
 }
 
 /** What auth needs per request: the key and its team's overrides in one lookup. */
@@ -43,6 +47,8 @@ export interface KeyLookup {
   teamLimits: LimitOverrides | null;
   /** The team's model list (null: no team, or the team allows every model). */
   teamAllowedModels: string[] | null;
+  /** The team's monthly budget (null: no team, or no budget). */
+  teamBudgetUsdPerMonth: number | null;
 }
 
 export interface KeyStore {
@@ -57,6 +63,8 @@ export interface KeyStore {
       limits: LimitOverrides;
       /** Default null: every model. */
       allowedModels?: string[] | null;
+      /** Default null: no budget. */
+      budgetUsdPerMonth?: number | null;
       hash: string;
       prefix: string;
     },
@@ -67,7 +75,9 @@ export interface KeyStore {
   /** Only the given fields change; within `limits`, only the given budgets (null = back to the default). */
   update(
     id: string,
-    patch: Partial<Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt" | "allowedModels">> & {
+    patch: Partial<
+      Pick<ApiKeyRecord, "name" | "scopes" | "expiresAt" | "allowedModels" | "budgetUsdPerMonth">
+    > & {
       limits?: Partial<LimitOverrides>;
     },
     audit?: AuditContext,
@@ -87,14 +97,24 @@ export interface KeyStore {
  */
 export interface TeamStore {
   create(
-    input: { name: string; limits: LimitOverrides; allowedModels?: string[] | null },
+    input: {
+      name: string;
+      limits: LimitOverrides;
+      allowedModels?: string[] | null;
+      budgetUsdPerMonth?: number | null;
+    },
     audit?: AuditContext,
   ): Promise<Team>;
   list(): Promise<Team[]>;
   get(id: string): Promise<Team | null>;
   update(
     id: string,
-    patch: { name?: string; limits?: Partial<LimitOverrides>; allowedModels?: string[] | null },
+    patch: {
+      name?: string;
+      limits?: Partial<LimitOverrides>;
+      allowedModels?: string[] | null;
+      budgetUsdPerMonth?: number | null;
+    },
     audit?: AuditContext,
   ): Promise<Team | null>;
   /** Throws ConflictError when active keys still belong to the team. */
@@ -207,6 +227,8 @@ export interface UsageSink {
   record(row: UsageRow): void;
   /** Write everything buffered now (resolves even if the database is down; rows stay buffered). */
   flush(): Promise<void>;
+  /** The summed cost of the rows not yet written for a key or a team, created at or after `since`. */
+  pendingCost?(scope: "key" | "team", id: string, since: Date): number;
   /** Final flush; rows that cannot be written go to the on-disk spool. */
   close(): Promise<void>;
   pending(): number;

@@ -14,6 +14,8 @@ export type Principal =
       teamLimits: LimitOverrides | null;
       /** The team's model list (null or absent: no team, or every model). */
       teamAllowedModels?: string[] | null;
+      /** The team's monthly budget in USD (null or absent: no team, or no budget). */
+      teamBudgetUsdPerMonth?: number | null;
     }
   | { kind: "master" };
 

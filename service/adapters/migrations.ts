@@ -145,6 +145,15 @@ ALTER TABLE api_keys ADD COLUMN allowed_models text[];
 ALTER TABLE usage ADD COLUMN cache_write_tokens integer NOT NULL DEFAULT 0;
 `,
   },
+  {
+    id: 7,
+    name: "monthly_budgets",
+    sql: `
+-- Spend allowed per UTC calendar month, in USD, at the configured prices; NULL = no budget, 0 = blocked.
+ALTER TABLE teams ADD COLUMN budget_usd_per_month numeric;
+ALTER TABLE api_keys ADD COLUMN budget_usd_per_month numeric;
+`,
+  },
 ];
 
 function checksum(sql: string): string {

@@ -64,7 +64,13 @@ function toKey(row: Row): ApiKeyRecord {
     rotatedFrom: row.rotated_from === null ? null : String(row.rotated_from),
     limits: limitsFrom(row),
     allowedModels: (row.allowed_models as string[] | null) ?? null,
+    budgetUsdPerMonth: numberOrNull(row.budget_usd_per_month),
   };
+}
+
+/** numeric comes back from pg as a string. */
+function numberOrNull(v: unknown): number | null {
+  return v === null || v === undefined ? null : Number(v);
 }
 
 function toTeam(row: Row): Team {
@@ -73,15 +79,16 @@ function toTeam(row: Row): Team {
     name: String(row.name),
     limits: limitsFrom(row),
     allowedModels: (row.allowed_models as string[] | null) ?? null,
+    budgetUsdPerMonth: numberOrNull(row.budget_usd_per_month),
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
   };
 }
 
 const KEY_COLUMNS = `id, name, prefix, team_id, scopes, expires_at, revoked_at, created_at, rotated_from,
-  requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models`;
+  requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models, budget_usd_per_month`;
 const TEAM_COLUMNS =
-  "id, name, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models, created_at, updated_at";
+  "id, name, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models, budget_usd_per_month, created_at, updated_at";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -166,9 +173,10 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
       const { rows } = await pool.query(
         `SELECT k.id, k.name, k.prefix, k.team_id, k.scopes, k.expires_at, k.revoked_at, k.created_at, k.rotated_from,
                 k.requests_per_minute, k.tokens_per_minute, k.tokens_per_day, k.allowed_models,
+                k.budget_usd_per_month,
                 t.id AS t_id, t.requests_per_minute AS t_requests_per_minute,
                 t.tokens_per_minute AS t_tokens_per_minute, t.tokens_per_day AS t_tokens_per_day,
-                t.allowed_models AS t_allowed_models
+                t.allowed_models AS t_allowed_models, t.budget_usd_per_month AS t_budget_usd_per_month
            FROM api_keys k LEFT JOIN teams t ON t.id = k.team_id
           WHERE k.key_hash = $1`,
         [hash],
@@ -179,6 +187,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         key: toKey(row),
         teamLimits: row.t_id ? limitsFrom(row, "t_") : null,
         teamAllowedModels: (row.t_allowed_models as string[] | null) ?? null,
+        teamBudgetUsdPerMonth: numberOrNull(row.t_budget_usd_per_month),
       };
       return lookup;
     },
@@ -188,8 +197,9 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         const { rows } = await client
           .query(
             `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at,
-                                   requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                   requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models,
+                                   budget_usd_per_month)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              RETURNING ${KEY_COLUMNS}`,
             [
               input.name,
@@ -202,6 +212,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
               input.limits.tokensPerMinute,
               input.limits.tokensPerDay,
               input.allowedModels ?? null,
+              input.budgetUsdPerMonth ?? null,
             ],
           )
           .catch(mapKeyWriteError);
@@ -234,6 +245,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         scopes: patch.scopes,
         expires_at: patch.expiresAt,
         allowed_models: patch.allowedModels,
+        budget_usd_per_month: patch.budgetUsdPerMonth,
         ...limitColumns(patch.limits),
       });
       return inTransaction(pool, async (client) => {
@@ -302,9 +314,10 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         const inserted = await client
           .query(
             `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at, rotated_from,
-                                   requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models)
+                                   requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models,
+                                   budget_usd_per_month)
              SELECT name, $2, $3, team_id, scopes, expires_at, id, requests_per_minute, tokens_per_minute,
-                    tokens_per_day, allowed_models
+                    tokens_per_day, allowed_models, budget_usd_per_month
                FROM api_keys WHERE id = $1
              RETURNING ${KEY_COLUMNS}`,
             [id, replacement.hash, replacement.prefix],
@@ -333,14 +346,16 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
       return inTransaction(pool, async (client) => {
         const { rows } = await client
           .query(
-            `INSERT INTO teams (name, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models)
-             VALUES ($1, $2, $3, $4, $5) RETURNING ${TEAM_COLUMNS}`,
+            `INSERT INTO teams (name, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models,
+                                budget_usd_per_month)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${TEAM_COLUMNS}`,
             [
               input.name,
               input.limits.requestsPerMinute,
               input.limits.tokensPerMinute,
               input.limits.tokensPerDay,
               input.allowedModels ?? null,
+              input.budgetUsdPerMonth ?? null,
             ],
           )
           .catch((error: unknown) => mapTeamWriteError(error, input.name));
@@ -371,6 +386,7 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
       const { sets, values } = updateSet(id, {
         name: patch.name,
         allowed_models: patch.allowedModels,
+        budget_usd_per_month: patch.budgetUsdPerMonth,
         ...limitColumns(patch.limits),
       });
       return inTransaction(pool, async (client) => {

@@ -401,6 +401,18 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     return inflight.length + buffer.length;
   }
 
+  function pendingCost(scope: "key" | "team", id: string, since: Date): number {
+    const from = since.getTime();
+    let sum = 0;
+    for (const rows of [inflight, buffer]) {
+      for (const r of rows) {
+        if ((scope === "key" ? r.keyId : r.teamId) !== id || !r.costUsd) continue;
+        if (new Date(r.createdAt).getTime() >= from) sum += r.costUsd;
+      }
+    }
+    return sum;
+  }
+
   function record(row: UsageRow): void {
     if (closed) {
       // After close() nothing flushes any more: straight to the spool.
@@ -530,6 +542,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     flush,
     close,
     pending,
+    pendingCost,
     replaySpool,
   };
   writers.add(writer);

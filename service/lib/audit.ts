@@ -36,6 +36,7 @@ export function teamSnapshot(t: Team): AuditSnapshot {
     tokens_per_minute: t.limits.tokensPerMinute,
     tokens_per_day: t.limits.tokensPerDay,
     allowed_models: t.allowedModels,
+    budget_usd_per_month: t.budgetUsdPerMonth,
   };
 }
 
@@ -53,6 +54,7 @@ export function keySnapshot(k: ApiKeyRecord): AuditSnapshot {
     tokens_per_minute: k.limits.tokensPerMinute,
     tokens_per_day: k.limits.tokensPerDay,
     allowed_models: k.allowedModels,
+    budget_usd_per_month: k.budgetUsdPerMonth,
   };
 }
 

@@ -92,9 +92,24 @@ const allowedModels = z
   .nullable()
   .optional();
 
-const teamCreateSchema = z.object({ name, allowed_models: allowedModels, ...limitFields }).strict();
+/** USD per UTC calendar month; null = no budget, 0 = blocked. */
+const budget = z
+  .number({ error: "must be a number of US dollars, 0 (blocked) or null (no budget)" })
+  .min(0, "must be 0 (blocked) or positive; null means no budget")
+  .max(1_000_000_000, "must be at most 1000000000")
+  .nullable()
+  .optional();
+
+const teamCreateSchema = z
+  .object({ name, allowed_models: allowedModels, budget_usd_per_month: budget, ...limitFields })
+  .strict();
 const teamPatchSchema = z
-  .object({ name: name.optional(), allowed_models: allowedModels, ...limitFields })
+  .object({
+    name: name.optional(),
+    allowed_models: allowedModels,
+    budget_usd_per_month: budget,
+    ...limitFields,
+  })
   .strict();
 const keyCreateSchema = z
   .object({
@@ -103,6 +118,7 @@ const keyCreateSchema = z
     scopes: scopes.optional(),
     expires_at: futureDate.nullable().optional(),
     allowed_models: allowedModels,
+    budget_usd_per_month: budget,
     ...limitFields,
   })
   .strict();
@@ -112,6 +128,7 @@ const keyPatchSchema = z
     scopes: scopes.optional(),
     expires_at: futureDate.nullable().optional(),
     allowed_models: allowedModels,
+    budget_usd_per_month: budget,
     ...limitFields,
   })
   .strict();
@@ -176,6 +193,7 @@ export function teamJson(t: Team) {
     tokens_per_minute: t.limits.tokensPerMinute,
     tokens_per_day: t.limits.tokensPerDay,
     allowed_models: t.allowedModels,
+    budget_usd_per_month: t.budgetUsdPerMonth,
     created_at: t.createdAt,
     updated_at: t.updatedAt,
   };
@@ -199,6 +217,7 @@ export function keyJson(k: ApiKeyRecord) {
     tokens_per_minute: k.limits.tokensPerMinute,
     tokens_per_day: k.limits.tokensPerDay,
     allowed_models: k.allowedModels,
+    budget_usd_per_month: k.budgetUsdPerMonth,
   };
 }
 
@@ -330,6 +349,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
         name: input.name,
         limits: fullLimits(limitsFrom(input)),
         allowedModels: input.allowed_models ?? null,
+        budgetUsdPerMonth: input.budget_usd_per_month ?? null,
       },
       auditContextOf(ctx),
     );
@@ -355,6 +375,9 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
       {
         ...(input.name !== undefined ? { name: input.name } : {}),
         ...(input.allowed_models !== undefined ? { allowedModels: input.allowed_models } : {}),
+        ...(input.budget_usd_per_month !== undefined
+          ? { budgetUsdPerMonth: input.budget_usd_per_month }
+          : {}),
         limits: limitsFrom(input),
       },
       auditContextOf(ctx),
@@ -386,6 +409,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
         expiresAt: input.expires_at ?? null,
         limits: fullLimits(limitsFrom(input)),
         allowedModels: input.allowed_models ?? null,
+        budgetUsdPerMonth: input.budget_usd_per_month ?? null,
         hash: generated.hash,
         prefix: generated.prefix,
       },
@@ -416,6 +440,9 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
         ...(input.scopes !== undefined ? { scopes: input.scopes } : {}),
         ...(input.expires_at !== undefined ? { expiresAt: input.expires_at } : {}),
         ...(input.allowed_models !== undefined ? { allowedModels: input.allowed_models } : {}),
+        ...(input.budget_usd_per_month !== undefined
+          ? { budgetUsdPerMonth: input.budget_usd_per_month }
+          : {}),
         limits: limitsFrom(input),
       },
       auditContextOf(ctx),

@@ -112,6 +112,7 @@ export function createAuth(deps: AuthDeps): Middleware<ProxyState> {
       key,
       teamLimits: lookup.teamLimits,
       teamAllowedModels: lookup.teamAllowedModels,
+      teamBudgetUsdPerMonth: lookup.teamBudgetUsdPerMonth,
     };
     ctx.state.usage.keyId = key.id;
     ctx.state.usage.teamId = key.teamId;

@@ -11,6 +11,7 @@ import { costTotal, registry, requestDuration, requestsTotal, tokensTotal } from
 import { costUsd } from "../lib/pricing";
 import { uuidv7 } from "../lib/uuid7";
 import type { UsageSink } from "../ports";
+import type { SpendTracker } from "../adapters/spend";
 import type { ProxyState } from "../state";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -71,6 +72,8 @@ export interface RequestContextDeps {
   log: Logger;
   usageSink: UsageSink;
   isDraining(): boolean;
+  /** Told each request's cost, so budgets see this process's spend at once. */
+  spend?: SpendTracker | null;
 }
 
 export function createRequestContext(deps: RequestContextDeps): Middleware<ProxyState> {
@@ -129,7 +132,10 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
         tokensTotal.inc({ direction: "completion", model: usage.servedModel ?? "" }, usage.completionTokens);
       }
       if (usage.costUsd) costTotal.inc({ model: usage.servedModel ?? "" }, usage.costUsd);
-      if (USAGE_ROUTES.has(route) && usage.keyId) deps.usageSink.record(usage);
+      if (USAGE_ROUTES.has(route) && usage.keyId) {
+        deps.usageSink.record(usage);
+        if (usage.costUsd) deps.spend?.add(usage.keyId, usage.teamId, usage.costUsd);
+      }
       // Probes and scrapes every few seconds would drown the log: they log at debug.
       const level = route === "health" || route === "metrics" ? "debug" : "info";
       accessLine(level, {

@@ -104,6 +104,7 @@ describe("audit: team changes", () => {
       tokens_per_minute: { before: null, after: null },
       tokens_per_day: { before: null, after: null },
       allowed_models: { before: null, after: null },
+      budget_usd_per_month: { before: null, after: null },
     });
 
     // Only the fields that changed, with their old and new values; null means "back to the default".
@@ -133,6 +134,7 @@ describe("audit: team changes", () => {
       tokens_per_minute: { before: null, after: null },
       tokens_per_day: { before: 5000, after: null },
       allowed_models: { before: null, after: null },
+      budget_usd_per_month: { before: null, after: null },
     });
   });
 });
@@ -167,6 +169,7 @@ describe("audit: key changes", () => {
       tokens_per_minute: { before: null, after: null },
       tokens_per_day: { before: null, after: 1000 },
       allowed_models: { before: null, after: null },
+      budget_usd_per_month: { before: null, after: null },
     });
 
     const updated = await oneEvent(200, () =>

@@ -93,6 +93,7 @@ describe("pg stores", () => {
       key: k,
       teamLimits: { requestsPerMinute: 3, tokensPerMinute: null, tokensPerDay: 0 },
       teamAllowedModels: null,
+      teamBudgetUsdPerMonth: null,
     });
     expect(await keys.findByHash(generateApiKey().hash)).toBeNull();
 

@@ -110,6 +110,7 @@ async function startHarness(
           expiresAt: null,
           revokedAt: null,
           allowedModels: null,
+          budgetUsdPerMonth: null,
           createdAt: "",
           rotatedFrom: null,
           limits,

@@ -1,0 +1,120 @@
+/**
+ * Spend per key and per team in the current UTC calendar month, for monthly budgets. PostgreSQL's usage rows are the
+ * record (every replica writes them, at the prices of the deployment that answered); each process reads a scope's
+ * sum when it first needs it and again in the background once it is `refreshMs` old, and adds what it served itself
+ * in between, so its own requests count at once. The rows this process has not written yet are counted from the
+ * usage writer's buffer; a row committing while the sum is read may count twice (a budget errs on the side of
+ * stopping early), never zero times.
+ *
+ * What one replica served reaches the others within the usage flush (about 1 s) plus `refreshMs`: a fleet can
+ * overshoot a budget by about that much spend, plus the requests in flight when it is reached (a request's cost is
+ * known only when its answer is). While PostgreSQL is unreachable the last sum is kept and the process goes on
+ * adding its own spend; a scope never read before counts from zero.
+ */
+import type pg from "pg";
+import type { Logger } from "pino";
+import type { UsageSink } from "../ports";
+import { errorSummary } from "./postgres";
+
+export type SpendScope = "key" | "team";
+
+export interface SpendTracker {
+  /** USD spent this UTC month by a key or a team (its keys together). */
+  spent(scope: SpendScope, id: string): Promise<number>;
+  /** A finished request's cost, counted at once for its key and its team. */
+  add(keyId: string | null, teamId: string | null, usd: number | null): void;
+}
+
+export interface SpendTrackerArgs {
+  pool: pg.Pool;
+  log: Logger;
+  usage?: Pick<UsageSink, "pendingCost">;
+  /** How old a sum may get before it is read again, in the background. Default 5 000 ms. */
+  refreshMs?: number;
+  now?: () => number;
+}
+
+interface Entry {
+  /** Start of the month the sums are for, epoch ms (UTC). */
+  month: number;
+  /** PostgreSQL's sum plus the unwritten rows, when last read. */
+  base: number;
+  /** This process's spend since then. */
+  local: number;
+  /** When `base` was read (0: never). */
+  at: number;
+  refreshing: Promise<void> | null;
+}
+
+/** Entries are a few numbers each; past this many (keys and teams seen this month) the map starts over. */
+const MAX_ENTRIES = 100_000;
+
+export function monthStart(now: number): number {
+  const d = new Date(now);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+}
+
+export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
+  const refreshMs = args.refreshMs ?? 5_000;
+  const now = args.now ?? Date.now;
+  const entries = new Map<string, Entry>();
+  let lastWarned = 0;
+
+  async function read(scope: SpendScope, id: string, e: Entry): Promise<void> {
+    const since = new Date(e.month);
+    const unwritten = args.usage?.pendingCost?.(scope, id, since) ?? 0;
+    const localBefore = e.local;
+    const column = scope === "key" ? "key_id" : "team_id";
+    try {
+      const { rows } = await args.pool.query(
+        `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM usage WHERE ${column} = $1 AND created_at >= $2`,
+        [id, since],
+      );
+      e.base = Number((rows[0] as { spent: number }).spent) + unwritten;
+      // What this process served before the snapshot is in the sum now; what it served since stays local.
+      e.local -= localBefore;
+      e.at = now();
+    } catch (error) {
+      if (now() - lastWarned > 60_000) {
+        lastWarned = now();
+        args.log.warn(
+          { err: errorSummary(error) },
+          "spend not read from PostgreSQL; budgets use what this process saw",
+        );
+      }
+    }
+  }
+
+  function refresh(scope: SpendScope, id: string, e: Entry): Promise<void> {
+    e.refreshing ??= read(scope, id, e).finally(() => {
+      e.refreshing = null;
+    });
+    return e.refreshing;
+  }
+
+  return {
+    async spent(scope, id) {
+      const t = now();
+      const month = monthStart(t);
+      const k = `${scope}:${id}`;
+      let e = entries.get(k);
+      if (!e || e.month !== month) {
+        if (entries.size >= MAX_ENTRIES) entries.clear();
+        e = { month, base: 0, local: 0, at: 0, refreshing: null };
+        entries.set(k, e);
+      }
+      if (e.at === 0) await refresh(scope, id, e);
+      else if (t - e.at >= refreshMs) void refresh(scope, id, e);
+      return e.base + e.local;
+    },
+    add(keyId, teamId, usd) {
+      if (!usd || !(usd > 0)) return;
+      const month = monthStart(now());
+      for (const k of [keyId && `key:${keyId}`, teamId && `team:${teamId}`]) {
+        if (!k) continue;
+        const e = entries.get(k);
+        if (e && e.month === month) e.local += usd;
+      }
+    },
+  };
+}

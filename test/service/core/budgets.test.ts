@@ -1,0 +1,194 @@
+/**
+ * Monthly spend budgets per key and per team: set through the admin API, enforced before the upstream call with
+ * 429 insufficient_quota, counted from PostgreSQL's usage rows plus what the process itself served.
+ */
+import crypto from "node:crypto";
+import type pg from "pg";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { migrate } from "../../../service/adapters/migrations";
+import { createPostgres } from "../../../service/adapters/postgres";
+import { createSpendTracker, monthStart } from "../../../service/adapters/spend";
+import { insertUsageRows } from "../../../service/adapters/usage-writer";
+import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
+import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
+import { startProxy, type TestProxy } from "../../helpers/proxy";
+import { usageRow } from "../../helpers/usage";
+
+const log = pino({ level: "silent" });
+
+describe("spend tracker (PostgreSQL)", () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    ({ pool } = createPostgres({ url: db.url, log }));
+    await migrate(pool, { log });
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  it("sums this UTC month's rows, adds unwritten and own spend, and reads again when the sum is old", async () => {
+    const keyId = crypto.randomUUID();
+    const teamId = crypto.randomUUID();
+    let clock = Date.UTC(2041, 4, 20, 12);
+    const month = monthStart(clock);
+    await insertUsageRows(pool, [
+      usageRow({ keyId, teamId, costUsd: 2, createdAt: new Date(month) }),
+      usageRow({ keyId, teamId, costUsd: 0.5, createdAt: new Date(month + 3600_000) }),
+      // Last month, another key of the team, and a row without a price.
+      usageRow({ keyId, teamId, costUsd: 100, createdAt: new Date(month - 1) }),
+      usageRow({ keyId: crypto.randomUUID(), teamId, costUsd: 1, createdAt: new Date(month + 60_000) }),
+      usageRow({ keyId, teamId, costUsd: null, createdAt: new Date(month + 60_000) }),
+    ]);
+    let unwritten = 0.25;
+    const tracker = createSpendTracker({
+      pool,
+      log,
+      refreshMs: 1000,
+      now: () => clock,
+      usage: {
+        pendingCost: (scope, id, since) =>
+          scope === "key" && since.getTime() === month && id === keyId ? unwritten : 0,
+      },
+    });
+    expect(await tracker.spent("key", keyId)).toBeCloseTo(2.75, 9);
+    expect(await tracker.spent("team", teamId)).toBeCloseTo(3.5, 9);
+
+    // What this process serves counts at once, for the key and its team.
+    tracker.add(keyId, teamId, 1);
+    expect(await tracker.spent("key", keyId)).toBeCloseTo(3.75, 9);
+    expect(await tracker.spent("team", teamId)).toBeCloseTo(4.5, 9);
+
+    // Another replica's rows arrive; the sum is read again once it is a second old (in the background).
+    await insertUsageRows(pool, [
+      usageRow({ keyId, teamId, costUsd: 10, createdAt: new Date(month + 7200_000) }),
+    ]);
+    unwritten = 0; // the earlier unwritten row and this process's 1.00 were written meanwhile
+    await insertUsageRows(pool, [
+      usageRow({ keyId, teamId, costUsd: 1.25, createdAt: new Date(month + 7300_000) }),
+    ]);
+    clock += 1500;
+    await tracker.spent("key", keyId); // starts the read
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await tracker.spent("key", keyId)).toBeCloseTo(2.5 + 10 + 1.25, 9);
+
+    // A new month starts from that month's rows.
+    clock = Date.UTC(2041, 5, 1, 0, 0, 1);
+    expect(await tracker.spent("key", keyId)).toBe(0);
+  });
+});
+
+describe("monthly budgets through the proxy", () => {
+  let upstream: FakeUpstream;
+  let proxy: TestProxy;
+  // The fake upstream reports 11 prompt and 7 completion tokens: at 0.1 USD a token, 1.80 USD a request.
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    proxy = await startProxy({
+      configYaml: `providers:
+  up: { type: openai, base_url: "${upstream.baseUrl}", max_retries: 0 }
+models:
+  - { name: m, provider: up, pricing: { input_per_mtok: 100000, output_per_mtok: 100000 } }
+  - { name: free, provider: up }
+`,
+    });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  const admin = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${proxy.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${proxy.masterKey}`, "content-type": "application/json" },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: res.status, body: (await res.json()) as any };
+  };
+  const chat = async (key: string, model = "m") => {
+    const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }] }),
+    });
+    return { status: res.status, body: (await res.json()) as any };
+  };
+
+  it("the admin API sets, shows, changes and clears a budget, and names a bad one", async () => {
+    const team = await admin("POST", "/internal/teams", { name: "budget-admin", budget_usd_per_month: 100 });
+    expect(team.status).toBe(201);
+    expect(team.body.budget_usd_per_month).toBe(100);
+    const key = await admin("POST", "/internal/keys", {
+      name: "k",
+      team_id: team.body.id,
+      budget_usd_per_month: 2.5,
+    });
+    expect(key.body.budget_usd_per_month).toBe(2.5);
+    expect((await admin("GET", `/internal/keys/${key.body.id}`)).body.budget_usd_per_month).toBe(2.5);
+    expect(
+      (await admin("PATCH", `/internal/keys/${key.body.id}`, { name: "k2" })).body.budget_usd_per_month,
+    ).toBe(2.5);
+    expect(
+      (await admin("PATCH", `/internal/keys/${key.body.id}`, { budget_usd_per_month: null })).body
+        .budget_usd_per_month,
+    ).toBeNull();
+    expect(
+      (await admin("PATCH", `/internal/teams/${team.body.id}`, { budget_usd_per_month: 0.01 })).body
+        .budget_usd_per_month,
+    ).toBe(0.01);
+    for (const bad of [-1, "10", 2e9]) {
+      const res = await admin("PATCH", `/internal/teams/${team.body.id}`, { budget_usd_per_month: bad });
+      expect(res.status).toBe(400);
+      expect(res.body.error.param).toBe("budget_usd_per_month");
+    }
+  });
+
+  it("a key's budget: served while under it, then 429 insufficient_quota without calling the upstream", async () => {
+    const key = await admin("POST", "/internal/keys", { name: "capped", budget_usd_per_month: 3 });
+    expect((await chat(key.body.key)).status).toBe(200); // 0.00 spent
+    expect((await chat(key.body.key)).status).toBe(200); // 1.80 spent
+    const calls = upstream.requests.length;
+    const refused = await chat(key.body.key); // 3.60 spent
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toMatchObject({
+      type: "insufficient_quota",
+      code: "budget_exceeded",
+      param: "key.budget_usd_per_month",
+    });
+    expect(refused.body.error.message).toMatch(
+      /monthly budget of USD 3\.00 is spent \(USD 3\.60 this month\)/,
+    );
+    expect(upstream.requests.length).toBe(calls);
+    // Requests without a price cost nothing against a budget, but a spent budget refuses them too.
+    expect((await chat(key.body.key, "free")).status).toBe(429);
+    // Raised: served again.
+    await admin("PATCH", `/internal/keys/${key.body.id}`, { budget_usd_per_month: 10 });
+    expect((await chat(key.body.key)).status).toBe(200);
+
+    const rows = await proxy.waitForUsageRows(1);
+    const mine = rows.filter((r) => r.key_id === key.body.id);
+    expect(mine.filter((r) => r.error_code === "budget_exceeded").map((r) => r.status)).toEqual([429, 429]);
+    expect(mine.filter((r) => r.status === 200).map((r) => Number(r.cost_usd))).toEqual([1.8, 1.8, 1.8]);
+  });
+
+  it("a team's budget is shared by its keys; 0 blocks at once", async () => {
+    const team = await admin("POST", "/internal/teams", { name: "budget-team", budget_usd_per_month: 2 });
+    const a = await admin("POST", "/internal/keys", { name: "a", team_id: team.body.id });
+    const b = await admin("POST", "/internal/keys", { name: "b", team_id: team.body.id });
+    expect((await chat(a.body.key)).status).toBe(200); // team: 0.00
+    expect((await chat(b.body.key)).status).toBe(200); // team: 1.80
+    for (const k of [a, b]) {
+      const refused = await chat(k.body.key);
+      expect(refused.status).toBe(429);
+      expect(refused.body.error.param).toBe("team.budget_usd_per_month");
+    }
+    const blocked = await admin("POST", "/internal/keys", { name: "none", budget_usd_per_month: 0 });
+    const res = await chat(blocked.body.key);
+    expect(res.status).toBe(429);
+    expect(res.body.error.message).toContain("monthly budget is 0");
+  });
+});
