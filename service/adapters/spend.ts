@@ -9,7 +9,8 @@
  * What one replica served reaches the others within the usage flush (about 1 s) plus `refreshMs`: a fleet can
  * overshoot a budget by about that much spend, plus the requests in flight when it is reached (a request's cost is
  * known only when its answer is). While PostgreSQL is unreachable the last sum is kept and the process goes on
- * adding its own spend; a scope never read before counts from zero.
+ * adding its own spend, trying again every 30 s; a scope never read before waits for its first read at most 1 s,
+ * then counts from zero.
  */
 import type pg from "pg";
 import type { Logger } from "pino";
@@ -43,11 +44,17 @@ interface Entry {
   local: number;
   /** When `base` was read (0: never). */
   at: number;
+  /** When to read it again (0: at once, and wait for it). */
+  next: number;
   refreshing: Promise<void> | null;
 }
 
 /** Entries are a few numbers each; past this many (keys and teams seen this month) the map starts over. */
 const MAX_ENTRIES = 100_000;
+/** The first read of a scope holds its request at most this long; after that it goes on without waiting. */
+const FIRST_READ_WAIT_MS = 1_000;
+/** After a failed read, the next one is tried this much later (in the background). */
+const FAILED_READ_RETRY_MS = 30_000;
 
 export function monthStart(now: number): number {
   const d = new Date(now);
@@ -74,7 +81,9 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
       // What this process served before the snapshot is in the sum now; what it served since stays local.
       e.local -= localBefore;
       e.at = now();
+      e.next = e.at + refreshMs;
     } catch (error) {
+      e.next = now() + FAILED_READ_RETRY_MS;
       if (now() - lastWarned > 60_000) {
         lastWarned = now();
         args.log.warn(
@@ -100,11 +109,18 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
       let e = entries.get(k);
       if (!e || e.month !== month) {
         if (entries.size >= MAX_ENTRIES) entries.clear();
-        e = { month, base: 0, local: 0, at: 0, refreshing: null };
+        e = { month, base: 0, local: 0, at: 0, next: 0, refreshing: null };
         entries.set(k, e);
       }
-      if (e.at === 0) await refresh(scope, id, e);
-      else if (t - e.at >= refreshMs) void refresh(scope, id, e);
+      if (e.next === 0) {
+        e.next = t + FAILED_READ_RETRY_MS; // until the read settles: no second waiting reader
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          refresh(scope, id, e),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, FIRST_READ_WAIT_MS))),
+        ]);
+        clearTimeout(timer);
+      } else if (t >= e.next) void refresh(scope, id, e);
       return e.base + e.local;
     },
     add(keyId, teamId, usd) {

@@ -3,6 +3,7 @@
  * 429 insufficient_quota, counted from PostgreSQL's usage rows plus what the process itself served.
  */
 import crypto from "node:crypto";
+import net from "node:net";
 import type pg from "pg";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -78,6 +79,35 @@ describe("spend tracker (PostgreSQL)", () => {
     // A new month starts from that month's rows.
     clock = Date.UTC(2041, 5, 1, 0, 0, 1);
     expect(await tracker.spent("key", keyId)).toBe(0);
+  });
+});
+
+describe("spend tracker without PostgreSQL", () => {
+  it("waits at most a second for a first read, then counts what the process served, without waiting again", async () => {
+    // A frozen PostgreSQL: connections are accepted and never answered.
+    const frozen = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => frozen.listen(0, "127.0.0.1", resolve));
+    const port = (frozen.address() as net.AddressInfo).port;
+    const { pool } = createPostgres({
+      url: `postgres://postgres@127.0.0.1:${port}/x`,
+      log,
+      connectionTimeoutMs: 10_000,
+    });
+    try {
+      const tracker = createSpendTracker({ pool, log });
+      const keyId = crypto.randomUUID();
+      const started = Date.now();
+      expect(await tracker.spent("key", keyId)).toBe(0);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      tracker.add(keyId, null, 4.5);
+      const again = Date.now();
+      expect(await tracker.spent("key", keyId)).toBe(4.5);
+      expect(Date.now() - again).toBeLessThan(500);
+    } finally {
+      void pool.end().catch(() => undefined); // its connect attempt still hangs: do not wait for it
+      frozen.close();
+    }
   });
 });
 
