@@ -56,6 +56,8 @@ export interface ProxyState {
   served?: DeploymentConfig;
   /** token-count: prompt tokens of the final request (after RAG). */
   promptTokens?: number;
+  /** Characters of answer text (content, tool-call arguments) streamed so far: the estimate of a cut stream. */
+  streamed?: { chars: number; reported: boolean };
   /** token-count: completion allowance reserved (max_tokens / max_completion_tokens or the default). */
   completionAllowance?: number;
   /** rate-limit: the admission's reservation (reconciled or released by the same stage). */

@@ -47,6 +47,8 @@ interface Entry {
   /** When to read it again (0: at once, and wait for it). */
   next: number;
   refreshing: Promise<void> | null;
+  /** The first read, bounded by FIRST_READ_WAIT_MS: every request arriving before it settles waits on it. */
+  first: Promise<void> | null;
 }
 
 /** Entries are a few numbers each; past this many (keys and teams seen this month) the map starts over. */
@@ -55,6 +57,12 @@ const MAX_ENTRIES = 100_000;
 const FIRST_READ_WAIT_MS = 1_000;
 /** After a failed read, the next one is tried this much later (in the background). */
 const FAILED_READ_RETRY_MS = 30_000;
+/**
+ * A read sums the month's rows of one key or team (through the usage indexes on key_id or team_id and created_at):
+ * for a scope with millions of requests a month that is not cheap, so reads are spaced at least this many times
+ * their own duration apart — PostgreSQL spends at most ~5 % of a backend on one scope's reads per process.
+ */
+const READ_SPACING = 20;
 
 export function monthStart(now: number): number {
   const d = new Date(now);
@@ -72,6 +80,7 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
     const unwritten = args.usage?.pendingCost?.(scope, id, since) ?? 0;
     const localBefore = e.local;
     const column = scope === "key" ? "key_id" : "team_id";
+    const started = now();
     try {
       const { rows } = await args.pool.query(
         `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM usage WHERE ${column} = $1 AND created_at >= $2`,
@@ -81,7 +90,7 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
       // What this process served before the snapshot is in the sum now; what it served since stays local.
       e.local -= localBefore;
       e.at = now();
-      e.next = e.at + refreshMs;
+      e.next = e.at + Math.max(refreshMs, (e.at - started) * READ_SPACING);
     } catch (error) {
       e.next = now() + FAILED_READ_RETRY_MS;
       if (now() - lastWarned > 60_000) {
@@ -109,18 +118,23 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
       let e = entries.get(k);
       if (!e || e.month !== month) {
         if (entries.size >= MAX_ENTRIES) entries.clear();
-        e = { month, base: 0, local: 0, at: 0, next: 0, refreshing: null };
+        e = { month, base: 0, local: 0, at: 0, next: 0, refreshing: null, first: null };
         entries.set(k, e);
       }
       if (e.next === 0) {
-        e.next = t + FAILED_READ_RETRY_MS; // until the read settles: no second waiting reader
+        e.next = t + FAILED_READ_RETRY_MS; // until the read settles
         let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
+        const entry = e;
+        e.first = Promise.race([
           refresh(scope, id, e),
           new Promise<void>((resolve) => (timer = setTimeout(resolve, FIRST_READ_WAIT_MS))),
-        ]);
-        clearTimeout(timer);
+        ]).finally(() => {
+          clearTimeout(timer);
+          entry.first = null;
+        });
       } else if (t >= e.next) void refresh(scope, id, e);
+      // Until the first read is in (or its wait is over), nobody is told "nothing spent yet".
+      if (e.first) await e.first;
       return e.base + e.local;
     },
     add(keyId, teamId, usd) {

@@ -219,6 +219,15 @@ export async function copyUsageRows(pool: pg.Pool, rows: readonly UsageRow[]): P
   }
 }
 
+/** What budgets need of a row. */
+function costsOf(
+  rows: readonly UsageRow[],
+): Array<Pick<UsageRow, "keyId" | "teamId" | "costUsd" | "createdAt">> {
+  return rows
+    .filter((r) => r.costUsd)
+    .map((r) => ({ keyId: r.keyId, teamId: r.teamId, costUsd: r.costUsd, createdAt: r.createdAt }));
+}
+
 /** SQLSTATE classes 22 (data exception) and 23 (integrity): retrying the same row cannot succeed. */
 function isDataError(error: unknown): boolean {
   const code = sqlState(error);
@@ -332,6 +341,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
           await insertUsageRows(pool, [row]);
         } catch (rowError) {
           if (!isDataError(rowError)) throw rowError;
+          offTable.push(...costsOf([row]));
           log.error(
             { err: errorSummary(rowError), requestId: row.requestId },
             "usage row rejected by PostgreSQL; dropped",
@@ -386,6 +396,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     try {
       writeSpoolFile(spoolDir, rows);
       spilled = true;
+      offTable.push(...costsOf(rows));
       log.warn(
         { rows: rows.length, spoolDir },
         "usage buffer full during a PostgreSQL outage; oldest rows spooled to disk",
@@ -404,7 +415,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
   function pendingCost(scope: "key" | "team", id: string, since: Date): number {
     const from = since.getTime();
     let sum = 0;
-    for (const rows of [inflight, buffer]) {
+    for (const rows of [inflight, buffer, offTable]) {
       for (const r of rows) {
         if ((scope === "key" ? r.keyId : r.teamId) !== id || !r.costUsd) continue;
         if (new Date(r.createdAt).getTime() >= from) sum += r.costUsd;
@@ -530,10 +541,23 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     return total;
   }
 
+  /**
+   * The cost of the rows this process spooled (until a replay has written them) or dropped: in neither the table nor
+   * the buffer, but spent all the same (budgets count it; see spend.ts).
+   */
+  let offTable: Array<Pick<UsageRow, "keyId" | "teamId" | "costUsd" | "createdAt">> = [];
+
   function replaySpool(): Promise<number> {
-    replaying ??= replayAll().finally(() => {
-      replaying = null;
-    });
+    const settled = offTable.length;
+    replaying ??= replayAll()
+      .then((n) => {
+        // Everything spooled before this replay began is in the table now (a later spill may have added more).
+        offTable = offTable.slice(settled);
+        return n;
+      })
+      .finally(() => {
+        replaying = null;
+      });
     return replaying;
   }
 

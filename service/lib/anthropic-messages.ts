@@ -35,10 +35,11 @@ const unsupported = (param: string, what: string) =>
 function blocksText(content: Content | undefined, param: string): string {
   if (content === undefined) return "";
   if (typeof content === "string") return content;
+  if (!Array.isArray(content)) throw unsupported(param, "Content other than a string or a list of blocks");
   return content
     .map((b, i) => {
-      if (b.type === "text" && typeof b.text === "string") return b.text;
-      throw unsupported(`${param}[${i}]`, `A \`${b.type}\` block here`);
+      if (b && typeof b === "object" && b.type === "text" && typeof b.text === "string") return b.text;
+      throw unsupported(`${param}[${i}]`, `A \`${String(b?.type)}\` block here`);
     })
     .join("\n");
 }

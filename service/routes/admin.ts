@@ -259,6 +259,20 @@ function oneOf<T extends string>(ctx: Context, field: string, allowed: readonly 
   return v as T;
 }
 
+/** A name to match (model, route, provider): printable text, as PostgreSQL's text type takes no NUL. */
+function queryName(ctx: Context, field: string): string | undefined {
+  const v = queryString(ctx, field);
+  // eslint-disable-next-line no-control-regex
+  if (v !== undefined && (/[\u0000-\u001f\u007f]/.test(v) || v.length > 200)) {
+    throw new InvalidRequestError(
+      `Invalid \`${field}\`: expected a name of at most 200 printable characters.`,
+      "invalid_value",
+      field,
+    );
+  }
+  return v;
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 function queryUuid(ctx: Context, field: string): string | undefined {
   const v = queryString(ctx, field);
@@ -531,9 +545,9 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
     const filter = {
       keyId: queryUuid(ctx, "key_id"),
       teamId: queryUuid(ctx, "team_id"),
-      model: queryString(ctx, "model"),
-      route: queryString(ctx, "route"),
-      provider: queryString(ctx, "provider"),
+      model: queryName(ctx, "model"),
+      route: queryName(ctx, "route"),
+      provider: queryName(ctx, "provider"),
     };
     const rows = await deps.usageReport.aggregate({
       from,

@@ -33,8 +33,11 @@ export function createBudget(deps: { spend: SpendTracker }): Middleware<ProxySta
     if (p?.kind !== "key") return next();
     const keyBudget = p.key.budgetUsdPerMonth;
     const teamBudget = p.key.teamId ? (p.teamBudgetUsdPerMonth ?? null) : null;
-    if (keyBudget !== null) await check("key", p.key.id, keyBudget);
-    if (teamBudget !== null) await check("team", p.key.teamId!, teamBudget);
+    // Both at once: each may wait for a first read of its spend.
+    await Promise.all([
+      keyBudget !== null ? check("key", p.key.id, keyBudget) : undefined,
+      teamBudget !== null ? check("team", p.key.teamId!, teamBudget) : undefined,
+    ]);
     return next();
   };
 }

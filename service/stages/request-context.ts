@@ -123,6 +123,14 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       usage.latencyMs = Math.round(seconds * 1000);
       if (!usage.status) usage.status = ctx.status;
       if (!ctx.res.writableFinished && !usage.errorCode) usage.errorCode = "client_closed_request";
+      const streamed = ctx.state.streamed;
+      if (streamed?.chars && !streamed.reported && !usage.cacheHit) {
+        // A stream cut before the provider's usage chunk (the client left, or the upstream failed mid-way): the
+        // provider bills what it generated, so the row gets an estimate instead of nothing — the prompt as counted
+        // (or its body at 4 bytes a token), the answer at 4 characters a token.
+        usage.promptTokens ||= ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4);
+        usage.completionTokens ||= Math.ceil(streamed.chars / 4);
+      }
       usage.costUsd = costUsd(usage, ctx.state.served);
       requestsTotal.inc({ route, status: String(usage.status), model: usage.requestedModel ?? "" });
       requestDuration.observe({ route }, seconds);

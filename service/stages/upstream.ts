@@ -40,13 +40,20 @@ function recordPromptCache(usage: UsageRow, reported: Usage | null | undefined):
   usage.cacheWrite1hTokens = u.cacheWrite1h;
 }
 
-/** Record the provider's usage as the chunks flow past. */
+/** Record the provider's usage as the chunks flow past, and how much answer text went by (for a cut stream). */
 async function* meter(
   chunks: AsyncIterable<ChatCompletionChunk>,
   usage: UsageRow,
+  streamed: { chars: number; reported: boolean },
 ): AsyncGenerator<ChatCompletionChunk> {
   for await (const chunk of chunks) {
+    for (const choice of chunk.choices ?? []) {
+      const delta = choice.delta;
+      if (typeof delta?.content === "string") streamed.chars += delta.content.length;
+      for (const call of delta?.tool_calls ?? []) streamed.chars += call.function?.arguments?.length ?? 0;
+    }
     if (chunk.usage) {
+      streamed.reported = true;
       usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
       usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
       recordPromptCache(usage, chunk.usage);
@@ -75,10 +82,13 @@ async function withFallbacks<T>(
   log: ProxyState["log"],
 ): Promise<{ value: T; deployment: DeploymentConfig }> {
   let last: ProviderFailure | null = null;
-  for (const deployment of chain) {
+  for (let i = 0; i < chain.length; i++) {
+    const deployment = chain[i];
     const pcfg = deps.config.providers[deployment.provider];
-    // A target of a load-balanced pool is not retried: the next target is the better retry.
-    const retries = pcfg && "maxRetries" in pcfg && !deployment.pool ? pcfg.maxRetries : 0;
+    // A target of a load-balanced pool is not retried, the next target is the better retry; the pool's last target
+    // keeps its provider's retries, so a pool whose targets all failed briefly waits and tries again as one would.
+    const lastOfPool = !deployment.pool || chain[i + 1]?.name !== deployment.name;
+    const retries = pcfg && "maxRetries" in pcfg && lastOfPool ? pcfg.maxRetries : 0;
     for (let attempt = 0; attempt <= retries; attempt++) {
       if (attempt > 0 && last) {
         const wait = backoffMs(attempt, last.retryAfterMs);
@@ -146,7 +156,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
     }
     ctx.state.result = {
       kind: "stream",
-      chunks: meter(result.chunks, usage),
+      chunks: meter(result.chunks, usage, (ctx.state.streamed = { chars: 0, reported: false })),
       includeUsage: chat.stream_options?.include_usage === true,
     };
   };

@@ -151,6 +151,16 @@ describe("Messages request → chat request", () => {
       }),
     );
     expect(pdf).toThrow(/PII scrub/);
+    // Malformed document content is a 400, not a crash.
+    for (const content of [42, {}, [null], [{ type: "image" }]]) {
+      const bad = () =>
+        messagesToChat({
+          model: "m",
+          max_tokens: 5,
+          messages: [{ role: "user", content: [{ type: "document", source: { type: "content", content } }] }],
+        } as never);
+      expect(bad).toThrow(expect.objectContaining({ status: 400, code: "unsupported_parameter" }));
+    }
   });
 
   it("images a tool returned follow the tool message in a user message; a system turn stays a system message", () => {

@@ -3,6 +3,9 @@
  * 429 insufficient_quota, counted from PostgreSQL's usage rows plus what the process itself served.
  */
 import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import net from "node:net";
 import type pg from "pg";
 import pino from "pino";
@@ -10,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrate } from "../../../service/adapters/migrations";
 import { createPostgres } from "../../../service/adapters/postgres";
 import { createSpendTracker, monthStart } from "../../../service/adapters/spend";
-import { insertUsageRows } from "../../../service/adapters/usage-writer";
+import { createUsageWriter, insertUsageRows } from "../../../service/adapters/usage-writer";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
 import { startProxy, type TestProxy } from "../../helpers/proxy";
@@ -55,7 +58,9 @@ describe("spend tracker (PostgreSQL)", () => {
           scope === "key" && since.getTime() === month && id === keyId ? unwritten : 0,
       },
     });
-    expect(await tracker.spent("key", keyId)).toBeCloseTo(2.75, 9);
+    // Requests arriving together before the first read is in all wait for it: none is told "nothing spent".
+    const burst = await Promise.all([1, 2, 3].map(() => tracker.spent("key", keyId)));
+    for (const spent of burst) expect(spent).toBeCloseTo(2.75, 9);
     expect(await tracker.spent("team", teamId)).toBeCloseTo(3.5, 9);
 
     // What this process serves counts at once, for the key and its team.
@@ -111,16 +116,50 @@ describe("spend tracker without PostgreSQL", () => {
   });
 });
 
+describe("unwritten spend", () => {
+  it("rows spooled to disk during an outage still count against budgets", async () => {
+    const { pool } = createPostgres({
+      url: "postgres://postgres@127.0.0.1:1/x",
+      log,
+      connectionTimeoutMs: 200,
+    });
+    const spoolDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-spend-"));
+    const writer = createUsageWriter({
+      pool,
+      log,
+      spoolDir,
+      flushIntervalMs: 60_000,
+      batchSize: 1,
+      maxBuffered: 1,
+    });
+    try {
+      const keyId = crypto.randomUUID();
+      for (const cost of [1, 2, 4]) writer.record(usageRow({ keyId, costUsd: cost }));
+      expect(fs.readdirSync(spoolDir).length).toBeGreaterThan(0); // over maxBuffered: spooled
+      expect(writer.pendingCost!("key", keyId, new Date(0))).toBe(7);
+      expect(writer.pendingCost!("key", crypto.randomUUID(), new Date(0))).toBe(0);
+    } finally {
+      await writer.close().catch(() => undefined);
+      await pool.end().catch(() => undefined);
+      fs.rmSync(spoolDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("monthly budgets through the proxy", () => {
   let upstream: FakeUpstream;
+  let slow: FakeUpstream;
   let proxy: TestProxy;
   // The fake upstream reports 11 prompt and 7 completion tokens: at 0.1 USD a token, 1.80 USD a request.
   beforeAll(async () => {
     upstream = await startFakeUpstream();
+    slow = await startFakeUpstream({ chunkDelayMs: 100 });
     proxy = await startProxy({
       configYaml: `providers:
   up: { type: openai, base_url: "${upstream.baseUrl}", max_retries: 0 }
+  slow: { type: openai, base_url: "${slow.baseUrl}", max_retries: 0 }
 models:
+  - { name: m-slow, provider: slow, pricing: { input_per_mtok: 100000, output_per_mtok: 100000 } }
   - { name: m, provider: up, pricing: { input_per_mtok: 100000, output_per_mtok: 100000 } }
   - { name: free, provider: up }
 `,
@@ -129,6 +168,7 @@ models:
   afterAll(async () => {
     await proxy?.close();
     await upstream?.close();
+    await slow?.close();
   });
 
   const admin = async (method: string, path: string, body?: unknown) => {
@@ -203,6 +243,40 @@ models:
     const mine = rows.filter((r) => r.key_id === key.body.id);
     expect(mine.filter((r) => r.error_code === "budget_exceeded").map((r) => r.status)).toEqual([429, 429]);
     expect(mine.filter((r) => r.status === 200).map((r) => Number(r.cost_usd))).toEqual([1.8, 1.8, 1.8]);
+  });
+
+  it("a stream the client leaves before the provider's usage chunk is charged an estimate, not nothing", async () => {
+    const key = await admin("POST", "/internal/keys", { name: "leaver", budget_usd_per_month: 1 });
+    const abort = new AbortController();
+    const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key.body.key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "m-slow",
+        stream: true,
+        messages: [{ role: "user", content: "one two three four" }],
+      }),
+      signal: abort.signal,
+    });
+    const reader = res.body!.getReader();
+    let text = "";
+    while (!text.includes("Echo")) text += new TextDecoder().decode((await reader.read()).value);
+    abort.abort();
+    await reader.cancel().catch(() => undefined);
+    const rows = await (async () => {
+      for (let i = 0; i < 100; i++) {
+        const mine = (await proxy.usageRows()).filter((r) => r.key_id === key.body.id);
+        if (mine.length) return mine;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return [];
+    })();
+    expect(rows).toHaveLength(1);
+    expect(rows[0].error_code).toBe("client_closed_request");
+    expect(rows[0].completion_tokens).toBeGreaterThan(0);
+    expect(rows[0].prompt_tokens).toBeGreaterThan(0);
+    expect(Number(rows[0].cost_usd)).toBeGreaterThan(1);
+    expect((await chat(key.body.key)).status).toBe(429);
   });
 
   it("a team's budget is shared by its keys; 0 blocks at once", async () => {

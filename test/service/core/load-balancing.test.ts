@@ -241,13 +241,26 @@ models:
     expect(west.requests.length).toBe(westBefore);
   });
 
-  it("when every target fails, the model's fallbacks answer", async () => {
+  it("when every target fails, the pool's last target is retried as a single upstream would be, then the fallbacks answer", async () => {
     east.behave({ kind: "status", status: 503 });
     west.behave({ kind: "status", status: 502 });
     const res = await ask("both down");
     expect(res.status).toBe(200);
-    expect(east.requests).toHaveLength(1);
-    expect(west.requests).toHaveLength(1);
+    // One attempt on the first target, 1 + max_retries (2) on the last.
+    expect([east.requests.length, west.requests.length].sort()).toEqual([1, 3]);
     expect(spare.requests.at(-1)!.body.model).toBe("small-model");
+  });
+
+  it("targets that fail briefly: the last one's retry succeeds, no fallback needed", async () => {
+    // Each target fails its first attempt only.
+    east.behave((_req, n) =>
+      n === 0 ? { kind: "status", status: 429, headers: { "retry-after": "0" } } : { kind: "ok" },
+    );
+    west.behave((_req, n) =>
+      n === 0 ? { kind: "status", status: 429, headers: { "retry-after": "0" } } : { kind: "ok" },
+    );
+    const res = await ask("brief");
+    expect(res.status).toBe(200);
+    expect(spare.requests).toHaveLength(0);
   });
 });

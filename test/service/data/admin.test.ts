@@ -362,6 +362,8 @@ describe("admin API: usage report", () => {
       ["limit=2.5", "limit"],
       ["key_id=abc", "key_id"],
       ["team_id=1%3B%20DROP%20TABLE%20usage", "team_id"],
+      ["model=gpt%00x", "model"],
+      ["provider=a%0Ab", "provider"],
     ]) {
       const bad = await call("GET", `/internal/usage?${query}`);
       expect(bad.status, query).toBe(400);
