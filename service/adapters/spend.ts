@@ -64,6 +64,17 @@ const FAILED_READ_RETRY_MS = 30_000;
  */
 const READ_SPACING = 20;
 
+/** A key's spend includes the keys it replaced by rotation (the same holder, a new secret). */
+const KEY_SPENT_SQL = `
+WITH RECURSIVE chain(id, rotated_from, depth) AS (
+  SELECT id, rotated_from, 0 FROM api_keys WHERE id = $1
+  UNION ALL
+  SELECT k.id, k.rotated_from, c.depth + 1 FROM api_keys k JOIN chain c ON k.id = c.rotated_from WHERE c.depth < 100
+)
+SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent
+  FROM usage WHERE key_id IN (SELECT id FROM chain UNION SELECT $1::uuid) AND created_at >= $2`;
+const TEAM_SPENT_SQL = `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM usage WHERE team_id = $1 AND created_at >= $2`;
+
 export function monthStart(now: number): number {
   const d = new Date(now);
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
@@ -79,13 +90,9 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
     const since = new Date(e.month);
     const unwritten = args.usage?.pendingCost?.(scope, id, since) ?? 0;
     const localBefore = e.local;
-    const column = scope === "key" ? "key_id" : "team_id";
     const started = now();
     try {
-      const { rows } = await args.pool.query(
-        `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM usage WHERE ${column} = $1 AND created_at >= $2`,
-        [id, since],
-      );
+      const { rows } = await args.pool.query(scope === "key" ? KEY_SPENT_SQL : TEAM_SPENT_SQL, [id, since]);
       e.base = Number((rows[0] as { spent: number }).spent) + unwritten;
       // What this process served before the snapshot is in the sum now; what it served since stays local.
       e.local -= localBefore;

@@ -12,6 +12,11 @@ export class ProviderFailure extends Error {
     /** What the client gets if this is the last failure. */
     readonly clientError: ProxyError,
     readonly retryAfterMs: number | null = null,
+    /**
+     * The target's own setup is at fault (its credentials refused, its model unknown), not the request: another
+     * target of a load-balanced pool may well serve it.
+     */
+    readonly targetFault = false,
   ) {
     super(message);
     this.name = "ProviderFailure";
@@ -76,6 +81,8 @@ export function httpFailure(
       `${provider}: ${status}`,
       false,
       new UpstreamError("The upstream provider refused the proxy's credentials.", "upstream_auth_error"),
+      null,
+      true,
     );
   }
   // 400, 404, 422 …: the request itself is wrong; pass the provider's explanation through.
@@ -88,6 +95,8 @@ export function httpFailure(
       up.code ?? "upstream_rejected",
       up.message ?? `The upstream provider rejected the request (HTTP ${status}).`,
     ),
+    null,
+    status === 404,
   );
 }
 

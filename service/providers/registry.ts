@@ -39,7 +39,12 @@ export interface ProviderRegistry {
    * What came of an attempt on a deployment of `chain`: null when it answered, else the failure's Retry-After.
    * A target of a pool that failed is tried after the healthy ones for its cooldown (or the Retry-After, if longer).
    */
-  outcome?(deployment: DeploymentConfig, failure: { retryAfterMs: number | null } | null): void;
+  outcome?(
+    deployment: DeploymentConfig,
+    failure: { retryAfterMs: number | null } | null,
+    /** When the attempt started (performance.now()): a success ends only a cooldown that began before it. */
+    attemptStarted?: number,
+  ): void;
   provider(name: string): Provider;
   /** Configured model names (for GET /v1/models). */
   models(): DeploymentConfig[];
@@ -54,6 +59,8 @@ interface Pool {
   weights: number[];
   /** Epoch ms until which a target that failed is tried only after the healthy ones. */
   downUntil: number[];
+  /** When each cooldown began (performance.now()). */
+  downSince: number[];
   cooldownMs: number;
 }
 
@@ -72,7 +79,11 @@ const poolCooldowns = new Counter({
  * target with probability weight / sum of the remaining weights: Efraimidis–Spirakis keys), then those cooling down,
  * soonest back first — they are still tried when every healthy one fails.
  */
-export function poolOrder(pool: Pool, now: number, random = Math.random): DeploymentConfig[] {
+export function poolOrder(
+  pool: Pick<Pool, "members" | "weights" | "downUntil">,
+  now: number,
+  random = Math.random,
+): DeploymentConfig[] {
   const healthy: Array<{ i: number; key: number }> = [];
   const cooling: number[] = [];
   pool.members.forEach((_, i) => {
@@ -101,6 +112,7 @@ export function createProviderRegistry(config: Config): ProviderRegistry {
       members: targets.map((t) => ({ ...d, provider: t.provider, model: t.model })),
       weights: targets.map((t) => t.weight),
       downUntil: targets.map(() => 0),
+      downSince: targets.map(() => 0),
       cooldownMs,
     };
     pools.set(d, pool);
@@ -138,14 +150,16 @@ export function createProviderRegistry(config: Config): ProviderRegistry {
       }
       return out;
     },
-    outcome(deployment, failure) {
+    outcome(deployment, failure, attemptStarted = Infinity) {
       const member = memberOf.get(deployment);
       if (!member) return;
       const { pool, index } = member;
       if (!failure) {
-        pool.downUntil[index] = 0;
+        // A slow success that started before another request's failure does not end that failure's cooldown.
+        if (pool.downSince[index] < attemptStarted) pool.downUntil[index] = 0;
         return;
       }
+      pool.downSince[index] = performance.now();
       if (pool.cooldownMs === 0) return;
       const ms = Math.min(MAX_COOLDOWN_MS, Math.max(pool.cooldownMs, failure.retryAfterMs ?? 0));
       pool.downUntil[index] = Date.now() + ms;

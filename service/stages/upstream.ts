@@ -100,7 +100,7 @@ async function withFallbacks<T>(
       const { provider, name: model } = deployment;
       try {
         const value = await call(deployment);
-        if (deployment.pool) deps.providers.outcome?.(deployment, null);
+        if (deployment.pool) deps.providers.outcome?.(deployment, null, started);
         // Label objects are written out whole: a spread plus one more key takes V8's slow path, every request.
         upstreamDuration.observe({ provider, model, outcome: "ok" }, (performance.now() - started) / 1e3);
         upstreamAttempts.inc({ provider, model, outcome: "ok" });
@@ -110,7 +110,9 @@ async function withFallbacks<T>(
         if (signal.aborted) throw clientClosed();
         if (!(error instanceof ProviderFailure)) throw error;
         last = error;
-        if (deployment.pool && error.retryable) {
+        // In a pool, a target whose own setup failed (credentials, model name) is skipped like one that is down.
+        const skipTarget = Boolean(deployment.pool) && error.targetFault;
+        if (deployment.pool && (error.retryable || skipTarget)) {
           deps.providers.outcome?.(deployment, { retryAfterMs: error.retryAfterMs });
         }
         upstreamDuration.observe({ provider, model, outcome: "error" }, (performance.now() - started) / 1e3);
@@ -119,6 +121,7 @@ async function withFallbacks<T>(
           { provider: deployment.provider, model: deployment.name, attempt, failure: error.message },
           "upstream attempt failed",
         );
+        if (skipTarget) break;
         if (!error.retryable) throw error.clientError;
       }
     }

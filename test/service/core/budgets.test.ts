@@ -279,6 +279,18 @@ models:
     expect((await chat(key.body.key)).status).toBe(429);
   });
 
+  it("a rotated key keeps the spend of the key it replaced", async () => {
+    const old = await admin("POST", "/internal/keys", { name: "rotating", budget_usd_per_month: 3 });
+    expect((await chat(old.body.key)).status).toBe(200);
+    expect((await chat(old.body.key)).status).toBe(200); // 3.60 spent
+    const rotated = await admin("POST", `/internal/keys/${old.body.id}/rotate`);
+    expect(rotated.status).toBe(201);
+    await proxy.usageWriter.flush();
+    const refused = await chat(rotated.body.key);
+    expect(refused.status).toBe(429);
+    expect(refused.body.error.message).toContain("USD 3.60 this month");
+  });
+
   it("a team's budget is shared by its keys; 0 blocks at once", async () => {
     const team = await admin("POST", "/internal/teams", { name: "budget-team", budget_usd_per_month: 2 });
     const a = await admin("POST", "/internal/keys", { name: "a", team_id: team.body.id });

@@ -251,6 +251,18 @@ models:
     expect(spare.requests.at(-1)!.body.model).toBe("small-model");
   });
 
+  it("a target whose credentials are refused is skipped and rests; the client never sees its 401", async () => {
+    east.behave({
+      kind: "status",
+      status: 401,
+      body: { error: { message: "bad key", type: "invalid_request_error" } },
+    });
+    for (let i = 0; i < 20; i++) expect((await ask("cred")).status).toBe(200);
+    // Tried once, then resting behind west for the cooldown.
+    expect(east.requests).toHaveLength(1);
+    expect(west.requests.length).toBe(20);
+  });
+
   it("targets that fail briefly: the last one's retry succeeds, no fallback needed", async () => {
     // Each target fails its first attempt only.
     east.behave((_req, n) =>
