@@ -45,6 +45,21 @@ async function* meter(
   chunks: AsyncIterable<ChatCompletionChunk>,
   usage: UsageRow,
   streamed: { chars: number; reported: boolean },
+  /** Called when the upstream fails mid-stream (not when the client leaves). */
+  failed?: () => void,
+): AsyncGenerator<ChatCompletionChunk> {
+  try {
+    yield* metered(chunks, usage, streamed);
+  } catch (error) {
+    failed?.();
+    throw error;
+  }
+}
+
+async function* metered(
+  chunks: AsyncIterable<ChatCompletionChunk>,
+  usage: UsageRow,
+  streamed: { chars: number; reported: boolean },
 ): AsyncGenerator<ChatCompletionChunk> {
   for await (const chunk of chunks) {
     for (const choice of chunk.choices ?? []) {
@@ -159,7 +174,17 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
     }
     ctx.state.result = {
       kind: "stream",
-      chunks: meter(result.chunks, usage, (ctx.state.streamed = { chars: 0, reported: false })),
+      chunks: meter(
+        result.chunks,
+        usage,
+        (ctx.state.streamed = { chars: 0, reported: false }),
+        // A pool's target that dies mid-stream rests like one that failed before its first byte.
+        deployment.pool
+          ? () => {
+              if (!signal.aborted) deps.providers.outcome?.(deployment, { retryAfterMs: null });
+            }
+          : undefined,
+      ),
       includeUsage: chat.stream_options?.include_usage === true,
     };
   };

@@ -263,6 +263,27 @@ models:
     expect(west.requests.length).toBe(20);
   });
 
+  it("a target that dies mid-stream rests too (the stream itself ends with an error event, no fallback)", async () => {
+    await new Promise((r) => setTimeout(r, 1_100)); // earlier tests' cooldowns are over
+    east.behave({ kind: "stream-cut", okChunks: 1 });
+    for (let i = 0; i < 50 && !east.requests.length; i++) {
+      const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "big",
+          stream: true,
+          messages: [{ role: "user", content: "a b c d" }],
+        }),
+      });
+      await res.text();
+    }
+    expect(east.requests).toHaveLength(1);
+    east.behave({ kind: "ok" });
+    for (let i = 0; i < 10; i++) expect((await ask("after")).status).toBe(200);
+    expect(east.requests).toHaveLength(1);
+  });
+
   it("targets that fail briefly: the last one's retry succeeds, no fallback needed", async () => {
     // Each target fails its first attempt only.
     east.behave((_req, n) =>
