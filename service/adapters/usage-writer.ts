@@ -103,6 +103,45 @@ function quoted(v: string | null): string {
 }
 
 /**
+ * A row's values in COLUMNS order, normalised once for both ways of writing it: uuids checked (else NULL), NUL
+ * removed from text, integers clamped, an unknown cost NULL, an invalid time replaced by now. Null is SQL NULL.
+ */
+function usageFields(r: UsageRow): Array<string | null> {
+  const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
+  const cost = costOrNull(r.costUsd);
+  return [
+    usageRowId(r.requestId),
+    (Number.isNaN(created.getTime()) ? new Date() : created).toISOString(),
+    uuidOrNull(r.keyId),
+    uuidOrNull(r.teamId),
+    text(r.route) || "unknown",
+    text(r.requestedModel),
+    text(r.servedModel),
+    text(r.provider),
+    String(int(r.promptTokens)),
+    String(int(r.completionTokens)),
+    String(int(r.latencyMs)),
+    String(int(r.status, 32_767)),
+    text(r.errorCode),
+    r.stream ? "t" : "f",
+    r.cacheHit ? "t" : "f",
+    r.piiCounts ? JSON.stringify(r.piiCounts) : null,
+    // Rows spooled by an older version have neither field.
+    String(int(r.cachedTokens)),
+    cost === null ? null : String(cost),
+    String(int(r.cacheWriteTokens)),
+  ];
+}
+
+/**
+ * The fields that may hold any text (a client's model name, a JSON object), by index: quoted in an array literal,
+ * escaped in COPY. The others are uuids, numbers, booleans and an ISO time, which need neither (the time is quoted
+ * in an array literal all the same).
+ */
+const FREE_TEXT = new Set([4, 5, 6, 7, 12, 15]);
+const TIME_FIELD = 1;
+
+/**
  * One INSERT for many rows: 19 array parameters whatever the batch size, so no statement per row. The array
  * literals are written here, as text: node-postgres' generic array encoding (a value conversion and an escaping
  * pass per element, a local-time string per Date) cost more CPU per row than the rest of a proxied request's
@@ -113,27 +152,9 @@ export async function insertUsageRows(pool: pg.Pool, rows: readonly UsageRow[]):
   if (!rows.length) return;
   const cols: string[][] = Array.from({ length: 19 }, () => new Array<string>(rows.length));
   rows.forEach((r, i) => {
-    cols[0][i] = usageRowId(r.requestId);
-    const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
-    cols[1][i] = `"${(Number.isNaN(created.getTime()) ? new Date() : created).toISOString()}"`;
-    cols[2][i] = uuidOrNull(r.keyId) ?? "NULL";
-    cols[3][i] = uuidOrNull(r.teamId) ?? "NULL";
-    cols[4][i] = quoted(text(r.route) || "unknown");
-    cols[5][i] = quoted(text(r.requestedModel));
-    cols[6][i] = quoted(text(r.servedModel));
-    cols[7][i] = quoted(text(r.provider));
-    cols[8][i] = String(int(r.promptTokens));
-    cols[9][i] = String(int(r.completionTokens));
-    cols[10][i] = String(int(r.latencyMs));
-    cols[11][i] = String(int(r.status, 32_767));
-    cols[12][i] = quoted(text(r.errorCode));
-    cols[13][i] = r.stream ? "t" : "f";
-    cols[14][i] = r.cacheHit ? "t" : "f";
-    cols[15][i] = quoted(r.piiCounts ? JSON.stringify(r.piiCounts) : null);
-    // Rows spooled by an older version have neither field.
-    cols[16][i] = String(int(r.cachedTokens));
-    cols[17][i] = String(costOrNull(r.costUsd) ?? "NULL");
-    cols[18][i] = String(int(r.cacheWriteTokens));
+    usageFields(r).forEach((v, c) => {
+      cols[c][i] = v === null ? "NULL" : FREE_TEXT.has(c) || c === TIME_FIELD ? quoted(v) : v;
+    });
   });
   await pool.query(
     INSERT_SQL,
@@ -145,28 +166,21 @@ const COPY_SQL = `COPY usage (${COLUMNS}) FROM STDIN`;
 
 const COPY_SPECIAL = /[\\\t\n\r]/;
 const COPY_ESCAPES: Record<string, string> = { "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r" };
-/** A text field of COPY's text format: `\N` for NULL; backslash, tab, newline and carriage return escaped. */
-function copyText(v: string | null): string {
-  if (v === null) return "\\N";
+/** A text field of COPY's text format: backslash, tab, newline and carriage return escaped. */
+function copyText(v: string): string {
   return COPY_SPECIAL.test(v) ? v.replace(/[\\\t\n\r]/g, (c) => COPY_ESCAPES[c]) : v;
 }
 
 /**
- * One row as a line of COPY's text format, columns in COPY_SQL's order. The same normalisation as the INSERT path
- * (uuids checked, NUL removed, integers clamped); every text value is escaped, so nothing a client sends can add a
- * column or a row.
+ * One row as a line of COPY's text format (`\N` for NULL), columns in COPY_SQL's order; every free-text value is
+ * escaped, so nothing a client sends can add a column or a row.
  */
 function copyLine(r: UsageRow): string {
-  const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
-  return (
-    `${usageRowId(r.requestId)}\t${(Number.isNaN(created.getTime()) ? new Date() : created).toISOString()}\t` +
-    `${uuidOrNull(r.keyId) ?? "\\N"}\t${uuidOrNull(r.teamId) ?? "\\N"}\t${copyText(text(r.route) || "unknown")}\t` +
-    `${copyText(text(r.requestedModel))}\t${copyText(text(r.servedModel))}\t${copyText(text(r.provider))}\t` +
-    `${int(r.promptTokens)}\t${int(r.completionTokens)}\t${int(r.latencyMs)}\t${int(r.status, 32_767)}\t` +
-    `${copyText(text(r.errorCode))}\t${r.stream ? "t" : "f"}\t${r.cacheHit ? "t" : "f"}\t` +
-    `${copyText(r.piiCounts ? JSON.stringify(r.piiCounts) : null)}\t${int(r.cachedTokens)}\t` +
-    `${costOrNull(r.costUsd) ?? "\\N"}\t${int(r.cacheWriteTokens)}\n`
-  );
+  let line = "";
+  usageFields(r).forEach((v, c) => {
+    line += (c ? "\t" : "") + (v === null ? "\\N" : FREE_TEXT.has(c) ? copyText(v) : v);
+  });
+  return `${line}\n`;
 }
 
 /**
