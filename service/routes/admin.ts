@@ -133,8 +133,6 @@ const keyPatchSchema = z
   })
   .strict();
 
-const GROUP_BY = USAGE_GROUPS;
-
 /** Scopes a key gets when none are given: the proxy APIs, not knowledge-base writes. */
 export const DEFAULT_KEY_SCOPES = ["chat", "embeddings", "models"];
 
@@ -273,10 +271,9 @@ function queryName(ctx: Context, field: string): string | undefined {
   return v;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 function queryUuid(ctx: Context, field: string): string | undefined {
   const v = queryString(ctx, field);
-  if (v !== undefined && !UUID.test(v)) {
+  if (v !== undefined && !UUID_RE.test(v)) {
     throw new InvalidRequestError(`Invalid \`${field}\`: expected an id (a UUID).`, "invalid_value", field);
   }
   return v;
@@ -526,7 +523,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   // ------------------------------------------------------------------ usage
 
   router.get("/internal/usage", masterAuth, async function usageReport(ctx) {
-    const groupBy = oneOf(ctx, "group_by", GROUP_BY) ?? "key";
+    const groupBy = oneOf(ctx, "group_by", USAGE_GROUPS) ?? "key";
     const orderBy = oneOf(ctx, "order_by", USAGE_ORDERS) ?? "group";
     const to = queryDate(ctx, "to") ?? new Date();
     const from = queryDate(ctx, "from") ?? new Date(to.getTime() - 24 * 3600_000);

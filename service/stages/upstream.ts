@@ -49,31 +49,24 @@ async function* meter(
   failed?: () => void,
 ): AsyncGenerator<ChatCompletionChunk> {
   try {
-    yield* metered(chunks, usage, streamed);
+    for await (const chunk of chunks) {
+      for (const choice of chunk.choices ?? []) {
+        const delta = choice.delta;
+        if (typeof delta?.content === "string") streamed.chars += delta.content.length;
+        for (const call of delta?.tool_calls ?? []) streamed.chars += call.function?.arguments?.length ?? 0;
+      }
+      if (chunk.usage) {
+        streamed.reported = true;
+        usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
+        usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
+        recordPromptCache(usage, chunk.usage);
+      }
+      yield chunk;
+    }
   } catch (error) {
+    // The client leaving returns the generator (no error here); an error is the upstream failing.
     failed?.();
     throw error;
-  }
-}
-
-async function* metered(
-  chunks: AsyncIterable<ChatCompletionChunk>,
-  usage: UsageRow,
-  streamed: { chars: number; reported: boolean },
-): AsyncGenerator<ChatCompletionChunk> {
-  for await (const chunk of chunks) {
-    for (const choice of chunk.choices ?? []) {
-      const delta = choice.delta;
-      if (typeof delta?.content === "string") streamed.chars += delta.content.length;
-      for (const call of delta?.tool_calls ?? []) streamed.chars += call.function?.arguments?.length ?? 0;
-    }
-    if (chunk.usage) {
-      streamed.reported = true;
-      usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
-      usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
-      recordPromptCache(usage, chunk.usage);
-    }
-    yield chunk;
   }
 }
 
