@@ -154,6 +154,58 @@ ALTER TABLE teams ADD COLUMN budget_usd_per_month numeric;
 ALTER TABLE api_keys ADD COLUMN budget_usd_per_month numeric;
 `,
   },
+  {
+    id: 8,
+    name: "spend_monthly",
+    sql: `
+-- Spend per key and per team and UTC calendar month, kept by a trigger on usage: a budget check reads one row
+-- instead of summing the month's usage rows, and usage retention (which deletes rows) does not lower it.
+-- The trigger is per statement, on the rows the statement really inserted (a COPY batch, or an INSERT whose
+-- ON CONFLICT DO NOTHING skipped rows already stored), so each row counts once whoever writes it, replicas of an
+-- older version during a rolling upgrade included.
+CREATE TABLE spend_monthly (
+  month    date    NOT NULL,
+  scope    text    NOT NULL CHECK (scope IN ('key', 'team')),
+  id       uuid    NOT NULL,
+  cost_usd numeric NOT NULL,
+  PRIMARY KEY (month, scope, id)
+);
+
+CREATE FUNCTION usage_spend_rollup() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  INSERT INTO spend_monthly AS s (month, scope, id, cost_usd)
+  SELECT month, scope, id, sum(cost_usd) FROM (
+    SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month, 'key' AS scope, key_id AS id, cost_usd
+      FROM new_rows WHERE key_id IS NOT NULL AND cost_usd > 0
+    UNION ALL
+    SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date, 'team', team_id, cost_usd
+      FROM new_rows WHERE team_id IS NOT NULL AND cost_usd > 0
+  ) AS c
+  GROUP BY month, scope, id
+  -- One order for every writer: two batches touching the same rows lock them in the same order (no deadlock).
+  ORDER BY month, scope, id
+  ON CONFLICT (month, scope, id) DO UPDATE SET cost_usd = s.cost_usd + EXCLUDED.cost_usd;
+  RETURN NULL;
+END
+$fn$;
+
+-- No insert may commit between the backfill's read and the trigger: every row is counted by exactly one of them.
+LOCK TABLE usage IN SHARE ROW EXCLUSIVE MODE;
+
+CREATE TRIGGER usage_spend_rollup AFTER INSERT ON usage
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_spend_rollup();
+
+INSERT INTO spend_monthly (month, scope, id, cost_usd)
+SELECT month, scope, id, sum(cost_usd) FROM (
+  SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month, 'key' AS scope, key_id AS id, cost_usd
+    FROM usage WHERE key_id IS NOT NULL AND cost_usd > 0
+  UNION ALL
+  SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date, 'team', team_id, cost_usd
+    FROM usage WHERE team_id IS NOT NULL AND cost_usd > 0
+) AS c
+GROUP BY month, scope, id;
+`,
+  },
 ];
 
 function checksum(sql: string): string {

@@ -1,8 +1,9 @@
 /**
  * Spend per key and per team in the current UTC calendar month, for monthly budgets. PostgreSQL's usage rows are the
- * record (every replica writes them, at the prices of the deployment that answered); each process reads a scope's
- * sum when it first needs it and again in the background once it is `refreshMs` old, and adds what it served itself
- * in between, so its own requests count at once. The rows this process has not written yet are counted from the
+ * record (every replica writes them, at the prices of the deployment that answered), summed per key, team and month
+ * by a trigger into spend_monthly (migration 8: a read is one row whatever the traffic, and usage retention does not
+ * lower a month's spend); each process reads a scope's total when it first needs it and again in the background
+ * once it is `refreshMs` old, and adds what it served itself in between, so its own requests count at once. The rows this process has not written yet are counted from the
  * usage writer's buffer; a row committing while the sum is read may count twice (a budget errs on the side of
  * stopping early), never zero times.
  *
@@ -58,9 +59,8 @@ const FIRST_READ_WAIT_MS = 1_000;
 /** After a failed read, the next one is tried this much later (in the background). */
 const FAILED_READ_RETRY_MS = 30_000;
 /**
- * A read sums the month's rows of one key or team (through the usage indexes on key_id or team_id and created_at):
- * for a scope with millions of requests a month that is not cheap, so reads are spaced at least this many times
- * their own duration apart — PostgreSQL spends at most ~5 % of a backend on one scope's reads per process.
+ * A read is one or a few rows of spend_monthly (kept by a trigger on usage, see migration 8), so it is cheap;
+ * reads are still spaced at least this many times their own duration apart, should PostgreSQL be slow.
  */
 const READ_SPACING = 20;
 
@@ -71,9 +71,10 @@ WITH RECURSIVE chain(id, rotated_from, depth) AS (
   UNION ALL
   SELECT k.id, k.rotated_from, c.depth + 1 FROM api_keys k JOIN chain c ON k.id = c.rotated_from WHERE c.depth < 100
 )
-SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent
-  FROM usage WHERE key_id IN (SELECT id FROM chain UNION SELECT $1::uuid) AND created_at >= $2`;
-const TEAM_SPENT_SQL = `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM usage WHERE team_id = $1 AND created_at >= $2`;
+SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM spend_monthly
+ WHERE month = $2::date AND scope = 'key' AND id IN (SELECT id FROM chain UNION SELECT $1::uuid)`;
+const TEAM_SPENT_SQL = `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM spend_monthly
+ WHERE month = $2::date AND scope = 'team' AND id = $1`;
 
 export function monthStart(now: number): number {
   const d = new Date(now);
@@ -92,7 +93,10 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
     const localBefore = e.local;
     const started = now();
     try {
-      const { rows } = await args.pool.query(scope === "key" ? KEY_SPENT_SQL : TEAM_SPENT_SQL, [id, since]);
+      const { rows } = await args.pool.query(scope === "key" ? KEY_SPENT_SQL : TEAM_SPENT_SQL, [
+        id,
+        since.toISOString().slice(0, 10),
+      ]);
       e.base = Number((rows[0] as { spent: number }).spent) + unwritten;
       // What this process served before the snapshot is in the sum now; what it served since stays local.
       e.local -= localBefore;

@@ -5,7 +5,9 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MIGRATIONS, migrate } from "../../../service/adapters/migrations";
 import { createPostgres } from "../../../service/adapters/postgres";
+import { insertUsageRows } from "../../../service/adapters/usage-writer";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
+import { usageRow } from "../../helpers/usage";
 
 
 /** Start one migrating process; resolves `ready` once it is connected and `done` with its JSON result. */
@@ -68,6 +70,7 @@ describe("migrations", () => {
         "api_keys",
         "audit_events",
         "schema_migrations",
+        "spend_monthly",
         "teams",
         "usage",
       ]);
@@ -106,6 +109,43 @@ describe("migrations", () => {
       expect(await migrate(pool, { log })).toEqual({ applied: [] });
     } finally {
       await pool.end();
+    }
+  });
+
+  it("spend_monthly starts from the usage rows already stored, then follows every insert", async () => {
+    const fresh = await createTestDatabase();
+    const { pool } = createPostgres({ url: fresh.url, log, max: 2 });
+    try {
+      await migrate(pool, { log, migrations: MIGRATIONS.filter((m) => m.id < 8) });
+      const key = "7d3c9a1e-0000-4000-8000-000000000001";
+      const team = "7d3c9a1e-0000-4000-8000-000000000002";
+      const at = (iso: string) => new Date(iso);
+      await insertUsageRows(pool, [
+        usageRow({ keyId: key, teamId: team, costUsd: 0.75, createdAt: at("2026-10-31T23:00:00Z") }),
+        usageRow({ keyId: key, teamId: team, costUsd: 0.25, createdAt: at("2026-11-02T08:00:00Z") }),
+        usageRow({ keyId: key, teamId: team, costUsd: 0.5, createdAt: at("2026-11-20T08:00:00Z") }),
+        usageRow({ keyId: key, teamId: null, costUsd: null, createdAt: at("2026-11-20T09:00:00Z") }),
+      ]);
+      expect(await migrate(pool, { log })).toEqual({ applied: [8] });
+      await insertUsageRows(pool, [
+        usageRow({ keyId: key, teamId: team, costUsd: 2, createdAt: at("2026-11-21T08:00:00Z") }),
+      ]);
+      const { rows } = await pool.query(
+        "SELECT to_char(month, 'YYYY-MM') AS month, scope, cost_usd::float8 AS usd FROM spend_monthly ORDER BY 1, 2",
+      );
+      expect(rows).toEqual([
+        { month: "2026-10", scope: "key", usd: 0.75 },
+        { month: "2026-10", scope: "team", usd: 0.75 },
+        { month: "2026-11", scope: "key", usd: 2.75 },
+        { month: "2026-11", scope: "team", usd: 2.75 },
+      ]);
+      // Deleting usage rows (retention) leaves the month's spend as it was.
+      await pool.query("DELETE FROM usage");
+      const after = await pool.query("SELECT sum(cost_usd)::float8 AS usd FROM spend_monthly");
+      expect(after.rows[0].usd).toBe(7);
+    } finally {
+      await pool.end();
+      await fresh.drop();
     }
   });
 });

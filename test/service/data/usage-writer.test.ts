@@ -240,6 +240,70 @@ describe.each([
     if (copy) expect([counting.copies(), counting.inserts()]).toEqual([2, 1]);
   });
 
+  it("keeps spend_monthly equal to the usage rows' cost per key, team and UTC month, each row counted once", async () => {
+    const key = crypto.randomUUID();
+    const team = crypto.randomUUID();
+    const lone = crypto.randomUUID(); // a key without a team
+    const march = new Date("2026-03-31T23:59:59.999Z");
+    const april = new Date("2026-04-01T00:00:00.000Z");
+    const w = make();
+    const first = [
+      usageRow({ keyId: key, teamId: team, costUsd: 0.25, createdAt: march }),
+      usageRow({ keyId: key, teamId: team, costUsd: 0.5, createdAt: april }),
+      usageRow({ keyId: lone, costUsd: 1.125, createdAt: april }),
+      usageRow({ keyId: key, teamId: team, costUsd: null, createdAt: april }), // price unknown
+      usageRow({ keyId: key, teamId: team, costUsd: 0, createdAt: april }), // a cache hit
+    ];
+    first.forEach((r) => w.record(r));
+    await w.flush();
+    // A batch with rows already stored (the COPY fails on the unique key and goes again as an INSERT that skips
+    // them): only the new rows may add to the totals.
+    const again = [usageRow({ keyId: key, teamId: team, costUsd: 2, createdAt: april }), first[1], first[0]];
+    again.forEach((r) => w.record(r));
+    await w.flush();
+    expect(w.pending()).toBe(0);
+    const { rows } = await pool.query(
+      `SELECT to_char(month, 'YYYY-MM') AS month, scope, id::text, cost_usd::float8 AS usd FROM spend_monthly
+        WHERE id = ANY($1::uuid[]) ORDER BY month, scope, usd`,
+      [[key, team, lone]],
+    );
+    expect(rows).toEqual([
+      { month: "2026-03", scope: "key", id: key, usd: 0.25 },
+      { month: "2026-03", scope: "team", id: team, usd: 0.25 },
+      { month: "2026-04", scope: "key", id: lone, usd: 1.125 },
+      { month: "2026-04", scope: "key", id: key, usd: 2.5 },
+      { month: "2026-04", scope: "team", id: team, usd: 2.5 },
+    ]);
+  });
+
+  it("writers of several replicas adding to the same team's spend at once neither deadlock nor lose any", async () => {
+    const team = crypto.randomUUID();
+    const keys = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()];
+    // Each writer on its own pool, as on separate replicas; every batch touches the team and all three keys.
+    const pools = keys.map(() => createPostgres({ url: db.url, log, max: 2 }).pool);
+    try {
+      const ws = pools.map((p) => make({ pool: p, batchSize: 7 }));
+      let expected = 0;
+      for (let i = 0; i < 210; i++) {
+        const usd = (i % 5) + 0.5;
+        expected += usd;
+        // Keys in a different order per writer, so unordered row locks would deadlock.
+        ws[i % 3].record(usageRow({ keyId: keys[(i + (i % 3)) % 3], teamId: team, costUsd: usd }));
+      }
+      await Promise.all(ws.map((w) => w.flush()));
+      const { rows } = await pool.query(
+        "SELECT scope, sum(cost_usd)::float8 AS usd FROM spend_monthly WHERE id = ANY($1::uuid[]) GROUP BY scope ORDER BY scope",
+        [[team, ...keys]],
+      );
+      expect(rows).toEqual([
+        { scope: "key", usd: expected },
+        { scope: "team", usd: expected },
+      ]);
+    } finally {
+      await Promise.all(pools.map((p) => p.end()));
+    }
+  });
+
   it("a row PostgreSQL rejects as data is dropped alone; the rest of its batch is written", async () => {
     const w = make();
     const good1 = usageRow();
