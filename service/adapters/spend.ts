@@ -25,6 +25,11 @@ export interface SpendTracker {
   spent(scope: SpendScope, id: string): Promise<number>;
   /** A finished request's cost, counted at once for its key and its team. */
   add(keyId: string | null, teamId: string | null, usd: number | null): void;
+  /**
+   * This month's spend of many keys or teams in one query (for the admin API): PostgreSQL's totals plus this
+   * process's rows not yet written. Ids without spend map to 0.
+   */
+  monthToDate(scope: SpendScope, ids: readonly string[]): Promise<Map<string, number>>;
 }
 
 export interface SpendTrackerArgs {
@@ -75,6 +80,20 @@ SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM spend_monthly
  WHERE month = $2::date AND scope = 'key' AND id IN (SELECT id FROM chain UNION SELECT $1::uuid)`;
 const TEAM_SPENT_SQL = `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM spend_monthly
  WHERE month = $2::date AND scope = 'team' AND id = $1`;
+
+/** The same for many keys at once: each key with the keys it replaced. */
+const KEYS_SPENT_SQL = `
+WITH RECURSIVE chain(root, id, rotated_from, depth) AS (
+  SELECT id, id, rotated_from, 0 FROM api_keys WHERE id = ANY($1::uuid[])
+  UNION ALL
+  SELECT c.root, k.id, k.rotated_from, c.depth + 1 FROM api_keys k JOIN chain c ON k.id = c.rotated_from
+   WHERE c.depth < 100
+)
+SELECT c.root::text AS id, COALESCE(sum(s.cost_usd), 0)::float8 AS spent
+  FROM chain c LEFT JOIN spend_monthly s ON s.month = $2::date AND s.scope = 'key' AND s.id = c.id
+ GROUP BY c.root`;
+const TEAMS_SPENT_SQL = `SELECT id::text AS id, cost_usd::float8 AS spent FROM spend_monthly
+ WHERE month = $2::date AND scope = 'team' AND id = ANY($1::uuid[])`;
 
 export function monthStart(now: number): number {
   const d = new Date(now);
@@ -147,6 +166,18 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
       // Until the first read is in (or its wait is over), nobody is told "nothing spent yet".
       if (e.first) await e.first;
       return e.base + e.local;
+    },
+    async monthToDate(scope, ids) {
+      const out = new Map<string, number>(ids.map((id) => [id, 0]));
+      if (!ids.length) return out;
+      const since = new Date(monthStart(now()));
+      const { rows } = await args.pool.query<{ id: string; spent: number }>(
+        scope === "key" ? KEYS_SPENT_SQL : TEAMS_SPENT_SQL,
+        [ids, since.toISOString().slice(0, 10)],
+      );
+      for (const r of rows) out.set(r.id, Number(r.spent));
+      for (const id of ids) out.set(id, out.get(id)! + (args.usage?.pendingCost?.(scope, id, since) ?? 0));
+      return out;
     },
     add(keyId, teamId, usd) {
       if (!usd || !(usd > 0)) return;

@@ -35,6 +35,7 @@ import { generateApiKey } from "../lib/keys";
 import type { ApiKeyRecord, AuditEvent, AuditPosition, LimitOverrides, Team, UsageReportRow } from "../ports";
 import { USAGE_GROUPS, USAGE_ORDERS } from "../ports";
 import type { ProxyState } from "../state";
+import type { SpendScope } from "../adapters/spend";
 
 /** Admin bodies are small; this bound is independent of the (larger) proxy body limit. */
 export const ADMIN_BODY_LIMIT_BYTES = 64 * 1024;
@@ -219,6 +220,9 @@ export function keyJson(k: ApiKeyRecord) {
   };
 }
 
+/** USD to a millionth of a dollar (sums of decimal prices carry float noise). */
+const roundUsd = (usd: number) => Math.round(usd * 1e6) / 1e6;
+
 function usageJson(r: UsageReportRow) {
   return {
     group: r.group,
@@ -229,7 +233,7 @@ function usageJson(r: UsageReportRow) {
     total_tokens: r.promptTokens + r.completionTokens,
     cached_tokens: r.cachedTokens,
     cache_write_tokens: r.cacheWriteTokens,
-    cost_usd: r.costUsd === null ? null : Math.round(r.costUsd * 1e6) / 1e6,
+    cost_usd: r.costUsd === null ? null : roundUsd(r.costUsd),
     unpriced_requests: r.unpricedRequests,
     errors: r.errors,
     cache_hits: r.cacheHits,
@@ -368,14 +372,27 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
     ctx.body = teamJson(team);
   });
 
+  /** Objects with `spent_usd_this_month` added (when budgets are tracked: deps.spend). */
+  async function withSpend<T extends { id: string }>(
+    scope: SpendScope,
+    items: T[],
+  ): Promise<Array<T & { spent_usd_this_month?: number }>> {
+    if (!deps.spend) return items;
+    const spent = await deps.spend.monthToDate(
+      scope,
+      items.map((i) => i.id),
+    );
+    return items.map((i) => ({ ...i, spent_usd_this_month: roundUsd(spent.get(i.id) ?? 0) }));
+  }
+
   router.get("/internal/teams", masterAuth, async function listTeams(ctx) {
-    ctx.body = { object: "list", data: (await deps.teams.list()).map(teamJson) };
+    ctx.body = { object: "list", data: await withSpend("team", (await deps.teams.list()).map(teamJson)) };
   });
 
   router.get("/internal/teams/:id", masterAuth, async function getTeam(ctx) {
     const team = await deps.teams.get(idParam(ctx));
     if (!team) throw new NotFoundError("No team with this id.", "team_not_found", "id");
-    ctx.body = teamJson(team);
+    ctx.body = (await withSpend("team", [teamJson(team)]))[0];
   });
 
   router.patch("/internal/teams/:id", masterAuth, async function updateTeam(ctx) {
@@ -432,13 +449,13 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   });
 
   router.get("/internal/keys", masterAuth, async function listKeys(ctx) {
-    ctx.body = { object: "list", data: (await deps.keys.list()).map(keyJson) };
+    ctx.body = { object: "list", data: await withSpend("key", (await deps.keys.list()).map(keyJson)) };
   });
 
   router.get("/internal/keys/:id", masterAuth, async function getKey(ctx) {
     const key = await deps.keys.get(idParam(ctx));
     if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
-    ctx.body = keyJson(key);
+    ctx.body = (await withSpend("key", [keyJson(key)]))[0];
   });
 
   router.patch("/internal/keys/:id", masterAuth, async function updateKey(ctx) {

@@ -289,6 +289,14 @@ models:
     const refused = await chat(rotated.body.key);
     expect(refused.status).toBe(429);
     expect(refused.body.error.message).toContain("USD 3.60 this month");
+    // The admin API shows the same spend: the new key carries the old one's, the old one its own.
+    expect((await admin("GET", `/internal/keys/${rotated.body.id}`)).body.spent_usd_this_month).toBe(3.6);
+    const list = (await admin("GET", "/internal/keys")).body.data as Array<{
+      id: string;
+      spent_usd_this_month: number;
+    }>;
+    expect(list.find((k) => k.id === old.body.id)?.spent_usd_this_month).toBe(3.6);
+    expect(list.find((k) => k.id === rotated.body.id)?.spent_usd_this_month).toBe(3.6);
   });
 
   it("a team's budget is shared by its keys; 0 blocks at once", async () => {
@@ -297,6 +305,15 @@ models:
     const b = await admin("POST", "/internal/keys", { name: "b", team_id: team.body.id });
     expect((await chat(a.body.key)).status).toBe(200); // team: 0.00
     expect((await chat(b.body.key)).status).toBe(200); // team: 1.80
+    // Shown before the rows are written (this process's unwritten rows count) and after.
+    expect((await admin("GET", `/internal/teams/${team.body.id}`)).body.spent_usd_this_month).toBe(3.6);
+    await proxy.usageWriter.flush();
+    const teams = (await admin("GET", "/internal/teams")).body.data as Array<{
+      id: string;
+      spent_usd_this_month: number;
+    }>;
+    expect(teams.find((t) => t.id === team.body.id)?.spent_usd_this_month).toBe(3.6);
+    expect((await admin("GET", `/internal/keys/${a.body.id}`)).body.spent_usd_this_month).toBe(1.8);
     for (const k of [a, b]) {
       const refused = await chat(k.body.key);
       expect(refused.status).toBe(429);

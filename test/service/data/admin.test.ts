@@ -82,7 +82,8 @@ describe("admin API: teams", () => {
     const list = await call("GET", "/internal/teams");
     expect(list.body.object).toBe("list");
     expect(list.body.data.map((t: { id: string }) => t.id)).toContain(id);
-    expect((await call("GET", `/internal/teams/${id}`)).body).toEqual(created.body);
+    // A GET also shows what the team spent this month.
+    expect((await call("GET", `/internal/teams/${id}`)).body).toEqual({ ...created.body, spent_usd_this_month: 0 });
 
     // Absent fields are unchanged; null returns a budget to the default.
     const p1 = await call("PATCH", `/internal/teams/${id}`, { body: { tokens_per_day: 1_000_000 } });
