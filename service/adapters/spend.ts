@@ -69,22 +69,13 @@ const FAILED_READ_RETRY_MS = 30_000;
  */
 const READ_SPACING = 20;
 
-/** A key's spend includes the keys it replaced by rotation (the same holder, a new secret). */
-const KEY_SPENT_SQL = `
-WITH RECURSIVE chain(id, rotated_from, depth) AS (
-  SELECT id, rotated_from, 0 FROM api_keys WHERE id = $1
-  UNION ALL
-  SELECT k.id, k.rotated_from, c.depth + 1 FROM api_keys k JOIN chain c ON k.id = c.rotated_from WHERE c.depth < 100
-)
-SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM spend_monthly
- WHERE month = $2::date AND scope = 'key' AND id IN (SELECT id FROM chain UNION SELECT $1::uuid)`;
-const TEAM_SPENT_SQL = `SELECT COALESCE(sum(cost_usd), 0)::float8 AS spent FROM spend_monthly
- WHERE month = $2::date AND scope = 'team' AND id = $1`;
-
-/** The same for many keys at once: each key with the keys it replaced. */
+/**
+ * Spend of keys or teams in one month ($2, its first day), by id ($1). A key's includes the keys it replaced by
+ * rotation (the same holder, a new secret).
+ */
 const KEYS_SPENT_SQL = `
 WITH RECURSIVE chain(root, id, rotated_from, depth) AS (
-  SELECT id, id, rotated_from, 0 FROM api_keys WHERE id = ANY($1::uuid[])
+  SELECT i, i, k.rotated_from, 0 FROM unnest($1::uuid[]) AS i LEFT JOIN api_keys k ON k.id = i
   UNION ALL
   SELECT c.root, k.id, k.rotated_from, c.depth + 1 FROM api_keys k JOIN chain c ON k.id = c.rotated_from
    WHERE c.depth < 100
@@ -94,6 +85,20 @@ SELECT c.root::text AS id, COALESCE(sum(s.cost_usd), 0)::float8 AS spent
  GROUP BY c.root`;
 const TEAMS_SPENT_SQL = `SELECT id::text AS id, cost_usd::float8 AS spent FROM spend_monthly
  WHERE month = $2::date AND scope = 'team' AND id = ANY($1::uuid[])`;
+
+/** What PostgreSQL holds for these ids in the month starting at `month`; ids without spend are absent. */
+async function storedSpend(
+  pool: pg.Pool,
+  scope: SpendScope,
+  ids: readonly string[],
+  month: Date,
+): Promise<Map<string, number>> {
+  const { rows } = await pool.query<{ id: string; spent: number }>(
+    scope === "key" ? KEYS_SPENT_SQL : TEAMS_SPENT_SQL,
+    [ids, month.toISOString().slice(0, 10)],
+  );
+  return new Map(rows.map((r) => [r.id, Number(r.spent)]));
+}
 
 export function monthStart(now: number): number {
   const d = new Date(now);
@@ -112,11 +117,8 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
     const localBefore = e.local;
     const started = now();
     try {
-      const { rows } = await args.pool.query(scope === "key" ? KEY_SPENT_SQL : TEAM_SPENT_SQL, [
-        id,
-        since.toISOString().slice(0, 10),
-      ]);
-      e.base = Number((rows[0] as { spent: number }).spent) + unwritten;
+      const stored = await storedSpend(args.pool, scope, [id], since);
+      e.base = (stored.get(id) ?? 0) + unwritten;
       // What this process served before the snapshot is in the sum now; what it served since stays local.
       e.local -= localBefore;
       e.at = now();
@@ -168,16 +170,11 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
       return e.base + e.local;
     },
     async monthToDate(scope, ids) {
-      const out = new Map<string, number>(ids.map((id) => [id, 0]));
-      if (!ids.length) return out;
+      if (!ids.length) return new Map();
       const since = new Date(monthStart(now()));
-      const { rows } = await args.pool.query<{ id: string; spent: number }>(
-        scope === "key" ? KEYS_SPENT_SQL : TEAMS_SPENT_SQL,
-        [ids, since.toISOString().slice(0, 10)],
-      );
-      for (const r of rows) out.set(r.id, Number(r.spent));
-      for (const id of ids) out.set(id, out.get(id)! + (args.usage?.pendingCost?.(scope, id, since) ?? 0));
-      return out;
+      const stored = await storedSpend(args.pool, scope, ids, since);
+      const unwritten = (id: string) => args.usage?.pendingCost?.(scope, id, since) ?? 0;
+      return new Map(ids.map((id) => [id, (stored.get(id) ?? 0) + unwritten(id)]));
     },
     add(keyId, teamId, usd) {
       if (!usd || !(usd > 0)) return;
