@@ -227,8 +227,8 @@ export interface UsageSink {
   record(row: UsageRow): void;
   /** Write everything buffered now (resolves even if the database is down; rows stay buffered). */
   flush(): Promise<void>;
-  /** The summed cost of the rows not yet written for a key or a team, created at or after `since`. */
-  pendingCost?(scope: "key" | "team", id: string, since: Date): number;
+  /** The summed cost of the rows not yet written, by key or by team id, of rows created at or after `since`. */
+  pendingCosts?(scope: "key" | "team", since: Date): Map<string, number>;
   /** Final flush; rows that cannot be written go to the on-disk spool. */
   close(): Promise<void>;
   pending(): number;

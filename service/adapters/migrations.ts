@@ -171,7 +171,8 @@ CREATE TABLE spend_monthly (
   PRIMARY KEY (month, scope, id)
 );
 
-CREATE FUNCTION usage_spend_rollup() RETURNS trigger LANGUAGE plpgsql AS $fn$
+-- The function resolves spend_monthly with the search_path it was created with, not the inserting session's.
+CREATE FUNCTION usage_spend_rollup() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
   INSERT INTO spend_monthly AS s (month, scope, id, cost_usd)
   SELECT month, scope, id, sum(cost_usd) FROM (
@@ -190,18 +191,27 @@ END
 $fn$;
 
 -- No insert may commit between the backfill's read and the trigger: every row is counted by exactly one of them.
+-- Usage writers wait behind the lock (their rows stay buffered); if it cannot be had within 10 s the migration
+-- fails and is tried again at the next start, instead of queueing every writer behind a long wait.
+SET LOCAL lock_timeout = '10s';
 LOCK TABLE usage IN SHARE ROW EXCLUSIVE MODE;
 
 CREATE TRIGGER usage_spend_rollup AFTER INSERT ON usage
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_spend_rollup();
 
+-- Budgets read the current month only: the backfill covers it and the month before (through the created_at index),
+-- not the whole history, so the lock is held briefly.
+WITH recent AS (
+  SELECT created_at, key_id, team_id, cost_usd FROM usage
+   WHERE created_at >= (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC'
+)
 INSERT INTO spend_monthly (month, scope, id, cost_usd)
 SELECT month, scope, id, sum(cost_usd) FROM (
   SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month, 'key' AS scope, key_id AS id, cost_usd
-    FROM usage WHERE key_id IS NOT NULL AND cost_usd > 0
+    FROM recent WHERE key_id IS NOT NULL AND cost_usd > 0
   UNION ALL
   SELECT date_trunc('month', created_at AT TIME ZONE 'UTC')::date, 'team', team_id, cost_usd
-    FROM usage WHERE team_id IS NOT NULL AND cost_usd > 0
+    FROM recent WHERE team_id IS NOT NULL AND cost_usd > 0
 ) AS c
 GROUP BY month, scope, id;
 `,

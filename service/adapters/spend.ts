@@ -35,7 +35,7 @@ export interface SpendTracker {
 export interface SpendTrackerArgs {
   pool: pg.Pool;
   log: Logger;
-  usage?: Pick<UsageSink, "pendingCost">;
+  usage?: Pick<UsageSink, "pendingCosts">;
   /** How old a sum may get before it is read again, in the background. Default 5 000 ms. */
   refreshMs?: number;
   now?: () => number;
@@ -113,7 +113,7 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
 
   async function read(scope: SpendScope, id: string, e: Entry): Promise<void> {
     const since = new Date(e.month);
-    const unwritten = args.usage?.pendingCost?.(scope, id, since) ?? 0;
+    const unwritten = args.usage?.pendingCosts?.(scope, since).get(id) ?? 0;
     const localBefore = e.local;
     const started = now();
     try {
@@ -172,9 +172,11 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
     async monthToDate(scope, ids) {
       if (!ids.length) return new Map();
       const since = new Date(monthStart(now()));
+      // Unwritten rows first, as in read(): a row written meanwhile is then counted twice at worst, never zero times.
+      // (A rotated key's predecessors' unwritten rows are not added: they are written within the usage flush.)
+      const unwritten = args.usage?.pendingCosts?.(scope, since) ?? new Map<string, number>();
       const stored = await storedSpend(args.pool, scope, ids, since);
-      const unwritten = (id: string) => args.usage?.pendingCost?.(scope, id, since) ?? 0;
-      return new Map(ids.map((id) => [id, (stored.get(id) ?? 0) + unwritten(id)]));
+      return new Map(ids.map((id) => [id, (stored.get(id) ?? 0) + (unwritten.get(id) ?? 0)]));
     },
     add(keyId, teamId, usd) {
       if (!usd || !(usd > 0)) return;

@@ -426,16 +426,17 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     return inflight.length + buffer.length;
   }
 
-  function pendingCost(scope: "key" | "team", id: string, since: Date): number {
+  function pendingCosts(scope: "key" | "team", since: Date): Map<string, number> {
     const from = since.getTime();
-    let sum = 0;
+    const sums = new Map<string, number>();
     for (const rows of [inflight, buffer, offTable]) {
       for (const r of rows) {
-        if ((scope === "key" ? r.keyId : r.teamId) !== id || !r.costUsd) continue;
-        if (new Date(r.createdAt).getTime() >= from) sum += r.costUsd;
+        const id = scope === "key" ? r.keyId : r.teamId;
+        if (!id || !r.costUsd || new Date(r.createdAt).getTime() < from) continue;
+        sums.set(id, (sums.get(id) ?? 0) + r.costUsd);
       }
     }
-    return sum;
+    return sums;
   }
 
   function record(row: UsageRow): void {
@@ -580,7 +581,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     flush,
     close,
     pending,
-    pendingCost,
+    pendingCosts,
     replaySpool,
   };
   writers.add(writer);

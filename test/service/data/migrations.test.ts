@@ -112,37 +112,47 @@ describe("migrations", () => {
     }
   });
 
-  it("spend_monthly starts from the usage rows already stored, then follows every insert", async () => {
+  it("spend_monthly starts from this and last month's usage rows already stored, then follows every insert, by UTC month", async () => {
     const fresh = await createTestDatabase();
-    const { pool } = createPostgres({ url: fresh.url, log, max: 2 });
+    // A session time zone far from UTC (+14 h): months must still be UTC months.
+    const { pool } = createPostgres({ url: `${fresh.url}?options=-c%20TimeZone%3DPacific%2FKiritimati`, log, max: 2 });
     try {
+      const tz = await pool.query("SHOW TimeZone");
+      expect(tz.rows[0].TimeZone).toBe("Pacific/Kiritimati");
       await migrate(pool, { log, migrations: MIGRATIONS.filter((m) => m.id < 8) });
       const key = "7d3c9a1e-0000-4000-8000-000000000001";
       const team = "7d3c9a1e-0000-4000-8000-000000000002";
-      const at = (iso: string) => new Date(iso);
+      const now = new Date();
+      const month = (back: number) => new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - back, 1));
+      const label = (d: Date) => d.toISOString().slice(0, 7);
+      const at = (d: Date, ms: number) => new Date(d.getTime() + ms);
       await insertUsageRows(pool, [
-        usageRow({ keyId: key, teamId: team, costUsd: 0.75, createdAt: at("2026-10-31T23:00:00Z") }),
-        usageRow({ keyId: key, teamId: team, costUsd: 0.25, createdAt: at("2026-11-02T08:00:00Z") }),
-        usageRow({ keyId: key, teamId: team, costUsd: 0.5, createdAt: at("2026-11-20T08:00:00Z") }),
-        usageRow({ keyId: key, teamId: null, costUsd: null, createdAt: at("2026-11-20T09:00:00Z") }),
+        // Three months back: older than the backfill reaches.
+        usageRow({ keyId: key, teamId: team, costUsd: 9, createdAt: at(month(2), 3600_000) }),
+        // The last millisecond of last month (already the 1st of this month in the session's time zone).
+        usageRow({ keyId: key, teamId: team, costUsd: 0.75, createdAt: at(month(0), -1) }),
+        usageRow({ keyId: key, teamId: team, costUsd: 0.25, createdAt: month(0) }),
+        usageRow({ keyId: key, teamId: team, costUsd: 0.5, createdAt: at(month(0), 60_000) }),
+        usageRow({ keyId: key, teamId: null, costUsd: null, createdAt: at(month(0), 60_000) }),
       ]);
       expect(await migrate(pool, { log })).toEqual({ applied: [8] });
       await insertUsageRows(pool, [
-        usageRow({ keyId: key, teamId: team, costUsd: 2, createdAt: at("2026-11-21T08:00:00Z") }),
+        usageRow({ keyId: key, teamId: team, costUsd: 2, createdAt: at(month(0), 120_000) }),
+        usageRow({ keyId: key, teamId: team, costUsd: 0.125, createdAt: at(month(1), 86_400_000 * 3) }),
       ]);
       const { rows } = await pool.query(
         "SELECT to_char(month, 'YYYY-MM') AS month, scope, cost_usd::float8 AS usd FROM spend_monthly ORDER BY 1, 2",
       );
       expect(rows).toEqual([
-        { month: "2026-10", scope: "key", usd: 0.75 },
-        { month: "2026-10", scope: "team", usd: 0.75 },
-        { month: "2026-11", scope: "key", usd: 2.75 },
-        { month: "2026-11", scope: "team", usd: 2.75 },
+        { month: label(month(1)), scope: "key", usd: 0.875 },
+        { month: label(month(1)), scope: "team", usd: 0.875 },
+        { month: label(month(0)), scope: "key", usd: 2.75 },
+        { month: label(month(0)), scope: "team", usd: 2.75 },
       ]);
-      // Deleting usage rows (retention) leaves the month's spend as it was.
+      // Deleting usage rows (retention) leaves the months' spend as it was.
       await pool.query("DELETE FROM usage");
       const after = await pool.query("SELECT sum(cost_usd)::float8 AS usd FROM spend_monthly");
-      expect(after.rows[0].usd).toBe(7);
+      expect(after.rows[0].usd).toBe(7.25);
     } finally {
       await pool.end();
       await fresh.drop();
