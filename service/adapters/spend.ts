@@ -15,10 +15,18 @@
  */
 import type pg from "pg";
 import type { Logger } from "pino";
+import { Counter } from "prom-client";
+import { registry } from "../metrics";
 import type { UsageSink } from "../ports";
 import { errorSummary } from "./postgres";
 
 export type SpendScope = "key" | "team";
+
+export const spendReadErrors = new Counter({
+  name: "llmproxy_spend_read_errors_total",
+  help: "Reads of a key's or team's monthly spend from PostgreSQL that failed (budgets then use what this process saw).",
+  registers: [registry],
+});
 
 export interface SpendTracker {
   /** USD spent this UTC month by a key or a team (its keys together). */
@@ -124,6 +132,7 @@ export function createSpendTracker(args: SpendTrackerArgs): SpendTracker {
       e.at = now();
       e.next = e.at + Math.max(refreshMs, (e.at - started) * READ_SPACING);
     } catch (error) {
+      spendReadErrors.inc();
       e.next = now() + FAILED_READ_RETRY_MS;
       if (now() - lastWarned > 60_000) {
         lastWarned = now();

@@ -6,9 +6,18 @@
  * How spend is known, and how far a fleet may overshoot, is in adapters/spend.ts.
  */
 import type { Middleware } from "koa";
+import { Counter } from "prom-client";
 import { BudgetExceededError } from "../errors";
 import type { SpendScope, SpendTracker } from "../adapters/spend";
+import { registry } from "../metrics";
 import type { ProxyState } from "../state";
+
+export const budgetRejections = new Counter({
+  name: "llmproxy_budget_rejections_total",
+  help: "Requests refused because a monthly spend budget is spent (or 0), by scope (key, team).",
+  labelNames: ["scope"] as const,
+  registers: [registry],
+});
 
 const usd = (n: number) => `USD ${n.toFixed(2)}`;
 
@@ -20,6 +29,7 @@ export function createBudget(deps: { spend: SpendTracker }): Middleware<ProxySta
   async function check(scope: SpendScope, id: string, budget: number): Promise<void> {
     const spent = budget === 0 ? 0 : await deps.spend.spent(scope, id);
     if (spent < budget) return;
+    budgetRejections.inc({ scope });
     const whose = scope === "key" ? "This API key's" : "This API key's team's";
     throw new BudgetExceededError(
       budget === 0

@@ -12,7 +12,8 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrate } from "../../../service/adapters/migrations";
 import { createPostgres } from "../../../service/adapters/postgres";
-import { createSpendTracker, monthStart } from "../../../service/adapters/spend";
+import { createSpendTracker, monthStart, spendReadErrors } from "../../../service/adapters/spend";
+import { budgetRejections } from "../../../service/stages/budget";
 import { createUsageWriter, insertUsageRows } from "../../../service/adapters/usage-writer";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
@@ -93,7 +94,42 @@ describe("spend tracker (PostgreSQL)", () => {
   });
 });
 
+const counted = async (
+  counter: { get(): Promise<{ values: Array<{ value: number; labels: object }> }> },
+  labels = {},
+) =>
+  (await counter.get()).values
+    .filter((v) => Object.entries(labels).every(([k, x]) => (v.labels as Record<string, unknown>)[k] === x))
+    .reduce((n, v) => n + v.value, 0);
+
 describe("spend tracker without PostgreSQL", () => {
+  it("a failed read is counted, and the next one waits 30 s", async () => {
+    // A port nobody listens on: the connection is refused at once.
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const { pool } = createPostgres({ url: `postgres://postgres@127.0.0.1:${port}/x`, log });
+    try {
+      let clock = Date.UTC(2041, 4, 20, 12);
+      const tracker = createSpendTracker({ pool, log, now: () => clock });
+      const before = await counted(spendReadErrors);
+      const keyId = crypto.randomUUID();
+      expect(await tracker.spent("key", keyId)).toBe(0);
+      expect(await counted(spendReadErrors)).toBe(before + 1);
+      clock += 29_000;
+      await tracker.spent("key", keyId);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(await counted(spendReadErrors)).toBe(before + 1);
+      clock += 2_000;
+      await tracker.spent("key", keyId); // tried again in the background
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await counted(spendReadErrors)).toBe(before + 2);
+    } finally {
+      await pool.end().catch(() => undefined);
+    }
+  });
+
   it("waits at most a second for a first read, then counts what the process served, without waiting again", async () => {
     // A frozen PostgreSQL: connections are accepted and never answered.
     const frozen = net.createServer(() => undefined);
@@ -224,6 +260,7 @@ models:
   });
 
   it("a key's budget: served while under it, then 429 insufficient_quota without calling the upstream", async () => {
+    const refusedBefore = await counted(budgetRejections, { scope: "key" });
     const key = await admin("POST", "/internal/keys", { name: "capped", budget_usd_per_month: 3 });
     expect((await chat(key.body.key)).status).toBe(200); // 0.00 spent
     expect((await chat(key.body.key)).status).toBe(200); // 1.80 spent
@@ -249,6 +286,7 @@ models:
     const mine = rows.filter((r) => r.key_id === key.body.id);
     expect(mine.filter((r) => r.error_code === "budget_exceeded").map((r) => r.status)).toEqual([429, 429]);
     expect(mine.filter((r) => r.status === 200).map((r) => Number(r.cost_usd))).toEqual([1.8, 1.8, 1.8]);
+    expect(await counted(budgetRejections, { scope: "key" })).toBe(refusedBefore + 2);
   });
 
   it("a stream the client leaves before the provider's usage chunk is charged an estimate, not nothing", async () => {
