@@ -291,7 +291,14 @@ export class ProxyApp extends pulumi.ComponentResource {
           template: {
             metadata: {
               labels: commonLabels(name, "proxy"),
-              annotations: { "llm-proxy/checksum": podChecksum },
+              // The common scrape convention (the kubernetes-pods job of Prometheus' example config and most
+              // agents): every pod's own /metrics, which covers all of its workers.
+              annotations: {
+                "llm-proxy/checksum": podChecksum,
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": String(PROXY_PORT),
+                "prometheus.io/path": "/metrics",
+              },
             },
             spec: {
               serviceAccountName: sa.metadata.name,
@@ -413,6 +420,7 @@ export class ProxyApp extends pulumi.ComponentResource {
     );
 
     // Optional Ingress.
+    const INGRESS_PATHS = ["/v1", "/internal", "/healthz"];
     let url = pulumi.interpolate`http://${service.metadata.name}.${s.namespace}.svc.cluster.local:${PROXY_PORT}`;
     if (s.ingress) {
       const ing = s.ingress;
@@ -427,13 +435,12 @@ export class ProxyApp extends pulumi.ComponentResource {
               {
                 host: ing.host,
                 http: {
-                  paths: [
-                    {
-                      path: "/",
-                      pathType: "Prefix",
-                      backend: { service: { name: service.metadata.name, port: { name: "http" } } },
-                    },
-                  ],
+                  // The APIs and liveness only: /metrics (no authentication) and /readyz stay inside the cluster.
+                  paths: INGRESS_PATHS.map((path) => ({
+                    path,
+                    pathType: "Prefix",
+                    backend: { service: { name: service.metadata.name, port: { name: "http" } } },
+                  })),
                 },
               },
             ],

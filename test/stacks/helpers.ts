@@ -237,6 +237,12 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
     rollingUpdate: { maxUnavailable: 0, maxSurge: "25%" },
   });
   expect(spec.template.metadata.annotations["llm-proxy/checksum"]).toMatch(/^[0-9a-f]{64}$/);
+  // Scrapable where Prometheus discovers pods by annotation, on the port the container serves /metrics on.
+  expect(spec.template.metadata.annotations).toMatchObject({
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": String(pod.containers[0].ports[0].containerPort),
+    "prometheus.io/path": "/metrics",
+  });
   expect(pod.securityContext).toMatchObject({
     runAsNonRoot: true,
     runAsUser: 10001,

@@ -157,9 +157,18 @@ describe("overrides", () => {
     });
     const ing = one(r, K8S.ingress);
     expect(at(ing.inputs, "spec.tls")).toEqual([{ hosts: ["llm.example.com"], secretName: "llm-tls" }]);
-    expect(at(ing.inputs, "spec.rules")[0].http.paths[0].backend.service.name).toBe(
-      at(svc.outputs, "metadata.name"),
-    );
+    const paths = at(ing.inputs, "spec.rules")[0].http.paths as Array<{
+      path: string;
+      pathType: string;
+      backend: { service: { name: string } };
+    }>;
+    // The APIs and liveness are routed; /metrics (no authentication) and /readyz are not.
+    expect(paths.map((p) => `${p.pathType} ${p.path}`)).toEqual([
+      "Prefix /v1",
+      "Prefix /internal",
+      "Prefix /healthz",
+    ]);
+    for (const p of paths) expect(p.backend.service.name).toBe(at(svc.outputs, "metadata.name"));
     expect(r.outputs.proxyUrl).toBe("https://llm.example.com");
     validateKubernetesObjects(r);
   });
