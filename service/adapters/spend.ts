@@ -3,9 +3,9 @@
  * record (every replica writes them, at the prices of the deployment that answered), summed per key, team and month
  * by a trigger into spend_monthly (migration 8: a read is one row whatever the traffic, and usage retention does not
  * lower a month's spend); each process reads a scope's total when it first needs it and again in the background
- * once it is `refreshMs` old, and adds what it served itself in between, so its own requests count at once. The rows this process has not written yet are counted from the
- * usage writer's buffer; a row committing while the sum is read may count twice (a budget errs on the side of
- * stopping early), never zero times.
+ * once it is `refreshMs` old, and adds what it served itself in between, so its own requests count at once. The rows
+ * this process has not written yet are counted from the usage writer's buffer; a row committing while the total is
+ * read may count twice (a budget errs on the side of stopping early), never zero times.
  *
  * What one replica served reaches the others within the usage flush (about 1 s) plus `refreshMs`: a fleet can
  * overshoot a budget by about that much spend, plus the requests in flight when it is reached (a request's cost is
