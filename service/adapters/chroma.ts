@@ -5,15 +5,14 @@
  * Chroma collection names need at least 3 characters, while the configured collection (`rag.collection`, also the
  * name in `rag:<collection>` scopes) may have 2 ("kb"), so the Chroma name is always `llmproxy-<collection>`.
  */
-import {
-  ChromaClient,
-  ChromaConnectionError,
-  ChromaNotFoundError,
-  type Collection,
-  type Metadata,
-  type Where,
-} from "chromadb";
+import type { Collection, Metadata, Where } from "chromadb";
 import { ServiceUnavailableError } from "../errors";
+
+/** The Chroma client library, loaded with the first store: without CHROMA_URL (RAG off) it is never loaded. */
+function chromadb(): typeof import("chromadb") {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require("chromadb") as typeof import("chromadb");
+}
 
 export interface ChunkRecord {
   /** Deterministic id (source + chunk index), so re-ingesting overwrites in place. */
@@ -74,14 +73,14 @@ const PAGE = 1000;
 
 /** A connection failure becomes a 503 for the /internal/kb API (the RAG stage catches every error anyway). */
 function unreachable(error: unknown): unknown {
-  if (!(error instanceof ChromaConnectionError)) return error;
+  if (!(error instanceof chromadb().ChromaConnectionError)) return error;
   return new ServiceUnavailableError("knowledge base unreachable (Chroma does not answer)", "kb_unavailable");
 }
 
 export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
   const url = new URL(opts.url);
   const ssl = url.protocol === "https:";
-  const client = new ChromaClient({
+  const client = new (chromadb().ChromaClient)({
     host: url.hostname,
     port: url.port ? Number(url.port) : ssl ? 443 : 80,
     ssl,
@@ -109,7 +108,7 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
       try {
         return await fn(c);
       } catch (error) {
-        if (!(error instanceof ChromaNotFoundError)) throw error;
+        if (!(error instanceof chromadb().ChromaNotFoundError)) throw error;
         collection = null;
         return await fn(await open());
       }
@@ -179,7 +178,7 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
       try {
         await client.deleteCollection({ name });
       } catch (error) {
-        if (!(error instanceof ChromaNotFoundError)) throw unreachable(error);
+        if (!(error instanceof chromadb().ChromaNotFoundError)) throw unreachable(error);
       }
       await open().catch((error: unknown) => {
         throw unreachable(error);

@@ -1,7 +1,7 @@
 // The PII engine: options resolved once, detectors combined, overlaps settled deterministically.
 import { detectCompromise, loadCompromise } from "./compromise";
 import { detectNames, loadGazetteer } from "./names";
-import { detectPatterns } from "./patterns";
+import { detectPatterns, loadPhoneMetadata } from "./patterns";
 import { Session, type PiiSession } from "./session";
 import { PII_ENTITIES, type PiiEntity, type PiiOptions, type Span } from "./types";
 
@@ -59,6 +59,7 @@ export function createPiiEngine(opts: PiiOptions): PiiEngine {
   if (names === "compromise") loadCompromise();
   const allow = new Set((opts.allowList ?? []).map((v) => v.toLowerCase()));
   const on = opts.enabled && enabled.size > 0;
+  if (on && enabled.has("PHONE_NUMBER")) loadPhoneMetadata();
 
   function detect(text: string): Span[] {
     if (!on || text.length === 0) return [];
