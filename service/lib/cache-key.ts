@@ -78,5 +78,5 @@ export function chatCacheKey(
   }
   const json = canonicalJson({ v: CACHE_KEY_VERSION, scope, mode, body: relevant });
   const material = rewrite ? rewrite(json) : json;
-  return material === null ? null : crypto.createHash("sha256").update(material).digest("hex");
+  return material === null ? null : crypto.hash("sha256", material, "hex");
 }

@@ -43,6 +43,8 @@ export function createBudget(deps: { spend: SpendTracker }): Middleware<ProxySta
     if (p?.kind !== "key") return next();
     const keyBudget = p.key.budgetUsdPerMonth;
     const teamBudget = p.key.teamId ? (p.teamBudgetUsdPerMonth ?? null) : null;
+    // Most keys have no budget: no promise to wait for.
+    if (keyBudget === null && teamBudget === null) return next();
     // Both at once: each may wait for a first read of its spend.
     await Promise.all([
       keyBudget !== null ? check("key", p.key.id, keyBudget) : undefined,
