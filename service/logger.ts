@@ -2,6 +2,7 @@
  * pino JSON logs. Authorization headers, keys and passwords are redacted; prompt and response text are never logged
  * (stages log ids, models, counts and durations only).
  */
+import fs from "node:fs";
 import pino, { type Logger } from "pino";
 
 /** `isoTime`, but formatted once per millisecond: under load many lines share one (a Date per line shows in profiles). */
@@ -28,30 +29,56 @@ export interface LoggerOptions {
   flushMs?: number;
 }
 
-const BLOCK_BYTES = 4096;
+const BLOCK_CHARS = 4096;
+const NAP = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * All of `data` to `fd`, synchronously. A full non-blocking pipe (EAGAIN) is waited out 10 ms at a time rather than
+ * dropping lines; any other error (stdout closed) drops the block: logging never throws into a request.
+ */
+function writeAllSync(fd: number, data: Buffer): void {
+  let offset = 0;
+  while (offset < data.length) {
+    try {
+      offset += fs.writeSync(fd, data, offset, data.length - offset);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EAGAIN") return;
+      Atomics.wait(NAP, 0, 0, 10);
+    }
+  }
+}
 
 /**
  * stdout, buffered in blocks (see `LoggerOptions.flushMs`). A warning, an error or a fatal line is written at once,
  * with everything before it: those are the lines an operator needs now, and the ones a crash must not take along.
+ * Lines are kept as a list and joined once per block: pino's own sonic-boom measures the growing block's byte
+ * length on every line, which flattens and rescans it each time (~1.1 µs of ~3 per access line).
  */
 function blockDestination(flushMs: number): pino.DestinationStream {
-  const dest = pino.destination({ dest: 1, sync: true, minLength: BLOCK_BYTES, periodicFlush: flushMs });
-  process.once("exit", () => {
-    try {
-      dest.flushSync();
-    } catch {
-      // stdout already gone: nothing left to write to
-    }
-  });
+  let lines: string[] = [];
+  let chars = 0;
+  const flushSync = () => {
+    if (chars === 0) return;
+    const text = lines.length === 1 ? lines[0] : lines.join("");
+    lines = [];
+    chars = 0;
+    writeAllSync(1, Buffer.from(text, "utf8"));
+  };
+  setInterval(flushSync, flushMs).unref();
+  process.once("exit", flushSync);
   return {
     write(line: string) {
-      dest.write(line);
+      lines.push(line);
+      chars += line.length;
       // Lines start with `{"level":NN`: 40 warn, 50 error, 60 fatal.
-      if (line.charCodeAt(9) >= 52 /* "4" */) dest.flush();
+      if (chars >= BLOCK_CHARS || line.charCodeAt(9) >= 52 /* "4" */) flushSync();
     },
     // `logger.flush()` reaches the destination through these.
-    flush: (cb?: (err?: Error) => void) => dest.flush(cb),
-    flushSync: () => dest.flushSync(),
+    flush(cb?: (err?: Error) => void) {
+      flushSync();
+      cb?.();
+    },
+    flushSync,
   } as pino.DestinationStream;
 }
 

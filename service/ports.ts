@@ -334,6 +334,11 @@ export interface CachedResponse {
   kind: "json" | "stream";
   /** JSON body, or the list of chunk objects of a completed stream. */
   body: ChatCompletion | ChatCompletionChunk[];
+  /**
+   * A JSON body's text, when known: stored instead of serializing `body` (which is then not read), and set on a hit
+   * (lib/cache-entry.ts).
+   */
+  bodyText?: string;
 }
 
 export interface ResponseCache {

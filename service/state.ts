@@ -21,7 +21,15 @@ export type Principal =
 
 /** What the upstream stage produced; later stages wrap it (PII restore, cache store, reconcile). */
 export type ProxyResult =
-  | { kind: "json"; body: ChatCompletion | Record<string, unknown> }
+  | {
+      kind: "json";
+      body: ChatCompletion | Record<string, unknown>;
+      /**
+       * `body`'s JSON text as the upstream sent it (or as the cache stored it), written to the client instead of
+       * serializing `body` again. A stage that changes `body` (PII restore) must drop it.
+       */
+      text?: string;
+    }
   | {
       kind: "stream";
       chunks: AsyncIterable<ChatCompletionChunk>;

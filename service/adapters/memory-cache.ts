@@ -5,6 +5,7 @@
  */
 import { LRUCache } from "lru-cache";
 import type { CachedResponse, ResponseCache } from "../ports";
+import { entryText, parseEntry } from "../lib/cache-entry";
 
 export interface MemoryCacheOptions {
   /** Most entries kept. Default 10,000 (Config.cache.maxEntries). */
@@ -27,11 +28,11 @@ export class MemoryResponseCache implements ResponseCache {
 
   async get(key: string): Promise<CachedResponse | null> {
     const text = this.lru.get(key);
-    return text === undefined ? null : (JSON.parse(text) as CachedResponse);
+    return text === undefined ? null : parseEntry(text);
   }
 
   async set(key: string, value: CachedResponse, ttlSeconds: number): Promise<void> {
-    const text = JSON.stringify(value);
+    const text = entryText(value);
     // Entries larger than the whole budget are skipped rather than evicting everything else.
     if (text.length > this.lru.maxSize / 4) return;
     this.lru.set(key, text, { ttl: ttlSeconds * 1000 });

@@ -13,6 +13,7 @@ import type { Config } from "../config";
 import { registry } from "../metrics";
 import type { CachedResponse, ResponseCache } from "../ports";
 import { MemoryResponseCache } from "./memory-cache";
+import { entryText, parseEntry } from "../lib/cache-entry";
 import { acquireRedis, withDeadline, type RedisClient } from "./redis";
 
 export const cacheErrors = new Counter({
@@ -27,7 +28,7 @@ const DEFLATED = 0x7a; // "z"
 const COMPRESS_ABOVE = 1024;
 
 export function encodeEntry(value: CachedResponse): Buffer {
-  const json = Buffer.from(JSON.stringify(value));
+  const json = Buffer.from(entryText(value));
   if (json.length <= COMPRESS_ABOVE) return Buffer.concat([Buffer.of(PLAIN), json]);
   return Buffer.concat([Buffer.of(DEFLATED), zlib.deflateRawSync(json, { level: 6 })]);
 }
@@ -35,8 +36,8 @@ export function encodeEntry(value: CachedResponse): Buffer {
 export function decodeEntry(buf: Buffer): CachedResponse | null {
   if (buf.length === 0) return null;
   const body = buf.subarray(1);
-  if (buf[0] === PLAIN) return JSON.parse(body.toString("utf8")) as CachedResponse;
-  if (buf[0] === DEFLATED) return JSON.parse(zlib.inflateRawSync(body).toString("utf8")) as CachedResponse;
+  if (buf[0] === PLAIN) return parseEntry(body.toString("utf8"));
+  if (buf[0] === DEFLATED) return parseEntry(zlib.inflateRawSync(body).toString("utf8"));
   return null;
 }
 

@@ -50,6 +50,17 @@ export function requestHeaders(fixed: Record<string, string>): (requestId: strin
   return (requestId) => [...list, "x-request-id", requestId];
 }
 
+/** The text each parsed postJson answer was parsed from (see receivedText). */
+const receivedTexts = new WeakMap<object, string>();
+
+/**
+ * The exact JSON text a value returned by `postJson` was parsed from, if it is one: the proxy can send an answer it
+ * does not change as received instead of serializing it again. Read it before anything changes the value.
+ */
+export function receivedText(value: unknown): string | undefined {
+  return typeof value === "object" && value !== null ? receivedTexts.get(value) : undefined;
+}
+
 export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
   const base = new URL(cfg.baseUrl);
   const pool = new Pool(base.origin, {
@@ -92,7 +103,10 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
         throw httpFailure(cfg.name, answer.statusCode, answer.body.toString("utf8"), answer.retryAfter);
       }
       try {
-        return JSON.parse(answer.body.toString("utf8")) as T;
+        const text = answer.body.toString("utf8");
+        const value = JSON.parse(text) as T;
+        if (typeof value === "object" && value !== null) receivedTexts.set(value, text);
+        return value;
       } catch (error) {
         throw new ProviderFailure(
           `${cfg.name}: bad body`,

@@ -151,6 +151,7 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
                 body: fromCanonical
                   ? restoreChatCompletion(hit.body as ChatCompletion, fromCanonical)
                   : (hit.body as ChatCompletion),
+                text: fromCanonical ? undefined : hit.bodyText,
               }
             : {
                 kind: "stream",
@@ -180,9 +181,14 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
     };
     const toCanonical = canonical?.toCanonical;
     if (result.kind === "json") {
-      // Snapshot now: stages further out (PII restore) rewrite the body after this returns.
-      const body = JSON.parse(JSON.stringify(result.body)) as ChatCompletion;
-      store({ kind: "json", body: toCanonical ? restoreChatCompletion(body, toCanonical) : body });
+      if (result.text !== undefined && !toCanonical) {
+        // The upstream's text is the snapshot: stored as is, the body object is not read.
+        store({ kind: "json", body: result.body as ChatCompletion, bodyText: result.text });
+      } else {
+        // Snapshot now: stages further out (PII restore) rewrite the body after this returns.
+        const body = JSON.parse(JSON.stringify(result.body)) as ChatCompletion;
+        store({ kind: "json", body: toCanonical ? restoreChatCompletion(body, toCanonical) : body });
+      }
     } else {
       result.chunks = teeForCache(result.chunks, (chunks) =>
         store({ kind: "stream", body: toCanonical ? restoreChunkList(chunks, toCanonical) : chunks }),

@@ -79,7 +79,9 @@ export function createPii(deps: PiiDeps): Middleware<ProxyState> {
 
     const result = ctx.state.result;
     if (!result || deps.mode === "redact" || !ctx.state.piiCounts) return;
-    if (result.kind === "json") result.body = restoreChatCompletion(result.body as ChatCompletion, session);
-    else result.chunks = restoreStream(result.chunks, session);
+    if (result.kind === "json") {
+      result.body = restoreChatCompletion(result.body as ChatCompletion, session);
+      result.text = undefined;
+    } else result.chunks = restoreStream(result.chunks, session);
   };
 }

@@ -116,7 +116,13 @@ export function createRespond(): Middleware<ProxyState> {
     // Stages' own headers (x-ratelimit-*, x-cache) come from ctx.state.responseHeaders.
     const res = ctx.res;
     if (result.kind === "json") {
-      const text = JSON.stringify(jsonFor(ctx, result.body));
+      // The body's own text when a stage kept it (an untouched upstream answer, a cache hit) and this route sends
+      // the body as is.
+      const route = ctx.state.route;
+      const text =
+        result.text !== undefined && route !== "messages" && route !== "responses"
+          ? result.text
+          : JSON.stringify(jsonFor(ctx, result.body));
       ctx.status = 200;
       ctx.respond = false;
       res.writeHead(

@@ -14,6 +14,7 @@ import { chatUsage } from "../lib/chunk-blocks";
 import { upstreamAttempts, upstreamDuration } from "../metrics";
 import type { UsageRow } from "../ports";
 import { ProviderFailure } from "../providers/errors";
+import { receivedText } from "../providers/http";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
 import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse, Usage } from "../types";
@@ -162,7 +163,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
       usage.promptTokens = body.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
       usage.completionTokens = body.usage?.completion_tokens ?? 0;
       recordPromptCache(usage, body.usage);
-      ctx.state.result = { kind: "json", body };
+      ctx.state.result = { kind: "json", body, text: receivedText(body) };
       return;
     }
     ctx.state.result = {
@@ -201,6 +202,6 @@ export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxySt
     ctx.state.usage.provider = deployment.provider;
     ctx.state.served = deployment;
     ctx.state.usage.promptTokens = value.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
-    ctx.state.result = { kind: "json", body: value };
+    ctx.state.result = { kind: "json", body: value, text: receivedText(value) };
   };
 }

@@ -175,6 +175,38 @@ describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
     expect(lines.slice(0, 200).map((l) => l.i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
   });
 
+  it("waits for a slow reader of a full non-blocking pipe instead of dropping lines", async () => {
+    // process.stdout on a pipe makes fd 1 non-blocking: writes past the pipe's 64 KiB fail with EAGAIN.
+    const proc = spawn(
+      process.execPath,
+      [
+        "-e",
+        `${setup}
+        void process.stdout;
+        for (let i = 0; i < 3000; i++) line("info", { i, pad: "y".repeat(100) });
+        log.flush();
+        process.stderr.write("done\\n");`,
+      ],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let err = "";
+    proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    proc.stdout!.pause();
+    // The child is stuck on the full pipe until the parent reads: it cannot have finished yet.
+    await new Promise((r) => setTimeout(r, 700));
+    expect(err).not.toContain("done");
+    const chunks: Buffer[] = [];
+    proc.stdout!.on("data", (d: Buffer) => chunks.push(d));
+    proc.stdout!.resume();
+    const code = await new Promise<number | null>((r) => proc.once("close", r));
+    expect(code).toBe(0);
+    expect(err).toContain("done");
+    const lines = Buffer.concat(chunks).toString().trim().split("\n");
+    expect(lines.map((l) => (JSON.parse(l) as { i: number }).i)).toEqual(
+      Array.from({ length: 3000 }, (_, i) => i),
+    );
+  });
+
   it("keeps lines in order at exit while the thread pool is busy (no block in flight elsewhere)", async () => {
     const { chunks, exited } = child(
       `${setup}

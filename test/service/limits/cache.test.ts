@@ -34,6 +34,8 @@ const completion: CachedResponse = {
     usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 },
   },
 };
+/** What a read of `completion` returns: the entry and its body's text (see lib/cache-entry.ts). */
+const completionRead: CachedResponse = { ...completion, bodyText: JSON.stringify(completion.body) };
 
 describe("cache key", () => {
   const team = "team:a";
@@ -108,7 +110,7 @@ describe("memory cache", () => {
     const cache = new MemoryResponseCache({ maxEntries: 10 });
     await cache.set("k", completion, 0.15);
     const a = await cache.get("k");
-    expect(a).toEqual(completion);
+    expect(a).toEqual(completionRead);
     (a!.body as { id: string }).id = "mutated";
     expect((await cache.get("k"))!.body).toEqual(completion.body);
     await sleep(250);
@@ -156,16 +158,33 @@ describe("redis cache", () => {
     await cache.set("s", stream, 60);
     await cache.set("j", completion, 60);
     expect(await cache.get("s")).toEqual(stream);
-    expect(await cache.get("j")).toEqual(completion);
+    expect(await cache.get("j")).toEqual(completionRead);
     expect(await cache.get("missing")).toBeNull();
     await client.del(`${prefix}s`, `${prefix}j`);
+  });
+
+  it("stores a body's known text as is (the body object is not read) and hands it back on a read", async () => {
+    const text = '{ "id": "chatcmpl-t",\n "choices": [], "n": 1.50 }';
+    const prefix = `test:${crypto.randomUUID()}:`;
+    for (const cache of [new RedisResponseCache({ client, log, prefix }), new MemoryResponseCache()]) {
+      await cache.set("t", { kind: "json", body: { stale: true } as never, bodyText: text }, 60);
+      const read = await cache.get("t");
+      expect(read!.bodyText).toBe(text);
+      expect(read!.body).toEqual(JSON.parse(text));
+    }
+    // A large text is compressed like any entry, and still read back byte for byte.
+    const big = JSON.stringify({ id: "x", content: "word ".repeat(2000) });
+    const encoded = encodeEntry({ kind: "json", body: {} as never, bodyText: big });
+    expect(String.fromCharCode(encoded[0])).toBe("z");
+    expect(decodeEntry(encoded)!.bodyText).toBe(big);
+    await client.del(`${prefix}t`);
   });
 
   it("entries expire after the TTL", async () => {
     const prefix = `test:${crypto.randomUUID()}:`;
     const cache = new RedisResponseCache({ client, log, prefix });
     await cache.set("k", completion, 0.1);
-    expect(await cache.get("k")).toEqual(completion);
+    expect(await cache.get("k")).toEqual(completionRead);
     const ttl = await client.pttl(`${prefix}k`);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(100);
@@ -180,7 +199,7 @@ describe("redis cache", () => {
       const cache = new RedisResponseCache({ client: c, log });
       await new Promise<void>((resolve) => c.once("ready", () => resolve()));
       await cache.set("k", completion, 60);
-      expect(await cache.get("k")).toEqual(completion);
+      expect(await cache.get("k")).toEqual(completionRead);
       await server.kill();
       expect(await cache.get("k")).toBeNull();
       await expect(cache.set("k", completion, 60)).resolves.toBeUndefined();
