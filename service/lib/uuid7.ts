@@ -4,15 +4,24 @@
  * insert landing on a random page of an index that soon outgrows memory (v4), which would multiply PostgreSQL's
  * page reads and WAL as the table reaches billions of rows.
  */
-import { randomHex } from "./random-hex";
+import crypto from "node:crypto";
 
-const HEX_PER_ID = 19; // 3 (rand_a) + 1 (variant nibble source) + 3 + 12
-const VARIANT = ["8", "9", "a", "b"];
+let stampMs = -1;
+let stamp = "";
 
+/**
+ * A v4 uuid (`crypto.randomUUID`, from Node's pooled entropy) with its first 48 bits replaced by the time and its
+ * version nibble by 7: the 74 random bits v7 keeps are v4's own (rand_a, the variant, rand_b).
+ */
 export function uuidv7(now: number = Date.now()): string {
-  const ts = Math.floor(now).toString(16).padStart(12, "0").slice(-12);
-  const r = randomHex(HEX_PER_ID);
-  return `${ts.slice(0, 8)}-${ts.slice(8)}-7${r.slice(0, 3)}-${VARIANT[parseInt(r[3], 16) & 3]}${r.slice(4, 7)}-${r.slice(7)}`;
+  const ms = Math.floor(now);
+  if (ms !== stampMs) {
+    const ts = ms.toString(16).padStart(12, "0").slice(-12);
+    stampMs = ms;
+    stamp = `${ts.slice(0, 8)}-${ts.slice(8)}-7`;
+  }
+  // v4: xxxxxxxx-xxxx-4xxx-Nxxx-xxxxxxxxxxxx; from index 15 on it is rand_a, the variant digit and rand_b.
+  return stamp + crypto.randomUUID().slice(15);
 }
 
 /** The millisecond timestamp a UUIDv7 carries. */
