@@ -11,7 +11,6 @@
  * answer holds no values.
  */
 import type { Middleware } from "koa";
-import { Counter } from "prom-client";
 import {
   restoreChatCompletion,
   restoreChunkStream,
@@ -21,12 +20,14 @@ import {
   type Restorer,
 } from "../lib/pii";
 import { registry } from "../metrics";
+import { HotCounter } from "../lib/hot-metrics";
 import type { ProxyState } from "../state";
 import type { ChatCompletion, ChatCompletionChunk } from "../types";
 
 export type PiiEngineLike = PiiEngine;
 
-const entitiesTotal = new Counter({
+// Counted on every request with PII: the cheap per-request counter (lib/hot-metrics.ts), same text on /metrics.
+const entitiesTotal = new HotCounter({
   name: "llmproxy_pii_entities_total",
   help: "PII entities scrubbed from requests, by entity type.",
   labelNames: ["entity"] as const,

@@ -65,6 +65,12 @@ describe("PII never reaches the upstream, and the client gets its values back", 
   }
 
   it("JSON: scrubbed on the way out, restored on the way back; secrets stay redacted; counts recorded", async () => {
+    const entityCount = async (entity: string) => {
+      const text = await (await fetch(`${proxy.url}/metrics`)).text();
+      const m = new RegExp(`^llmproxy_pii_entities_total\\{entity="${entity}"\\} (\\d+)`, "m").exec(text);
+      return Number(m?.[1] ?? 0);
+    };
+    const emailsBefore = await entityCount("EMAIL_ADDRESS");
     const res = await call({
       model: "chat",
       messages: [
@@ -80,6 +86,7 @@ describe("PII never reaches the upstream, and the client gets its values back", 
     );
     const rows = await proxy.waitForUsageRows(1);
     expect(rows.at(-1).pii_counts).toMatchObject({ EMAIL_ADDRESS: 2, PHONE_NUMBER: 1, INTERNAL_SECRET: 1 });
+    expect((await entityCount("EMAIL_ADDRESS")) - emailsBefore).toBe(2);
   });
 
   it("streams: restored whatever the chunk boundaries, including a placeholder split at every position", async () => {
