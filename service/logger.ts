@@ -4,6 +4,7 @@
  */
 import fs from "node:fs";
 import pino, { type Logger } from "pino";
+import { isoUtc } from "./lib/iso-time";
 
 /** `isoTime`, but formatted once per millisecond: under load many lines share one (a Date per line shows in profiles). */
 let stampMs = -1;
@@ -12,7 +13,7 @@ function isoTime(): string {
   const now = Date.now();
   if (now !== stampMs) {
     stampMs = now;
-    stamp = `,"time":"${new Date(now).toISOString()}"`;
+    stamp = `,"time":"${isoUtc(now)}"`;
   }
   return stamp;
 }

@@ -11,6 +11,7 @@
  * replayed as soon as a flush succeeds again.
  */
 import crypto from "node:crypto";
+import { isoUtc } from "../lib/iso-time";
 import fs from "node:fs";
 import path from "node:path";
 import type pg from "pg";
@@ -107,11 +108,11 @@ function quoted(v: string | null): string {
  * removed from text, integers clamped, an unknown cost NULL, an invalid time replaced by now. Null is SQL NULL.
  */
 function usageFields(r: UsageRow): Array<string | null> {
-  const created = r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt);
+  const created = (r.createdAt instanceof Date ? r.createdAt : new Date(r.createdAt)).getTime();
   const cost = costOrNull(r.costUsd);
   return [
     usageRowId(r.requestId),
-    (Number.isNaN(created.getTime()) ? new Date() : created).toISOString(),
+    isoUtc(Number.isNaN(created) ? Date.now() : created),
     uuidOrNull(r.keyId),
     uuidOrNull(r.teamId),
     text(r.route) || "unknown",
@@ -139,6 +140,7 @@ function usageFields(r: UsageRow): Array<string | null> {
  * in an array literal all the same).
  */
 const FREE_TEXT = new Set([4, 5, 6, 7, 12, 15]);
+const FREE_TEXT_AT = Array.from({ length: 19 }, (_, i) => FREE_TEXT.has(i));
 const TIME_FIELD = 1;
 
 /**
@@ -176,10 +178,13 @@ function copyText(v: string): string {
  * escaped, so nothing a client sends can add a column or a row.
  */
 function copyLine(r: UsageRow): string {
+  const fields = usageFields(r);
   let line = "";
-  usageFields(r).forEach((v, c) => {
-    line += (c ? "\t" : "") + (v === null ? "\\N" : FREE_TEXT.has(c) ? copyText(v) : v);
-  });
+  for (let c = 0; c < fields.length; c++) {
+    const v = fields[c];
+    if (c) line += "\t";
+    line += v === null ? "\\N" : FREE_TEXT_AT[c] ? copyText(v) : v;
+  }
   return `${line}\n`;
 }
 
