@@ -103,6 +103,38 @@ describe("cache key", () => {
       '{"a":{"c":null,"d":[3,{"x":2,"y":1}]},"b":1}',
     );
   });
+
+  it("canonical JSON: the same text as sorting every object's keys and serializing, on random values", () => {
+    // The reference: the straightforward version (sort every object's keys, serialize each member, join).
+    const reference = (value: unknown): string => {
+      if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+      if (Array.isArray(value))
+        return `[${value.map((v) => (v === undefined ? "null" : reference(v))).join(",")}]`;
+      const obj = value as Record<string, unknown>;
+      return `{${Object.keys(obj)
+        .sort()
+        .filter((k) => obj[k] !== undefined)
+        .map((k) => `${JSON.stringify(k)}:${reference(obj[k])}`)
+        .join(",")}}`;
+    };
+    let seed = 7;
+    const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    const KEYS = ["a", "b", "B", "model", "messages", "é", "10", "9", "z", "_", "content", "role"];
+    const gen = (depth: number): unknown => {
+      const r = rand();
+      if (depth > 3 || r < 0.3) return [null, 1.5, -2, 'x\n"y', true, "", 0][Math.floor(rand() * 7)];
+      if (r < 0.6) return Array.from({ length: Math.floor(rand() * 4) }, () => gen(depth + 1));
+      const o: Record<string, unknown> = {};
+      for (let i = Math.floor(rand() * 5); i > 0; i--)
+        o[KEYS[Math.floor(rand() * KEYS.length)]!] = gen(depth + 1);
+      if (rand() < 0.2) o.skip = undefined;
+      return o;
+    };
+    for (let i = 0; i < 3000; i++) {
+      const v = gen(0);
+      expect(canonicalJson(v)).toBe(reference(v));
+    }
+  });
 });
 
 describe("memory cache", () => {
