@@ -33,20 +33,35 @@ export interface LoggerOptions {
 const BLOCK_CHARS = 4096;
 const NAP = new Int32Array(new SharedArrayBuffer(4));
 
+/** The longest a block waits for a full stdout before it is dropped: a reader that stopped must not stall requests. */
+const MAX_WAIT_MS = 2_000;
+
+/** Set when a block was dropped for a reader that stopped: later blocks do not wait for it again until one fits. */
+let readerStalled = false;
+
 /**
- * All of `data` to `fd`, synchronously. A full non-blocking pipe (EAGAIN) is waited out 10 ms at a time rather than
- * dropping lines; any other error (stdout closed) drops the block: logging never throws into a request.
+ * All of `data` to `fd`, synchronously. A full non-blocking pipe (EAGAIN) is waited out 10 ms at a time, up to
+ * MAX_WAIT_MS per block, rather than dropping lines at once; past that the rest of the block is dropped and, while the
+ * reader stays stuck, so are the next blocks that do not fit, without waiting. Any other error (stdout closed) drops
+ * the block too: logging never throws into a request, nor stalls requests behind a reader that stopped.
  */
 function writeAllSync(fd: number, data: Buffer): void {
   let offset = 0;
+  let waited = 0;
   while (offset < data.length) {
     try {
       offset += fs.writeSync(fd, data, offset, data.length - offset);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EAGAIN") return;
+      if (readerStalled || waited >= MAX_WAIT_MS) {
+        readerStalled = true;
+        return;
+      }
       Atomics.wait(NAP, 0, 0, 10);
+      waited += 10;
     }
   }
+  readerStalled = false;
 }
 
 /**

@@ -140,7 +140,6 @@ function usageFields(r: UsageRow): Array<string | null> {
  * in an array literal all the same).
  */
 const FREE_TEXT = new Set([4, 5, 6, 7, 12, 15]);
-const FREE_TEXT_AT = Array.from({ length: 19 }, (_, i) => FREE_TEXT.has(i));
 const TIME_FIELD = 1;
 
 /**
@@ -183,7 +182,7 @@ function copyLine(r: UsageRow): string {
   for (let c = 0; c < fields.length; c++) {
     const v = fields[c];
     if (c) line += "\t";
-    line += v === null ? "\\N" : FREE_TEXT_AT[c] ? copyText(v) : v;
+    line += v === null ? "\\N" : FREE_TEXT.has(c) ? copyText(v) : v;
   }
   return `${line}\n`;
 }

@@ -91,7 +91,8 @@ export function chatCacheKey(
   body: Record<string, unknown>,
   rewrite?: (json: string) => string | null,
 ): string | null {
-  const relevant: Record<string, unknown> = {};
+  // No prototype: an own `__proto__` member of the body is copied as a member, not set as a prototype.
+  const relevant = Object.create(null) as Record<string, unknown>;
   for (const [k, v] of Object.entries(body)) {
     if (!CACHE_KEY_IGNORED_FIELDS.has(k)) relevant[k] = v;
   }

@@ -10,7 +10,8 @@ let dayPrefix = "";
 const pad2 = (n: number) => (n < 10 ? `0${n}` : `${n}`);
 const pad3 = (n: number) => (n < 10 ? `00${n}` : n < 100 ? `0${n}` : `${n}`);
 
-export function isoUtc(ms: number): string {
+export function isoUtc(time: number): string {
+  const ms = Math.floor(time);
   const start = ms - (((ms % DAY_MS) + DAY_MS) % DAY_MS);
   if (start !== dayStart) {
     const iso = new Date(start).toISOString();

@@ -43,7 +43,9 @@ export const chatSchema = z.looseObject({
 });
 
 type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+// An own `__proto__` key (JSON.parse makes one) is left to zod, which drops it.
+const isObject = (v: unknown): v is Json =>
+  typeof v === "object" && v !== null && !Array.isArray(v) && !Object.hasOwn(v, "__proto__");
 const isOptBool = (v: unknown) => v === undefined || v === null || typeof v === "boolean";
 const isOptInt = (v: unknown, min: number) =>
   v === undefined || v === null || (Number.isSafeInteger(v) && (v as number) >= min);

@@ -39,6 +39,15 @@ export function isAnthropicRoute(route: string): boolean {
 }
 
 export function routeOf(path: string): string {
+  const route = exactRoute(path);
+  if (route !== "other") return route;
+  // The router also matches another case and a trailing slash (@koa/router's defaults): the same endpoint, which
+  // must get the same usage row, budget and wire format.
+  const normal = path.toLowerCase().replace(/\/+$/, "");
+  return normal !== path && normal ? exactRoute(normal) : route;
+}
+
+function exactRoute(path: string): string {
   if (path === "/v1/chat/completions") return "chat";
   if (path === "/v1/embeddings") return "embeddings";
   if (path === "/v1/messages") return "messages";

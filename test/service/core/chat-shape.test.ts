@@ -142,6 +142,19 @@ describe("isPlainChat", () => {
     }
   });
 
+  it("leaves a body with an own __proto__ member (at any level) to zod, which drops it", () => {
+    for (const text of [
+      '{"model":"m","messages":[{"role":"user","content":"hi"}],"__proto__":{"logit_bias":{"1":100}}}',
+      '{"model":"m","messages":[{"role":"user","content":"hi","__proto__":{"x":1}}]}',
+      '{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a","__proto__":{}}]}]}',
+      '{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"__proto__":{}}}',
+    ]) {
+      const body: unknown = JSON.parse(text);
+      expect(isPlainChat(body), text).toBe(false);
+      expect(JSON.stringify(chatSchema.parse(body))).not.toContain("__proto__");
+    }
+  });
+
   it("never accepts a body zod refuses, over 20,000 seeded variations", () => {
     const rand = rng(20261125);
     const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)];

@@ -207,6 +207,52 @@ describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
     );
   });
 
+  it("drops lines rather than stall for long behind a reader that stopped, and writes again once it reads", async () => {
+    const proc = spawn(
+      process.execPath,
+      [
+        "-e",
+        `${setup}
+        void process.stdout;
+        const t0 = Date.now();
+        for (let i = 0; i < 3000; i++) line("info", { i, pad: "z".repeat(100) });
+        log.flush();
+        process.stderr.write("done " + (Date.now() - t0) + "\\n");
+        setTimeout(() => { line("info", { i: "after" }); log.flush(); process.exit(0); }, 5000);`,
+      ],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let err = "";
+    proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    proc.stdout!.pause();
+    // Nothing is read for 4 s: the child waits ~2 s for the first block that does not fit, then drops the rest.
+    await new Promise((r) => setTimeout(r, 4000));
+    expect(err).toMatch(/done \d+/);
+    expect(Number(/done (\d+)/.exec(err)![1])).toBeLessThan(3500);
+    const chunks: Buffer[] = [];
+    proc.stdout!.on("data", (d: Buffer) => chunks.push(d));
+    proc.stdout!.resume();
+    expect(await new Promise<number | null>((r) => proc.once("close", r))).toBe(0);
+    const seen = Buffer.concat(chunks)
+      .toString()
+      .trim()
+      .split("\n")
+      // A block cut by a partial write and then dropped leaves one broken line; the rest are whole.
+      .flatMap((l) => {
+        try {
+          return [(JSON.parse(l) as { i: number | string }).i];
+        } catch {
+          return [];
+        }
+      });
+    // Lines in order; some were dropped; the line after the reader came back arrived.
+    const numbers = seen.filter((i): i is number => typeof i === "number");
+    expect(numbers).toEqual([...numbers].sort((a, b) => a - b));
+    expect(numbers.length).toBeGreaterThan(0);
+    expect(numbers.length).toBeLessThan(3000);
+    expect(seen.at(-1)).toBe("after");
+  }, 20_000);
+
   it("keeps lines in order at exit while the thread pool is busy (no block in flight elsewhere)", async () => {
     const { chunks, exited } = child(
       `${setup}

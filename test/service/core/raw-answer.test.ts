@@ -81,6 +81,25 @@ describe("answers sent as the upstream wrote them", () => {
     expect(miss).toMatchObject({ prompt_tokens: 11, completion_tokens: 7 });
   });
 
+  it("another spelling of a route (case, trailing slash) is that route: its usage row and its wire format", async () => {
+    const before = (await proxy.usageRows()).length;
+    const chat = { model: "chat", messages: [{ role: "user", content: "spelled differently" }] };
+    for (const path of ["/v1/chat/completions/", "/V1/Chat/Completions"]) {
+      const res = await post(path, chat);
+      expect(res.status, path).toBe(200);
+      expect(((await res.json()) as { object: string }).object).toBe("chat.completion");
+    }
+    const messages = await post("/v1/messages/", {
+      model: "chat",
+      max_tokens: 20,
+      messages: [{ role: "user", content: "hello there" }],
+    });
+    expect(messages.status).toBe(200);
+    expect(((await messages.json()) as { type: string }).type).toBe("message");
+    const rows = (await proxy.waitForUsageRows(before + 3)).slice(before);
+    expect(rows.map((r) => r.route).sort()).toEqual(["chat", "chat", "messages"]);
+  });
+
   it("embeddings: the exact bytes", async () => {
     const res = await post("/v1/embeddings", { model: "embed", input: "hello" });
     expect(res.status).toBe(200);

@@ -39,6 +39,15 @@ const completionRead: CachedResponse = { ...completion, bodyText: JSON.stringify
 
 describe("cache key", () => {
   const team = "team:a";
+  it("an own __proto__ member of the body is part of the key", () => {
+    const plain = body();
+    const withProto = JSON.parse(
+      JSON.stringify(plain).replace(/^\{/, '{"__proto__":{"temperature":2},'),
+    ) as Record<string, unknown>;
+    expect(Object.hasOwn(withProto, "__proto__")).toBe(true);
+    expect(chatCacheKey(team, "json", withProto as never)).not.toBe(chatCacheKey(team, "json", plain));
+  });
+
   it("changes with every output-relevant field", () => {
     const base = chatCacheKey(team, "json", body());
     expect(chatCacheKey(team, "json", body({ temperature: 0.3 }))).not.toBe(base);
