@@ -11,12 +11,12 @@
  * replayed as soon as a flush succeeds again.
  */
 import crypto from "node:crypto";
-import { isoUtc } from "../lib/iso-time";
 import fs from "node:fs";
 import path from "node:path";
 import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import type { Logger } from "pino";
+import { isoUtc } from "../lib/iso-time";
 import { usagePending } from "../metrics";
 import type { UsageRow, UsageSink } from "../ports";
 import { errorSummary } from "./postgres";

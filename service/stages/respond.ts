@@ -9,7 +9,7 @@
 import type { ServerResponse } from "node:http";
 import type { Middleware, ParameterizedContext } from "koa";
 import { toProxyError, type ProxyError } from "../errors";
-import type { ProxyState } from "../state";
+import type { ProxyResult, ProxyState } from "../state";
 import { chatToMessage, createMessageStream, messagesErrorEvent } from "../lib/anthropic-messages";
 import { chatToResponse, createResponseEventStream } from "../lib/openai-responses";
 import type { ChatCompletion, ChatCompletionChunk } from "../types";
@@ -48,20 +48,22 @@ function wireFor(ctx: ParameterizedContext<ProxyState>, includeUsage: boolean): 
   return chatWire(includeUsage);
 }
 
-function jsonFor(
+/**
+ * The JSON answer's text in the route's wire format. A chat or embeddings body is sent as is: as the text a stage
+ * kept for it (an untouched upstream answer, a cache hit) when there is one.
+ */
+function jsonText(
   ctx: ParameterizedContext<ProxyState>,
-  body: ChatCompletion | Record<string, unknown>,
-): unknown {
+  result: Extract<ProxyResult, { kind: "json" }>,
+): string {
   const model = ctx.state.usage.requestedModel ?? "";
-  if (ctx.state.route === "messages") return chatToMessage(body as ChatCompletion, model);
+  const body = result.body as ChatCompletion;
+  if (ctx.state.route === "messages") return JSON.stringify(chatToMessage(body, model));
   if (ctx.state.route === "responses")
-    return chatToResponse(
-      body as ChatCompletion,
-      model,
-      new Set(ctx.state.customTools),
-      ctx.state.responseEcho,
+    return JSON.stringify(
+      chatToResponse(body, model, new Set(ctx.state.customTools), ctx.state.responseEcho),
     );
-  return body;
+  return result.text ?? JSON.stringify(result.body);
 }
 
 async function* frames(
@@ -116,13 +118,7 @@ export function createRespond(): Middleware<ProxyState> {
     // Stages' own headers (x-ratelimit-*, x-cache) come from ctx.state.responseHeaders.
     const res = ctx.res;
     if (result.kind === "json") {
-      // The body's own text when a stage kept it (an untouched upstream answer, a cache hit) and this route sends
-      // the body as is.
-      const route = ctx.state.route;
-      const text =
-        result.text !== undefined && route !== "messages" && route !== "responses"
-          ? result.text
-          : JSON.stringify(jsonFor(ctx, result.body));
+      const text = jsonText(ctx, result);
       ctx.status = 200;
       ctx.respond = false;
       res.writeHead(

@@ -175,76 +175,69 @@ describe("block-buffered stdout (LOG_FLUSH_MS)", () => {
     expect(lines.slice(0, 200).map((l) => l.i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
   });
 
-  it("waits for a slow reader of a full non-blocking pipe instead of dropping lines", async () => {
-    // process.stdout on a pipe makes fd 1 non-blocking: writes past the pipe's 64 KiB fail with EAGAIN.
-    const proc = spawn(
-      process.execPath,
-      [
-        "-e",
-        `${setup}
-        void process.stdout;
-        for (let i = 0; i < 3000; i++) line("info", { i, pad: "y".repeat(100) });
-        log.flush();
-        process.stderr.write("done\\n");`,
-      ],
-      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
-    );
+  /**
+   * A child whose stdout the parent does not read until `readAll()`. Touching process.stdout makes fd 1 non-blocking
+   * on a pipe: writes past the pipe's 64 KiB then fail with EAGAIN.
+   */
+  function unreadChild(script: string) {
+    const proc = spawn(process.execPath, ["-e", `${setup}\n void process.stdout;\n${script}`], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let err = "";
     proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     proc.stdout!.pause();
+    return {
+      stderr: () => err,
+      async readAll(): Promise<{ code: number | null; lines: string[] }> {
+        const chunks: Buffer[] = [];
+        proc.stdout!.on("data", (d: Buffer) => chunks.push(d));
+        proc.stdout!.resume();
+        const code = await new Promise<number | null>((r) => proc.once("close", r));
+        return { code, lines: Buffer.concat(chunks).toString().trim().split("\n") };
+      },
+    };
+  }
+
+  it("waits for a slow reader of a full non-blocking pipe instead of dropping lines", async () => {
+    const child = unreadChild(
+      `for (let i = 0; i < 3000; i++) line("info", { i, pad: "y".repeat(100) });
+      log.flush();
+      process.stderr.write("done\\n");`,
+    );
     // The child is stuck on the full pipe until the parent reads: it cannot have finished yet.
     await new Promise((r) => setTimeout(r, 700));
-    expect(err).not.toContain("done");
-    const chunks: Buffer[] = [];
-    proc.stdout!.on("data", (d: Buffer) => chunks.push(d));
-    proc.stdout!.resume();
-    const code = await new Promise<number | null>((r) => proc.once("close", r));
+    expect(child.stderr()).not.toContain("done");
+    const { code, lines } = await child.readAll();
     expect(code).toBe(0);
-    expect(err).toContain("done");
-    const lines = Buffer.concat(chunks).toString().trim().split("\n");
+    expect(child.stderr()).toContain("done");
     expect(lines.map((l) => (JSON.parse(l) as { i: number }).i)).toEqual(
       Array.from({ length: 3000 }, (_, i) => i),
     );
   });
 
   it("drops lines rather than stall for long behind a reader that stopped, and writes again once it reads", async () => {
-    const proc = spawn(
-      process.execPath,
-      [
-        "-e",
-        `${setup}
-        void process.stdout;
-        const t0 = Date.now();
-        for (let i = 0; i < 3000; i++) line("info", { i, pad: "z".repeat(100) });
-        log.flush();
-        process.stderr.write("done " + (Date.now() - t0) + "\\n");
-        setTimeout(() => { line("info", { i: "after" }); log.flush(); process.exit(0); }, 5000);`,
-      ],
-      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    const child = unreadChild(
+      `const t0 = Date.now();
+      for (let i = 0; i < 3000; i++) line("info", { i, pad: "z".repeat(100) });
+      log.flush();
+      process.stderr.write("done " + (Date.now() - t0) + "\\n");
+      setTimeout(() => { line("info", { i: "after" }); log.flush(); process.exit(0); }, 5000);`,
     );
-    let err = "";
-    proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-    proc.stdout!.pause();
     // Nothing is read for 4 s: the child waits ~2 s for the first block that does not fit, then drops the rest.
     await new Promise((r) => setTimeout(r, 4000));
-    expect(err).toMatch(/done \d+/);
-    expect(Number(/done (\d+)/.exec(err)![1])).toBeLessThan(3500);
-    const chunks: Buffer[] = [];
-    proc.stdout!.on("data", (d: Buffer) => chunks.push(d));
-    proc.stdout!.resume();
-    expect(await new Promise<number | null>((r) => proc.once("close", r))).toBe(0);
-    const seen = Buffer.concat(chunks)
-      .toString()
-      .trim()
-      .split("\n")
-      // A block cut by a partial write and then dropped leaves one broken line; the rest are whole.
-      .flatMap((l) => {
-        try {
-          return [(JSON.parse(l) as { i: number | string }).i];
-        } catch {
-          return [];
-        }
-      });
+    expect(child.stderr()).toMatch(/done \d+/);
+    expect(Number(/done (\d+)/.exec(child.stderr())![1])).toBeLessThan(3500);
+    const { code, lines } = await child.readAll();
+    expect(code).toBe(0);
+    // A block cut by a partial write and then dropped leaves one broken line; the rest are whole.
+    const seen = lines.flatMap((l) => {
+      try {
+        return [(JSON.parse(l) as { i: number | string }).i];
+      } catch {
+        return [];
+      }
+    });
     // Lines in order; some were dropped; the line after the reader came back arrived.
     const numbers = seen.filter((i): i is number => typeof i === "number");
     expect(numbers).toEqual([...numbers].sort((a, b) => a - b));
