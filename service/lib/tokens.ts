@@ -14,26 +14,104 @@ export type Encoding = "o200k_base" | "cl100k_base";
 type CountTokens = (text: string) => number;
 const counters: Partial<Record<Encoding, CountTokens>> = {};
 
+/** What the counter uses of gpt-tokenizer's encoder (its BytePairEncodingCore); checked when an encoding loads. */
+interface BpeCore {
+  tokenSplitRegex: RegExp;
+  bytePairStringRankEncoder: Map<string, number>;
+  bytePairEncode(piece: string): number[];
+}
+
+interface LoadedEncoding {
+  countTokens(text: string, options: { disallowedSpecial: Set<string> }): number;
+  bytePairEncodingCoreProcessor?: Partial<BpeCore>;
+}
+
+/** Special-token spellings in a prompt are plain text to the provider (gpt-tokenizer's default throws on them). */
+const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
+
+/** Vocabulary pieces remembered in the small map; cleared when full (the common words come back at once). */
+const HOT_PIECES = 8192;
+/** V8 copies substrings shorter than this; longer ones may keep the whole prompt alive, so they are not remembered. */
+const COPIED_BELOW = 13;
+
+/**
+ * Counts what gpt-tokenizer's `countTokens` counts for plain text (tested equal), faster on a busy process, and without its
+ * special-token check: `countTokens` throws on text containing `<|endoftext|>` and the like, which a prompt may
+ * contain and the provider reads as plain text.
+ *
+ * The cost of counting a fresh prompt is not the arithmetic but memory: each piece is looked up in a Map of ~200,000
+ * vocabulary strings (several MB), and on a proxy whose caches the rest of the request has just filled, nearly every
+ * lookup misses the CPU cache (~60 µs for a 230-character prompt there, against ~6 µs in a loop). The pieces of real
+ * text are mostly common words, so a small map of the vocabulary pieces seen lately (a few hundred KB, which stays
+ * cached) answers most of them. It only holds vocabulary strings (public), short enough to be copies, never a
+ * prompt's other text; pieces outside the vocabulary go to the library's merge (with its own bounded cache).
+ */
+function fastCounter(encoding: LoadedEncoding): CountTokens {
+  const core = encoding.bytePairEncodingCoreProcessor;
+  if (
+    !(core?.tokenSplitRegex instanceof RegExp) ||
+    !core.tokenSplitRegex.global ||
+    !(core.bytePairStringRankEncoder instanceof Map) ||
+    typeof core.bytePairEncode !== "function"
+  ) {
+    return (text) => encoding.countTokens(text, PLAIN_TEXT);
+  }
+  const { bytePairStringRankEncoder: ranks } = core;
+  const merge = core.bytePairEncode.bind(core);
+  // An own copy: `matchAll` clones the regex on every call.
+  const split = new RegExp(core.tokenSplitRegex.source, core.tokenSplitRegex.flags);
+  const hot = new Map<string, 1>();
+  return (text) => {
+    let n = 0;
+    split.lastIndex = 0;
+    for (let m = split.exec(text); m !== null; m = split.exec(text)) {
+      const piece = m[0];
+      if (piece.length === 0) {
+        split.lastIndex++;
+        continue;
+      }
+      if (hot.has(piece)) n++;
+      else if (ranks.has(piece)) {
+        n++;
+        if (piece.length < COPIED_BELOW) {
+          if (hot.size >= HOT_PIECES) hot.clear();
+          hot.set(piece, 1);
+        }
+      } else n += merge(piece).length;
+    }
+    return n;
+  };
+}
+
 /**
  * The encoding tables are large (o200k ≈ 67 MB of heap, cl100k ≈ 18 MB, ~0.5 s to load), so each is loaded the
  * first time something needs it; `preloadEncoding` loads one at start when the config is known to need it.
  */
+function loadEncoding(encoding: Encoding): LoadedEncoding {
+  // A synchronous, on-demand load is the point here; a static import would load both tables in every process.
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const loaded =
+    encoding === "cl100k_base"
+      ? (require("gpt-tokenizer/encoding/cl100k_base") as typeof import("gpt-tokenizer/encoding/cl100k_base"))
+          .default
+      : (require("gpt-tokenizer/encoding/o200k_base") as typeof import("gpt-tokenizer/encoding/o200k_base"))
+          .default;
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  return loaded as unknown as LoadedEncoding;
+}
+
 function counter(encoding: Encoding): CountTokens {
   let count = counters[encoding];
   if (!count) {
-    // A synchronous, on-demand load is the point here; a static import would load both tables in every process.
-    /* eslint-disable @typescript-eslint/no-require-imports */
-    count =
-      encoding === "cl100k_base"
-        ? (
-            require("gpt-tokenizer/encoding/cl100k_base") as typeof import("gpt-tokenizer/encoding/cl100k_base")
-          ).countTokens
-        : (require("gpt-tokenizer/encoding/o200k_base") as typeof import("gpt-tokenizer/encoding/o200k_base"))
-            .countTokens;
-    /* eslint-enable @typescript-eslint/no-require-imports */
+    count = fastCounter(loadEncoding(encoding));
     counters[encoding] = count;
   }
   return count;
+}
+
+/** gpt-tokenizer's own count of a text as plain text (special-token spellings included): the reference. */
+export function libraryCount(text: string, encoding: Encoding): number {
+  return loadEncoding(encoding).countTokens(text, PLAIN_TEXT);
 }
 
 export function preloadEncoding(encoding: Encoding): void {

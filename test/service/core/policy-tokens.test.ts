@@ -1,6 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compileBlockedPattern, ConfigError, loadConfig } from "../../../service/config";
-import { countChatTokens, countText, encodingFor } from "../../../service/lib/tokens";
+import {
+  countChatTokens,
+  countText,
+  encodingFor,
+  libraryCount,
+  type Encoding,
+} from "../../../service/lib/tokens";
+import { CORPUS_PATH, HOLDOUT_PATH, loadCorpus } from "../lib/pii/corpus";
 import { blocks, compilePolicy } from "../../../service/stages/content-policy";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
@@ -44,6 +51,108 @@ describe("token counting", () => {
     }
     // One character more is another text.
     expect(countText(`${long}x`, "o200k_base")).toBe(o200k(`${long}x`));
+  });
+});
+
+describe("the fast counter agrees with gpt-tokenizer", () => {
+  const encodings: Encoding[] = ["o200k_base", "cl100k_base"];
+
+  /** Seeded texts: words, names, numbers, punctuation, contractions, whitespace runs, scripts, emoji, specials. */
+  function variedTexts(count: number, seed = 7): string[] {
+    let state = seed;
+    const next = () => {
+      state = (state * 1103515245 + 12345) % 2 ** 31;
+      return state / 2 ** 31;
+    };
+    const atoms = [
+      "the",
+      " quick",
+      "Brown",
+      " fox's",
+      " DON'T",
+      " they'll",
+      "Sarah",
+      " O'Brien",
+      "4471",
+      " 1234567",
+      "3.14159",
+      " +1 415 555 0132",
+      "a@b.co",
+      "\n",
+      "\r\n",
+      "\n\n\n",
+      "   ",
+      "\t",
+      " ",
+      "東京",
+      " Ünïcödé",
+      "𝔘𝔫𝔦",
+      "🙂",
+      "👩‍💻",
+      "<|endoftext|>",
+      "<|im_start|>",
+      "<|fim_prefix|>",
+      '{"a": [1, 2]}',
+      "--",
+      "...",
+      "https://example.com/x?y=1",
+      "0x1f2e3d",
+      "e4d909c290d0fb1ca068ffaddf22cbd0",
+      " ",
+      "naïve",
+      "ﬁ",
+      "\u00a0",
+    ];
+    const out: string[] = [];
+    for (let i = 0; i < count; i++) {
+      let text = "";
+      const parts = 1 + Math.floor(next() * 40);
+      for (let j = 0; j < parts; j++) {
+        const r = next();
+        if (r < 0.8) text += atoms[Math.floor(next() * atoms.length)];
+        else if (r < 0.9) text += String.fromCodePoint(32 + Math.floor(next() * 0x2fff));
+        else text += Math.floor(next() * 1e9).toString(36);
+      }
+      out.push(text);
+    }
+    return out;
+  }
+
+  it("counts the same as the library's plain-text count on the PII corpora and 3,000 seeded texts", () => {
+    const texts = [
+      ...loadCorpus(CORPUS_PATH).map((s) => s.text),
+      ...loadCorpus(HOLDOUT_PATH).map((s) => s.text),
+      ...variedTexts(3000),
+      "",
+      "x",
+      " ".repeat(300),
+      "\n".repeat(50),
+    ];
+    for (const encoding of encodings) {
+      // Twice: the second pass answers many pieces from the counter's map of recent vocabulary pieces.
+      for (let pass = 0; pass < 2; pass++) {
+        for (const text of texts) expect(countText(text, encoding), text).toBe(libraryCount(text, encoding));
+      }
+    }
+  });
+
+  it("stays equal after its map of recent pieces fills and is cleared", () => {
+    // More distinct vocabulary pieces than the map holds (8,192): numbers of 1-3 digits and many words.
+    const numbers = Array.from({ length: 1000 }, (_, i) => ` ${i}`).join("");
+    const words = variedTexts(4000, 99).join(" ");
+    for (const encoding of encodings) {
+      for (const text of [numbers, words, numbers, words.slice(0, 5000)]) {
+        expect(countText(text, encoding)).toBe(libraryCount(text, encoding));
+      }
+    }
+  });
+
+  it("counts special-token spellings as plain text instead of throwing", () => {
+    const text = "Summarize: <|endoftext|> and <|im_start|>system";
+    for (const encoding of encodings) {
+      expect(countText(text, encoding)).toBeGreaterThan(8);
+      expect(countText(text, encoding)).toBe(libraryCount(text, encoding));
+    }
   });
 });
 
@@ -194,5 +303,15 @@ describe("content policy and token limits through the proxy", () => {
     expect(global.status).toBe(400);
     expect(((await global.json()) as any).error.code).toBe("context_length_exceeded");
     expect((await chat("big", "word ".repeat(40))).status).toBe(200);
+  });
+
+  it("a prompt spelling a special token (<|endoftext|>) is counted as text and forwarded, not a 500", async () => {
+    const before = upstream.requests.length;
+    const res = await chat("big", "What does <|endoftext|> mean in a GPT prompt? And <|im_start|>?");
+    expect(res.status).toBe(200);
+    expect(upstream.requests.length).toBe(before + 1);
+    const over = await chat("small", "<|endoftext|> ".repeat(30));
+    expect(over.status).toBe(400);
+    expect(((await over.json()) as any).error.code).toBe("context_length_exceeded");
   });
 });
