@@ -1,5 +1,6 @@
 /**
- * Bounded JSON body reading: over the limit → 413, malformed → 400, both in the OpenAI error shape.
+ * Bounded JSON body reading: over the limit → 413, malformed or nested deeper than MAX_JSON_DEPTH → 400, in the
+ * OpenAI error shape.
  * Read straight off the request stream (UTF-8; a multi-byte character split across packets is joined before
  * decoding): this runs on every API request, so it does no more than that.
  */
@@ -8,6 +9,32 @@ import type { Context } from "koa";
 import { InvalidRequestError, PayloadTooLargeError } from "../errors";
 
 class TooLarge extends Error {}
+
+/**
+ * How deep a request body's arrays and objects may nest (the top level is 1). JSON.parse takes any depth, but the
+ * proxy's own walks over a body (the cache key, PII, serializing it for the upstream) recurse, and a 10 KB body of
+ * 5,000 nested arrays overflowed the stack: a 500, or a 502 "upstream unreachable" after trying every fallback.
+ * Real bodies stay far below this: OpenAI's structured outputs allow 10 levels of schema nesting (about 20 of JSON).
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/** True if `value` holds arrays or objects nested more than `max` levels deep (counting `value` itself). */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (max <= 0) return true;
+  if (Array.isArray(value)) {
+    for (const item of value as unknown[]) {
+      if (typeof item === "object" && item !== null && nestsDeeperThan(item, max - 1)) return true;
+    }
+    return false;
+  }
+  const record = value as Record<string, unknown>;
+  for (const key in record) {
+    const item = record[key];
+    if (typeof item === "object" && item !== null && nestsDeeperThan(item, max - 1)) return true;
+  }
+  return false;
+}
 
 function readText(req: IncomingMessage, limitBytes: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -67,12 +94,20 @@ export async function readJsonBody(ctx: Context, limitBytes: number): Promise<un
   }
   if (!text.trim())
     throw new InvalidRequestError("The request body is empty; expected JSON.", "invalid_json");
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (error) {
     throw new InvalidRequestError(
       `We could not parse the JSON body of your request: ${(error as Error).message}.`,
       "invalid_json",
     );
   }
+  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
+    throw new InvalidRequestError(
+      `The JSON body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep; flatten it.`,
+      "invalid_json",
+    );
+  }
+  return value;
 }

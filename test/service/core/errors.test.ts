@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startProxy, type TestProxy } from "../../helpers/proxy";
+import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
+import { startProxy, TEST_MASTER_KEY, upstreamConfig, type TestProxy } from "../../helpers/proxy";
 import { uuidv7Time } from "../../../service/lib/uuid7";
 
 describe("bad input gets the right 4xx in the OpenAI error shape, and the worker stays up", () => {
@@ -175,5 +176,75 @@ describe("bad input gets the right 4xx in the OpenAI error shape, and the worker
     await expectError(get, 404, "unknown_url");
     const noKey = await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body });
     await expectError(noKey, 401, "missing_api_key");
+  });
+});
+
+describe("a body nested deeper than the proxy walks is a 400, not a stack overflow", () => {
+  let upstream: FakeUpstream;
+  let proxy: TestProxy;
+  let key: string;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    // A real upstream (the body is serialized for it), the cache (its key walks the body) and PII on (the default).
+    proxy = await startProxy({
+      configYaml: upstreamConfig(
+        { fake: upstream.baseUrl },
+        [
+          { name: "chat", provider: "fake" },
+          { name: "embed", provider: "fake" },
+        ],
+        "cache: { enabled: true }\ncontent_policy:\n  max_input_tokens: 100000\n",
+      ),
+    });
+    key = (await proxy.createKey({ scopes: ["*"] })).key;
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await upstream?.close();
+  });
+
+  const nested = (levels: number) => `${"[".repeat(levels)}${"]".repeat(levels)}`;
+  const post = (path: string, body: string, auth = key) =>
+    fetch(`${proxy.url}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${auth}`, "content-type": "application/json" },
+      body,
+    });
+  const withMetadata = (levels: number) =>
+    `{"model":"chat","messages":[{"role":"user","content":"hi"}],"metadata":${nested(levels)}}`;
+
+  it("5,000 levels in a field or inside a message part → 400 invalid_json; nothing reaches the upstream", async () => {
+    const before = upstream.requests.length;
+    const bodies = [
+      withMetadata(5000),
+      `{"model":"chat","messages":[{"role":"user","content":[{"type":"text","text":"hi","extra":${nested(5000)}}]}]}`,
+    ];
+    for (const body of bodies) {
+      const res = await post("/v1/chat/completions", body);
+      expect(res.status).toBe(400);
+      const { error } = (await res.json()) as any;
+      expect(error).toMatchObject({ type: "invalid_request_error", code: "invalid_json" });
+      expect(error.message).toContain("128 levels");
+    }
+    const embeddings = await post("/v1/embeddings", `{"model":"embed","input":${nested(5000)}}`);
+    expect(embeddings.status).toBe(400);
+    const admin = await post("/internal/teams", `{"name":"t","x":${nested(5000)}}`, TEST_MASTER_KEY);
+    expect(admin.status).toBe(400);
+    expect(upstream.requests.length).toBe(before);
+  });
+
+  it("128 levels in all pass (the top level counts as one), 129 do not", async () => {
+    // The body object is level 1, so metadata may hold 127 more.
+    const ok = await post("/v1/chat/completions", withMetadata(127));
+    expect(ok.status).toBe(200);
+    expect((upstream.requests.at(-1)!.body as any).metadata).toEqual(JSON.parse(nested(127)));
+    expect((await post("/v1/chat/completions", withMetadata(128))).status).toBe(400);
+    // And the worker is still serving.
+    const res = await post(
+      "/v1/chat/completions",
+      JSON.stringify({ model: "chat", messages: [{ role: "user", content: "still there?" }] }),
+    );
+    expect(res.status).toBe(200);
   });
 });
