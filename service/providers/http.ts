@@ -50,15 +50,42 @@ export function requestHeaders(fixed: Record<string, string>): (requestId: strin
   return (requestId) => [...list, "x-request-id", requestId];
 }
 
-/** The text each parsed postJson answer was parsed from (see receivedText). */
-const receivedTexts = new WeakMap<object, string>();
+/**
+ * The texts the latest parsed postJson answers were parsed from (see receivedText): a small ring of (value, text)
+ * pairs matched by identity. A WeakMap did the same at ~1 % of a request's CPU (its write barrier on young
+ * objects); the ring needs no barrier, and an entry is dropped when read, so it keeps at most RING answers alive
+ * that nobody asked for (failed attempts), each until RING later answers have passed.
+ */
+const RING = 64;
+const ringValues: Array<object | undefined> = new Array<object | undefined>(RING).fill(undefined);
+const ringTexts: Array<string | undefined> = new Array<string | undefined>(RING).fill(undefined);
+let ringNext = 0;
+
+function rememberText(value: object, text: string): void {
+  ringValues[ringNext] = value;
+  ringTexts[ringNext] = text;
+  ringNext = (ringNext + 1) % RING;
+}
 
 /**
- * The exact JSON text a value returned by `postJson` was parsed from, if it is one: the proxy can send an answer it
- * does not change as received instead of serializing it again. Read it before anything changes the value.
+ * The exact JSON text a value returned by `postJson` was parsed from, if it is one and was returned lately (within
+ * the last RING answers of the process; the caller reads it on the next turns): the proxy can send an answer it does
+ * not change as received instead of serializing it again. Read it before anything changes the value; it is handed
+ * out once.
  */
 export function receivedText(value: unknown): string | undefined {
-  return typeof value === "object" && value !== null ? receivedTexts.get(value) : undefined;
+  if (typeof value !== "object" || value === null) return undefined;
+  // Newest first: the answer asked about is nearly always the latest.
+  for (let k = 1; k <= RING; k++) {
+    const i = (ringNext - k + RING) % RING;
+    if (ringValues[i] === value) {
+      const text = ringTexts[i];
+      ringValues[i] = undefined;
+      ringTexts[i] = undefined;
+      return text;
+    }
+  }
+  return undefined;
 }
 
 export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
@@ -105,7 +132,7 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
       try {
         const text = answer.body.toString("utf8");
         const value = JSON.parse(text) as T;
-        if (typeof value === "object" && value !== null) receivedTexts.set(value, text);
+        if (typeof value === "object" && value !== null) rememberText(value, text);
         return value;
       } catch (error) {
         throw new ProviderFailure(
