@@ -9,18 +9,11 @@
  * at the start of the next. Chunks shorter than `minChars` (after trimming) carry too little to retrieve and are
  * skipped.
  */
-type Cl100k = typeof import("gpt-tokenizer/encoding/cl100k_base");
-let cl100k: Cl100k | null = null;
+import { countPlain } from "./tokens";
 
-/** Special-token strings such as `<|endoftext|>` in a document are plain text, not a reason to throw. */
-const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
-
-/** cl100k token count of `text`, treating special-token strings as text. */
+/** cl100k token count of `text`, treating special-token strings as text (the table loads on first use). */
 export function countTokens(text: string): number {
-  // The table loads on first use (ingestion, retrieval), not in every worker at start.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  cl100k ??= require("gpt-tokenizer/encoding/cl100k_base") as Cl100k;
-  return cl100k.encode(text, PLAIN_TEXT).length;
+  return countPlain(text, "cl100k_base");
 }
 
 export interface ChunkOptions {

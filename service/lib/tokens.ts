@@ -133,6 +133,11 @@ export function encodingFor(model: string): Encoding {
 const CACHE_MIN_CHARS = 128;
 const counts = digestMemo<number>(20_000);
 
+/** The count of `text` without the memo: for many distinct pieces (chunking a document), which would only evict. */
+export function countPlain(text: string, encoding: Encoding): number {
+  return text ? counter(encoding)(text) : 0;
+}
+
 export function countText(text: string, encoding: Encoding): number {
   if (!text) return 0;
   const count = counter(encoding);
