@@ -29,6 +29,15 @@ interface LoadedEncoding {
 /** Special-token spellings in a prompt are plain text to the provider (gpt-tokenizer's default throws on them). */
 const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
 
+/**
+ * Longest piece merged whole, in UTF-16 units. gpt-tokenizer's merge is quadratic in a piece's length, and one
+ * piece can be as long as the text (a run of letters, spaces or an unbroken blob): 100,000 "é" took 13 s, blocking
+ * the worker. A longer piece is counted in slices of this length, cut at code-point boundaries — exact up to here,
+ * and beyond it an over-count by at most about one token per slice (merges across a cut are lost), which only
+ * makes a reservation or a limit check a little stricter on such texts.
+ */
+export const MAX_PIECE = 128;
+
 /** Vocabulary pieces remembered in the small map; cleared when full (the common words come back at once). */
 const HOT_PIECES = 8192;
 /** V8 copies substrings shorter than this; longer ones may keep the whole prompt alive, so they are not remembered. */
@@ -77,10 +86,23 @@ function fastCounter(encoding: LoadedEncoding): CountTokens {
           if (hot.size >= HOT_PIECES) hot.clear();
           hot.set(piece, 1);
         }
-      } else n += merge(piece).length;
+      } else if (piece.length <= MAX_PIECE) n += merge(piece).length;
+      else n += countLongPiece(piece, merge);
     }
     return n;
   };
+}
+
+function countLongPiece(piece: string, merge: (slice: string) => number[]): number {
+  let n = 0;
+  for (let start = 0; start < piece.length;) {
+    let end = Math.min(start + MAX_PIECE, piece.length);
+    // Never split a surrogate pair: end before a low surrogate.
+    if (end < piece.length && (piece.charCodeAt(end) & 0xfc00) === 0xdc00) end--;
+    n += merge(piece.slice(start, end)).length;
+    start = end;
+  }
+  return n;
 }
 
 /**

@@ -5,6 +5,7 @@ import {
   countText,
   encodingFor,
   libraryCount,
+  MAX_PIECE,
   type Encoding,
 } from "../../../service/lib/tokens";
 import { CORPUS_PATH, HOLDOUT_PATH, loadCorpus } from "../lib/pii/corpus";
@@ -146,6 +147,35 @@ describe("the fast counter agrees with gpt-tokenizer", () => {
       }
     }
   });
+
+  it("counts a piece longer than MAX_PIECE in slices: exact up to it, within one token per slice beyond", () => {
+    let state = 11;
+    const letter = () => {
+      state = (state * 1103515245 + 12345) % 2 ** 31;
+      return String.fromCharCode(97 + (state % 26));
+    };
+    for (const length of [MAX_PIECE, MAX_PIECE + 1, 300, 1000, 2000]) {
+      const word = Array.from({ length }, letter).join("");
+      for (const encoding of encodings) {
+        const exact = libraryCount(word, encoding);
+        const ours = countText(word, encoding);
+        if (length <= MAX_PIECE) expect(ours).toBe(exact);
+        else {
+          // BPE merges greedily, so a cut can also save a token: off by at most about one per slice, either way.
+          expect(Math.abs(ours - exact)).toBeLessThanOrEqual(Math.ceil(length / MAX_PIECE));
+        }
+      }
+    }
+    // A surrogate pair at a slice edge is not cut: one astral character per piece position, counted whole.
+    const astral = "𝔘".repeat(MAX_PIECE);
+    expect(countText(astral, "o200k_base")).toBeLessThanOrEqual(libraryCount(astral, "o200k_base") + 2);
+  });
+
+  it("counts one huge piece in linear time (the merge is quadratic in a piece's length)", () => {
+    // 400,000 "é" are one piece: merged whole this takes minutes (100,000 took 13 s), in slices milliseconds.
+    expect(countText("é".repeat(400_000), "o200k_base")).toBe(400_000);
+    expect(countText(" ".repeat(400_000), "cl100k_base")).toBeGreaterThan(0);
+  }, 20_000);
 
   it("counts special-token spellings as plain text instead of throwing", () => {
     const text = "Summarize: <|endoftext|> and <|im_start|>system";

@@ -187,6 +187,18 @@ describe("INTERNAL_SECRET", () => {
     ])
       expect(found(t), t).toEqual([]);
   });
+
+  it("a long run of 'sk-' scans in linear time, and a key at its end is still found", () => {
+    // With look-aheads each "sk-" rescanned the rest of the run: 180 KB took 7 s, this would take minutes.
+    const run = "sk-".repeat(200_000);
+    expect(found(run)).toEqual([]);
+    const key = "sk-qHuTxnnoDC6ajzumsJ9D7PpyGZO6gqr2DHqpIckQtK1N62Xe";
+    // A key inside the run joins it (one token of key characters), so the whole run is the secret.
+    expect(found(`${run.slice(0, 3000)}${key} and more`)).toEqual([
+      ["INTERNAL_SECRET", `${run.slice(0, 3000)}${key}`],
+    ]);
+    expect(found(`${run.slice(0, 3000)} ${key}`)).toEqual([["INTERNAL_SECRET", key]]);
+  }, 20_000);
 });
 
 describe("hard negatives", () => {
