@@ -32,9 +32,9 @@ const PLAIN_TEXT = { disallowedSpecial: new Set<string>() };
 /**
  * Longest piece merged whole, in UTF-16 units. gpt-tokenizer's merge is quadratic in a piece's length, and one
  * piece can be as long as the text (a run of letters, spaces or an unbroken blob): 100,000 "é" took 13 s, blocking
- * the worker. A longer piece is counted in slices of this length, cut at code-point boundaries — exact up to here,
- * and beyond it an over-count by at most about one token per slice (merges across a cut are lost), which only
- * makes a reservation or a limit check a little stricter on such texts.
+ * the worker. A longer piece is counted in slices of this length, cut at code-point boundaries, in linear time:
+ * exact up to here, and beyond it within about one token per slice either way (merges across a cut are lost, and
+ * BPE's greedy merging may also come out a token shorter), a fraction of a percent on such texts.
  */
 export const MAX_PIECE = 128;
 
