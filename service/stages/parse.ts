@@ -19,12 +19,17 @@ import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
 import type { ChatCompletionRequest, EmbeddingRequest } from "../types";
 
-const contentPart = z.looseObject({ type: z.string() });
+// Text the content policy and PII scrub read must be a string wherever it is: a part's `text`, a tool call's (and the
+// legacy function_call's) `arguments` and `name`. An array or an object there slipped past both (and a null
+// `function` was a 500 in the PII stage).
+const contentPart = z.looseObject({ type: z.string(), text: z.string().optional() });
+const functionCall = z.looseObject({ name: z.string(), arguments: z.string() });
 const message = z.looseObject({
   role: z.string().min(1),
   content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
   name: z.string().optional(),
-  tool_calls: z.array(z.looseObject({})).optional(),
+  tool_calls: z.array(z.looseObject({ function: functionCall.optional() })).optional(),
+  function_call: functionCall.nullable().optional(),
   tool_call_id: z.string().optional(),
 });
 const optionalInt = (min: number) => z.number().int().min(min).nullable().optional();
@@ -52,15 +57,22 @@ const isOptInt = (v: unknown, min: number) =>
 const isOptNumber = (v: unknown, min: number, max: number) =>
   v === undefined || v === null || (typeof v === "number" && Number.isFinite(v) && v >= min && v <= max);
 const isTyped = (v: unknown) => isObject(v) && typeof v.type === "string";
+const isPart = (v: unknown) =>
+  isTyped(v) && ((v as Json).text === undefined || typeof (v as Json).text === "string");
+const isFunctionCall = (v: unknown) =>
+  isObject(v) && typeof v.name === "string" && typeof v.arguments === "string";
+const isToolCall = (v: unknown) => isObject(v) && (v.function === undefined || isFunctionCall(v.function));
 
 function isPlainMessage(m: unknown): boolean {
   if (!isObject(m) || typeof m.role !== "string" || m.role.length === 0) return false;
   const c = m.content;
-  if (!(c === undefined || c === null || typeof c === "string" || (Array.isArray(c) && c.every(isTyped))))
+  if (!(c === undefined || c === null || typeof c === "string" || (Array.isArray(c) && c.every(isPart))))
     return false;
+  const fc = m.function_call;
   return (
     (m.name === undefined || typeof m.name === "string") &&
-    (m.tool_calls === undefined || (Array.isArray(m.tool_calls) && m.tool_calls.every(isObject))) &&
+    (m.tool_calls === undefined || (Array.isArray(m.tool_calls) && m.tool_calls.every(isToolCall))) &&
+    (fc === undefined || fc === null || isFunctionCall(fc)) &&
     (m.tool_call_id === undefined || typeof m.tool_call_id === "string")
   );
 }

@@ -17,29 +17,43 @@ import type {
 } from "../../types";
 import type { PiiSession, Restorer, StreamRestorer } from "./session";
 
-type Text = (s: string) => string;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COLON = 0x3a;
+const isJsonSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 
-/** Applies `f` to every string value (not key) inside parsed JSON. */
-function mapJsonStrings(v: unknown, f: Text): unknown {
-  if (typeof v === "string") return f(v);
-  if (Array.isArray(v)) return v.map((x) => mapJsonStrings(x, f));
-  if (v !== null && typeof v === "object") {
-    const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = mapJsonStrings(x, f);
-    return out;
-  }
-  return v;
-}
-
-/** Scrubs tool-call arguments: string values inside the JSON; arguments that are not JSON as plain text. */
+/**
+ * Scrubs tool-call arguments: the string values inside the JSON (not keys), each string literal replaced in place, so
+ * everything else stays byte for byte as the client sent it — numbers beyond double precision (a 20-digit id), `1.0`,
+ * spacing, key order (a parse-and-serialize changed 12345678901234567890 into 12345678901234567000). Arguments that
+ * are not JSON are scrubbed as plain text.
+ */
 export function scrubArguments(args: string, session: PiiSession): string {
-  let parsed: unknown;
   try {
-    parsed = JSON.parse(args);
+    JSON.parse(args);
   } catch {
     return session.scrub(args);
   }
-  return JSON.stringify(mapJsonStrings(parsed, (s) => session.scrub(s)));
+  // Valid JSON from here: every quote outside a string opens a literal, which ends at the next unescaped quote.
+  let out = "";
+  let last = 0;
+  for (let i = 0; i < args.length; i++) {
+    if (args.charCodeAt(i) !== QUOTE) continue;
+    let j = i + 1;
+    while (args.charCodeAt(j) !== QUOTE) j += args.charCodeAt(j) === BACKSLASH ? 2 : 1;
+    let k = j + 1;
+    while (k < args.length && isJsonSpace(args.charCodeAt(k))) k++;
+    if (args.charCodeAt(k) !== COLON) {
+      const value = JSON.parse(args.slice(i, j + 1)) as string;
+      const scrubbed = session.scrub(value);
+      if (scrubbed !== value) {
+        out += args.slice(last, i) + JSON.stringify(scrubbed);
+        last = j + 1;
+      }
+    }
+    i = j;
+  }
+  return last === 0 ? args : out + args.slice(last);
 }
 
 function scrubContent(content: ChatMessage["content"], session: PiiSession): ChatMessage["content"] {

@@ -40,6 +40,15 @@ const ODD: unknown[] = [
   [{}],
   [{ type: "text", text: "hi" }],
   [{ type: 1 }],
+  [{ type: "text", text: ["a"] }],
+  [{ type: "text", text: null }],
+  [{ function: { name: "f", arguments: "{}" } }],
+  [{ function: { name: "f", arguments: { a: 1 } } }],
+  [{ function: null }],
+  [{ id: "c", type: "custom", custom: { name: "g", input: "x" } }],
+  { name: "f", arguments: "{}" },
+  { name: 5, arguments: "{}" },
+  { name: "f" },
   [null],
   ["a"],
   {},
@@ -92,7 +101,7 @@ const TOP = [
   "tools",
   "seed",
 ];
-const MSG = ["role", "content", "name", "tool_calls", "tool_call_id"];
+const MSG = ["role", "content", "name", "tool_calls", "function_call", "tool_call_id"];
 
 function agree(body: unknown): void {
   const zod = chatSchema.safeParse(body);
@@ -108,6 +117,18 @@ describe("isPlainChat", () => {
       base(),
       { model: "m", messages: [{ role: "user", content: "hi" }] },
       { model: "m", messages: [{ role: "developer", content: "x" }], stream: true, temperature: null },
+      {
+        model: "m",
+        messages: [
+          { role: "assistant", content: null, function_call: { name: "f", arguments: "{}" } },
+          {
+            role: "assistant",
+            content: null,
+            tool_calls: [{ id: "c", type: "custom", custom: { name: "g", input: "x" } }],
+          },
+          { role: "user", content: [{ type: "input_audio", input_audio: { data: "..", format: "wav" } }] },
+        ],
+      },
     ];
     for (const b of bodies) {
       expect(isPlainChat(b)).toBe(true);
@@ -135,6 +156,20 @@ describe("isPlainChat", () => {
       { ...base(), stream: "true" },
       { ...base(), stream_options: { include_usage: 1 } },
       { ...base(), tools: [{ function: {} }] },
+      // Text the policy and the PII scrub read must be strings.
+      { model: "m", messages: [{ role: "user", content: [{ type: "text", text: ["a@b.co"] }] }] },
+      { model: "m", messages: [{ role: "user", content: [{ type: "text", text: { a: 1 } }] }] },
+      { model: "m", messages: [{ role: "assistant", tool_calls: [{ function: null }] }] },
+      {
+        model: "m",
+        messages: [{ role: "assistant", tool_calls: [{ function: { name: "f", arguments: { a: 1 } } }] }],
+      },
+      {
+        model: "m",
+        messages: [{ role: "assistant", tool_calls: [{ function: { name: 5, arguments: "{}" } }] }],
+      },
+      { model: "m", messages: [{ role: "assistant", function_call: { name: "f", arguments: { to: "x" } } }] },
+      { model: "m", messages: [{ role: "assistant", function_call: "f" }] },
     ];
     for (const b of refused) {
       expect(isPlainChat(b), JSON.stringify(b)).toBe(false);

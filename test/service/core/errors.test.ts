@@ -62,6 +62,61 @@ describe("bad input gets the right 4xx in the OpenAI error shape, and the worker
     expect(m.param).toBe("model");
   });
 
+  it("text the content policy and PII scrub read must be a string: parts, tool-call and function_call arguments", async () => {
+    const cases: Array<[unknown[], string]> = [
+      [
+        [{ role: "user", content: [{ type: "text", text: ["Project Falcon", "a@b.co"] }] }],
+        "messages.0.content",
+      ],
+      [[{ role: "user", content: [{ type: "text", text: { a: 1 } }] }], "messages.0.content"],
+      [
+        [{ role: "assistant", tool_calls: [{ id: "c", type: "function", function: null }] }],
+        "messages.0.tool_calls.0.function",
+      ],
+      [
+        [
+          {
+            role: "assistant",
+            tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: { to: "a@b.co" } } }],
+          },
+        ],
+        "messages.0.tool_calls.0.function.arguments",
+      ],
+      [
+        [
+          {
+            role: "assistant",
+            tool_calls: [{ id: "c", type: "function", function: { name: 12345, arguments: "{}" } }],
+          },
+        ],
+        "messages.0.tool_calls.0.function.name",
+      ],
+      [
+        [{ role: "assistant", function_call: { name: "f", arguments: { to: "a@b.co" } } }],
+        "messages.0.function_call.arguments",
+      ],
+    ];
+    for (const [messages, param] of cases) {
+      const e = await expectError(
+        await chat(JSON.stringify({ model: "mock-chat", messages })),
+        400,
+        "invalid_value",
+      );
+      expect(e.param).toBe(param);
+    }
+    // Valid shapes of the same fields still pass.
+    const ok = await chat(
+      JSON.stringify({
+        model: "mock-chat",
+        messages: [
+          { role: "assistant", content: null, function_call: { name: "f", arguments: "{}" } },
+          { role: "user", content: [{ type: "text", text: "hi" }] },
+        ],
+      }),
+    );
+    expect(ok.status).toBe(200);
+  });
+
   it("a 10 MB body → 413", async () => {
     const big = JSON.stringify({
       model: "mock-chat",

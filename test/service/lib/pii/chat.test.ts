@@ -86,6 +86,38 @@ describe("scrubChatRequest", () => {
     expect(legacy.to).toBe(args.email); // same value, same placeholder across the whole request
   });
 
+  it("replaces only the string values in tool-call arguments: numbers, spacing, escapes and keys stay as sent", () => {
+    const call = (args: string): ChatCompletionRequest => ({
+      model: "m",
+      messages: [
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: args } }],
+        },
+      ],
+    });
+    const argsOf = (body: ChatCompletionRequest) => body.messages[0]!.tool_calls![0]!.function!.arguments!;
+    // Nothing to replace: the very same text (a parse and serialize turned 12345678901234567890 into …7000).
+    const plain =
+      '{ "id": 12345678901234567890, "x": 1.0, "big": 1e400, "q": "say \\"hi\\"", "u": "caf\\u00e9" }';
+    expect(argsOf(scrubChatRequest(call(plain), engine.newSession()))).toBe(plain);
+    // PII in a value: that literal is replaced, the rest is byte for byte; a key is never scrubbed.
+    const withPii = `{"${EMAIL}": 12345678901234567890,\n  "to" : "${EMAIL}", "list": ["a", "write to ${EMAIL} \\"now\\""], "n": 1.0}`;
+    const session = engine.newSession();
+    const out = argsOf(scrubChatRequest(call(withPii), session));
+    const [ph] = session.placeholders();
+    expect(out).toBe(
+      `{"${EMAIL}": 12345678901234567890,\n  "to" : "${ph}", "list": ["a", "write to ${ph} \\"now\\""], "n": 1.0}`,
+    );
+    expect(session.restore(out, { json: true })).toBe(withPii);
+    // A top-level string and an empty object.
+    expect(argsOf(scrubChatRequest(call(`"${EMAIL}"`), engine.newSession()))).toMatch(
+      /^"<<PII_EMAIL_ADDRESS_[0-9a-f]{32}>>"$/,
+    );
+    expect(argsOf(scrubChatRequest(call("{}"), engine.newSession()))).toBe("{}");
+  });
+
   it("scrubs refusal parts in assistant history", () => {
     const session = engine.newSession();
     const body: ChatCompletionRequest = {
