@@ -55,6 +55,11 @@ const BUDGET_FIELD: Record<string, keyof Budget> = {
   tokens_per_day: "tokensPerDay",
 };
 
+/** A budget that can never admit this request (0, or fewer tokens than it needs): waiting does not help. */
+function neverFits(budget: string, limit: number | null, tokens: number): boolean {
+  return limit === 0 || (limit !== null && budget !== "requests_per_minute" && tokens > limit);
+}
+
 function rejectionMessage(
   budget: string,
   scope: string,
@@ -64,7 +69,7 @@ function rejectionMessage(
 ): string {
   const what = `the ${scope}'s ${budget} budget`;
   if (limit === 0) return `Rate limit: ${what} is 0 (blocked). Ask an administrator to raise it.`;
-  if (limit !== null && budget !== "requests_per_minute" && tokens > limit) {
+  if (neverFits(budget, limit, tokens)) {
     return `Rate limit: this request needs ${tokens} tokens (prompt + max completion), more than ${what} of ${limit}. Lower max_tokens or shorten the prompt.`;
   }
   return `Rate limit reached for ${what} (limit ${limit}). Retry after ${retry} s.`;
@@ -134,10 +139,18 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
       rejectionsTotal.inc({ route: ctx.state.route, budget: admission.budget, scope: admission.scope });
       const budget = admission.scope === "team" ? teamBudget! : keyBudget;
       const limit = budget[BUDGET_FIELD[admission.budget]];
+      let headers = admission.headers;
+      if (neverFits(admission.budget, limit, tokens)) {
+        // Still a 429, as OpenAI answers a request larger than a per-minute budget, but without Retry-After: the
+        // SDKs would wait it out (up to the next UTC midnight for tokens_per_day) for a request that cannot pass.
+        headers = { ...headers };
+        delete headers["retry-after"];
+        delete headers["retry-after-ms"];
+      }
       throw new RateLimitError(
         rejectionMessage(admission.budget, admission.scope, limit, tokens, admission.retryAfterSeconds),
         admission.budget,
-        admission.headers,
+        headers,
       );
     }
     admissionsTotal.inc({ route: ctx.state.route });

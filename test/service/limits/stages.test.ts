@@ -284,6 +284,32 @@ describe.each(backends)("stages with %s backends", (_name, make) => {
       expect(h.upstreamCalls()).toBe(1);
     });
 
+    it("a request no budget can ever admit gets its 429 without Retry-After (waiting would not help)", async () => {
+      const cases = [
+        { keyLimits: { tokensPerMinute: 1000 }, max_tokens: 5000, budget: "tokens_per_minute" },
+        { keyLimits: { tokensPerDay: 1000 }, max_tokens: 5000, budget: "tokens_per_day" },
+        { keyLimits: { requestsPerMinute: 0 }, max_tokens: 10, budget: "requests_per_minute" },
+      ];
+      for (const c of cases) {
+        const r = await post(
+          h,
+          { key: crypto.randomUUID(), keyLimits: c.keyLimits },
+          chatBody({ max_tokens: c.max_tokens }),
+        );
+        expect(r.status).toBe(429);
+        expect(r.json().error.param).toBe(c.budget);
+        expect(r.headers.get("retry-after")).toBeNull();
+        expect(r.headers.get("retry-after-ms")).toBeNull();
+      }
+      // One that fits once the window moves on keeps its Retry-After.
+      const who = { key: crypto.randomUUID(), keyLimits: { requestsPerMinute: 1 } };
+      expect((await post(h, who, chatBody())).status).toBe(200);
+      const later = await post(h, who, chatBody());
+      expect(later.status).toBe(429);
+      expect(Number(later.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(h.upstreamCalls()).toBe(1);
+    });
+
     it("the team's budget is named when the team is exhausted", async () => {
       const team = crypto.randomUUID();
       const teamLimits = { tokensPerMinute: 1000 };
