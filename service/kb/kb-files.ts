@@ -6,9 +6,15 @@
  *
  * Confinement: a client path is relative to KB_DIR (an absolute path is accepted only when it lies inside KB_DIR).
  * Any `..` segment is refused outright; then the lexical path must stay inside KB_DIR, and the real path (symlinks
- * resolved with realpath) must too. Writes open the file with O_NOFOLLOW, so a symlink planted between the check
- * and the write is not followed.
+ * resolved with realpath) must too. Names are at most 255 bytes, and a path written at most 1024, checked before the
+ * disk is touched.
+ *
+ * Writes are staged: the content goes to a new hidden temporary file beside the target (opened with O_EXCL and
+ * O_NOFOLLOW), which is renamed over the target only once the caller has indexed the content, so a failed upload
+ * leaves no new file behind and an earlier version of the file intact. A target that is a symlink is refused, and
+ * rename replaces a link planted meanwhile instead of following it.
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
@@ -19,6 +25,24 @@ const SKIP_DIRS = new Set(["node_modules", "vendor", "dist", "build", "target", 
 
 /** Files larger than this are not ingested (a knowledge base is text, not data dumps). */
 export const MAX_FILE_BYTES = 5 * 1024 * 1024;
+
+/** Longest file or folder name (NAME_MAX of common file systems), in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 255;
+/**
+ * Longest path written inside KB_DIR, in UTF-8 bytes: the source id, kept well within PATH_MAX and searchable as an
+ * audit event's `target_id`.
+ */
+export const MAX_PATH_BYTES = 1024;
+/** PATH_MAX (4096 bytes with its NUL) for the absolute path of a file written, its temporary name included. */
+const MAX_ABSOLUTE_BYTES = 4095;
+/** Bytes of a temporary file's name: `.kb-upload-` + 16 hex + `.tmp`. */
+const TEMP_NAME_BYTES = 31;
+
+/** Whether a string is well-formed UTF-16 (no unpaired surrogate): String.prototype.isWellFormed, from Node 20. */
+export function isWellFormed(text: string): boolean {
+  const native = (text as unknown as { isWellFormed?: () => boolean }).isWellFormed;
+  return native ? native.call(text) : !/\p{Cs}/u.test(text);
+}
 
 export interface KbPath {
   /** Absolute real path (symlinks resolved). */
@@ -40,6 +64,14 @@ function badPath(message: string): InvalidRequestError {
   return new InvalidRequestError(message, "invalid_path", "path");
 }
 
+/** A file written under a temporary name beside its target (see KbFiles.stage). */
+export interface StagedFile extends KbPath {
+  /** Move the content into place, replacing an earlier version of the file at once. */
+  commit(): Promise<void>;
+  /** Remove the temporary file and the folders created for it; an earlier version of the file is untouched. */
+  discard(): Promise<void>;
+}
+
 export class KbFiles {
   private realRoot: string | null = null;
 
@@ -55,12 +87,17 @@ export class KbFiles {
   }
 
   /**
-   * Lexical checks only (the path need not exist): no NUL, no `..` segment, inside KB_DIR. Returns the absolute
-   * lexical path and its source id.
+   * Lexical checks only (the path need not exist): no NUL, well-formed Unicode, no `..` segment, inside KB_DIR, no
+   * name longer than the file system takes. Returns the absolute lexical path and its source id.
    */
   async lexical(input: string): Promise<KbPath> {
     if (typeof input !== "string" || !input.trim()) throw badPath("`path` must be a non-empty string.");
     if (input.includes("\0")) throw badPath("`path` must not contain NUL characters.");
+    if (!isWellFormed(input)) {
+      throw badPath(
+        "`path` must be well-formed Unicode: it contains an unpaired surrogate (\\ud800-\\udfff without its pair).",
+      );
+    }
     if (input.split(/[\\/]+/).includes("..")) throw badPath("`path` must not contain `..` segments.");
     const root = await this.rootReal();
     const lexicalRoot = path.resolve(this.root);
@@ -69,7 +106,16 @@ export class KbFiles {
     const base = isInside(lexicalRoot, absolute) ? lexicalRoot : isInside(root, absolute) ? root : null;
     if (!base) throw badPath("`path` must be inside the knowledge-base directory (KB_DIR).");
     const inRoot = path.join(root, path.relative(base, absolute));
-    return { absolute: inRoot, source: toSource(root, inRoot) };
+    const source = toSource(root, inRoot);
+    for (const name of source.split("/")) {
+      const bytes = Buffer.byteLength(name, "utf8");
+      if (bytes > MAX_NAME_BYTES) {
+        throw badPath(
+          `\`path\` has a file or folder name of ${bytes} bytes; each name must be at most ${MAX_NAME_BYTES} bytes (UTF-8).`,
+        );
+      }
+    }
+    return { absolute: inRoot, source };
   }
 
   /** An existing file or directory inside KB_DIR, symlinks resolved; 400 when missing or resolving outside. */
@@ -88,42 +134,89 @@ export class KbFiles {
   }
 
   /**
-   * Write `content` to `input` (creating parent folders). The parent's real path must be inside KB_DIR and the
-   * file itself must not be a symlink.
+   * Stage `content` for `input`: write it to a hidden temporary file in the target's folder (creating missing
+   * folders), to be renamed over the target by `commit()` or removed by `discard()`. The parent's real path must be
+   * inside KB_DIR; the target must not be a symlink, a directory or another non-regular file. Every check runs
+   * before anything is created; a check or write that fails removes what was created.
    */
-  async write(input: string, content: string): Promise<KbPath> {
-    const { absolute } = await this.lexical(input);
+  async stage(input: string, content: string): Promise<StagedFile> {
+    const { absolute, source } = await this.lexical(input);
     const root = await this.rootReal();
     if (absolute === root) throw badPath("`path` must name a file.");
+    const bytes = Buffer.byteLength(source, "utf8");
+    if (bytes > MAX_PATH_BYTES) {
+      throw badPath(
+        `\`path\` is ${bytes} bytes; it must be at most ${MAX_PATH_BYTES} bytes (UTF-8) inside KB_DIR.`,
+      );
+    }
+    if (Buffer.byteLength(absolute, "utf8") + 1 + TEMP_NAME_BYTES > MAX_ABSOLUTE_BYTES) {
+      throw badPath(
+        "`path` is too long: together with KB_DIR's own location it exceeds the file system's limit of 4096 bytes.",
+      );
+    }
     const parent = path.dirname(absolute);
     // Check the nearest existing ancestor before creating anything, so mkdir never runs through a symlink out.
     let probe = parent;
     while (!fs.existsSync(probe)) probe = path.dirname(probe);
     if (!isInside(root, await fsp.realpath(probe)))
       throw badPath("`path` resolves (through a symlink) outside KB_DIR.");
-    await fsp.mkdir(parent, { recursive: true });
-    const realParent = await fsp.realpath(parent);
-    if (!isInside(root, realParent)) throw badPath("`path` resolves (through a symlink) outside KB_DIR.");
-    const target = path.join(realParent, path.basename(absolute));
-    let handle: fsp.FileHandle;
+    if (!(await fsp.stat(probe)).isDirectory())
+      throw badPath(`\`path\` runs through a file: ${toSource(root, probe)} is not a folder.`);
+    // The first folder created (undefined when the parent existed): a failed upload removes what it created.
+    const created = await fsp.mkdir(parent, { recursive: true });
+    const removeCreated = async () => {
+      if (!created) return;
+      for (let dir = parent; isInside(created, dir); dir = path.dirname(dir)) {
+        try {
+          await fsp.rmdir(dir);
+        } catch {
+          return; // not empty (something else wrote into it meanwhile): it stays, and so do its parents
+        }
+        if (dir === created) return;
+      }
+    };
+    let temp: string | null = null;
     try {
-      handle = await fsp.open(
-        target,
-        fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
+      const realParent = await fsp.realpath(parent);
+      if (!isInside(root, realParent)) throw badPath("`path` resolves (through a symlink) outside KB_DIR.");
+      const target = path.join(realParent, path.basename(absolute));
+      const existing = await fsp.lstat(target).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === "ENOENT") return null;
+        throw error;
+      });
+      if (existing?.isSymbolicLink()) throw badPath("`path` is a symlink; refusing to write through it.");
+      if (existing?.isDirectory()) throw badPath("`path` is a directory.");
+      if (existing && !existing.isFile()) throw badPath("`path` names something other than a regular file.");
+      temp = path.join(realParent, `.kb-upload-${crypto.randomBytes(8).toString("hex")}.tmp`);
+      const handle = await fsp.open(
+        temp,
+        fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
         0o644,
       );
+      try {
+        // A new version keeps the permissions of the file it replaces.
+        if (existing) await handle.chmod(existing.mode & 0o7777);
+        await handle.writeFile(content, "utf8");
+      } finally {
+        await handle.close();
+      }
+      const staged = temp;
+      return {
+        absolute: target,
+        source: toSource(root, target),
+        commit: () => fsp.rename(staged, target),
+        async discard() {
+          await fsp.rm(staged, { force: true });
+          await removeCreated();
+        },
+      };
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === "ELOOP") throw badPath("`path` is a symlink; refusing to write through it.");
-      if (code === "EISDIR") throw badPath("`path` is a directory.");
+      if (temp) await fsp.rm(temp, { force: true }).catch(() => undefined);
+      await removeCreated();
+      if ((error as NodeJS.ErrnoException).code === "ENAMETOOLONG")
+        throw badPath("`path` is too long for the file system.");
       throw error;
     }
-    try {
-      await handle.writeFile(content, "utf8");
-    } finally {
-      await handle.close();
-    }
-    return { absolute: target, source: toSource(root, target) };
   }
 
   /** Read a file as UTF-8; null when it is too large or binary (contains NUL). */

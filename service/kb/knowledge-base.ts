@@ -24,7 +24,7 @@ import type {
   RetrievedChunk,
 } from "../stages/rag";
 import { documentKind, SUPPORTED_EXTENSIONS } from "./file-types";
-import { KbFiles, type KbPath } from "./kb-files";
+import { isWellFormed, KbFiles, type KbPath } from "./kb-files";
 
 /** Embeds texts in order; one call per batch. */
 export type Embed = (texts: string[], signal?: AbortSignal) => Promise<number[][]>;
@@ -122,10 +122,16 @@ export class KnowledgeBase implements KnowledgeBaseLike {
       });
   }
 
+  /**
+   * Write a file under KB_DIR and index it. The content is staged beside the target and moved into place only once
+   * it is indexed: an upload that fails (bad input, embedding or Chroma error) leaves no new file, and an earlier
+   * version of the file as it was.
+   */
   async upload(relPath: string, content: string): Promise<IngestedSource> {
-    if (typeof content !== "string" || content.includes("\0")) {
+    if (typeof content !== "string" || content.includes("\0") || !isWellFormed(content)) {
       throw new InvalidRequestError(
-        "`content` must be text (a string without NUL characters).",
+        "`content` must be text: a string without NUL characters or unpaired surrogates (\\ud800-\\udfff escapes " +
+          "that do not form a pair).",
         "invalid_content",
         "content",
       );
@@ -133,9 +139,20 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     const { source } = await this.files.lexical(relPath);
     this.requireSupported(source);
     return this.exclusive(async () => {
-      const written = await this.files.write(relPath, content);
-      const [done] = await this.ingestGroup([{ source: written.source, text: content }]);
-      return done;
+      const staged = await this.files.stage(relPath, content);
+      try {
+        const [done] = await this.ingestGroup([{ source: staged.source, text: content }]);
+        await staged.commit();
+        return done;
+      } catch (error) {
+        await staged.discard().catch((cleanup: unknown) => {
+          this.opts.log.warn(
+            { err: cleanup, source: staged.source },
+            "knowledge base: failed upload not removed",
+          );
+        });
+        throw error;
+      }
     });
   }
 

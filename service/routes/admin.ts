@@ -66,11 +66,28 @@ const limitFields = {
   tokens_per_day: limit(Number.MAX_SAFE_INTEGER),
 };
 
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+/** With the `u` flag a surrogate pair is one code point, so this matches only an unpaired (lone) surrogate. */
+const LONE_SURROGATE_RE = /\p{Cs}/u;
+
+/**
+ * Text stored in PostgreSQL as given: no control characters (its text type refuses NUL, and a name with a line break
+ * or an escape sequence garbles lists and logs) and no unpaired UTF-16 surrogate (not Unicode: it would be stored as
+ * U+FFFD, not as sent).
+ */
+function isPrintableText(text: string): boolean {
+  return !CONTROL_RE.test(text) && !LONE_SURROGATE_RE.test(text);
+}
+const PRINTABLE_TEXT =
+  "must be printable text, without control characters (such as NUL) or unpaired surrogates";
+
 const name = z
   .string({ error: "must be a string" })
   .trim()
   .min(1, "must not be empty")
-  .max(200, "at most 200 characters");
+  .max(200, "at most 200 characters")
+  .refine(isPrintableText, PRINTABLE_TEXT);
 const scopes = z
   .array(z.string().refine(isValidScope, `must be one of ${SCOPE_HELP}`), {
     error: "must be an array of scopes",
@@ -78,16 +95,31 @@ const scopes = z
   .min(1, "must list at least one scope")
   .max(64, "at most 64 scopes")
   .transform((list) => [...new Set(list)]);
+/**
+ * The latest instant a date-time may name. PostgreSQL's timestamptz reaches further, but a later instant's ISO form
+ * has a six-digit year (+010000-…), which it does not parse.
+ */
+const MAX_TIMESTAMP = "9999-12-31T23:59:59Z";
+const MAX_TIMESTAMP_MS = Date.parse(MAX_TIMESTAMP);
 const futureDate = z.iso
   .datetime({ offset: true, error: "must be an ISO 8601 date-time, e.g. 2030-01-01T00:00:00Z" })
   .refine((v) => Date.parse(v) > Date.now(), "must be in the future")
+  .refine((v) => Date.parse(v) <= MAX_TIMESTAMP_MS, `must be at most ${MAX_TIMESTAMP} (in UTC)`)
   .transform((v) => new Date(v).toISOString());
 
 /** Client-facing model names (not checked against the config, which may change); null = every model. */
 const allowedModels = z
-  .array(z.string().trim().min(1, "must not be empty").max(200, "at most 200 characters"), {
-    error: "must be an array of model names, or null for every model",
-  })
+  .array(
+    z
+      .string({ error: "must be a string" })
+      .trim()
+      .min(1, "must not be empty")
+      .max(200, "at most 200 characters")
+      .refine(isPrintableText, PRINTABLE_TEXT),
+    {
+      error: "must be an array of model names, or null for every model",
+    },
+  )
   .max(1000, "at most 1000 models")
   .transform((list) => [...new Set(list)])
   .nullable()
@@ -264,8 +296,7 @@ function oneOf<T extends string>(ctx: Context, field: string, allowed: readonly 
 /** A name to match (model, route, provider): printable text, as PostgreSQL's text type takes no NUL. */
 function queryName(ctx: Context, field: string): string | undefined {
   const v = queryString(ctx, field);
-  // eslint-disable-next-line no-control-regex
-  if (v !== undefined && (/[\u0000-\u001f\u007f]/.test(v) || v.length > 200)) {
+  if (v !== undefined && (!isPrintableText(v) || v.length > 200)) {
     throw new InvalidRequestError(
       `Invalid \`${field}\`: expected a name of at most 200 printable characters.`,
       "invalid_value",
@@ -321,11 +352,24 @@ function encodeCursor(p: AuditPosition): string {
   return Buffer.from(`${p.at}|${p.id}`, "utf8").toString("base64url");
 }
 
+/**
+ * A cursor's time names a real instant PostgreSQL accepts: Date.parse rolls impossible fields over (February 30th is
+ * March 2nd, hour 24 the next day), so the parsed date must print back as written; year 0 is not a year to it.
+ */
+function isRealInstant(at: string): boolean {
+  const ms = Date.parse(at);
+  return (
+    Number.isFinite(ms) &&
+    !at.startsWith("0000") &&
+    new Date(ms).toISOString().slice(0, 19) === at.slice(0, 19)
+  );
+}
+
 function queryCursor(ctx: Context): AuditPosition | undefined {
   const v = queryString(ctx, "cursor");
   if (v === undefined) return undefined;
   const m = CURSOR_RE.exec(Buffer.from(v, "base64url").toString("utf8"));
-  if (!m || !UUID_RE.test(m[2]) || !Number.isFinite(Date.parse(m[1]))) {
+  if (!m || !UUID_RE.test(m[2]) || !isRealInstant(m[1])) {
     throw new InvalidRequestError(
       "Invalid `cursor`: pass the `next_cursor` of a previous page unchanged.",
       "invalid_value",
@@ -520,9 +564,12 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
       );
     }
     const targetId = queryString(ctx, "target_id");
-    if (targetId !== undefined && (targetId.length < 1 || targetId.length > 1024)) {
+    if (
+      targetId !== undefined &&
+      (targetId.length < 1 || targetId.length > 1024 || !isPrintableText(targetId))
+    ) {
       throw new InvalidRequestError(
-        "Invalid `target_id`: expected 1 to 1024 characters.",
+        "Invalid `target_id`: expected 1 to 1024 printable characters (no control characters such as NUL).",
         "invalid_value",
         "target_id",
       );
