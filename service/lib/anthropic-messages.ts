@@ -32,26 +32,93 @@ export interface MessagesRequest {
 const unsupported = (param: string, what: string) =>
   new InvalidRequestError(`${what} is not supported by this proxy.`, "unsupported_parameter", param);
 
-function blocksText(content: Content | undefined, param: string): string {
+// ---------------------------------------------------------------- shape checks
+// Every field the translation reads is checked for its type first: a wrong-typed value from the client is a 400
+// naming the field, never a TypeError (a 500) or "[object Object]" sent on as text.
+
+type Json = Record<string, unknown>;
+
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** What a value is, for an error message: "a number", "an array", "null". */
+function kind(v: unknown): string {
+  if (v === null) return "null";
+  if (v === "") return "an empty string";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "object" ? "an object" : `a ${typeof v}`;
+}
+
+const invalid = (param: string, expected: string, got: unknown, code = "invalid_value") =>
+  new InvalidRequestError(
+    got === undefined
+      ? `${param} is missing: it must be ${expected}.`
+      : `${param} must be ${expected}, not ${kind(got)}.`,
+    code,
+    param,
+  );
+
+/** A string field that may be absent or null ("" then). */
+function optionalString(v: unknown, param: string): string {
+  if (v === undefined || v === null) return "";
+  if (typeof v !== "string") throw invalid(param, "a string", v);
+  return v;
+}
+
+/** A field that may be absent or null, else must be an object. */
+function optionalObject(v: unknown, param: string): Json | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) throw invalid(param, "an object", v);
+  return v;
+}
+
+/** A field that may be absent or null, else must be a boolean. */
+function checkOptionalBoolean(v: unknown, param: string): void {
+  if (v !== undefined && v !== null && typeof v !== "boolean") throw invalid(param, "a boolean", v);
+}
+
+/** A content block: an object with a string `type`. */
+function contentBlock(v: unknown, param: string, code?: string): Block {
+  if (!isObject(v)) throw invalid(param, "an object with a `type` (a content block)", v, code);
+  if (typeof v.type !== "string") throw invalid(`${param}.type`, "a string", v.type, code);
+  return v as Block;
+}
+
+/** The text of a block where only text blocks may stand. */
+function textOfBlock(b: Block, param: string, code?: string): string {
+  if (b.type !== "text") throw unsupported(param, `A \`${b.type}\` block here`);
+  if (typeof b.text !== "string") throw invalid(`${param}.text`, "a string", b.text, code);
+  return b.text;
+}
+
+/**
+ * Content where only text may stand (system, tool results, text documents) as one text. `code` is the error code for
+ * a malformed value (a text document's content that is not text is refused as unsupported, as other documents are).
+ */
+function blocksText(content: unknown, param: string, code?: string): string {
   if (content === undefined) return "";
   if (typeof content === "string") return content;
-  if (!Array.isArray(content)) throw unsupported(param, "Content other than a string or a list of blocks");
+  if (!Array.isArray(content)) throw invalid(param, "a string or a list of content blocks", content, code);
   return content
-    .map((b, i) => {
-      if (b && typeof b === "object" && b.type === "text" && typeof b.text === "string") return b.text;
-      throw unsupported(`${param}[${i}]`, `A \`${String(b?.type)}\` block here`);
-    })
+    .map((b: unknown, i) => textOfBlock(contentBlock(b, `${param}[${i}]`, code), `${param}[${i}]`, code))
     .join("\n");
 }
 
 function imagePart(block: Block, param: string): ContentPart {
-  const source = block.source as
-    { type?: string; media_type?: string; data?: string; url?: string } | undefined;
-  if (source?.type === "base64" && source.media_type && typeof source.data === "string")
+  const at = `${param}.source`;
+  const source = block.source;
+  if (!isObject(source))
+    throw invalid(at, "an object (`base64` with `media_type` and `data`, or `url` with `url`)", source);
+  if (source.type === "base64") {
+    if (typeof source.media_type !== "string" || source.media_type === "")
+      throw invalid(`${at}.media_type`, "a string such as `image/png`", source.media_type);
+    if (typeof source.data !== "string") throw invalid(`${at}.data`, "a string (base64)", source.data);
     return { type: "image_url", image_url: { url: `data:${source.media_type};base64,${source.data}` } };
-  if (source?.type === "url" && typeof source.url === "string")
+  }
+  if (source.type === "url") {
+    if (typeof source.url !== "string") throw invalid(`${at}.url`, "a string", source.url);
     return { type: "image_url", image_url: { url: source.url } };
-  throw unsupported(`${param}.source`, "This image source");
+  }
+  throw unsupported(at, "This image source");
 }
 
 /**
@@ -60,19 +127,24 @@ function imagePart(block: Block, param: string): ContentPart {
  * and the content policy, which read only text.
  */
 function documentText(block: Block, param: string): string {
-  const source = block.source as { type?: string; data?: unknown; content?: Content } | undefined;
+  const source = block.source;
+  if (!isObject(source)) throw invalid(`${param}.source`, "an object with a `type`", source);
   let body: string;
-  if (source?.type === "text" && typeof source.data === "string") body = source.data;
-  else if (source?.type === "content" && source.content !== undefined)
-    body = blocksText(source.content, `${param}.source.content`);
+  if (source.type === "text" && source.data !== undefined) {
+    if (typeof source.data !== "string") throw invalid(`${param}.source.data`, "a string", source.data);
+    body = source.data;
+  } else if (source.type === "content" && source.content !== undefined)
+    body = blocksText(source.content, `${param}.source.content`, "unsupported_parameter");
   else
     throw unsupported(
       `${param}.source`,
       "A document other than text (PDF, file or URL: the PII scrub and the content policy cannot read it)",
     );
+  const title = optionalString(block.title, `${param}.title`);
+  const context = optionalString(block.context, `${param}.context`);
   const lines = [];
-  if (typeof block.title === "string" && block.title) lines.push(`Document: ${block.title}`);
-  if (typeof block.context === "string" && block.context) lines.push(`Context: ${block.context}`);
+  if (title) lines.push(`Document: ${title}`);
+  if (context) lines.push(`Context: ${context}`);
   lines.push(body);
   return lines.join("\n");
 }
@@ -81,26 +153,28 @@ function userTurn(content: Content, param: string): ChatMessage[] {
   if (typeof content === "string") return [{ role: "user", content }];
   const tools: ChatMessage[] = [];
   const parts: ContentPart[] = [];
-  content.forEach((b, i) => {
+  content.forEach((raw: unknown, i) => {
     const at = `${param}[${i}]`;
-    if (b.type === "text") parts.push({ type: "text", text: String(b.text ?? "") });
+    const b = contentBlock(raw, at);
+    if (b.type === "text") parts.push({ type: "text", text: optionalString(b.text, `${at}.text`) });
     else if (b.type === "image") parts.push(imagePart(b, at));
     else if (b.type === "document") parts.push({ type: "text", text: documentText(b, at) });
     else if (b.type === "tool_result") {
+      const id = optionalString(b.tool_use_id, `${at}.tool_use_id`);
+      checkOptionalBoolean(b.is_error, `${at}.is_error`);
       // A tool message carries text only: images a tool returned follow in the user message after it.
-      let content = b.content as Content | undefined;
-      if (Array.isArray(content)) {
-        content.forEach((x, j) => {
-          if (x.type === "image") parts.push(imagePart(x, `${at}.content[${j}]`));
+      let text: string;
+      if (Array.isArray(b.content)) {
+        const texts: string[] = [];
+        b.content.forEach((x: unknown, j) => {
+          const inner = `${at}.content[${j}]`;
+          const block = contentBlock(x, inner);
+          if (block.type === "image") parts.push(imagePart(block, inner));
+          else texts.push(textOfBlock(block, inner));
         });
-        content = content.filter((x) => x.type !== "image");
-      }
-      const text = blocksText(content, `${at}.content`);
-      tools.push({
-        role: "tool",
-        tool_call_id: String(b.tool_use_id ?? ""),
-        content: b.is_error === true ? `Error: ${text}` : text,
-      });
+        text = texts.join("\n");
+      } else text = blocksText(b.content, `${at}.content`);
+      tools.push({ role: "tool", tool_call_id: id, content: b.is_error === true ? `Error: ${text}` : text });
     } else throw unsupported(at, `A \`${b.type}\` block`);
   });
   // Tool results answer the previous assistant turn: in chat completions they must come first.
@@ -113,16 +187,21 @@ function assistantTurn(content: Content, param: string): ChatMessage {
   if (typeof content === "string") return { role: "assistant", content };
   let text = "";
   const calls: ToolCall[] = [];
-  content.forEach((b, i) => {
-    if (b.type === "text") text += String(b.text ?? "");
+  content.forEach((raw: unknown, i) => {
+    const at = `${param}[${i}]`;
+    const b = contentBlock(raw, at);
+    if (b.type === "text") text += optionalString(b.text, `${at}.text`);
     else if (b.type === "tool_use")
       calls.push({
-        id: String(b.id ?? ""),
+        id: optionalString(b.id, `${at}.id`),
         type: "function",
-        function: { name: String(b.name ?? ""), arguments: JSON.stringify(b.input ?? {}) },
+        function: {
+          name: optionalString(b.name, `${at}.name`),
+          arguments: JSON.stringify(optionalObject(b.input, `${at}.input`) ?? {}),
+        },
       });
     else if (b.type !== "thinking" && b.type !== "redacted_thinking")
-      throw unsupported(`${param}[${i}]`, `A \`${b.type}\` block`);
+      throw unsupported(at, `A \`${b.type}\` block`);
   });
   const message: ChatMessage = { role: "assistant", content: text === "" && calls.length ? null : text };
   if (calls.length) message.tool_calls = calls;
@@ -130,13 +209,21 @@ function assistantTurn(content: Content, param: string): ChatMessage {
 }
 
 function toolChoice(choice: unknown): Record<string, unknown> {
-  const c = (choice ?? {}) as { type?: string; name?: string; disable_parallel_tool_use?: boolean };
   const out: Record<string, unknown> = {};
-  if (c.type === "auto") out.tool_choice = "auto";
-  else if (c.type === "any") out.tool_choice = "required";
-  else if (c.type === "none") out.tool_choice = "none";
-  else if (c.type === "tool") out.tool_choice = { type: "function", function: { name: c.name } };
-  if (c.disable_parallel_tool_use === true) out.parallel_tool_calls = false;
+  if (choice === undefined || choice === null) return out;
+  if (!isObject(choice))
+    throw invalid("tool_choice", "an object with a `type` (auto, any, tool or none)", choice);
+  if (typeof choice.type !== "string") throw invalid("tool_choice.type", "a string", choice.type);
+  checkOptionalBoolean(choice.disable_parallel_tool_use, "tool_choice.disable_parallel_tool_use");
+  if (choice.type === "auto") out.tool_choice = "auto";
+  else if (choice.type === "any") out.tool_choice = "required";
+  else if (choice.type === "none") out.tool_choice = "none";
+  else if (choice.type === "tool") {
+    if (typeof choice.name !== "string" || choice.name === "")
+      throw invalid("tool_choice.name", "a non-empty string (the tool to use)", choice.name);
+    out.tool_choice = { type: "function", function: { name: choice.name } };
+  }
+  if (choice.disable_parallel_tool_use === true) out.parallel_tool_calls = false;
   return out;
 }
 
@@ -160,25 +247,37 @@ export function messagesToChat(body: MessagesRequest): ChatCompletionRequest {
   if (typeof body.temperature === "number") chat.temperature = body.temperature;
   if (typeof body.top_p === "number") chat.top_p = body.top_p;
   if (Array.isArray(body.stop_sequences) && body.stop_sequences.length) chat.stop = body.stop_sequences;
-  const user = (body.metadata as { user_id?: unknown } | undefined)?.user_id;
+  const user = optionalObject(body.metadata, "metadata")?.user_id;
+  optionalString(user, "metadata.user_id");
   if (typeof user === "string") chat.user = user;
   if (body.stream === true) chat.stream = true;
-  const format = (body.output_config as { format?: { type?: string; schema?: unknown } } | undefined)?.format;
+  const format = optionalObject(
+    optionalObject(body.output_config, "output_config")?.format,
+    "output_config.format",
+  );
   if (format?.type === "json_schema")
     chat.response_format = {
       type: "json_schema",
-      json_schema: { name: "output", strict: true, schema: format.schema },
+      json_schema: {
+        name: "output",
+        strict: true,
+        schema: optionalObject(format.schema, "output_config.format.schema"),
+      },
     };
   if (Array.isArray(body.tools) && body.tools.length) {
     chat.tools = (body.tools as Block[]).map((t, i) => {
-      if (t.type !== undefined && t.type !== "custom")
-        throw unsupported(`tools[${i}]`, `The server tool \`${t.type}\``);
+      const param = `tools[${i}]`;
+      if (t.type !== undefined && t.type !== null && typeof t.type !== "string")
+        throw invalid(`${param}.type`, "a string", t.type);
+      if (t.type != null && t.type !== "custom") throw unsupported(param, `The server tool \`${t.type}\``);
+      optionalString(t.description, `${param}.description`);
+      const schema = optionalObject(t.input_schema, `${param}.input_schema`);
       return {
         type: "function",
         function: {
           name: t.name,
           ...(typeof t.description === "string" ? { description: t.description } : {}),
-          parameters: t.input_schema ?? { type: "object" },
+          parameters: schema ?? { type: "object" },
         },
       };
     });

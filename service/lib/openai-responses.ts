@@ -30,40 +30,111 @@ const unsupported = (param: string, what: string) =>
 
 const newId = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, "")}`;
 
+// ---------------------------------------------------------------- shape checks
+// Every field the translation reads is checked for its type first: a wrong-typed value from the client is a 400
+// naming the field, never a TypeError (a 500) or "[object Object]" sent on as text.
+
+type Json = Record<string, unknown>;
+
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** What a value is, for an error message: "a number", "an array", "null". */
+function kind(v: unknown): string {
+  if (v === null) return "null";
+  if (v === "") return "an empty string";
+  if (Array.isArray(v)) return "an array";
+  return typeof v === "object" ? "an object" : `a ${typeof v}`;
+}
+
+const invalid = (param: string, expected: string, got: unknown) =>
+  new InvalidRequestError(
+    got === undefined
+      ? `${param} is missing: it must be ${expected}.`
+      : `${param} must be ${expected}, not ${kind(got)}.`,
+    "invalid_value",
+    param,
+  );
+
+/** A string field that may be absent or null ("" then). */
+function optionalString(v: unknown, param: string): string {
+  if (v === undefined || v === null) return "";
+  if (typeof v !== "string") throw invalid(param, "a string", v);
+  return v;
+}
+
+/** A field that may be absent or null, else must be an object. */
+function optionalObject(v: unknown, param: string): Json | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) throw invalid(param, "an object", v);
+  return v;
+}
+
+/** A field that may be absent or null, else must be a boolean. */
+function checkOptionalBoolean(v: unknown, param: string): void {
+  if (v !== undefined && v !== null && typeof v !== "boolean") throw invalid(param, "a boolean", v);
+}
+
+/** An object with a string `type` (a content part, an input item, a tool choice). */
+function typed(v: unknown, param: string): Json & { type: string } {
+  if (!isObject(v)) throw invalid(param, "an object with a `type`", v);
+  if (typeof v.type !== "string") throw invalid(`${param}.type`, "a string", v.type);
+  return v as Json & { type: string };
+}
+
 function parts(content: unknown, param: string): string | ContentPart[] {
   if (typeof content === "string") return content;
-  if (!Array.isArray(content))
-    throw new InvalidRequestError("content must be a string or a list.", "invalid_value", param);
-  const out = (content as Item[]).map((p, i): ContentPart => {
+  if (!Array.isArray(content)) throw invalid(param, "a string or a list of content parts", content);
+  const out = content.map((raw: unknown, i): ContentPart => {
+    const at = `${param}[${i}]`;
+    const p = typed(raw, at);
     if (p.type === "input_text" || p.type === "output_text")
-      return { type: "text", text: String(p.text ?? "") };
-    if (p.type === "refusal") return { type: "text", text: String(p.refusal ?? "") };
-    if (p.type === "input_image" && typeof p.image_url === "string")
-      return {
-        type: "image_url",
-        image_url: { url: p.image_url, ...(p.detail ? { detail: p.detail } : {}) },
-      };
-    throw unsupported(`${param}[${i}]`, `A \`${p.type}\` content part`);
+      return { type: "text", text: optionalString(p.text, `${at}.text`) };
+    if (p.type === "refusal") return { type: "text", text: optionalString(p.refusal, `${at}.refusal`) };
+    if (p.type === "input_image" && p.image_url !== undefined && p.image_url !== null) {
+      if (typeof p.image_url !== "string")
+        throw invalid(`${at}.image_url`, "a string (a URL or a data URL)", p.image_url);
+      const detail = optionalString(p.detail, `${at}.detail`);
+      return { type: "image_url", image_url: { url: p.image_url, ...(detail ? { detail } : {}) } };
+    }
+    throw unsupported(at, `A \`${p.type}\` content part`);
   });
   return out.every((p) => p.type === "text") ? out.map((p) => p.text).join("") : out;
 }
 
-function outputText(output: unknown): string {
+function outputText(output: unknown, param: string): string {
   if (typeof output === "string") return output;
   if (Array.isArray(output))
-    return (output as Item[]).map((p) => (typeof p.text === "string" ? p.text : "")).join("");
+    return output
+      .map((p: unknown, i) => {
+        if (!isObject(p)) throw invalid(`${param}[${i}]`, "an object (a content part)", p);
+        // Parts without text (an image a tool returned) carry nothing a tool message can hold.
+        return optionalString(p.text, `${param}[${i}].text`);
+      })
+      .join("");
   return JSON.stringify(output ?? "");
 }
+
+const ROLES = ["user", "assistant", "system", "developer"];
 
 function inputMessages(input: string | Item[]): ChatMessage[] {
   if (typeof input === "string") return [{ role: "user", content: input }];
   const out: ChatMessage[] = [];
-  input.forEach((item, i) => {
+  input.forEach((item: unknown, i) => {
     const param = `input[${i}]`;
-    const type = item.type ?? (item.role ? "message" : undefined);
+    if (!isObject(item)) throw invalid(param, "an object (an input item)", item);
+    if (item.type !== undefined && item.type !== null && typeof item.type !== "string")
+      throw invalid(`${param}.type`, "a string", item.type);
+    const type = item.type ?? (item.role !== undefined && item.role !== null ? "message" : undefined);
+    if (type === undefined)
+      throw new InvalidRequestError(
+        `${param}.type is missing: an input item needs a \`type\` (or a \`role\`, for a message).`,
+        "invalid_value",
+        `${param}.type`,
+      );
     if (type === "message") {
-      const role = String(item.role);
-      if (!["user", "assistant", "system", "developer"].includes(role))
+      const role = item.role;
+      if (typeof role !== "string") throw invalid(`${param}.role`, `one of ${ROLES.join(", ")}`, role);
+      if (!ROLES.includes(role))
         throw new InvalidRequestError(
           `${param}.role: unknown role \`${role}\`.`,
           "invalid_value",
@@ -84,23 +155,80 @@ function inputMessages(input: string | Item[]): ChatMessage[] {
     } else if (type === "function_call" || type === "custom_tool_call") {
       // A custom (freeform) tool travels as a function taking {"input": <text>} (see responsesToChat).
       const args =
-        type === "custom_tool_call" ? JSON.stringify({ input: String(item.input ?? "") }) : item.arguments;
+        type === "custom_tool_call"
+          ? JSON.stringify({ input: optionalString(item.input, `${param}.input`) })
+          : item.arguments;
+      if (args !== undefined && args !== null && typeof args !== "string")
+        throw invalid(`${param}.arguments`, "a string (the call's arguments as JSON text)", args);
       const call: ToolCall = {
-        id: String(item.call_id ?? ""),
+        id: optionalString(item.call_id, `${param}.call_id`),
         type: "function",
-        function: { name: String(item.name ?? ""), arguments: String(args ?? "") },
+        function: { name: optionalString(item.name, `${param}.name`), arguments: args ?? "" },
       };
       const last = out.at(-1);
       // Calls of one turn go on one assistant message (after any text it had).
       if (last?.role === "assistant") (last.tool_calls ??= []).push(call);
       else out.push({ role: "assistant", content: null, tool_calls: [call] });
     } else if (type === "function_call_output" || type === "custom_tool_call_output") {
-      out.push({ role: "tool", tool_call_id: String(item.call_id ?? ""), content: outputText(item.output) });
+      out.push({
+        role: "tool",
+        tool_call_id: optionalString(item.call_id, `${param}.call_id`),
+        content: outputText(item.output, `${param}.output`),
+      });
     } else if (type !== "reasoning") {
       throw unsupported(param, `An input item of type \`${type}\``);
     }
   });
   return out;
+}
+
+/** A function tool as chat completions has it. */
+function functionTool(t: Json, param: string): Record<string, unknown> {
+  optionalString(t.description, `${param}.description`);
+  const parameters = optionalObject(t.parameters, `${param}.parameters`);
+  checkOptionalBoolean(t.strict, `${param}.strict`);
+  return {
+    type: "function",
+    function: {
+      name: t.name,
+      ...(typeof t.description === "string" ? { description: t.description } : {}),
+      parameters: parameters ?? { type: "object", properties: {} },
+      ...(t.strict != null ? { strict: t.strict } : {}),
+    },
+  };
+}
+
+function toolName(t: Json, param: string): string {
+  if (typeof t.name !== "string" || t.name === "")
+    throw invalid(`${param}.name`, "a non-empty string", t.name);
+  return t.name;
+}
+
+/** The chat `tool_choice` for a Responses one (the request has tools). */
+function chatToolChoice(choice: unknown): unknown {
+  if (choice === undefined || choice === null) return undefined;
+  if (typeof choice === "string") return choice;
+  const c = typed(choice, "tool_choice");
+  if (c.type === "function" || c.type === "custom")
+    return { type: "function", function: { name: toolName(c, "tool_choice") } };
+  if (c.type === "allowed_tools") {
+    if (c.mode !== undefined && c.mode !== null && typeof c.mode !== "string")
+      throw invalid("tool_choice.mode", "a string (`auto` or `required`)", c.mode);
+    const tools = c.tools ?? [];
+    if (!Array.isArray(tools)) throw invalid("tool_choice.tools", "a list of tools", tools);
+    return {
+      type: "allowed_tools",
+      allowed_tools: {
+        mode: c.mode,
+        tools: tools.map((t: unknown, i) => {
+          const at = `tool_choice.tools[${i}]`;
+          if (!isObject(t)) throw invalid(at, "an object (a tool, with its `name`)", t);
+          return { type: "function", function: { name: toolName(t, at) } };
+        }),
+      },
+    };
+  }
+  return undefined;
 }
 
 export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
@@ -114,17 +242,24 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
   messages.push(...inputMessages(body.input));
   const chat: ChatCompletionRequest = { model: body.model, messages };
   if (typeof body.max_output_tokens === "number") chat.max_completion_tokens = body.max_output_tokens;
-  for (const k of ["temperature", "top_p", "prompt_cache_key", "service_tier"] as const)
-    if (body[k] != null) chat[k] = body[k];
-  const verbosity = (body.text as { verbosity?: unknown } | undefined)?.verbosity;
-  if (typeof verbosity === "string") chat.verbosity = verbosity;
+  for (const k of ["temperature", "top_p"] as const) if (body[k] != null) chat[k] = body[k];
+  for (const k of ["prompt_cache_key", "service_tier"] as const)
+    if (body[k] != null) chat[k] = optionalString(body[k], k);
+  const text = optionalObject(body.text, "text");
+  optionalString(text?.verbosity, "text.verbosity");
+  if (typeof text?.verbosity === "string") chat.verbosity = text.verbosity;
+  for (const k of ["safety_identifier", "user"] as const) optionalString(body[k], k);
   const user = body.safety_identifier ?? body.user;
   if (typeof user === "string") chat.user = user;
   if (body.stream === true) chat.stream = true;
-  const effort = (body.reasoning as { effort?: unknown } | undefined)?.effort;
+  const effort = optionalObject(body.reasoning, "reasoning")?.effort;
+  optionalString(effort, "reasoning.effort");
   if (typeof effort === "string") chat.reasoning_effort = effort;
-  const format = (body.text as { format?: Item } | undefined)?.format;
-  if (format?.type === "json_schema")
+  const format = optionalObject(text?.format, "text.format");
+  if (format?.type === "json_schema") {
+    optionalString(format.name, "text.format.name");
+    optionalObject(format.schema, "text.format.schema");
+    checkOptionalBoolean(format.strict, "text.format.strict");
     chat.response_format = {
       type: "json_schema",
       json_schema: {
@@ -133,38 +268,20 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
         ...(format.strict != null ? { strict: format.strict } : {}),
       },
     };
-  else if (format?.type === "json_object") chat.response_format = { type: "json_object" };
+  } else if (format?.type === "json_object") chat.response_format = { type: "json_object" };
   if (Array.isArray(body.tools) && body.tools.length) {
     chat.tools = (body.tools as Item[]).map((t, i) => {
-      if (t.type === "custom") return customAsFunction(t);
-      if (t.type !== "function") throw unsupported(`tools[${i}]`, `The hosted tool \`${t.type}\``);
-      return {
-        type: "function",
-        function: {
-          name: t.name,
-          ...(typeof t.description === "string" ? { description: t.description } : {}),
-          parameters: t.parameters ?? { type: "object", properties: {} },
-          ...(t.strict != null ? { strict: t.strict } : {}),
-        },
-      };
+      const param = `tools[${i}]`;
+      if (t.type !== "function" && t.type !== "custom")
+        throw unsupported(param, `The hosted tool \`${t.type}\``);
+      toolName(t, param);
+      return t.type === "custom" ? customAsFunction(t, param) : functionTool(t, param);
     });
     // Without tools, chat completions refuses both.
+    checkOptionalBoolean(body.parallel_tool_calls, "parallel_tool_calls");
     if (body.parallel_tool_calls != null) chat.parallel_tool_calls = body.parallel_tool_calls;
-    const choice = body.tool_choice as string | Item | undefined;
-    if (typeof choice === "string") chat.tool_choice = choice;
-    else if (choice?.type === "function" || choice?.type === "custom")
-      chat.tool_choice = { type: "function", function: { name: choice.name } };
-    else if (choice?.type === "allowed_tools")
-      chat.tool_choice = {
-        type: "allowed_tools",
-        allowed_tools: {
-          mode: choice.mode,
-          tools: ((choice.tools ?? []) as Item[]).map((t) => ({
-            type: "function",
-            function: { name: t.name },
-          })),
-        },
-      };
+    const choice = chatToolChoice(body.tool_choice);
+    if (choice !== undefined) chat.tool_choice = choice;
   }
   return chat;
 }
@@ -202,17 +319,21 @@ export function customToolNames(body: Record<string, unknown>): Set<string> {
  * know function tools, so it goes upstream as a function with one string parameter, `input`, and its calls come back
  * as custom_tool_call items with that text.
  */
-function customAsFunction(t: Item): Record<string, unknown> {
-  const format = t.format as { type?: string; syntax?: string; definition?: string } | undefined;
-  const grammar =
-    format?.type === "grammar" && typeof format.definition === "string"
-      ? `\n\nThe input must follow this ${format.syntax ?? ""} grammar:\n${format.definition}`
-      : "";
+function customAsFunction(t: Json, param: string): Record<string, unknown> {
+  const description = optionalString(t.description, `${param}.description`);
+  const format = optionalObject(t.format, `${param}.format`);
+  let grammar = "";
+  if (format?.type === "grammar") {
+    const syntax = optionalString(format.syntax, `${param}.format.syntax`);
+    const definition = optionalString(format.definition, `${param}.format.definition`);
+    if (typeof format.definition === "string")
+      grammar = `\n\nThe input must follow this ${syntax} grammar:\n${definition}`;
+  }
   return {
     type: "function",
     function: {
       name: t.name,
-      description: `${typeof t.description === "string" ? t.description : ""}${grammar}`.trim(),
+      description: `${description}${grammar}`.trim(),
       parameters: {
         type: "object",
         properties: { input: { type: "string", description: "The tool's raw input text." } },
