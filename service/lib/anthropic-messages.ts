@@ -14,6 +14,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
+import { checkOptionalBoolean, invalid, isObject, optionalObject, optionalString } from "./input-check";
 import { chatUsage, walkChunks, type ChunkWalker } from "./chunk-blocks";
 import { promptParts } from "./pricing";
 import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
@@ -35,46 +36,6 @@ const unsupported = (param: string, what: string) =>
 // ---------------------------------------------------------------- shape checks
 // Every field the translation reads is checked for its type first: a wrong-typed value from the client is a 400
 // naming the field, never a TypeError (a 500) or "[object Object]" sent on as text.
-
-type Json = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
-
-/** What a value is, for an error message: "a number", "an array", "null". */
-function kind(v: unknown): string {
-  if (v === null) return "null";
-  if (v === "") return "an empty string";
-  if (Array.isArray(v)) return "an array";
-  return typeof v === "object" ? "an object" : `a ${typeof v}`;
-}
-
-const invalid = (param: string, expected: string, got: unknown, code = "invalid_value") =>
-  new InvalidRequestError(
-    got === undefined
-      ? `${param} is missing: it must be ${expected}.`
-      : `${param} must be ${expected}, not ${kind(got)}.`,
-    code,
-    param,
-  );
-
-/** A string field that may be absent or null ("" then). */
-function optionalString(v: unknown, param: string): string {
-  if (v === undefined || v === null) return "";
-  if (typeof v !== "string") throw invalid(param, "a string", v);
-  return v;
-}
-
-/** A field that may be absent or null, else must be an object. */
-function optionalObject(v: unknown, param: string): Json | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!isObject(v)) throw invalid(param, "an object", v);
-  return v;
-}
-
-/** A field that may be absent or null, else must be a boolean. */
-function checkOptionalBoolean(v: unknown, param: string): void {
-  if (v !== undefined && v !== null && typeof v !== "boolean") throw invalid(param, "a boolean", v);
-}
 
 /** A content block: an object with a string `type`. */
 function contentBlock(v: unknown, param: string, code?: string): Block {

@@ -14,6 +14,14 @@
  */
 import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
+import {
+  checkOptionalBoolean,
+  invalid,
+  isObject,
+  optionalObject,
+  optionalString,
+  type Json,
+} from "./input-check";
 import { chatUsage, walkChunks, type ChunkUsage, type ChunkWalker } from "./chunk-blocks";
 import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
 
@@ -33,46 +41,6 @@ const newId = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, "")}`;
 // ---------------------------------------------------------------- shape checks
 // Every field the translation reads is checked for its type first: a wrong-typed value from the client is a 400
 // naming the field, never a TypeError (a 500) or "[object Object]" sent on as text.
-
-type Json = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
-
-/** What a value is, for an error message: "a number", "an array", "null". */
-function kind(v: unknown): string {
-  if (v === null) return "null";
-  if (v === "") return "an empty string";
-  if (Array.isArray(v)) return "an array";
-  return typeof v === "object" ? "an object" : `a ${typeof v}`;
-}
-
-const invalid = (param: string, expected: string, got: unknown) =>
-  new InvalidRequestError(
-    got === undefined
-      ? `${param} is missing: it must be ${expected}.`
-      : `${param} must be ${expected}, not ${kind(got)}.`,
-    "invalid_value",
-    param,
-  );
-
-/** A string field that may be absent or null ("" then). */
-function optionalString(v: unknown, param: string): string {
-  if (v === undefined || v === null) return "";
-  if (typeof v !== "string") throw invalid(param, "a string", v);
-  return v;
-}
-
-/** A field that may be absent or null, else must be an object. */
-function optionalObject(v: unknown, param: string): Json | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!isObject(v)) throw invalid(param, "an object", v);
-  return v;
-}
-
-/** A field that may be absent or null, else must be a boolean. */
-function checkOptionalBoolean(v: unknown, param: string): void {
-  if (v !== undefined && v !== null && typeof v !== "boolean") throw invalid(param, "a boolean", v);
-}
 
 /** An object with a string `type` (a content part, an input item, a tool choice). */
 function typed(v: unknown, param: string): Json & { type: string } {
