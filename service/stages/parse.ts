@@ -44,7 +44,9 @@ export const chatSchema = z.looseObject({
   n: optionalInt(1),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().min(0).max(1).nullable().optional(),
-  tools: z.array(z.looseObject({ type: z.string() })).optional(),
+  tools: z
+    .array(z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string() }).optional() }))
+    .optional(),
 });
 
 type Json = Record<string, unknown>;
@@ -62,6 +64,10 @@ const isPart = (v: unknown) =>
 const isFunctionCall = (v: unknown) =>
   isObject(v) && typeof v.name === "string" && typeof v.arguments === "string";
 const isToolCall = (v: unknown) => isObject(v) && (v.function === undefined || isFunctionCall(v.function));
+const isTool = (v: unknown) =>
+  isTyped(v) &&
+  ((v as Json).function === undefined ||
+    (isObject((v as Json).function) && typeof ((v as Json).function as Json).name === "string"));
 
 function isPlainMessage(m: unknown): boolean {
   if (!isObject(m) || typeof m.role !== "string" || m.role.length === 0) return false;
@@ -98,7 +104,7 @@ export function isPlainChat(raw: unknown): raw is ChatCompletionRequest {
     isOptInt(raw.n, 1) &&
     isOptNumber(raw.temperature, 0, 2) &&
     isOptNumber(raw.top_p, 0, 1) &&
-    (tools === undefined || (Array.isArray(tools) && tools.every(isTyped)))
+    (tools === undefined || (Array.isArray(tools) && tools.every(isTool)))
   );
 }
 
@@ -127,7 +133,9 @@ const responsesSchema = z.looseObject({
   max_output_tokens: z.number().int().min(1).nullable().optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().min(0).max(1).nullable().optional(),
-  tools: z.array(z.looseObject({ type: z.string() })).optional(),
+  tools: z
+    .array(z.looseObject({ type: z.string(), function: z.looseObject({ name: z.string() }).optional() }))
+    .optional(),
 });
 
 const embeddingSchema = z.looseObject({

@@ -53,6 +53,9 @@ const ODD: unknown[] = [
   ["a"],
   {},
   { type: "function" },
+  [{ type: "function", function: { name: "g", parameters: {} } }],
+  [{ type: "function", function: 5 }],
+  [{ type: "function", function: { parameters: {} } }],
   { include_usage: true },
   { include_usage: "yes" },
 ];
@@ -156,6 +159,8 @@ describe("isPlainChat", () => {
       { ...base(), stream: "true" },
       { ...base(), stream_options: { include_usage: 1 } },
       { ...base(), tools: [{ function: {} }] },
+      { ...base(), tools: [{ type: "function", function: 5 }] },
+      { ...base(), tools: [{ type: "function", function: { name: 5 } }] },
       // Text the policy and the PII scrub read must be strings.
       { model: "m", messages: [{ role: "user", content: [{ type: "text", text: ["a@b.co"] }] }] },
       { model: "m", messages: [{ role: "user", content: [{ type: "text", text: { a: 1 } }] }] },
