@@ -25,12 +25,17 @@ import { readJsonBody } from "../lib/body";
 import { createAuth } from "../stages/auth";
 import type { AuditContext, NewAuditEvent } from "../ports";
 import type { KnowledgeBaseLike } from "../stages/rag";
+import { isWellFormed } from "../kb/kb-files";
 import type { ProxyState } from "../state";
 
 const uploadSchema = z.object({ path: z.string().min(1), content: z.string() }).strict();
 const ingestSchema = z.object({ path: z.string().min(1) }).strict();
 const searchSchema = z
-  .object({ query: z.string().min(1), top_k: z.number().int().min(1).max(50).optional() })
+  .object({
+    // Sent to the embedding deployment as is: well-formed Unicode, as uploads must be.
+    query: z.string().min(1).refine(isWellFormed, "must be well-formed Unicode (no unpaired surrogate)"),
+    top_k: z.number().int().min(1).max(50).optional(),
+  })
   .strict();
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {

@@ -195,6 +195,21 @@ describe("upload: well-formed Unicode", () => {
   });
 });
 
+describe("search: well-formed Unicode", () => {
+  it("a query with an unpaired surrogate → 400 naming it; the same query without it is searched", async () => {
+    const search = async (query: string) => {
+      const res = await fetch(`${proxy.url}/internal/kb/search`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${proxy.masterKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ query }),
+      });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+    expect400(await search("retention \ud800 policy"), "invalid_body", "query");
+    expect((await search("retention 🚀 policy")).status).toBe(200);
+  });
+});
+
 describe("upload: indexing fails", () => {
   for (const [what, flag] of [
     ["the embedding call", "embed"],
