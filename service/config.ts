@@ -69,16 +69,24 @@ const budgetSchema = z
   })
   .strict();
 
+/** An upstream's URL: only http(s) — undici refuses anything else at the first request, in every worker. */
+const httpUrl = () => z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" });
+
+/** The proxy's own secrets: a provider's `api_key_env` naming one would send it upstream as the provider's key. */
+const OWN_SECRETS = new Set(["PROXY_MASTER_KEY", "DATABASE_URL", "REDIS_URL", "DATABASE_CA", "REDIS_TLS_CA"]);
+const apiKeyEnv = (example: string) =>
+  z
+    .string()
+    .regex(/^[A-Z][A-Z0-9_]*$/, `an environment variable name such as ${example}`)
+    .refine((name) => !OWN_SECRETS.has(name), "must not name one of the proxy's own settings (its secrets)");
+
 const providerSchema = z.discriminatedUnion("type", [
   z
     .object({
       type: z.literal("openai"),
-      base_url: z.url(),
+      base_url: httpUrl(),
       /** Name of the env var holding the key; secrets never live in the file. */
-      api_key_env: z
-        .string()
-        .regex(/^[A-Z][A-Z0-9_]*$/, "an environment variable name such as OPENAI_API_KEY")
-        .optional(),
+      api_key_env: apiKeyEnv("OPENAI_API_KEY").optional(),
       /** Azure OpenAI wants `api-key:` instead of `Authorization: Bearer`. */
       auth_header: z.enum(["authorization", "api-key"]).default("authorization"),
       /** Extra query string (Azure: `api-version=2024-10-21`). */
@@ -92,11 +100,8 @@ const providerSchema = z.discriminatedUnion("type", [
   z
     .object({
       type: z.literal("anthropic"),
-      base_url: z.url().default("https://api.anthropic.com/v1"),
-      api_key_env: z
-        .string()
-        .regex(/^[A-Z][A-Z0-9_]*$/, "an environment variable name such as ANTHROPIC_API_KEY")
-        .optional(),
+      base_url: httpUrl().default("https://api.anthropic.com/v1"),
+      api_key_env: apiKeyEnv("ANTHROPIC_API_KEY").optional(),
       /** The `anthropic-version` header. */
       version: z.string().min(1).default("2023-06-01"),
       /** Anthropic requires max_tokens; used when the request sets neither max_tokens nor max_completion_tokens. */
@@ -255,7 +260,7 @@ const envSchema = z.object({
     .optional(),
   REDIS_TLS_CA: z.string().includes("BEGIN CERTIFICATE", { message: "a PEM certificate" }).optional(),
   REDIS_CLUSTER: boolFromEnv.optional(),
-  CHROMA_URL: z.url("an http(s) URL").optional(),
+  CHROMA_URL: httpUrl().optional(),
   KB_DIR: z.string().min(1).optional(),
   DATA_DIR: z.string().min(1).optional(),
   CONFIG_FILE: z.string().min(1).optional(),
@@ -268,7 +273,7 @@ const envSchema = z.object({
   LOG_FLUSH_MS: intFromEnv(0, 60_000).optional(),
   USAGE_RETENTION_DAYS: intFromEnv(0, 36_500).optional(),
   OPENAI_API_KEY: z.string().min(1).optional(),
-  OPENAI_BASE_URL: z.url("an http(s) URL").optional(),
+  OPENAI_BASE_URL: httpUrl().optional(),
 });
 
 export interface Budget {

@@ -36,6 +36,20 @@ export interface ChunkUsage {
 }
 
 /** A chat usage object (of a completion or of a stream's usage chunk) in the walker's terms. */
+/** The most tokens one request is taken to have used: PostgreSQL's integer, far above any model's context. */
+export const MAX_REPORTED_TOKENS = 2 ** 31 - 1;
+
+/**
+ * A token count the provider reported, bounded: a non-negative number (floored, at most MAX_REPORTED_TOKENS), else
+ * undefined. An upstream's `1e300` became a cost PostgreSQL's numeric could not hold (the row was dropped) while the
+ * spend and the rate limiter were charged with it.
+ */
+export function reportedTokens(v: unknown): number | undefined {
+  return typeof v === "number" && v >= 0 && !Number.isNaN(v)
+    ? Math.min(Math.floor(v), MAX_REPORTED_TOKENS)
+    : undefined;
+}
+
 export function chatUsage(u: Usage | null | undefined): ChunkUsage {
   const details = u as
     | {
@@ -49,12 +63,12 @@ export function chatUsage(u: Usage | null | undefined): ChunkUsage {
     | null
     | undefined;
   return {
-    input: u?.prompt_tokens ?? 0,
-    output: u?.completion_tokens ?? 0,
-    cached: details?.prompt_tokens_details?.cached_tokens ?? 0,
-    reasoning: details?.completion_tokens_details?.reasoning_tokens ?? 0,
-    cacheWrite: details?.prompt_tokens_details?.cache_write_tokens ?? 0,
-    cacheWrite1h: details?.prompt_tokens_details?.cache_write_1h_tokens ?? 0,
+    input: reportedTokens(u?.prompt_tokens) ?? 0,
+    output: reportedTokens(u?.completion_tokens) ?? 0,
+    cached: reportedTokens(details?.prompt_tokens_details?.cached_tokens) ?? 0,
+    reasoning: reportedTokens(details?.completion_tokens_details?.reasoning_tokens) ?? 0,
+    cacheWrite: reportedTokens(details?.prompt_tokens_details?.cache_write_tokens) ?? 0,
+    cacheWrite1h: reportedTokens(details?.prompt_tokens_details?.cache_write_1h_tokens) ?? 0,
   };
 }
 

@@ -135,13 +135,7 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
         if (typeof value === "object" && value !== null) rememberText(value, text);
         return value;
       } catch (error) {
-        throw new ProviderFailure(
-          `${cfg.name}: bad body`,
-          true,
-          new UpstreamError("The upstream provider sent an unreadable response.", "upstream_bad_response", {
-            cause: error,
-          }),
-        );
+        throw badBody(cfg.name, error);
       }
     },
     async close() {
@@ -206,6 +200,16 @@ function headerValue(raw: Buffer[] | string[] | null, name: string): string | nu
   }
   return null;
 }
+
+/** A 2xx answer that is not JSON, or not the shape its API defines: retryable (the next attempt or fallback). */
+export const badBody = (provider: string, cause?: unknown) =>
+  new ProviderFailure(
+    `${provider}: bad body`,
+    true,
+    new UpstreamError("The upstream provider sent an unreadable response.", "upstream_bad_response", {
+      cause,
+    }),
+  );
 
 export const badEvent = (provider: string) =>
   new ProviderFailure(

@@ -10,7 +10,7 @@ import type { Middleware } from "koa";
 import type { Config, DeploymentConfig } from "../config";
 import { UpstreamError } from "../errors";
 import { Cancellation, delay } from "../lib/cancel";
-import { chatUsage } from "../lib/chunk-blocks";
+import { chatUsage, reportedTokens } from "../lib/chunk-blocks";
 import { upstreamAttempts, upstreamDuration } from "../metrics";
 import type { UsageRow } from "../ports";
 import { ProviderFailure } from "../providers/errors";
@@ -58,8 +58,8 @@ async function* meter(
       }
       if (chunk.usage) {
         streamed.reported = true;
-        usage.promptTokens = chunk.usage.prompt_tokens ?? usage.promptTokens;
-        usage.completionTokens = chunk.usage.completion_tokens ?? usage.completionTokens;
+        usage.promptTokens = reportedTokens(chunk.usage.prompt_tokens) ?? usage.promptTokens;
+        usage.completionTokens = reportedTokens(chunk.usage.completion_tokens) ?? usage.completionTokens;
         recordPromptCache(usage, chunk.usage);
       }
       yield chunk;
@@ -160,8 +160,8 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
     ctx.state.served = deployment;
     if (result.kind === "json") {
       const body = result.body as ChatCompletion;
-      usage.promptTokens = body.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
-      usage.completionTokens = body.usage?.completion_tokens ?? 0;
+      usage.promptTokens = reportedTokens(body.usage?.prompt_tokens) ?? ctx.state.promptTokens ?? 0;
+      usage.completionTokens = reportedTokens(body.usage?.completion_tokens) ?? 0;
       recordPromptCache(usage, body.usage);
       ctx.state.result = { kind: "json", body, text: receivedText(body) };
       return;
@@ -201,7 +201,7 @@ export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxySt
     ctx.state.usage.servedModel = deployment.name;
     ctx.state.usage.provider = deployment.provider;
     ctx.state.served = deployment;
-    ctx.state.usage.promptTokens = value.usage?.prompt_tokens ?? ctx.state.promptTokens ?? 0;
+    ctx.state.usage.promptTokens = reportedTokens(value.usage?.prompt_tokens) ?? ctx.state.promptTokens ?? 0;
     ctx.state.result = { kind: "json", body: value, text: receivedText(value) };
   };
 }
