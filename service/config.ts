@@ -80,6 +80,14 @@ const apiKeyEnv = (example: string) =>
     .regex(/^[A-Z][A-Z0-9_]*$/, `an environment variable name such as ${example}`)
     .refine((name) => !OWN_SECRETS.has(name), "must not name one of the proxy's own settings (its secrets)");
 
+/** Extra headers sent to a provider: HTTP token names, values without line breaks (undici refuses both per request). */
+const providerHeaders = z
+  .record(
+    z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "a header name (letters, digits and -, no spaces)"),
+    z.string().regex(/^[^\r\n\0]*$/, "a header value without line breaks or NUL"),
+  )
+  .default({});
+
 const providerSchema = z.discriminatedUnion("type", [
   z
     .object({
@@ -91,7 +99,7 @@ const providerSchema = z.discriminatedUnion("type", [
       auth_header: z.enum(["authorization", "api-key"]).default("authorization"),
       /** Extra query string (Azure: `api-version=2024-10-21`). */
       query: z.record(z.string(), z.string()).default({}),
-      headers: z.record(z.string(), z.string()).default({}),
+      headers: providerHeaders,
       timeout_ms: z.number().int().positive().default(60_000),
       max_retries: z.number().int().min(0).max(5).default(1),
       connections: z.number().int().positive().default(128),
@@ -108,7 +116,7 @@ const providerSchema = z.discriminatedUnion("type", [
       default_max_tokens: z.number().int().positive().default(4096),
       /** Top-level `cache_control`: Anthropic caches the prompt prefix automatically (reads cost a tenth of input). */
       prompt_caching: z.boolean().default(true),
-      headers: z.record(z.string(), z.string()).default({}),
+      headers: providerHeaders,
       timeout_ms: z.number().int().positive().default(60_000),
       max_retries: z.number().int().min(0).max(5).default(1),
       connections: z.number().int().positive().default(128),
@@ -604,9 +612,14 @@ export function loadConfig(opts: LoadConfigOptions): Config {
       }
     }
   });
+  const kindOf = new Map(models.map((m) => [m.name, m.kind]));
   models.forEach((m, i) =>
     m.fallbacks.forEach((f, j) => {
       if (!names.has(f)) problems.push(`config models[${i}].fallbacks[${j}]: unknown model "${f}"`);
+      else if (kindOf.get(f) !== m.kind)
+        problems.push(
+          `config models[${i}].fallbacks[${j}]: "${f}" is a ${kindOf.get(f)} model; a ${m.kind} model falls back to ${m.kind} models only`,
+        );
       if (f === m.name)
         problems.push(`config models[${i}].fallbacks[${j}]: a model cannot fall back to itself`);
     }),
@@ -615,6 +628,14 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     file.embedding_model ?? (models.some((m) => m.name === "mock-embedding") ? "mock-embedding" : null);
   if (file.embedding_model && !names.has(file.embedding_model) && !passthroughProvider) {
     problems.push(`config embedding_model: unknown model "${file.embedding_model}"`);
+  } else if (
+    file.embedding_model &&
+    names.has(file.embedding_model) &&
+    kindOf.get(file.embedding_model) !== "embedding"
+  ) {
+    problems.push(
+      `config embedding_model: "${file.embedding_model}" is not an embedding model (set kind: embedding on it)`,
+    );
   }
 
   const blockedPatterns: RegExp[] = [];

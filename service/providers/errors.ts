@@ -44,6 +44,22 @@ function upstreamMessage(bodyText: string): {
   return { message: null, type: null, code: null };
 }
 
+const MAX_RETRY_AFTER_MS = 24 * 3600 * 1000;
+
+/** A provider's Retry-After (seconds, or an HTTP date) in ms, within [0, 24 h]; null when absent or unreadable. */
+export function retryAfterMsOf(value: string | null, now = Date.now()): number | null {
+  if (!value) return null;
+  const v = value.trim();
+  let ms: number;
+  if (/^\d+(\.\d+)?$/.test(v)) ms = Number(v) * 1000;
+  else {
+    const at = Date.parse(v);
+    if (!Number.isFinite(at) || !/[a-z]/i.test(v)) return null;
+    ms = Math.max(0, at - now);
+  }
+  return Math.min(ms, MAX_RETRY_AFTER_MS);
+}
+
 export function httpFailure(
   provider: string,
   status: number,
@@ -51,7 +67,18 @@ export function httpFailure(
   retryAfter: string | null,
 ): ProviderFailure {
   const up = upstreamMessage(bodyText);
-  const retryAfterMs = retryAfter && /^\d+(\.\d+)?$/.test(retryAfter) ? Number(retryAfter) * 1000 : null;
+  const retryAfterMs = retryAfterMsOf(retryAfter);
+  if (status < 400) {
+    // A redirect: the provider's base_url points at the wrong place (undici does not follow redirects, nor should a
+    // proxy holding credentials). Not the client's fault; the fallback may serve.
+    return new ProviderFailure(
+      `${provider}: ${status}`,
+      true,
+      new UpstreamError(
+        `The upstream provider answered with a redirect (HTTP ${status}); check its base_url.`,
+      ),
+    );
+  }
   if (status === 429) {
     return new ProviderFailure(
       `${provider}: 429`,
@@ -62,7 +89,8 @@ export function httpFailure(
         "upstream_rate_limited",
         "The upstream provider is rate limiting requests.",
         {
-          headers: retryAfter ? { "retry-after": retryAfter } : {},
+          // Passed on in seconds, as read: never a negative, unparsable or far-future value from the provider.
+          headers: retryAfterMs !== null ? { "retry-after": String(Math.ceil(retryAfterMs / 1000)) } : {},
         },
       ),
       retryAfterMs,

@@ -108,7 +108,7 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
       } catch (error) {
         throw networkFailure(cfg.name, error);
       }
-      if (res.statusCode >= 400) {
+      if (res.statusCode >= 300) {
         const text = await res.body.text().catch(() => "");
         const retryAfter = res.headers["retry-after"];
         throw httpFailure(cfg.name, res.statusCode, text, typeof retryAfter === "string" ? retryAfter : null);
@@ -126,7 +126,7 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
       } catch (error) {
         throw networkFailure(cfg.name, error);
       }
-      if (answer.statusCode >= 400) {
+      if (answer.statusCode >= 300) {
         throw httpFailure(cfg.name, answer.statusCode, answer.body.toString("utf8"), answer.retryAfter);
       }
       try {

@@ -8,6 +8,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../../service/config";
+import { retryAfterMsOf } from "../../../service/providers/errors";
 import { MAX_REPORTED_TOKENS } from "../../../service/lib/chunk-blocks";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
@@ -33,7 +34,11 @@ async function startRawUpstream(): Promise<RawUpstream> {
       raw.requests++;
       const a = raw.answer;
       if ("json" in a) {
-        res.writeHead(200, { "content-type": "application/json" });
+        const status = (a as { status?: number }).status ?? 200;
+        res.writeHead(status, {
+          "content-type": "application/json",
+          ...(status < 400 && status >= 300 ? { location: "http://127.0.0.1:9/" } : {}),
+        });
         res.end(a.json);
         return;
       }
@@ -117,6 +122,16 @@ describe("a misbehaving upstream", () => {
       const served = await chat("bad-with-fallback", { temperature: Math.random() });
       expect(served.status, json).toBe(200);
     }
+  });
+
+  it("a redirect from the upstream is a failed attempt (502, the fallback serves), not a success", async () => {
+    const before = raw.requests;
+    raw.answer = { json: '{"choices":[]}', status: 301 } as never;
+    const res = await chat("bad");
+    expect(res.status).toBe(502);
+    expect(((await res.json()) as any).error.message).toMatch(/redirect/);
+    expect((await chat("bad-with-fallback", { temperature: Math.random() })).status).toBe(200);
+    expect(raw.requests - before).toBe(2);
   });
 
   it("bounds reported usage: the row is written with at most 2^31 - 1 tokens and a finite cost", async () => {
@@ -204,6 +219,44 @@ describe("provider configuration", () => {
       expect((error as ConfigError).message, url).toMatch(/providers\.p\.base_url.*http:\/\/ or https:\/\//);
     }
     expect(() => config('{ type: openai, base_url: "https://api.example.com/v1" }')).not.toThrow();
+  });
+
+  it("provider headers must be HTTP header names and values without line breaks", () => {
+    expect(() =>
+      config('{ type: openai, base_url: "https://a/v1", headers: { "bad header": "x" } }'),
+    ).toThrow(/headers/);
+    expect(() =>
+      config('{ type: openai, base_url: "https://a/v1", headers: { "x-ok": "a\\r\\nInjected: 1" } }'),
+    ).toThrow(/line breaks/);
+    expect(() =>
+      config('{ type: openai, base_url: "https://a/v1", headers: { "x-team": "ml" } }'),
+    ).not.toThrow();
+  });
+
+  it("a fallback or the embedding_model of the wrong kind is a config error", () => {
+    const file = (extra: string) =>
+      loadConfig({
+        env: { PROXY_MASTER_KEY: "k".repeat(40), DATABASE_URL: "postgres://u@h/db" },
+        fileText: `providers:\n  p: { type: openai, base_url: "https://a/v1" }\nmodels:\n  - { name: c, provider: p, fallbacks: [e] }\n  - { name: e, provider: p, kind: embedding }\n${extra}`,
+      });
+    expect(() => file("")).toThrow(/fallbacks\[0\].*embedding model/);
+    expect(() =>
+      loadConfig({
+        env: { PROXY_MASTER_KEY: "k".repeat(40), DATABASE_URL: "postgres://u@h/db" },
+        fileText: `providers:\n  p: { type: openai, base_url: "https://a/v1" }\nmodels:\n  - { name: c, provider: p }\nembedding_model: c\n`,
+      }),
+    ).toThrow(/embedding_model.*not an embedding model/);
+  });
+
+  it("a provider's Retry-After is read as seconds or an HTTP date, within 0 to 24 h, else ignored", () => {
+    const now = Date.parse("2026-11-25T00:00:00Z");
+    expect(retryAfterMsOf("2", now)).toBe(2000);
+    expect(retryAfterMsOf("-5", now)).toBeNull();
+    expect(retryAfterMsOf("1e3", now)).toBeNull();
+    expect(retryAfterMsOf("99999999", now)).toBe(24 * 3600 * 1000);
+    expect(retryAfterMsOf("Wed, 25 Nov 2026 00:00:30 GMT", now)).toBe(30_000);
+    expect(retryAfterMsOf("Tue, 24 Nov 2026 00:00:30 GMT", now)).toBe(0);
+    expect(retryAfterMsOf("soon", now)).toBeNull();
   });
 
   it("api_key_env may not name the proxy's own secrets", () => {
