@@ -4,6 +4,7 @@
  * before anything reached the client; after that, an idle gap longer than the timeout ends the stream with an error.
  */
 import type { ProviderConfig } from "../config";
+import { isObject } from "../lib/input-check";
 import type { Provider, UpstreamChatResult } from "../ports";
 import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse } from "../types";
 import {
@@ -61,8 +62,6 @@ export function createOpenAICompatibleProvider(cfg: OpenAIConfig): Provider {
   };
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === "object" && v !== null && !Array.isArray(v);
 /** Absent or null, else an object. */
 const isOptionalObject = (v: unknown) => v === undefined || v === null || isObject(v);
 /** Absent or null, else a list of objects whose `function` is absent, null or an object. */
