@@ -19,6 +19,7 @@ export const ENV_VARS = [
   "PROXY_MASTER_KEY",
   "DATABASE_URL",
   "DATABASE_CA",
+  "DATABASE_WAIT_SECONDS",
   "REDIS_URL",
   "REDIS_TLS_CA",
   "REDIS_CLUSTER",
@@ -262,6 +263,7 @@ const envSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
     .optional(),
   DATABASE_CA: z.string().includes("BEGIN CERTIFICATE", { message: "a PEM certificate" }).optional(),
+  DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).optional(),
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, "a redis:// or rediss:// URL")
@@ -364,7 +366,8 @@ export interface Config {
   /** Admin key; null only before the embedded default has generated one (main.ts fills it in). */
   masterKey: string | null;
   dataDir: string;
-  database: { url: string | null; ca: string | null };
+  /** `waitSeconds`: how long start-up waits for an unreachable PostgreSQL before it gives up (DATABASE_WAIT_SECONDS). */
+  database: { url: string | null; ca: string | null; waitSeconds: number };
   /**
    * `url`: REDIS_URL (with `cluster`, one or more comma-separated seed nodes). `cluster`: REDIS_CLUSTER, speak the
    * Redis Cluster protocol (default false).
@@ -689,7 +692,11 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     },
     masterKey: env.PROXY_MASTER_KEY ?? null,
     dataDir,
-    database: { url: env.DATABASE_URL ?? null, ca: env.DATABASE_CA ?? null },
+    database: {
+      url: env.DATABASE_URL ?? null,
+      ca: env.DATABASE_CA ?? null,
+      waitSeconds: env.DATABASE_WAIT_SECONDS ?? 30,
+    },
     redis: {
       url: env.REDIS_URL ?? null,
       tlsCa: env.REDIS_TLS_CA ?? null,

@@ -6,6 +6,7 @@
  */
 import cluster from "node:cluster";
 import { ConfigError, loadConfig, type Config } from "./config";
+import { EXIT_CANNOT_START, StartupError } from "./lib/startup";
 
 function load(): Config {
   try {
@@ -23,12 +24,19 @@ function load(): Config {
 const config = load();
 if (cluster.isPrimary) {
   (require("./primary") as typeof import("./primary")).runPrimary(config).catch((error) => {
-    process.stderr.write(`llm-proxy: failed to start: ${(error as Error).stack ?? String(error)}\n`);
+    process.stderr.write(`llm-proxy: ${startFailure(error)}\n`);
     process.exit(1);
   });
 } else {
   (require("./worker") as typeof import("./worker")).runWorker(config).catch((error) => {
-    process.stderr.write(`llm-proxy worker: failed to start: ${(error as Error).stack ?? String(error)}\n`);
-    process.exit(1);
+    process.stderr.write(`llm-proxy worker: ${startFailure(error)}\n`);
+    // A failure the user must fix: the primary stops instead of starting replacements that fail alike.
+    process.exit(error instanceof StartupError ? EXIT_CANNOT_START : 1);
   });
+}
+
+/** One line naming the setting to fix for a known failure; the stack for anything else. */
+function startFailure(error: unknown): string {
+  if (error instanceof StartupError) return error.message;
+  return `failed to start: ${(error as Error).stack ?? String(error)}`;
 }

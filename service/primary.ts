@@ -13,6 +13,7 @@ import { migrate } from "./adapters/migrations";
 import { createUsageWriter } from "./adapters/usage-writer";
 import type { EmbeddedPostgres } from "./adapters/pglite";
 import { ensureMasterKeyFile } from "./adapters/master-key-file";
+import { EXIT_CANNOT_START, withDatabase } from "./lib/startup";
 
 /** What the primary hands each worker over IPC (never through the environment or argv). */
 export interface WorkerInit {
@@ -75,7 +76,12 @@ export async function runPrimary(config: Config): Promise<void> {
       max: 1,
     });
     try {
-      const result = await migrate(pool, { log });
+      // A database that is not up yet (a pod started with it) is waited for; one that refuses us is a clear error.
+      const result = await withDatabase(() => migrate(pool, { log }), {
+        url: databaseUrl,
+        waitSeconds: config.database.waitSeconds,
+        log,
+      });
       if (result.applied.length) log.info({ applied: result.applied }, "migrations applied");
       const writer = createUsageWriter({
         pool,
@@ -95,6 +101,8 @@ export async function runPrimary(config: Config): Promise<void> {
   const init: WorkerInit = { type: "llmproxy:init", databaseUrl, masterKey, chromaUrl, poolOptions };
   let draining = false;
   let readyCount = 0;
+  // The port the workers listen on: PORT, or the one the system chose for PORT=0.
+  let boundPort = config.server.port;
   const crashes: number[] = [];
 
   const fork = (): Worker => {
@@ -107,6 +115,8 @@ export async function runPrimary(config: Config): Promise<void> {
         for (const w of Object.values(cluster.workers ?? {})) if (w !== worker) w?.send(msg);
       } else if (msg?.type === "llmproxy:ready") {
         readyCount++;
+        const port = (msg as { port?: number }).port;
+        if (typeof port === "number") boundPort = port;
         if (readyCount === config.server.workers) announce();
       } else if (msg?.type === "llmproxy:metrics-request") {
         aggregator
@@ -130,6 +140,12 @@ export async function runPrimary(config: Config): Promise<void> {
 
   cluster.on("exit", (worker, code, signal) => {
     if (draining) return;
+    if (code === EXIT_CANNOT_START) {
+      // A failure no replacement would get past (the listen address); the worker printed what to fix.
+      log.fatal({ worker: worker.id }, "a worker cannot start (see the message above); stopping");
+      void shutdown(1);
+      return;
+    }
     const now = Date.now();
     crashes.push(now);
     while (crashes.length && crashes[0] < now - CRASH_WINDOW_MS) crashes.shift();
@@ -143,7 +159,7 @@ export async function runPrimary(config: Config): Promise<void> {
   });
 
   const announce = () => {
-    const url = `http://${config.server.host === "0.0.0.0" ? "127.0.0.1" : config.server.host}:${config.server.port}`;
+    const url = `http://${config.server.host === "0.0.0.0" ? "127.0.0.1" : config.server.host}:${boundPort}`;
     log.info({ url, workers: config.server.workers, startupMs: Date.now() - started }, "llm-proxy ready");
     if (!config.embedded) return;
     const mk = masterKeyFile ? `$(cat ${masterKeyFile})` : "$PROXY_MASTER_KEY";
@@ -169,7 +185,7 @@ export async function runPrimary(config: Config): Promise<void> {
   const shutdown = async (code: number) => {
     if (draining) return;
     draining = true;
-    log.info("SIGTERM: draining workers");
+    log.info(code === 0 ? "SIGTERM: draining workers" : "stopping workers");
     const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w);
     const exited = Promise.all(
       workers.map((w) => new Promise<void>((resolve) => w.once("exit", () => resolve()))),

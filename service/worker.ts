@@ -5,6 +5,7 @@
  */
 import cluster from "node:cluster";
 import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import v8 from "node:v8";
@@ -19,6 +20,7 @@ import type { WorkerInit } from "./primary";
 import { inflightCount } from "./stages/request-context";
 import { configNeedsTokenCounts } from "./stages/token-count";
 import { preloadEncoding } from "./lib/tokens";
+import { listenProblem, StartupError } from "./lib/startup";
 
 /** Ask the primary for the pod-wide metrics (it collects every worker's registry). */
 function clusterMetricsText(): Promise<{ contentType: string; body: string }> {
@@ -127,9 +129,17 @@ export async function runWorker(base: Config): Promise<void> {
   server.headersTimeout = 66_000;
   server.requestTimeout = config.server.requestTimeoutMs;
   server.listen(config.server.port, config.server.host);
-  await once(server, "listening");
-  log.info({ port: config.server.port }, "worker listening");
-  process.send?.({ type: "llmproxy:ready" });
+  try {
+    await once(server, "listening");
+  } catch (error) {
+    const problem = listenProblem(error, config.server.host, config.server.port);
+    if (problem) throw new StartupError(problem, { cause: error });
+    throw error;
+  }
+  // The port the system chose when PORT=0 (in a cluster every worker shares it).
+  const port = (server.address() as AddressInfo | null)?.port ?? config.server.port;
+  log.info({ port }, "worker listening");
+  process.send?.({ type: "llmproxy:ready", port });
 
   let stopping = false;
   const drain = async () => {

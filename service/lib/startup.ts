@@ -1,0 +1,142 @@
+/**
+ * Start-up failures a user can fix, told as one line naming the setting and the fix instead of a stack trace: the
+ * listen address (port in use, an address the machine does not have, a privileged port) and PostgreSQL (not reachable
+ * yet, a missing database, refused credentials). A database that is not reachable yet is waited for — in Kubernetes
+ * the proxy often starts before its database or its DNS name is ready — for DATABASE_WAIT_SECONDS.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+
+/** A worker's exit code for a start-up failure it printed and no replacement would get past (EX_CONFIG). */
+export const EXIT_CANNOT_START = 78;
+
+/** A start-up failure whose message is the whole story (main.ts prints it without a stack). */
+export class StartupError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StartupError";
+  }
+}
+
+function codeOf(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : "";
+}
+
+/** The fix for a failed `server.listen`, or null when the failure is not one of the address's. */
+export function listenProblem(error: unknown, host: string, port: number): string | null {
+  const where = `${host}:${port}`;
+  switch (codeOf(error)) {
+    case "EADDRINUSE":
+      return `env PORT: ${where} is already in use (EADDRINUSE); stop what listens there or set PORT to a free port`;
+    case "EADDRNOTAVAIL":
+      return `env HOST: ${host} is not an address of this machine (EADDRNOTAVAIL); set HOST to one of its addresses, or 0.0.0.0 for all of them`;
+    case "EACCES":
+    case "EPERM":
+      return `env PORT: listening on ${where} is not permitted (${codeOf(error)}); ports below 1024 need privileges, use one above 1023`;
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+    case "EAI_FAIL":
+      return `env HOST: ${host} does not resolve to an address (${codeOf(error)}); set HOST to an IP address, or 0.0.0.0 for all of them`;
+    case "EAFNOSUPPORT":
+      return `env HOST: ${host} is of an address family this machine does not support (EAFNOSUPPORT); use an IPv4 address or 0.0.0.0`;
+    default:
+      return null;
+  }
+}
+
+/** Failures that pass: the server is not up yet, is starting, restarting, or out of connections for a moment. */
+const TRANSIENT = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EPIPE",
+  "ENOTFOUND", // a Kubernetes Service's DNS name can appear after the pod starts
+  "EAI_AGAIN",
+  "57P03", // cannot_connect_now: the database system is starting up
+  "57P01", // admin_shutdown (a failover in progress)
+  "53300", // too_many_connections
+]);
+
+/** Where the database is, without user or password: for messages. */
+export function databaseTarget(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || "5432"}${u.pathname}`;
+  } catch {
+    return "(the DATABASE_URL's server)";
+  }
+}
+
+function isTransient(error: unknown): boolean {
+  if (TRANSIENT.has(codeOf(error))) return true;
+  // pg's own connect timeout has no code.
+  return /timeout expired|Connection terminated/i.test((error as Error | null)?.message ?? "");
+}
+
+/**
+ * The message for a database failure that waiting does not fix, naming DATABASE_URL and never its credentials
+ * (pg's messages hold neither the URL nor the password).
+ */
+export function databaseProblem(error: unknown, url: string, waitedSeconds: number | null): string {
+  const target = databaseTarget(url);
+  const code = codeOf(error);
+  const reason = ((error as Error | null)?.message ?? String(error)).split("\n")[0];
+  if (waitedSeconds !== null) {
+    return `env DATABASE_URL: PostgreSQL at ${target} is not reachable (${code || reason}) after waiting ${waitedSeconds} s; check the host and port, or raise DATABASE_WAIT_SECONDS`;
+  }
+  switch (code) {
+    case "3D000":
+      return `env DATABASE_URL: ${reason} at ${target}; create it (CREATE DATABASE) or point DATABASE_URL at an existing one`;
+    case "28P01":
+    case "28000":
+      return `env DATABASE_URL: PostgreSQL at ${target} refused the credentials (${reason}); check the user and password in DATABASE_URL`;
+    case "42501":
+      return `env DATABASE_URL: the user lacks a privilege the migrations need at ${target} (${reason}); grant it CREATE on the database, or run the first start as its owner`;
+    default:
+      return `env DATABASE_URL: PostgreSQL at ${target} failed: ${reason}${code ? ` (${code})` : ""}`;
+  }
+}
+
+/**
+ * Runs `attempt` until it succeeds, retrying failures that pass (see TRANSIENT) with a growing pause for up to
+ * `waitSeconds`; any other failure, or the wait running out, is a StartupError naming DATABASE_URL.
+ */
+export async function withDatabase<T>(
+  attempt: () => Promise<T>,
+  opts: { url: string; waitSeconds: number; log: Logger },
+): Promise<T> {
+  const started = Date.now();
+  const deadline = started + opts.waitSeconds * 1000;
+  let pause = 250;
+  let logged = false;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (error instanceof StartupError) throw error;
+      if (!isTransient(error))
+        throw new StartupError(databaseProblem(error, opts.url, null), { cause: error });
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const waited = Math.round((Date.now() - started) / 1000);
+        throw new StartupError(databaseProblem(error, opts.url, waited), { cause: error });
+      }
+      if (!logged) {
+        logged = true;
+        opts.log.warn(
+          {
+            database: databaseTarget(opts.url),
+            code: codeOf(error) || undefined,
+            waitSeconds: opts.waitSeconds,
+          },
+          "PostgreSQL not reachable yet; waiting for it",
+        );
+      }
+      await sleep(Math.min(pause, left));
+      pause = Math.min(pause * 2, 4000);
+    }
+  }
+}
