@@ -105,6 +105,16 @@ export class UpstreamError extends ProxyError {
   }
 }
 
+/**
+ * 499 (nginx's "client closed request"): the client went away before the answer. Never sent (there is nobody to
+ * send it to); it is what the usage row, the metrics and the access line say.
+ */
+export class ClientClosedError extends ProxyError {
+  constructor() {
+    super(499, "client_error", "client_closed_request", "The client closed the request.");
+  }
+}
+
 /** 504: every attempt timed out. */
 export class UpstreamTimeoutError extends ProxyError {
   constructor(message = "The upstream did not answer in time.") {

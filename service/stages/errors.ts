@@ -15,8 +15,15 @@ export function createErrorHandler(): Middleware<ProxyState> {
       await next();
     } catch (error) {
       const e = toProxyError(error);
-      ctx.state.usage.status = e.status;
-      ctx.state.usage.errorCode = e.code;
+      const usage = ctx.state.usage;
+      if (usage.errorCode === "client_closed_request") {
+        // The client left first (request-context recorded it as 499): what failed after that, the cancelled
+        // upstream call included, reached nobody and is not the proxy's failure.
+        ctx.state.log.debug({ status: e.status, code: e.code }, "request ended after the client left");
+        return;
+      }
+      usage.status = e.status;
+      usage.errorCode = e.code;
       if (e.status >= 500) {
         ctx.state.log.error({ err: error, status: e.status, code: e.code }, "request failed");
       } else {

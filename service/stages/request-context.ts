@@ -130,8 +130,12 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       const usage = ctx.state.usage;
       const seconds = (performance.now() - ctx.state.startedAt) / 1e3;
       usage.latencyMs = Math.round(seconds * 1000);
+      if (!ctx.res.writableFinished && !usage.errorCode) {
+        usage.errorCode = "client_closed_request";
+        // Gone before the response began: 499 (what was sent, if a stream's head was, stays the status).
+        if (!ctx.res.headersSent) usage.status = 499;
+      }
       if (!usage.status) usage.status = ctx.status;
-      if (!ctx.res.writableFinished && !usage.errorCode) usage.errorCode = "client_closed_request";
       const streamed = ctx.state.streamed;
       if (streamed?.chars && !streamed.reported && !usage.cacheHit) {
         // A stream cut before the provider's usage chunk (the client left, or the upstream failed mid-way): the

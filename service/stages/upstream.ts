@@ -8,7 +8,7 @@
 import type { ServerResponse } from "node:http";
 import type { Middleware } from "koa";
 import type { Config, DeploymentConfig } from "../config";
-import { UpstreamError } from "../errors";
+import { ClientClosedError } from "../errors";
 import { Cancellation, delay } from "../lib/cancel";
 import { chatUsage, reportedTokens } from "../lib/chunk-blocks";
 import { upstreamAttempts, upstreamDuration } from "../metrics";
@@ -71,7 +71,7 @@ async function* meter(
   }
 }
 
-const clientClosed = () => new UpstreamError("The client closed the request.", "client_closed_request");
+const clientClosed = () => new ClientClosedError();
 
 /** Fires when the client goes away before the response has finished. */
 function clientAbort(res: ServerResponse): Cancellation {

@@ -274,7 +274,10 @@ describe("forwarding, routing and fallbacks", () => {
         // The upstream connection is closed long before any timeout would have fired.
         await closed;
         const rows = await own.waitForUsageRows(1);
-        expect(rows[0]).toMatchObject({ error_code: "client_closed_request" });
+        // 499 (client closed request), not a 502 charged to the upstream: nothing failed but the client's wait.
+        expect(rows[0]).toMatchObject({ status: 499, error_code: "client_closed_request" });
+        const metrics = await (await fetch(`${own.url}/metrics`)).text();
+        expect(metrics).toMatch(/llmproxy_requests_total\{[^}]*status="499"[^}]*\} 1/);
       },
     );
   });
@@ -304,7 +307,8 @@ describe("forwarding, routing and fallbacks", () => {
       client.abort();
       await closed;
       const rows = await own.waitForUsageRows(1);
-      expect(rows[0]).toMatchObject({ stream: true, error_code: "client_closed_request" });
+      // The stream's head was sent: its status stays what the client got.
+      expect(rows[0]).toMatchObject({ stream: true, status: 200, error_code: "client_closed_request" });
     });
   });
 });
