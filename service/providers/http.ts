@@ -5,7 +5,7 @@
 import { Pool, errors as undiciErrors } from "undici";
 import type { Dispatcher } from "undici";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
-import { UpstreamError } from "../errors";
+import { UpstreamError, UpstreamTimeoutError } from "../errors";
 import { onCancel, type CancelSignal } from "../lib/cancel";
 import { ProviderFailure, httpFailure, networkFailure } from "./errors";
 
@@ -291,6 +291,10 @@ async function* prepend<T>(first: IteratorResult<T>, rest: AsyncGenerator<T>): A
         next = await rest.next();
       } catch (error) {
         if (error instanceof ProviderFailure) throw error.clientError;
+        // The provider went silent mid-stream for longer than the attempt timeout (undici's bodyTimeout).
+        if (error instanceof undiciErrors.BodyTimeoutError) {
+          throw new UpstreamTimeoutError("The upstream stream went silent for longer than its timeout.");
+        }
         throw new UpstreamError("The upstream stream failed.", "upstream_stream_error", { cause: error });
       }
       if (next.done) return;

@@ -282,6 +282,32 @@ describe("forwarding, routing and fallbacks", () => {
     );
   });
 
+  it("a stream that goes silent mid-way ends with an upstream_timeout event and a 504 row", async () => {
+    const silentAfterOne: http.RequestListener = (req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const chunk = { id: "c1", object: "chat.completion.chunk", created: 1, model: "m" };
+        res.write(
+          `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: "Hel" } }] })}\n\n`,
+        );
+      });
+    };
+    await withOwnUpstream(silentAfterOne, async ({ proxy: own }) => {
+      const res = await post(own, own.key, {
+        model: "own",
+        stream: true,
+        messages: [{ role: "user", content: "x" }],
+      });
+      expect(res.status).toBe(200);
+      const data = events(res.text);
+      expect(data[0]).toContain('"Hel"');
+      expect(JSON.parse(data.at(-1)!).error).toMatchObject({ code: "upstream_timeout" });
+      const rows = await own.waitForUsageRows(1);
+      expect(rows[0]).toMatchObject({ stream: true, status: 504, error_code: "upstream_timeout" });
+    });
+  });
+
   it("stops a stream and releases the upstream when the client leaves mid-stream", async () => {
     // Sends one chunk, then nothing: only the client leaving can end this request.
     const oneChunk: http.RequestListener = (req, res) => {
