@@ -160,7 +160,12 @@ function detectBareSsns(text: string, push: Push): void {
 // ---------------------------------------------------------------------------------------------- IP
 const IPV4_RE = /(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)/g;
 const IPV6_RE = /^[0-9A-Fa-f:]+(?:\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w]+)?$/;
-const VERSION_BEFORE_RE = /(?:version|ver\.?|release|build|v)\s*[=:]?\s*["']?$/i;
+/**
+ * A dotted quad right after a version keyword is a version, not an address: "version 1.2.3.4", "build=1.2.3.4",
+ * "v1.2.3.4". Each keyword must be a word of its own ("server 10.0.0.1", "resolver 8.8.4.4", "dev 10.1.2.3" are
+ * addresses), and a lone "v" must touch the number.
+ */
+const VERSION_BEFORE_RE = /(?<![A-Za-z])(?:(?:version|ver\.?|release|build)\s*[=:]?\s*|v[=:]?)["']?$/i;
 
 function detectIpv4(text: string, win: string, at: number, push: Push): void {
   let m: RegExpExecArray | null;

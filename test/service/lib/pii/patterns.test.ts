@@ -128,10 +128,26 @@ describe("IP_ADDRESS", () => {
     ]);
     expect(found("[2606:4700:4700::1111]:443")).toEqual([["IP_ADDRESS", "2606:4700:4700::1111"]]);
   });
+  it("finds v4 after words that end like a version keyword (server, resolver, dev, env, observer)", () => {
+    for (const [t, ip] of [
+      ["Server 203.0.113.42 is down", "203.0.113.42"],
+      ["server: 198.51.100.7", "198.51.100.7"],
+      ["DNS resolver 8.8.4.4", "8.8.4.4"],
+      ["ssh dev 10.20.30.40", "10.20.30.40"],
+      ["export env 10.20.30.40", "10.20.30.40"],
+      ["observer 203.0.113.42", "203.0.113.42"],
+      ["rebuild 10.1.2.3", "10.1.2.3"],
+    ])
+      expect(found(t), t).toEqual([["IP_ADDRESS", ip]]);
+  });
   it("rejects versions, out-of-range octets, times, MACs and C++ scopes", () => {
     for (const t of [
       "version 1.2.3.4",
       "v1.2.3.4",
+      "ver. 1.2.3.4",
+      "build=10.0.19045.1",
+      "release: 4.3.2.1",
+      'version "1.2.3.4"',
       "999.1.1.1",
       "10:30:45",
       "00:1A:2B:3C:4D:5E",
