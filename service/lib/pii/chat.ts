@@ -157,8 +157,13 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
   }
 
   function restoreChoice(c: Choice): void {
+    const finished = c.finish_reason !== null && c.finish_reason !== undefined;
+    // Some servers send the last chunk as `{index, finish_reason}` without a delta: it still releases what is held.
+    if (c.delta === undefined || c.delta === null) {
+      if (!finished || !streams.size) return;
+      c.delta = {};
+    }
     const d = c.delta;
-    if (d === undefined || d === null) return;
     const i = c.index ?? 0;
     if (typeof d.content === "string") d.content = stream(`${i}:c`, false).push(d.content);
     if (typeof d.refusal === "string") d.refusal = stream(`${i}:r`, false).push(d.refusal);
@@ -166,7 +171,7 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
       for (const t of d.tool_calls)
         if (t.function !== undefined && typeof t.function.arguments === "string")
           t.function.arguments = stream(`${i}:t${t.index ?? 0}`, true).push(t.function.arguments);
-    if (c.finish_reason !== null && c.finish_reason !== undefined) {
+    if (finished) {
       const held = flushChoice(i);
       if (held.content !== "") d.content = (typeof d.content === "string" ? d.content : "") + held.content;
       if (held.refusal !== "") d.refusal = (typeof d.refusal === "string" ? d.refusal : "") + held.refusal;

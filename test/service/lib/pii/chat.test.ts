@@ -264,6 +264,22 @@ describe("createChunkRestorer", () => {
     expect(r.flush()).toEqual([]);
   });
 
+  it("releases held text with a finish_reason chunk that has no delta (or a null one)", () => {
+    for (const last of [
+      { index: 0, finish_reason: "stop" },
+      { index: 0, delta: null, finish_reason: "stop" },
+    ]) {
+      const session = engine.newSession();
+      const ph = session.scrub(EMAIL);
+      const r = createChunkRestorer(session);
+      r.restore(chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 10) }, finish_reason: null }]));
+      const b = r.restore(chunk([last as never]));
+      expect(b.choices[0]!.delta.content).toBe(ph.slice(0, 10));
+      expect(b.choices[0]!.finish_reason).toBe("stop");
+      expect(r.flush()).toEqual([]);
+    }
+  });
+
   it("flush returns chunks for text still held when the stream ends without finish_reason", () => {
     const session = engine.newSession();
     const ph = session.scrub(EMAIL);
