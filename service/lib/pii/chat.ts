@@ -2,7 +2,7 @@
 // client gets back (whole responses and streamed chunks).
 //
 // Scrubbed: every message's string content and text/refusal parts (system, developer, user, assistant, tool),
-// assistant tool_calls[].function.arguments and legacy function_call.arguments (string values inside the
+// assistant tool_calls[].function.arguments and legacy function_call.arguments (string values and keys inside the
 // JSON, which stays valid JSON). Not scrubbed: image/audio/file parts, tool definitions, and message `name`
 // fields — the API restricts `name` to [a-zA-Z0-9_-]{1,64}, so a placeholder there would turn the request
 // into a 400, and it is a participant label the model does not echo.
@@ -19,14 +19,13 @@ import type { PiiSession, Restorer, StreamRestorer } from "./session";
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
-const COLON = 0x3a;
-const isJsonSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 
 /**
- * Scrubs tool-call arguments: the string values inside the JSON (not keys), each string literal replaced in place, so
- * everything else stays byte for byte as the client sent it — numbers beyond double precision (a 20-digit id), `1.0`,
- * spacing, key order (a parse-and-serialize changed 12345678901234567890 into 12345678901234567000). Arguments that
- * are not JSON are scrubbed as plain text.
+ * Scrubs tool-call arguments: the strings inside the JSON — values and keys (maps keyed by e-mail, user or host are
+ * common in tool calls), each string literal replaced in place, so everything else stays byte for byte as the
+ * client sent it — numbers beyond double precision (a 20-digit id), `1.0`, spacing, key order (a parse-and-serialize
+ * changed 12345678901234567890 into 12345678901234567000). A scrubbed key stays a unique key: equal values get one
+ * placeholder, different values different ones. Arguments that are not JSON are scrubbed as plain text.
  */
 export function scrubArguments(args: string, session: PiiSession): string {
   try {
@@ -41,15 +40,11 @@ export function scrubArguments(args: string, session: PiiSession): string {
     if (args.charCodeAt(i) !== QUOTE) continue;
     let j = i + 1;
     while (args.charCodeAt(j) !== QUOTE) j += args.charCodeAt(j) === BACKSLASH ? 2 : 1;
-    let k = j + 1;
-    while (k < args.length && isJsonSpace(args.charCodeAt(k))) k++;
-    if (args.charCodeAt(k) !== COLON) {
-      const value = JSON.parse(args.slice(i, j + 1)) as string;
-      const scrubbed = session.scrub(value);
-      if (scrubbed !== value) {
-        out += args.slice(last, i) + JSON.stringify(scrubbed);
-        last = j + 1;
-      }
+    const value = JSON.parse(args.slice(i, j + 1)) as string;
+    const scrubbed = session.scrub(value);
+    if (scrubbed !== value) {
+      out += args.slice(last, i) + JSON.stringify(scrubbed);
+      last = j + 1;
     }
     i = j;
   }
@@ -68,42 +63,71 @@ function scrubContent(content: ChatMessage["content"], session: PiiSession): Cha
 }
 
 function scrubToolCalls(calls: ToolCall[], session: PiiSession): ToolCall[] {
-  return calls.map((c) =>
-    c.function !== undefined && typeof c.function.arguments === "string"
-      ? { ...c, function: { ...c.function, arguments: scrubArguments(c.function.arguments, session) } }
-      : c,
-  );
+  return calls.map((c) => {
+    if (c.function !== undefined && typeof c.function.arguments === "string")
+      return { ...c, function: { ...c.function, arguments: scrubArguments(c.function.arguments, session) } };
+    // A custom (freeform) tool's call: its input is free text.
+    const custom = c.custom as { input?: unknown } | undefined | null;
+    if (typeof custom === "object" && custom !== null && typeof custom.input === "string")
+      return { ...c, custom: { ...custom, input: session.scrub(custom.input) } };
+    return c;
+  });
 }
+
+/**
+ * Model text a message or a delta may carry besides `content`: a refusal, and the reasoning that DeepSeek, vLLM and
+ * other OpenAI-compatible servers return (and clients send back in history) as `reasoning_content` / `reasoning`.
+ */
+const TEXT_FIELDS = ["refusal", "reasoning_content", "reasoning"] as const;
 
 /** A copy of `body` with every text the provider would see scrubbed (reversibly, secrets irreversibly). */
 export function scrubChatRequest<T extends ChatCompletionRequest>(body: T, session: PiiSession): T {
   const messages = body.messages.map((m) => {
     const out: ChatMessage = { ...m };
     if (m.content !== undefined) out.content = scrubContent(m.content, session);
+    for (const field of TEXT_FIELDS) {
+      const text = m[field];
+      if (typeof text === "string") out[field] = session.scrub(text);
+    }
     if (Array.isArray(m.tool_calls)) out.tool_calls = scrubToolCalls(m.tool_calls, session);
     const fc = m.function_call as { name?: string; arguments?: string } | undefined;
     if (fc !== undefined && fc !== null && typeof fc.arguments === "string")
       out.function_call = { ...fc, arguments: scrubArguments(fc.arguments, session) };
     return out;
   });
-  return { ...body, messages };
+  const scrubbed: T = { ...body, messages };
+  // Predicted output (the document being edited, usually): text the provider reads like the prompt.
+  const prediction = body.prediction as { content?: unknown } | undefined | null;
+  if (typeof prediction === "object" && prediction !== null && prediction.content !== undefined) {
+    const content = scrubContent(prediction.content as ChatMessage["content"], session);
+    (scrubbed as ChatCompletionRequest).prediction = { ...prediction, content };
+  }
+  return scrubbed;
 }
+
+type CustomCall = { custom?: { name?: string; input?: string } | null };
 
 function restoreMessage(m: ChatMessage, session: Restorer): void {
   if (typeof m.content === "string") m.content = session.restore(m.content);
   else if (Array.isArray(m.content))
     for (const p of m.content) if (typeof p.text === "string") p.text = session.restore(p.text);
-  if (typeof m.refusal === "string") m.refusal = session.restore(m.refusal);
+  for (const field of TEXT_FIELDS) {
+    const text = m[field];
+    if (typeof text === "string") m[field] = session.restore(text);
+  }
   if (Array.isArray(m.tool_calls))
-    for (const c of m.tool_calls)
+    for (const c of m.tool_calls) {
       if (c.function !== undefined && typeof c.function.arguments === "string")
         c.function.arguments = session.restore(c.function.arguments, { json: true });
+      const custom = (c as CustomCall).custom;
+      if (custom && typeof custom.input === "string") custom.input = session.restore(custom.input);
+    }
   const fc = m.function_call as { arguments?: unknown } | undefined | null;
   if (fc !== undefined && fc !== null && typeof fc.arguments === "string")
     fc.arguments = session.restore(fc.arguments, { json: true });
 }
 
-/** Restores placeholders in every choice's content, refusal and tool-call arguments (in place; returns it). */
+/** Restores placeholders in every choice's content, refusal, reasoning and tool-call input (in place; returns it). */
 export function restoreChatCompletion<T extends ChatCompletion>(json: T, session: Restorer): T {
   if (Array.isArray(json.choices))
     for (const c of json.choices)
@@ -112,6 +136,8 @@ export function restoreChatCompletion<T extends ChatCompletion>(json: T, session
 }
 
 type Choice = ChatCompletionChunk["choices"][number];
+type Delta = Choice["delta"];
+type DeltaCall = NonNullable<Delta["tool_calls"]>[number] & CustomCall;
 
 export interface ChunkRestorer {
   /** Restores one parsed chunk in place and returns it; text that may be a split placeholder is held back. */
@@ -124,10 +150,32 @@ export interface ChunkRestorer {
 }
 
 /**
- * Streaming restoration for chat completion chunks: one stream restorer per choice for content (and one
- * for refusal) and one per (choice, tool-call index) for arguments, so interleaved deltas cannot mix.
+ * Held text put back into a delta. `kind` is a text field's name, `f:<k>` (tool call k's arguments) or `u:<k>`
+ * (custom tool call k's input).
+ */
+function appendHeld(d: Delta, kind: string, rest: string): void {
+  if (kind.startsWith("f:") || kind.startsWith("u:")) {
+    const k = Number(kind.slice(2));
+    const calls = (d.tool_calls ??= []) as DeltaCall[];
+    let t = calls.find((x) => (x.index ?? 0) === k);
+    if (t === undefined) {
+      t = { index: k };
+      calls.push(t);
+    }
+    if (kind[0] === "f") t.function = { ...t.function, arguments: (t.function?.arguments ?? "") + rest };
+    else t.custom = { ...t.custom, input: (t.custom?.input ?? "") + rest };
+    return;
+  }
+  const current = d[kind];
+  d[kind] = (typeof current === "string" ? current : "") + rest;
+}
+
+/**
+ * Streaming restoration for chat completion chunks: one stream restorer per (choice, field) — content, refusal,
+ * reasoning — and one per (choice, tool-call index) for arguments or custom input, so interleaved deltas cannot mix.
  */
 export function createChunkRestorer(session: Restorer): ChunkRestorer {
+  // Keyed `<choice>|<kind>` (see appendHeld).
   const streams = new Map<string, StreamRestorer>();
   let template: Pick<ChatCompletionChunk, "id" | "object" | "created" | "model"> | null = null;
 
@@ -140,18 +188,15 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
     return s;
   };
 
-  function flushChoice(index: number): { content: string; refusal: string; tools: Map<number, string> } {
-    const out = { content: "", refusal: "", tools: new Map<number, string>() };
-    const prefix = `${index}:`;
+  /** What the choice's restorers still hold, as (kind, text), and forgets them. */
+  function flushChoice(index: number): Array<[string, string]> {
+    const out: Array<[string, string]> = [];
+    const prefix = `${index}|`;
     for (const [key, s] of streams) {
       if (!key.startsWith(prefix)) continue;
       const rest = s.flush();
       streams.delete(key);
-      if (rest === "") continue;
-      const kind = key.slice(prefix.length);
-      if (kind === "c") out.content += rest;
-      else if (kind === "r") out.refusal += rest;
-      else out.tools.set(Number(kind.slice(1)), rest);
+      if (rest !== "") out.push([key.slice(prefix.length), rest]);
     }
     return out;
   }
@@ -165,23 +210,19 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
     }
     const d = c.delta;
     const i = c.index ?? 0;
-    if (typeof d.content === "string") d.content = stream(`${i}:c`, false).push(d.content);
-    if (typeof d.refusal === "string") d.refusal = stream(`${i}:r`, false).push(d.refusal);
-    if (Array.isArray(d.tool_calls))
-      for (const t of d.tool_calls)
-        if (t.function !== undefined && typeof t.function.arguments === "string")
-          t.function.arguments = stream(`${i}:t${t.index ?? 0}`, true).push(t.function.arguments);
-    if (finished) {
-      const held = flushChoice(i);
-      if (held.content !== "") d.content = (typeof d.content === "string" ? d.content : "") + held.content;
-      if (held.refusal !== "") d.refusal = (typeof d.refusal === "string" ? d.refusal : "") + held.refusal;
-      for (const [k, rest] of held.tools) {
-        const calls = (d.tool_calls ??= []);
-        const t = calls.find((x) => (x.index ?? 0) === k);
-        if (t !== undefined) t.function = { ...t.function, arguments: (t.function?.arguments ?? "") + rest };
-        else calls.push({ index: k, function: { arguments: rest } });
-      }
+    if (typeof d.content === "string") d.content = stream(`${i}|content`, false).push(d.content);
+    for (const field of TEXT_FIELDS) {
+      const text = d[field];
+      if (typeof text === "string") d[field] = stream(`${i}|${field}`, false).push(text);
     }
+    if (Array.isArray(d.tool_calls))
+      for (const t of d.tool_calls as DeltaCall[]) {
+        if (t.function !== undefined && typeof t.function.arguments === "string")
+          t.function.arguments = stream(`${i}|f:${t.index ?? 0}`, true).push(t.function.arguments);
+        if (t.custom && typeof t.custom.input === "string")
+          t.custom.input = stream(`${i}|u:${t.index ?? 0}`, false).push(t.custom.input);
+      }
+    if (finished) for (const [kind, rest] of flushChoice(i)) appendHeld(d, kind, rest);
   }
 
   return {
@@ -194,19 +235,13 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
     },
     flush() {
       const indexes = new Set<number>();
-      for (const key of streams.keys()) indexes.add(Number(key.slice(0, key.indexOf(":"))));
+      for (const key of streams.keys()) indexes.add(Number(key.slice(0, key.indexOf("|"))));
       const out: ChatCompletionChunk[] = [];
       for (const i of [...indexes].sort((a, b) => a - b)) {
         const held = flushChoice(i);
-        const delta: Choice["delta"] = {};
-        if (held.content !== "") delta.content = held.content;
-        if (held.refusal !== "") delta.refusal = held.refusal;
-        if (held.tools.size > 0)
-          delta.tool_calls = [...held.tools].map(([k, rest]) => ({
-            index: k,
-            function: { arguments: rest },
-          }));
-        if (Object.keys(delta).length === 0) continue;
+        if (held.length === 0) continue;
+        const delta: Delta = {};
+        for (const [kind, rest] of held) appendHeld(delta, kind, rest);
         const base = template ?? { id: "", object: "chat.completion.chunk" as const, created: 0, model: "" };
         out.push({ ...base, choices: [{ index: i, delta, finish_reason: null }] });
       }

@@ -73,6 +73,63 @@ describe("scrubChatRequest", () => {
     expect(out.messages[3]!.tool_calls![0]!.id).toBe("call_1");
   });
 
+  it("scrubs predicted output, custom tool-call input and reasoning in history, and restores them in answers", () => {
+    const session = engine.newSession();
+    const body: ChatCompletionRequest = {
+      model: "m",
+      prediction: { type: "content", content: `Dear Maria Gonzalez, write to ${EMAIL}.` },
+      messages: [
+        { role: "user", content: "hi" },
+        {
+          role: "assistant",
+          content: null,
+          reasoning_content: `The user is ${EMAIL}.`,
+          tool_calls: [{ id: "c1", type: "custom", custom: { name: "shell", input: `mail ${EMAIL}` } }],
+        },
+      ],
+    };
+    const out = scrubChatRequest(body, session);
+    const wire = JSON.stringify(out);
+    expect(wire).not.toContain(EMAIL);
+    expect(wire).not.toContain("Maria Gonzalez");
+    expect((out.prediction as { type: string }).type).toBe("content");
+    expect(out.messages[1]!.tool_calls![0]!.custom).toMatchObject({ name: "shell" });
+    // Parts work for predictions too.
+    const parts = scrubChatRequest(
+      { model: "m", messages: [], prediction: { type: "content", content: [{ type: "text", text: EMAIL }] } },
+      session,
+    );
+    expect(JSON.stringify(parts.prediction)).not.toContain(EMAIL);
+    // An answer echoing the placeholders gets the values back, in every field.
+    const [ph] = session.placeholders();
+    const answer = restoreChatCompletion(
+      {
+        id: "x",
+        object: "chat.completion",
+        created: 1,
+        model: "m",
+        choices: [
+          {
+            index: 0,
+            finish_reason: "tool_calls",
+            message: {
+              role: "assistant",
+              content: null,
+              reasoning_content: `mail ${ph}`,
+              tool_calls: [{ id: "c2", type: "custom", custom: { name: "shell", input: `mail ${ph}` } }],
+            },
+          },
+        ],
+      },
+      session,
+    );
+    expect(answer.choices[0]!.message.reasoning_content).toBe(`mail ${EMAIL}`);
+    expect(answer.choices[0]!.message.tool_calls![0]!.custom).toEqual({
+      name: "shell",
+      input: `mail ${EMAIL}`,
+    });
+  });
+
   it("keeps tool-call arguments valid JSON with scrubbed string values", () => {
     const session = engine.newSession();
     const out = scrubChatRequest(request(), session);
@@ -86,7 +143,7 @@ describe("scrubChatRequest", () => {
     expect(legacy.to).toBe(args.email); // same value, same placeholder across the whole request
   });
 
-  it("replaces only the string values in tool-call arguments: numbers, spacing, escapes and keys stay as sent", () => {
+  it("replaces only the strings holding PII in tool-call arguments: numbers, spacing and escapes stay as sent", () => {
     const call = (args: string): ChatCompletionRequest => ({
       model: "m",
       messages: [
@@ -102,15 +159,24 @@ describe("scrubChatRequest", () => {
     const plain =
       '{ "id": 12345678901234567890, "x": 1.0, "big": 1e400, "q": "say \\"hi\\"", "u": "caf\\u00e9" }';
     expect(argsOf(scrubChatRequest(call(plain), engine.newSession()))).toBe(plain);
-    // PII in a value: that literal is replaced, the rest is byte for byte; a key is never scrubbed.
+    // PII in a value or a key: that literal is replaced, the rest is byte for byte.
     const withPii = `{"${EMAIL}": 12345678901234567890,\n  "to" : "${EMAIL}", "list": ["a", "write to ${EMAIL} \\"now\\""], "n": 1.0}`;
     const session = engine.newSession();
     const out = argsOf(scrubChatRequest(call(withPii), session));
     const [ph] = session.placeholders();
     expect(out).toBe(
-      `{"${EMAIL}": 12345678901234567890,\n  "to" : "${ph}", "list": ["a", "write to ${ph} \\"now\\""], "n": 1.0}`,
+      `{"${ph}": 12345678901234567890,\n  "to" : "${ph}", "list": ["a", "write to ${ph} \\"now\\""], "n": 1.0}`,
     );
     expect(session.restore(out, { json: true })).toBe(withPii);
+    // Maps keyed by PII (contacts by e-mail, by name): keys scrubbed, still distinct, restored.
+    const keyed = `{"contacts":{"john.smith@example.com":{"phone":"${PHONE}"},"Sarah Connor":"VIP","${EMAIL}":2}}`;
+    const s2 = engine.newSession();
+    const keyedOut = argsOf(scrubChatRequest(call(keyed), s2));
+    expect(keyedOut).not.toContain("john.smith@example.com");
+    expect(keyedOut).not.toContain("Sarah Connor");
+    expect(keyedOut).not.toContain(EMAIL);
+    expect(Object.keys((JSON.parse(keyedOut) as { contacts: object }).contacts)).toHaveLength(3);
+    expect(s2.restore(keyedOut, { json: true })).toBe(keyed);
     // A top-level string and an empty object.
     expect(argsOf(scrubChatRequest(call(`"${EMAIL}"`), engine.newSession()))).toMatch(
       /^"<<PII_EMAIL_ADDRESS_[0-9a-f]{32}>>"$/,
@@ -277,6 +343,44 @@ describe("createChunkRestorer", () => {
       expect(b.choices[0]!.delta.content).toBe(ph.slice(0, 10));
       expect(b.choices[0]!.finish_reason).toBe("stop");
       expect(r.flush()).toEqual([]);
+    }
+  });
+
+  it("restores reasoning and custom tool-call input deltas split at every position", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const text = `to ${ph} ok`;
+    for (let i = 1; i < text.length; i++) {
+      const r = createChunkRestorer(session);
+      const parts = [text.slice(0, i), text.slice(i)];
+      const out = [
+        ...parts.map((p) =>
+          r.restore(
+            chunk([
+              {
+                index: 0,
+                delta: {
+                  reasoning_content: p,
+                  tool_calls: [{ index: 0, type: "custom", custom: { input: p } } as never],
+                },
+                finish_reason: null,
+              },
+            ]),
+          ),
+        ),
+        r.restore(chunk([{ index: 0, delta: {}, finish_reason: "stop" }])),
+        ...r.flush(),
+      ];
+      let reasoning = "";
+      let input = "";
+      for (const c of out)
+        for (const ch of c.choices) {
+          if (typeof ch.delta.reasoning_content === "string") reasoning += ch.delta.reasoning_content;
+          for (const t of (ch.delta.tool_calls ?? []) as Array<{ custom?: { input?: string } }>)
+            input += t.custom?.input ?? "";
+        }
+      expect(reasoning, `split at ${i}`).toBe(`to ${EMAIL} ok`);
+      expect(input, `split at ${i}`).toBe(`to ${EMAIL} ok`);
     }
   });
 
