@@ -62,6 +62,14 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     ? startUsageRetention({ pool, log, retentionDays: config.usage.retentionDays })
     : null;
   const providers = createProviderRegistry(config);
+  const pii = config.pii.enabled
+    ? createPiiEngine({
+        enabled: true,
+        names: config.pii.names,
+        entities: config.pii.entities,
+        allowList: config.pii.allowList,
+      })
+    : null;
   const deps: AppDeps = {
     config,
     log,
@@ -75,15 +83,12 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     providers,
     rateLimiter: createRateLimiterFromConfig(config, log),
     cache: createCacheFromConfig(config, log),
-    pii: config.pii.enabled
-      ? createPiiEngine({
-          enabled: true,
-          names: config.pii.names,
-          entities: config.pii.entities,
-          allowList: config.pii.allowList,
-        })
-      : null,
-    kb: createKnowledgeBaseFromConfig(config, providers, log),
+    pii,
+    // With PII on, what the knowledge base sends to the embedding model (chunks at ingestion, search queries) is
+    // redacted like /v1/embeddings input: the embedding provider is as external as the chat one.
+    kb: createKnowledgeBaseFromConfig(config, providers, log, {
+      ...(pii ? { redact: (text: string) => pii.newSession().redact(text) } : {}),
+    }),
     isDraining: opts.isDraining,
     metricsText: opts.metricsText,
     onKeyRevoked: forgetKey,

@@ -19,9 +19,14 @@ export function createKnowledgeBaseFromConfig(
   config: Config,
   providers: Pick<ProviderRegistry, "embed">,
   log: Logger,
-  opts: { chromaUrl?: string | null } = {},
+  opts: {
+    chromaUrl?: string | null;
+    /** Applied to every text sent to the embedding model (chunks at ingestion, search queries): the PII redaction. */
+    redact?: (text: string) => string;
+  } = {},
 ): KnowledgeBase | null {
   const url = opts.chromaUrl ?? config.chroma.url;
+  const { redact } = opts;
   if (!url) {
     log.info("RAG off: no CHROMA_URL");
     return null;
@@ -34,7 +39,9 @@ export function createKnowledgeBaseFromConfig(
   log.info({ collection: config.rag.collection, embeddingModel: model, kbDir: config.kbDir }, "RAG on");
   return new KnowledgeBase({
     store: createChromaStore({ url, collection: config.rag.collection }),
-    embed: (texts, signal) => providers.embed(model, texts, signal),
+    embed: redact
+      ? (texts, signal) => providers.embed(model, texts.map(redact), signal)
+      : (texts, signal) => providers.embed(model, texts, signal),
     kbDir: config.kbDir,
     rag: config.rag,
     embeddingModel: model,

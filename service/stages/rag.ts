@@ -257,7 +257,10 @@ export function createRag(deps: RagDeps): Middleware<ProxyState> {
     if (retrieved) {
       const usable = retrieved
         .filter((c) => !blocks(blocked, c.text))
-        .map((c) => (redact ? { ...c, heading: redact(c.heading), text: redact(c.text) } : c));
+        // The source label (a file path, often named after a customer) is text the provider reads too.
+        .map((c) =>
+          redact ? { ...c, source: redact(c.source), heading: redact(c.heading), text: redact(c.text) } : c,
+        );
       const block = buildReferenceBlock(usable, config.rag.contextTokens);
       ctx.state.ragChunks = block?.chunks ?? 0;
       ragRetrievals.inc({ status: block ? "hit" : "miss" });

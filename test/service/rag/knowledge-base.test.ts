@@ -12,6 +12,7 @@ import { createProviderRegistry, type ProviderRegistry } from "../../../service/
 import { createChromaStore, type VectorStore } from "../../../service/adapters/chroma";
 import { InvalidRequestError } from "../../../service/errors";
 import { KnowledgeBase, createKnowledgeBaseFromConfig } from "../../../service/kb";
+import { createPiiEngine } from "../../../service/lib/pii";
 import { startTestChroma, type TestChroma } from "../../helpers/chroma";
 
 const log = pino({ level: "silent" });
@@ -91,6 +92,35 @@ describe("factory", () => {
     const made = createKnowledgeBaseFromConfig(config, providers, log);
     expect(made).toBeInstanceOf(KnowledgeBase);
     expect(made!.collection).toBe(config.rag.collection);
+  });
+});
+
+describe("factory with PII on", () => {
+  it("redacts what goes to the embedding model (ingested chunks, search queries) and keeps the raw text in Chroma", async () => {
+    const engine = createPiiEngine({ enabled: true, names: "gazetteer" });
+    const sent: string[] = [];
+    const recording: Pick<ProviderRegistry, "embed"> = {
+      embed: (model, texts, signal) => {
+        sent.push(...texts);
+        return providers.embed(model, texts, signal);
+      },
+    };
+    const made = createKnowledgeBaseFromConfig(config, recording, log, {
+      redact: (text) => engine.newSession().redact(text),
+    })!;
+    const md =
+      "# Escalations\n\nThe refund escalation contact is Sarah Connor (sarah.connor@example.com, " +
+      "+1 415-555-2671); her card on file is 4111 1111 1111 1111 for the refunds team.\n";
+    await made.upload("customers/escalations.md", md);
+    await made.retrieve("mail sarah.connor@example.com about refunds", { topK: 3 });
+    expect(sent.length).toBeGreaterThanOrEqual(2);
+    const all = sent.join("\n");
+    for (const value of ["sarah.connor@example.com", "Sarah Connor", "415-555-2671", "4111 1111 1111 1111"])
+      expect(all, value).not.toContain(value);
+    expect(all).toContain("<<REDACTED_EMAIL_ADDRESS>>");
+    // Chroma keeps the text as written (retrieval redacts what reaches a chat provider, see rag-stage tests).
+    const hits = await made.retrieve("refund escalation contact", { topK: 3 });
+    expect(hits.map((h) => h.text).join("\n")).toContain("sarah.connor@example.com");
   });
 });
 

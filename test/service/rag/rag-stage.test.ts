@@ -152,6 +152,29 @@ describe("createRag", () => {
     expect(text).toContain("gatewayctl restart --drain");
   });
 
+  it("redacts the source label and heading too (a file named after a customer)", async () => {
+    const engine = createPiiEngine({ enabled: true, names: "gazetteer" });
+    // The real knowledge base's answer, relabelled as a file named after a customer.
+    const labelled: RagDeps["kb"] = Object.assign(Object.create(kb) as typeof kb, {
+      retrieve: async (query: string, opts?: { topK?: number }) =>
+        (await kb.retrieve(query, opts)).map((c) => ({
+          ...c,
+          source: "customers/sarah.connor@example.com.md",
+          heading: "Calls with Sarah Connor",
+        })),
+    });
+    const state = await run(
+      { kb: labelled, redact: (t) => engine.newSession().redact(t) },
+      keyState(["rag:*"], question()),
+    );
+    const text = JSON.stringify(state.chat!.messages);
+    expect(text).toContain("<reference_documents>");
+    expect(text).not.toContain("sarah.connor@example.com");
+    expect(text).not.toContain("Sarah Connor");
+    // (".md" reads as part of the address's domain, so it goes with it.)
+    expect(text).toContain('source=\\"customers/&lt;&lt;REDACTED_EMAIL_ADDRESS&gt;&gt;\\"');
+  });
+
   it("adds nothing when nothing is relevant or there is no user text", async () => {
     const strict = { ...config, rag: { ...config.rag, minScore: 1 } };
     const state = await run(
