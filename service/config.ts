@@ -423,10 +423,19 @@ function issuesToProblems(prefix: string, error: z.ZodError): string[] {
   });
 }
 
-/** `/re/flags` is a regex, anything else a case-insensitive literal. Returns an error string for a bad regex. */
+/**
+ * `/re/flags` is a regex, anything else a case-insensitive literal whose spaces match any run of white space
+ * ("Project  Falcon", a line break, a no-break space). Returns an error string for a bad regex.
+ */
 export function compileBlockedPattern(pattern: string): RegExp | string {
   const m = /^\/(.+)\/([a-z]*)$/s.exec(pattern);
-  if (!m) return new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"), "iu");
+  if (!m) {
+    const literal = pattern
+      .trim()
+      .replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+      .replace(/\s+/g, "\\s+");
+    return new RegExp(literal, "iu");
+  }
   const flags = m[2].includes("u") ? m[2] : `${m[2]}u`;
   try {
     return new RegExp(m[1], flags.replace(/g|y/g, ""));

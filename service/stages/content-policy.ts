@@ -9,7 +9,7 @@ import type { Config } from "../config";
 import { ProxyError } from "../errors";
 import { registry } from "../metrics";
 import type { ProxyState } from "../state";
-import type { ChatMessage } from "../types";
+import type { ChatCompletionRequest, ChatMessage } from "../types";
 
 const blocked = new Counter({
   name: "llmproxy_content_policy_blocked_total",
@@ -29,15 +29,91 @@ export class ContentPolicyError extends ProxyError {
   }
 }
 
+/**
+ * The strings of tool-call arguments as the model reads them: every key and value of the JSON, decoded (a client can
+ * write `Falc\u006fn`), or the text itself when it is not JSON.
+ */
+function* argumentTexts(args: string): Generator<string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(args);
+  } catch {
+    yield args;
+    return;
+  }
+  const stack: unknown[] = [parsed];
+  while (stack.length) {
+    const v = stack.pop();
+    if (typeof v === "string") yield v;
+    else if (Array.isArray(v)) stack.push(...(v as unknown[]));
+    else if (typeof v === "object" && v !== null)
+      for (const [key, value] of Object.entries(v)) {
+        yield key;
+        stack.push(value);
+      }
+  }
+}
+
+/** Model text a message may carry besides `content` (see lib/pii/chat.ts). */
+const TEXT_FIELDS = ["refusal", "reasoning_content", "reasoning"] as const;
+
+/** The texts of a `content` (a string or parts), and the parts' texts joined (a phrase split over two parts). */
+function* contentTexts(content: unknown): Generator<string> {
+  if (typeof content === "string") {
+    yield content;
+    return;
+  }
+  if (!Array.isArray(content)) return;
+  let joined = "";
+  let texts = 0;
+  for (const part of content as Array<{ text?: unknown; refusal?: unknown }>) {
+    const text =
+      typeof part?.text === "string" ? part.text : typeof part?.refusal === "string" ? part.refusal : null;
+    if (text === null) continue;
+    yield text;
+    joined += text;
+    texts++;
+  }
+  if (texts > 1) yield joined;
+}
+
 /** Every text of a message the provider would see. */
 export function* messageTexts(m: ChatMessage): Generator<string> {
-  if (typeof m.content === "string") yield m.content;
-  else if (Array.isArray(m.content)) {
-    for (const part of m.content) if (typeof part.text === "string") yield part.text;
+  yield* contentTexts(m.content);
+  for (const field of TEXT_FIELDS) {
+    const text = m[field];
+    if (typeof text === "string") yield text;
   }
   if (Array.isArray(m.tool_calls)) {
-    for (const call of m.tool_calls) if (call.function?.arguments) yield call.function.arguments;
+    for (const call of m.tool_calls) {
+      if (typeof call.function?.arguments === "string") yield* argumentTexts(call.function.arguments);
+      const custom = call.custom as { input?: unknown } | undefined | null;
+      if (typeof custom?.input === "string") yield custom.input;
+    }
   }
+  const fc = m.function_call as { arguments?: unknown } | undefined | null;
+  if (typeof fc?.arguments === "string") yield* argumentTexts(fc.arguments);
+}
+
+/** Every text of a chat request the provider would see: its messages and its predicted output. */
+export function* chatTexts(chat: ChatCompletionRequest): Generator<string> {
+  for (const m of chat.messages) yield* messageTexts(m);
+  const prediction = chat.prediction as { content?: unknown } | undefined | null;
+  if (typeof prediction === "object" && prediction !== null) yield* contentTexts(prediction.content);
+}
+
+/**
+ * Invisible characters a reader skips (zero-width space and joiners, soft hyphen, word joiner, BOM …): "Fal\u200bcon"
+ * reads as "Falcon" to a model.
+ */
+const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
+
+/**
+ * The text a model reads, for matching: compatibility forms folded (fullwidth "Ｆａｌｃｏｎ", ligatures → ASCII) and
+ * invisible characters dropped. ASCII text is already that.
+ */
+export function readableForm(text: string): string {
+  return text.normalize("NFKC").replace(IGNORABLE, "");
 }
 
 // eslint-disable-next-line no-control-regex -- the whole ASCII range, control characters included
@@ -69,9 +145,7 @@ export function compilePolicy(patterns: readonly RegExp[]): BlockedPattern[] {
   });
 }
 
-/** Whether any pattern matches the text. */
-export function blocks(patterns: readonly BlockedPattern[], text: string): boolean {
-  const ascii = ASCII_ONLY.test(text);
+function matches(patterns: readonly BlockedPattern[], text: string, ascii: boolean): boolean {
   for (const p of patterns) {
     const re = ascii && p.ascii ? p.ascii : p.re;
     re.lastIndex = 0;
@@ -80,12 +154,23 @@ export function blocks(patterns: readonly BlockedPattern[], text: string): boole
   return false;
 }
 
+/**
+ * Whether any pattern matches the text, as written or as a model reads it (see readableForm): a non-ASCII text is
+ * tried in both forms, so a pattern written for a special character still matches it.
+ */
+export function blocks(patterns: readonly BlockedPattern[], text: string): boolean {
+  if (ASCII_ONLY.test(text)) return matches(patterns, text, true);
+  if (matches(patterns, text, false)) return true;
+  const readable = readableForm(text);
+  return readable !== text && matches(patterns, readable, ASCII_ONLY.test(readable));
+}
+
 export function createContentPolicy(deps: { config: Config }): Middleware<ProxyState> {
   const patterns = compilePolicy(deps.config.contentPolicy.blockedPatterns);
   return async function contentPolicy(ctx, next) {
     if (patterns.length) {
       const texts: string[] = [];
-      if (ctx.state.chat) for (const m of ctx.state.chat.messages) texts.push(...messageTexts(m));
+      if (ctx.state.chat) for (const text of chatTexts(ctx.state.chat)) texts.push(text);
       const input = ctx.state.embedding?.input;
       if (typeof input === "string") texts.push(input);
       else if (Array.isArray(input)) for (const x of input) if (typeof x === "string") texts.push(x);

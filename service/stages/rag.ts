@@ -256,7 +256,7 @@ export function createRag(deps: RagDeps): Middleware<ProxyState> {
     const retrieved = query ? await retrieveOrNothing(ctx, query) : [];
     if (retrieved) {
       const usable = retrieved
-        .filter((c) => !blocks(blocked, c.text))
+        .filter((c) => !blocks(blocked, c.text) && !blocks(blocked, c.heading))
         // The source label (a file path, often named after a customer) is text the provider reads too.
         .map((c) =>
           redact ? { ...c, source: redact(c.source), heading: redact(c.heading), text: redact(c.text) } : c,
