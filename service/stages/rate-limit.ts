@@ -60,6 +60,23 @@ function neverFits(budget: string, limit: number | null, tokens: number): boolea
   return limit === 0 || (limit !== null && budget !== "requests_per_minute" && tokens > limit);
 }
 
+/** The first budget of the key, then of its team, that can never admit a request of `tokens`; null if none. */
+function hopelessBudget(
+  keyBudget: Budget,
+  teamBudget: Budget | null,
+  tokens: number,
+): { scope: "key" | "team"; budget: string } | null {
+  for (const [scope, b] of [
+    ["key", keyBudget],
+    ["team", teamBudget],
+  ] as const) {
+    if (!b) continue;
+    for (const [budget, field] of Object.entries(BUDGET_FIELD))
+      if (neverFits(budget, b[field], tokens)) return { scope, budget };
+  }
+  return null;
+}
+
 function rejectionMessage(
   budget: string,
   scope: string,
@@ -96,6 +113,8 @@ async function* settleAfterStream(
   chunks: AsyncIterable<ChatCompletionChunk>,
   reservation: Reservation,
   usage: UsageRow,
+  /** Whether the provider reported the stream's usage (the row may hold an estimate once the client left). */
+  reported: () => boolean,
 ): AsyncGenerator<ChatCompletionChunk> {
   let outcome: "completed" | "failed" | "cut" = "cut";
   try {
@@ -105,7 +124,9 @@ async function* settleAfterStream(
     outcome = "failed";
     throw error;
   } finally {
-    const actual = actualTokens(usage);
+    // Cut by the client before the provider's usage: the reservation stands (the row's estimate, written when the
+    // client left, counts only what reached the client; the provider went on generating and billing).
+    const actual = outcome === "cut" && !usage.cacheHit && !reported() ? null : actualTokens(usage);
     if (actual !== null) await reservation.reconcile(actual);
     else if (outcome === "failed") await reservation.release();
   }
@@ -136,11 +157,16 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
       tokens,
     });
     if (!admission.allowed) {
-      rejectionsTotal.inc({ route: ctx.state.route, budget: admission.budget, scope: admission.scope });
-      const budget = admission.scope === "team" ? teamBudget! : keyBudget;
-      const limit = budget[BUDGET_FIELD[admission.budget]];
+      // The limiter names the budget with the longest wait; a budget that can never admit this request (which may
+      // be another one) decides the answer: waiting for the named one would only lead to that 429.
+      const hopeless = hopelessBudget(keyBudget, teamBudget, tokens);
+      const scope = hopeless?.scope ?? admission.scope;
+      const name = hopeless?.budget ?? admission.budget;
+      rejectionsTotal.inc({ route: ctx.state.route, budget: name, scope });
+      const budget = scope === "team" ? teamBudget! : keyBudget;
+      const limit = budget[BUDGET_FIELD[name]];
       let headers = admission.headers;
-      if (neverFits(admission.budget, limit, tokens)) {
+      if (hopeless) {
         // Still a 429, as OpenAI answers a request larger than a per-minute budget, but without Retry-After: the
         // SDKs would wait it out (up to the next UTC midnight for tokens_per_day) for a request that cannot pass.
         headers = { ...headers };
@@ -148,8 +174,8 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
         delete headers["retry-after-ms"];
       }
       throw new RateLimitError(
-        rejectionMessage(admission.budget, admission.scope, limit, tokens, admission.retryAfterSeconds),
-        admission.budget,
+        rejectionMessage(name, scope, limit, tokens, admission.retryAfterSeconds),
+        name,
         headers,
       );
     }
@@ -168,7 +194,12 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
     const result = ctx.state.result;
     const usage = ctx.state.usage;
     if (result?.kind === "stream") {
-      result.chunks = settleAfterStream(result.chunks, reservation, usage);
+      result.chunks = settleAfterStream(
+        result.chunks,
+        reservation,
+        usage,
+        () => ctx.state.streamed?.reported ?? false,
+      );
       return;
     }
     if (!result) {

@@ -138,6 +138,29 @@ async function withFallbacks<T>(
   throw last!.clientError;
 }
 
+/** Characters of model text in a chat completion: content, refusals, reasoning and tool-call arguments. */
+function answerChars(body: ChatCompletion): number {
+  let chars = 0;
+  for (const c of Array.isArray(body.choices) ? body.choices : []) {
+    const m = c?.message;
+    if (!m) continue;
+    if (typeof m.content === "string") chars += m.content.length;
+    else if (Array.isArray(m.content))
+      for (const p of m.content) if (typeof p?.text === "string") chars += p.text.length;
+    for (const field of ["refusal", "reasoning_content", "reasoning"] as const) {
+      const text = m[field];
+      if (typeof text === "string") chars += text.length;
+    }
+    if (Array.isArray(m.tool_calls))
+      for (const t of m.tool_calls) {
+        if (typeof t?.function?.arguments === "string") chars += t.function.arguments.length;
+        const custom = t?.custom as { input?: unknown } | undefined;
+        if (typeof custom?.input === "string") chars += custom.input.length;
+      }
+  }
+  return chars;
+}
+
 export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
   return async function upstreamChat(ctx) {
     const chat = ctx.state.chat!;
@@ -160,8 +183,16 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
     ctx.state.served = deployment;
     if (result.kind === "json") {
       const body = result.body as ChatCompletion;
-      usage.promptTokens = reportedTokens(body.usage?.prompt_tokens) ?? ctx.state.promptTokens ?? 0;
-      usage.completionTokens = reportedTokens(body.usage?.completion_tokens) ?? 0;
+      if (body.usage != null) {
+        usage.promptTokens = reportedTokens(body.usage.prompt_tokens) ?? ctx.state.promptTokens ?? 0;
+        usage.completionTokens = reportedTokens(body.usage.completion_tokens) ?? 0;
+      } else {
+        // A server that reports no usage (older vLLM, Ollama, some gateways): the prompt as counted (or its body at
+        // 4 bytes a token) and the answer at 4 characters a token, as for a cut stream — not a free answer for the
+        // row, the spend and the token budgets.
+        usage.promptTokens = ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4);
+        usage.completionTokens = Math.ceil(answerChars(body) / 4);
+      }
       recordPromptCache(usage, body.usage);
       ctx.state.result = { kind: "json", body, text: receivedText(body) };
       return;

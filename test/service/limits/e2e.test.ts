@@ -4,6 +4,8 @@
  * HTTP, and a Redis outage under load.
  */
 import crypto from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import Redis from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -283,6 +285,56 @@ describe("in-process limiter in the app (embedded default)", () => {
       expect(statuses).toEqual([200, 200, 429]);
     } finally {
       await proxy.close();
+    }
+  });
+
+  it("an answer without usage (older vLLM, Ollama) is charged an estimate, not only its prompt", async () => {
+    // 2,000 characters of answer and no `usage` object.
+    const answer = "word ".repeat(400);
+    const bare = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(
+          JSON.stringify({
+            id: "chatcmpl-nousage",
+            object: "chat.completion",
+            created: 1,
+            model: "m",
+            choices: [{ index: 0, message: { role: "assistant", content: answer }, finish_reason: "stop" }],
+          }),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => bare.listen(0, "127.0.0.1", resolve));
+    const proxy = await startProxy({
+      configYaml: upstreamConfig({ bare: `http://127.0.0.1:${(bare.address() as AddressInfo).port}/v1` }, [
+        { name: "gpt-4o-mini", provider: "bare" },
+      ]),
+      adjust: async (deps) => {
+        await deps.rateLimiter?.close();
+        deps.rateLimiter = new MemoryRateLimiter();
+      },
+    });
+    try {
+      const { id, key } = await proxy.createKey();
+      await setKeyLimits(proxy, id, { tokensPerMinute: 1000 });
+      const ask = () =>
+        chat(proxy, key, { max_tokens: 600, messages: [{ role: "user", content: "Tell me a story." }] });
+      const first = await ask();
+      expect(first.status).toBe(200);
+      await first.arrayBuffer();
+      // ~10 prompt tokens + 500 estimated for the answer stay charged: the next 610-token reservation does not fit.
+      const second = await ask();
+      expect(second.status).toBe(429);
+      await second.arrayBuffer();
+      const rows = await proxy.waitForUsageRows(2);
+      const served = rows.find((r) => r.status === 200)!;
+      expect(Number(served.completion_tokens)).toBe(500);
+      expect(Number(served.prompt_tokens)).toBeGreaterThan(0);
+    } finally {
+      await proxy.close();
+      await new Promise((r) => bare.close(r));
     }
   });
 

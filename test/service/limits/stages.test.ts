@@ -142,6 +142,11 @@ async function startHarness(
     }
     const list = chunks(chat.model, behaviour !== "stream-error");
     const mode = behaviour;
+    // As the real upstream stage meters a stream: characters seen, and whether the provider reported usage.
+    const streamed: { chars: number; reported: boolean } = (ctx.state.streamed = {
+      chars: 0,
+      reported: false,
+    });
     async function* gen(): AsyncGenerator<ChatCompletionChunk> {
       for (const [i, c] of list.entries()) {
         if (mode === "stream-error" && i === 2) throw new UpstreamError("The upstream stream broke.");
@@ -149,7 +154,9 @@ async function startHarness(
         if (c.usage) {
           usage.promptTokens = c.usage.prompt_tokens;
           usage.completionTokens = c.usage.completion_tokens;
+          streamed.reported = true;
         }
+        for (const ch of c.choices) streamed.chars += ch.delta.content?.length ?? 0;
         yield c;
       }
     }
@@ -301,13 +308,21 @@ describe.each(backends)("stages with %s backends", (_name, make) => {
         expect(r.headers.get("retry-after")).toBeNull();
         expect(r.headers.get("retry-after-ms")).toBeNull();
       }
+      // Never-fits wins over an exhausted budget with a longer wait (the SDK would wait 61 s for this same 429).
+      const both = { key: crypto.randomUUID(), keyLimits: { requestsPerMinute: 1, tokensPerMinute: 100 } };
+      expect((await post(h, both, chatBody({ max_tokens: 5 }))).status).toBe(200);
+      const masked = await post(h, both, chatBody({ max_tokens: 500 }));
+      expect(masked.status).toBe(429);
+      expect(masked.json().error.param).toBe("tokens_per_minute");
+      expect(masked.json().error.message).toContain("Lower max_tokens");
+      expect(masked.headers.get("retry-after")).toBeNull();
       // One that fits once the window moves on keeps its Retry-After.
       const who = { key: crypto.randomUUID(), keyLimits: { requestsPerMinute: 1 } };
       expect((await post(h, who, chatBody())).status).toBe(200);
       const later = await post(h, who, chatBody());
       expect(later.status).toBe(429);
       expect(Number(later.headers.get("retry-after"))).toBeGreaterThan(0);
-      expect(h.upstreamCalls()).toBe(1);
+      expect(h.upstreamCalls()).toBe(2); // the two admitted requests
     });
 
     it("the team's budget is named when the team is exhausted", async () => {
@@ -358,6 +373,35 @@ describe.each(backends)("stages with %s backends", (_name, make) => {
       h.behave("json");
       const next = await post(h, who, chatBody({ max_tokens: 500 }));
       expect(next.headers.get("x-ratelimit-remaining-tokens")).toBe("490");
+    });
+
+    it("keeps the reservation of a stream the client cuts before the provider's usage (not the row's estimate)", async () => {
+      h.behave("slow-stream");
+      const who = { key: crypto.randomUUID(), keyLimits: { tokensPerMinute: 1000 } };
+      const abort = new AbortController();
+      const res = await fetch(h.url, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          "x-test-key": who.key,
+          "x-test-key-limits": JSON.stringify({ ...NONE, ...who.keyLimits }),
+        },
+        body: JSON.stringify(chatBody({ max_tokens: 500, stream: true })),
+        signal: abort.signal,
+      });
+      const reader = res.body!.getReader();
+      let text = "";
+      while (!text.includes("Hello")) text += new TextDecoder().decode((await reader.read()).value);
+      abort.abort();
+      await reader.cancel().catch(() => undefined);
+      // The row gets its estimate; the limiter keeps the 510 reserved.
+      await waitFor(() => h.rows.some((r) => r.keyId === who.key));
+      expect(h.rows.find((r) => r.keyId === who.key)!.errorCode).toBe("client_closed_request");
+      h.behave("json");
+      await new Promise((r) => setTimeout(r, 300)); // the stream's settling runs once it is closed
+      const next = await post(h, who, chatBody({ max_tokens: 5 }));
+      // 1000 - 510 (the cut stream) - 15 (this request, reserved 10 + 5).
+      expect(next.headers.get("x-ratelimit-remaining-tokens")).toBe("475");
     });
 
     it("does not limit the master key", async () => {
