@@ -31,7 +31,7 @@ export interface ConfigKeySpec {
   secret?: boolean;
 }
 
-/** Every project config key (`llm-proxy:<key>`). Order is the order of Pulumi.yaml and docs/deploy-config.md. */
+/** Every project config key (`llm-proxy:<key>`). Order is the order of Pulumi.yaml and the README config reference. */
 export const CONFIG_KEYS = {
   cloud: { type: "string", description: "Target cloud: aws, azure or gcp. Set in each stack file." },
   allowNonHa: {
@@ -44,7 +44,7 @@ export const CONFIG_KEYS = {
     type: "array",
     default: [],
     description:
-      "Zones to spread nodes and data across. Empty = the cloud default (AWS <region>a,b,c; Azure 1,2,3; GCP: the region's zones chosen by GKE).",
+      "Zones to spread nodes and data across; zonal filesystem tiers use the first. Empty = the cloud default (AWS <region>a,b,c, or with existingNetworkId the AZs of the subnets, chosen by the services; Azure 1,2,3; GCP: the region's zones chosen by GKE).",
   },
   networkCidr: {
     type: "string",
@@ -62,7 +62,7 @@ export const CONFIG_KEYS = {
     type: "array",
     default: [],
     description:
-      "With existingNetworkId: AWS private subnet ids in >= 2 AZs; Azure [clusterSubnetId, postgresDelegatedSubnetId, privateEndpointSubnetId]; GCP [subnetworkSelfLink] (with secondary ranges 'pods' and 'services').",
+      "With existingNetworkId: AWS private subnet ids, exactly one per AZ, in >= 2 AZs (if zones is set, it lists their AZs in the same order); Azure [clusterSubnetId, postgresDelegatedSubnetId, privateEndpointSubnetId]; GCP [subnetworkSelfLink] (with secondary ranges 'pods' and 'services').",
   },
   existingKubeconfig: {
     type: "string",
@@ -84,29 +84,33 @@ export const CONFIG_KEYS = {
   nodeMinCount: {
     type: "integer",
     default: 3,
-    description: "Minimum node count (AWS/Azure: whole pool; GCP: per zone).",
+    description:
+      "Minimum node count (AWS/Azure: whole pool; GCP: per zone). AWS: raise the node group's desired size to at least the new value before raising it (see README).",
   },
   nodeMaxCount: {
     type: "integer",
     default: 9,
-    description: "Maximum node count of the cluster autoscaler (same unit as nodeMinCount).",
+    description:
+      "Maximum node count of the cluster autoscaler (same unit as nodeMinCount): AKS and GKE autoscaling, Cluster Autoscaler on EKS.",
   },
   apiAllowedCidrs: {
     type: "array",
-    default: ["0.0.0.0/0"],
-    description: "CIDRs allowed to reach the created cluster's public API endpoint (AWS, Azure).",
+    default: [],
+    description:
+      "CIDRs allowed to reach the created cluster's public Kubernetes API endpoint: where pulumi and kubectl run (office, VPN, CI egress). Required when the program creates the cluster; 0.0.0.0/0 needs allowNonHa.",
   },
   postgresVersion: { type: "string", default: "16", description: "PostgreSQL major version." },
   postgresSize: {
     type: "string",
     default: "",
     description:
-      "Database instance class / SKU / tier. Empty = cloud default (db.m6g.large, Standard_D2ds_v5, db-custom-2-7680).",
+      "Database instance class / SKU / tier. Empty = cloud default (db.m6g.large, Standard_D2ds_v5, db-custom-2-7680). Azure: Standard_B* (Burstable, no HA), Standard_D* (GeneralPurpose) or Standard_E* (MemoryOptimized).",
   },
   postgresStorageGb: {
     type: "integer",
-    default: 100,
-    description: "Initial database storage, GB (grows automatically).",
+    default: 0,
+    description:
+      "Initial database storage, GB (grows automatically). 0 = cloud default (AWS 100, Azure 128, GCP 100). AWS at least 20; Azure one of 32, 64, 128, 256, 512, 1024, 2048, 4095, 4096, 8192, 16384, 32767.",
   },
   postgresBackupDays: {
     type: "integer",
@@ -134,12 +138,13 @@ export const CONFIG_KEYS = {
     type: "string",
     default: "",
     description:
-      "RWX filesystem tier. Empty = cloud default (AWS EFS Regional; Azure Premium_ZRS; GCP REGIONAL). Zonal tiers need allowNonHa.",
+      "RWX filesystem tier. Empty = cloud default (AWS EFS Regional; Azure Premium_ZRS; GCP REGIONAL). Zonal tiers (AWS OneZone, Azure Premium_LRS, GCP ZONAL, BASIC_HDD, BASIC_SSD) need allowNonHa and live in the first zone.",
   },
   filesystemSizeGb: {
     type: "integer",
     default: 1024,
-    description: "Filesystem capacity, GB (GCP Filestore; Azure share quota). EFS is elastic and ignores it.",
+    description:
+      "Filesystem capacity, GB: GCP Filestore (at least 1024; BASIC_SSD 2560), Azure NFS share quota (at least 100). EFS is elastic and ignores it.",
   },
   namespace: { type: "string", default: "llm-proxy", description: "Kubernetes namespace of the proxy." },
   image: {
@@ -302,6 +307,8 @@ export interface CloudDefaults {
   postgresSize: string;
   redisSize: string;
   filesystemTier: string;
+  /** Used when postgresStorageGb is 0. */
+  postgresStorageGb: number;
 }
 
 export const CLOUD_DEFAULTS: Record<Cloud, CloudDefaults> = {
@@ -310,18 +317,21 @@ export const CLOUD_DEFAULTS: Record<Cloud, CloudDefaults> = {
     postgresSize: "db.m6g.large",
     redisSize: "cache.r7g.large",
     filesystemTier: "Regional",
+    postgresStorageGb: 100,
   },
   azure: {
     nodeSize: "Standard_D4ds_v5",
     postgresSize: "Standard_D2ds_v5",
     redisSize: "Balanced_B5",
     filesystemTier: "Premium_ZRS",
+    postgresStorageGb: 128,
   },
   gcp: {
     nodeSize: "e2-standard-4",
     postgresSize: "db-custom-2-7680",
     redisSize: "",
     filesystemTier: "REGIONAL",
+    postgresStorageGb: 100,
   },
 };
 
@@ -336,6 +346,47 @@ export const FILESYSTEM_TIERS: Record<Cloud, readonly string[]> = {
   azure: ["Premium_ZRS", "Premium_LRS"],
   gcp: ["REGIONAL", "ENTERPRISE", "ZONAL", "BASIC_SSD", "BASIC_HDD"],
 };
+
+/**
+ * Smallest capacity each Filestore tier accepts, GiB (the provider's examples and the Filestore tier table:
+ * BASIC_SSD starts at 2.5 TiB, every other tier at 1 TiB).
+ */
+export const FILESTORE_MIN_CAPACITY_GB: Record<string, number> = {
+  REGIONAL: 1024,
+  ENTERPRISE: 1024,
+  ZONAL: 1024,
+  BASIC_HDD: 1024,
+  BASIC_SSD: 2560,
+};
+
+/** Smallest and largest Premium (NFS) Azure file share quota, GiB (`FileShare.shareQuota` doc comment). */
+export const AZURE_SHARE_MIN_GB = 100;
+export const AZURE_SHARE_MAX_GB = 102_400;
+
+/** Smallest gp3 RDS PostgreSQL allocation, GB. */
+export const RDS_MIN_STORAGE_GB = 20;
+
+/**
+ * Storage sizes Azure Database for PostgreSQL Flexible Server accepts (Premium SSD), GiB; the API rejects any other
+ * value. From the provider's `storage_mb` list (32768 … 33553408 MiB).
+ */
+export const AZURE_POSTGRES_STORAGE_GB = [
+  32, 64, 128, 256, 512, 1024, 2048, 4095, 4096, 8192, 16384, 32767,
+] as const;
+
+/** Flexible Server compute tiers; the SKU name decides which one a server is. */
+export type AzurePostgresTier = "Burstable" | "GeneralPurpose" | "MemoryOptimized";
+
+/**
+ * The tier of a Flexible Server SKU name (`Standard_B2ms` → Burstable, `Standard_D4ds_v5` → GeneralPurpose,
+ * `Standard_E4ds_v5` → MemoryOptimized); undefined for a name that is none of them. The API rejects a tier that
+ * does not match the name.
+ */
+export function azurePostgresTier(sku: string): AzurePostgresTier | undefined {
+  const m = /^Standard_([BDE])\d/.exec(sku);
+  if (!m) return undefined;
+  return ({ B: "Burstable", D: "GeneralPurpose", E: "MemoryOptimized" } as const)[m[1] as "B" | "D" | "E"];
+}
 
 /** Memory one proxy pod needs: the primary process plus one worker each (service/README figures), MiB. */
 export function requiredMemoryMi(workers: number): number {
@@ -383,7 +434,10 @@ export interface StackConfig {
   region: string;
   /** GCP project id (GCP only). */
   gcpProject?: string;
-  /** Zones actually used (defaults resolved; may be empty on GCP = let GKE choose). */
+  /**
+   * Zones actually used (defaults resolved). Empty on GCP = let GKE choose, and on AWS with an existing VPC = the
+   * services choose among the subnets' AZs.
+   */
   zones: string[];
   network: NetworkSettings;
   cluster: ClusterSettings;
@@ -501,12 +555,28 @@ export function defaultZones(cloud: Cloud, region: string): string[] {
   }
 }
 
+/**
+ * Zones used: the configured ones, else the cloud default. An existing AWS VPC has no default: its subnets'
+ * AZs are not known before deployment, so the services pick among them (Redis) and nothing is pinned.
+ */
+export function resolveZones(
+  cloud: Cloud,
+  region: string,
+  v: Pick<ConfigValues, "zones" | "existingNetworkId">,
+): string[] {
+  if (v.zones.length > 0) return v.zones;
+  if (cloud === "aws" && v.existingNetworkId) return [];
+  return defaultZones(cloud, region);
+}
+
 /** The PDB policy the config asks for: maxUnavailable when set (> 0), else minAvailable. */
 export function pdbPolicy(values: Pick<ConfigValues, "pdbMinAvailable" | "pdbMaxUnavailable">): PdbPolicy {
   return values.pdbMaxUnavailable > 0
     ? { maxUnavailable: values.pdbMaxUnavailable }
     : { minAvailable: values.pdbMinAvailable };
 }
+
+const IPV4_CIDR = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
 
 export interface ProviderValues {
   region?: string;
@@ -543,9 +613,101 @@ export function validateConfigValues(
     }
     const tier = v.filesystemTier || CLOUD_DEFAULTS[cloud].filesystemTier;
     if (oneOf("filesystemTier", tier, FILESYSTEM_TIERS[cloud], p)) {
-      if (!HA_FILESYSTEM_TIERS[cloud].includes(tier) && !v.allowNonHa) {
+      const zonal = !HA_FILESYSTEM_TIERS[cloud].includes(tier);
+      if (zonal && !v.allowNonHa) {
         p.push(
           `${key("filesystemTier")} "${tier}" is zonal and does not survive the loss of a zone. Use ${HA_FILESYSTEM_TIERS[cloud].join(" or ")}, or set ${key("allowNonHa")} true for a dev stack.`,
+        );
+      }
+      // A zonal file system lives in the first zone: it must be a zone name the program knows.
+      const zoneNeeded = zonal && (cloud === "gcp" || (cloud === "aws" && !!v.existingNetworkId));
+      if (zoneNeeded && v.zones.length === 0) {
+        p.push(
+          `${key("filesystemTier")} "${tier}" is zonal and is placed in the first of ${key("zones")}, which is empty. Set it with: pulumi config set --path '${key("zones")}[0]' <zone>${cloud === "aws" ? " (the AZ of the first of existingSubnetIds)" : ""}.`,
+        );
+      }
+      if (cloud === "gcp" && v.filesystemSizeGb < (FILESTORE_MIN_CAPACITY_GB[tier] ?? 0)) {
+        p.push(
+          `${key("filesystemSizeGb")} is ${v.filesystemSizeGb}, below the ${FILESTORE_MIN_CAPACITY_GB[tier]} GB minimum of Filestore ${tier}. Set it with: pulumi config set ${key("filesystemSizeGb")} ${FILESTORE_MIN_CAPACITY_GB[tier]}.`,
+        );
+      }
+    }
+    if (
+      cloud === "azure" &&
+      v.filesystemSizeGb >= 1 &&
+      (v.filesystemSizeGb < AZURE_SHARE_MIN_GB || v.filesystemSizeGb > AZURE_SHARE_MAX_GB)
+    ) {
+      p.push(
+        `${key("filesystemSizeGb")} is ${v.filesystemSizeGb}, outside the ${AZURE_SHARE_MIN_GB}-${AZURE_SHARE_MAX_GB} GB a Premium (NFS) Azure file share allows. Set it with: pulumi config set ${key("filesystemSizeGb")} ${v.filesystemSizeGb < AZURE_SHARE_MIN_GB ? AZURE_SHARE_MIN_GB : AZURE_SHARE_MAX_GB}.`,
+      );
+    }
+
+    // PostgreSQL sizes the cloud accepts.
+    const pgSize = v.postgresSize || CLOUD_DEFAULTS[cloud].postgresSize;
+    const storage = v.postgresStorageGb || CLOUD_DEFAULTS[cloud].postgresStorageGb;
+    if (cloud === "azure") {
+      const allowed: readonly number[] = AZURE_POSTGRES_STORAGE_GB;
+      if (v.postgresStorageGb > 0 && !allowed.includes(storage)) {
+        const next = allowed.find((gb) => gb > storage);
+        p.push(
+          `${key("postgresStorageGb")} is ${storage}, a size Azure Database for PostgreSQL does not offer. Use one of ${allowed.join(", ")}${next ? `, e.g. pulumi config set ${key("postgresStorageGb")} ${next}` : ""}.`,
+        );
+      }
+      const pgTier = azurePostgresTier(pgSize);
+      if (!pgTier) {
+        p.push(
+          `${key("postgresSize")} "${pgSize}" is not a Flexible Server SKU name. Use Standard_D<n>ds_v5 (GeneralPurpose), Standard_E<n>ds_v5 (MemoryOptimized) or, without HA, Standard_B<n>ms (Burstable).`,
+        );
+      } else if (pgTier === "Burstable" && v.postgresHa) {
+        p.push(
+          `${key("postgresSize")} "${pgSize}" is Burstable, which has no zone-redundant HA. Use a Standard_D* or Standard_E* SKU, or set ${key("postgresHa")} false (with ${key("allowNonHa")}) for a dev stack.`,
+        );
+      }
+    }
+    if (cloud === "aws" && v.postgresStorageGb > 0 && v.postgresStorageGb < RDS_MIN_STORAGE_GB) {
+      p.push(
+        `${key("postgresStorageGb")} is ${v.postgresStorageGb}, below the ${RDS_MIN_STORAGE_GB} GB RDS gp3 minimum. Set it with: pulumi config set ${key("postgresStorageGb")} ${RDS_MIN_STORAGE_GB}.`,
+      );
+    }
+
+    // AWS with an existing VPC: EFS takes one mount target per AZ, so one subnet per AZ; zones, if set, name them.
+    if (cloud === "aws" && v.existingNetworkId && v.existingSubnetIds.length > 0) {
+      const ids = v.existingSubnetIds;
+      const dupes = ids.filter((id, i) => ids.indexOf(id) !== i);
+      if (dupes.length > 0) {
+        p.push(
+          `${key("existingSubnetIds")} lists ${dupes.join(", ")} more than once. List each subnet once.`,
+        );
+      }
+      if (ids.length < 2 && !v.allowNonHa) {
+        p.push(
+          `${key("existingSubnetIds")} lists ${ids.length} subnet: the database, Redis and EFS need subnets in at least 2 AZs. List one private subnet per AZ, or set ${key("allowNonHa")} true for a dev stack.`,
+        );
+      }
+      if (v.zones.length > 0 && v.zones.length !== ids.length) {
+        p.push(
+          `${key("zones")} lists ${v.zones.length} zone(s) but ${key("existingSubnetIds")} ${ids.length} subnet(s). With an existing VPC, zones names the AZ of each subnet in the same order, or is left empty.`,
+        );
+      }
+    }
+
+    // The Kubernetes API of a cluster the program creates: reachable from named networks only.
+    if (!opts.hasExistingKubeconfig) {
+      const cidrs = v.apiAllowedCidrs;
+      const fix = `pulumi config set --path '${key("apiAllowedCidrs")}[0]' <your egress CIDR, e.g. 203.0.113.0/24>`;
+      if (cidrs.length === 0) {
+        p.push(
+          `${key("apiAllowedCidrs")} is empty. List the networks pulumi and kubectl reach the cluster's API from (office, VPN, CI runner egress): ${fix}.`,
+        );
+      }
+      for (const c of cidrs) {
+        if (!IPV4_CIDR.test(c))
+          p.push(`${key("apiAllowedCidrs")} entry "${c}" is not an IPv4 CIDR. Use e.g. 203.0.113.0/24.`);
+      }
+      const open = cidrs.filter((c) => /\/0$/.test(c));
+      if (open.length > 0 && !v.allowNonHa) {
+        p.push(
+          `${key("apiAllowedCidrs")} lists ${open.join(", ")}, which opens the Kubernetes API to the whole internet. List only the networks that deploy (${fix}), or set ${key("allowNonHa")} true for a dev stack.`,
         );
       }
     }
@@ -563,7 +725,7 @@ export function validateConfigValues(
       p.push(`${key("existingSubnetIds")} is set without ${key("existingNetworkId")}. Set both, or neither.`);
     }
   }
-  if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(v.networkCidr)) {
+  if (!IPV4_CIDR.test(v.networkCidr)) {
     p.push(`${key("networkCidr")} "${v.networkCidr}" is not an IPv4 CIDR. Use e.g. 10.40.0.0/16.`);
   } else if (Number(v.networkCidr.split("/")[1]) > 16 && !v.existingNetworkId) {
     p.push(
@@ -583,7 +745,6 @@ export function validateConfigValues(
     "requestTimeoutSeconds",
     "kbStorageGi",
     "chromaStorageGi",
-    "postgresStorageGb",
     "filesystemSizeGb",
     "redisMemoryGb",
     "nodeMinCount",
@@ -599,6 +760,7 @@ export function validateConfigValues(
     "scaleDownStabilizationSeconds",
     "usageRetentionDays",
     "pdbMaxUnavailable",
+    "postgresStorageGb",
   ]) {
     const n = v[k as ConfigKey] as number;
     if (n < 0) p.push(`${key(k)} must not be negative, got ${n}.`);
@@ -758,7 +920,7 @@ export function parseStackConfig(
     allowNonHa: v.allowNonHa,
     region,
     gcpProject: provider.gcpProject,
-    zones: v.zones.length > 0 ? v.zones : defaultZones(cloud, region),
+    zones: resolveZones(cloud, region, v),
     network: {
       cidr: v.networkCidr,
       existing: v.existingNetworkId
@@ -776,7 +938,7 @@ export function parseStackConfig(
     postgres: {
       version: v.postgresVersion,
       size: v.postgresSize || defaults.postgresSize,
-      storageGb: v.postgresStorageGb,
+      storageGb: v.postgresStorageGb || defaults.postgresStorageGb,
       backupDays: v.postgresBackupDays,
       ha: v.postgresHa,
     },

@@ -1,6 +1,7 @@
 /**
- * EKS: a cluster with envelope-encrypted secrets, a managed node group across the private subnets, VPC CNI
- * network policies, and the EFS CSI driver with its IAM through EKS Pod Identity. Or an existing cluster.
+ * EKS: a cluster with envelope-encrypted secrets, a managed node group across the private subnets scaled by the
+ * Cluster Autoscaler, VPC CNI network policies, and the EFS CSI driver; both drivers get their IAM through EKS Pod
+ * Identity. Or an existing cluster.
  */
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
@@ -39,6 +40,85 @@ export function eksKubeconfig(clusterName: string, endpoint: string, caData: str
   });
 }
 
+/** Cluster Autoscaler Helm chart (kubernetes/autoscaler), pinned. */
+export const CLUSTER_AUTOSCALER_CHART = {
+  chart: "cluster-autoscaler",
+  version: "9.38.0",
+  repo: "https://kubernetes.github.io/autoscaler",
+};
+/** Where the Cluster Autoscaler runs, and the service account its Pod Identity association names. */
+export const CLUSTER_AUTOSCALER_NAMESPACE = "kube-system";
+export const CLUSTER_AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler";
+
+/**
+ * The Cluster Autoscaler image for a Kubernetes minor version: its minor must match the cluster's
+ * (`1.33` → `v1.33.0`; every minor has a `.0` release).
+ */
+export function clusterAutoscalerImageTag(kubernetesVersion: string): string {
+  const m = /^(\d+)\.(\d+)/.exec(kubernetesVersion);
+  if (!m) throw new Error(`"${kubernetesVersion}" is not a Kubernetes version such as 1.33.`);
+  return `v${m[1]}.${m[2]}.0`;
+}
+
+/**
+ * IAM policy of the Cluster Autoscaler (the AWS provider README's auto-discovery policy): read the node groups,
+ * and change the size only of Auto Scaling groups EKS tagged as this cluster's
+ * (`k8s.io/cluster-autoscaler/<cluster>`, which managed node groups carry automatically).
+ */
+export function clusterAutoscalerPolicy(clusterName: string): string {
+  return JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Effect: "Allow",
+        Action: [
+          "autoscaling:DescribeAutoScalingGroups",
+          "autoscaling:DescribeAutoScalingInstances",
+          "autoscaling:DescribeLaunchConfigurations",
+          "autoscaling:DescribeScalingActivities",
+          "autoscaling:DescribeTags",
+          "ec2:DescribeImages",
+          "ec2:DescribeInstanceTypes",
+          "ec2:DescribeLaunchTemplateVersions",
+          "ec2:GetInstanceTypesFromInstanceRequirements",
+          "eks:DescribeNodegroup",
+        ],
+        Resource: "*",
+      },
+      {
+        Effect: "Allow",
+        Action: ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+        Resource: "*",
+        Condition: {
+          StringEquals: { [`aws:ResourceTag/k8s.io/cluster-autoscaler/${clusterName}`]: "owned" },
+        },
+      },
+    ],
+  });
+}
+
+/** Helm values of the Cluster Autoscaler: discover this cluster's node groups by their tags. */
+export function clusterAutoscalerValues(clusterName: string, region: string, kubernetesVersion: string) {
+  return {
+    cloudProvider: "aws",
+    awsRegion: region,
+    autoDiscovery: { clusterName },
+    image: {
+      repository: "registry.k8s.io/autoscaling/cluster-autoscaler",
+      tag: clusterAutoscalerImageTag(kubernetesVersion),
+    },
+    rbac: { serviceAccount: { create: true, name: CLUSTER_AUTOSCALER_SERVICE_ACCOUNT } },
+    extraArgs: {
+      // One node group spans every AZ; Auto Scaling keeps its instances balanced across them.
+      "balance-similar-node-groups": true,
+      expander: "least-waste",
+      "skip-nodes-with-system-pods": false,
+      "scale-down-unneeded-time": "10m",
+    },
+    resources: { requests: { cpu: "100m", memory: "300Mi" }, limits: { memory: "600Mi" } },
+  };
+}
+
 /** Trust policy for a role assumed by `service` (e.g. eks.amazonaws.com). */
 export function assumeRolePolicy(service: string, actions: string[] = ["sts:AssumeRole"]): string {
   return JSON.stringify({
@@ -55,6 +135,8 @@ export class AwsCluster extends pulumi.ComponentResource {
   readonly securityGroupId: pulumi.Output<string> | undefined;
   /** Resources the StorageClass must wait for (the EFS CSI driver). */
   readonly storageDriver: pulumi.Resource[];
+  /** The Cluster Autoscaler's Helm release; undefined for an existing cluster. */
+  readonly autoscaler: k8s.helm.v3.Release | undefined;
 
   constructor(name: string, args: AwsClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("llm-proxy:aws:Cluster", name, {}, opts);
@@ -67,6 +149,7 @@ export class AwsCluster extends pulumi.ComponentResource {
       this.clusterName = pulumi.output("existing");
       this.securityGroupId = undefined;
       this.storageDriver = [];
+      this.autoscaler = undefined;
       this.registerOutputs({ clusterName: this.clusterName });
       return;
     }
@@ -114,7 +197,10 @@ export class AwsCluster extends pulumi.ComponentResource {
       { ...child, dependsOn: [clusterPolicy] },
     );
 
-    // Managed nodes across every private subnet (and so every AZ).
+    // Managed nodes across every private subnet (and so every AZ). The Cluster Autoscaler (below) owns the
+    // desired size between min and max, so Pulumi ignores it after creation. EKS rejects a minimum above the
+    // current desired size: raising nodeMinCount past the running node count needs
+    // `aws eks update-nodegroup-config --scaling-config desiredSize=<n>` first (README, Scaling guidance).
     const nodeRole = new aws.iam.Role(
       `${name}-node-role`,
       { assumeRolePolicy: assumeRolePolicy("ec2.amazonaws.com"), tags: args.tags },
@@ -198,6 +284,45 @@ export class AwsCluster extends pulumi.ComponentResource {
       { kubeconfig: this.kubeconfig, enableServerSideApply: true },
       { ...child, dependsOn: [nodes, cni] },
     );
+
+    // Cluster Autoscaler: adds nodes (up to nodeMaxCount) when pods are Pending and removes idle ones (down to
+    // nodeMinCount), with AWS rights through Pod Identity limited to this cluster's Auto Scaling groups.
+    const autoscalerRole = new aws.iam.Role(
+      `${name}-autoscaler-role`,
+      {
+        assumeRolePolicy: assumeRolePolicy("pods.eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
+        tags: args.tags,
+      },
+      child,
+    );
+    const autoscalerPolicy = new aws.iam.RolePolicy(
+      `${name}-autoscaler-policy`,
+      { role: autoscalerRole.name, policy: cluster.name.apply(clusterAutoscalerPolicy) },
+      child,
+    );
+    const autoscalerIdentity = new aws.eks.PodIdentityAssociation(
+      `${name}-autoscaler-identity`,
+      {
+        clusterName: cluster.name,
+        namespace: CLUSTER_AUTOSCALER_NAMESPACE,
+        serviceAccount: CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
+        roleArn: autoscalerRole.arn,
+        tags: args.tags,
+      },
+      { ...child, dependsOn: [podIdentity] },
+    );
+    this.autoscaler = new k8s.helm.v3.Release(
+      `${name}-autoscaler`,
+      {
+        chart: CLUSTER_AUTOSCALER_CHART.chart,
+        version: CLUSTER_AUTOSCALER_CHART.version,
+        repositoryOpts: { repo: CLUSTER_AUTOSCALER_CHART.repo },
+        namespace: CLUSTER_AUTOSCALER_NAMESPACE,
+        values: cluster.name.apply((n) => clusterAutoscalerValues(n, args.region, s.kubernetesVersion)),
+      },
+      { ...child, provider: this.provider, dependsOn: [nodes, autoscalerIdentity, autoscalerPolicy] },
+    );
+
     this.clusterName = cluster.name;
     this.securityGroupId = cluster.vpcConfig.clusterSecurityGroupId;
     this.storageDriver = [efsCsi];

@@ -1,16 +1,24 @@
 /**
- * EFS: encrypted, Regional (multi-AZ), a mount target per private subnet, NFS only from the cluster, backups
- * on; plus the StorageClass whose claims become access points (uid/gid 10001) on this file system.
+ * EFS: encrypted, Regional (multi-AZ) with a mount target per private subnet — or One Zone (dev stacks) with one
+ * mount target in the first zone —, NFS only from the cluster, backups on; plus the StorageClass whose claims
+ * become access points (uid/gid 10001) on this file system.
  */
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
+import type { FilesystemSettings } from "../config";
 import { clientSecurityGroup, type AwsClients } from "./security";
 
+/** EFS storage classes `filesystemTier` selects: Regional (multi-AZ) or One Zone. */
+export const EFS_TIERS = { regional: "Regional", oneZone: "OneZone" } as const;
+
 export interface AwsFilesystemArgs {
+  settings: FilesystemSettings;
   vpcId: pulumi.Input<string>;
-  /** One mount target per subnet (one per AZ). */
+  /** Private subnets, exactly one per AZ (EFS allows one mount target per AZ). */
   subnetIds: pulumi.Input<string>[];
+  /** AZ of each subnet, same order; One Zone places the file system in the first. */
+  zones: string[];
   clients: AwsClients;
   k8sProvider: k8s.Provider;
   /** The EFS CSI driver add-on: the StorageClass waits for it. */
@@ -33,6 +41,22 @@ export function efsStorageClassParameters(fileSystemId: string, uid: number): Re
   };
 }
 
+/**
+ * Where the file system lives and which subnets get a mount target: every subnet for Regional; for One Zone the
+ * first zone and only its subnet (EFS: a One Zone file system has a single mount target, in its own AZ).
+ */
+export function efsPlacement<T>(
+  tier: string,
+  subnetIds: T[],
+  zones: string[],
+): { availabilityZoneName?: string; mountSubnets: T[] } {
+  if (tier !== EFS_TIERS.oneZone) return { mountSubnets: subnetIds };
+  if (zones.length === 0 || subnetIds.length === 0) {
+    throw new Error("EFS One Zone needs the zone and subnet to place it in: set zones (its first entry).");
+  }
+  return { availabilityZoneName: zones[0], mountSubnets: subnetIds.slice(0, 1) };
+}
+
 export class AwsFilesystem extends pulumi.ComponentResource {
   readonly fileSystemId: pulumi.Output<string>;
   readonly storageClassName: pulumi.Output<string>;
@@ -53,11 +77,19 @@ export class AwsFilesystem extends pulumi.ComponentResource {
       },
       child,
     );
-    // Knowledge base and Chroma data live here: encrypted, Regional, protected against accidental deletion.
+    let placement: { availabilityZoneName?: string; mountSubnets: pulumi.Input<string>[] };
+    try {
+      placement = efsPlacement(args.settings.tier, args.subnetIds, args.zones);
+    } catch (e) {
+      throw new pulumi.ResourceError((e as Error).message, this);
+    }
+    // Knowledge base and Chroma data live here: encrypted, Regional (unless a dev stack chose One Zone),
+    // protected against accidental deletion.
     const fs = new aws.efs.FileSystem(
       `${name}-efs`,
       {
         encrypted: true,
+        ...(placement.availabilityZoneName ? { availabilityZoneName: placement.availabilityZoneName } : {}),
         performanceMode: "generalPurpose",
         throughputMode: "elastic",
         lifecyclePolicies: [{ transitionToIa: "AFTER_30_DAYS" }],
@@ -70,7 +102,7 @@ export class AwsFilesystem extends pulumi.ComponentResource {
       { fileSystemId: fs.id, backupPolicy: { status: "ENABLED" } },
       child,
     );
-    const mountTargets = args.subnetIds.map(
+    const mountTargets = placement.mountSubnets.map(
       (subnetId, i) =>
         new aws.efs.MountTarget(
           `${name}-mt-${i}`,

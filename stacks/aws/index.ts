@@ -12,8 +12,14 @@ import { rdsRegionCa } from "./rds-ca";
 
 export { AwsCluster, AwsFilesystem, AwsNetwork, AwsPostgres, AwsRedis };
 
-/** Annotations that make a LoadBalancer Service an internal NLB. */
+/**
+ * Annotations that make a LoadBalancer Service an internal NLB. The program installs no AWS Load Balancer
+ * Controller, so EKS's built-in service controller handles the Service, and it reads only `-internal` (without
+ * it the NLB is internet-facing in the public subnets); `-scheme` is the controller's equivalent, kept for
+ * clusters that run it.
+ */
 export const AWS_INTERNAL_LB_ANNOTATIONS = {
+  "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
   "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
   "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
 };
@@ -56,8 +62,10 @@ export function createAwsPlatform(
   const fs = new AwsFilesystem(
     `${name}-fs`,
     {
+      settings: config.filesystem,
       vpcId: network.vpcId,
       subnetIds: network.privateSubnetIds,
+      zones: config.zones,
       clients,
       k8sProvider: cluster.provider,
       driver: cluster.storageDriver,

@@ -9,7 +9,10 @@ export interface AwsRedisArgs {
   settings: RedisSettings;
   vpcId: pulumi.Input<string>;
   subnetIds: pulumi.Input<string>[];
-  /** AZs to place the nodes in (primary first). */
+  /**
+   * AZs to place the nodes in (primary first), each with a subnet in `subnetIds`. Empty: ElastiCache picks among
+   * the subnet group's AZs (an existing VPC whose subnets' AZs the program does not know).
+   */
   zones: string[];
   clients: AwsClients;
   tags: Record<string, string>;
@@ -32,7 +35,8 @@ export class AwsRedis extends pulumi.ComponentResource {
     super("llm-proxy:aws:Redis", name, {}, opts);
     const child = { parent: this };
     const s = args.settings;
-    const nodes = awsRedisNodeCount(s.ha, args.zones.length);
+    // One node per AZ: the named zones, else one per subnet (the subnets are one per AZ).
+    const nodes = awsRedisNodeCount(s.ha, args.zones.length || args.subnetIds.length);
 
     const subnets = new aws.elasticache.SubnetGroup(
       `${name}-subnets`,

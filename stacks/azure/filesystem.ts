@@ -1,34 +1,55 @@
 /**
- * Azure Files NFS on a Premium ZRS FileStorage account reachable only from the cluster subnet, and the
- * StorageClass whose claims become NFS shares in that account (file.csi.azure.com).
+ * Azure Files NFS: a Premium ZRS FileStorage account reachable only from the cluster subnet, one NFS share the
+ * program creates (quota `filesystemSizeGb`), and the StorageClass its static PersistentVolumes carry.
+ *
+ * Why static, not the CSI driver's dynamic provisioning: for an NFS claim the azurefile driver's CreateVolume
+ * always updates subnet service endpoints, and without a subnet name it lists and rewrites every subnet of the
+ * VNet (the PostgreSQL-delegated and private-endpoint subnets included), which the cluster identity may not do
+ * and which Pulumi would then see as drift. A share Pulumi creates skips CreateVolume altogether, and the
+ * claims bind to static NFS PVs on it (as on GCP), mounted with subPaths.
  */
-import * as authorization from "@pulumi/azure-native/authorization";
 import * as storage from "@pulumi/azure-native/storage";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import type { FilesystemSettings } from "../config";
-import { AZURE_ROLES, roleDefinitionId } from "./roles";
+import type { StaticNfsVolume } from "../platform";
 
 export interface AzureFilesystemArgs {
   settings: FilesystemSettings;
   resourceGroupName: pulumi.Input<string>;
   location: string;
-  /** Only this subnet (the cluster's) may reach the account. */
+  /** Only this subnet (the cluster's, with a Microsoft.Storage service endpoint) may reach the account. */
   clusterSubnetId: pulumi.Input<string>;
-  /** Cluster identity that provisions shares (CSI driver); undefined for an existing cluster. */
-  clusterPrincipalId?: pulumi.Input<string>;
   k8sProvider: k8s.Provider;
   tags: Record<string, string>;
 }
 
-/** StorageClass parameters for NFS shares in our account. */
-export function azureFilesStorageClassParameters(account: string, resourceGroup: string, sku: string) {
-  return { protocol: "nfs", skuName: sku, storageAccount: account, resourceGroup };
+/** Name of the NFS share the claims live on. */
+export const AZURE_SHARE = "llmproxy";
+
+/**
+ * How nodes mount an Azure Files NFS share (Microsoft's Linux mount instructions: NFS 4.1, `sec=sys`), plus
+ * `nconnect` for throughput and `noresvport` so a reconnect after a network blip gets a fresh port.
+ */
+export const AZURE_NFS_MOUNT_OPTIONS = [
+  "vers=4",
+  "minorversion=1",
+  "sec=sys",
+  "nconnect=4",
+  "noresvport",
+  "actimeo=30",
+];
+
+/** The NFS export of `share` in `account`: `<account>.file.core.windows.net:/<account>/<share>`. */
+export function azureNfsExport(account: string, share: string): { server: string; path: string } {
+  return { server: `${account}.file.core.windows.net`, path: `/${account}/${share}` };
 }
 
 export class AzureFilesystem extends pulumi.ComponentResource {
   readonly accountId: pulumi.Output<string>;
   readonly storageClassName: pulumi.Output<string>;
+  /** The share as an NFS export for the app's static PersistentVolumes. */
+  readonly nfs: StaticNfsVolume;
   readonly resources: pulumi.Resource[];
 
   constructor(name: string, args: AzureFilesystemArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -57,43 +78,41 @@ export class AzureFilesystem extends pulumi.ComponentResource {
       { ...child, protect: true },
     );
 
-    const deps: pulumi.Resource[] = [account];
-    if (args.clusterPrincipalId) {
-      // The CSI driver creates the shares with the cluster's identity.
-      deps.push(
-        new authorization.RoleAssignment(
-          `${name}-csi-role`,
-          {
-            principalId: args.clusterPrincipalId,
-            principalType: authorization.PrincipalType.ServicePrincipal,
-            roleDefinitionId: account.id.apply((id) =>
-              roleDefinitionId(id, AZURE_ROLES.storageAccountContributor),
-            ),
-            scope: account.id,
-          },
-          child,
-        ),
-      );
-    }
+    // The share holding the knowledge base and Chroma data: its quota is the provisioned (billed) capacity.
+    // NoRootSquash so the one-shot ownership Job can hand the sub-paths to the proxy's uid.
+    const share = new storage.FileShare(
+      `${name}-share`,
+      {
+        resourceGroupName: args.resourceGroupName,
+        accountName: account.name,
+        shareName: AZURE_SHARE,
+        enabledProtocols: storage.EnabledProtocols.NFS,
+        rootSquash: storage.RootSquashType.NoRootSquash,
+        shareQuota: args.settings.sizeGb,
+      },
+      { ...child, protect: true },
+    );
 
+    // A class for the static PVs (no dynamic provisioning: claims bind to the PVs the app creates).
     const sc = new k8s.storage.v1.StorageClass(
       `${name}-sc`,
       {
         metadata: { name: "llm-proxy-azurefile-nfs" },
-        provisioner: "file.csi.azure.com",
-        parameters: pulumi
-          .all([account.name, pulumi.output(args.resourceGroupName)])
-          .apply(([a, rg]) => azureFilesStorageClassParameters(a, rg, args.settings.tier)),
+        provisioner: "kubernetes.io/no-provisioner",
         reclaimPolicy: "Retain",
         volumeBindingMode: "Immediate",
-        allowVolumeExpansion: true,
-        mountOptions: ["nconnect=4", "noresvport", "actimeo=30"],
       },
-      { ...child, provider: args.k8sProvider, dependsOn: deps },
+      { ...child, provider: args.k8sProvider },
     );
+    const nfsExport = account.name.apply((a) => azureNfsExport(a, AZURE_SHARE));
     this.accountId = account.id;
     this.storageClassName = sc.metadata.name;
-    this.resources = [sc];
+    this.nfs = {
+      server: nfsExport.server,
+      path: nfsExport.path,
+      mountOptions: AZURE_NFS_MOUNT_OPTIONS,
+    };
+    this.resources = [sc, share];
     this.registerOutputs({ accountId: this.accountId, storageClassName: this.storageClassName });
   }
 }

@@ -70,7 +70,6 @@ export function createAzurePlatform(
       resourceGroupName: net.resourceGroupName,
       location,
       clusterSubnetId: net.clusterSubnetId,
-      clusterPrincipalId: cluster.principalId,
       k8sProvider: cluster.provider,
       tags,
     },
@@ -93,7 +92,12 @@ export function createAzurePlatform(
       resources: db.resources,
     },
     redis: { host: redis.host, port: redis.port, authToken: redis.authToken, resources: redis.resources },
-    storage: { storageClassName: fs.storageClassName, filesystemId: fs.accountId, resources: fs.resources },
+    storage: {
+      storageClassName: fs.storageClassName,
+      filesystemId: fs.accountId,
+      staticNfs: fs.nfs,
+      resources: fs.resources,
+    },
     internalLoadBalancerAnnotations: AZURE_INTERNAL_LB_ANNOTATIONS,
   };
 }

@@ -7,7 +7,7 @@ import * as dbforpostgresql from "@pulumi/azure-native/dbforpostgresql";
 import * as privatedns from "@pulumi/azure-native/privatedns";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import type { PostgresSettings } from "../config";
+import { azurePostgresTier, type PostgresSettings } from "../config";
 
 export interface AzurePostgresArgs {
   settings: PostgresSettings;
@@ -32,6 +32,17 @@ export function azurePostgresHa(ha: boolean, zones: string[]) {
         ...(zones.length > 1 ? { standbyAvailabilityZone: zones[1] } : {}),
       }
     : { mode: dbforpostgresql.PostgreSqlFlexibleServerHighAvailabilityMode.Disabled };
+}
+
+/**
+ * The `sku` block: the tier follows from the SKU name (the API rejects a mismatch). Config validation has already
+ * rejected names that are none of Burstable / GeneralPurpose / MemoryOptimized.
+ */
+export function azurePostgresSku(size: string): { name: string; tier: dbforpostgresql.SkuTier } {
+  const tier = azurePostgresTier(size);
+  if (!tier)
+    throw new Error(`"${size}" is not a Flexible Server SKU name (Standard_B*, Standard_D*, Standard_E*).`);
+  return { name: size, tier: dbforpostgresql.SkuTier[tier] };
 }
 
 export class AzurePostgres extends pulumi.ComponentResource {
@@ -77,7 +88,7 @@ export class AzurePostgres extends pulumi.ComponentResource {
         resourceGroupName: args.resourceGroupName,
         location: args.location,
         version: s.version,
-        sku: { name: s.size, tier: dbforpostgresql.SkuTier.GeneralPurpose },
+        sku: azurePostgresSku(s.size),
         storage: { storageSizeGB: s.storageGb, autoGrow: dbforpostgresql.StorageAutoGrow.Enabled },
         backup: {
           backupRetentionDays: s.backupDays,
@@ -107,6 +118,8 @@ export class AzurePostgres extends pulumi.ComponentResource {
       },
     );
 
+    // The server applies one change at a time (a second one fails with ServerIsBusy), so the TLS setting, the
+    // database and the lock go one after another.
     // TLS is required (the default, pinned here so nobody turns it off).
     const tls = new dbforpostgresql.Configuration(
       `${name}-require-tls`,
@@ -128,13 +141,13 @@ export class AzurePostgres extends pulumi.ComponentResource {
         charset: "UTF8",
         collation: "en_US.utf8",
       },
-      { ...child, protect: true },
+      { ...child, protect: true, dependsOn: [tls] },
     );
     // Deletion protection on the Azure side: nobody deletes the server without removing the lock first.
     new authorization.ManagementLockByScope(
       `${name}-lock`,
       { scope: this.server.id, level: authorization.LockLevel.CanNotDelete, notes: "llm-proxy database" },
-      child,
+      { ...child, dependsOn: [db] },
     );
 
     this.host = this.server.fullyQualifiedDomainName.apply((h) => h ?? "");

@@ -3,7 +3,6 @@
 /** Built-in role definition GUIDs. */
 export const AZURE_ROLES = {
   networkContributor: "4d97b98b-1d4f-4787-a291-c67834d212e7",
-  storageAccountContributor: "17d1049b-9a84-46fb-8f53-869881c3d3ab",
 } as const;
 
 /** `/subscriptions/<id>` of an ARM resource id. */

@@ -1,6 +1,6 @@
 /**
- * Filestore REGIONAL (replicated across zones) on private services access, exported only to the VPC, and
- * the StorageClass its static PersistentVolumes carry. Filestore CSI dynamic provisioning would create one
+ * Filestore REGIONAL (replicated across zones; ZONAL / BASIC_* in the first zone on dev stacks) on private services
+ * access, exported only to the VPC, and the StorageClass its static PersistentVolumes carry. Filestore CSI dynamic provisioning would create one
  * instance per claim, so the program creates one instance and the app binds its claims to static NFS PVs.
  */
 import * as gcp from "@pulumi/gcp";
@@ -12,6 +12,8 @@ export interface GcpFilesystemArgs {
   settings: FilesystemSettings;
   project: string;
   region: string;
+  /** Zones of the stack; a zonal tier is created in the first. */
+  zones: string[];
   networkName: pulumi.Input<string>;
   psaRangeName: pulumi.Input<string>;
   psaConnection: pulumi.Resource;
@@ -21,6 +23,19 @@ export interface GcpFilesystemArgs {
 }
 
 export const FILESTORE_SHARE = "llmproxy";
+
+/** Filestore tiers whose instances span the region; every other tier is created in one zone. */
+export const FILESTORE_REGIONAL_TIERS = ["REGIONAL", "ENTERPRISE"];
+
+/**
+ * The instance's `location`: the region for a regional tier, else a zone (the provider: "This can be a region for
+ * ENTERPRISE tier instances"; its BASIC_* examples use a zone such as us-central1-b).
+ */
+export function filestoreLocation(tier: string, region: string, zones: string[]): string {
+  if (FILESTORE_REGIONAL_TIERS.includes(tier)) return region;
+  if (zones.length === 0) throw new Error(`Filestore ${tier} is zonal: set zones (its first entry is used).`);
+  return zones[0];
+}
 
 export class GcpFilesystem extends pulumi.ComponentResource {
   readonly instanceId: pulumi.Output<string>;
@@ -32,11 +47,17 @@ export class GcpFilesystem extends pulumi.ComponentResource {
     super("llm-proxy:gcp:Filesystem", name, {}, opts);
     const child = { parent: this };
 
+    let location: string;
+    try {
+      location = filestoreLocation(args.settings.tier, args.region, args.zones);
+    } catch (e) {
+      throw new pulumi.ResourceError((e as Error).message, this);
+    }
     const instance = new gcp.filestore.Instance(
       `${name}-filestore`,
       {
         project: args.project,
-        location: args.region,
+        location,
         tier: args.settings.tier,
         protocol: "NFS_V3",
         fileShares: {

@@ -50,6 +50,7 @@ export function createGcpPlatform(
       settings: config.filesystem,
       project,
       region,
+      zones: config.zones,
       networkName: net.networkName,
       psaRangeName: net.psaRangeName,
       psaConnection: net.psaConnection,

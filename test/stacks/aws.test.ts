@@ -63,6 +63,51 @@ describe("aws stack", () => {
     expect(JSON.parse(cni.inputs.configurationValues as string)).toEqual({ enableNetworkPolicy: "true" });
   });
 
+  it("scales the node group with the Cluster Autoscaler, which may resize only this cluster's groups", () => {
+    const cluster = one(r, "aws:eks/cluster:Cluster");
+    const clusterName = cluster.outputs.name as string;
+    const nodes = one(r, "aws:eks/nodeGroup:NodeGroup");
+    // The autoscaler owns the desired size between min and max; Pulumi does not reset it.
+    expect(nodes.options.ignoreChanges).toEqual(["scalingConfig.desiredSize"]);
+    const release = one(r, K8S.helmRelease);
+    expect(release.inputs).toMatchObject({
+      chart: "cluster-autoscaler",
+      repositoryOpts: { repo: "https://kubernetes.github.io/autoscaler" },
+      namespace: "kube-system",
+    });
+    expect(release.inputs.version).toMatch(/^\d+\.\d+\.\d+$/);
+    const values = release.inputs.values as any;
+    expect(values).toMatchObject({
+      cloudProvider: "aws",
+      awsRegion: "eu-west-1",
+      autoDiscovery: { clusterName },
+      // The autoscaler's minor version must be the cluster's.
+      image: { tag: `v${cluster.inputs.version}.0` },
+    });
+    expect(release.options.provider).toBe(`${one(r, K8S.provider).urn}::${one(r, K8S.provider).id}`);
+    // Its AWS rights come through Pod Identity, for the service account the chart creates.
+    const assoc = one(r, "aws:eks/podIdentityAssociation:PodIdentityAssociation");
+    const role = one(r, "aws:iam/role:Role", "llm-proxy-cluster-autoscaler-role");
+    expect(assoc.inputs).toMatchObject({
+      clusterName,
+      namespace: release.inputs.namespace,
+      serviceAccount: values.rbac.serviceAccount.name,
+      roleArn: role.outputs.arn,
+    });
+    expect(JSON.parse(role.inputs.assumeRolePolicy as string).Statement[0].Principal.Service).toBe(
+      "pods.eks.amazonaws.com",
+    );
+    const policy = JSON.parse(
+      one(r, "aws:iam/rolePolicy:RolePolicy", "llm-proxy-cluster-autoscaler-policy").inputs.policy as string,
+    );
+    const write = policy.Statement.find((s: any) => s.Action.includes("autoscaling:SetDesiredCapacity"));
+    expect(write.Condition).toEqual({
+      StringEquals: { [`aws:ResourceTag/k8s.io/cluster-autoscaler/${clusterName}`]: "owned" },
+    });
+    // Installed once the nodes and its identity exist.
+    expect(release.options.dependencies).toEqual(expect.arrayContaining([nodes.urn, assoc.urn]));
+  });
+
   it("makes RDS PostgreSQL Multi-AZ, private, encrypted, TLS-only, backed up, deletion-protected and protected", () => {
     const db = one(r, "aws:rds/instance:Instance");
     expect(db.inputs).toMatchObject({

@@ -79,6 +79,19 @@ describe("azure stack", () => {
     expect(tls.inputs).toMatchObject({ configurationName: "require_secure_transport", value: "on" });
     const lock = one(r, "azure-native:authorization:ManagementLockByScope");
     expect(lock.inputs).toMatchObject({ scope: server.id, level: "CanNotDelete" });
+    // Premium SSD size from the stack file (Azure accepts only fixed sizes).
+    expect(at(server.inputs, "storage.storageSizeGB")).toBe(256);
+  });
+
+  it("changes the PostgreSQL server one operation at a time: TLS setting, then database, then lock", () => {
+    // The server rejects a second concurrent change (ServerIsBusy), so each waits for the previous one.
+    const server = one(r, "azure-native:dbforpostgresql:Server");
+    const tls = one(r, "azure-native:dbforpostgresql:Configuration");
+    const db = one(r, "azure-native:dbforpostgresql:Database");
+    const lock = one(r, "azure-native:authorization:ManagementLockByScope");
+    expect(tls.options.dependencies).toContain(server.urn);
+    expect(db.options.dependencies).toContain(tls.urn);
+    expect(lock.options.dependencies).toContain(db.urn);
   });
 
   it("makes Managed Redis HA, TLS 1.2, non-clustered and reachable only through a private endpoint", () => {
@@ -104,7 +117,7 @@ describe("azure stack", () => {
     );
   });
 
-  it("puts Azure Files NFS on a Premium_ZRS FileStorage account reachable only from the cluster subnet", () => {
+  it("puts an NFS share of filesystemSizeGb on a Premium_ZRS FileStorage account reachable only from the cluster subnet", () => {
     const account = one(r, "azure-native:storage:StorageAccount");
     expect(account.inputs).toMatchObject({ kind: "FileStorage", sku: { name: "Premium_ZRS" } });
     expect(at(account.inputs, "networkRuleSet.defaultAction")).toBe("Deny");
@@ -112,20 +125,44 @@ describe("azure stack", () => {
       { virtualNetworkResourceId: one(r, "azure-native:network:Subnet", "llm-proxy-net-cluster").id },
     ]);
     expect(account.options.protect).toBe(true);
-    const sc = one(r, K8S.storageClass);
-    expect(sc.inputs.provisioner).toBe("file.csi.azure.com");
-    expect(sc.inputs.parameters).toEqual({
-      protocol: "nfs",
-      skuName: "Premium_ZRS",
-      storageAccount: account.outputs.name,
-      resourceGroup: one(r, "azure-native:resources:ResourceGroup").outputs.name,
+    // The share is Pulumi's, sized by filesystemSizeGb: the CSI driver never provisions (so never rewrites the
+    // VNet's subnets), and the quota setting is what is billed.
+    const share = one(r, "azure-native:storage:FileShare");
+    expect(share.inputs).toMatchObject({
+      accountName: account.outputs.name,
+      resourceGroupName: one(r, "azure-native:resources:ResourceGroup").outputs.name,
+      shareName: "llmproxy",
+      enabledProtocols: "NFS",
+      rootSquash: "NoRootSquash",
+      shareQuota: 1024,
     });
-    // The cluster identity may create shares in the account.
-    const role = one(r, "azure-native:authorization:RoleAssignment", "llm-proxy-fs-csi-role");
-    expect(role.inputs.scope).toBe(account.id);
-    expect(role.inputs.principalId).toBe(
-      at(one(r, "azure-native:containerservice:ManagedCluster").outputs, "identity.principalId"),
-    );
+    expect(share.options.protect).toBe(true);
+    const sc = one(r, K8S.storageClass);
+    expect(sc.inputs.provisioner).toBe("kubernetes.io/no-provisioner");
+    expect(sc.inputs.parameters).toBeUndefined();
+    // No role for a CSI driver that creates shares: only the subnet role for internal load balancers remains.
+    expect(all(r, "azure-native:authorization:RoleAssignment").map((x) => x.name)).toEqual([
+      "llm-proxy-cluster-subnet-role",
+    ]);
+    // Both claims bind to static NFS PVs on that share (NFS 4.1, as Azure Files requires).
+    const pvs = all(r, K8S.pv);
+    expect(pvs).toHaveLength(2);
+    const accountName = account.outputs.name as string;
+    for (const pv of pvs) {
+      expect(at(pv.inputs, "spec.nfs")).toEqual({
+        server: `${accountName}.file.core.windows.net`,
+        path: `/${accountName}/llmproxy`,
+      });
+      expect(at(pv.inputs, "spec.mountOptions")).toEqual(
+        expect.arrayContaining(["vers=4", "minorversion=1", "sec=sys"]),
+      );
+      expect(at(pv.inputs, "spec.storageClassName")).toBe(at(sc.outputs, "metadata.name"));
+      expect(pv.options.dependencies).toContain(share.urn);
+      const pvc = all(r, K8S.pvc).find(
+        (c) => at(c.outputs, "metadata.name") === at(pv.inputs, "spec.claimRef.name"),
+      );
+      expect(at(pvc!.inputs, "spec.volumeName")).toBe(at(pv.outputs, "metadata.name"));
+    }
     expect(r.outputs.filesystemId).toBe(account.id);
   });
 
@@ -153,8 +190,13 @@ describe("azure stack", () => {
     });
   });
 
-  it("needs no volume-ownership Job (the platform's volumes are writable for uid 10001)", () => {
-    expect(all(r, K8S.job)).toEqual([]);
+  it("hands the new share's sub-paths to uid 10001 in a one-shot Job the workloads wait for", () => {
+    const job = one(r, K8S.job);
+    const pod = at(job.inputs, "spec.template.spec");
+    expect(pod.volumes).toEqual([{ name: "share", nfs: at(all(r, K8S.pv)[0].inputs, "spec.nfs") }]);
+    expect(pod.containers[0].command.join(" ")).toContain("chown 10001:10001");
+    for (const d of all(r, K8S.deployment)) expect(d.options.dependencies, d.name).toContain(job.urn);
+    expect(job.options.dependencies).toContain(one(r, "azure-native:storage:FileShare").urn);
   });
 
   it("hardens the workload and spreads it across zones", () => assertWorkloadHardening(r));

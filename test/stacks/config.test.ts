@@ -16,24 +16,32 @@ import {
   terminationGraceSeconds,
 } from "../../stacks/app/decisions";
 import { awsSubnetPlan } from "../../stacks/aws/network";
+import { clusterAutoscalerImageTag, clusterAutoscalerPolicy } from "../../stacks/aws/cluster";
+import { efsPlacement } from "../../stacks/aws/filesystem";
 import { awsRedisNodeCount } from "../../stacks/aws/redis";
 import { clientIngress } from "../../stacks/aws/security";
+import { azureNfsExport } from "../../stacks/azure/filesystem";
 import { azureSubnetPlan } from "../../stacks/azure/network";
 import { roleDefinitionId } from "../../stacks/azure/roles";
 import {
+  AZURE_POSTGRES_STORAGE_GB,
   CONFIG_KEYS,
   StackConfigError,
+  azurePostgresTier,
   parseConfigValues,
   parseStackConfig,
   requiredMemoryMi,
   type RawConfig,
 } from "../../stacks/config";
+import { filestoreLocation } from "../../stacks/gcp/filesystem";
 import { gcpSubnetPlan } from "../../stacks/gcp/network";
 
 const root = path.resolve(__dirname, "../..");
 const projectFile = parseYaml(fs.readFileSync(path.join(root, "Pulumi.yaml"), "utf8"));
 
-const AWS: RawConfig = { cloud: "aws" };
+/** Who may reach the Kubernetes API: required whenever the program creates the cluster. */
+const CIDRS: RawConfig = { apiAllowedCidrs: '["203.0.113.0/24"]' };
+const AWS: RawConfig = { cloud: "aws", ...CIDRS };
 const awsProvider = { region: "eu-west-1" };
 
 /** The problems parseStackConfig reports for `raw` (fails the test if it does not throw). */
@@ -75,8 +83,11 @@ describe("Pulumi.yaml", () => {
     }
   });
 
-  it("defaults alone give a valid production config once the cloud and region are set", () => {
-    const cfg = parseStackConfig({ cloud: "aws" }, awsProvider);
+  it("defaults give a valid production config once the cloud, region and API CIDRs are set", () => {
+    expect(problems({ cloud: "aws" })).toEqual([
+      expect.stringMatching(/^llm-proxy:apiAllowedCidrs is empty\. List the networks pulumi and kubectl/),
+    ]);
+    const cfg = parseStackConfig({ cloud: "aws", ...CIDRS }, awsProvider);
     expect(cfg.proxy.autoscaling).toMatchObject({ enabled: true, minReplicas: 3, maxReplicas: 12 });
     expect(cfg.proxy.pdb).toEqual({ minAvailable: 2 });
     expect(cfg.postgres).toMatchObject({ ha: true, size: "db.m6g.large", backupDays: 14 });
@@ -110,9 +121,10 @@ describe("stack files", () => {
   }
 });
 
-describe("docs/deploy-config.md", () => {
+describe("README deployment config reference", () => {
   it("lists every config key with its default", () => {
-    const doc = fs.readFileSync(path.join(root, "docs/deploy-config.md"), "utf8");
+    const readme = fs.readFileSync(path.join(root, "README.md"), "utf8");
+    const doc = readme.slice(readme.indexOf("## Deployment config reference"));
     for (const [key, spec] of Object.entries(CONFIG_KEYS) as [string, any][]) {
       const row = doc.split("\n").find((l) => l.startsWith(`| \`llm-proxy:${key}\` |`));
       expect(row, key).toBeDefined();
@@ -134,7 +146,7 @@ describe("config validation", () => {
     expect(problems(AWS, {})).toEqual([
       "aws:region is not set. Set it with: pulumi config set aws:region <value>.",
     ]);
-    expect(problems({ cloud: "gcp" }, { region: "europe-west1" })).toEqual([
+    expect(problems({ cloud: "gcp", ...CIDRS }, { region: "europe-west1" })).toEqual([
       "gcp:project is not set. Set it with: pulumi config set gcp:project <project-id>.",
     ]);
   });
@@ -192,9 +204,9 @@ describe("config validation", () => {
     const dev = parseStackConfig({ ...nonHa, allowNonHa: "true" }, awsProvider);
     expect(dev.postgres.ha).toBe(false);
     expect(dev.zones).toEqual(["eu-west-1a"]);
-    expect(problems({ cloud: "gcp", filesystemTier: "ZONAL" }, { region: "r", gcpProject: "p" })[0]).toMatch(
-      /llm-proxy:filesystemTier "ZONAL" is zonal .* Use REGIONAL or ENTERPRISE/,
-    );
+    expect(
+      problems({ cloud: "gcp", ...CIDRS, filesystemTier: "ZONAL" }, { region: "r", gcpProject: "p" })[0],
+    ).toMatch(/llm-proxy:filesystemTier "ZONAL" is zonal .* Use REGIONAL or ENTERPRISE/);
   });
 
   it("rejects badly typed values with the way to set them", () => {
@@ -217,6 +229,148 @@ describe("config validation", () => {
 
   it("reports every problem at once", () => {
     expect(problems({ ...AWS, minReplicas: "20", cpuTargetPercent: "150", workers: "8" })).toHaveLength(3);
+  });
+});
+
+describe("cloud limits the validator enforces", () => {
+  const AZURE: RawConfig = { cloud: "azure", ...CIDRS };
+  const azure = { region: "westeurope" };
+  const GCP: RawConfig = { cloud: "gcp", ...CIDRS };
+  const gcp = { region: "europe-west1", gcpProject: "p" };
+
+  it("Kubernetes API: required, never 0.0.0.0/0 on production stacks, IPv4 CIDRs only", () => {
+    expect(problems({ cloud: "aws" })[0]).toContain(
+      "pulumi config set --path 'llm-proxy:apiAllowedCidrs[0]' <your egress CIDR",
+    );
+    const open = problems({ cloud: "gcp", apiAllowedCidrs: '["10.0.0.0/8","0.0.0.0/0"]' }, gcp);
+    expect(open).toEqual([
+      expect.stringMatching(
+        /^llm-proxy:apiAllowedCidrs lists 0\.0\.0\.0\/0, which opens the Kubernetes API to the whole internet\..*llm-proxy:allowNonHa/,
+      ),
+    ]);
+    const dev = parseStackConfig(
+      { ...AWS, apiAllowedCidrs: '["0.0.0.0/0"]', allowNonHa: "true" },
+      awsProvider,
+    );
+    expect(dev.cluster.apiAllowedCidrs).toEqual(["0.0.0.0/0"]);
+    expect(problems({ ...AWS, apiAllowedCidrs: '["office"]' })).toEqual([
+      'llm-proxy:apiAllowedCidrs entry "office" is not an IPv4 CIDR. Use e.g. 203.0.113.0/24.',
+    ]);
+    // An existing cluster's API is not the program's to open or close.
+    const existing = parseStackConfig({ cloud: "aws" }, awsProvider, {
+      existingKubeconfig: {} as never,
+    });
+    expect(existing.cluster.apiAllowedCidrs).toEqual([]);
+  });
+
+  it("Azure PostgreSQL: Premium SSD storage sizes only, a valid default, and the tier from the SKU name", () => {
+    expect(parseStackConfig(AZURE, azure).postgres.storageGb).toBe(128);
+    expect(AZURE_POSTGRES_STORAGE_GB).toContain(128);
+    expect(parseStackConfig(AWS, awsProvider).postgres.storageGb).toBe(100);
+    expect(parseStackConfig({ ...AZURE, postgresStorageGb: "512" }, azure).postgres.storageGb).toBe(512);
+    expect(problems({ ...AZURE, postgresStorageGb: "100" }, azure)).toEqual([
+      "llm-proxy:postgresStorageGb is 100, a size Azure Database for PostgreSQL does not offer. Use one of 32, 64, 128, 256, 512, 1024, 2048, 4095, 4096, 8192, 16384, 32767, e.g. pulumi config set llm-proxy:postgresStorageGb 128.",
+    ]);
+    expect(problems({ ...AWS, postgresStorageGb: "10" })[0]).toMatch(/below the 20 GB RDS gp3 minimum/);
+    expect(azurePostgresTier("Standard_B2ms")).toBe("Burstable");
+    expect(azurePostgresTier("Standard_D4ds_v5")).toBe("GeneralPurpose");
+    expect(azurePostgresTier("Standard_E8ds_v5")).toBe("MemoryOptimized");
+    expect(azurePostgresTier("db.r6g.large")).toBeUndefined();
+    expect(problems({ ...AZURE, postgresSize: "Standard_B2ms" }, azure)).toEqual([
+      expect.stringMatching(
+        /^llm-proxy:postgresSize "Standard_B2ms" is Burstable, which has no zone-redundant HA/,
+      ),
+    ]);
+    expect(problems({ ...AZURE, postgresSize: "GP_Gen5_2" }, azure)[0]).toMatch(
+      /^llm-proxy:postgresSize "GP_Gen5_2" is not a Flexible Server SKU name/,
+    );
+    const dev = parseStackConfig(
+      { ...AZURE, postgresSize: "Standard_B2ms", postgresHa: "false", allowNonHa: "true" },
+      azure,
+    );
+    expect(dev.postgres.size).toBe("Standard_B2ms");
+  });
+
+  it("Azure NFS share quota within 100-102400 GB", () => {
+    expect(problems({ ...AZURE, filesystemSizeGb: "50" }, azure)[0]).toMatch(
+      /^llm-proxy:filesystemSizeGb is 50, outside the 100-102400 GB .* pulumi config set llm-proxy:filesystemSizeGb 100\.$/,
+    );
+    expect(azureNfsExport("acct1", "llmproxy")).toEqual({
+      server: "acct1.file.core.windows.net",
+      path: "/acct1/llmproxy",
+    });
+  });
+
+  it("GCP Filestore: per-tier minimum capacity, and zonal tiers need a zone", () => {
+    expect(
+      problems({ ...GCP, filesystemTier: "BASIC_SSD", allowNonHa: "true", zones: '["europe-west1-b"]' }, gcp),
+    ).toEqual([
+      "llm-proxy:filesystemSizeGb is 1024, below the 2560 GB minimum of Filestore BASIC_SSD. Set it with: pulumi config set llm-proxy:filesystemSizeGb 2560.",
+    ]);
+    expect(problems({ ...GCP, filesystemSizeGb: "512" }, gcp)[0]).toMatch(
+      /below the 1024 GB minimum of Filestore REGIONAL/,
+    );
+    expect(problems({ ...GCP, filesystemTier: "ZONAL", allowNonHa: "true" }, gcp)).toEqual([
+      expect.stringMatching(
+        /^llm-proxy:filesystemTier "ZONAL" is zonal and is placed in the first of llm-proxy:zones, which is empty/,
+      ),
+    ]);
+    expect(filestoreLocation("REGIONAL", "europe-west1", ["europe-west1-b"])).toBe("europe-west1");
+    expect(filestoreLocation("ENTERPRISE", "europe-west1", [])).toBe("europe-west1");
+    expect(filestoreLocation("BASIC_HDD", "europe-west1", ["europe-west1-c", "europe-west1-d"])).toBe(
+      "europe-west1-c",
+    );
+    expect(() => filestoreLocation("ZONAL", "europe-west1", [])).toThrow(/zonal: set zones/);
+  });
+
+  it("AWS One Zone EFS: the first zone and only its subnet", () => {
+    expect(efsPlacement("Regional", ["s1", "s2"], ["a", "b"])).toEqual({ mountSubnets: ["s1", "s2"] });
+    expect(efsPlacement("OneZone", ["s1", "s2"], ["a", "b"])).toEqual({
+      availabilityZoneName: "a",
+      mountSubnets: ["s1"],
+    });
+    const dev = parseStackConfig({ ...AWS, filesystemTier: "OneZone", allowNonHa: "true" }, awsProvider);
+    expect(dev.filesystem.tier).toBe("OneZone");
+    expect(dev.zones[0]).toBe("eu-west-1a");
+  });
+
+  it("AWS existing subnets: each once, at least two, zones naming their AZs or empty", () => {
+    const existing: RawConfig = { ...AWS, existingNetworkId: "vpc-1" };
+    expect(problems({ ...existing, existingSubnetIds: '["s-1","s-1"]' })).toEqual([
+      "llm-proxy:existingSubnetIds lists s-1 more than once. List each subnet once.",
+    ]);
+    expect(problems({ ...existing, existingSubnetIds: '["s-1"]' })[0]).toMatch(
+      /^llm-proxy:existingSubnetIds lists 1 subnet: .* at least 2 AZs/,
+    );
+    expect(problems({ ...existing, existingSubnetIds: '["s-1","s-2"]', zones: '["a","b","c"]' })[0]).toMatch(
+      /^llm-proxy:zones lists 3 zone\(s\) but llm-proxy:existingSubnetIds 2 subnet\(s\)/,
+    );
+    // Unknown AZs are not guessed: nothing is pinned (not the region's a, b, c).
+    expect(parseStackConfig({ ...existing, existingSubnetIds: '["s-1","s-2"]' }, awsProvider).zones).toEqual(
+      [],
+    );
+    expect(
+      problems({
+        ...existing,
+        existingSubnetIds: '["s-1","s-2"]',
+        filesystemTier: "OneZone",
+        allowNonHa: "true",
+      })[0],
+    ).toMatch(
+      /filesystemTier "OneZone" is zonal and is placed in the first of llm-proxy:zones, which is empty.*AZ of the first of existingSubnetIds/,
+    );
+  });
+
+  it("Cluster Autoscaler: image minor follows the cluster, writes limited to this cluster's groups", () => {
+    expect(clusterAutoscalerImageTag("1.33")).toBe("v1.33.0");
+    expect(() => clusterAutoscalerImageTag("latest")).toThrow(/not a Kubernetes version/);
+    const policy = JSON.parse(clusterAutoscalerPolicy("prod"));
+    const write = policy.Statement.find((st: any) => st.Action.includes("autoscaling:SetDesiredCapacity"));
+    expect(write.Condition.StringEquals).toEqual({
+      "aws:ResourceTag/k8s.io/cluster-autoscaler/prod": "owned",
+    });
+    const read = policy.Statement.find((st: any) => st !== write);
+    expect(read.Action.some((a: string) => a.startsWith("autoscaling:Set"))).toBe(false);
   });
 });
 

@@ -120,6 +120,8 @@ describe("overrides", () => {
       overrides: {
         existingNetworkId: "vpc-0abc",
         existingSubnetIds: '["subnet-a","subnet-b","subnet-c"]',
+        // The stack file names eu-west-1a..c; an existing VPC's subnets may be elsewhere, so leave zones empty.
+        zones: "[]",
       },
       secrets: { existingKubeconfig: kubeconfig },
     });
@@ -143,6 +145,87 @@ describe("overrides", () => {
       "subnet-c",
     ]);
     expect(r.outputs.networkId).toBe("vpc-0abc");
+    // The subnets' AZs are unknown offline and need not be the stack file's zones: Redis gets one node per subnet
+    // and ElastiCache places them among the subnet group's AZs.
+    const rg = one(r, "aws:elasticache/replicationGroup:ReplicationGroup");
+    expect(rg.inputs.numCacheClusters).toBe(3);
+    expect(rg.inputs.preferredCacheClusterAzs).toBeUndefined();
+  });
+
+  it("an existing VPC with zones named: Redis nodes are pinned to those AZs", async () => {
+    const r = await run({
+      stack: "aws",
+      overrides: {
+        existingNetworkId: "vpc-0abc",
+        existingSubnetIds: '["subnet-a","subnet-b"]',
+        zones: '["eu-west-1b","eu-west-1c"]',
+      },
+    });
+    const rg = one(r, "aws:elasticache/replicationGroup:ReplicationGroup");
+    expect(rg.inputs.numCacheClusters).toBe(2);
+    expect(rg.inputs.preferredCacheClusterAzs).toEqual(["eu-west-1b", "eu-west-1c"]);
+    const failed = run({
+      stack: "aws",
+      overrides: {
+        existingNetworkId: "vpc-0abc",
+        existingSubnetIds: '["subnet-a","subnet-a","subnet-b"]',
+      },
+    });
+    await expect(failed).rejects.toThrow(/llm-proxy:existingSubnetIds lists subnet-a more than once/);
+  });
+
+  it("AWS filesystemTier OneZone: a One Zone EFS in the first zone with its single mount target there", async () => {
+    const r = await run({ stack: "aws", overrides: { filesystemTier: "OneZone", allowNonHa: "true" } });
+    const efs = one(r, "aws:efs/fileSystem:FileSystem");
+    expect(efs.inputs.availabilityZoneName).toBe("eu-west-1a");
+    const firstSubnet = all(r, "aws:ec2/subnet:Subnet").find(
+      (s) => s.name.includes("private") && s.inputs.availabilityZone === "eu-west-1a",
+    );
+    expect(all(r, "aws:efs/mountTarget:MountTarget").map((m) => m.inputs.subnetId)).toEqual([
+      firstSubnet!.id,
+    ]);
+  });
+
+  it("GCP zonal Filestore tiers go to the first zone; regional ones stay in the region", async () => {
+    const r = await run({
+      stack: "gcp",
+      overrides: { filesystemTier: "BASIC_SSD", filesystemSizeGb: "2560", allowNonHa: "true" },
+    });
+    const fsi = one(r, "gcp:filestore/instance:Instance");
+    expect(fsi.inputs).toMatchObject({ tier: "BASIC_SSD", location: "europe-west1-b" });
+    expect(at(fsi.inputs, "fileShares.capacityGb")).toBe(2560);
+    const tooSmall = run({ stack: "gcp", overrides: { filesystemTier: "BASIC_SSD", allowNonHa: "true" } });
+    await expect(tooSmall).rejects.toThrow(
+      /llm-proxy:filesystemSizeGb is 1024, below the 2560 GB minimum of Filestore BASIC_SSD/,
+    );
+  });
+
+  it("Azure PostgreSQL: the SKU tier follows the SKU name, and the storage default is a size Azure offers", async () => {
+    const r = await run({
+      stack: "azure",
+      overrides: { postgresSize: "Standard_E4ds_v5", postgresStorageGb: "0" },
+    });
+    const server = one(r, "azure-native:dbforpostgresql:Server");
+    expect(server.inputs.sku).toEqual({ name: "Standard_E4ds_v5", tier: "MemoryOptimized" });
+    expect(at(server.inputs, "storage.storageSizeGB")).toBe(128);
+    const dev = await run({
+      stack: "azure",
+      overrides: { postgresSize: "Standard_B2ms", postgresHa: "false", allowNonHa: "true" },
+    });
+    expect(one(dev, "azure-native:dbforpostgresql:Server").inputs.sku).toEqual({
+      name: "Standard_B2ms",
+      tier: "Burstable",
+    });
+    const failed = run({
+      stack: "azure",
+      overrides: { postgresSize: "Standard_B2ms", postgresStorageGb: "200" },
+    });
+    await expect(failed).rejects.toThrow(
+      /llm-proxy:postgresSize "Standard_B2ms" is Burstable, which has no zone-redundant HA/,
+    );
+    await expect(failed).rejects.toThrow(
+      /llm-proxy:postgresStorageGb is 200, a size Azure Database for PostgreSQL does not offer\. Use one of 32, 64, 128, 256,.*e\.g\. pulumi config set llm-proxy:postgresStorageGb 256/,
+    );
   });
 
   it("an Ingress and an internal LoadBalancer Service when asked for", async () => {
@@ -154,6 +237,12 @@ describe("overrides", () => {
     expect(at(svc.inputs, "spec.type")).toBe("LoadBalancer");
     expect(at(svc.inputs, "metadata.annotations")).toEqual({
       "networking.gke.io/load-balancer-type": "Internal",
+    });
+    // AWS: EKS's built-in service controller makes an internet-facing NLB unless `-internal` is set.
+    const aws = await run({ stack: "aws", overrides: { serviceType: "LoadBalancer" } });
+    expect(at(one(aws, K8S.service, "llm-proxy-svc").inputs, "metadata.annotations")).toMatchObject({
+      "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+      "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
     });
     const ing = one(r, K8S.ingress);
     expect(at(ing.inputs, "spec.tls")).toEqual([{ hosts: ["llm.example.com"], secretName: "llm-tls" }]);
