@@ -4,7 +4,9 @@
  * keys, so they spread over a Redis Cluster by themselves.
  *
  * Redis unavailable (error, timeout, disconnected): a read is a miss and a write is skipped — the request is still
- * served; the failure is counted and logged at most once per 10 s.
+ * served; the failure is counted and logged at most once per 10 s. After a failure the cache is left alone for
+ * `retryAfterMs`, so during an outage (a stalled server answers nothing until the deadline) only one request a
+ * second waits for it instead of every request.
  */
 import zlib from "node:zlib";
 import type { Logger } from "pino";
@@ -51,6 +53,8 @@ export interface RedisCacheOptions {
   maxEntryBytes?: number;
   /** Deadline of one read or write, in ms (see withDeadline); past it the read is a miss. Default 250. */
   timeoutMs?: number;
+  /** After a failed call, how long reads are misses and writes skipped without trying Redis, in ms. Default 1000. */
+  retryAfterMs?: number;
 }
 
 export class RedisResponseCache implements ResponseCache {
@@ -59,7 +63,10 @@ export class RedisResponseCache implements ResponseCache {
   private readonly prefix: string;
   private readonly maxEntryBytes: number;
   private readonly timeoutMs: number;
+  private readonly retryAfterMs: number;
   private lastWarned = 0;
+  /** Until when calls skip Redis (after a failure). */
+  private skipUntil = 0;
 
   constructor(opts: RedisCacheOptions) {
     this.client = opts.client;
@@ -67,11 +74,18 @@ export class RedisResponseCache implements ResponseCache {
     this.prefix = opts.prefix ?? "llmproxy:c:";
     this.maxEntryBytes = opts.maxEntryBytes ?? 1024 * 1024;
     this.timeoutMs = opts.timeoutMs ?? 250;
+    this.retryAfterMs = opts.retryAfterMs ?? 1000;
+  }
+
+  /** Whether to leave Redis alone for now (a recent failure). */
+  private resting(): boolean {
+    return this.skipUntil !== 0 && Date.now() < this.skipUntil;
   }
 
   private failed(operation: "get" | "set", error: unknown): void {
     cacheErrors.inc({ operation });
     const now = Date.now();
+    this.skipUntil = now + this.retryAfterMs;
     if (now - this.lastWarned < 10_000) return;
     this.lastWarned = now;
     this.log.warn(
@@ -81,6 +95,7 @@ export class RedisResponseCache implements ResponseCache {
   }
 
   async get(key: string): Promise<CachedResponse | null> {
+    if (this.resting()) return null;
     let buf: Buffer | null;
     try {
       buf = await withDeadline(this.client.getBuffer(this.prefix + key), this.timeoutMs, "response cache");
@@ -97,6 +112,7 @@ export class RedisResponseCache implements ResponseCache {
   }
 
   async set(key: string, value: CachedResponse, ttlSeconds: number): Promise<void> {
+    if (this.resting()) return;
     const buf = encodeEntry(value);
     if (buf.length > this.maxEntryBytes) return;
     try {

@@ -56,8 +56,11 @@ import { LIMITER_COMMANDS, type RedisClient } from "./redis";
 /**
  * KEYS: one hash per limited scope (the key's, then the team's), all under one hash tag.
  * ARGV[1] op "admit" | "adjust"; ARGV[2] now in ms, or "" for the server clock.
- * admit:  one or more admissions, each: tokens, then per scope rpm, tpm, tpd (-1 = unlimited, 0 = blocked); decided
- *         in order, as if sent one by one. Every decision comes back prefixed by its length:
+ * admit:  ARGV[3] deadline in ms of the same clock, or "" for none: a call that reaches the script after it commits
+ *         nothing and returns {-1, now} (its callers gave up waiting and were answered without it; see
+ *         resilient-limiter.ts). Then one or more admissions, each: tokens, then per scope rpm, tpm, tpd (-1 =
+ *         unlimited, 0 = blocked); decided in order, as if sent one by one. Every decision comes back prefixed by
+ *         its length:
  *         → {1, now, R1, T1, D1, R2, …} or {0, now, scope, budget (1 rpm, 2 tpm, 3 tpd), retryMs, R1, T1, D1, …}
  * adjust: ARGV[3] reservation slot (s), ARGV[4] reservation day, ARGV[5] delta tokens (< 0 refund, > 0 overage).
  */
@@ -197,8 +200,10 @@ end
 
 -- Admissions in order, each seeing the ones before it; every decision prefixed by its length.
 if ARGV[1] == 'admit' then
+  local deadline = tonumber(ARGV[3])
+  if deadline and now > deadline then return {-1, now} end
   local all = {}
-  for base = 3, #ARGV, 1 + 3 * #KEYS do
+  for base = 4, #ARGV, 1 + 3 * #KEYS do
     local out = admit(base)
     all[#all + 1] = #out
     for k = 1, #out do all[#all + 1] = out[k] end
@@ -235,6 +240,13 @@ export interface RedisLimiterOptions {
   prefix?: string;
   /** Clock in ms since the epoch; default: the Redis server's clock (`TIME`). Tests pass a fake clock. */
   now?: () => number;
+  /**
+   * How long a caller waits for an admission, in ms (the resilient wrapper's deadline); null: no bound. A call that
+   * reaches Redis later (a stalled server, a failover) commits nothing, so requests already answered without it —
+   * 503 fail-closed, or admitted by the per-process fallback — do not also use up the shared budget when Redis
+   * resumes. Judged by Redis's clock, offset by what the decisions report.
+   */
+  deadlineMs?: number | null;
 }
 
 /** Hash names of the limited scopes, all under one hash tag (see the header comment). */
@@ -276,6 +288,8 @@ function perTurn<E>(flush: (entries: E[]) => void): (id: string, create: () => E
 interface PendingAdmissions {
   keys: string[];
   clock: string;
+  /** When the first admission of the call stops being waited for, in the script's clock ("" = no deadline). */
+  deadline: string;
   /** Per admission: tokens, then the budgets of each scope. */
   args: Array<string | number>;
   settle: Array<{ resolve(out: number[]): void; reject(error: unknown): void }>;
@@ -305,6 +319,19 @@ export class RedisRateLimiter implements RateLimiter {
     this.client = opts.client as RedisClient & LimitCommands;
     this.prefix = opts.prefix ?? "llmproxy";
     this.now = opts.now ?? null;
+    this.deadlineMs = opts.deadlineMs ?? null;
+  }
+
+  /** Redis's clock minus ours, as the latest decision reported it (null until one did). */
+  private clockOffset: number | null = null;
+  private readonly deadlineMs: number | null;
+
+  /** The deadline of an admission queued now, in the script's clock; "" when unbounded or not yet known. */
+  private deadlineArg(): string {
+    if (this.deadlineMs === null) return "";
+    if (this.now) return String(Math.floor(this.now()) + this.deadlineMs);
+    if (this.clockOffset === null) return "";
+    return String(Date.now() + this.clockOffset + this.deadlineMs);
   }
 
   private clockArg(): string {
@@ -373,6 +400,8 @@ export class RedisRateLimiter implements RateLimiter {
     const pending = this.admissions(`${keys.join(" ")} ${clock}`, () => ({
       keys,
       clock,
+      // The call's first admission has the earliest deadline; the others were queued in the same turn.
+      deadline: this.deadlineArg(),
       args: [],
       settle: [],
     }));
@@ -386,8 +415,16 @@ export class RedisRateLimiter implements RateLimiter {
       for (let first = 0; first < a.settle.length; first += MAX_BATCH) {
         const settle = a.settle.slice(first, first + MAX_BATCH);
         const args = a.args.slice(first * stride, (first + settle.length) * stride);
-        this.run(a.keys, ["admit", a.clock, ...args]).then(
+        this.run(a.keys, ["admit", a.clock, a.deadline, ...args]).then(
           (all) => {
+            const late = Number(all[0]) === -1;
+            // Redis's `now`: {-1, now} when late, else inside the first decision {len, allowed, now, …}.
+            if (!this.now) this.clockOffset = Number(late ? all[1] : all[2]) - Date.now();
+            if (late) {
+              const error = new Error("rate limiter: the admission reached Redis after its deadline");
+              for (const s of settle) s.reject(error);
+              return;
+            }
             // Each decision prefixed by its length, in the order the admissions were queued.
             let at = 0;
             for (const s of settle) {

@@ -65,6 +65,9 @@ export interface ResilientLimiterOptions {
 
 export type LimiterMode = "shared" | "fallback";
 
+/** Deadline of one shared admission or settlement, in ms. */
+const DEFAULT_TIMEOUT_MS = 500;
+
 export class ResilientRateLimiter implements RateLimiter {
   private readonly primary: RateLimiter;
   private readonly fallback: MemoryRateLimiter;
@@ -88,7 +91,7 @@ export class ResilientRateLimiter implements RateLimiter {
     this.processes = Math.max(1, opts.processes ?? 1);
     this.log = opts.log.child({ component: "rate-limiter" });
     this.probeIntervalMs = opts.probeIntervalMs ?? 1000;
-    this.timeoutMs = opts.timeoutMs ?? 500;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.fallback = new MemoryRateLimiter({ now: opts.now, processes: this.processes });
     this.client = opts.client ?? null;
     this.client?.on("ready", this.onReady);
@@ -222,7 +225,8 @@ export function createRateLimiterFromConfig(
     log,
   });
   const limiter = new ResilientRateLimiter({
-    primary: new RedisRateLimiter({ client: lease.client }),
+    // The same deadline on both sides: Redis commits nothing for a caller the wrapper has stopped waiting for.
+    primary: new RedisRateLimiter({ client: lease.client, deadlineMs: DEFAULT_TIMEOUT_MS }),
     client: lease.client,
     failureMode: config.limits.failureMode,
     processes,

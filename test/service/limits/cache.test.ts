@@ -233,6 +233,37 @@ describe("redis cache", () => {
     expect(await cache.get("k")).toBeNull();
   });
 
+  it("a stalled Redis costs one request the deadline, then reads are misses at once until the retry time", async () => {
+    const server = await startRedis();
+    const c = createRedisClient({ url: server.url, log, commandTimeoutMs: 2000 });
+    try {
+      const cache = new RedisResponseCache({ client: c, log, timeoutMs: 150, retryAfterMs: 600 });
+      await new Promise<void>((resolve) => c.once("ready", () => resolve()));
+      await cache.set("k", completion, 60);
+      server.pause();
+      const timed = async () => {
+        const t0 = performance.now();
+        const value = await cache.get("k");
+        return { value, ms: performance.now() - t0 };
+      };
+      const first = await timed();
+      expect(first.value).toBeNull();
+      expect(first.ms).toBeGreaterThanOrEqual(140);
+      for (let i = 0; i < 5; i++) {
+        const next = await timed();
+        expect(next.value).toBeNull();
+        expect(next.ms).toBeLessThan(50);
+      }
+      server.resume();
+      await new Promise((r) => setTimeout(r, 650));
+      expect(await cache.get("k")).toEqual(completionRead);
+    } finally {
+      server.resume();
+      await closeRedis(c);
+      await server.stop();
+    }
+  });
+
   it("Redis down: reads are misses and writes are skipped, without throwing", async () => {
     const server = await startRedis();
     const c = createRedisClient({ url: server.url, log, commandTimeoutMs: 200 });

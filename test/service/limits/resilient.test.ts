@@ -62,7 +62,11 @@ afterEach(async () => {
   await server.restart();
 });
 
-async function setup(failureMode: "fail-open" | "fail-closed", processes = 2) {
+async function setup(
+  failureMode: "fail-open" | "fail-closed",
+  processes = 2,
+  deadlineMs: number | null = null,
+) {
   client = createRedisClient({ url: server.url, log, commandTimeoutMs: 200, maxReconnectDelayMs: 100 });
   await waitFor(() => client.status === "ready", "redis ready");
   inspector = new Redis(server.port, {
@@ -71,7 +75,7 @@ async function setup(failureMode: "fail-open" | "fail-closed", processes = 2) {
     lazyConnect: true,
   });
   const limiter = new ResilientRateLimiter({
-    primary: new RedisRateLimiter({ client }),
+    primary: new RedisRateLimiter({ client, deadlineMs }),
     client,
     failureMode,
     processes,
@@ -172,6 +176,35 @@ describe("resilient limiter", () => {
         (await limiter.admit(request(crypto.randomUUID(), 3))).allowed && limiter.mode() === "shared",
       "shared again",
     );
+    await limiter.close();
+  });
+
+  it("admissions that reach a stalled Redis after their callers were answered commit nothing", async () => {
+    // The client gives up after 200 ms (its command timeout): the same deadline goes to the script.
+    const limiter = await setup("fail-closed", 1, 200);
+    const keyId = crypto.randomUUID();
+    expect((await limiter.admit(request(keyId, 20))).allowed).toBe(true); // also teaches Redis's clock offset
+    server.pause();
+    const during = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        limiter.admit(request(keyId, 20)).then(
+          () => "admitted",
+          (e: { status?: number }) => e.status,
+        ),
+      ),
+    );
+    expect(during).toEqual(Array(10).fill(503));
+    await new Promise((r) => setTimeout(r, 300));
+    // Redis runs the 10 queued scripts first, after their deadline: they must not count.
+    server.resume();
+    await waitFor(
+      async () =>
+        (await limiter.admit(request(crypto.randomUUID(), 20))).allowed && limiter.mode() === "shared",
+      "shared again",
+    );
+    let admitted = 0;
+    for (let i = 0; i < 25; i++) if ((await limiter.admit(request(keyId, 20))).allowed) admitted++;
+    expect(admitted).toBe(19); // 20 per minute, 1 used before the stall; the 503s used none
     await limiter.close();
   });
 
