@@ -78,18 +78,32 @@ function isDomainChar(c: number): boolean {
   return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 46 || c === 45;
 }
 
-function detectEmails(text: string, push: Push): void {
-  let at = text.indexOf("@");
+/**
+ * Addresses around each `sep`: "@", or how an "@" is written in a URL ("%40": query strings, logs, redirect links)
+ * and in JSON text pasted as prose ("\\u0040"). The span covers the address as written.
+ */
+function detectEmailsAt(text: string, sep: string, push: Push): void {
+  let at = text.indexOf(sep);
   while (at >= 0) {
+    const after = at + sep.length;
     let s = at;
     while (s > 0 && isLocalChar(text.charCodeAt(s - 1))) s--;
     while (s < at && !/[A-Za-z0-9]/.test(text[s]!)) s++; // a local part starts with a letter or digit
-    let e = at + 1;
+    let e = after;
     while (e < text.length && isDomainChar(text.charCodeAt(e))) e++;
-    while (e > at + 1 && (text[e - 1] === "." || text[e - 1] === "-")) e--; // sentence-final dot
-    if (s < at && e > at + 1 && e - s <= 320 && EMAIL_RE.test(text.slice(s, e))) push("EMAIL_ADDRESS", s, e);
-    at = text.indexOf("@", Math.max(e, at + 1));
+    while (e > after && (text[e - 1] === "." || text[e - 1] === "-")) e--; // sentence-final dot
+    if (s < at && e > after && e - s <= 320) {
+      const candidate = sep === "@" ? text.slice(s, e) : `${text.slice(s, at)}@${text.slice(after, e)}`;
+      if (EMAIL_RE.test(candidate)) push("EMAIL_ADDRESS", s, e);
+    }
+    at = text.indexOf(sep, Math.max(e, after));
   }
+}
+
+function detectEmails(text: string, push: Push): void {
+  detectEmailsAt(text, "@", push);
+  if (text.includes("%40")) detectEmailsAt(text, "%40", push);
+  if (text.includes("\\u0040")) detectEmailsAt(text, "\\u0040", push);
 }
 
 // ---------------------------------------------------------------------------------------------- IBAN

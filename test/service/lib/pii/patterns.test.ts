@@ -17,6 +17,17 @@ describe("EMAIL_ADDRESS", () => {
     expect(found('{"to":"ops@acme.io"}')).toEqual([["EMAIL_ADDRESS", "ops@acme.io"]]);
     expect(found("From: Megan <megan.fox@acme.io>")).toEqual([["EMAIL_ADDRESS", "megan.fox@acme.io"]]);
   });
+  it("finds addresses written with %40 (URLs, logs) and \\u0040 (pasted JSON), as written", () => {
+    expect(found("GET /search?email=john.smith%40example.com&page=2")).toEqual([
+      ["EMAIL_ADDRESS", "john.smith%40example.com"],
+    ]);
+    expect(found('{"to":"sarah.connor\\u0040example.com"}')).toEqual([
+      ["EMAIL_ADDRESS", "sarah.connor\\u0040example.com"],
+    ]);
+    // Not an address: an encoded @ without a domain, a percent-encoded path.
+    expect(found("100%40 of them")).toEqual([]);
+    expect(found("/files/a%40b")).toEqual([]);
+  });
   it("ignores package specifiers, decorators and bare @", () => {
     expect(found("npm i lodash@4.17.21 @types/node@20 and @Component()")).toEqual([]);
     expect(found("ping me @ noon")).toEqual([]);
