@@ -52,6 +52,11 @@ const UPSERT_BATCH = 256;
 /** Characters of the query used for retrieval (≈ 2000 tokens, within every embedding model's input). */
 export const MAX_QUERY_CHARS = 8_000;
 
+/** Whether `source` lies under the directory source `dir` ("" is KB_DIR itself). */
+function isUnder(source: string, dir: string): boolean {
+  return dir === "" || source.startsWith(`${dir}/`);
+}
+
 /** Stable chunk id: 16 hex of SHA-256 over the source, then the chunk index. */
 export function chunkId(source: string, index: number): string {
   return `${crypto.createHash("sha256").update(source).digest("hex").slice(0, 16)}:${index}`;
@@ -160,7 +165,7 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     const target = await this.files.existing(relPath);
     if (!target.isDirectory) this.requireSupported(target.source);
     return this.exclusive(async () => {
-      const report: IngestReport = { files: [], skipped: [], chunks: 0 };
+      const report: IngestReport = { files: [], skipped: [], chunks: 0, removed: [] };
       let files: KbPath[] = [target];
       if (target.isDirectory) {
         const walked = await this.files.walk(target.absolute);
@@ -201,20 +206,49 @@ export class KnowledgeBase implements KnowledgeBaseLike {
         if (groupChars >= GROUP_CHARS) await flush();
       }
       if (group.length) await flush();
+      if (target.isDirectory) {
+        // The index mirrors the directory: sources under it that this walk did not ingest (deleted, renamed, now
+        // skipped) lose their chunks instead of staying retrievable.
+        const ingested = new Set(report.files.map((f) => f.source));
+        const stored = await this.opts.store.sources();
+        report.removed = [...stored.keys()]
+          .filter((s) => isUnder(s, target.source) && !ingested.has(s))
+          .sort();
+        if (report.removed.length) {
+          await this.opts.store.deleteLeftovers(report.removed.map((source) => ({ source, keep: 0 })));
+          this.opts.log.info({ removed: report.removed.length }, "knowledge base: stale sources deleted");
+        }
+      }
       return report;
     });
   }
 
+  /**
+   * Removes a source's chunks, or every source's under a directory (one on disk, or a name with no source of its
+   * own but sources under it: the directory may be gone). `deleted` counts chunks.
+   */
   async deleteSource(relPath: string): Promise<{ source: string; deleted: number }> {
     // The file may be gone already, so only lexical checks; an existing symlink is named by its real path.
     let { source } = await this.files.lexical(relPath);
+    let directory = false;
     try {
-      source = (await this.files.existing(relPath)).source;
+      const found = await this.files.existing(relPath);
+      source = found.source;
+      directory = found.isDirectory;
     } catch {
       // not on disk (or not resolvable): delete by the name given
     }
     return this.exclusive(async () => {
-      const deleted = await this.opts.store.countSource(source);
+      let deleted = directory ? 0 : await this.opts.store.countSource(source);
+      if (deleted === 0) {
+        const under = [...(await this.opts.store.sources())].filter(([s]) => isUnder(s, source));
+        if (under.length) {
+          await this.opts.store.deleteLeftovers(under.map(([s]) => ({ source: s, keep: 0 })));
+          deleted = under.reduce((sum, [, chunks]) => sum + chunks, 0);
+          this.opts.log.info({ source, sources: under.length, deleted }, "knowledge base: directory deleted");
+          return { source, deleted };
+        }
+      }
       await this.opts.store.deleteSource(source);
       this.opts.log.info({ source, deleted }, "knowledge base: source deleted");
       return { source, deleted };

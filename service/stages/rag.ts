@@ -53,6 +53,8 @@ export interface IngestReport {
   /** Files in a directory that were not ingested, with the reason (type, size, binary, outside KB_DIR). */
   skipped: { path: string; reason: string }[];
   chunks: number;
+  /** Sources under an ingested directory whose file is gone (or no longer ingestible): their chunks were deleted. */
+  removed: string[];
 }
 
 export interface KnowledgeBaseStats {

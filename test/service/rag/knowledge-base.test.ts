@@ -218,6 +218,22 @@ describe("ingestion", () => {
     expect(second.chunks).toBeLessThan(first.chunks);
     expect(await store.count()).toBe(second.chunks);
     for (const f of second.files) expect(await store.countSource(f.source)).toBe(f.chunks);
+    expect(second.removed).toEqual([]);
+  });
+
+  it("re-ingesting a directory drops the sources of files removed from it (and only under it)", async () => {
+    fs.mkdirSync(path.join(kbDir, "docs/old"), { recursive: true });
+    fs.writeFileSync(path.join(kbDir, "docs/keep.md"), `# Keep\n\n${paragraph("keep", 4)}\n`);
+    fs.writeFileSync(path.join(kbDir, "docs/old/gone.md"), `# Gone\n\n${paragraph("confidential", 4)}\n`);
+    fs.writeFileSync(path.join(kbDir, "docsfile.md"), `# Beside\n\n${paragraph("beside", 4)}\n`);
+    await kb.ingest("docs");
+    await kb.ingest("docsfile.md");
+    fs.rmSync(path.join(kbDir, "docs/old"), { recursive: true });
+    const again = await kb.ingest("docs");
+    expect(again.removed).toEqual(["docs/old/gone.md"]);
+    expect([...(await store.sources()).keys()].sort()).toEqual(["docs/keep.md", "docsfile.md"]);
+    const hits = await kb.retrieve("confidential subsystem configured", { topK: 10 });
+    expect(hits.some((h) => h.source === "docs/old/gone.md")).toBe(false);
   });
 
   it("rejects unsupported file types with 400", async () => {
@@ -277,6 +293,20 @@ describe("delete, reset, search", () => {
     // The file stays; deleting an unknown source deletes nothing.
     expect(fs.existsSync(path.join(kbDir, "a.md"))).toBe(true);
     expect(await kb.deleteSource("nope.md")).toEqual({ source: "nope.md", deleted: 0 });
+  });
+
+  it("deleting a directory deletes the sources under it, on disk or already gone", async () => {
+    const a = await kb.upload("team/a.md", `# A\n\n${paragraph("alpha", 4)}\n`);
+    const b = await kb.upload("team/sub/b.md", `# B\n\n${paragraph("beta", 4)}\n`);
+    const c = await kb.upload("teammate.md", `# C\n\n${paragraph("gamma", 4)}\n`);
+    expect(await kb.deleteSource("team")).toEqual({ source: "team", deleted: a.chunks + b.chunks });
+    expect([...(await store.sources()).keys()]).toEqual(["teammate.md"]);
+    expect(await store.count()).toBe(c.chunks);
+    // A directory that is gone from disk: its name still reaches the sources under it.
+    const d = await kb.upload("gone/d.md", `# D\n\n${paragraph("delta", 4)}\n`);
+    fs.rmSync(path.join(kbDir, "gone"), { recursive: true });
+    expect(await kb.deleteSource("gone")).toEqual({ source: "gone", deleted: d.chunks });
+    expect([...(await store.sources()).keys()]).toEqual(["teammate.md"]);
   });
 
   it("reset empties the collection, which keeps working afterwards (also through a second store)", async () => {
