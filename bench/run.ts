@@ -2,6 +2,8 @@
  * `npm run bench`: load benchmarks (not tests). Compares, alternating in one run so machine noise hits all alike:
  *   upstream      the fake upstream directly (0 ms answers)
  *   passthrough   a bare node:http → undici passthrough (the baseline every ratio is against)
+ *   koa-forward   a reference, not a target: the smallest Koa app that parses the JSON body, forwards it and
+ *                 parses the answer (no feature at all) — how much of the budget framework and parsing take
  *   proxy-core    llm-proxy, one worker: auth + routing + usage recording (PII, limits and cache off)
  *   proxy-limits  + Redis rate limits (every request admitted) and the Redis cache, all misses
  *   proxy-hit     the same, every request a cache hit
@@ -289,6 +291,8 @@ async function main(): Promise<void> {
       upstream.url,
     ]);
     procs.push(passthrough.proc);
+    const koaForward = await startNode("koa-forward", path.join(DIST, "koa-forward.js"), ["0", upstream.url]);
+    procs.push(koaForward.proc);
     const models = `providers:\n  up: { type: openai, base_url: "${upstream.url}/v1", max_retries: 0 }\nmodels:\n  - { name: bench, provider: up, model: bench-model }\n`;
     const bare = `${models}pii: { enabled: false }\n`;
     const limits =
@@ -319,6 +323,7 @@ async function main(): Promise<void> {
     }> = [
       { name: "upstream", url: upstream.url, headers: {}, pid: upstream.proc.pid!, vary: false },
       { name: "passthrough", url: passthrough.url, headers: {}, pid: passthrough.proc.pid!, vary: false },
+      { name: "koa-forward", url: koaForward.url, headers: {}, pid: koaForward.proc.pid!, vary: false },
       { name: "proxy-core", url: core.url, headers: auth(keys.core), pid: core.proc.pid!, vary: false },
       {
         name: "proxy-limits",
