@@ -204,7 +204,9 @@ export function messagesToChat(body: MessagesRequest): ChatCompletionRequest {
         `messages[${i}].role`,
       );
   });
-  const chat: ChatCompletionRequest = { model: body.model, messages, max_tokens: body.max_tokens };
+  // `max_completion_tokens`: OpenAI's o-series and gpt-5 refuse `max_tokens` (Claude Code sends it on every request);
+  // the Anthropic provider and the limiter read either.
+  const chat: ChatCompletionRequest = { model: body.model, messages, max_completion_tokens: body.max_tokens };
   if (typeof body.temperature === "number") chat.temperature = body.temperature;
   if (typeof body.top_p === "number") chat.top_p = body.top_p;
   if (Array.isArray(body.stop_sequences) && body.stop_sequences.length) chat.stop = body.stop_sequences;
@@ -258,6 +260,13 @@ const STOP: Record<string, string> = {
 };
 const stopReason = (finish: string | null | undefined) => STOP[finish ?? "stop"] ?? "end_turn";
 
+/** stop_reason and stop_sequence: "stop_sequence" with the sequence when the provider said which one matched. */
+function stopOf(finish: string | null | undefined, sequence: unknown) {
+  return typeof sequence === "string" && (finish ?? "stop") === "stop"
+    ? { stop_reason: "stop_sequence", stop_sequence: sequence }
+    : { stop_reason: stopReason(finish), stop_sequence: null };
+}
+
 function toolInput(args: string | undefined): unknown {
   try {
     return args ? JSON.parse(args) : {};
@@ -287,8 +296,7 @@ export function chatToMessage(completion: ChatCompletion, model: string): Record
     role: "assistant",
     model,
     content,
-    stop_reason: stopReason(choice?.finish_reason),
-    stop_sequence: null,
+    ...stopOf(choice?.finish_reason, choice?.stop_sequence),
     usage: messagesUsage(chatUsage(completion.usage)),
   };
 }
@@ -366,10 +374,10 @@ export function createMessageStream(model: string, promptTokensEstimate = 0): Me
     toolArguments: (out, index, partial_json) =>
       out.push(event("content_block_delta", { index, delta: { type: "input_json_delta", partial_json } })),
     close: (out, index) => out.push(event("content_block_stop", { index })),
-    finish(out, reason, reported) {
+    finish(out, reason, reported, stopSequence) {
       if (reported) usage = messagesUsage(reported);
       out.push(
-        event("message_delta", { delta: { stop_reason: stopReason(reason), stop_sequence: null }, usage }),
+        event("message_delta", { delta: stopOf(reason, stopSequence), usage }),
         event("message_stop", {}),
       );
     },

@@ -19,8 +19,11 @@ export interface BlockWriter {
   openTool(out: string[], index: number, call: { id: string; name: string }): void;
   toolArguments(out: string[], index: number, delta: string): void;
   close(out: string[], index: number): void;
-  /** After the last block closed: the chat finish reason and the usage, when the upstream reported it. */
-  finish(out: string[], reason: string | null, usage: ChunkUsage | null): void;
+  /**
+   * After the last block closed: the chat finish reason, the usage when the upstream reported it, and the stop
+   * sequence that ended the answer when the provider said which (Anthropic does).
+   */
+  finish(out: string[], reason: string | null, usage: ChunkUsage | null, stopSequence: string | null): void;
 }
 
 export interface ChunkUsage {
@@ -85,6 +88,7 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
   const tools = new Map<number, { block: number; id: string | undefined }>();
   const open = new Set<number>();
   let reason: string | null = null;
+  let stopSequence: string | null = null;
   let usage: ChunkUsage | null = null;
 
   const start = (out: string[], id: string | null) => {
@@ -141,13 +145,14 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
         if (args) writer.toolArguments(out, known.block, args);
       }
       if (choice.finish_reason) reason = choice.finish_reason;
+      if (typeof choice.stop_sequence === "string") stopSequence = choice.stop_sequence;
       return out;
     },
     end() {
       const out: string[] = [];
       start(out, null);
       closeAll(out);
-      writer.finish(out, reason, usage);
+      writer.finish(out, reason, usage, stopSequence);
       return out;
     },
   };

@@ -66,7 +66,9 @@ function parts(content: unknown, param: string): string | ContentPart[] {
     }
     throw unsupported(at, `A \`${p.type}\` content part`);
   });
-  return out.every((p) => p.type === "text") ? out.map((p) => p.text).join("") : out;
+  // Parts joined by a line break, as /v1/messages joins text blocks: clients put context and the request in separate
+  // parts, which must not run together ("</env>Fix the bug").
+  return out.every((p) => p.type === "text") ? out.map((p) => p.text).join("\n") : out;
 }
 
 function outputText(output: unknown, param: string): string {

@@ -132,12 +132,39 @@ function tools(list: unknown): Array<Record<string, unknown>> {
   });
 }
 
-function toolChoice(choice: unknown, parallel: unknown): Record<string, unknown> | undefined {
+interface AllowedTools {
+  mode?: unknown;
+  tools?: Array<{ type?: unknown; function?: { name?: unknown }; name?: unknown }>;
+}
+
+/** The tool names an `allowed_tools` choice permits (function tools, either spelling), or null if none are named. */
+function allowedToolNames(allowed: AllowedTools | undefined): Set<string> | null {
+  if (!allowed || !Array.isArray(allowed.tools)) return null;
+  const names = new Set<string>();
+  for (const t of allowed.tools) {
+    const name = t?.function?.name ?? t?.name;
+    if (typeof name === "string") names.add(name);
+  }
+  return names;
+}
+
+function toolChoice(
+  choice: unknown,
+  parallel: unknown,
+  toolNames: readonly string[],
+): Record<string, unknown> | undefined {
   let out: Record<string, unknown> | undefined;
   if (choice === "auto") out = { type: "auto" };
   else if (choice === "required") out = { type: "any" };
   else if (choice === "none") out = { type: "none" };
-  else if (choice && typeof choice === "object") {
+  else if (choice && typeof choice === "object" && (choice as { type?: unknown }).type === "allowed_tools") {
+    // Anthropic has no allowed-tools list: the request's tools are cut down to the allowed ones (in
+    // toAnthropicRequest); `required` means one of them — that one by name when it is the only one.
+    const allowed = (choice as { allowed_tools?: AllowedTools }).allowed_tools;
+    const required = allowed?.mode === "required";
+    if (required && toolNames.length === 1) out = { type: "tool", name: toolNames[0] };
+    else out = { type: required ? "any" : "auto" };
+  } else if (choice && typeof choice === "object") {
     const name = (choice as { function?: { name?: unknown } }).function?.name;
     if (typeof name !== "string")
       throw new InvalidRequestError(
@@ -180,10 +207,23 @@ export function toAnthropicRequest(
   else if (Array.isArray(body.stop) && body.stop.length > 0) out.stop_sequences = body.stop;
   if (typeof body.user === "string") out.metadata = { user_id: body.user };
   if (body.stream === true) out.stream = true;
-  const toolList = tools(body.tools);
+  let toolList = tools(body.tools);
+  const allowed =
+    body.tool_choice && typeof body.tool_choice === "object"
+      ? allowedToolNames((body.tool_choice as { allowed_tools?: AllowedTools }).allowed_tools)
+      : null;
+  if (allowed && (body.tool_choice as { type?: unknown }).type === "allowed_tools")
+    toolList = toolList.filter((t) => allowed.has(t.name as string));
   if (toolList.length > 0) out.tools = toolList;
   // tool_choice without tools is refused: only with tools.
-  const choice = toolList.length > 0 ? toolChoice(body.tool_choice, body.parallel_tool_calls) : undefined;
+  const choice =
+    toolList.length > 0
+      ? toolChoice(
+          body.tool_choice,
+          body.parallel_tool_calls,
+          toolList.map((t) => t.name as string),
+        )
+      : undefined;
   if (choice) out.tool_choice = choice;
   const config: Record<string, unknown> = {};
   const format = body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined;
@@ -214,6 +254,7 @@ export interface AnthropicMessage {
   model: string;
   content: Array<{ type: string; text?: string; id?: string; name?: string; input?: unknown }>;
   stop_reason: string | null;
+  stop_sequence?: string | null;
   usage?: AnthropicUsage;
 }
 
@@ -279,7 +320,17 @@ export function fromAnthropicMessage(msg: AnthropicMessage): ChatCompletion {
     object: "chat.completion",
     created: Math.floor(Date.now() / 1000),
     model: msg.model,
-    choices: [{ index: 0, message, finish_reason: finishReason(msg.stop_reason) ?? "stop" }],
+    choices: [
+      {
+        index: 0,
+        message,
+        finish_reason: finishReason(msg.stop_reason) ?? "stop",
+        // Which stop sequence ended the answer (a field of ours; /v1/messages hands it back as Anthropic sends it).
+        ...(msg.stop_reason === "stop_sequence" && typeof msg.stop_sequence === "string"
+          ? { stop_sequence: msg.stop_sequence }
+          : {}),
+      },
+    ],
     usage: usageOf(msg.usage ?? {}),
   };
 }
@@ -349,9 +400,12 @@ export function createStreamTranslator(): StreamTranslator {
           return [chunk({ tool_calls: [{ index: i, function: { arguments: "{}" } }] })];
         }
         case "message_delta": {
-          const d = event.delta as { stop_reason?: string | null };
+          const d = event.delta as { stop_reason?: string | null; stop_sequence?: string | null };
           mergeUsage(usage, event.usage as AnthropicUsage | undefined);
-          return [chunk({}, finishReason(d.stop_reason) ?? "stop")];
+          const last = chunk({}, finishReason(d.stop_reason) ?? "stop");
+          if (d.stop_reason === "stop_sequence" && typeof d.stop_sequence === "string")
+            (last.choices[0] as Record<string, unknown>).stop_sequence = d.stop_sequence;
+          return [last];
         }
         case "message_stop":
           return [

@@ -4,7 +4,8 @@
  * asks to "use a tool", it answers with a tool_use block for the first tool, input {query: <text>}. Usage:
  * input_tokens 10, cache_read_input_tokens 5, output_tokens = words in the answer. Streams send the event sequence
  * Anthropic documents (message_start, content_block_start/delta/stop, ping, message_delta, message_stop), the
- * text in word-sized deltas and tool input in two input_json_delta pieces.
+ * text in word-sized deltas and tool input in two input_json_delta pieces. A stop sequence the echo contains ends
+ * it there, with stop_reason "stop_sequence" and the sequence.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -59,7 +60,11 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
         body.tools?.length && (forced || /use a tool/.test(text))
           ? (body.tools.find((t: any) => t.name === forced) ?? body.tools[0])
           : null;
-      const answer = `Echo: ${text}`;
+      // A stop sequence the echo would contain ends the answer before it, as Anthropic does.
+      const seq: string | null =
+        (body.stop_sequences as string[] | undefined)?.find((x) => `Echo: ${text}`.includes(x)) ?? null;
+      const answer = seq ? `Echo: ${text}`.slice(0, `Echo: ${text}`.indexOf(seq)) : `Echo: ${text}`;
+      const stopReason = tool ? "tool_use" : seq ? "stop_sequence" : "end_turn";
       const input = { query: text };
       const usage = { input_tokens: 10, cache_read_input_tokens: 5, cache_creation_input_tokens: 0 };
       const outputTokens = tool ? 7 : answer.split(" ").length;
@@ -75,8 +80,8 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
             content: tool
               ? [{ type: "tool_use", id: "toolu_1", name: tool.name, input }]
               : [{ type: "text", text: answer }],
-            stop_reason: tool ? "tool_use" : "end_turn",
-            stop_sequence: null,
+            stop_reason: stopReason,
+            stop_sequence: tool ? null : seq,
             usage: { ...usage, output_tokens: outputTokens },
           }),
         );
@@ -147,7 +152,7 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
           "message_delta",
           {
             type: "message_delta",
-            delta: { stop_reason: tool ? "tool_use" : "end_turn", stop_sequence: null },
+            delta: { stop_reason: stopReason, stop_sequence: tool ? null : seq },
             usage: { output_tokens: outputTokens },
           },
         ],

@@ -153,6 +153,42 @@ describe("the anthropic provider: OpenAI clients talk to the Messages API throug
     expect(finish).toBe("tool_calls");
   });
 
+  it("tool_choice allowed_tools: the tools are cut down to the allowed ones; required with one becomes that tool", async () => {
+    const tools: OpenAI.ChatCompletionTool[] = ["lookup", "order", "refund"].map((name) => ({
+      type: "function",
+      function: { name, parameters: { type: "object" } },
+    }));
+    const allowed = (mode: "auto" | "required", names: string[]) =>
+      ({
+        type: "allowed_tools",
+        allowed_tools: { mode, tools: names.map((name) => ({ type: "function", function: { name } })) },
+      }) as unknown as OpenAI.ChatCompletionToolChoiceOption;
+    await client.chat.completions.create({
+      model: "claude",
+      tools,
+      tool_choice: allowed("auto", ["lookup", "refund"]),
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(sent().body.tools.map((t: { name: string }) => t.name)).toEqual(["lookup", "refund"]);
+    expect(sent().body.tool_choice).toEqual({ type: "auto" });
+    await client.chat.completions.create({
+      model: "claude",
+      tools,
+      tool_choice: allowed("required", ["order", "refund"]),
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(sent().body.tool_choice).toEqual({ type: "any" });
+    const one = await client.chat.completions.create({
+      model: "claude",
+      tools,
+      tool_choice: allowed("required", ["refund"]),
+      messages: [{ role: "user", content: "hi" }],
+    });
+    expect(sent().body.tools.map((t: { name: string }) => t.name)).toEqual(["refund"]);
+    expect(sent().body.tool_choice).toEqual({ type: "tool", name: "refund" });
+    expect(one.choices[0].message.tool_calls?.[0]).toMatchObject({ function: { name: "refund" } });
+  });
+
   it("a tool round trip becomes tool_use and tool_result blocks in alternating turns", async () => {
     const res = await client.chat.completions.create({
       model: "claude",

@@ -49,7 +49,8 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     });
     expect(lastSent()).toMatchObject({
       model: "upstream-model",
-      max_tokens: 100,
+      // As o-series and gpt-5 models require (they refuse max_tokens).
+      max_completion_tokens: 100,
       stop: ["END"],
       user: "u-1",
       response_format: {
@@ -66,6 +67,7 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
       ],
     });
     expect(lastSent()).not.toHaveProperty("reasoning_effort");
+    expect(lastSent()).not.toHaveProperty("max_tokens");
     const rows = (await proxy.usageRows()).filter((r) => r.route === "messages");
     expect(rows.at(-1)).toMatchObject({
       status: 200,
@@ -339,6 +341,27 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
       })
       .finalMessage();
     expect(streamed.content).toMatchObject([{ type: "text", text: "Echo: and streamed" }]);
+  });
+
+  it("a matched stop sequence comes back as stop_reason stop_sequence with the sequence (JSON and stream)", async () => {
+    const params = {
+      model: "claude-sonnet-5-5",
+      max_tokens: 64,
+      stop_sequences: ["HALT"],
+      messages: [{ role: "user" as const, content: "go on HALT and more" }],
+    };
+    const msg = await client.messages.create(params);
+    expect(claude.requests.at(-1)!.body.stop_sequences).toEqual(["HALT"]);
+    expect(msg).toMatchObject({ stop_reason: "stop_sequence", stop_sequence: "HALT" });
+    expect(msg.content).toEqual([{ type: "text", text: "Echo: go on " }]);
+    const streamed = await client.messages.stream(params).finalMessage();
+    expect(streamed).toMatchObject({ stop_reason: "stop_sequence", stop_sequence: "HALT" });
+    // Without a match: end_turn, no sequence.
+    const plain = await client.messages.create({
+      ...params,
+      messages: [{ role: "user", content: "no stop" }],
+    });
+    expect(plain).toMatchObject({ stop_reason: "end_turn", stop_sequence: null });
   });
 });
 

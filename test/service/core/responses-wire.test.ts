@@ -162,6 +162,23 @@ describe("chat chunks → Responses events, as the openai SDK accumulates them",
 });
 
 describe("Responses request → chat request: what clients like Codex send", () => {
+  it("several input_text parts of one message are joined by line breaks, never run together", () => {
+    const chat = responsesToChat({
+      model: "m",
+      input: [
+        {
+          type: "message",
+          role: "user",
+          content: [
+            { type: "input_text", text: "<env>cwd=/a</env>" },
+            { type: "input_text", text: "Fix the bug." },
+          ],
+        },
+      ],
+    } as never);
+    expect(chat.messages).toEqual([{ role: "user", content: "<env>cwd=/a</env>\nFix the bug." }]);
+  });
+
   it("custom tools, custom calls and outputs; assistant text after a call joins that turn; no tool fields without tools", () => {
     const chat = responsesToChat({
       model: "m",
