@@ -85,7 +85,7 @@ async function* chunks(body: ResponseBody, provider: string): AsyncGenerator<Cha
     } catch {
       throw badEvent(provider);
     }
-    if (event.type === "error") throw errorEvent(provider);
+    if (event.type === "error") throw errorEvent(provider, (event.error as { type?: unknown } | null)?.type);
     yield* translator.push(event);
   }
 }

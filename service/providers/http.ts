@@ -218,11 +218,21 @@ export const badEvent = (provider: string) =>
     new UpstreamError("The upstream provider sent a malformed stream event.", "upstream_bad_response"),
   );
 
-export const errorEvent = (provider: string) =>
+/**
+ * A provider's error event mid-stream. An overload (Anthropic's `overloaded_error`) keeps status 529, which
+ * /v1/messages reports as `overloaded_error`: Anthropic clients retry that one.
+ */
+export const errorEvent = (provider: string, type?: unknown) =>
   new ProviderFailure(
     `${provider}: error event`,
     true,
-    new UpstreamError("The upstream provider reported an error mid-stream.", "upstream_stream_error"),
+    new UpstreamError(
+      type === "overloaded_error"
+        ? "The upstream provider is overloaded."
+        : "The upstream provider reported an error mid-stream.",
+      "upstream_stream_error",
+      type === "overloaded_error" ? { status: 529 } : {},
+    ),
   );
 
 /**

@@ -343,6 +343,27 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     expect(streamed.content).toMatchObject([{ type: "text", text: "Echo: and streamed" }]);
   });
 
+  it("an Anthropic overload mid-stream reaches the client as overloaded_error (which its SDK retries), not api_error", async () => {
+    claude.behave({ kind: "stream-error-after", events: 3 });
+    try {
+      const error = await client.messages
+        .stream({
+          model: "claude-sonnet-5-5",
+          max_tokens: 64,
+          messages: [{ role: "user", content: "a b c d" }],
+        })
+        .finalMessage()
+        .then(
+          () => null,
+          (e: unknown) => e as Error,
+        );
+      expect(error).not.toBeNull();
+      expect(JSON.stringify({ message: error!.message, ...(error as object) })).toContain("overloaded_error");
+    } finally {
+      claude.behave({ kind: "ok" });
+    }
+  });
+
   it("a matched stop sequence comes back as stop_reason stop_sequence with the sequence (JSON and stream)", async () => {
     const params = {
       model: "claude-sonnet-5-5",
