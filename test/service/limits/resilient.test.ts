@@ -248,6 +248,9 @@ describe("withDeadline", () => {
     client = createRedisClient({ url: server.url, log, commandTimeoutMs: 5_000 });
     await waitFor(() => client.status === "ready", "redis ready");
     const reply = withDeadline(client.ping(), 50, "test");
+    // The client sends auto-pipelined commands on the next tick: let it write the PING before the stall, so the
+    // answer arrives during the stall (otherwise it is only sent after it, and this test races the timer).
+    await new Promise((resolve) => process.nextTick(resolve));
     blockEventLoop(300);
     await expect(reply).resolves.toBe("PONG");
   });
