@@ -420,6 +420,7 @@ export function chatToResponse(
   const text =
     (typeof message?.content === "string" ? message.content : "") +
     (typeof message?.refusal === "string" ? message.refusal : "");
+  const finish = choice?.finish_reason ?? "stop";
   if (text !== "") output.push(messageItem(text, "completed"));
   for (const call of message?.tool_calls ?? [])
     output.push(
@@ -429,7 +430,9 @@ export function chatToResponse(
         "completed",
       ),
     );
-  const finish = choice?.finish_reason ?? "stop";
+  // A cut answer (max_output_tokens, a content filter): the item it was cut in is incomplete, like the response.
+  if (finalStatus(finish) === "incomplete" && output.length > 0)
+    output[output.length - 1].status = "incomplete";
   return responseObject(
     newId("resp"),
     model,
@@ -554,6 +557,8 @@ export function createResponseEventStream(
     },
     finish(out, reason, usage) {
       const status = finalStatus(reason);
+      // The last item was cut with the response (its output_item.done went out before the reason was known).
+      if (status === "incomplete" && output.length > 0) output[output.length - 1].status = "incomplete";
       emit(out, status === "completed" ? "response.completed" : "response.incomplete", {
         response: responseObject(id, model, created, output, reason, usage, status, echo),
       });

@@ -63,6 +63,20 @@ describe("chat chunks → Responses events, as the openai SDK accumulates them",
     const cut = assemble([ch({ content: "abc" }), ch({}, "length")]);
     expect(cut.types.at(-1)).toBe("response.incomplete");
     expect(cut.response.incomplete_details).toEqual({ reason: "max_output_tokens" });
+    // The item the answer was cut in is incomplete too, in the stream's final response and in a JSON answer.
+    expect(cut.response.output[0]).toMatchObject({ type: "message", status: "incomplete" });
+    const json = chatToResponse(
+      {
+        id: "c",
+        object: "chat.completion",
+        created: 1,
+        model: "m",
+        choices: [{ index: 0, message: { role: "assistant", content: "abc" }, finish_reason: "length" }],
+      },
+      "m",
+    ) as { status: string; output: Array<{ status: string }> };
+    expect(json.status).toBe("incomplete");
+    expect(json.output[0].status).toBe("incomplete");
     const empty = assemble([]);
     expect(empty.types).toEqual(["response.created", "response.in_progress", "response.completed"]);
     expect(empty.response.output).toEqual([]);
