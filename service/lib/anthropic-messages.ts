@@ -131,6 +131,8 @@ function userTurn(content: Content, param: string): ChatMessage[] {
           const inner = `${at}.content[${j}]`;
           const block = contentBlock(x, inner);
           if (block.type === "image") parts.push(imagePart(block, inner));
+          // Search and retrieval tools return documents: a text document becomes text, as in a user turn.
+          else if (block.type === "document") texts.push(documentText(block, inner));
           else texts.push(textOfBlock(block, inner));
         });
         text = texts.join("\n");

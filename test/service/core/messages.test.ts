@@ -224,6 +224,39 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     expect(lastSent().messages).toEqual([
       { role: "user", content: "Document: Notes\nShip on Friday.\nWhen do we ship?" },
     ]);
+    // A search tool's result holding a document: its text reaches the model too.
+    await client.messages.create({
+      model: "gpt-4o-mini",
+      max_tokens: 10,
+      messages: [
+        { role: "user", content: "Search the notes." },
+        {
+          role: "assistant",
+          content: [{ type: "tool_use", id: "t1", name: "search", input: { q: "ship" } }],
+        },
+        {
+          role: "user",
+          content: [
+            {
+              type: "tool_result",
+              tool_use_id: "t1",
+              content: [
+                {
+                  type: "document",
+                  title: "Notes",
+                  source: { type: "text", media_type: "text/plain", data: "Ship on Friday." },
+                },
+              ],
+            } as never,
+          ],
+        },
+      ],
+    });
+    expect(lastSent().messages.at(-1)).toEqual({
+      role: "tool",
+      tool_call_id: "t1",
+      content: "Document: Notes\nShip on Friday.",
+    });
   });
 
   it("errors come in Anthropic's shape, with the SDK's error classes", async () => {
