@@ -107,6 +107,11 @@ export async function runPrimary(config: Config): Promise<void> {
 
   const fork = (): Worker => {
     const worker = cluster.fork();
+    // A message to a worker that has just exited fails with EPIPE, emitted here: without a listener it would take
+    // the primary (and every other worker) down.
+    worker.on("error", (error: Error) =>
+      log.warn({ worker: worker.id, err: error.message }, "worker channel error"),
+    );
     worker.on("message", (msg: { type?: string; id?: string }) => {
       if (msg?.type === "llmproxy:init-request") {
         worker.send(init);
@@ -186,11 +191,12 @@ export async function runPrimary(config: Config): Promise<void> {
     if (draining) return;
     draining = true;
     log.info(code === 0 ? "SIGTERM: draining workers" : "stopping workers");
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w);
+    // Workers already gone (several failing to start at once) are not waited for, nor written to.
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && !w.isDead());
     const exited = Promise.all(
       workers.map((w) => new Promise<void>((resolve) => w.once("exit", () => resolve()))),
     );
-    for (const w of workers) w.send({ type: "llmproxy:drain" });
+    for (const w of workers) if (w.isConnected()) w.send({ type: "llmproxy:drain" });
     const hardStop = setTimeout(
       () => {
         log.warn("workers did not stop in time; killing them");

@@ -63,7 +63,8 @@ describe("start-up failures", () => {
     await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
     const port = (blocker.address() as net.AddressInfo).port;
     try {
-      const run = await runToExit({ PORT: String(port), DATABASE_URL: db.url });
+      // Four workers failing at once: the primary must stop cleanly while several of them are already gone.
+      const run = await runToExit({ PORT: String(port), DATABASE_URL: db.url, WORKERS: "4" });
       expect(run.code).toBe(1);
       expect(run.output).toContain(`env PORT: 127.0.0.1:${port} is already in use (EADDRINUSE)`);
       expect(run.output).not.toContain("starting a replacement");
