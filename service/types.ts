@@ -12,6 +12,13 @@ export interface ChatMessage {
   [extra: string]: unknown;
 }
 
+/**
+ * Model text a message or a delta may carry besides `content`: a refusal, and the reasoning that DeepSeek, vLLM and
+ * other OpenAI-compatible servers return (and clients send back in history). Scrubbed and restored by PII, checked by
+ * the content policy, counted in an answer without usage.
+ */
+export const MODEL_TEXT_FIELDS = ["refusal", "reasoning_content", "reasoning"] as const;
+
 export interface ContentPart {
   type: string;
   text?: string;

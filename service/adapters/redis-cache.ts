@@ -79,7 +79,7 @@ export class RedisResponseCache implements ResponseCache {
 
   /** Whether to leave Redis alone for now (a recent failure). */
   private resting(): boolean {
-    return this.skipUntil !== 0 && Date.now() < this.skipUntil;
+    return Date.now() < this.skipUntil;
   }
 
   private failed(operation: "get" | "set", error: unknown): void {

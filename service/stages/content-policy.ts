@@ -9,7 +9,7 @@ import type { Config } from "../config";
 import { ProxyError } from "../errors";
 import { registry } from "../metrics";
 import type { ProxyState } from "../state";
-import type { ChatCompletionRequest, ChatMessage } from "../types";
+import { MODEL_TEXT_FIELDS, type ChatCompletionRequest, type ChatMessage } from "../types";
 
 const blocked = new Counter({
   name: "llmproxy_content_policy_blocked_total",
@@ -54,9 +54,6 @@ function* argumentTexts(args: string): Generator<string> {
   }
 }
 
-/** Model text a message may carry besides `content` (see lib/pii/chat.ts). */
-const TEXT_FIELDS = ["refusal", "reasoning_content", "reasoning"] as const;
-
 /** The texts of a `content` (a string or parts), and the parts' texts joined (a phrase split over two parts). */
 function* contentTexts(content: unknown): Generator<string> {
   if (typeof content === "string") {
@@ -80,7 +77,7 @@ function* contentTexts(content: unknown): Generator<string> {
 /** Every text of a message the provider would see. */
 export function* messageTexts(m: ChatMessage): Generator<string> {
   yield* contentTexts(m.content);
-  for (const field of TEXT_FIELDS) {
+  for (const field of MODEL_TEXT_FIELDS) {
     const text = m[field];
     if (typeof text === "string") yield text;
   }

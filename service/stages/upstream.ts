@@ -17,7 +17,13 @@ import { ProviderFailure } from "../providers/errors";
 import { receivedText } from "../providers/http";
 import type { ProviderRegistry } from "../providers/registry";
 import type { ProxyState } from "../state";
-import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse, Usage } from "../types";
+import {
+  MODEL_TEXT_FIELDS,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type EmbeddingResponse,
+  type Usage,
+} from "../types";
 
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 2_000;
@@ -147,7 +153,7 @@ function answerChars(body: ChatCompletion): number {
     if (typeof m.content === "string") chars += m.content.length;
     else if (Array.isArray(m.content))
       for (const p of m.content) if (typeof p?.text === "string") chars += p.text.length;
-    for (const field of ["refusal", "reasoning_content", "reasoning"] as const) {
+    for (const field of MODEL_TEXT_FIELDS) {
       const text = m[field];
       if (typeof text === "string") chars += text.length;
     }

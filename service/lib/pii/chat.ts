@@ -15,6 +15,7 @@ import type {
   EmbeddingRequest,
   ToolCall,
 } from "../../types";
+import { MODEL_TEXT_FIELDS } from "../../types";
 import type { PiiSession, Restorer, StreamRestorer } from "./session";
 
 const QUOTE = 0x22;
@@ -74,18 +75,12 @@ function scrubToolCalls(calls: ToolCall[], session: PiiSession): ToolCall[] {
   });
 }
 
-/**
- * Model text a message or a delta may carry besides `content`: a refusal, and the reasoning that DeepSeek, vLLM and
- * other OpenAI-compatible servers return (and clients send back in history) as `reasoning_content` / `reasoning`.
- */
-const TEXT_FIELDS = ["refusal", "reasoning_content", "reasoning"] as const;
-
 /** A copy of `body` with every text the provider would see scrubbed (reversibly, secrets irreversibly). */
 export function scrubChatRequest<T extends ChatCompletionRequest>(body: T, session: PiiSession): T {
   const messages = body.messages.map((m) => {
     const out: ChatMessage = { ...m };
     if (m.content !== undefined) out.content = scrubContent(m.content, session);
-    for (const field of TEXT_FIELDS) {
+    for (const field of MODEL_TEXT_FIELDS) {
       const text = m[field];
       if (typeof text === "string") out[field] = session.scrub(text);
     }
@@ -111,7 +106,7 @@ function restoreMessage(m: ChatMessage, session: Restorer): void {
   if (typeof m.content === "string") m.content = session.restore(m.content);
   else if (Array.isArray(m.content))
     for (const p of m.content) if (typeof p.text === "string") p.text = session.restore(p.text);
-  for (const field of TEXT_FIELDS) {
+  for (const field of MODEL_TEXT_FIELDS) {
     const text = m[field];
     if (typeof text === "string") m[field] = session.restore(text);
   }
@@ -211,7 +206,7 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
     const d = c.delta;
     const i = c.index ?? 0;
     if (typeof d.content === "string") d.content = stream(`${i}|content`, false).push(d.content);
-    for (const field of TEXT_FIELDS) {
+    for (const field of MODEL_TEXT_FIELDS) {
       const text = d[field];
       if (typeof text === "string") d[field] = stream(`${i}|${field}`, false).push(text);
     }

@@ -51,6 +51,18 @@ async function withOwnUpstream(
   }
 }
 
+/** An upstream stream that sends one chunk ("Hel"), then nothing. */
+const oneChunkThenSilence: http.RequestListener = (req, res) => {
+  req.resume();
+  req.on("end", () => {
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    const chunk = { id: "c1", object: "chat.completion.chunk", created: 1, model: "m" };
+    res.write(
+      `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: "Hel" } }] })}\n\n`,
+    );
+  });
+};
+
 function chatRequest(proxy: TestProxy & { key: string }, body: object, signal: AbortSignal) {
   return fetch(`${proxy.url}/v1/chat/completions`, {
     method: "POST",
@@ -283,17 +295,7 @@ describe("forwarding, routing and fallbacks", () => {
   });
 
   it("a stream that goes silent mid-way ends with an upstream_timeout event and a 504 row", async () => {
-    const silentAfterOne: http.RequestListener = (req, res) => {
-      req.resume();
-      req.on("end", () => {
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        const chunk = { id: "c1", object: "chat.completion.chunk", created: 1, model: "m" };
-        res.write(
-          `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: "Hel" } }] })}\n\n`,
-        );
-      });
-    };
-    await withOwnUpstream(silentAfterOne, async ({ proxy: own }) => {
+    await withOwnUpstream(oneChunkThenSilence, async ({ proxy: own }) => {
       const res = await post(own, own.key, {
         model: "own",
         stream: true,
@@ -309,18 +311,8 @@ describe("forwarding, routing and fallbacks", () => {
   });
 
   it("stops a stream and releases the upstream when the client leaves mid-stream", async () => {
-    // Sends one chunk, then nothing: only the client leaving can end this request.
-    const oneChunk: http.RequestListener = (req, res) => {
-      req.resume();
-      req.on("end", () => {
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        const chunk = { id: "c1", object: "chat.completion.chunk", created: 1, model: "m" };
-        res.write(
-          `data: ${JSON.stringify({ ...chunk, choices: [{ index: 0, delta: { content: "Hel" } }] })}\n\n`,
-        );
-      });
-    };
-    await withOwnUpstream(oneChunk, async ({ proxy: own, closed }) => {
+    // Only the client leaving can end this request (before the attempt timeout).
+    await withOwnUpstream(oneChunkThenSilence, async ({ proxy: own, closed }) => {
       const client = new AbortController();
       const res = await chatRequest(
         own,
