@@ -3,12 +3,22 @@
  * travels through untouched (the proxy forwards fields it does not know).
  */
 
+/**
+ * Marks a `tool` message that reports a failed tool call (an Anthropic `tool_result` with `is_error: true`). Chat
+ * completions has no such flag, so the text also starts with `Error: ` for OpenAI-compatible providers; an Anthropic
+ * provider sends the flag instead of the prefix. A symbol: copied by object spread (the PII scrub's copies keep it),
+ * never serialized (no provider receives an unknown field).
+ */
+export const TOOL_ERROR: unique symbol = Symbol("llmproxy.tool_error");
+export const TOOL_ERROR_PREFIX = "Error: ";
+
 export interface ChatMessage {
   role: string;
   content?: string | ContentPart[] | null;
   name?: string;
   tool_calls?: ToolCall[];
   tool_call_id?: string;
+  [TOOL_ERROR]?: true;
   [extra: string]: unknown;
 }
 

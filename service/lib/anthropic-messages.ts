@@ -17,7 +17,15 @@ import { InvalidRequestError, type ProxyError } from "../errors";
 import { checkOptionalBoolean, invalid, isObject, optionalObject, optionalString } from "./input-check";
 import { chatUsage, walkChunks, type ChunkWalker } from "./chunk-blocks";
 import { promptParts } from "./pricing";
-import type { ChatCompletion, ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from "../types";
+import {
+  TOOL_ERROR,
+  TOOL_ERROR_PREFIX,
+  type ChatCompletion,
+  type ChatCompletionRequest,
+  type ChatMessage,
+  type ContentPart,
+  type ToolCall,
+} from "../types";
 
 type Block = { type: string; [k: string]: unknown };
 type Content = string | Block[];
@@ -137,7 +145,11 @@ function userTurn(content: Content, param: string): ChatMessage[] {
         });
         text = texts.join("\n");
       } else text = blocksText(b.content, `${at}.content`);
-      tools.push({ role: "tool", tool_call_id: id, content: b.is_error === true ? `Error: ${text}` : text });
+      tools.push(
+        b.is_error === true
+          ? { role: "tool", tool_call_id: id, content: `${TOOL_ERROR_PREFIX}${text}`, [TOOL_ERROR]: true }
+          : { role: "tool", tool_call_id: id, content: text },
+      );
     } else throw unsupported(at, `A \`${b.type}\` block`);
   });
   // Tool results answer the previous assistant turn: in chat completions they must come first.

@@ -15,13 +15,15 @@
  * `chat.completion.chunk`s, ending with a usage chunk (passed on only if the client asked for it).
  */
 import { InvalidRequestError } from "../errors";
-import type {
-  ChatCompletion,
-  ChatCompletionChunk,
-  ChatMessage,
-  ContentPart,
-  ToolCall,
-  Usage,
+import {
+  TOOL_ERROR,
+  TOOL_ERROR_PREFIX,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatMessage,
+  type ContentPart,
+  type ToolCall,
+  type Usage,
 } from "../types";
 
 type Block = Record<string, unknown> & { type: string };
@@ -103,15 +105,22 @@ function turns(messages: ChatMessage[]): { system: string; turns: Turn[] } {
         push("assistant", blocks);
         return;
       }
-      case "tool":
+      case "tool": {
+        let content = textOf(m.content, `${field}.content`);
+        const failed = m[TOOL_ERROR] === true;
+        // The prefix stood in for the flag a chat message cannot carry; Anthropic gets the flag back instead.
+        if (failed && content.startsWith(TOOL_ERROR_PREFIX))
+          content = content.slice(TOOL_ERROR_PREFIX.length);
         push("user", [
           {
             type: "tool_result",
             tool_use_id: m.tool_call_id ?? "",
-            content: textOf(m.content, `${field}.content`),
+            content,
+            ...(failed ? { is_error: true } : {}),
           },
         ]);
         return;
+      }
       default:
         throw unsupported(`${field}.role`, `The \`${m.role}\` role`);
     }

@@ -40,7 +40,13 @@ function chatWire(includeUsage: boolean): StreamWire {
 function wireFor(ctx: ParameterizedContext<ProxyState>, includeUsage: boolean): StreamWire {
   const model = ctx.state.usage.requestedModel ?? "";
   if (ctx.state.route === "messages") {
-    const events = createMessageStream(model, ctx.state.promptTokens ?? 0);
+    // message_start comes before the provider's usage: the tokenizer's count when a limit needed one, else the
+    // estimate an answer without usage is charged (a quarter of the body's characters), never a 0 that a client
+    // tracking its context window would read as an empty prompt. message_delta carries the provider's count.
+    const events = createMessageStream(
+      model,
+      ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4),
+    );
     return { push: events.push, end: events.end, error: messagesErrorEvent };
   }
   if (ctx.state.route === "responses")

@@ -84,8 +84,15 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
       messages: [{ role: "user", content: "stream me please" }],
     });
     const types: string[] = [];
-    stream.on("streamEvent", (e) => types.push(e.type));
+    let started = -1;
+    stream.on("streamEvent", (e) => {
+      types.push(e.type);
+      if (e.type === "message_start") started = e.message.usage.input_tokens;
+    });
     const final = await stream.finalMessage();
+    // Before the provider's usage: an estimate from the request (no limit here, so no tokenizer count), not 0.
+    expect(started).toBeGreaterThan(5);
+    expect(started).toBeLessThan(100);
     expect(final.content).toHaveLength(1);
     expect(final.content[0]).toMatchObject({ type: "text", text: "Echo: stream me please" });
     expect(final.stop_reason).toBe("end_turn");
@@ -257,6 +264,50 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
       tool_call_id: "t1",
       content: "Document: Notes\nShip on Friday.",
     });
+  });
+
+  it("a failed tool call (is_error): an Anthropic provider gets the flag, a chat provider an `Error: ` prefix", async () => {
+    const history = (model: string) => ({
+      model,
+      max_tokens: 10,
+      messages: [
+        { role: "user" as const, content: "Look up order 7 for Sarah Connor." },
+        {
+          role: "assistant" as const,
+          content: [{ type: "tool_use" as const, id: "t1", name: "lookup", input: { order: 7 } }],
+        },
+        {
+          role: "user" as const,
+          content: [
+            {
+              type: "tool_result" as const,
+              tool_use_id: "t1",
+              is_error: true,
+              content: "Error: order 7 not found",
+            },
+            { type: "tool_result" as const, tool_use_id: "t2", content: "fine" },
+          ],
+        },
+      ],
+    });
+    // Through the PII scrub (on by default, it copies the messages it scrubs): the flag survives the copy.
+    await client.messages.create(history("claude-sonnet-5-5"));
+    const sent = claude.requests.at(-1)!.body.messages.at(-1).content;
+    expect(sent[0]).toEqual({
+      type: "tool_result",
+      tool_use_id: "t1",
+      content: "Error: order 7 not found",
+      is_error: true,
+    });
+    expect(sent[1]).toEqual({ type: "tool_result", tool_use_id: "t2", content: "fine" });
+
+    await client.messages.create(history("gpt-4o-mini"));
+    const tools = lastSent().messages.filter((m: { role: string }) => m.role === "tool");
+    // The symbol that marks the failure is never serialized: the chat provider sees only the prefixed text.
+    expect(tools).toEqual([
+      { role: "tool", tool_call_id: "t1", content: "Error: Error: order 7 not found" },
+      { role: "tool", tool_call_id: "t2", content: "fine" },
+    ]);
   });
 
   it("errors come in Anthropic's shape, with the SDK's error classes", async () => {
