@@ -40,6 +40,8 @@ export interface VectorStore {
   /** The Chroma collection name. */
   readonly name: string;
   upsert(records: ChunkRecord[]): Promise<void>;
+  /** The most records one upsert may carry (the server's limit: 5,461 for a local Chroma, less on hosted ones). */
+  maxBatchSize(): Promise<number>;
   /** Delete every chunk of `source` whose index is ≥ `fromIndex` (0: all of them). */
   deleteSource(source: string, fromIndex?: number): Promise<void>;
   /** `deleteSource(source, keep)` for many sources in one call (the leftovers of re-ingested files). */
@@ -87,6 +89,7 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
   });
   const name = chromaCollectionName(opts.collection);
   let collection: Promise<Collection> | null = null;
+  let maxBatch: number | null = null;
 
   const open = (): Promise<Collection> => {
     collection ??= client
@@ -138,6 +141,16 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
           })),
         }),
       );
+    },
+    async maxBatchSize() {
+      if (maxBatch === null) {
+        try {
+          maxBatch = await client.getMaxBatchSize();
+        } catch (error) {
+          throw unreachable(error);
+        }
+      }
+      return maxBatch;
     },
     async deleteSource(source, fromIndex = 0) {
       await withCollection((c) => c.delete({ where: sourceWhere(source, fromIndex) }));

@@ -6,7 +6,9 @@
  * Re-ingesting a source replaces its chunks without a gap: chunk ids are deterministic (hash of the source + chunk
  * index), so the new chunks overwrite the old ones in place, and only then are leftovers (indexes past the new
  * count) deleted. Queries running meanwhile see the old or the new version of a chunk, never an empty source, and
- * two replicas ingesting the same file converge on one copy.
+ * two replicas ingesting the same file converge on one copy. A source's chunks travel in one upsert call (Chroma
+ * applies a call whole), so a write that fails midway leaves each source at its old or its new version, never a
+ * mix — up to the server's batch limit per source (5,461 chunks on a local Chroma), past which a source is split.
  */
 import crypto from "node:crypto";
 import type { Logger } from "pino";
@@ -46,8 +48,31 @@ export interface KnowledgeBaseOptions {
 
 /** Directory ingestion stores files in groups of about this many characters (≈ 64 chunks of 256 tokens). */
 const GROUP_CHARS = 64_000;
-/** Records per Chroma upsert call. */
+/** Records per Chroma upsert call when several sources share one; a larger source goes alone, whole. */
 const UPSERT_BATCH = 256;
+
+/**
+ * Upsert calls for `records` (grouped by source, in order): whole sources packed up to UPSERT_BATCH records a call; a
+ * source with more records gets a call of its own, split only past the server's limit `max`.
+ */
+export function upsertCalls<T extends { source: string }>(records: T[], max: number): T[][] {
+  const calls: T[][] = [];
+  let current: T[] = [];
+  for (let i = 0; i < records.length;) {
+    let end = i;
+    while (end < records.length && records[end].source === records[i].source) end++;
+    const source = records.slice(i, end);
+    i = end;
+    if (current.length && current.length + source.length > Math.min(UPSERT_BATCH, max)) {
+      calls.push(current);
+      current = [];
+    }
+    if (source.length <= Math.min(UPSERT_BATCH, max)) current.push(...source);
+    else for (let j = 0; j < source.length; j += max) calls.push(source.slice(j, j + max));
+  }
+  if (current.length) calls.push(current);
+  return calls;
+}
 
 /** Characters of the query used for retrieval (≈ 2000 tokens, within every embedding model's input). */
 export const MAX_QUERY_CHARS = 8_000;
@@ -323,9 +348,8 @@ export class KnowledgeBase implements KnowledgeBaseLike {
       }
       slice.forEach((r, j) => (r.embedding = embeddings[j]));
     }
-    for (let i = 0; i < pending.length; i += UPSERT_BATCH) {
-      await this.opts.store.upsert(pending.slice(i, i + UPSERT_BATCH));
-    }
+    for (const call of upsertCalls(pending, await this.opts.store.maxBatchSize()))
+      await this.opts.store.upsert(call);
     // Leftovers of longer previous versions (all chunks of a file that now has none).
     await this.opts.store.deleteLeftovers(results.map((r) => ({ source: r.source, keep: r.chunks })));
     for (const done of results) this.opts.log.info(done, "knowledge base: source ingested");

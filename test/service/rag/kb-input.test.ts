@@ -9,6 +9,7 @@ import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createChromaStore, type VectorStore } from "../../../service/adapters/chroma";
 import { KnowledgeBase } from "../../../service/kb";
+import { upsertCalls } from "../../../service/kb/knowledge-base";
 import { startProxy, type TestProxy } from "../../helpers/proxy";
 import { startTestChroma, type TestChroma } from "../../helpers/chroma";
 
@@ -16,8 +17,8 @@ let chroma: TestChroma;
 let proxy: TestProxy;
 let store: VectorStore;
 let kbDir: string;
-/** Set by a test to make the next embedding call or upsert fail. */
-const failures = { embed: false, upsert: false };
+/** Set by a test to make the next embedding call or upsert fail; `upsertsLeft`: upserts that succeed before they fail. */
+const failures = { embed: false, upsert: false, upsertsLeft: Infinity };
 
 beforeAll(async () => {
   chroma = await startTestChroma();
@@ -38,7 +39,8 @@ beforeAll(async () => {
         get(target, prop, receiver) {
           if (prop === "upsert") {
             return async (...args: Parameters<VectorStore["upsert"]>) => {
-              if (failures.upsert) throw new Error("chroma: upsert failed (test)");
+              if (failures.upsert || failures.upsertsLeft-- <= 0)
+                throw new Error("chroma: upsert failed (test)");
               return real.upsert(...args);
             };
           }
@@ -70,6 +72,7 @@ afterAll(async () => {
 beforeEach(async () => {
   failures.embed = false;
   failures.upsert = false;
+  failures.upsertsLeft = Infinity;
   await store.reset();
   fs.rmSync(kbDir, { recursive: true, force: true });
   fs.mkdirSync(kbDir, { recursive: true });
@@ -267,5 +270,81 @@ describe("upload: indexing fails", () => {
     const underFile = await upload("docs/a.md/b.md", DOC);
     expect400(underFile, "invalid_path", "path");
     expect(await snapshot()).toEqual(before);
+  });
+});
+
+describe("directory ingest: a Chroma write that fails midway", () => {
+  /** ~100 chunks of 64 tokens; every chunk names its revision. */
+  const doc = (name: string, rev: number) =>
+    `# ${name}\n\n` +
+    Array.from(
+      { length: 150 },
+      (_, i) => `Part ${i} of ${name}. ${`rev${rev} covers cache eviction. `.repeat(4)}`,
+    ).join("\n\n");
+  const write = (rev: number) => {
+    fs.mkdirSync(path.join(kbDir, "docs"), { recursive: true });
+    for (const name of ["a", "b", "c"])
+      fs.writeFileSync(path.join(kbDir, "docs", `${name}.md`), doc(name, rev));
+  };
+  const ingest = async () =>
+    (
+      await fetch(`${proxy.url}/internal/kb/ingest`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${proxy.masterKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ path: "docs" }),
+      })
+    ).status;
+  /** The revisions the stored chunks of `source` name. */
+  async function revisions(source: string): Promise<Set<string>> {
+    const { ChromaClient } = await import("chromadb");
+    const url = new URL(chroma.url);
+    const client = new ChromaClient({ host: url.hostname, port: Number(url.port) });
+    const c = await client.getCollection({ name: store.name, embeddingFunction: null as never });
+    const got = await c.get({ where: { source: { $eq: source } }, include: ["documents" as never] });
+    return new Set(got.documents.flatMap((d) => (d ?? "").match(/rev\d/g) ?? []));
+  }
+
+  it("leaves each source whole at its old or its new version, never a mix", async () => {
+    write(1);
+    expect(await ingest()).toBe(200);
+    const counts = await Promise.all(["a", "b", "c"].map((n) => store.countSource(`docs/${n}.md`)));
+    // Three sources of ~100 chunks: 256 records a call would have cut the third source across two calls.
+    expect(
+      counts.every((n) => n > 85 && n < 128),
+      String(counts),
+    ).toBe(true);
+    write(2);
+    failures.upsertsLeft = 1;
+    expect(await ingest()).toBeGreaterThanOrEqual(500);
+    const seen = await Promise.all(["a", "b", "c"].map((n) => revisions(`docs/${n}.md`)));
+    for (const revs of seen) expect(revs.size, [...revs].join()).toBe(1);
+    // The first call did land (the failure hit midway, not before anything was written).
+    expect(seen.map((r) => [...r][0])).toEqual(["rev2", "rev2", "rev1"]);
+    failures.upsertsLeft = Infinity;
+    expect(await ingest()).toBe(200);
+    for (const n of ["a", "b", "c"]) expect([...(await revisions(`docs/${n}.md`))]).toEqual(["rev2"]);
+  });
+});
+
+describe("upsertCalls: how a group's records are cut into Chroma calls", () => {
+  const records = (sizes: Record<string, number>) =>
+    Object.entries(sizes).flatMap(([source, n]) => Array.from({ length: n }, (_, i) => ({ source, i })));
+  const shape = (calls: Array<Array<{ source: string }>>) =>
+    calls.map((c) => [...new Set(c.map((r) => r.source))].join("+") + `:${c.length}`);
+
+  it("packs whole sources up to 256 records a call, and never cuts a source below the server's limit", () => {
+    expect(shape(upsertCalls(records({ a: 100, b: 100, c: 100 }), 5461))).toEqual(["a+b:200", "c:100"]);
+    expect(shape(upsertCalls(records({ a: 10, big: 1000, b: 10 }), 5461))).toEqual([
+      "a:10",
+      "big:1000",
+      "b:10",
+    ]);
+    expect(shape(upsertCalls(records({ a: 256, b: 1 }), 5461))).toEqual(["a:256", "b:1"]);
+  });
+
+  it("splits only a source over the server's limit, and packs under a limit below 256", () => {
+    expect(shape(upsertCalls(records({ big: 700 }), 300))).toEqual(["big:300", "big:300", "big:100"]);
+    expect(shape(upsertCalls(records({ a: 60, b: 60 }), 100))).toEqual(["a:60", "b:60"]);
+    expect(upsertCalls([], 5461)).toEqual([]);
   });
 });
