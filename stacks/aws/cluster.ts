@@ -40,10 +40,15 @@ export function eksKubeconfig(clusterName: string, endpoint: string, caData: str
   });
 }
 
-/** Cluster Autoscaler Helm chart (kubernetes/autoscaler), pinned. */
+/**
+ * Cluster Autoscaler Helm chart (kubernetes/autoscaler), pinned: 9.50.1 is a chart for Cluster Autoscaler 1.33.
+ * The image follows the cluster's minor version (below), so the chart must be one whose ClusterRole covers it:
+ * from 1.32 the autoscaler watches VolumeAttachments and waits for that cache before it scales, and only charts
+ * from 9.46.3 let it list them (kubernetes/autoscaler#7663).
+ */
 export const CLUSTER_AUTOSCALER_CHART = {
   chart: "cluster-autoscaler",
-  version: "9.38.0",
+  version: "9.50.1",
   repo: "https://kubernetes.github.io/autoscaler",
 };
 /** Where the Cluster Autoscaler runs, and the service account its Pod Identity association names. */
@@ -61,9 +66,12 @@ export function clusterAutoscalerImageTag(kubernetesVersion: string): string {
 }
 
 /**
- * IAM policy of the Cluster Autoscaler (the AWS provider README's auto-discovery policy): read the node groups,
- * and change the size only of Auto Scaling groups EKS tagged as this cluster's
- * (`k8s.io/cluster-autoscaler/<cluster>`, which managed node groups carry automatically).
+ * IAM policy of the Cluster Autoscaler (the AWS provider README's actions): read the node groups, and change the
+ * size only of Auto Scaling groups tagged as this cluster's (`k8s.io/cluster-autoscaler/<cluster>` = `owned`).
+ * EKS puts that tag and `k8s.io/cluster-autoscaler/enabled` on a managed node group's Auto Scaling group itself
+ * ("automatically tagged for auto-discovery by the Kubernetes Cluster Autoscaler",
+ * https://docs.aws.amazon.com/eks/latest/userguide/managed-node-groups.html); they are the chart's default
+ * `autoDiscovery.tags`.
  */
 export function clusterAutoscalerPolicy(clusterName: string): string {
   return JSON.stringify({
@@ -125,6 +133,41 @@ export function assumeRolePolicy(service: string, actions: string[] = ["sts:Assu
     Version: "2012-10-17",
     Statement: [{ Effect: "Allow", Principal: { Service: service }, Action: actions }],
   });
+}
+
+/** What a Pod Identity role may do: one AWS managed policy attached, or an inline policy document. */
+export type PodIdentityPermissions = { policyArn: pulumi.Input<string> } | { policy: pulumi.Input<string> };
+
+/**
+ * An IAM role for EKS Pod Identity: `<name>-role`, trusted by pods.eks.amazonaws.com for sts:AssumeRole and
+ * sts:TagSession (Pod Identity needs both), and `<name>-policy` granting `permissions` (a RolePolicyAttachment
+ * or an inline RolePolicy). The caller associates the role with its service account (an add-on's
+ * `podIdentityAssociations` or an `aws.eks.PodIdentityAssociation`) and should make the workload depend on
+ * `policy`, so the pods never start with a role that has no rights yet.
+ */
+export function podIdentityRole(
+  name: string,
+  permissions: PodIdentityPermissions,
+  tags: Record<string, string>,
+  opts: pulumi.CustomResourceOptions,
+): { role: aws.iam.Role; policy: aws.iam.RolePolicyAttachment | aws.iam.RolePolicy } {
+  const role = new aws.iam.Role(
+    `${name}-role`,
+    {
+      assumeRolePolicy: assumeRolePolicy("pods.eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
+      tags,
+    },
+    opts,
+  );
+  const policy =
+    "policyArn" in permissions
+      ? new aws.iam.RolePolicyAttachment(
+          `${name}-policy`,
+          { role: role.name, policyArn: permissions.policyArn },
+          opts,
+        )
+      : new aws.iam.RolePolicy(`${name}-policy`, { role: role.name, policy: permissions.policy }, opts);
+  return { role, policy };
 }
 
 export class AwsCluster extends pulumi.ComponentResource {
@@ -251,17 +294,10 @@ export class AwsCluster extends pulumi.ComponentResource {
       { clusterName: cluster.name, addonName: "eks-pod-identity-agent" },
       { ...child, dependsOn: [nodes] },
     );
-    const efsCsiRole = new aws.iam.Role(
-      `${name}-efs-csi-role`,
-      {
-        assumeRolePolicy: assumeRolePolicy("pods.eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
-        tags: args.tags,
-      },
-      child,
-    );
-    const efsCsiPolicy = new aws.iam.RolePolicyAttachment(
-      `${name}-efs-csi-policy`,
-      { role: efsCsiRole.name, policyArn: aws.iam.ManagedPolicy.AmazonEFSCSIDriverPolicy },
+    const efsCsiAccess = podIdentityRole(
+      `${name}-efs-csi`,
+      { policyArn: aws.iam.ManagedPolicy.AmazonEFSCSIDriverPolicy },
+      args.tags,
       child,
     );
     const efsCsi = new aws.eks.Addon(
@@ -269,9 +305,11 @@ export class AwsCluster extends pulumi.ComponentResource {
       {
         clusterName: cluster.name,
         addonName: "aws-efs-csi-driver",
-        podIdentityAssociations: [{ serviceAccount: "efs-csi-controller-sa", roleArn: efsCsiRole.arn }],
+        podIdentityAssociations: [
+          { serviceAccount: "efs-csi-controller-sa", roleArn: efsCsiAccess.role.arn },
+        ],
       },
-      { ...child, dependsOn: [nodes, podIdentity, efsCsiPolicy] },
+      { ...child, dependsOn: [nodes, podIdentity, efsCsiAccess.policy] },
     );
 
     this.kubeconfig = pulumi.secret(
@@ -287,17 +325,10 @@ export class AwsCluster extends pulumi.ComponentResource {
 
     // Cluster Autoscaler: adds nodes (up to nodeMaxCount) when pods are Pending and removes idle ones (down to
     // nodeMinCount), with AWS rights through Pod Identity limited to this cluster's Auto Scaling groups.
-    const autoscalerRole = new aws.iam.Role(
-      `${name}-autoscaler-role`,
-      {
-        assumeRolePolicy: assumeRolePolicy("pods.eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
-        tags: args.tags,
-      },
-      child,
-    );
-    const autoscalerPolicy = new aws.iam.RolePolicy(
-      `${name}-autoscaler-policy`,
-      { role: autoscalerRole.name, policy: cluster.name.apply(clusterAutoscalerPolicy) },
+    const autoscalerAccess = podIdentityRole(
+      `${name}-autoscaler`,
+      { policy: cluster.name.apply(clusterAutoscalerPolicy) },
+      args.tags,
       child,
     );
     const autoscalerIdentity = new aws.eks.PodIdentityAssociation(
@@ -306,7 +337,7 @@ export class AwsCluster extends pulumi.ComponentResource {
         clusterName: cluster.name,
         namespace: CLUSTER_AUTOSCALER_NAMESPACE,
         serviceAccount: CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
-        roleArn: autoscalerRole.arn,
+        roleArn: autoscalerAccess.role.arn,
         tags: args.tags,
       },
       { ...child, dependsOn: [podIdentity] },
@@ -320,7 +351,7 @@ export class AwsCluster extends pulumi.ComponentResource {
         namespace: CLUSTER_AUTOSCALER_NAMESPACE,
         values: cluster.name.apply((n) => clusterAutoscalerValues(n, args.region, s.kubernetesVersion)),
       },
-      { ...child, provider: this.provider, dependsOn: [nodes, autoscalerIdentity, autoscalerPolicy] },
+      { ...child, provider: this.provider, dependsOn: [nodes, autoscalerIdentity, autoscalerAccess.policy] },
     );
 
     this.clusterName = cluster.name;

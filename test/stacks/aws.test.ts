@@ -14,6 +14,28 @@ import {
   validateKubernetesObjects,
 } from "./helpers";
 
+/** The trust policy of an EKS Pod Identity role: the Pod Identity agent's principal, with session tags. */
+const POD_IDENTITY_TRUST = {
+  Version: "2012-10-17",
+  Statement: [
+    {
+      Effect: "Allow",
+      Principal: { Service: "pods.eks.amazonaws.com" },
+      Action: ["sts:AssumeRole", "sts:TagSession"],
+    },
+  ],
+};
+
+/** Compare two dotted numeric versions: negative, zero or positive. */
+function compareVersions(a: string, b: string): number {
+  const [x, y] = [a, b].map((v) => v.split(".").map(Number));
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
 let r: OfflineRunResult;
 beforeAll(async () => {
   r = await run({ stack: "aws" });
@@ -56,9 +78,18 @@ describe("aws stack", () => {
     expect(efsCsi.inputs.podIdentityAssociations).toEqual([
       { serviceAccount: "efs-csi-controller-sa", roleArn: role.outputs.arn },
     ]);
-    expect(JSON.parse(role.inputs.assumeRolePolicy as string).Statement[0].Principal.Service).toBe(
-      "pods.eks.amazonaws.com",
+    expect(JSON.parse(role.inputs.assumeRolePolicy as string)).toEqual(POD_IDENTITY_TRUST);
+    const attachment = one(
+      r,
+      "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+      "llm-proxy-cluster-efs-csi-policy",
     );
+    expect(attachment.inputs).toEqual({
+      role: role.outputs.name,
+      policyArn: "arn:aws:iam::aws:policy/service-role/AmazonEFSCSIDriverPolicy",
+    });
+    // The driver starts only once its role has its rights.
+    expect(efsCsi.options.dependencies).toContain(attachment.urn);
     const cni = one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-vpc-cni");
     expect(JSON.parse(cni.inputs.configurationValues as string)).toEqual({ enableNetworkPolicy: "true" });
   });
@@ -80,10 +111,17 @@ describe("aws stack", () => {
     expect(values).toMatchObject({
       cloudProvider: "aws",
       awsRegion: "eu-west-1",
-      autoDiscovery: { clusterName },
       // The autoscaler's minor version must be the cluster's.
       image: { tag: `v${cluster.inputs.version}.0` },
     });
+    // Auto-discovery by the chart's default tags (`k8s.io/cluster-autoscaler/enabled` and
+    // `k8s.io/cluster-autoscaler/<autoDiscovery.clusterName>`), which EKS puts on a managed node group's Auto
+    // Scaling group itself: no tags override, and the cluster's real (auto-named) name.
+    expect(values.autoDiscovery).toEqual({ clusterName });
+    expect(clusterName).toMatch(/^llm-proxy-cluster-eks-/);
+    expect(values.rbac.serviceAccount).toEqual({ create: true, name: "cluster-autoscaler" });
+    // From 1.32 the autoscaler lists VolumeAttachments and does not scale without; charts before 9.46.3 deny it.
+    expect(compareVersions(release.inputs.version as string, "9.46.3")).toBeGreaterThanOrEqual(0);
     expect(release.options.provider).toBe(`${one(r, K8S.provider).urn}::${one(r, K8S.provider).id}`);
     // Its AWS rights come through Pod Identity, for the service account the chart creates.
     const assoc = one(r, "aws:eks/podIdentityAssociation:PodIdentityAssociation");
@@ -94,18 +132,19 @@ describe("aws stack", () => {
       serviceAccount: values.rbac.serviceAccount.name,
       roleArn: role.outputs.arn,
     });
-    expect(JSON.parse(role.inputs.assumeRolePolicy as string).Statement[0].Principal.Service).toBe(
-      "pods.eks.amazonaws.com",
-    );
-    const policy = JSON.parse(
-      one(r, "aws:iam/rolePolicy:RolePolicy", "llm-proxy-cluster-autoscaler-policy").inputs.policy as string,
-    );
+    expect(JSON.parse(role.inputs.assumeRolePolicy as string)).toEqual(POD_IDENTITY_TRUST);
+    const rolePolicy = one(r, "aws:iam/rolePolicy:RolePolicy", "llm-proxy-cluster-autoscaler-policy");
+    expect(rolePolicy.inputs.role).toBe(role.outputs.name);
+    const policy = JSON.parse(rolePolicy.inputs.policy as string);
+    // It may resize only the groups carrying the discovery tag of this cluster, with the value EKS gives it.
     const write = policy.Statement.find((s: any) => s.Action.includes("autoscaling:SetDesiredCapacity"));
     expect(write.Condition).toEqual({
       StringEquals: { [`aws:ResourceTag/k8s.io/cluster-autoscaler/${clusterName}`]: "owned" },
     });
-    // Installed once the nodes and its identity exist.
-    expect(release.options.dependencies).toEqual(expect.arrayContaining([nodes.urn, assoc.urn]));
+    // Installed once the nodes, its identity and the identity's rights exist.
+    expect(release.options.dependencies).toEqual(
+      expect.arrayContaining([nodes.urn, assoc.urn, rolePolicy.urn]),
+    );
   });
 
   it("makes RDS PostgreSQL Multi-AZ, private, encrypted, TLS-only, backed up, deletion-protected and protected", () => {
