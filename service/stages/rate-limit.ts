@@ -115,13 +115,15 @@ async function* settleAfterStream(
   usage: UsageRow,
   /** Whether the provider reported the stream's usage (the row may hold an estimate once the client left). */
   reported: () => boolean,
+  /** Whether the client has gone: the upstream call is then cancelled, and its error is the cut, not a failure. */
+  clientGone: () => boolean,
 ): AsyncGenerator<ChatCompletionChunk> {
   let outcome: "completed" | "failed" | "cut" = "cut";
   try {
     for await (const chunk of chunks) yield chunk;
     outcome = "completed";
   } catch (error) {
-    outcome = "failed";
+    outcome = clientGone() ? "cut" : "failed";
     throw error;
   } finally {
     // Cut by the client before the provider's usage: the reservation stands (the row's estimate, written when the
@@ -199,6 +201,7 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
         reservation,
         usage,
         () => ctx.state.streamed?.reported ?? false,
+        () => ctx.res.destroyed && !ctx.res.writableFinished,
       );
       return;
     }

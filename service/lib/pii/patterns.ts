@@ -56,26 +56,40 @@ function detectSecrets(text: string, push: Push): void {
 }
 
 // ---------------------------------------------------------------------------------------------- email
-// Found from each "@": expand over local-part and domain characters, then validate the candidate.
+// Found from each "@": expand over local-part and domain characters, then validate the candidate. Internationalised
+// addresses (RFC 6531: "zoë.müller@example.com", "用户@例子.广告", IDN domains, "xn--" TLDs) count as much as ASCII ones.
 const EMAIL_RE =
-  /^[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}$/;
+  /^[\p{L}\p{N}][\p{L}\p{N}\p{M}._%+-]{0,63}@[\p{L}\p{N}](?:[\p{L}\p{N}\p{M}-]{0,62}[\p{L}\p{N}\p{M}])?(?:\.[\p{L}\p{N}](?:[\p{L}\p{N}\p{M}-]{0,62}[\p{L}\p{N}\p{M}])?)*\.(?:\p{L}[\p{L}\p{M}]{1,23}|xn--[a-z0-9-]{1,59})$/u;
 
-function isLocalChar(c: number): boolean {
-  // A-Z a-z 0-9 . _ % + -
+/** A letter, digit or combining mark outside ASCII (one UTF-16 unit: astral letters are not taken). */
+const UNICODE_WORD = /^[\p{L}\p{N}\p{M}]$/u;
+const START_CHAR = /[\p{L}\p{N}]/u;
+
+function isAsciiAlnum(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57);
+}
+
+function isWide(c: number): boolean {
+  return c >= 0x80 && c < 0xd800 && UNICODE_WORD.test(String.fromCharCode(c));
+}
+
+/** Han, kana and Hangul: scripts written without spaces, so prose runs straight into an ASCII address. */
+function isCjk(c: number): boolean {
   return (
-    (c >= 65 && c <= 90) ||
-    (c >= 97 && c <= 122) ||
-    (c >= 48 && c <= 57) ||
-    c === 46 ||
-    c === 95 ||
-    c === 37 ||
-    c === 43 ||
-    c === 45
+    (c >= 0x3040 && c <= 0x30ff) ||
+    (c >= 0x3400 && c <= 0x4dbf) ||
+    (c >= 0x4e00 && c <= 0x9fff) ||
+    (c >= 0xac00 && c <= 0xd7af)
   );
 }
 
+function isLocalChar(c: number): boolean {
+  // A-Z a-z 0-9 . _ % + - and letters, digits and marks of any script
+  return isAsciiAlnum(c) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45 || isWide(c);
+}
+
 function isDomainChar(c: number): boolean {
-  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 46 || c === 45;
+  return isAsciiAlnum(c) || c === 46 || c === 45 || isWide(c);
 }
 
 /**
@@ -88,9 +102,23 @@ function detectEmailsAt(text: string, sep: string, push: Push): void {
     const after = at + sep.length;
     let s = at;
     while (s > 0 && isLocalChar(text.charCodeAt(s - 1))) s--;
-    while (s < at && !/[A-Za-z0-9]/.test(text[s]!)) s++; // a local part starts with a letter or digit
+    // CJK prose runs into an ASCII local part without a space ("请联系john@…"): the address starts after it.
+    for (let i = at - 1; i > s; i--) {
+      if (isCjk(text.charCodeAt(i - 1)) && isAsciiAlnum(text.charCodeAt(i))) {
+        s = i;
+        break;
+      }
+    }
+    while (s < at && !START_CHAR.test(text[s]!)) s++; // a local part starts with a letter or digit
     let e = after;
     while (e < text.length && isDomainChar(text.charCodeAt(e))) e++;
+    // …and on after an ASCII domain ("example.com请回复"): the address ends before it.
+    for (let i = after + 1; i < e; i++) {
+      if (isCjk(text.charCodeAt(i)) && isAsciiAlnum(text.charCodeAt(i - 1))) {
+        e = i;
+        break;
+      }
+    }
     while (e > after && (text[e - 1] === "." || text[e - 1] === "-")) e--; // sentence-final dot
     if (s < at && e > after && e - s <= 320) {
       const candidate = sep === "@" ? text.slice(s, e) : `${text.slice(s, at)}@${text.slice(after, e)}`;

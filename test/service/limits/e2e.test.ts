@@ -338,6 +338,72 @@ describe("in-process limiter in the app (embedded default)", () => {
     }
   });
 
+  it("a stream the client leaves midway keeps its whole reservation (the provider goes on generating and billing)", async () => {
+    // Streams one chunk, then goes quiet until the proxy hangs up; a JSON request gets a plain answer.
+    const chunk = (delta: object) =>
+      `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 1, model: "m", choices: [{ index: 0, delta, finish_reason: null }] })}\n\n`;
+    const slow = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (d: Buffer) => (body += d));
+      req.on("end", () => {
+        if (!JSON.parse(body).stream) {
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(
+            JSON.stringify({
+              id: "c",
+              object: "chat.completion",
+              created: 1,
+              model: "m",
+              choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
+              usage: { prompt_tokens: 10, completion_tokens: 1, total_tokens: 11 },
+            }),
+          );
+          return;
+        }
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.write(chunk({ role: "assistant", content: "Hello" }));
+      });
+    });
+    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+    const proxy = await startProxy({
+      configYaml: upstreamConfig({ slow: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1` }, [
+        { name: "gpt-4o-mini", provider: "slow" },
+      ]),
+      adjust: async (deps) => {
+        await deps.rateLimiter?.close();
+        deps.rateLimiter = new MemoryRateLimiter();
+      },
+    });
+    try {
+      const { id, key } = await proxy.createKey();
+      await setKeyLimits(proxy, id, { tokensPerMinute: 10_000 });
+      const messages = [{ role: "user", content: "Tell me a long story." }];
+      const abort = new AbortController();
+      const res = await fetch(`${proxy.baseURL}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "gpt-4o-mini", max_tokens: 5000, stream: true, messages }),
+        signal: abort.signal,
+      });
+      const reader = res.body!.getReader();
+      let text = "";
+      while (!text.includes("Hello")) text += new TextDecoder().decode((await reader.read()).value);
+      abort.abort();
+      await reader.cancel().catch(() => undefined);
+      const [row] = await proxy.waitForUsageRows(1);
+      expect(row.error_code).toBe("client_closed_request");
+      await new Promise((r) => setTimeout(r, 200)); // the stream's settling runs once the upstream call is cancelled
+      const next = await chat(proxy, key, { max_tokens: 5, messages });
+      expect(next.status).toBe(200);
+      await next.arrayBuffer();
+      // The cut stream's ~5,000 reserved tokens stay charged (not the row's estimate of a few tokens).
+      expect(Number(next.headers.get("x-ratelimit-remaining-tokens"))).toBeLessThan(5000);
+    } finally {
+      await proxy.close();
+      await new Promise((r) => slow.close(r));
+    }
+  });
+
   it("every admitted answer carries the x-ratelimit-* headers: JSON, a stream, an upstream failure; a 429 its own", async () => {
     const proxy = await startMemoryLimitedProxy();
     try {

@@ -28,6 +28,24 @@ describe("EMAIL_ADDRESS", () => {
     expect(found("100%40 of them")).toEqual([]);
     expect(found("/files/a%40b")).toEqual([]);
   });
+  it("finds internationalised addresses (RFC 6531 local parts, IDN domains and TLDs), whole", () => {
+    expect(found("Schreib an zoë.müller@example.com bitte.")).toEqual([
+      ["EMAIL_ADDRESS", "zoë.müller@example.com"],
+    ]);
+    expect(found("Kontakt: anna@müller.de, jürgen@bücher.example.")).toEqual([
+      ["EMAIL_ADDRESS", "anna@müller.de"],
+      ["EMAIL_ADDRESS", "jürgen@bücher.example"],
+    ]);
+    expect(found("邮件 用户@例子.广告 谢谢")).toEqual([["EMAIL_ADDRESS", "用户@例子.广告"]]);
+    expect(found("почта иван@пример.рф и ivan@xn--e1afmkfd.xn--p1ai")).toEqual([
+      ["EMAIL_ADDRESS", "иван@пример.рф"],
+      ["EMAIL_ADDRESS", "ivan@xn--e1afmkfd.xn--p1ai"],
+    ]);
+    // CJK prose runs into an ASCII address without spaces: only the address is taken.
+    expect(found("请联系john@example.com请回复")).toEqual([["EMAIL_ADDRESS", "john@example.com"]]);
+    // An emoji before the address does not hide it.
+    expect(found("😀john@example.com")).toEqual([["EMAIL_ADDRESS", "john@example.com"]]);
+  });
   it("ignores package specifiers, decorators and bare @", () => {
     expect(found("npm i lodash@4.17.21 @types/node@20 and @Component()")).toEqual([]);
     expect(found("ping me @ noon")).toEqual([]);
