@@ -75,6 +75,10 @@ export function buildApp(deps: AppDeps): Koa<ProxyState> {
       usageSink: deps.usageSink,
       isDraining: deps.isDraining,
       spend: deps.spend ?? null,
+      isConfiguredModel: (
+        (names) => (name: string) =>
+          names.has(name)
+      )(new Set(deps.config.models.map((m) => m.name))),
     }),
   );
   app.use(createErrorHandler());

@@ -129,8 +129,49 @@ export class ServiceUnavailableError extends ProxyError {
   }
 }
 
-/** Anything that is not a ProxyError becomes a 500 whose internals are hidden. */
+export function codeOf(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : "";
+}
+
+/** Failures that pass: the server is not up yet, is starting, restarting, or out of connections for a moment. */
+const UNREACHABLE = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EPIPE",
+  "ENOTFOUND", // a Kubernetes Service's DNS name can appear after the pod starts
+  "EAI_AGAIN",
+  "57P03", // cannot_connect_now: the database system is starting up
+  "57P01", // admin_shutdown (a failover in progress)
+  "53300", // too_many_connections
+]);
+
+/** Whether a PostgreSQL call failed because the server cannot be reached right now (not because of the query). */
+export function isDatabaseUnreachable(error: unknown): boolean {
+  if (UNREACHABLE.has(codeOf(error))) return true;
+  // pg's and pg-pool's own timeouts and dropped connections have no code.
+  return /timeout expired|timeout exceeded when trying to connect|Connection terminated|Query read timeout/i.test(
+    (error as Error | null)?.message ?? "",
+  );
+}
+
+/**
+ * Anything that is not a ProxyError becomes a 500 whose internals are hidden — except PostgreSQL being unreachable
+ * (the admin API, usage reports, a first key lookup during an outage): a 503 the client may retry, as /readyz says.
+ */
 export function toProxyError(error: unknown): ProxyError {
   if (error instanceof ProxyError) return error;
+  if (isDatabaseUnreachable(error)) {
+    return new ProxyError(
+      503,
+      "service_unavailable",
+      "database_unavailable",
+      "The database is unreachable right now; retry shortly.",
+      { cause: error, headers: { "retry-after": "1" } },
+    );
+  }
   return new ProxyError(500, "internal_error", "internal_error", "Internal server error.", { cause: error });
 }

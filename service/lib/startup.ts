@@ -6,6 +6,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { codeOf, isDatabaseUnreachable } from "../errors";
 
 /** A worker's exit code for a start-up failure it printed and no replacement would get past (EX_CONFIG). */
 export const EXIT_CANNOT_START = 78;
@@ -16,11 +17,6 @@ export class StartupError extends Error {
     super(message, options);
     this.name = "StartupError";
   }
-}
-
-function codeOf(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" ? code : "";
 }
 
 /** The fix for a failed `server.listen`, or null when the failure is not one of the address's. */
@@ -45,21 +41,6 @@ export function listenProblem(error: unknown, host: string, port: number): strin
   }
 }
 
-/** Failures that pass: the server is not up yet, is starting, restarting, or out of connections for a moment. */
-const TRANSIENT = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EPIPE",
-  "ENOTFOUND", // a Kubernetes Service's DNS name can appear after the pod starts
-  "EAI_AGAIN",
-  "57P03", // cannot_connect_now: the database system is starting up
-  "57P01", // admin_shutdown (a failover in progress)
-  "53300", // too_many_connections
-]);
-
 /** Where the database is, without user or password: for messages. */
 export function databaseTarget(url: string): string {
   try {
@@ -68,12 +49,6 @@ export function databaseTarget(url: string): string {
   } catch {
     return "(the DATABASE_URL's server)";
   }
-}
-
-function isTransient(error: unknown): boolean {
-  if (TRANSIENT.has(codeOf(error))) return true;
-  // pg's own connect timeout has no code.
-  return /timeout expired|Connection terminated/i.test((error as Error | null)?.message ?? "");
 }
 
 /**
@@ -117,7 +92,7 @@ export async function withDatabase<T>(
       return await attempt();
     } catch (error) {
       if (error instanceof StartupError) throw error;
-      if (!isTransient(error))
+      if (!isDatabaseUnreachable(error))
         throw new StartupError(databaseProblem(error, opts.url, null), { cause: error });
       const left = deadline - Date.now();
       if (left <= 0) {

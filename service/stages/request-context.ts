@@ -83,7 +83,22 @@ export interface RequestContextDeps {
   isDraining(): boolean;
   /** Told each request's cost, so budgets see this process's spend at once. */
   spend?: SpendTracker | null;
+  /** Whether `name` is a model of the config (not one the zero-config path passes on). */
+  isConfiguredModel?(name: string): boolean;
 }
+
+/**
+ * The `model` label of a request's metrics. A client writes the model name, so only names with a bounded set label a
+ * series: a configured model, or on the zero-config path a name its provider answered; any other name is `other`.
+ * Otherwise every made-up name (a typo, a scanner, a 100 KB string) would add a series to /metrics for good.
+ */
+function modelLabel(model: string | null, status: number, deps: RequestContextDeps): string {
+  if (model === null) return "";
+  if (deps.isConfiguredModel ? deps.isConfiguredModel(model) : true) return model;
+  return status < 400 && model.length <= MAX_LABEL_CHARS ? model : "other";
+}
+
+const MAX_LABEL_CHARS = 200;
 
 export function createRequestContext(deps: RequestContextDeps): Middleware<ProxyState> {
   const accessLine = lineWriter(deps.log, "request finished");
@@ -145,7 +160,11 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
         usage.completionTokens ||= Math.ceil(streamed.chars / 4);
       }
       usage.costUsd = costUsd(usage, ctx.state.served);
-      requestsTotal.inc({ route, status: String(usage.status), model: usage.requestedModel ?? "" });
+      requestsTotal.inc({
+        route,
+        status: String(usage.status),
+        model: modelLabel(usage.requestedModel, usage.status, deps),
+      });
       requestDuration.observe({ route }, seconds);
       if (usage.promptTokens)
         tokensTotal.inc({ direction: "prompt", model: usage.servedModel ?? "" }, usage.promptTokens);

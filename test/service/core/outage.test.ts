@@ -59,6 +59,21 @@ describe("usage rows survive a PostgreSQL outage, and a SIGTERM during it", () =
     await db.stop();
     for (let i = 0; i < 4; i++) expect((await chat(proxy.url)).status).toBe(200);
     expect((await fetch(`${proxy.url}/readyz`)).status).toBe(503);
+    // The admin API cannot answer without the database: a 503 to retry, not a bare 500.
+    for (const [method, route] of [
+      ["GET", "/internal/teams"],
+      ["POST", "/internal/keys"],
+      ["GET", "/internal/usage"],
+    ]) {
+      const res = await fetch(`${proxy.url}${route}`, {
+        method,
+        headers: { authorization: `Bearer ${TEST_MASTER_KEY}`, "content-type": "application/json" },
+        ...(method === "POST" ? { body: JSON.stringify({ name: "during-outage" }) } : {}),
+      });
+      expect(res.status, `${method} ${route}`).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("1");
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("database_unavailable");
+    }
     await db.start();
     expect(await waitForCount(db.url, 7)).toBe(7);
 

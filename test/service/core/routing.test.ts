@@ -162,6 +162,29 @@ describe("forwarding, routing and fallbacks", () => {
     });
   });
 
+  it("a model name the config does not know is `other` in /metrics, and kept bounded on the row", async () => {
+    const junk = [`scanner-${"x".repeat(100_000)}`, "gpt-4o-typo", "made-up-1"];
+    for (const model of junk) {
+      const res = await post(proxy, key, { model, messages: [{ role: "user", content: "hi" }] });
+      expect(res.status).toBe(404);
+    }
+    expect(
+      (await post(proxy, key, { model: "solo", messages: [{ role: "user", content: "hi" }] })).status,
+    ).toBe(200);
+    const metrics = await (await fetch(`${proxy.url}/metrics`)).text();
+    const models = new Set(
+      [...metrics.matchAll(/llmproxy_requests_total\{[^}]*model="([^"]*)"/g)].map((m) => m[1]),
+    );
+    for (const name of junk) expect(models.has(name)).toBe(false);
+    expect(models.has("other")).toBe(true);
+    expect(models.has("solo")).toBe(true);
+    expect(metrics.length).toBeLessThan(100_000);
+    const rows = await proxy.usageRows();
+    const long = rows.find((r) => String(r.requested_model).startsWith("scanner-"))!;
+    expect(long.status).toBe(404);
+    expect(String(long.requested_model).length).toBeLessThanOrEqual(257);
+  });
+
   it("falls back on a timeout and on connection refused", async () => {
     primary.behave({ kind: "hang" });
     const started = Date.now();
