@@ -117,7 +117,7 @@ export interface TeamStore {
     },
     audit?: AuditContext,
   ): Promise<Team | null>;
-  /** Throws ConflictError when active keys still belong to the team. */
+  /** Throws ConflictError while any key that is not revoked (expired included) still belongs to the team. */
   delete(id: string, audit?: AuditContext): Promise<boolean>;
 }
 

@@ -92,17 +92,27 @@ const TEAM_COLUMNS =
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** `UPDATE … SET` clauses for the defined columns ($1 is the id), plus `updated_at`. */
-function updateSet(id: string, columns: Record<string, unknown>): { sets: string[]; values: unknown[] } {
+/**
+ * `UPDATE … SET` clauses for the defined columns ($1 is the id) plus `updated_at`, and a condition true only when one
+ * of them differs from the stored value (compared by PostgreSQL, in the column's type: the same instant written with
+ * another offset is the same value). Null when the patch names no column.
+ */
+function updateSet(
+  id: string,
+  columns: Record<string, unknown>,
+): { sets: string[]; changed: string; values: unknown[] } | null {
   const sets: string[] = [];
+  const differs: string[] = [];
   const values: unknown[] = [id];
   for (const [column, value] of Object.entries(columns)) {
     if (value === undefined) continue;
     values.push(value);
     sets.push(`${column} = $${values.length}`);
+    differs.push(`${column} IS DISTINCT FROM $${values.length}`);
   }
+  if (!sets.length) return null;
   sets.push("updated_at = now()");
-  return { sets, values };
+  return { sets, changed: differs.join(" OR "), values };
 }
 
 /** Column → value for the limit fields a patch names (absent fields stay absent; null resets to the default). */
@@ -135,6 +145,27 @@ function mapTeamWriteError(error: unknown, name: string | undefined): never {
     throw new ConflictError(`A team named "${name}" already exists.`, "team_exists");
   }
   throw error;
+}
+
+/** Key ids a team-delete conflict names; the rest are counted. */
+const CONFLICT_IDS_SHOWN = 5;
+
+/**
+ * 409 for deleting a team that keys which are not revoked still reference: how many, how many of them expired,
+ * which (the first few ids) and what to do.
+ */
+function teamHasKeys(keys: { n: number; expired: number; ids: string[] | null }): ConflictError {
+  const { n, expired } = keys;
+  const ids = keys.ids ?? [];
+  const more = n > ids.length ? ` and ${n - ids.length} more` : "";
+  return new ConflictError(
+    `The team still has ${n} key${n === 1 ? " that is" : "s that are"} not revoked` +
+      (expired
+        ? ` (${expired} expired: a new expires_at would revive ${expired === 1 ? "it" : "them"})`
+        : "") +
+      `; revoke ${n === 1 ? "it" : "them"} first (POST /internal/keys/:id/revoke): ${ids.join(", ")}${more}.`,
+    "team_has_active_keys",
+  );
 }
 
 async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
@@ -240,7 +271,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
 
     async update(id, patch, audit) {
       if (!isUuid(id)) return null;
-      const { sets, values } = updateSet(id, {
+      const update = updateSet(id, {
         name: patch.name,
         scopes: patch.scopes,
         expires_at: patch.expiresAt,
@@ -250,11 +281,14 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
       });
       return inTransaction(pool, async (client) => {
         const before = await lockedKey(client, id);
-        if (!before) return null;
+        if (!before || !update) return before;
         const { rows } = await client.query(
-          `UPDATE api_keys SET ${sets.join(", ")} WHERE id = $1 RETURNING ${KEY_COLUMNS}`,
-          values,
+          `UPDATE api_keys SET ${update.sets.join(", ")} WHERE id = $1 AND (${update.changed})
+           RETURNING ${KEY_COLUMNS}`,
+          update.values,
         );
+        // Every field already had its value: nothing changed, so no new updated_at and no event (as a second revoke).
+        if (!rows.length) return before;
         const key = toKey(rows[0] as Row);
         await audited(client, audit, {
           action: "key.updated",
@@ -383,7 +417,7 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
 
     async update(id, patch, audit) {
       if (!isUuid(id)) return null;
-      const { sets, values } = updateSet(id, {
+      const update = updateSet(id, {
         name: patch.name,
         allowed_models: patch.allowedModels,
         budget_usd_per_month: patch.budgetUsdPerMonth,
@@ -392,15 +426,23 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
       return inTransaction(pool, async (client) => {
         const locked = await client.query(`SELECT ${TEAM_COLUMNS} FROM teams WHERE id = $1 FOR UPDATE`, [id]);
         if (!locked.rows.length) return null;
+        const before = toTeam(locked.rows[0] as Row);
+        if (!update) return before;
         const { rows } = await client
-          .query(`UPDATE teams SET ${sets.join(", ")} WHERE id = $1 RETURNING ${TEAM_COLUMNS}`, values)
+          .query(
+            `UPDATE teams SET ${update.sets.join(", ")} WHERE id = $1 AND (${update.changed})
+             RETURNING ${TEAM_COLUMNS}`,
+            update.values,
+          )
           .catch((error: unknown) => mapTeamWriteError(error, patch.name));
+        // Every field already had its value: nothing changed, so no new updated_at and no event (as a second revoke).
+        if (!rows.length) return before;
         const team = toTeam(rows[0] as Row);
         await audited(client, audit, {
           action: "team.updated",
           targetType: "team",
           targetId: id,
-          changes: auditChanges(teamSnapshot(toTeam(locked.rows[0] as Row)), teamSnapshot(team)),
+          changes: auditChanges(teamSnapshot(before), teamSnapshot(team)),
         });
         return team;
       });
@@ -413,18 +455,16 @@ export function createPgTeamStore(pool: pg.Pool): TeamStore {
         // no key can be added between the check and the delete.
         const team = await client.query(`SELECT ${TEAM_COLUMNS} FROM teams WHERE id = $1 FOR UPDATE`, [id]);
         if (!team.rows.length) return false;
-        const active = await client.query<{ n: string }>(
-          `SELECT count(*) AS n FROM api_keys
-            WHERE team_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
+        // Expired keys count too: a new expires_at revives a key, and once the team is gone (team_id is set to
+        // null) it would work again without the team's limits, models and budget. Only revocation is final.
+        const live = await client.query<{ n: number; expired: number; ids: string[] | null }>(
+          `SELECT count(*)::int AS n,
+                  count(*) FILTER (WHERE expires_at IS NOT NULL AND expires_at <= now())::int AS expired,
+                  (array_agg(id::text ORDER BY created_at, id))[1:${CONFLICT_IDS_SHOWN}] AS ids
+             FROM api_keys WHERE team_id = $1 AND revoked_at IS NULL`,
           [id],
         );
-        const n = Number(active.rows[0].n);
-        if (n > 0) {
-          throw new ConflictError(
-            `The team still has ${n} active key${n === 1 ? "" : "s"}; revoke ${n === 1 ? "it" : "them"} first.`,
-            "team_has_active_keys",
-          );
-        }
+        if (live.rows[0].n > 0) throw teamHasKeys(live.rows[0]);
         await client.query("DELETE FROM teams WHERE id = $1", [id]);
         await audited(client, audit, {
           action: "team.deleted",

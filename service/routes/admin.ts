@@ -5,7 +5,8 @@
  *   GET    /internal/teams                 → {object: "list", data: [team]}
  *   GET    /internal/teams/:id
  *   PATCH  /internal/teams/:id             {name?, allowed_models?, ...limits}
- *   DELETE /internal/teams/:id             → {id, object: "team", deleted: true}; 409 while it has active keys
+ *   DELETE /internal/teams/:id             → {id, object: "team", deleted: true}; 409 while a key that is not
+ *                                           revoked (expired ones included) belongs to it
  *   POST   /internal/keys                  {name, team_id?, scopes?, expires_at?, allowed_models?, ...limits}  → 201
  *   GET    /internal/keys                  → {object: "list", data: [key]}  (never the key or its hash)
  *   GET    /internal/keys/:id
@@ -20,8 +21,12 @@
  * (on PATCH: absent = unchanged, null = back to the default), 0 = blocked, a positive integer = that budget.
  * `allowed_models`: the client-facing model names a key (or a team's keys) may use; absent or null = every model.
  * The plaintext key is returned once, by create and rotate; only its SHA-256 hash is stored.
+ * GET endpoints take only the query parameters listed above (the others none): any other is a 400
+ * `unknown_parameter` naming it, as an unknown body field is a 400 `unknown_field`.
  * Every successful change records one audit event in its own transaction (see ports.ts, TeamStore); a rejected
- * request records none. Events are listed newest first, a page at a time (`next_cursor`, null on the last page).
+ * request records none, and neither does a PATCH whose fields all equal the stored values (it answers the record
+ * unchanged, like a second revoke). Events are listed newest first, a page at a time (`next_cursor`, null on the
+ * last page).
  */
 import Router from "@koa/router";
 import type { Context, Middleware } from "koa";
@@ -272,6 +277,42 @@ function usageJson(r: UsageReportRow) {
   };
 }
 
+/** The query parameters each GET endpoint takes (README.md, Admin API); the others take none. */
+const AUDIT_QUERY = ["from", "to", "action", "target_id", "limit", "cursor"] as const;
+const USAGE_QUERY = [
+  "from",
+  "to",
+  "group_by",
+  "key_id",
+  "team_id",
+  "model",
+  "route",
+  "provider",
+  "order_by",
+  "limit",
+] as const;
+
+/**
+ * Rejects a query parameter the endpoint does not take, as bodies reject an unknown field: a misspelled filter
+ * (`grup_by`, `acton`) would otherwise be ignored and answer an unfiltered 200 that looks like a filtered one.
+ */
+function acceptQuery(...accepted: string[]): Middleware<ProxyState> {
+  const help = accepted.length
+    ? `this endpoint accepts ${accepted.map((p) => `\`${p}\``).join(", ")}`
+    : "this endpoint takes no query parameters";
+  return async function knownQueryOnly(ctx, next) {
+    const unknown = Object.keys(ctx.query).find((field) => !accepted.includes(field));
+    if (unknown !== undefined) {
+      throw new InvalidRequestError(
+        `Unknown query parameter \`${unknown}\`: ${help}.`,
+        "unknown_parameter",
+        unknown,
+      );
+    }
+    await next();
+  };
+}
+
 function queryString(ctx: Context, field: string): string | undefined {
   const v = ctx.query[field];
   if (v === undefined) return undefined;
@@ -398,6 +439,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
   const router = new Router<ProxyState>();
   const body = (ctx: Context) => readJsonBody(ctx, ADMIN_BODY_LIMIT_BYTES);
   const forget = (id: string) => deps.onKeyRevoked?.(id);
+  const noQuery = acceptQuery();
 
   // ------------------------------------------------------------------ teams
 
@@ -429,11 +471,11 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
     return items.map((i) => ({ ...i, spent_usd_this_month: roundUsd(spent.get(i.id) ?? 0) }));
   }
 
-  router.get("/internal/teams", masterAuth, async function listTeams(ctx) {
+  router.get("/internal/teams", masterAuth, noQuery, async function listTeams(ctx) {
     ctx.body = { object: "list", data: await withSpend("team", (await deps.teams.list()).map(teamJson)) };
   });
 
-  router.get("/internal/teams/:id", masterAuth, async function getTeam(ctx) {
+  router.get("/internal/teams/:id", masterAuth, noQuery, async function getTeam(ctx) {
     const team = await deps.teams.get(idParam(ctx));
     if (!team) throw new NotFoundError("No team with this id.", "team_not_found", "id");
     ctx.body = (await withSpend("team", [teamJson(team)]))[0];
@@ -492,11 +534,11 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
     ctx.body = { ...keyJson(record), key: generated.key };
   });
 
-  router.get("/internal/keys", masterAuth, async function listKeys(ctx) {
+  router.get("/internal/keys", masterAuth, noQuery, async function listKeys(ctx) {
     ctx.body = { object: "list", data: await withSpend("key", (await deps.keys.list()).map(keyJson)) };
   });
 
-  router.get("/internal/keys/:id", masterAuth, async function getKey(ctx) {
+  router.get("/internal/keys/:id", masterAuth, noQuery, async function getKey(ctx) {
     const key = await deps.keys.get(idParam(ctx));
     if (!key) throw new NotFoundError("No API key with this id.", "key_not_found", "id");
     ctx.body = (await withSpend("key", [keyJson(key)]))[0];
@@ -549,7 +591,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
 
   // ------------------------------------------------------------------ audit
 
-  router.get("/internal/audit", masterAuth, async function listAudit(ctx) {
+  router.get("/internal/audit", masterAuth, acceptQuery(...AUDIT_QUERY), async function listAudit(ctx) {
     const from = queryDate(ctx, "from");
     const to = queryDate(ctx, "to");
     if (from && to && from.getTime() >= to.getTime()) {
@@ -586,7 +628,7 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
 
   // ------------------------------------------------------------------ usage
 
-  router.get("/internal/usage", masterAuth, async function usageReport(ctx) {
+  router.get("/internal/usage", masterAuth, acceptQuery(...USAGE_QUERY), async function usageReport(ctx) {
     const groupBy = oneOf(ctx, "group_by", USAGE_GROUPS) ?? "key";
     const orderBy = oneOf(ctx, "order_by", USAGE_ORDERS) ?? "group";
     const to = queryDate(ctx, "to") ?? new Date();

@@ -226,3 +226,69 @@ describe("admin API: audit query parameters", () => {
     }
   });
 });
+
+describe("admin API: GET endpoints reject query parameters they do not take", () => {
+  const AUDIT = ["from", "to", "action", "target_id", "limit", "cursor"];
+  const USAGE = ["from", "to", "group_by", "key_id", "team_id", "model", "route", "provider", "order_by", "limit"];
+
+  it("a misspelled or unsupported parameter → 400 unknown_parameter naming it and the accepted ones", async () => {
+    const team = await call("POST", "/internal/teams", { body: { name: "query-team" } });
+    const key = await call("POST", "/internal/keys", { body: { name: "query-key" } });
+    const before = await counts();
+    const cases: Array<[string, string, string[]]> = [
+      ["/internal/usage?grup_by=team&form=2020-01-01", "grup_by", USAGE],
+      ["/internal/usage?group_by=team&form=2020-01-01", "form", USAGE],
+      ["/internal/usage?from=2020-01-01&key=abc", "key", USAGE],
+      ["/internal/audit?acton=key.created", "acton", AUDIT],
+      ["/internal/audit?limit=5&page=2", "page", AUDIT],
+      ["/internal/keys?team_id=nonsense", "team_id", []],
+      [`/internal/keys/${key.body.id}?expand=team`, "expand", []],
+      ["/internal/teams?name=query-team", "name", []],
+      [`/internal/teams/${team.body.id}?verbose`, "verbose", []],
+    ];
+    for (const [path, param, accepted] of cases) {
+      const r = await call("GET", path);
+      expect(r.status, path).toBe(400);
+      expect(r.body.error, path).toMatchObject({ type: "invalid_request_error", code: "unknown_parameter", param });
+      expect(r.body.error.message, path).toContain(`\`${param}\``);
+      for (const name of accepted) expect(r.body.error.message, path).toContain(name);
+      if (!accepted.length) expect(r.body.error.message, path).toContain("no query parameters");
+    }
+    // A misspelling is reported before a bad value of a known parameter.
+    const both = await call("GET", "/internal/usage?group_by=colour&grup_by=team");
+    expect(both.body.error).toMatchObject({ code: "unknown_parameter", param: "grup_by" });
+    expect(await counts()).toEqual(before);
+  });
+
+  it("every documented parameter is still accepted; a known filter with a bad value is a 400 naming it", async () => {
+    const team = await call("POST", "/internal/teams", { body: { name: "documented" } });
+    const id = team.body.id as string;
+    const usage = await call(
+      "GET",
+      `/internal/usage?from=2031-01-01&to=2031-01-02&group_by=model&key_id=${id}&team_id=${id}&model=m&route=chat` +
+        "&provider=p&order_by=requests&limit=5",
+    );
+    expect(usage.status, JSON.stringify(usage.body)).toBe(200);
+    const page = await call("GET", "/internal/audit?action=team.created&limit=1");
+    expect(page.status).toBe(200);
+    expect(page.body.next_cursor).not.toBeNull();
+    const audit = await call(
+      "GET",
+      `/internal/audit?from=2020-01-01&to=2999-01-01&action=team.created&target_id=${id}&limit=1` +
+        `&cursor=${page.body.next_cursor}`,
+    );
+    expect(audit.status, JSON.stringify(audit.body)).toBe(200);
+    for (const path of ["/internal/teams", `/internal/teams/${id}`, "/internal/keys"]) {
+      expect((await call("GET", path)).status, path).toBe(200);
+    }
+
+    for (const [path, param] of [
+      ["/internal/usage?team_id=nonsense", "team_id"],
+      ["/internal/usage?key_id=nonsense", "key_id"],
+      ["/internal/audit?action=nonsense", "action"],
+      ["/internal/audit?limit=many", "limit"],
+    ]) {
+      expect400(await call("GET", path), param, path);
+    }
+  });
+});

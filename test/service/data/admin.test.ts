@@ -141,6 +141,75 @@ describe("admin API: teams", () => {
     await call("POST", `/internal/keys/${key.id}/revoke`);
     expect((await call("DELETE", `/internal/teams/${team.id}`)).status).toBe(200);
   });
+
+  it("delete is refused (409) while an expired key belongs to the team: a new expires_at would revive it teamless", async () => {
+    const team = (
+      await call("POST", "/internal/teams", {
+        body: { name: "expiring", allowed_models: ["mock-embedding"], budget_usd_per_month: 5 },
+      })
+    ).body;
+    const key = (
+      await call("POST", "/internal/keys", {
+        body: { name: "soon", team_id: team.id, scopes: ["models"], expires_at: new Date(Date.now() + 60_000).toISOString() },
+      })
+    ).body;
+    // The key expires (moved into the past directly: waiting for it would only slow the test down).
+    await proxy.pool.query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1", [key.id]);
+    expect((await call("GET", `/internal/keys/${key.id}`)).body.status).toBe("expired");
+    const auditBefore = (await call("GET", `/internal/audit?target_id=${team.id}`)).body.data.length;
+
+    const refused = await call("DELETE", `/internal/teams/${team.id}`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatchObject({ type: "invalid_request_error", code: "team_has_active_keys" });
+    expect(refused.body.error.message).toContain("1 key that is not revoked");
+    expect(refused.body.error.message).toContain("1 expired");
+    expect(refused.body.error.message).toContain(key.id);
+    expect(refused.body.error.message).toMatch(/revoke it first/);
+    // Nothing changed: the team, the key's membership and the audit log are as they were.
+    expect((await call("GET", `/internal/teams/${team.id}`)).status).toBe(200);
+    expect((await call("GET", `/internal/keys/${key.id}`)).body.team_id).toBe(team.id);
+    expect((await call("GET", `/internal/audit?target_id=${team.id}`)).body.data).toHaveLength(auditBefore);
+
+    // Extending the expiry revives the key inside its team, under the team's models.
+    const revived = await call("PATCH", `/internal/keys/${key.id}`, {
+      body: { expires_at: new Date(Date.now() + 60_000).toISOString() },
+    });
+    expect(revived.body).toMatchObject({ status: "active", team_id: team.id });
+    const listed = (await (await models(key.key)).json()) as { data: Array<{ id: string }> };
+    expect(listed.data.map((m) => m.id)).toEqual(["mock-embedding"]);
+
+    await call("POST", `/internal/keys/${key.id}/revoke`);
+    expect((await call("DELETE", `/internal/teams/${team.id}`)).status).toBe(200);
+  });
+
+  it("a PATCH that changes nothing answers the stored team, keeps updated_at and records no event", async () => {
+    const team = (
+      await call("POST", "/internal/teams", {
+        body: { name: "steady", allowed_models: ["a", "b"], budget_usd_per_month: 12.5, tokens_per_minute: 0 },
+      })
+    ).body;
+    const events = async () => (await call("GET", `/internal/audit?target_id=${team.id}`)).body.data.map((e: any) => e.action);
+    expect(await events()).toEqual(["team.created"]);
+
+    for (const body of [
+      {},
+      { name: "steady" },
+      { name: "  steady  ", allowed_models: ["a", "b", "a"], budget_usd_per_month: 12.5, tokens_per_minute: 0 },
+      { requests_per_minute: null, tokens_per_day: null },
+    ]) {
+      const same = await call("PATCH", `/internal/teams/${team.id}`, { body });
+      expect(same.status, JSON.stringify(body)).toBe(200);
+      expect(same.body, JSON.stringify(body)).toEqual(team);
+    }
+    expect(await events()).toEqual(["team.created"]);
+
+    // A real change still records one event naming only the changed field.
+    const changed = await call("PATCH", `/internal/teams/${team.id}`, { body: { name: "steady", tokens_per_minute: 5 } });
+    expect(changed.body).toMatchObject({ name: "steady", tokens_per_minute: 5 });
+    const log = (await call("GET", `/internal/audit?target_id=${team.id}`)).body.data;
+    expect(log.map((e: any) => e.action)).toEqual(["team.updated", "team.created"]);
+    expect(log[0].changes).toEqual({ tokens_per_minute: { before: 0, after: 5 } });
+  });
 });
 
 describe("admin API: keys", () => {
@@ -227,6 +296,42 @@ describe("admin API: keys", () => {
     expect(neg.body.error.param).toBe("tokens_per_day");
     expect((await call("PATCH", `/internal/keys/${k.id}`, { body: { team_id: null } })).body.error.param).toBe("team_id");
     expect((await call("PATCH", `/internal/keys/${crypto.randomUUID()}`, { body: { name: "z" } })).status).toBe(404);
+  });
+
+  it("a PATCH that changes nothing answers the stored key, keeps updated_at and records no event", async () => {
+    const team = (await call("POST", "/internal/teams", { body: { name: "keys-steady" } })).body;
+    const expiresAt = new Date(Date.now() + 86_400_000).toISOString();
+    const fields = {
+      name: "steady-key",
+      scopes: ["chat", "models"],
+      expires_at: expiresAt,
+      allowed_models: ["mock-chat"],
+      budget_usd_per_month: 0.25,
+      requests_per_minute: 10,
+      tokens_per_minute: null,
+      tokens_per_day: 0,
+    };
+    const created = (await call("POST", "/internal/keys", { body: { ...fields, team_id: team.id } })).body;
+    const { key: _secret, ...stored } = created;
+    const updatedAt = async () =>
+      (await proxy.pool.query("SELECT updated_at FROM api_keys WHERE id = $1", [created.id])).rows[0].updated_at.getTime();
+    const events = async () => (await call("GET", `/internal/audit?target_id=${created.id}`)).body.data.map((e: any) => e.action);
+    const since = await updatedAt();
+
+    for (const body of [{}, fields, { scopes: ["chat", "models", "chat"], name: " steady-key " }, { expires_at: expiresAt.replace("Z", "+00:00") }]) {
+      const same = await call("PATCH", `/internal/keys/${created.id}`, { body });
+      expect(same.status, JSON.stringify(body)).toBe(200);
+      expect(same.body, JSON.stringify(body)).toEqual(stored);
+    }
+    expect(await events()).toEqual(["key.created"]);
+    expect(await updatedAt()).toBe(since);
+
+    const changed = await call("PATCH", `/internal/keys/${created.id}`, { body: { ...fields, tokens_per_day: 100 } });
+    expect(changed.body).toMatchObject({ tokens_per_day: 100, name: "steady-key" });
+    const log = (await call("GET", `/internal/audit?target_id=${created.id}`)).body.data;
+    expect(log.map((e: any) => e.action)).toEqual(["key.updated", "key.created"]);
+    expect(log[0].changes).toEqual({ tokens_per_day: { before: 0, after: 100 } });
+    expect(await updatedAt()).toBeGreaterThan(since);
   });
 
   it("revoke: the key stops working at once; revoking twice is harmless", async () => {

@@ -1,3 +1,6 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import pg from "pg";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -5,6 +8,7 @@ import { ConflictError, InvalidRequestError } from "../../../service/errors";
 import { generateApiKey } from "../../../service/lib/keys";
 import { migrate } from "../../../service/adapters/migrations";
 import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "../../../service/adapters/pg-stores";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../../service/adapters/pglite";
 import { createPostgres } from "../../../service/adapters/postgres";
 import { insertUsageRows } from "../../../service/adapters/usage-writer";
 import type { KeyStore, LimitOverrides, TeamStore, UsageRow } from "../../../service/ports";
@@ -162,22 +166,89 @@ describe("pg stores", () => {
     await expect(keys.rotate(k.id, generateApiKey())).rejects.toMatchObject({ status: 409, code: "key_expired" });
   });
 
-  it("team delete: 409 while active keys reference it; allowed once they are revoked or expired", async () => {
+  it("team delete: 409 while any key that is not revoked references it, expired ones included", async () => {
     const t = await teams.create({ name: "delta", limits: NO_LIMITS });
     const active = await newKey(t.id);
-    await newKey(t.id, { expiresAt: new Date(Date.now() - 1000).toISOString() });
+    const expired = await newKey(t.id, { expiresAt: new Date(Date.now() - 1000).toISOString() });
     const err = await teams.delete(t.id).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConflictError);
-    expect((err as ConflictError).message).toContain("1 active key");
+    expect(err).toMatchObject({ status: 409, code: "team_has_active_keys" });
+    expect((err as ConflictError).message).toContain("2 keys that are not revoked (1 expired");
+    expect((err as ConflictError).message).toContain(active.id);
+    expect((err as ConflictError).message).toContain(expired.id);
     expect(await teams.get(t.id)).not.toBeNull();
 
+    // An expired key still counts: a new expires_at would revive it, without its team once the team is gone.
     await keys.revoke(active.id);
+    const still = await teams.delete(t.id).catch((e: unknown) => e);
+    expect(still).toBeInstanceOf(ConflictError);
+    expect((still as ConflictError).message).toContain("1 key that is not revoked (1 expired");
+    expect((still as ConflictError).message).toContain("revoke it first");
+    expect((await keys.get(expired.id))?.teamId).toBe(t.id);
+
+    await keys.revoke(expired.id);
     expect(await teams.delete(t.id)).toBe(true);
     expect(await teams.get(t.id)).toBeNull();
-    // The revoked key survives without its team.
+    // The revoked keys survive without their team.
     expect((await keys.get(active.id))?.teamId).toBeNull();
+    expect((await keys.get(expired.id))?.teamId).toBeNull();
     expect(await teams.delete(t.id)).toBe(false);
     expect(await teams.delete("nope")).toBe(false);
+  });
+
+  it("team delete: the message lists at most five key ids", async () => {
+    const t = await teams.create({ name: "crowded", limits: NO_LIMITS });
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) ids.push((await newKey(t.id)).id);
+    const err = (await teams.delete(t.id).catch((e: unknown) => e)) as ConflictError;
+    expect(err.message).toContain("7 keys that are not revoked;");
+    expect(ids.filter((id) => err.message.includes(id))).toHaveLength(5);
+    expect(err.message).toContain("and 2 more");
+  });
+
+  it("an update that changes nothing writes nothing: no new updated_at, no audit event", async () => {
+    const audit = { actor: "master", requestId: null, clientIp: null };
+    const events = async (id: string) =>
+      (await pool.query("SELECT action FROM audit_events WHERE target_id = $1 ORDER BY at", [id])).rows.map((r) => r.action);
+    const keyUpdatedAt = async (id: string) =>
+      (await pool.query("SELECT updated_at FROM api_keys WHERE id = $1", [id])).rows[0].updated_at.getTime();
+
+    const t = await teams.create(
+      { name: "same", limits: { requestsPerMinute: 1, tokensPerMinute: null, tokensPerDay: 0 }, allowedModels: ["m"], budgetUsdPerMonth: 1.5 },
+      audit,
+    );
+    for (const patch of [
+      {},
+      { limits: {} },
+      { name: "same", allowedModels: ["m"], budgetUsdPerMonth: 1.5, limits: { requestsPerMinute: 1, tokensPerMinute: null, tokensPerDay: 0 } },
+    ]) {
+      expect(await teams.update(t.id, patch, audit), JSON.stringify(patch)).toEqual(t);
+    }
+    expect(await events(t.id)).toEqual(["team.created"]);
+    // Same name, so no unique-name conflict either; a missing team is still null.
+    expect(await teams.update("00000000-0000-4000-8000-000000000000", {}, audit)).toBeNull();
+
+    const expiresAt = new Date(Date.now() + 3_600_000).toISOString();
+    const k = await newKey(t.id, { expiresAt, allowedModels: ["m"], budgetUsdPerMonth: 2 });
+    const since = await keyUpdatedAt(k.id);
+    for (const patch of [
+      {},
+      { name: "k", scopes: ["chat"], expiresAt, allowedModels: ["m"], budgetUsdPerMonth: 2, limits: NO_LIMITS },
+      // The same instant written another way is the same value.
+      { expiresAt: expiresAt.replace("Z", "+00:00") },
+    ]) {
+      expect(await keys.update(k.id, patch, audit), JSON.stringify(patch)).toEqual(k);
+    }
+    expect(await events(k.id)).toEqual([]);
+    expect(await keyUpdatedAt(k.id)).toBe(since);
+
+    // One changed field among unchanged ones: one event naming it.
+    const changed = await keys.update(k.id, { name: "k", allowedModels: ["m", "n"] }, audit);
+    expect(changed?.allowedModels).toEqual(["m", "n"]);
+    expect(await events(k.id)).toEqual(["key.updated"]);
+    const { rows } = await pool.query("SELECT changes FROM audit_events WHERE target_id = $1", [k.id]);
+    expect(rows[0].changes).toEqual({ allowed_models: { before: ["m"], after: ["m", "n"] } });
+    expect(await keyUpdatedAt(k.id)).toBeGreaterThan(since);
   });
 
   it("usage report: groups by key, team, model and day over [from, to)", async () => {
@@ -288,4 +359,44 @@ describe("pg stores", () => {
     expect((await report.aggregate({ from, to, groupBy: "route", filter: { route: "embeddings" } })).map((r) => [r.group, r.requests])).toEqual([["embeddings", 1]]);
     expect(await report.aggregate({ from, to, groupBy: "key", filter: { provider: "nobody" } })).toEqual([]);
   });
+});
+
+// The embedded default (PGlite, one connection) runs the same stores: the team-delete guard and the no-op update
+// behave there as on PostgreSQL. One test: creating a PGlite database runs initdb in WASM (several seconds).
+describe("pg stores on PGlite", () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-pglite-stores-"));
+  let embedded: EmbeddedPostgres | undefined;
+  let pool: pg.Pool | undefined;
+
+  afterAll(async () => {
+    await pool?.end();
+    await embedded?.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("an expired key blocks its team's deletion; an unchanged update writes no event", async () => {
+    embedded = await startEmbeddedPostgres({ dataDir, log });
+    ({ pool } = createPostgres({ url: embedded.url, log, ...embedded.poolOptions }));
+    await migrate(pool, { log });
+    const teams = createPgTeamStore(pool);
+    const keys = createPgKeyStore(pool);
+    const audit = { actor: "master", requestId: null, clientIp: null };
+
+    const t = await teams.create({ name: "embedded", limits: NO_LIMITS, allowedModels: ["m"] }, audit);
+    const g = generateApiKey();
+    const expiresAt = new Date(Date.now() - 1000).toISOString();
+    const k = await keys.create(
+      { name: "k", teamId: t.id, scopes: ["chat"], expiresAt, limits: NO_LIMITS, hash: g.hash, prefix: g.prefix },
+      audit,
+    );
+    await expect(teams.delete(t.id, audit)).rejects.toMatchObject({ status: 409, code: "team_has_active_keys" });
+
+    expect(await teams.update(t.id, { name: "embedded", allowedModels: ["m"], limits: {} }, audit)).toEqual(t);
+    expect(await keys.update(k.id, { name: "k", expiresAt, limits: NO_LIMITS }, audit)).toEqual(k);
+    const { rows } = await pool.query("SELECT action FROM audit_events ORDER BY at, id");
+    expect(rows.map((r) => r.action)).toEqual(["team.created", "key.created"]);
+
+    await keys.revoke(k.id, audit);
+    expect(await teams.delete(t.id, audit)).toBe(true);
+  }, 180_000);
 });
