@@ -65,7 +65,10 @@ export interface AppDeps {
 
 export function buildApp(deps: AppDeps): Koa<ProxyState> {
   const app = new Koa<ProxyState>();
-  app.proxy = true;
+  // X-Forwarded-For is the client's to write: only the entries the configured proxies appended are believed.
+  const hops = deps.config.server.trustedProxyHops ?? 0;
+  app.proxy = hops > 0;
+  app.maxIpsCount = hops;
   // Errors are logged once by the error handler with the request's logger; keep Koa's default printer quiet.
   app.silent = true;
 

@@ -32,6 +32,7 @@ export const ENV_VARS = [
   "RATE_LIMIT_FAILURE_MODE",
   "REPLICAS",
   "SHUTDOWN_GRACE_SECONDS",
+  "TRUSTED_PROXY_HOPS",
   "LOG_LEVEL",
   "LOG_FLUSH_MS",
   "USAGE_RETENTION_DAYS",
@@ -279,6 +280,7 @@ const envSchema = z.object({
   RATE_LIMIT_FAILURE_MODE: z.enum(["fail-open", "fail-closed"]).optional(),
   REPLICAS: intFromEnv(1, 10_000).optional(),
   SHUTDOWN_GRACE_SECONDS: intFromEnv(1, 3600).optional(),
+  TRUSTED_PROXY_HOPS: intFromEnv(0, 10).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).optional(),
   LOG_FLUSH_MS: intFromEnv(0, 60_000).optional(),
   USAGE_RETENTION_DAYS: intFromEnv(0, 36_500).optional(),
@@ -362,6 +364,11 @@ export interface Config {
     bodyLimitBytes: number;
     requestTimeoutMs: number;
     shutdownGraceSeconds: number;
+    /**
+     * Proxies in front of the service that append to X-Forwarded-For (TRUSTED_PROXY_HOPS): the client address is the
+     * entry that many from the right; 0 = the socket's peer, the header ignored (a client can write anything in it).
+     */
+    trustedProxyHops: number;
   };
   /** Admin key; null only before the embedded default has generated one (main.ts fills it in). */
   masterKey: string | null;
@@ -698,6 +705,7 @@ export function loadConfig(opts: LoadConfigOptions): Config {
       bodyLimitBytes: file.server.body_limit_bytes,
       requestTimeoutMs: file.server.request_timeout_ms,
       shutdownGraceSeconds: env.SHUTDOWN_GRACE_SECONDS ?? 30,
+      trustedProxyHops: env.TRUSTED_PROXY_HOPS ?? 0,
     },
     masterKey: env.PROXY_MASTER_KEY ?? null,
     dataDir,

@@ -2,6 +2,7 @@
  * Audit log helpers, pure: the recorded actions, who the actor is, and what a change changed. Snapshots hold the
  * admin API's snake_case fields and never a key, a key hash or any other secret.
  */
+import { isIP } from "node:net";
 import type { ApiKeyRecord, AuditAction, AuditChanges, AuditContext, Team } from "../ports";
 import type { ProxyState } from "../state";
 
@@ -81,11 +82,19 @@ export function actorOf(principal: ProxyState["principal"]): string {
   return principal.kind === "master" ? "master" : `key:${principal.key.id}`;
 }
 
-/** Who is making this admin request, and from where (`ctx.ip` honours X-Forwarded-For: the app sets `proxy`). */
-export function auditContextOf(ctx: { state: ProxyState; ip: string }): AuditContext {
+/**
+ * Who is making this admin request, and from where: `ctx.ip` reads X-Forwarded-For only as far as TRUSTED_PROXY_HOPS
+ * allows, and an entry that is not an IP address (anything can be written there) gives way to the socket's peer.
+ */
+export function auditContextOf(ctx: {
+  state: ProxyState;
+  ip: string;
+  req: { socket: { remoteAddress?: string } };
+}): AuditContext {
+  const ip = isIP(ctx.ip) ? ctx.ip : (ctx.req.socket.remoteAddress ?? "");
   return {
     actor: actorOf(ctx.state.principal),
     requestId: ctx.state.requestId ?? null,
-    clientIp: ctx.ip || null,
+    clientIp: ip || null,
   };
 }

@@ -63,7 +63,7 @@ export function createKbRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>
   // The knowledge base lives in Chroma and KB_DIR, outside PostgreSQL's transactions, so its event is recorded once
   // the change has succeeded. If recording fails the request answers 500 rather than reporting success for an
   // unaudited change; every knowledge-base write is idempotent, so the client's retry records it.
-  const audit = (ctx: { state: ProxyState; ip: string }, event: Omit<NewAuditEvent, keyof AuditContext>) =>
+  const audit = (ctx: Parameters<typeof auditContextOf>[0], event: Omit<NewAuditEvent, keyof AuditContext>) =>
     deps.audit.record({ ...auditContextOf(ctx), ...event });
 
   router.post("/upload", writeAuth, async function kbUpload(ctx) {

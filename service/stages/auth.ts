@@ -13,14 +13,28 @@ import type { ProxyState } from "../state";
 /** Documented bound: a revoked key stops working on every replica within this time. */
 export const KEY_CACHE_TTL_MS = 5_000;
 
+/**
+ * The key a request presents: a Bearer token, else `x-api-key` (a client or gateway may add another kind of
+ * Authorization header, e.g. Basic for an ingress, beside its x-api-key).
+ */
 export function presentedKey(ctx: Context): string | null {
   const header = ctx.get("authorization");
-  if (header) {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    return m ? m[1] : null;
-  }
-  const apiKey = ctx.get("x-api-key");
-  return apiKey ? apiKey.trim() : null;
+  const bearer = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  if (bearer) return bearer[1];
+  const apiKey = ctx.get("x-api-key").trim();
+  return apiKey || null;
+}
+
+/** Why no key was found, naming a malformed Authorization header when there was one. */
+function missingKey(ctx: Context): AuthenticationError {
+  const header = ctx.get("authorization");
+  const how = "Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.";
+  return new AuthenticationError(
+    header
+      ? `The Authorization header is not \`Bearer <key>\` and there is no x-api-key header. ${how}`
+      : `Missing API key. ${how}`,
+    "missing_api_key",
+  );
 }
 
 /**
@@ -89,12 +103,7 @@ export interface AuthDeps {
 export function createAuth(deps: AuthDeps): Middleware<ProxyState> {
   return async function auth(ctx, next) {
     const presented = presentedKey(ctx);
-    if (!presented) {
-      throw new AuthenticationError(
-        "Missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
-        "missing_api_key",
-      );
-    }
+    if (!presented) throw missingKey(ctx);
     if (deps.masterKey && secretsEqual(presented, deps.masterKey)) {
       ctx.state.principal = { kind: "master" };
       return next();

@@ -156,6 +156,8 @@ export function proxyPlainEnv(s: ProxySettings, chromaUrl: string | undefined): 
     REPLICAS: String(deploymentReplicas(s)),
     SHUTDOWN_GRACE_SECONDS: String(s.requestTimeoutSeconds),
     LOG_LEVEL: s.logLevel,
+    // Behind the Ingress, its controller appends the client's address to X-Forwarded-For (the audit log's client_ip).
+    ...(s.ingress ? { TRUSTED_PROXY_HOPS: "1" } : {}),
     // Only when set: the variable overrides the config file, where proxyConfig may set usage.retention_days.
     ...(s.usageRetentionDays > 0 ? { USAGE_RETENTION_DAYS: String(s.usageRetentionDays) } : {}),
     ...(chromaUrl ? { CHROMA_URL: chromaUrl } : {}),

@@ -442,6 +442,10 @@ describe("pure decisions", () => {
     expect(env.USAGE_RETENTION_DAYS).toBeUndefined();
     const kept = parseStackConfig({ ...AWS, usageRetentionDays: "90" }, awsProvider).proxy;
     expect(proxyPlainEnv(kept, undefined).USAGE_RETENTION_DAYS).toBe("90");
+    // X-Forwarded-For is believed one hop deep only behind the Ingress (whose controller appends to it).
+    expect(env.TRUSTED_PROXY_HOPS).toBeUndefined();
+    const behind = parseStackConfig({ ...AWS, ingressHost: "llm.example.com" }, awsProvider).proxy;
+    expect(proxyPlainEnv(behind, undefined).TRUSTED_PROXY_HOPS).toBe("1");
   });
 
   it("usage retention: 0 keeps usage, a negative or absurd value is refused with the key", () => {

@@ -75,10 +75,43 @@ async function oneEvent(
 }
 
 beforeAll(async () => {
-  proxy = await startProxy();
+  // One proxy in front (an ingress) appends the client's address to X-Forwarded-For.
+  proxy = await startProxy({ env: { TRUSTED_PROXY_HOPS: "1" } });
 });
 afterAll(async () => {
   await proxy?.close();
+});
+
+describe("audit: the client address", () => {
+  const ipOf = async (target: TestProxy, xff: string | null) => {
+    const { row } = await oneEvent(
+      201,
+      () =>
+        call(target, "POST", "/internal/teams", {
+          body: { name: `audit-ip-${crypto.randomUUID()}` },
+          headers: xff === null ? {} : { "x-forwarded-for": xff },
+        }),
+      target,
+    );
+    return row.client_ip as string | null;
+  };
+
+  it("believes only the X-Forwarded-For entries the trusted proxies appended, and only IP addresses", async () => {
+    // What the client wrote comes first; the ingress appended the address it saw.
+    expect(await ipOf(proxy, "203.0.113.66, 198.51.100.9")).toBe("198.51.100.9");
+    // Not an address: the socket's peer instead.
+    expect(await ipOf(proxy, "<script>")).toMatch(/^(::ffff:)?127\.0\.0\.1$/);
+    expect(await ipOf(proxy, null)).toMatch(/^(::ffff:)?127\.0\.0\.1$/);
+  });
+
+  it("without TRUSTED_PROXY_HOPS the header is ignored: a client cannot choose its recorded address", async () => {
+    const direct = await startProxy();
+    try {
+      expect(await ipOf(direct, "203.0.113.66")).toMatch(/^(::ffff:)?127\.0\.0\.1$/);
+    } finally {
+      await direct.close();
+    }
+  });
 });
 
 describe("audit: team changes", () => {

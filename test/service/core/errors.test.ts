@@ -158,6 +158,17 @@ describe("bad input gets the right 4xx in the OpenAI error shape, and the worker
       body,
     });
     expect(viaHeader.status).toBe(200);
+    // Another kind of Authorization header (Basic for an ingress) beside x-api-key: the x-api-key counts.
+    const besideBasic = await fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "x-api-key": key, authorization: "Basic dXNlcjpwYXNz", "content-type": "application/json" },
+      body,
+    });
+    expect(besideBasic.status).toBe(200);
+    // A key sent without "Bearer": the message names the malformed header.
+    const raw = await expectError(await chat(body, { authorization: key }), 401, "missing_api_key");
+    expect(raw.message).toContain("not `Bearer <key>`");
+    expect(raw.message).not.toContain(key);
 
     const noScope = await proxy.createKey({ scopes: ["models"] });
     await expectError(
