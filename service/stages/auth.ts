@@ -48,27 +48,92 @@ const keyCache = new LRUCache<string, { lookup: KeyLookup | null }>({
   noDeleteOnStaleGet: true,
 });
 
+/**
+ * How long a request whose key has a verified (stale) entry waits for its re-check before it goes on with that entry:
+ * a PostgreSQL that hangs (a failover, a network partition: connects time out after 5 s, queries after 35 s) must
+ * not hold every request for that long.
+ */
+export const KEY_RECHECK_WAIT_MS = 1_000;
+
+/** After a failed or slow lookup, PostgreSQL is taken as down for this long: no request waits for it meanwhile. */
+const DOWN_MS = 2_000;
+let downUntil = 0;
+
+/** One lookup per key at a time: a burst of requests with one key during an outage is one query, not hundreds. */
+const inflight = new Map<string, Promise<KeyLookup | null>>();
+
+/** At most one warning a second for requests served from a key's last verified state (not one per request). */
+let lastStaleWarning = 0;
+
+function fetchLookup(keys: KeyStore, hash: string): Promise<KeyLookup | null> {
+  let pending = inflight.get(hash);
+  if (!pending) {
+    pending = keys.findByHash(hash).then(
+      (lookup) => {
+        keyCache.set(hash, { lookup });
+        downUntil = 0;
+        return lookup;
+      },
+      (error: unknown) => {
+        downUntil = Date.now() + DOWN_MS;
+        throw error;
+      },
+    );
+    const settled = pending.finally(() => inflight.delete(hash));
+    settled.catch(() => undefined);
+    inflight.set(hash, pending);
+  }
+  return pending;
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+function unavailable(): ServiceUnavailableError {
+  return new ServiceUnavailableError(
+    "The API key cannot be verified right now; retry shortly.",
+    "database_unavailable",
+    {
+      "retry-after": "1",
+    },
+  );
+}
+
 async function lookupKey(keys: KeyStore, hash: string, log: ProxyState["log"]): Promise<KeyLookup | null> {
   const fresh = keyCache.get(hash);
   if (fresh) return fresh.lookup;
-  try {
-    const lookup = await keys.findByHash(hash);
-    keyCache.set(hash, { lookup });
-    return lookup;
-  } catch (error) {
-    const stale = keyCache.get(hash, { allowStale: true });
-    if (stale) {
-      log.warn({ err: error }, "key store unavailable; using the last verified state of this key");
-      return stale.lookup;
+  const stale = keyCache.get(hash, { allowStale: true });
+  const useStale = (why: unknown) => {
+    const now = Date.now();
+    if (now - lastStaleWarning >= 1_000) {
+      lastStaleWarning = now;
+      log.warn({ err: why }, "key store unavailable; using the last verified state of keys");
     }
+    return stale!.lookup;
+  };
+  if (Date.now() < downUntil) {
+    // PostgreSQL failed moments ago: do not wait for it again. A key verified before goes on; a new one cannot be
+    // verified (503). One lookup for this key still runs in the background, so recovery is seen at once.
+    fetchLookup(keys, hash).catch(() => undefined);
+    if (stale) return useStale("database unavailable moments ago");
+    throw unavailable();
+  }
+  const pending = fetchLookup(keys, hash);
+  try {
+    if (!stale) return await pending;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = await Promise.race([
+      pending,
+      new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(resolve, KEY_RECHECK_WAIT_MS, TIMED_OUT);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    if (waited !== TIMED_OUT) return waited;
+    downUntil = Date.now() + DOWN_MS;
+    return useStale(`no answer from the key store in ${KEY_RECHECK_WAIT_MS} ms`);
+  } catch (error) {
+    if (stale) return useStale(error);
     log.error({ err: error }, "key store unavailable");
-    throw new ServiceUnavailableError(
-      "The API key cannot be verified right now; retry shortly.",
-      "database_unavailable",
-      {
-        "retry-after": "1",
-      },
-    );
+    throw unavailable();
   }
 }
 

@@ -107,8 +107,11 @@ export interface ThrowawayPostgres {
   start(): Promise<void>;
   /** Immediate shutdown, as a crash: no checkpoint; recovery runs at the next start. */
   kill(): Promise<void>;
-  /** Freeze the postmaster (SIGSTOP): new connections hang instead of failing, as with a network partition. */
-  pause(): void;
+  /**
+   * Freeze the postmaster (SIGSTOP): new connections hang instead of failing, as with a network partition; with
+   * `all`, its backends too, so queries on open connections hang as well.
+   */
+  pause(opts?: { all?: boolean }): void;
   /** Undo pause() (SIGCONT). */
   resume(): void;
   /** Stop if running and delete the data directory. */
@@ -118,6 +121,20 @@ export interface ThrowawayPostgres {
 export interface ThrowawayPostgresOptions {
   /** Serve TLS with this certificate chain and key (PEM). */
   tls?: { cert: string; key: string };
+}
+
+/** The direct children of `pid` (a postmaster's backends and helpers). */
+function children(pid: number): number[] {
+  try {
+    return fs
+      .readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
 }
 
 /** A private PostgreSQL 15 on a random port, fsync off. Costs about half a second after the first initdb. */
@@ -166,8 +183,13 @@ export async function startThrowawayPostgres(
     start,
     stop: () => shutdown("fast"),
     kill: () => shutdown("immediate"),
-    pause: () => process.kill(postmasterPid(), "SIGSTOP"),
-    resume: () => process.kill(postmasterPid(), "SIGCONT"),
+    pause: (how = {}) => {
+      const pids = [postmasterPid(), ...(how.all ? children(postmasterPid()) : [])];
+      for (const pid of pids) process.kill(pid, "SIGSTOP");
+    },
+    resume: () => {
+      for (const pid of [postmasterPid(), ...children(postmasterPid())]) process.kill(pid, "SIGCONT");
+    },
     async destroy() {
       if (running) {
         try {

@@ -90,4 +90,37 @@ describe("usage rows survive a PostgreSQL outage, and a SIGTERM during it", () =
     expect(await proxy.stop("SIGTERM")).toBe(0);
     expect(await count(db.url)).toBe(10);
   }, 180_000);
+
+  it("a PostgreSQL that hangs (frozen, not refusing) does not hold the requests of keys verified before it", async () => {
+    const hangDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-hang-"));
+    const env = { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "1", DATA_DIR: hangDir };
+    const proxy = await spawnProxy({ env });
+    try {
+      const before = await count(db.url);
+      expect((await chat(proxy.url)).status).toBe(200);
+      // Past the key cache's 5 s: the next request must re-check the key against the database.
+      await new Promise((r) => setTimeout(r, 5_500));
+      db.pause({ all: true });
+      const took: number[] = [];
+      try {
+        for (let i = 0; i < 6; i++) {
+          const t0 = Date.now();
+          expect((await chat(proxy.url)).status).toBe(200);
+          took.push(Date.now() - t0);
+        }
+      } finally {
+        db.resume();
+      }
+      // Not the 5 s connect timeout or the 35 s query timeout each: about a second for the first, then at once.
+      expect(Math.max(...took), String(took)).toBeLessThan(3_000);
+      expect(
+        took.slice(1).every((ms) => ms < 1_000),
+        String(took),
+      ).toBe(true);
+      expect(await waitForCount(db.url, before + 7, 60_000)).toBe(before + 7);
+    } finally {
+      await proxy.stop("SIGTERM");
+      fs.rmSync(hangDir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
