@@ -55,6 +55,8 @@ export interface AppDeps {
   kb: KnowledgeBaseLike | null;
   /** True once SIGTERM was received: /readyz answers 503 and responses close their connection. */
   isDraining(): boolean;
+  /** True once the shutdown grace period ran out and open requests are being cut (their rows say so). */
+  isCutOff?(): boolean;
   /** Prometheus text for the whole pod (all workers). */
   metricsText(): Promise<{ contentType: string; body: string }>;
   /** Called by the admin API when a key is revoked or rotated, so the auth cache forgets it at once. */
@@ -77,6 +79,7 @@ export function buildApp(deps: AppDeps): Koa<ProxyState> {
       log: deps.log,
       usageSink: deps.usageSink,
       isDraining: deps.isDraining,
+      ...(deps.isCutOff ? { isCutOff: deps.isCutOff } : {}),
       spend: deps.spend ?? null,
       isConfiguredModel: (
         (names) => (name: string) =>

@@ -28,6 +28,8 @@ export interface CreateDepsOptions {
   /** Pool settings, given only for the embedded PGlite: one connection that is never recycled. */
   poolOptions?: { max?: number; idleTimeoutMs?: number; maxLifetimeSeconds?: number };
   isDraining(): boolean;
+  /** True once the shutdown grace period ran out and open requests are being cut. */
+  isCutOff?(): boolean;
   metricsText(): Promise<{ contentType: string; body: string }>;
   /** Usage flush interval (tests shorten it). */
   usageFlushIntervalMs?: number;
@@ -90,6 +92,7 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
       ...(pii ? { redact: (text: string) => pii.newSession().redact(text) } : {}),
     }),
     isDraining: opts.isDraining,
+    ...(opts.isCutOff ? { isCutOff: opts.isCutOff } : {}),
     metricsText: opts.metricsText,
     onKeyRevoked: forgetKey,
     onTeamChanged: forgetTeam,

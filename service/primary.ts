@@ -13,7 +13,7 @@ import { migrate } from "./adapters/migrations";
 import { createUsageWriter } from "./adapters/usage-writer";
 import type { EmbeddedPostgres } from "./adapters/pglite";
 import { ensureMasterKeyFile } from "./adapters/master-key-file";
-import { EXIT_CANNOT_START, withDatabase } from "./lib/startup";
+import { EXIT_CANNOT_START, requireWritableDir, withDatabase } from "./lib/startup";
 
 /** What the primary hands each worker over IPC (never through the environment or argv). */
 export interface WorkerInit {
@@ -67,6 +67,10 @@ export async function runPrimary(config: Config): Promise<void> {
     throw new Error("unreachable: config guarantees DATABASE_URL and the master key");
 
   // Migrations and the usage spool, once per pod, before any worker serves.
+  requireWritableDir(
+    path.join(config.dataDir, "usage-spool"),
+    "the usage spool (usage rows kept across a stop while PostgreSQL is down)",
+  );
   {
     const { pool } = createPostgres({
       url: databaseUrl,
@@ -89,8 +93,22 @@ export async function runPrimary(config: Config): Promise<void> {
         spoolDir: path.join(config.dataDir, "usage-spool"),
         copy: !poolOptions, // PGlite's socket server does not speak COPY
       });
-      const replayed = await writer.replaySpool();
-      if (replayed) log.info({ rows: replayed }, "replayed spooled usage rows");
+      // Told to stop while replaying (a rollout replacing a pod still starting): give the files back at once, so
+      // they are not left claimed until the stale-claim wait, and exit as a stop during start-up does.
+      const stopDuringReplay = (signal: NodeJS.Signals) => {
+        writer.releaseClaims();
+        log.info({ signal }, "stopped during the spool replay");
+        process.exit(0);
+      };
+      process.once("SIGTERM", stopDuringReplay);
+      process.once("SIGINT", stopDuringReplay);
+      try {
+        const replayed = await writer.replaySpool();
+        if (replayed) log.info({ rows: replayed }, "replayed spooled usage rows");
+      } finally {
+        process.off("SIGTERM", stopDuringReplay);
+        process.off("SIGINT", stopDuringReplay);
+      }
       await writer.close();
     } finally {
       await pool.end().catch(() => undefined);

@@ -83,18 +83,29 @@ export async function runWorker(base: Config): Promise<void> {
   // A stray rejection must not take the worker (and its open streams) down; an uncaught exception leaves the
   // process in an unknown state, so that one exits and the primary starts a replacement.
   process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
+  let usageWriter: { spoolNow(): number } | null = null;
   process.on("uncaughtException", (error) => {
     log.fatal({ err: error }, "uncaught exception; exiting so the primary replaces this worker");
+    // The usage rows not yet written go to the spool (synchronously) instead of dying with the process.
+    try {
+      const spooled = usageWriter?.spoolNow() ?? 0;
+      if (spooled) log.warn({ rows: spooled }, "usage rows spooled to disk for replay at next start");
+    } catch (spoolError) {
+      log.error({ err: spoolError }, "usage rows could not be spooled; lost");
+    }
     process.exit(1);
   });
   let draining = false;
+  let cutOff = false;
   const built = await createDeps(config, {
     log,
     databaseUrl: init.databaseUrl,
     ...(init.poolOptions ? { poolOptions: init.poolOptions } : {}),
     isDraining: () => draining,
+    isCutOff: () => cutOff,
     metricsText: clusterMetricsText,
   });
+  usageWriter = built.usageWriter;
   // A revocation, rotation or key/team change made through this worker applies at once on every worker of the pod
   // (the primary relays it) and, with Redis, on every other replica (pub/sub); each drops its cached lookups.
   // Without Redis other replicas catch up within the key cache's 5 s.
@@ -156,7 +167,11 @@ export async function runWorker(base: Config): Promise<void> {
     }
     if (inflightCount() > 0)
       log.warn({ inflight: inflightCount() }, "grace period over; closing open requests");
+    cutOff = true;
     server.closeAllConnections();
+    // The cut requests finish (and record their rows) on their sockets' close events: let them, before the usage
+    // writer's last flush, so their rows reach PostgreSQL rather than the spool.
+    for (const until = Date.now() + 1_000; inflightCount() > 0 && Date.now() < until;) await sleep(10);
     await bus?.close();
     await built.close();
     log.info("worker stopped");

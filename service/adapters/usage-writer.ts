@@ -46,13 +46,36 @@ export interface UsageWriterArgs {
 export interface UsageWriter extends UsageSink {
   /** Insert every spooled row and delete the files. Resolves to the number of rows read from the spool. */
   replaySpool(): Promise<number>;
+  /**
+   * Give the spool files this process is replaying back under their own names, synchronously: for a stop during the
+   * replay, so the next start (here or on another replica) replays them at once rather than after the stale-claim
+   * wait. Rows already inserted collapse into themselves on the next replay (request-id key).
+   */
+  releaseClaims(): void;
+  /**
+   * Write every row not yet in PostgreSQL to the spool, synchronously, for a process about to die (an uncaught
+   * exception): replayed at the next start like a stop's spool (rows of a write in flight collapse into themselves).
+   */
+  spoolNow(): number;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const SPOOL_RE = /^usage-.*\.jsonl$/;
 const CLAIM_RE = /\.claimed-(\d+)-/;
-/** A claim older than this belongs to a replica that died while replaying; the file is claimed again. */
-const STALE_CLAIM_MS = 10 * 60_000;
+/**
+ * A replay touches its claimed file every CLAIM_HEARTBEAT_MS; a claim not touched for STALE_CLAIM_MS belongs to a
+ * process that was killed while replaying (a SIGKILL, an OOM), and any start or later replay claims it again.
+ */
+const CLAIM_HEARTBEAT_MS = 15_000;
+const STALE_CLAIM_MS = 2 * 60_000;
+
+function claimIsStale(file: string): boolean {
+  try {
+    return Date.now() - fs.statSync(file).mtimeMs > STALE_CLAIM_MS;
+  } catch {
+    return false; // gone: another replica finished it
+  }
+}
 
 /**
  * A uuid for the row's primary key. Request ids normally are uuids; any other string (a client's `x-request-id`) is
@@ -426,6 +449,14 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     }
   }
 
+  function spoolNow(): number {
+    const rows = [...inflight, ...buffer];
+    if (!rows.length) return 0;
+    writeSpoolFile(spoolDir, rows);
+    buffer = [];
+    return rows.length;
+  }
+
   function pending(): number {
     return inflight.length + buffer.length;
   }
@@ -520,6 +551,24 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     return rows.length;
   }
 
+  /** Files this process has claimed and is replaying: claimed path → the name to give it back under. */
+  const claims = new Map<string, string>();
+
+  function releaseClaims(): void {
+    for (const [claimed, original] of claims) {
+      try {
+        fs.renameSync(claimed, original);
+        log.warn(
+          { file: path.basename(original) },
+          "spool replay interrupted; the file is left for the next start",
+        );
+      } catch {
+        // finished or released meanwhile
+      }
+    }
+    claims.clear();
+  }
+
   async function replayAll(): Promise<number> {
     let names: string[];
     try {
@@ -531,7 +580,7 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     let total = 0;
     for (const name of names.sort()) {
       const claimMatch = CLAIM_RE.exec(name);
-      const stale = claimMatch && Date.now() - Number(claimMatch[1]) > STALE_CLAIM_MS;
+      const stale = claimMatch && claimIsStale(path.join(spoolDir, name));
       if (!SPOOL_RE.test(name) && !stale) continue;
       const original = stale ? name.slice(0, claimMatch.index) : name;
       const claimed = path.join(
@@ -545,15 +594,33 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
         if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
         throw error;
       }
+      // The claim's mtime says it is alive (a rename keeps the old one: mark it now, then every heartbeat).
+      const touch = () => {
+        try {
+          const now = new Date();
+          fs.utimesSync(claimed, now, now);
+        } catch {
+          // released or finished meanwhile
+        }
+      };
+      touch();
+      const heartbeat = setInterval(touch, CLAIM_HEARTBEAT_MS);
+      heartbeat.unref();
+      claims.set(claimed, path.join(spoolDir, original));
       try {
         const n = await replayFile(claimed);
+        // Released meanwhile (a stop): the file is back under its name, to be replayed again (idempotently).
+        if (!claims.has(claimed)) continue;
         fs.unlinkSync(claimed);
         total += n;
         log.info({ rows: n, file: original }, "spooled usage rows replayed");
       } catch (error) {
         // Give the file back for a later replay (this replica or another).
-        fs.renameSync(claimed, path.join(spoolDir, original));
+        if (claims.has(claimed)) fs.renameSync(claimed, path.join(spoolDir, original));
         throw error;
+      } finally {
+        clearInterval(heartbeat);
+        claims.delete(claimed);
       }
     }
     if (total) fsyncDir(spoolDir);
@@ -587,6 +654,8 @@ export function createUsageWriter(args: UsageWriterArgs): UsageWriter {
     pending,
     pendingCosts,
     replaySpool,
+    releaseClaims,
+    spoolNow,
   };
   writers.add(writer);
   return writer;

@@ -4,6 +4,8 @@
  * yet, a missing database, refused credentials). A database that is not reachable yet is waited for — in Kubernetes
  * the proxy often starts before its database or its DNS name is ready — for DATABASE_WAIT_SECONDS.
  */
+import fs from "node:fs";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { codeOf, isDatabaseUnreachable } from "../errors";
@@ -113,5 +115,29 @@ export async function withDatabase<T>(
       await sleep(Math.min(pause, left));
       pause = Math.min(pause * 2, 4000);
     }
+  }
+}
+
+/**
+ * `dir` (under DATA_DIR) exists and takes a file, or a StartupError naming DATA_DIR and the fix: the usage spool is
+ * where rows go when PostgreSQL is down at a stop, and finding out then would lose them.
+ */
+export function requireWritableDir(dir: string, what: string): void {
+  const probe = path.join(dir, `.write-check-${process.pid}`);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    const fd = fs.openSync(probe, "w");
+    try {
+      fs.writeSync(fd, "ok");
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.unlinkSync(probe);
+  } catch (error) {
+    throw new StartupError(
+      `env DATA_DIR: ${dir} cannot be written (${codeOf(error) || (error as Error).message}); ${what} lives there — point DATA_DIR at a writable directory (in Kubernetes, a writable volume)`,
+      { cause: error },
+    );
   }
 }

@@ -16,9 +16,9 @@ export function createErrorHandler(): Middleware<ProxyState> {
     } catch (error) {
       const e = toProxyError(error);
       const usage = ctx.state.usage;
-      if (usage.errorCode === "client_closed_request") {
-        // The client left first (request-context recorded it as 499): what failed after that, the cancelled
-        // upstream call included, reached nobody and is not the proxy's failure.
+      if (usage.errorCode === "client_closed_request" || usage.errorCode === "shutdown_timeout") {
+        // The connection closed first (the client left, or the shutdown grace ran out; request-context recorded
+        // which): what failed after that, the cancelled upstream call included, reached nobody.
         ctx.state.log.debug({ status: e.status, code: e.code }, "request ended after the client left");
         return;
       }

@@ -81,6 +81,8 @@ export interface RequestContextDeps {
   log: Logger;
   usageSink: UsageSink;
   isDraining(): boolean;
+  /** True once the shutdown grace period ran out: a request ended now was cut by the server, not by its client. */
+  isCutOff?(): boolean;
   /** Told each request's cost, so budgets see this process's spend at once. */
   spend?: SpendTracker | null;
   /** Whether `name` is a model of the config (not one the zero-config path passes on). */
@@ -146,9 +148,15 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
       const seconds = (performance.now() - ctx.state.startedAt) / 1e3;
       usage.latencyMs = Math.round(seconds * 1000);
       if (!ctx.res.writableFinished && !usage.errorCode) {
-        usage.errorCode = "client_closed_request";
-        // Gone before the response began: 499 (what was sent, if a stream's head was, stays the status).
-        if (!ctx.res.headersSent) usage.status = 499;
+        if (deps.isCutOff?.()) {
+          // The shutdown grace period ran out and the server closed the connection: not the client's doing.
+          usage.errorCode = "shutdown_timeout";
+          if (!ctx.res.headersSent) usage.status = 503;
+        } else {
+          usage.errorCode = "client_closed_request";
+          // Gone before the response began: 499 (what was sent, if a stream's head was, stays the status).
+          if (!ctx.res.headersSent) usage.status = 499;
+        }
       }
       if (!usage.status) usage.status = ctx.status;
       const streamed = ctx.state.streamed;

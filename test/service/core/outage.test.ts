@@ -3,6 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startThrowawayPostgres, type ThrowawayPostgres } from "../../helpers/postgres";
 import { TEST_MASTER_KEY } from "../../helpers/proxy";
 import { prepareDatabase, spawnProxy } from "../../helpers/spawn-proxy";
+import { usageRow } from "../../helpers/usage";
+import { createPostgres } from "../../../service/adapters/postgres";
+import { createUsageWriter } from "../../../service/adapters/usage-writer";
+import { createLogger } from "../../../service/logger";
+import { spawn } from "node:child_process";
+import { freePort } from "../../helpers/postgres";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -123,4 +129,53 @@ describe("usage rows survive a PostgreSQL outage, and a SIGTERM during it", () =
       fs.rmSync(hangDir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it("a SIGTERM during the start-up spool replay gives the file back: the next start replays it, once", async () => {
+    const replayDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-replay-"));
+    const spoolDir = path.join(replayDir, "usage-spool");
+    const before = await count(db.url);
+    // A large spool: what a replica left while PostgreSQL was down.
+    await db.stop();
+    const log = createLogger("silent");
+    const { pool } = createPostgres({ url: db.url, log, max: 1, connectionTimeoutMs: 200 });
+    const writer = createUsageWriter({ pool, log, spoolDir, flushIntervalMs: 60_000, closeTimeoutMs: 200 });
+    const N = 60_000;
+    for (let i = 0; i < N; i++) writer.record(usageRow());
+    await writer.close();
+    await pool.end().catch(() => undefined);
+    await db.start();
+    const spooled = fs.readdirSync(spoolDir).sort();
+    expect(spooled.length).toBeGreaterThan(0);
+
+    const env = {
+      DATABASE_URL: db.url,
+      PROXY_MASTER_KEY: TEST_MASTER_KEY,
+      WORKERS: "1",
+      DATA_DIR: replayDir,
+    };
+    const proc = spawn(process.execPath, [path.resolve(__dirname, "../../../dist/service/main.js")], {
+      env: { PATH: process.env.PATH ?? "", HOST: "127.0.0.1", PORT: String(await freePort()), ...env },
+      stdio: "ignore",
+    });
+    const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+    // Stopped while a file is claimed (a rollout replacing a pod that is still starting).
+    const deadline = Date.now() + 30_000;
+    while (!fs.readdirSync(spoolDir).some((f) => f.includes(".claimed-")) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10));
+    proc.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    const left = fs.readdirSync(spoolDir).sort();
+    expect(left.some((f) => f.includes(".claimed-"))).toBe(false);
+    expect(left.length).toBeGreaterThan(0); // the interrupted file is back under its own name
+
+    // The next start replays it at once (not after a stale-claim wait), every row once.
+    const proxy = await spawnProxy({ env });
+    try {
+      expect(await waitForCount(db.url, before + N, 60_000)).toBe(before + N);
+      expect(fs.readdirSync(spoolDir)).toEqual([]);
+    } finally {
+      await proxy.stop("SIGTERM");
+      fs.rmSync(replayDir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

@@ -117,6 +117,33 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     expect(after - before).toBe(20);
   }, 150_000);
 
+  it("a request still open when the grace period runs out is recorded as cut by the shutdown, not by its client", async () => {
+    const proxy = await spawnProxy({
+      env: {
+        DATABASE_URL: db.url,
+        PROXY_MASTER_KEY: TEST_MASTER_KEY,
+        WORKERS: "1",
+        SHUTDOWN_GRACE_SECONDS: "1",
+      },
+      configYaml: config,
+    });
+    upstream.behave({ kind: "hang" });
+    try {
+      const { rows: before } = await pool.query("SELECT max(created_at) AS at FROM usage");
+      const pending = chatStatus(proxy.url, key).catch(() => 0);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await proxy.stop("SIGTERM")).toBe(0);
+      await pending;
+      const { rows } = await pool.query(
+        "SELECT status, error_code FROM usage WHERE created_at > coalesce($1, '-infinity'::timestamptz)",
+        [before[0].at],
+      );
+      expect(rows).toEqual([{ status: 503, error_code: "shutdown_timeout" }]);
+    } finally {
+      upstream.behave({ kind: "ok" });
+    }
+  }, 60_000);
+
   it("a key revoked through one worker stops working at once on every worker of the pod", async () => {
     const proxy = await spawnProxy({
       // The test reads which worker answered from the access lines as they are written: no block buffering.

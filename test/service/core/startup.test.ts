@@ -74,6 +74,17 @@ describe("start-up failures", () => {
     }
   });
 
+  it("a DATA_DIR where the usage spool cannot be written: one line naming DATA_DIR, before anything serves", async () => {
+    // A regular file where the directory should be (permissions would not stop root, which CI may run as).
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "llmp-datafile-")), "data");
+    fs.writeFileSync(file, "not a directory");
+    const run = await runToExit({ PORT: String(await freePort()), DATABASE_URL: db.url, DATA_DIR: file });
+    expect(run.code).toBe(1);
+    expect(run.output).toContain(`env DATA_DIR: ${path.join(file, "usage-spool")} cannot be written`);
+    expect(run.output).toContain("point DATA_DIR at a writable directory");
+    expect(run.output).not.toMatch(/\n\s+at /);
+  });
+
   it("a HOST that is not an address of this machine names HOST", async () => {
     // 192.0.2.0/24 is TEST-NET-1: documentation only, never configured on a host.
     const run = await runToExit({ HOST: "192.0.2.7", PORT: String(await freePort()), DATABASE_URL: db.url });

@@ -471,6 +471,96 @@ describe("usage writer through a PostgreSQL outage (throwaway server)", () => {
     }
   });
 
+  it("spoolNow() (a worker dying of an uncaught exception) writes the unwritten rows to the spool at once", async () => {
+    const spoolDir = tempDir();
+    const w = createUsageWriter({ pool, log, spoolDir, flushIntervalMs: 60_000 });
+    const rows = Array.from({ length: 12 }, () => usageRow());
+    rows.forEach((r) => w.record(r));
+    expect(w.spoolNow()).toBe(12);
+    expect(w.pending()).toBe(0);
+    expect(w.spoolNow()).toBe(0); // nothing twice
+    const files = fs.readdirSync(spoolDir);
+    expect(files).toHaveLength(1);
+    expect(fs.readFileSync(path.join(spoolDir, files[0]), "utf8").trim().split("\n")).toHaveLength(12);
+    await w.close();
+    const { pool: own } = createPostgres({ url: server.url, log, max: 1 });
+    const replayer = createUsageWriter({ pool: own, log, spoolDir });
+    try {
+      expect(await replayer.replaySpool()).toBe(12);
+      await expectExactlyOnce(own, rows.map((r) => r.requestId));
+    } finally {
+      await replayer.close();
+      await own.end().catch(() => undefined);
+    }
+  });
+
+  it("a claim left by a replayer that was killed is replayed once untouched for 2 min; a live one is left alone", async () => {
+    const spoolDir = tempDir();
+    await server.stop();
+    const w = createUsageWriter({ pool, log, spoolDir, closeTimeoutMs: 500 });
+    const rows = Array.from({ length: 20 }, () => usageRow());
+    rows.forEach((r) => w.record(r));
+    await w.close();
+    await server.start();
+    const [file] = fs.readdirSync(spoolDir);
+    // Another replica's claim, as it names it; its heartbeat keeps the mtime fresh.
+    const claimed = path.join(spoolDir, `${file}.claimed-${Date.now() - 20 * 60_000}-4242-abcdef`);
+    fs.renameSync(path.join(spoolDir, file), claimed);
+    // A pool of its own: the shared one may still hold a connection the restart ended.
+    const { pool: own } = createPostgres({ url: server.url, log, max: 1 });
+    const replayer = createUsageWriter({ pool: own, log, spoolDir });
+    try {
+      // Claimed long ago by its name, but touched just now: alive, not taken.
+      expect(await replayer.replaySpool()).toBe(0);
+      expect(fs.existsSync(claimed)).toBe(true);
+      // No heartbeat for 3 minutes: its replayer is gone.
+      const old = new Date(Date.now() - 3 * 60_000);
+      fs.utimesSync(claimed, old, old);
+      expect(await replayer.replaySpool()).toBe(20);
+      expect(fs.readdirSync(spoolDir)).toEqual([]);
+      await expectExactlyOnce(own, rows.map((r) => r.requestId));
+    } finally {
+      await replayer.close();
+      await own.end().catch(() => undefined);
+    }
+  });
+
+  it("releaseClaims() during a replay gives the file back under its name; the next replay writes it once", async () => {
+    const spoolDir = tempDir();
+    await server.stop();
+    const w = createUsageWriter({ pool, log, spoolDir, closeTimeoutMs: 500 });
+    const rows = Array.from({ length: 20 }, () => usageRow());
+    rows.forEach((r) => w.record(r));
+    await w.close();
+    await server.start();
+    const [file] = fs.readdirSync(spoolDir);
+    const { pool: own } = createPostgres({ url: server.url, log, max: 1, connectionTimeoutMs: 30_000 });
+    const first = createUsageWriter({ pool: own, log, spoolDir });
+    // The replay hangs on a frozen server, its file claimed.
+    server.pause();
+    const replay = first.replaySpool().catch(() => -1);
+    try {
+      await waitFor(() => fs.readdirSync(spoolDir).some((f) => f.includes(".claimed-")));
+      first.releaseClaims();
+      expect(fs.readdirSync(spoolDir)).toEqual([file]);
+    } finally {
+      server.resume();
+    }
+    await replay;
+    await first.close();
+    await own.end().catch(() => undefined);
+    const { pool: again } = createPostgres({ url: server.url, log, max: 1 });
+    const second = createUsageWriter({ pool: again, log, spoolDir });
+    try {
+      expect(await second.replaySpool()).toBe(20);
+      expect(fs.readdirSync(spoolDir)).toEqual([]);
+      await expectExactlyOnce(again, rows.map((r) => r.requestId));
+    } finally {
+      await second.close();
+      await again.end().catch(() => undefined);
+    }
+  });
+
   it("a long outage is bounded in memory: the oldest rows move to the spool and come back after recovery", async () => {
     const spoolDir = tempDir();
     const w = createUsageWriter({
