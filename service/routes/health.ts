@@ -1,6 +1,9 @@
 /**
  * Liveness, readiness and metrics. `/healthz` answers while the process can serve; `/readyz` is 503 when
- * PostgreSQL is unreachable or the process is draining (SIGTERM), so Kubernetes stops routing to it.
+ * PostgreSQL is unreachable or the process is draining (SIGTERM). `/readyz?dependencies=0` leaves the database
+ * out: the Kubernetes readiness probe uses it, because every pod shares the one database, and a failover that took
+ * them all out of the Service would stop the API while they could still serve (keys verified before, usage rows
+ * kept for later) — readiness is about this pod.
  */
 import type Router from "@koa/router";
 import type { AppDeps } from "../app";
@@ -15,6 +18,10 @@ export function createHealthRoutes(router: Router<ProxyState>, deps: AppDeps): v
     if (deps.isDraining()) {
       ctx.status = 503;
       ctx.body = { status: "draining" };
+      return;
+    }
+    if (ctx.query.dependencies === "0") {
+      ctx.body = { status: "ready", checks: { database: "not checked" } };
       return;
     }
     const database = await deps.db.ping();

@@ -330,7 +330,13 @@ export class ProxyApp extends pulumi.ComponentResource {
                   envFrom: [{ secretRef: { name: secret.metadata.name } }],
                   resources: resources(s),
                   startupProbe: { ...httpProbe("/healthz"), periodSeconds: 2, failureThreshold: 30 },
-                  readinessProbe: { ...httpProbe("/readyz"), periodSeconds: 5, failureThreshold: 2 },
+                  // Draining only, not the shared database: a failover must not take every pod out at once (see
+                  // service/routes/health.ts); /readyz with the database stays for monitors.
+                  readinessProbe: {
+                    ...httpProbe("/readyz?dependencies=0"),
+                    periodSeconds: 5,
+                    failureThreshold: 2,
+                  },
                   livenessProbe: { ...httpProbe("/healthz"), periodSeconds: 10, failureThreshold: 3 },
                   lifecycle: {
                     // Keep serving while endpoints are removed; the image has node but maybe no `sleep`.

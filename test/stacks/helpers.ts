@@ -259,7 +259,7 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
     capabilities: { drop: ["ALL"] },
   });
   expect(c.ports).toEqual([{ name: "http", containerPort: 8000 }]);
-  expect(c.readinessProbe.httpGet.path).toBe("/readyz");
+  expect(c.readinessProbe.httpGet.path).toBe("/readyz?dependencies=0");
   expect(c.livenessProbe.httpGet.path).toBe("/healthz");
   expect(c.startupProbe.httpGet.path).toBe("/healthz");
   expect(c.lifecycle.preStop.exec.command[0]).toBe("node");
