@@ -135,8 +135,12 @@ type Delta = Choice["delta"];
 type DeltaCall = NonNullable<Delta["tool_calls"]>[number] & CustomCall;
 
 export interface ChunkRestorer {
-  /** Restores one parsed chunk in place and returns it; text that may be a split placeholder is held back. */
-  restore<T extends ChatCompletionChunk>(chunk: T): T;
+  /**
+   * Restores one parsed chunk in place; text that may be a split placeholder is held back. Returns the chunks to
+   * send now, in order: first a chunk releasing held text that this chunk interrupts (when there is any), then the
+   * chunk itself.
+   */
+  push(chunk: ChatCompletionChunk): ChatCompletionChunk[];
   /**
    * Chunks carrying text still held at stream end (normally none: a choice's text is released with the
    * chunk that carries its finish_reason). Send them before the final usage chunk and `[DONE]`.
@@ -166,12 +170,56 @@ function appendHeld(d: Delta, kind: string, rest: string): void {
 }
 
 /**
+ * A delta's text fields in output order: reasoning before the answer, content before a refusal (the Messages and
+ * Responses wires write content and refusal into one text block, in that order; see lib/chunk-blocks.ts).
+ */
+const TEXT_FIELDS = ["reasoning_content", "reasoning", "content", "refusal"] as const;
+/** Other output a delta may carry (legacy function call, audio): it ends any text held before it. */
+const OTHER_OUTPUT = ["function_call", "audio"] as const;
+
+/**
+ * One piece of output in a delta, in output order: a text field (`kind` its name; `output` false when it is the
+ * empty string), other output (`kind` "other"), or a tool-call entry (`kind` `call:<k>`; `newCall` when it opens a
+ * call: an index not seen before in the choice, or an id other than the one the index had).
+ */
+interface Part {
+  kind: string;
+  output: boolean;
+  newCall: boolean;
+}
+
+/** `part` is more of the held stream `held` (a key's kind: text field, `f:<k>`, `u:<k>`). */
+function continues(held: string, part: Part): boolean {
+  if (held.startsWith("f:") || held.startsWith("u:"))
+    return part.kind === `call:${held.slice(2)}` && !part.newCall;
+  return part.kind === held && part.output;
+}
+
+/**
+ * `part` ends what `held` holds: the held text can no longer grow into a placeholder, and text released after
+ * `part` would come out after it (on the Messages and Responses wires, in a new block after a tool call).
+ * Text fields are ended by any other output. A tool call's arguments are ended by text, other output, or a call
+ * that opens — not by argument deltas of another call already open: providers may interleave parallel calls,
+ * and each call's block stays open until the stream ends, so its held text still lands in its own call.
+ */
+function interrupts(part: Part, held: string): boolean {
+  if (!part.output || continues(held, part)) return false;
+  if (part.kind.startsWith("call:") && (held.startsWith("f:") || held.startsWith("u:"))) return part.newCall;
+  return true;
+}
+
+/**
  * Streaming restoration for chat completion chunks: one stream restorer per (choice, field) — content, refusal,
  * reasoning — and one per (choice, tool-call index) for arguments or custom input, so interleaved deltas cannot mix.
+ * Held text is released by the next delta of its own field (restored whole when the placeholder completes), by a
+ * delta of other output that ends it (see `interrupts`; released in a chunk of its own sent before that delta, so
+ * the order of the output stays as the provider sent it), or by the choice's finish_reason.
  */
 export function createChunkRestorer(session: Restorer): ChunkRestorer {
   // Keyed `<choice>|<kind>` (see appendHeld).
   const streams = new Map<string, StreamRestorer>();
+  /** `<choice>|<tool-call index>` → the id the call brought (as lib/chunk-blocks.ts tells calls apart). */
+  const calls = new Map<string, string | undefined>();
   let template: Pick<ChatCompletionChunk, "id" | "object" | "created" | "model"> | null = null;
 
   const stream = (key: string, json: boolean): StreamRestorer => {
@@ -183,12 +231,12 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
     return s;
   };
 
-  /** What the choice's restorers still hold, as (kind, text), and forgets them. */
-  function flushChoice(index: number): Array<[string, string]> {
+  /** Releases what the choice's restorers hold for the kinds `which` accepts, as (kind, text), and forgets them. */
+  function release(index: number, which: (kind: string) => boolean = () => true): Array<[string, string]> {
     const out: Array<[string, string]> = [];
     const prefix = `${index}|`;
     for (const [key, s] of streams) {
-      if (!key.startsWith(prefix)) continue;
+      if (!key.startsWith(prefix) || !which(key.slice(prefix.length))) continue;
       const rest = s.flush();
       streams.delete(key);
       if (rest !== "") out.push([key.slice(prefix.length), rest]);
@@ -196,15 +244,52 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
     return out;
   }
 
-  function restoreChoice(c: Choice): void {
+  /** The delta's output, in order (see Part); records the tool calls it opens. */
+  function partsOf(i: number, d: Delta): Part[] {
+    const parts: Part[] = [];
+    for (const field of TEXT_FIELDS) {
+      const text = d[field];
+      if (typeof text === "string") parts.push({ kind: field, output: text !== "", newCall: false });
+    }
+    for (const field of OTHER_OUTPUT) {
+      const v = d[field];
+      if (typeof v === "object" && v !== null) parts.push({ kind: "other", output: true, newCall: false });
+    }
+    if (Array.isArray(d.tool_calls))
+      for (const t of d.tool_calls as DeltaCall[]) {
+        const key = `${i}|${t.index ?? 0}`;
+        const known = calls.get(key);
+        const newCall =
+          !calls.has(key) || (typeof t.id === "string" && known !== undefined && t.id !== known);
+        if (newCall) calls.set(key, typeof t.id === "string" ? t.id : undefined);
+        parts.push({ kind: `call:${t.index ?? 0}`, output: true, newCall });
+      }
+    return parts;
+  }
+
+  /** Restores one choice in place; returns the delta to send before it (held text it ends), or null. */
+  function restoreChoice(c: Choice): Delta | null {
     const finished = c.finish_reason !== null && c.finish_reason !== undefined;
     // Some servers send the last chunk as `{index, finish_reason}` without a delta: it still releases what is held.
     if (c.delta === undefined || c.delta === null) {
-      if (!finished || !streams.size) return;
+      if (!finished || !streams.size) return null;
       c.delta = {};
     }
     const d = c.delta;
     const i = c.index ?? 0;
+    const parts = partsOf(i, d);
+    let before: Delta | null = null;
+    if (streams.size > 0 && parts.some((p) => p.output)) {
+      // Held text this delta ends without continuing it comes out first, in a chunk of its own.
+      const ended = release(
+        i,
+        (kind) => !parts.some((p) => continues(kind, p)) && parts.some((p) => interrupts(p, kind)),
+      );
+      if (ended.length > 0) {
+        before = {};
+        for (const [kind, rest] of ended) appendHeld(before, kind, rest);
+      }
+    }
     if (typeof d.content === "string") d.content = stream(`${i}|content`, false).push(d.content);
     for (const field of MODEL_TEXT_FIELDS) {
       const text = d[field];
@@ -217,23 +302,42 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
         if (t.custom && typeof t.custom.input === "string")
           t.custom.input = stream(`${i}|u:${t.index ?? 0}`, false).push(t.custom.input);
       }
-    if (finished) for (const [kind, rest] of flushChoice(i)) appendHeld(d, kind, rest);
+    if (finished) {
+      for (const [kind, rest] of release(i)) appendHeld(d, kind, rest);
+    } else if (parts.length > 1) {
+      // Within one delta only the Messages and Responses wires give an order: content, then refusal, in one text
+      // block, then the tool calls it opens (which close that block). Held text there is released in place.
+      const ended = release(i, (kind) => {
+        if (kind !== "content" && kind !== "refusal") return false;
+        const at = parts.findIndex((p) => p.kind === kind);
+        return at >= 0 && parts.slice(at + 1).some((p) => p.output && (p.newCall || p.kind === "refusal"));
+      });
+      for (const [kind, rest] of ended) appendHeld(d, kind, rest);
+    }
+    return before;
   }
 
   return {
-    restore(chunk) {
+    push(chunk) {
       // Azure's first chunk (prompt_filter_results) has no choices and empty ids: not a template.
       if (template === null && chunk.id && chunk.choices.length > 0)
         template = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
-      if (Array.isArray(chunk.choices)) for (const c of chunk.choices) restoreChoice(c);
-      return chunk;
+      if (!Array.isArray(chunk.choices)) return [chunk];
+      const before: ChatCompletionChunk["choices"] = [];
+      for (const c of chunk.choices) {
+        const delta = restoreChoice(c);
+        if (delta !== null) before.push({ index: c.index ?? 0, delta, finish_reason: null });
+      }
+      if (before.length === 0) return [chunk];
+      const base = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
+      return [{ ...base, choices: before }, chunk];
     },
     flush() {
       const indexes = new Set<number>();
       for (const key of streams.keys()) indexes.add(Number(key.slice(0, key.indexOf("|"))));
       const out: ChatCompletionChunk[] = [];
       for (const i of [...indexes].sort((a, b) => a - b)) {
-        const held = flushChoice(i);
+        const held = release(i);
         if (held.length === 0) continue;
         const delta: Delta = {};
         for (const [kind, rest] of held) appendHeld(delta, kind, rest);
@@ -264,7 +368,7 @@ export function restoreChunkStream(session: Restorer): StreamOrder {
         trailing.push(chunk);
         return [];
       }
-      return [restorer.restore(chunk)];
+      return restorer.push(chunk);
     },
     end: () => [...restorer.flush(), ...trailing],
   };

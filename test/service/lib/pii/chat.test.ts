@@ -1,12 +1,14 @@
 import { describe, expect, it } from "vitest";
 import {
   createChunkRestorer,
+  type ChunkRestorer,
   createPiiEngine,
   restoreChatCompletion,
   restoreChunkList,
   scrubChatRequest,
   scrubEmbeddingInput,
 } from "../../../../service/lib/pii";
+import { walkChunks } from "../../../../service/lib/chunk-blocks";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "../../../../service/types";
 
 const engine = createPiiEngine({ enabled: true, names: "gazetteer" });
@@ -262,6 +264,13 @@ function chunk(choices: ChatCompletionChunk["choices"]): ChatCompletionChunk {
   return { id: "s1", object: "chat.completion.chunk", created: 1, model: "gpt-4o", choices };
 }
 
+/** Pushes a chunk that ends no held text: it comes back alone. */
+function one(r: ChunkRestorer, c: ChatCompletionChunk): ChatCompletionChunk {
+  const out = r.push(c);
+  expect(out).toEqual([c]);
+  return out[0]!;
+}
+
 describe("createChunkRestorer", () => {
   it("restores content and tool-call argument deltas split at every position, per choice and tool call", () => {
     const session = engine.newSession();
@@ -302,7 +311,7 @@ describe("createChunkRestorer", () => {
           },
         ]),
         chunk([{ index: 0, delta: {}, finish_reason: "stop" }]),
-      ].map((c) => r.restore(c));
+      ].flatMap((c) => r.push(c));
       chunks.push(...r.flush());
       let text = "";
       let argText = "";
@@ -321,11 +330,9 @@ describe("createChunkRestorer", () => {
     const session = engine.newSession();
     const ph = session.scrub(EMAIL);
     const r = createChunkRestorer(session);
-    const a = r.restore(
-      chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 10) }, finish_reason: null }]),
-    );
+    const a = one(r, chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 10) }, finish_reason: null }]));
     expect(a.choices[0]!.delta.content).toBe("to ");
-    const b = r.restore(chunk([{ index: 0, delta: {}, finish_reason: "length" }]));
+    const b = one(r, chunk([{ index: 0, delta: {}, finish_reason: "length" }]));
     expect(b.choices[0]!.delta.content).toBe(ph.slice(0, 10));
     expect(r.flush()).toEqual([]);
   });
@@ -338,8 +345,8 @@ describe("createChunkRestorer", () => {
       const session = engine.newSession();
       const ph = session.scrub(EMAIL);
       const r = createChunkRestorer(session);
-      r.restore(chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 10) }, finish_reason: null }]));
-      const b = r.restore(chunk([last as never]));
+      one(r, chunk([{ index: 0, delta: { content: "to " + ph.slice(0, 10) }, finish_reason: null }]));
+      const b = one(r, chunk([last as never]));
       expect(b.choices[0]!.delta.content).toBe(ph.slice(0, 10));
       expect(b.choices[0]!.finish_reason).toBe("stop");
       expect(r.flush()).toEqual([]);
@@ -355,7 +362,8 @@ describe("createChunkRestorer", () => {
       const parts = [text.slice(0, i), text.slice(i)];
       const out = [
         ...parts.map((p) =>
-          r.restore(
+          one(
+            r,
             chunk([
               {
                 index: 0,
@@ -368,7 +376,7 @@ describe("createChunkRestorer", () => {
             ]),
           ),
         ),
-        r.restore(chunk([{ index: 0, delta: {}, finish_reason: "stop" }])),
+        one(r, chunk([{ index: 0, delta: {}, finish_reason: "stop" }])),
         ...r.flush(),
       ];
       let reasoning = "";
@@ -388,11 +396,219 @@ describe("createChunkRestorer", () => {
     const session = engine.newSession();
     const ph = session.scrub(EMAIL);
     const r = createChunkRestorer(session);
-    r.restore(chunk([{ index: 0, delta: { content: "x" + ph.slice(0, 5) }, finish_reason: null }]));
+    one(r, chunk([{ index: 0, delta: { content: "x" + ph.slice(0, 5) }, finish_reason: null }]));
     const rest = r.flush();
     expect(rest).toHaveLength(1);
     expect(rest[0]!.id).toBe("s1");
     expect(rest[0]!.choices[0]!.delta.content).toBe(ph.slice(0, 5));
+  });
+});
+
+/** What a client of the Messages or Responses wire sees: the blocks in order, with their text or arguments. */
+function blocks(chunks: ChatCompletionChunk[]): Array<{ type: "text" | "tool"; body: string }> {
+  const out: Array<{ type: "text" | "tool"; body: string }> = [];
+  const walker = walkChunks({
+    start() {},
+    openText(_o, index) {
+      out[index] = { type: "text", body: "" };
+    },
+    text(_o, index, delta) {
+      out[index]!.body += delta;
+    },
+    openTool(_o, index) {
+      out[index] = { type: "tool", body: "" };
+    },
+    toolArguments(_o, index, delta) {
+      out[index]!.body += delta;
+    },
+    close() {},
+    finish() {},
+  });
+  for (const c of chunks) walker.push(c);
+  walker.end();
+  return out;
+}
+
+const delta = (d: ChatCompletionChunk["choices"][number]["delta"], finish: string | null = null) =>
+  chunk([{ index: 0, delta: d, finish_reason: finish }]);
+const open = (index: number, id: string, args = "") => ({
+  index,
+  id,
+  type: "function",
+  function: { name: "lookup", arguments: args },
+});
+const args = (index: number, a: string) => ({ index, function: { arguments: a } });
+
+describe("createChunkRestorer: held text comes out before the output that ends it", () => {
+  it("text held as a possible placeholder prefix comes out in a chunk of its own before a tool call", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    for (const held of ["<", "<<", ph.slice(0, 10), ph.slice(0, -1)]) {
+      const r = createChunkRestorer(session);
+      expect(one(r, delta({ role: "assistant", content: "" })).choices[0]!.delta.content).toBe("");
+      expect(one(r, delta({ content: "Checking if a " + held })).choices[0]!.delta.content).toBe(
+        "Checking if a ",
+      );
+      const call = delta({ tool_calls: [open(0, "call_1", '{"q":1}')] });
+      const out = r.push(call);
+      expect(out).toHaveLength(2);
+      expect(out[0]).toEqual(delta({ content: held }));
+      expect(out[1]).toBe(call);
+      expect(call.choices[0]!.delta).toEqual({ tool_calls: [open(0, "call_1", '{"q":1}')] });
+      const last = delta({}, "tool_calls");
+      expect(r.push(last)).toEqual([last]);
+      expect(last.choices[0]!.delta).toEqual({});
+      expect(r.flush()).toEqual([]);
+    }
+  });
+
+  it("the Messages and Responses wires get one text block, then the tool call, whatever the chunk boundaries", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const text = `Mailing ${ph} if a <`;
+    const call = `{"to":"${ph}"}`;
+    for (let i = 0; i <= text.length; i++)
+      for (const j of [0, 3, call.length - 20, call.length - 1]) {
+        const out = restoreChunkList(
+          [
+            delta({ role: "assistant", content: text.slice(0, i) }),
+            delta({ content: text.slice(i) }),
+            delta({ tool_calls: [open(0, "call_1", call.slice(0, j))] }),
+            delta({ tool_calls: [args(0, call.slice(j))] }),
+            delta({}, "tool_calls"),
+          ],
+          session,
+        );
+        expect(blocks(out), `text split at ${i}, arguments at ${j}`).toEqual([
+          { type: "text", body: `Mailing ${EMAIL} if a <` },
+          { type: "tool", body: `{"to":"${EMAIL}"}` },
+        ]);
+      }
+  });
+
+  it("text and the tool call it precedes in one delta: the held text stays in that delta, before the call", () => {
+    const session = engine.newSession();
+    session.scrub(EMAIL);
+    const r = createChunkRestorer(session);
+    const both = delta({ content: "Checking if a <", tool_calls: [open(0, "call_1", "{}")] });
+    expect(r.push(both)).toEqual([both]);
+    expect(both.choices[0]!.delta.content).toBe("Checking if a <");
+    // Same for a refusal after content: one text block on those wires, content first.
+    const r2 = createChunkRestorer(session);
+    const mixed = delta({ content: "a <", refusal: "no" });
+    expect(r2.push(mixed)).toEqual([mixed]);
+    expect(mixed.choices[0]!.delta).toMatchObject({ content: "a <", refusal: "no" });
+  });
+
+  it("another text field ends held text: content before a refusal, reasoning before content", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const r = createChunkRestorer(session);
+    one(r, delta({ reasoning_content: "think " + ph.slice(0, 4) }));
+    const answer = delta({ content: "Sure <" });
+    expect(r.push(answer)).toEqual([delta({ reasoning_content: ph.slice(0, 4) }), answer]);
+    expect(answer.choices[0]!.delta.content).toBe("Sure ");
+    const refusal = delta({ refusal: "I can't" });
+    expect(r.push(refusal)).toEqual([delta({ content: "<" }), refusal]);
+    one(r, delta({}, "stop"));
+    expect(r.flush()).toEqual([]);
+  });
+
+  it("a placeholder split across deltas is still restored when deltas without output come in between", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    for (let i = 1; i < ph.length; i++) {
+      const r = createChunkRestorer(session);
+      const out = [
+        delta({ content: "to " + ph.slice(0, i) }),
+        delta({ role: "assistant" }),
+        delta({}),
+        delta({ content: "", refusal: "", tool_calls: null, function_call: null } as never),
+        delta({ content: ph.slice(i) + "." }),
+        delta({}, "stop"),
+      ].flatMap((c) => r.push(c));
+      expect(out).toHaveLength(6);
+      expect(out.map((c) => c.choices[0]!.delta.content ?? "").join(""), `split at ${i}`).toBe(
+        `to ${EMAIL}.`,
+      );
+    }
+  });
+
+  it("tool-call arguments: released when another call opens, kept while parallel calls interleave", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    // Call 0's arguments, interleaved with call 1's (already open), still complete into the placeholder.
+    for (let i = 1; i < ph.length; i++) {
+      const out = restoreChunkList(
+        [
+          delta({ tool_calls: [open(0, "a"), open(1, "b")] }),
+          delta({ tool_calls: [args(0, `{"to":"${ph.slice(0, i)}`)] }),
+          delta({ tool_calls: [args(1, "{}")] }),
+          delta({ tool_calls: [args(0, `${ph.slice(i)}"}`)] }),
+          delta({}, "tool_calls"),
+        ],
+        session,
+      );
+      expect(blocks(out), `split at ${i}`).toEqual([
+        { type: "tool", body: `{"to":"${EMAIL}"}` },
+        { type: "tool", body: "{}" },
+      ]);
+    }
+    // A call that opens ends the held arguments of the one before: they come out first, in their own call.
+    const r = createChunkRestorer(session);
+    one(r, delta({ tool_calls: [open(0, "a", '{"x":"<<')] }));
+    const next = delta({ tool_calls: [open(1, "b", "{}")] });
+    expect(r.push(next)).toEqual([delta({ tool_calls: [args(0, "<<")] }), next]);
+    // Text after a call ends its held arguments too.
+    one(r, delta({ tool_calls: [args(1, "<")] }));
+    const text = delta({ content: "Done." });
+    expect(r.push(text)).toEqual([delta({ tool_calls: [args(1, "<")] }), text]);
+  });
+
+  it("a new call on the same index (some providers number every call 0) does not take the last one's held text", () => {
+    const session = engine.newSession();
+    session.scrub(EMAIL);
+    const out = restoreChunkList(
+      [
+        delta({ tool_calls: [open(0, "a", '{"x":"<')] }),
+        delta({ tool_calls: [open(0, "b", '{"y":1}')] }),
+        delta({}, "tool_calls"),
+      ],
+      session,
+    );
+    expect(out).toHaveLength(4);
+    expect(out[1]).toEqual(delta({ tool_calls: [args(0, "<")] }));
+    expect(out[2]!.choices[0]!.delta.tool_calls).toEqual([open(0, "b", '{"y":1}')]);
+    expect(blocks(out)).toEqual([
+      { type: "tool", body: '{"x":"<' },
+      { type: "tool", body: '{"y":1}' },
+    ]);
+  });
+
+  it("other choices are not affected, and one chunk before carries every choice's ended text", () => {
+    const session = engine.newSession();
+    session.scrub(EMAIL);
+    const r = createChunkRestorer(session);
+    one(
+      r,
+      chunk([
+        { index: 0, delta: { content: "a <" }, finish_reason: null },
+        { index: 1, delta: { content: "b <" }, finish_reason: null },
+      ]),
+    );
+    const other = chunk([{ index: 1, delta: { content: "<PII" }, finish_reason: null }]);
+    expect(r.push(other)).toEqual([other]);
+    const both = chunk([
+      { index: 0, delta: { tool_calls: [open(0, "a", "{}")] }, finish_reason: null },
+      { index: 1, delta: { tool_calls: [open(0, "b", "{}")] }, finish_reason: null },
+    ]);
+    expect(r.push(both)).toEqual([
+      chunk([
+        { index: 0, delta: { content: "<" }, finish_reason: null },
+        { index: 1, delta: { content: "<<PII" }, finish_reason: null },
+      ]),
+      both,
+    ]);
   });
 });
 
