@@ -288,6 +288,14 @@ export async function firstThenRest<T>(
     if (error instanceof ProviderFailure) throw error;
     throw networkFailure(provider, error);
   }
+  // Not one event before the end (`data: [DONE]` alone): no answer at all, and nothing sent yet — the next attempt.
+  if (first.done) {
+    throw new ProviderFailure(
+      `${provider}: empty stream`,
+      true,
+      new UpstreamError("The upstream provider sent an empty stream.", "upstream_bad_response"),
+    );
+  }
   return prepend(first, items);
 }
 

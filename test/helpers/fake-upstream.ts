@@ -25,6 +25,8 @@ export type Behaviour =
   | { kind: "stream-cut"; okChunks: number }
   /** Destroy the socket right away (connection reset). */
   | { kind: "reset" }
+  /** A 200 stream with no event but `data: [DONE]` (a broken server). */
+  | { kind: "empty-stream" }
   /** Stream the answer cut at these character offsets (instead of word by word). */
   | { kind: "split"; at: number[] };
 
@@ -159,6 +161,10 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
         return;
       }
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      if (b.kind === "empty-stream") {
+        res.end("data: [DONE]\n\n");
+        return;
+      }
       const base = { id, object: "chat.completion.chunk", created, model };
       const send = async (obj: unknown) => {
         res.write(`data: ${JSON.stringify(obj)}\n\n`);

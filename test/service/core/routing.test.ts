@@ -229,23 +229,28 @@ describe("forwarding, routing and fallbacks", () => {
     expect(JSON.parse(slow.text).error.code).toBe("upstream_timeout");
   });
 
-  it("falls back for a stream that fails before its first byte", async () => {
-    primary.behave({ kind: "status", status: 500 });
-    const res = await post(proxy, key, {
-      model: "main",
-      stream: true,
-      messages: [{ role: "user", content: "a b" }],
+  for (const [why, failure] of [
+    ["fails before its first byte", { kind: "status", status: 500 }],
+    ["ends without a single event (only [DONE])", { kind: "empty-stream" }],
+  ] as const) {
+    it(`falls back for a stream that ${why}`, async () => {
+      primary.behave(failure);
+      const res = await post(proxy, key, {
+        model: "main",
+        stream: true,
+        messages: [{ role: "user", content: "a b" }],
+      });
+      primary.behave({ kind: "ok" });
+      expect(res.status).toBe(200);
+      const data = events(res.text);
+      expect(data.at(-1)).toBe("[DONE]");
+      const text = data
+        .slice(0, -1)
+        .map((d) => JSON.parse(d).choices[0]?.delta?.content ?? "")
+        .join("");
+      expect(text).toBe("Echo: a b");
     });
-    primary.behave({ kind: "ok" });
-    expect(res.status).toBe(200);
-    const data = events(res.text);
-    expect(data.at(-1)).toBe("[DONE]");
-    const text = data
-      .slice(0, -1)
-      .map((d) => JSON.parse(d).choices[0]?.delta?.content ?? "")
-      .join("");
-    expect(text).toBe("Echo: a b");
-  });
+  }
 
   it("never falls back after the first streamed byte: the client gets an error event and the row is an error", async () => {
     const before = backup.requests.length;
