@@ -296,7 +296,7 @@ const USAGE_QUERY = [
  * Rejects a query parameter the endpoint does not take, as bodies reject an unknown field: a misspelled filter
  * (`grup_by`, `acton`) would otherwise be ignored and answer an unfiltered 200 that looks like a filtered one.
  */
-function acceptQuery(...accepted: string[]): Middleware<ProxyState> {
+export function acceptQuery(...accepted: string[]): Middleware<ProxyState> {
   const help = accepted.length
     ? `this endpoint accepts ${accepted.map((p) => `\`${p}\``).join(", ")}`
     : "this endpoint takes no query parameters";

@@ -26,6 +26,7 @@ import { createAuth } from "../stages/auth";
 import type { AuditContext, NewAuditEvent } from "../ports";
 import type { KnowledgeBaseLike } from "../stages/rag";
 import { isWellFormed } from "../kb/kb-files";
+import { acceptQuery } from "./admin";
 import type { ProxyState } from "../state";
 
 const uploadSchema = z.object({ path: z.string().min(1), content: z.string() }).strict();
@@ -115,7 +116,7 @@ export function createKbRouter(deps: AppDeps, masterAuth: Middleware<ProxyState>
     ctx.body = deleted;
   });
 
-  router.get("/stats", writeAuth, async function kbStats(ctx) {
+  router.get("/stats", writeAuth, acceptQuery(), async function kbStats(ctx) {
     ctx.body = await kbOf().stats();
   });
 

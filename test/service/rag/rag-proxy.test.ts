@@ -128,6 +128,10 @@ describe("/internal/kb", () => {
     const stats = await call("GET", "/internal/kb/stats", keys.writer);
     expect(stats.status).toBe(200);
     expect(stats.body).toMatchObject({ collection: "ops", sources: 2, chunks: master.body.chunks + 1 });
+    // A query parameter it does not take is named, not ignored.
+    const unknown = await call("GET", "/internal/kb/stats?source=docs", keys.writer);
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error).toMatchObject({ code: "unknown_parameter", param: "source" });
   });
 
   it("rejects paths that leave KB_DIR and unsupported types with 400 in the error envelope", async () => {
