@@ -149,10 +149,15 @@ export interface ChunkRestorer {
 }
 
 /**
- * Held text put back into a delta. `kind` is a text field's name, `f:<k>` (tool call k's arguments) or `u:<k>`
- * (custom tool call k's input).
+ * Held text put back into a delta. `kind` is a text field's name, `f:<k>` (tool call k's arguments), `u:<k>`
+ * (custom tool call k's input) or `fc` (the legacy function_call's arguments).
  */
 function appendHeld(d: Delta, kind: string, rest: string): void {
+  if (kind === "fc") {
+    const fc = (d.function_call ?? {}) as { arguments?: string };
+    d.function_call = { ...fc, arguments: (fc.arguments ?? "") + rest };
+    return;
+  }
   if (kind.startsWith("f:") || kind.startsWith("u:")) {
     const k = Number(kind.slice(2));
     const calls = (d.tool_calls ??= []) as DeltaCall[];
@@ -174,8 +179,8 @@ function appendHeld(d: Delta, kind: string, rest: string): void {
  * Responses wires write content and refusal into one text block, in that order; see lib/chunk-blocks.ts).
  */
 const TEXT_FIELDS = ["reasoning_content", "reasoning", "content", "refusal"] as const;
-/** Other output a delta may carry (legacy function call, audio): it ends any text held before it. */
-const OTHER_OUTPUT = ["function_call", "audio"] as const;
+/** Other output a delta may carry (audio): it ends any text held before it. */
+const OTHER_OUTPUT = ["audio"] as const;
 
 /**
  * One piece of output in a delta, in output order: a text field (`kind` its name; `output` false when it is the
@@ -251,6 +256,9 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
       const text = d[field];
       if (typeof text === "string") parts.push({ kind: field, output: text !== "", newCall: false });
     }
+    // The legacy function call (functions / function_call): its arguments stream like a tool call's.
+    const fc = d.function_call;
+    if (typeof fc === "object" && fc !== null) parts.push({ kind: "fc", output: true, newCall: false });
     for (const field of OTHER_OUTPUT) {
       const v = d[field];
       if (typeof v === "object" && v !== null) parts.push({ kind: "other", output: true, newCall: false });
@@ -295,6 +303,8 @@ export function createChunkRestorer(session: Restorer): ChunkRestorer {
       const text = d[field];
       if (typeof text === "string") d[field] = stream(`${i}|${field}`, false).push(text);
     }
+    const fc = d.function_call as { arguments?: unknown } | null | undefined;
+    if (fc && typeof fc.arguments === "string") fc.arguments = stream(`${i}|fc`, true).push(fc.arguments);
     if (Array.isArray(d.tool_calls))
       for (const t of d.tool_calls as DeltaCall[]) {
         if (t.function !== undefined && typeof t.function.arguments === "string")

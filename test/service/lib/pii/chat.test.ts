@@ -326,6 +326,32 @@ describe("createChunkRestorer", () => {
     }
   });
 
+  it("restores the legacy function_call's streamed arguments split at every position", () => {
+    const session = engine.newSession();
+    const ph = session.scrub(EMAIL);
+    const args = `{"to":"${ph}"}`;
+    for (let i = 0; i <= args.length; i++) {
+      const r = createChunkRestorer(session);
+      const chunks = [
+        chunk([
+          {
+            index: 0,
+            delta: { role: "assistant", function_call: { name: "send", arguments: args.slice(0, i) } },
+            finish_reason: null,
+          },
+        ]),
+        chunk([{ index: 0, delta: { function_call: { arguments: args.slice(i) } }, finish_reason: null }]),
+        chunk([{ index: 0, delta: {}, finish_reason: "function_call" }]),
+      ].flatMap((c) => r.push(c));
+      chunks.push(...r.flush());
+      const sent = chunks
+        .flatMap((c) => c.choices)
+        .map((ch) => (ch.delta.function_call as { arguments?: string } | undefined)?.arguments ?? "")
+        .join("");
+      expect(JSON.parse(sent), `split at ${i}`).toEqual({ to: EMAIL });
+    }
+  });
+
   it("releases held text with the chunk carrying finish_reason", () => {
     const session = engine.newSession();
     const ph = session.scrub(EMAIL);
