@@ -19,6 +19,7 @@ import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstrea
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
 import { startProxy, type TestProxy } from "../../helpers/proxy";
 import { usageRow } from "../../helpers/usage";
+import { leaveStreamAfter } from "../../helpers/stream";
 
 const log = pino({ level: "silent" });
 
@@ -291,22 +292,14 @@ models:
 
   it("a stream the client leaves before the provider's usage chunk is charged an estimate, not nothing", async () => {
     const key = await admin("POST", "/internal/keys", { name: "leaver", budget_usd_per_month: 1 });
-    const abort = new AbortController();
-    const res = await fetch(`${proxy.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${key.body.key}`, "content-type": "application/json" },
-      body: JSON.stringify({
-        model: "m-slow",
-        stream: true,
-        messages: [{ role: "user", content: "one two three four" }],
-      }),
-      signal: abort.signal,
-    });
-    const reader = res.body!.getReader();
-    let text = "";
-    while (!text.includes("Echo")) text += new TextDecoder().decode((await reader.read()).value);
-    abort.abort();
-    await reader.cancel().catch(() => undefined);
+    await leaveStreamAfter(
+      `${proxy.url}/v1/chat/completions`,
+      {
+        headers: { authorization: `Bearer ${key.body.key}` },
+        body: { model: "m-slow", stream: true, messages: [{ role: "user", content: "one two three four" }] },
+      },
+      "Echo",
+    );
     const rows = await (async () => {
       for (let i = 0; i < 100; i++) {
         const mine = (await proxy.usageRows()).filter((r) => r.key_id === key.body.id);

@@ -471,6 +471,35 @@ describe("usage writer through a PostgreSQL outage (throwaway server)", () => {
     }
   });
 
+  /** `n` rows a writer spooled because PostgreSQL was down when it closed; the server is up again after. */
+  async function spooledDuringOutage(spoolDir: string, n: number): Promise<UsageRow[]> {
+    await server.stop();
+    const w = createUsageWriter({ pool, log, spoolDir, closeTimeoutMs: 500 });
+    const rows = Array.from({ length: n }, () => usageRow());
+    rows.forEach((r) => w.record(r));
+    await w.close();
+    await server.start();
+    return rows;
+  }
+
+  /**
+   * `check` with a writer on a pool of its own (the shared pool may still hold a connection a restart ended), then
+   * everything closed.
+   */
+  async function withOwnWriter(
+    spoolDir: string,
+    check: (w: UsageWriter, pool: pg.Pool) => Promise<void>,
+  ): Promise<void> {
+    const { pool: own } = createPostgres({ url: server.url, log, max: 1 });
+    const w = createUsageWriter({ pool: own, log, spoolDir });
+    try {
+      await check(w, own);
+    } finally {
+      await w.close();
+      await own.end().catch(() => undefined);
+    }
+  }
+
   it("spoolNow() (a worker dying of an uncaught exception) writes the unwritten rows to the spool at once", async () => {
     const spoolDir = tempDir();
     const w = createUsageWriter({ pool, log, spoolDir, flushIntervalMs: 60_000 });
@@ -483,33 +512,20 @@ describe("usage writer through a PostgreSQL outage (throwaway server)", () => {
     expect(files).toHaveLength(1);
     expect(fs.readFileSync(path.join(spoolDir, files[0]), "utf8").trim().split("\n")).toHaveLength(12);
     await w.close();
-    const { pool: own } = createPostgres({ url: server.url, log, max: 1 });
-    const replayer = createUsageWriter({ pool: own, log, spoolDir });
-    try {
+    await withOwnWriter(spoolDir, async (replayer, own) => {
       expect(await replayer.replaySpool()).toBe(12);
       await expectExactlyOnce(own, rows.map((r) => r.requestId));
-    } finally {
-      await replayer.close();
-      await own.end().catch(() => undefined);
-    }
+    });
   });
 
   it("a claim left by a replayer that was killed is replayed once untouched for 2 min; a live one is left alone", async () => {
     const spoolDir = tempDir();
-    await server.stop();
-    const w = createUsageWriter({ pool, log, spoolDir, closeTimeoutMs: 500 });
-    const rows = Array.from({ length: 20 }, () => usageRow());
-    rows.forEach((r) => w.record(r));
-    await w.close();
-    await server.start();
+    const rows = await spooledDuringOutage(spoolDir, 20);
     const [file] = fs.readdirSync(spoolDir);
     // Another replica's claim, as it names it; its heartbeat keeps the mtime fresh.
     const claimed = path.join(spoolDir, `${file}.claimed-${Date.now() - 20 * 60_000}-4242-abcdef`);
     fs.renameSync(path.join(spoolDir, file), claimed);
-    // A pool of its own: the shared one may still hold a connection the restart ended.
-    const { pool: own } = createPostgres({ url: server.url, log, max: 1 });
-    const replayer = createUsageWriter({ pool: own, log, spoolDir });
-    try {
+    await withOwnWriter(spoolDir, async (replayer, own) => {
       // Claimed long ago by its name, but touched just now: alive, not taken.
       expect(await replayer.replaySpool()).toBe(0);
       expect(fs.existsSync(claimed)).toBe(true);
@@ -519,20 +535,12 @@ describe("usage writer through a PostgreSQL outage (throwaway server)", () => {
       expect(await replayer.replaySpool()).toBe(20);
       expect(fs.readdirSync(spoolDir)).toEqual([]);
       await expectExactlyOnce(own, rows.map((r) => r.requestId));
-    } finally {
-      await replayer.close();
-      await own.end().catch(() => undefined);
-    }
+    });
   });
 
   it("releaseClaims() during a replay gives the file back under its name; the next replay writes it once", async () => {
     const spoolDir = tempDir();
-    await server.stop();
-    const w = createUsageWriter({ pool, log, spoolDir, closeTimeoutMs: 500 });
-    const rows = Array.from({ length: 20 }, () => usageRow());
-    rows.forEach((r) => w.record(r));
-    await w.close();
-    await server.start();
+    const rows = await spooledDuringOutage(spoolDir, 20);
     const [file] = fs.readdirSync(spoolDir);
     const { pool: own } = createPostgres({ url: server.url, log, max: 1, connectionTimeoutMs: 30_000 });
     const first = createUsageWriter({ pool: own, log, spoolDir });
@@ -549,16 +557,11 @@ describe("usage writer through a PostgreSQL outage (throwaway server)", () => {
     await replay;
     await first.close();
     await own.end().catch(() => undefined);
-    const { pool: again } = createPostgres({ url: server.url, log, max: 1 });
-    const second = createUsageWriter({ pool: again, log, spoolDir });
-    try {
+    await withOwnWriter(spoolDir, async (second, again) => {
       expect(await second.replaySpool()).toBe(20);
       expect(fs.readdirSync(spoolDir)).toEqual([]);
       await expectExactlyOnce(again, rows.map((r) => r.requestId));
-    } finally {
-      await second.close();
-      await again.end().catch(() => undefined);
-    }
+    });
   });
 
   it("a long outage is bounded in memory: the oldest rows move to the spool and come back after recovery", async () => {

@@ -17,6 +17,7 @@ import { createRedisClient, closeRedis } from "../../../service/adapters/redis";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
 import { SHARED_REDIS_URL, startRedis, type ThrowawayRedis } from "../../helpers/redis";
+import { leaveStreamAfter } from "../../helpers/stream";
 
 const log = createLogger("silent");
 const NONE: Budget = { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null };
@@ -378,18 +379,14 @@ describe("in-process limiter in the app (embedded default)", () => {
       const { id, key } = await proxy.createKey();
       await setKeyLimits(proxy, id, { tokensPerMinute: 10_000 });
       const messages = [{ role: "user", content: "Tell me a long story." }];
-      const abort = new AbortController();
-      const res = await fetch(`${proxy.baseURL}/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "gpt-4o-mini", max_tokens: 5000, stream: true, messages }),
-        signal: abort.signal,
-      });
-      const reader = res.body!.getReader();
-      let text = "";
-      while (!text.includes("Hello")) text += new TextDecoder().decode((await reader.read()).value);
-      abort.abort();
-      await reader.cancel().catch(() => undefined);
+      await leaveStreamAfter(
+        `${proxy.baseURL}/chat/completions`,
+        {
+          headers: { authorization: `Bearer ${key}` },
+          body: { model: "gpt-4o-mini", max_tokens: 5000, stream: true, messages },
+        },
+        "Hello",
+      );
       const [row] = await proxy.waitForUsageRows(1);
       expect(row.error_code).toBe("client_closed_request");
       await new Promise((r) => setTimeout(r, 200)); // the stream's settling runs once the upstream call is cancelled

@@ -26,6 +26,7 @@ import { RedisRateLimiter } from "../../../service/adapters/redis-limiter";
 import { MemoryResponseCache } from "../../../service/adapters/memory-cache";
 import { RedisResponseCache } from "../../../service/adapters/redis-cache";
 import { SHARED_REDIS_URL } from "../../helpers/redis";
+import { leaveStreamAfter } from "../../helpers/stream";
 
 const log = createLogger("silent");
 const NONE: Budget = { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null };
@@ -378,22 +379,17 @@ describe.each(backends)("stages with %s backends", (_name, make) => {
     it("keeps the reservation of a stream the client cuts before the provider's usage (not the row's estimate)", async () => {
       h.behave("slow-stream");
       const who = { key: crypto.randomUUID(), keyLimits: { tokensPerMinute: 1000 } };
-      const abort = new AbortController();
-      const res = await fetch(h.url, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          "x-test-key": who.key,
-          "x-test-key-limits": JSON.stringify({ ...NONE, ...who.keyLimits }),
+      await leaveStreamAfter(
+        h.url,
+        {
+          headers: {
+            "x-test-key": who.key,
+            "x-test-key-limits": JSON.stringify({ ...NONE, ...who.keyLimits }),
+          },
+          body: chatBody({ max_tokens: 500, stream: true }),
         },
-        body: JSON.stringify(chatBody({ max_tokens: 500, stream: true })),
-        signal: abort.signal,
-      });
-      const reader = res.body!.getReader();
-      let text = "";
-      while (!text.includes("Hello")) text += new TextDecoder().decode((await reader.read()).value);
-      abort.abort();
-      await reader.cancel().catch(() => undefined);
+        "Hello",
+      );
       // The row gets its estimate; the limiter keeps the 510 reserved.
       await waitFor(() => h.rows.some((r) => r.keyId === who.key));
       expect(h.rows.find((r) => r.keyId === who.key)!.errorCode).toBe("client_closed_request");
