@@ -13,7 +13,7 @@ import { migrate } from "./adapters/migrations";
 import { createUsageWriter } from "./adapters/usage-writer";
 import type { EmbeddedPostgres } from "./adapters/pglite";
 import { ensureMasterKeyFile } from "./adapters/master-key-file";
-import { EXIT_CANNOT_START, requireWritableDir, withDatabase } from "./lib/startup";
+import { EXIT_CANNOT_START, lockDataDir, requireWritableDir, withDatabase } from "./lib/startup";
 
 /** What the primary hands each worker over IPC (never through the environment or argv). */
 export interface WorkerInit {
@@ -40,6 +40,10 @@ export async function runPrimary(config: Config): Promise<void> {
   let chromaUrl = config.chroma.url;
 
   if (config.embedded) {
+    // Before anything opens the embedded database: one process per DATA_DIR.
+    const unlock = lockDataDir(config.dataDir);
+    process.once("exit", unlock);
+    stops.push(async () => unlock());
     if (!masterKey) {
       const mk = ensureMasterKeyFile(config.dataDir);
       masterKey = mk.key;
@@ -186,6 +190,9 @@ export async function runPrimary(config: Config): Promise<void> {
     log.info({ url, workers: config.server.workers, startupMs: Date.now() - started }, "llm-proxy ready");
     if (!config.embedded) return;
     const mk = masterKeyFile ? `$(cat ${masterKeyFile})` : "$PROXY_MASTER_KEY";
+    // The example's model: the built-in mock when it exists, else the config's first chat model.
+    const chatModels = config.models.filter((m) => m.kind === "chat");
+    const example = chatModels.find((m) => m.name === "mock-chat") ?? chatModels[0];
     process.stdout.write(
       [
         "",
@@ -195,11 +202,13 @@ export async function runPrimary(config: Config): Promise<void> {
           : "  Master key: from PROXY_MASTER_KEY",
         chromaUrl ? `  Knowledge base: Chroma at ${chromaUrl}` : "  Knowledge base: off (no Chroma)",
         "",
-        "  Try it with the built-in mock model:",
+        example?.name === "mock-chat"
+          ? "  Try it with the built-in mock model:"
+          : `  Try it with ${example ? `the model ${example.name}` : "a model of your config"}:`,
         `    KEY=$(curl -s -X POST ${url}/internal/keys -H "Authorization: Bearer ${mk}" \\`,
         `          -H 'content-type: application/json' -d '{"name":"demo"}' | sed -E 's/.*"key":"([^"]+)".*/\\1/')`,
         `    curl -s ${url}/v1/chat/completions -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \\`,
-        `          -d '{"model":"mock-chat","messages":[{"role":"user","content":"Hello!"}]}'`,
+        `          -d '{"model":${JSON.stringify(example?.name ?? "mock-chat")},"messages":[{"role":"user","content":"Hello!"}]}'`,
         "",
       ].join("\n") + "\n",
     );

@@ -141,3 +141,59 @@ export function requireWritableDir(dir: string, what: string): void {
     );
   }
 }
+
+/** Whether `pid` is a live process that could be another llm-proxy (not this one, and a node process). */
+function liveProxy(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return codeOf(error) === "EPERM"; // alive, someone else's
+  }
+  try {
+    // A recycled pid of something else entirely is not a holder.
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("node");
+  } catch {
+    return true; // no /proc (macOS): trust the pid
+  }
+}
+
+/**
+ * Takes `<dataDir>/llm-proxy.lock` for this process, or a StartupError when a live llm-proxy holds it: the embedded
+ * database (PGlite) and its Chroma must have one process at a time — two on one directory each keep their own copy,
+ * and what one writes the other loses. A lock left by a process that died is taken over. Returns the release.
+ */
+export function lockDataDir(dataDir: string): () => void {
+  const file = path.join(path.resolve(dataDir), "llm-proxy.lock");
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx" });
+      break;
+    } catch (error) {
+      if (codeOf(error) !== "EEXIST" || attempt > 0) {
+        throw new StartupError(
+          `env DATA_DIR: cannot take ${file} (${codeOf(error) || (error as Error).message}); point DATA_DIR at a writable directory`,
+          { cause: error },
+        );
+      }
+      const holder = Number.parseInt(fs.readFileSync(file, "utf8"), 10);
+      if (liveProxy(holder)) {
+        throw new StartupError(
+          `env DATA_DIR: ${path.resolve(dataDir)} is in use by another llm-proxy (pid ${holder}); the embedded database takes one process at a time — stop that one, or give this one another DATA_DIR`,
+        );
+      }
+      fs.rmSync(file, { force: true }); // left by a process that is gone
+    }
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    try {
+      if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.unlinkSync(file);
+    } catch {
+      // already gone
+    }
+  };
+}

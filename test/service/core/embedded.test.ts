@@ -115,10 +115,26 @@ describe("the embedded default (`npm start`)", () => {
 
     // Same directory again: the same master key, the API key and the usage are still there.
     const second = await start(cwd, port);
+    // A second instance on the same directory (another port) is refused before it opens the database: two would
+    // each keep their own copy, and one's keys and usage would be lost.
+    const other = spawn(process.execPath, [MAIN, "--embedded"], {
+      cwd,
+      env: { PATH: process.env.PATH ?? "", HOME: cwd, PORT: String(await freePort()) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    running.push(other);
+    let refused = "";
+    other.stdout!.on("data", (d: Buffer) => (refused += d.toString()));
+    other.stderr!.on("data", (d: Buffer) => (refused += d.toString()));
+    expect(await new Promise((resolve) => other.once("exit", resolve))).toBe(1);
+    expect(refused).toContain(`is in use by another llm-proxy (pid ${second.proc.pid})`);
+    expect(refused).not.toMatch(/\n\s+at /);
+    expect((await chat(second.url, key)).status).toBe(200); // the running one is untouched
     expect(fs.readFileSync(keyFile, "utf8").trim()).toBe(masterKey);
     expect((await chat(second.url, key)).status).toBe(200);
-    expect(await waitForRequests(second.url, masterKey, 2)).toBe(2);
+    expect(await waitForRequests(second.url, masterKey, 3)).toBe(3);
     expect(await stop(second)).toBe(0);
+    expect(fs.existsSync(path.join(cwd, "data", "llm-proxy.lock"))).toBe(false);
     expect(second.output()).not.toMatch(/"level":(50|60)/);
   }, 180_000);
 });
