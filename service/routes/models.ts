@@ -1,5 +1,6 @@
 /**
- * GET /v1/models and GET /v1/models/:id: the configured client-facing model names. One shape serves both SDKs:
+ * GET /v1/models and GET /v1/models/:id: the configured client-facing model names (on the zero-config path, any
+ * other name is routed to its provider unchanged, so `/v1/models/:id` answers it too). One shape serves both SDKs:
  * OpenAI's list (`object`, `data[].{id, object, created, owned_by}`) with Anthropic's fields added
  * (`data[].{type, display_name, created_at}`, `has_more`, `first_id`, `last_id`); each SDK ignores the other's.
  */
@@ -30,7 +31,10 @@ export function createModelsRoute(deps: AppDeps): Middleware<ProxyState> {
       .map(item);
     const id = (ctx.params as { id?: string } | undefined)?.id;
     if (id !== undefined) {
-      const found = all.find((m) => m.id === id);
+      let found = all.find((m) => m.id === id);
+      // The zero-config path sends every other name to its provider unchanged: one it may use exists for it.
+      const passthrough = deps.config.passthroughProvider;
+      if (!found && passthrough && modelAllowed(principal, id)) found = item({ name: id, provider: passthrough });
       if (!found) throw new NotFoundError(`The model \`${id}\` does not exist.`, "model_not_found", "model");
       ctx.body = found;
       return;
