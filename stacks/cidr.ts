@@ -12,6 +12,17 @@ export function intToIp(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
 }
 
+/** True for `a.b.c.d/n` with every octet 0-255 and a prefix length 0-32. */
+export function isIpv4Cidr(cidr: string): boolean {
+  if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(cidr)) return false;
+  try {
+    parseCidr(cidr);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function parseCidr(cidr: string): { base: number; prefix: number } {
   const [ip, bits] = cidr.split("/");
   const prefix = Number(bits);

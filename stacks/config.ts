@@ -4,6 +4,9 @@
  * because the Pulumi SDK does not read Pulumi.yaml defaults itself — the CLI merges them, tests do not.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { ConfigError, loadConfig } from "../service/config";
+import { MAX_NAMESPACE_LENGTH, parseProxyConfig, proxyConfigYaml, proxyPlainEnv } from "./app/decisions";
+import { isIpv4Cidr } from "./cidr";
 import {
   LOG_LEVELS,
   RATE_LIMIT_FAILURE_MODES,
@@ -13,6 +16,7 @@ import {
   type ProxySettings,
   type RateLimitFailureMode,
   type ServiceType,
+  type Json,
 } from "./app/settings";
 
 export const PROJECT = "llm-proxy";
@@ -365,6 +369,44 @@ export const AZURE_SHARE_MAX_GB = 102_400;
 
 /** Smallest gp3 RDS PostgreSQL allocation, GB. */
 export const RDS_MIN_STORAGE_GB = 20;
+/** Largest RDS PostgreSQL volume (gp3: 20-65536 GiB, CreateDBInstance AllocatedStorage); also the autoscaling ceiling. */
+export const RDS_MAX_STORAGE_GB = 65_536;
+
+/** Backup retention Azure Database for PostgreSQL Flexible Server accepts, days (default 7, at most 35). */
+export const AZURE_POSTGRES_BACKUP_DAYS = { min: 7, max: 35 } as const;
+
+/** Most zones the AWS network plan lays out (one private and one public subnet each, stacks/aws/network.ts). */
+export const AWS_MAX_ZONES = 6;
+/** Azure availability zones are numbered 1-3 in every zonal region. */
+export const AZURE_ZONES = ["1", "2", "3"] as const;
+
+/** Longest HPA stabilization window Kubernetes accepts, seconds. */
+export const HPA_MAX_STABILIZATION_SECONDS = 3600;
+
+/**
+ * The ranges service/config.ts accepts for the environment variables the stack sets, and the keys each comes from.
+ * The service refuses to start outside them (the pods crash-loop after a successful `pulumi up`), so the stack
+ * refuses first. test/stacks/contract.test.ts probes loadConfig at both ends of every range, so these cannot drift.
+ */
+export const SERVICE_ENV_RANGES = {
+  WORKERS: { keys: ["workers"], min: 1, max: 256 },
+  CACHE_TTL_SECONDS: { keys: ["cacheTtlSeconds"], min: 1, max: 2_592_000 },
+  SHUTDOWN_GRACE_SECONDS: { keys: ["requestTimeoutSeconds"], min: 1, max: 3600 },
+  REPLICAS: { keys: ["replicas", "maxReplicas"], min: 1, max: 10_000 },
+  USAGE_RETENTION_DAYS: { keys: ["usageRetentionDays"], min: 0, max: 36_500 },
+} as const satisfies Record<string, { keys: readonly ConfigKey[]; min: number; max: number }>;
+
+/** The config key behind each plain environment variable the stack sets from config. */
+const ENV_CONFIG_KEY: Partial<Record<string, ConfigKey>> = {
+  WORKERS: "workers",
+  CACHE_TTL_SECONDS: "cacheTtlSeconds",
+  CACHE_ENABLED: "cacheEnabled",
+  SHUTDOWN_GRACE_SECONDS: "requestTimeoutSeconds",
+  REPLICAS: "maxReplicas",
+  USAGE_RETENTION_DAYS: "usageRetentionDays",
+  LOG_LEVEL: "logLevel",
+  RATE_LIMIT_FAILURE_MODE: "rateLimitFailureMode",
+};
 
 /**
  * Storage sizes Azure Database for PostgreSQL Flexible Server accepts (Premium SSD), GiB; the API rejects any other
@@ -449,8 +491,11 @@ export interface StackConfig {
   providerKeys: Record<string, pulumi.Output<string>>;
 }
 
-/** Raised for invalid config; lists every problem, each naming the key and the fix. */
-export class StackConfigError extends Error {
+/**
+ * Raised for invalid config; lists every problem, each naming the key and the fix. A RunError, so the Pulumi
+ * host prints the message without a stack trace.
+ */
+export class StackConfigError extends pulumi.RunError {
   constructor(readonly problems: string[]) {
     super(`Invalid llm-proxy stack config:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
     this.name = "StackConfigError";
@@ -500,13 +545,17 @@ function parseValue(
       } catch {
         parsed = undefined;
       }
-      if (!Array.isArray(parsed) || !parsed.every((v) => typeof v === "string")) {
+      // `pulumi config set --path 'key[0]' 1` stores the number 1 (Azure zones): numbers are taken as strings.
+      if (
+        !Array.isArray(parsed) ||
+        !parsed.every((v) => typeof v === "string" || (typeof v === "number" && Number.isFinite(v)))
+      ) {
         problems.push(
           `${PROJECT}:${key} must be a list of strings. Set items with: pulumi config set --path '${PROJECT}:${key}[0]' <value>.`,
         );
         return undefined;
       }
-      return parsed as string[];
+      return parsed.map(String);
     }
     default:
       return raw;
@@ -519,6 +568,13 @@ function parseValue(
  */
 export function parseConfigValues(raw: RawConfig): { values: ConfigValues; problems: string[] } {
   const problems: string[] = [];
+  for (const key of Object.keys(raw)) {
+    if (key in CONFIG_KEYS) continue;
+    const near = closestKey(key);
+    problems.push(
+      `${PROJECT}:${key} is not a config key of this project${near ? `; did you mean ${PROJECT}:${near}?` : "."} Remove it with: pulumi config rm ${PROJECT}:${key}${near ? `, and set ${PROJECT}:${near} instead` : ""}.`,
+    );
+  }
   const values: Record<string, ConfigValue> = {};
   for (const [key, spec] of Object.entries(CONFIG_KEYS) as [ConfigKey, ConfigKeySpec][]) {
     if (spec.secret) continue;
@@ -528,6 +584,34 @@ export function parseConfigValues(raw: RawConfig): { values: ConfigValues; probl
     if (value !== undefined) values[key] = value;
   }
   return { values: values as ConfigValues, problems };
+}
+
+/** Edit distance (Levenshtein), for suggesting the key a typo meant. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** The declared key closest to `key` (case-insensitive), when it is close enough to be a typo of it. */
+export function closestKey(key: string): ConfigKey | undefined {
+  let best: { k: ConfigKey; d: number } | undefined;
+  for (const k of Object.keys(CONFIG_KEYS) as ConfigKey[]) {
+    const d = editDistance(key.toLowerCase(), k.toLowerCase());
+    if (!best || d < best.d) best = { k, d };
+  }
+  return best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? best.k : undefined;
+}
+
+/** True when an image reference pins a tag or a digest (a registry port such as `host:5000/x` is not a tag). */
+export function hasTagOrDigest(image: string): boolean {
+  return image.includes("@") || image.slice(image.lastIndexOf("/") + 1).includes(":");
 }
 
 function oneOf<T extends string>(
@@ -575,8 +659,6 @@ export function pdbPolicy(values: Pick<ConfigValues, "pdbMinAvailable" | "pdbMax
     ? { maxUnavailable: values.pdbMaxUnavailable }
     : { minAvailable: values.pdbMinAvailable };
 }
-
-const IPV4_CIDR = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/;
 
 export interface ProviderValues {
   region?: string;
@@ -669,6 +751,33 @@ export function validateConfigValues(
         `${key("postgresStorageGb")} is ${v.postgresStorageGb}, below the ${RDS_MIN_STORAGE_GB} GB RDS gp3 minimum. Set it with: pulumi config set ${key("postgresStorageGb")} ${RDS_MIN_STORAGE_GB}.`,
       );
     }
+    if (cloud === "aws" && v.postgresStorageGb > RDS_MAX_STORAGE_GB) {
+      p.push(
+        `${key("postgresStorageGb")} is ${v.postgresStorageGb}, above the ${RDS_MAX_STORAGE_GB} GiB (64 TiB) an RDS volume holds. Set it with: pulumi config set ${key("postgresStorageGb")} ${RDS_MAX_STORAGE_GB}.`,
+      );
+    }
+    const backup = AZURE_POSTGRES_BACKUP_DAYS;
+    // Below 1 or above 35 is refused for every cloud further down.
+    if (cloud === "azure" && v.postgresBackupDays >= 1 && v.postgresBackupDays < backup.min) {
+      p.push(
+        `${key("postgresBackupDays")} is ${v.postgresBackupDays}, outside the ${backup.min}-${backup.max} days Azure Database for PostgreSQL keeps backups. Set it with: pulumi config set ${key("postgresBackupDays")} ${backup.min}.`,
+      );
+    }
+
+    // Zones the cloud (and the network plan) can use.
+    if (cloud === "aws" && v.zones.length > AWS_MAX_ZONES) {
+      p.push(
+        `${key("zones")} lists ${v.zones.length} zones; the network plan has room for ${AWS_MAX_ZONES}. List at most ${AWS_MAX_ZONES} availability zones.`,
+      );
+    }
+    if (cloud === "azure") {
+      const bad = v.zones.filter((z) => !(AZURE_ZONES as readonly string[]).includes(z));
+      if (bad.length > 0) {
+        p.push(
+          `${key("zones")} lists ${bad.map((z) => `"${z}"`).join(", ")}: Azure zones are ${AZURE_ZONES.join(", ")}. Set them with: pulumi config set --path '${key("zones")}[0]' 1 (and [1], [2]).`,
+        );
+      }
+    }
 
     // AWS with an existing VPC: EFS takes one mount target per AZ, so one subnet per AZ; zones, if set, name them.
     if (cloud === "aws" && v.existingNetworkId && v.existingSubnetIds.length > 0) {
@@ -701,8 +810,10 @@ export function validateConfigValues(
         );
       }
       for (const c of cidrs) {
-        if (!IPV4_CIDR.test(c))
-          p.push(`${key("apiAllowedCidrs")} entry "${c}" is not an IPv4 CIDR. Use e.g. 203.0.113.0/24.`);
+        if (!isIpv4Cidr(c))
+          p.push(
+            `${key("apiAllowedCidrs")} entry "${c}" is not an IPv4 CIDR (four octets 0-255, prefix 0-32). Use e.g. 203.0.113.0/24.`,
+          );
       }
       const open = cidrs.filter((c) => /\/0$/.test(c));
       if (open.length > 0 && !v.allowNonHa) {
@@ -725,8 +836,14 @@ export function validateConfigValues(
       p.push(`${key("existingSubnetIds")} is set without ${key("existingNetworkId")}. Set both, or neither.`);
     }
   }
-  if (!IPV4_CIDR.test(v.networkCidr)) {
-    p.push(`${key("networkCidr")} "${v.networkCidr}" is not an IPv4 CIDR. Use e.g. 10.40.0.0/16.`);
+  const dupZones = v.zones.filter((z, i) => v.zones.indexOf(z) !== i);
+  if (dupZones.length > 0) {
+    p.push(`${key("zones")} lists ${[...new Set(dupZones)].join(", ")} more than once. List each zone once.`);
+  }
+  if (!isIpv4Cidr(v.networkCidr)) {
+    p.push(
+      `${key("networkCidr")} "${v.networkCidr}" is not an IPv4 CIDR (four octets 0-255, prefix 0-32). Use e.g. 10.40.0.0/16.`,
+    );
   } else if (Number(v.networkCidr.split("/")[1]) > 16 && !v.existingNetworkId) {
     p.push(
       `${key("networkCidr")} must be a /16 or larger for the subnets the program creates. Use e.g. 10.40.0.0/16.`,
@@ -735,21 +852,16 @@ export function validateConfigValues(
 
   // Replicas, autoscaling and the disruption budget.
   const positive: ConfigKey[] = [
-    "replicas",
     "minReplicas",
-    "maxReplicas",
-    "workers",
     "cpuRequestMillicores",
     "memoryRequestMi",
     "memoryLimitMi",
-    "requestTimeoutSeconds",
     "kbStorageGi",
     "chromaStorageGi",
     "filesystemSizeGb",
     "redisMemoryGb",
     "nodeMinCount",
     "nodeMaxCount",
-    "cacheTtlSeconds",
   ];
   for (const k of positive) {
     if ((v[k] as number) < 1) p.push(`${key(k)} must be at least 1, got ${v[k]}.`);
@@ -758,12 +870,27 @@ export function validateConfigValues(
     "cpuLimitMillicores",
     "preStopDelaySeconds",
     "scaleDownStabilizationSeconds",
-    "usageRetentionDays",
     "pdbMaxUnavailable",
     "postgresStorageGb",
   ]) {
     const n = v[k as ConfigKey] as number;
     if (n < 0) p.push(`${key(k)} must not be negative, got ${n}.`);
+  }
+  // Values that become the proxy's environment: the service's own ranges.
+  for (const [env, range] of Object.entries(SERVICE_ENV_RANGES)) {
+    for (const k of range.keys) {
+      const n = v[k];
+      if (n < range.min || n > range.max) {
+        p.push(
+          `${key(k)} is ${n}, outside ${range.min}-${range.max}, the range the proxy accepts for ${env} (its pods would not start). Set it with: pulumi config set ${key(k)} ${n < range.min ? range.min : range.max}.`,
+        );
+      }
+    }
+  }
+  if (v.scaleDownStabilizationSeconds > HPA_MAX_STABILIZATION_SECONDS) {
+    p.push(
+      `${key("scaleDownStabilizationSeconds")} is ${v.scaleDownStabilizationSeconds}, above the ${HPA_MAX_STABILIZATION_SECONDS} seconds Kubernetes allows for an HPA stabilization window. Set it with: pulumi config set ${key("scaleDownStabilizationSeconds")} ${HPA_MAX_STABILIZATION_SECONDS}.`,
+    );
   }
   if (v.minReplicas > v.maxReplicas) {
     p.push(
@@ -783,6 +910,12 @@ export function validateConfigValues(
     if (pdb.minAvailable >= floor) {
       p.push(
         `${key("pdbMinAvailable")} (${pdb.minAvailable}) must be below ${key(floorKey)} (${floor}): otherwise the PodDisruptionBudget blocks every node drain. Set it to ${Math.max(0, floor - 1)} or raise ${floorKey}.`,
+      );
+    }
+    // The same rule as maxUnavailable >= the floor: minAvailable 0 lets a drain evict every pod at once.
+    if (pdb.minAvailable === 0 && floor >= 2 && !v.allowNonHa) {
+      p.push(
+        `${key("pdbMinAvailable")} is 0, which lets every pod be evicted at once (${key(floorKey)} is ${floor}). Set it to at least 1 (e.g. ${floor - 1}).`,
       );
     }
   } else if (pdb.maxUnavailable >= floor && !v.allowNonHa) {
@@ -819,21 +952,46 @@ export function validateConfigValues(
     );
   }
 
-  if (v.usageRetentionDays > 36_500) {
-    p.push(
-      `${key("usageRetentionDays")} is ${v.usageRetentionDays}, over 36500 (100 years). Use 0 to keep usage forever.`,
-    );
-  }
   oneOf("logLevel", v.logLevel, LOG_LEVELS, p);
   oneOf("rateLimitFailureMode", v.rateLimitFailureMode, RATE_LIMIT_FAILURE_MODES, p);
   oneOf("serviceType", v.serviceType, SERVICE_TYPES, p);
-  if (!v.image.includes(":") && !v.image.includes("@")) {
+  if (!hasTagOrDigest(v.image)) {
     p.push(`${key("image")} "${v.image}" has no tag or digest. Pin one, e.g. ${v.image}:0.1.0.`);
   }
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v.namespace) || v.namespace.length > 63) {
+  if (v.chromaEnabled && !hasTagOrDigest(v.chromaImage)) {
+    p.push(
+      `${key("chromaImage")} "${v.chromaImage}" has no tag or digest. Pin one, e.g. ${v.chromaImage}:${CONFIG_KEYS.chromaImage.default.split(":")[1]}.`,
+    );
+  }
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v.namespace)) {
     p.push(
       `${key("namespace")} "${v.namespace}" is not a valid Kubernetes namespace name (lowercase DNS label).`,
     );
+  } else if (v.namespace.length > MAX_NAMESPACE_LENGTH) {
+    p.push(
+      `${key("namespace")} "${v.namespace}" is ${v.namespace.length} characters; at most ${MAX_NAMESPACE_LENGTH} fit (the program derives "<namespace>-volume-init", and namespace names stop at 63). Use a shorter name.`,
+    );
+  }
+  if (!/^\d+\.\d+$/.test(v.kubernetesVersion)) {
+    const m = /^v?(\d+)\.(\d+)/.exec(v.kubernetesVersion);
+    p.push(
+      `${key("kubernetesVersion")} "${v.kubernetesVersion}" is not a <major>.<minor> version. Set it with: pulumi config set ${key("kubernetesVersion")} ${m ? `${m[1]}.${m[2]}` : CONFIG_KEYS.kubernetesVersion.default}.`,
+    );
+  }
+  if (!/^[1-9]\d*$/.test(v.postgresVersion)) {
+    const m = /^v?(\d+)/.exec(v.postgresVersion);
+    p.push(
+      `${key("postgresVersion")} "${v.postgresVersion}" is not a PostgreSQL major version (RDS parameter group family, Azure server version and Cloud SQL databaseVersion all take the major only). Set it with: pulumi config set ${key("postgresVersion")} ${m ? m[1] : CONFIG_KEYS.postgresVersion.default}.`,
+    );
+  }
+  if (!v.ingressHost) {
+    for (const k of ["ingressClassName", "ingressTlsSecret"] as const) {
+      if (v[k]) {
+        p.push(
+          `${key(k)} is set but ${key("ingressHost")} is empty, so no Ingress is created. Set ${key("ingressHost")} too, or remove it with: pulumi config rm ${key(k)}.`,
+        );
+      }
+    }
   }
 
   // High availability: every single point of failure needs the explicit dev-stack flag.
@@ -851,8 +1009,8 @@ export function validateConfigValues(
   return p;
 }
 
-/** Build the proxy settings from validated values. */
-export function proxySettings(v: ConfigValues): ProxySettings {
+/** Build the proxy settings from validated values; `proxyConfig` is the parsed `proxyConfig` mapping. */
+export function proxySettings(v: ConfigValues, proxyConfig: { [k: string]: Json } = {}): ProxySettings {
   return {
     namespace: v.namespace,
     image: v.image,
@@ -889,7 +1047,7 @@ export function proxySettings(v: ConfigValues): ProxySettings {
           ...(v.ingressTlsSecret ? { tlsSecretName: v.ingressTlsSecret } : {}),
         }
       : undefined,
-    proxyConfigYaml: v.proxyConfig,
+    proxyConfig,
   };
 }
 
@@ -906,15 +1064,25 @@ export function parseStackConfig(
   problems.push(
     ...validateConfigValues(v, provider, { hasExistingKubeconfig: !!secrets.existingKubeconfig }),
   );
+  const parsedProxyConfig = parseProxyConfig(v.proxyConfig);
+  if ("problem" in parsedProxyConfig) {
+    problems.push(
+      `${PROJECT}:proxyConfig ${parsedProxyConfig.problem}. Fix the YAML and set it again with: pulumi config set --secret ${PROJECT}:proxyConfig -- "$(cat proxy-config.yaml)".`,
+    );
+  }
   if (problems.length > 0) throw new StackConfigError(problems);
-  const cloud = v.cloud as Cloud;
-  const region = provider.region as string;
-  const defaults = CLOUD_DEFAULTS[cloud];
+  const proxy = proxySettings(v, "value" in parsedProxyConfig ? parsedProxyConfig.value : {});
   const providerKeys: Record<string, pulumi.Output<string>> = {};
   for (const [k, env] of Object.entries(PROVIDER_KEY_ENV)) {
     const s = secrets[k as ConfigKey];
     if (s) providerKeys[env] = s;
   }
+  // Last gate: the service's own loader accepts the environment and the merged config file the pods will get.
+  const refused = serviceConfigProblems(proxy, Object.keys(providerKeys));
+  if (refused.length > 0) throw new StackConfigError(refused);
+  const cloud = v.cloud as Cloud;
+  const region = provider.region as string;
+  const defaults = CLOUD_DEFAULTS[cloud];
   return {
     cloud,
     allowNonHa: v.allowNonHa,
@@ -944,15 +1112,58 @@ export function parseStackConfig(
     },
     redis: { size: v.redisSize || defaults.redisSize, memoryGb: v.redisMemoryGb, ha: v.redisHa },
     filesystem: { tier: v.filesystemTier || defaults.filesystemTier, sizeGb: v.filesystemSizeGb },
-    proxy: proxySettings(v),
+    proxy,
     providerKeys,
   };
+}
+
+/** Deploy-time values (secrets, endpoints) as placeholders shaped like the real ones, for the service check. */
+const DEPLOY_TIME_ENV: Record<string, string> = {
+  DATABASE_URL: "postgres://llmproxy:placeholder@database.invalid:5432/llmproxy?sslmode=verify-full",
+  REDIS_URL: "rediss://:placeholder@redis.invalid:6379",
+  PROXY_MASTER_KEY: "placeholder-master-key-of-at-least-32-characters",
+};
+
+/**
+ * What the service's loadConfig (service/config.ts) refuses in the environment and config file the pods would get,
+ * as stack config problems; [] when it starts. Secrets and endpoints are placeholders. The service's messages name
+ * a path in the merged file; a bad regex's text is left out (proxyConfig may be a secret).
+ */
+export function serviceConfigProblems(proxy: ProxySettings, providerKeyEnvs: string[]): string[] {
+  const env: Record<string, string> = {
+    ...proxyPlainEnv(proxy, proxy.chromaEnabled ? "http://chroma.invalid:8000" : undefined),
+    ...DEPLOY_TIME_ENV,
+  };
+  for (const e of providerKeyEnvs) env[e] = "placeholder-provider-key";
+  try {
+    loadConfig({ env, fileText: proxyConfigYaml(proxy, providerKeyEnvs) });
+    return [];
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return error.problems.map((problem) => {
+      const safe = problem.replace(/(invalid regex).*$/s, "$1");
+      const envName = /^env ([A-Z0-9_]+)/.exec(problem)?.[1];
+      if (envName) {
+        const k = ENV_CONFIG_KEY[envName];
+        return k
+          ? `${PROJECT}:${k}: the proxy would refuse its environment (${safe}). Change ${PROJECT}:${k}.`
+          : `The proxy would refuse the environment the program sets (${safe}): a bug in stacks/app, not in the stack config.`;
+      }
+      return `${PROJECT}:proxyConfig: the proxy would refuse the merged config file (${safe}). Fix that entry in proxyConfig (models are merged by name; other keys replace or extend the generated file).`;
+    });
+  }
 }
 
 /** Read the stack's config from the Pulumi engine, once. The only reader of pulumi.Config. */
 export function loadStackConfig(): StackConfig {
   const cfg = new pulumi.Config(PROJECT);
   const raw: RawConfig = {};
+  // Every key set under the project namespace: the ones not declared are typos (reported with the closest key).
+  for (const full of Object.keys(pulumi.runtime.allConfig())) {
+    if (!full.startsWith(`${PROJECT}:`)) continue;
+    const bare = full.slice(PROJECT.length + 1).replace(/^config:/, "");
+    if (!(bare in CONFIG_KEYS)) raw[bare] = "";
+  }
   const secrets: Partial<Record<ConfigKey, pulumi.Output<string>>> = {};
   for (const [key, spec] of Object.entries(CONFIG_KEYS) as [ConfigKey, ConfigKeySpec][]) {
     if (spec.secret) {

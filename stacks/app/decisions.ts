@@ -3,9 +3,8 @@
  * config file). Tests call these without mocks; the component only turns them into resources.
  */
 import { createHash } from "node:crypto";
-import { stringify } from "yaml";
-import { parse as parseYaml } from "yaml";
-import type { PdbPolicy, ProxySettings } from "./settings";
+import { parse as parseYaml, stringify } from "yaml";
+import type { Json, PdbPolicy, ProxySettings } from "./settings";
 
 /** The proxy's HTTP port inside the pod (service contract). */
 export const PROXY_PORT = 8000;
@@ -26,7 +25,6 @@ export const PATHS = {
   chromaData: "/data",
 } as const;
 
-/** subPaths inside the RWX claims (one export may back both claims when it is static). */
 /**
  * Sub-directories of the shared RWX claim. `proxy-data` is the proxy's DATA_DIR: usage rows that could not be
  * written at shutdown are spooled there and replayed by whichever replica starts next (files are claimed by
@@ -35,6 +33,11 @@ export const PATHS = {
 export const SUB_PATHS = { kb: "knowledge-base", chroma: "chroma", data: "proxy-data" } as const;
 
 export type Component = "proxy" | "chroma";
+
+/** Suffix of the namespace the volume-ownership Job runs in (`<namespace>-volume-init`). */
+export const VOLUME_INIT_NAMESPACE_SUFFIX = "-volume-init";
+/** Longest proxy namespace: every namespace derived from it must stay a 63-character DNS label. */
+export const MAX_NAMESPACE_LENGTH = 63 - VOLUME_INIT_NAMESPACE_SUFFIX.length;
 
 /** The one labels constant: Deployment, Service, HPA, PDB and NetworkPolicy selectors all come from here. */
 export function labelsFor(instance: string, component: Component): Record<string, string> {
@@ -57,6 +60,15 @@ export function commonLabels(instance: string, component: Component): Record<str
 /** Deployment replicas: the HPA minimum when autoscaling (the HPA owns it afterwards), else the fixed count. */
 export function deploymentReplicas(s: Pick<ProxySettings, "replicas" | "autoscaling">): number {
   return s.autoscaling.enabled ? s.autoscaling.minReplicas : s.replicas;
+}
+
+/**
+ * The replica count the proxy divides budgets by when Redis is unreachable (fail-open: each worker enforces
+ * budget / (replicas x workers) locally): the HPA maximum, so the pods together never admit more than the budget
+ * however far the HPA has scaled. With fewer pods running the fallback admits less than the budget.
+ */
+export function budgetReplicas(s: Pick<ProxySettings, "replicas" | "autoscaling">): number {
+  return s.autoscaling.enabled ? s.autoscaling.maxReplicas : s.replicas;
 }
 
 /** HPA spec (autoscaling/v2) without the target reference. */
@@ -153,7 +165,7 @@ export function proxyPlainEnv(s: ProxySettings, chromaUrl: string | undefined): 
     CACHE_ENABLED: String(s.cacheEnabled),
     CACHE_TTL_SECONDS: String(s.cacheTtlSeconds),
     RATE_LIMIT_FAILURE_MODE: s.rateLimitFailureMode,
-    REPLICAS: String(deploymentReplicas(s)),
+    REPLICAS: String(budgetReplicas(s)),
     SHUTDOWN_GRACE_SECONDS: String(s.requestTimeoutSeconds),
     LOG_LEVEL: s.logLevel,
     // Behind the Ingress, its controller appends the client's address to X-Forwarded-For (the audit log's client_ip).
@@ -169,8 +181,6 @@ export function secretKeys(providerKeyEnvs: string[]): string[] {
   return ["DATABASE_URL", "REDIS_URL", "PROXY_MASTER_KEY", ...providerKeyEnvs];
 }
 
-type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
-
 function isObject(v: unknown): v is Record<string, Json> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -184,8 +194,46 @@ export function deepMerge(base: Json, override: Json): Json {
 }
 
 /**
- * The proxy's YAML config file (ConfigMap). Generated from the stack settings and the provider keys that are
- * set, then `proxyConfigYaml` is merged over it. Names env vars, never holds a secret.
+ * `proxyConfig` as a mapping, or the problem with it. A YAML error names the line and column only: the text may be
+ * a secret (`pulumi config set --secret`), so the offending line is never echoed.
+ */
+export function parseProxyConfig(text: string): { value: { [k: string]: Json } } | { problem: string } {
+  if (!text.trim()) return { value: {} };
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text);
+  } catch (error) {
+    const e = error as Error & { linePos?: Array<{ line: number; col: number }> };
+    const at = e.linePos?.[0] ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : "";
+    return { problem: `is not valid YAML${at}` };
+  }
+  if (parsed === null || parsed === undefined) return { value: {} };
+  if (!isObject(parsed)) return { problem: "must be a YAML mapping (providers:, models:, limits: ...)" };
+  return { value: parsed };
+}
+
+/**
+ * Merge `proxyConfig` over the generated file: a model whose name is generated replaces that model, other models
+ * are added (so generated models, and the embedding_model naming one, stay); every other key deep-merges.
+ */
+export function mergeProxyConfig(base: { [k: string]: Json }, extra: { [k: string]: Json }): Json {
+  const { models: extraModels, ...rest } = extra;
+  const merged = deepMerge(base, rest) as { [k: string]: Json };
+  if (extraModels === undefined) return merged;
+  if (!Array.isArray(extraModels)) return { ...merged, models: extraModels };
+  const models = [...((base.models as Json[] | undefined) ?? [])];
+  for (const m of extraModels) {
+    const name = isObject(m) ? m.name : undefined;
+    const i = name === undefined ? -1 : models.findIndex((b) => isObject(b) && b.name === name);
+    if (i >= 0) models[i] = m;
+    else models.push(m);
+  }
+  return { ...merged, models };
+}
+
+/**
+ * The proxy's YAML config file. Generated from the stack settings and the provider keys that are set, then
+ * `proxyConfig` is merged over it (mergeProxyConfig). Names env vars for the provider keys.
  */
 export function proxyConfigYaml(s: ProxySettings, providerKeyEnvs: string[]): string {
   const providers: Record<string, Json> = {};
@@ -217,19 +265,15 @@ export function proxyConfigYaml(s: ProxySettings, providerKeyEnvs: string[]): st
       max_input_tokens: 200000,
     });
   }
-  const base: Json = {
+  const base: { [k: string]: Json } = {
     providers,
     models,
     ...(embeddingModel ? { embedding_model: embeddingModel } : {}),
-    limits: { failure_mode: s.rateLimitFailureMode, replicas: deploymentReplicas(s) },
+    limits: { failure_mode: s.rateLimitFailureMode, replicas: budgetReplicas(s) },
     cache: { enabled: s.cacheEnabled, ttl_seconds: s.cacheTtlSeconds },
     server: { request_timeout_ms: s.requestTimeoutSeconds * 1000 },
   };
-  const extra = s.proxyConfigYaml.trim() ? (parseYaml(s.proxyConfigYaml) as Json) : null;
-  if (extra !== null && !isObject(extra)) {
-    throw new Error("llm-proxy:proxyConfig must be a YAML mapping (providers:, models:, limits: ...).");
-  }
-  return stringify(extra ? deepMerge(base, extra) : base, { lineWidth: 0 });
+  return stringify(mergeProxyConfig(base, s.proxyConfig), { lineWidth: 0 });
 }
 
 /** sha256 of the given texts, for the pod annotation that rolls pods when config or secrets change. */

@@ -11,6 +11,7 @@ import {
   PROXY_PORT,
   PROXY_UID,
   SUB_PATHS,
+  VOLUME_INIT_NAMESPACE_SUFFIX,
   checksum,
   commonLabels,
   deploymentReplicas,
@@ -119,16 +120,23 @@ export class ProxyApp extends pulumi.ComponentResource {
       { ...child, dependsOn: [...db.resources, ...r.resources] },
     );
 
-    // ConfigMap: the proxy's config file (no secrets: it names env vars) and the server CAs the cloud needs.
-    const configText = proxyConfigYaml(s, Object.keys(args.providerKeys));
-    const configData: Record<string, pulumi.Input<string>> = { "config.yaml": configText };
-    if (r.tlsCa) configData[PATHS.redisCaFile] = r.tlsCa;
-    if (db.tlsCa) configData[PATHS.databaseCaFile] = db.tlsCa;
-    const configMap = new k8s.core.v1.ConfigMap(
-      `${name}-config`,
-      { metadata: meta("config"), data: configData },
+    // The proxy's config file, in a Secret: proxyConfig may carry secrets (`pulumi config set --secret`), and a
+    // Secret keeps the whole file out of plain-text state, previews and `kubectl get configmap`.
+    const configText = pulumi.secret(proxyConfigYaml(s, Object.keys(args.providerKeys)));
+    const configFile = new k8s.core.v1.Secret(
+      `${name}-config-file`,
+      { metadata: meta("config"), type: "Opaque", stringData: { "config.yaml": configText } },
       child,
     );
+
+    // ConfigMap: the server CAs the cloud needs (public data), when there are any.
+    const configData: Record<string, pulumi.Input<string>> = {};
+    if (r.tlsCa) configData[PATHS.redisCaFile] = r.tlsCa;
+    if (db.tlsCa) configData[PATHS.databaseCaFile] = db.tlsCa;
+    const configMap =
+      Object.keys(configData).length > 0
+        ? new k8s.core.v1.ConfigMap(`${name}-config`, { metadata: meta("ca"), data: configData }, child)
+        : undefined;
 
     // Storage: RWX claims on the platform's class; static PVs first when the platform pre-created the export.
     const claim = (key: "kb" | "chroma", sizeGi: number) => {
@@ -268,15 +276,17 @@ export class ProxyApp extends pulumi.ComponentResource {
       value,
     }));
     if (chromaUrl) env.push({ name: "CHROMA_URL", value: chromaUrl });
-    const fromConfigMap = (envName: string, key: string) =>
-      env.push({ name: envName, valueFrom: { configMapKeyRef: { name: configMap.metadata.name, key } } });
+    const fromConfigMap = (envName: string, key: string) => {
+      if (configMap)
+        env.push({ name: envName, valueFrom: { configMapKeyRef: { name: configMap.metadata.name, key } } });
+    };
     if (r.tlsCa) fromConfigMap("REDIS_TLS_CA", PATHS.redisCaFile);
     if (db.tlsCa) fromConfigMap("DATABASE_CA", PATHS.databaseCaFile);
     // Rolls the pods when the config file or any secret value changes; a hash of secrets is not a secret.
     const podChecksum = pulumi.unsecret(
       pulumi
-        .all([pulumi.output(configData), pulumi.output(secretData)])
-        .apply(([c, sec]) => checksum(JSON.stringify(c), JSON.stringify(sec))),
+        .all([pulumi.output(configData), configText, pulumi.output(secretData)])
+        .apply(([c, file, sec]) => checksum(JSON.stringify(c), file, JSON.stringify(sec))),
     );
     const httpProbe = (path: string) => ({ httpGet: { path, port: "http" } });
     const deployment = new k8s.apps.v1.Deployment(
@@ -356,7 +366,7 @@ export class ProxyApp extends pulumi.ComponentResource {
                 },
               ],
               volumes: [
-                { name: "config", configMap: { name: configMap.metadata.name } },
+                { name: "config", secret: { secretName: configFile.metadata.name } },
                 { name: "kb", persistentVolumeClaim: { claimName: kbClaim.metadata.name } },
                 { name: "tmp", emptyDir: { sizeLimit: "256Mi" } },
               ],
@@ -491,7 +501,7 @@ function volumeOwnershipJob(
     `${name}-volume-init-ns`,
     {
       metadata: {
-        name: `${s.namespace}-volume-init`,
+        name: `${s.namespace}${VOLUME_INIT_NAMESPACE_SUFFIX}`,
         labels: {
           ...commonLabels(name, "proxy"),
           "pod-security.kubernetes.io/enforce": "baseline",

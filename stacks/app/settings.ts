@@ -15,6 +15,9 @@ export type RateLimitFailureMode = (typeof RATE_LIMIT_FAILURE_MODES)[number];
 export const SERVICE_TYPES = ["ClusterIP", "LoadBalancer"] as const;
 export type ServiceType = (typeof SERVICE_TYPES)[number];
 
+/** A YAML/JSON value. */
+export type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+
 /** The PodDisruptionBudget either keeps `minAvailable` pods or allows `maxUnavailable` to be evicted. */
 export type PdbPolicy = { minAvailable: number } | { maxUnavailable: number };
 
@@ -71,6 +74,9 @@ export interface ProxySettings {
   chromaStorageGi: number;
   serviceType: ServiceType;
   ingress?: { host: string; className?: string; tlsSecretName?: string };
-  /** Extra YAML merged over the generated proxy config file (models, limits, PII, RAG). Default "". */
-  proxyConfigYaml: string;
+  /**
+   * `proxyConfig`, parsed: a mapping merged over the generated proxy config file (models by name, other keys
+   * deeply). Default {}. May hold secrets: the file is kept in a Kubernetes Secret.
+   */
+  proxyConfig: { [k: string]: Json };
 }

@@ -2,7 +2,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import type { PostgresSettings } from "../config";
+import { RDS_MAX_STORAGE_GB, type PostgresSettings } from "../config";
 import { clientSecurityGroup, type AwsClients } from "./security";
 import { RDS_CA_IDENTIFIER } from "./rds-ca";
 
@@ -17,6 +17,11 @@ export interface AwsPostgresArgs {
 
 export const AWS_DB_USER = "llmproxy";
 export const AWS_DB_NAME = "llmproxy";
+
+/** Storage autoscaling ceiling: four times the initial size, capped at the largest RDS volume (64 TiB). */
+export function rdsMaxAllocatedStorage(storageGb: number): number {
+  return Math.min(storageGb * 4, RDS_MAX_STORAGE_GB);
+}
 
 export class AwsPostgres extends pulumi.ComponentResource {
   readonly host: pulumi.Output<string>;
@@ -69,7 +74,7 @@ export class AwsPostgres extends pulumi.ComponentResource {
         engineVersion: s.version,
         instanceClass: s.size,
         allocatedStorage: s.storageGb,
-        maxAllocatedStorage: s.storageGb * 4,
+        maxAllocatedStorage: rdsMaxAllocatedStorage(s.storageGb),
         storageType: aws.rds.StorageType.GP3,
         multiAz: s.ha,
         storageEncrypted: true,

@@ -108,7 +108,12 @@ describe("npm run plan -- aws --out <dir>", () => {
     expect(line(aws.stdout, "masterKeySecret:")).toBe("  masterKeySecret: [secret]");
     expect(line(aws.stdout, "kubeconfig:")).toBe("  kubeconfig: [secret]");
     expect(aws.stdout).not.toMatch(/postgres(ql)?:\/\/|rediss:\/\//);
-    expect(line(aws.stdout, "kubernetes:core/v1:Secret")).toMatch(/keys .*DATABASE_URL/);
+    expect(line(aws.stdout, "kubernetes:core/v1:Secret  llm-proxy-secret")).toMatch(/keys .*DATABASE_URL/);
+    // The config file is a Secret too (proxyConfig may hold secrets): its keys are listed, never its text.
+    expect(line(aws.stdout, "kubernetes:core/v1:Secret  llm-proxy-config-file")).toMatch(
+      /keys config\.yaml$/,
+    );
+    expect(aws.stdout).not.toContain("api_key_env");
   });
 
   it("reports the policy pack's verdict", () => {

@@ -171,7 +171,8 @@ describe("azure stack", () => {
     const cluster = one(r, "azure-native:redisenterprise:RedisEnterprise");
     const keys = r.invokes.find((i) => i.token === "azure-native:redisenterprise:listDatabaseKeys");
     expect(keys).toBeDefined();
-    const token = (one(r, K8S.secret).inputs.stringData as Record<string, string>).REDIS_URL;
+    const token = (one(r, K8S.secret, "llm-proxy-secret").inputs.stringData as Record<string, string>)
+      .REDIS_URL;
     const primaryKey = decodeURIComponent(token.slice("rediss://:".length, token.lastIndexOf("@")));
     expect(primaryKey).toHaveLength(44);
     assertAppWiring(r, {

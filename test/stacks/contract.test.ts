@@ -5,18 +5,20 @@
  */
 import { describe, expect, it } from "vitest";
 import { sslOptions } from "../../service/adapters/postgres";
-import { ENV_VARS, isProviderKeyEnv, loadConfig } from "../../service/config";
+import { ConfigError, ENV_VARS, isProviderKeyEnv, loadConfig } from "../../service/config";
+import { SERVICE_ENV_RANGES } from "../../stacks/config";
 import type { OfflineRunResult } from "../../scripts/offline-run";
-import { K8S, at, one, run } from "./helpers";
+import { K8S, all, at, one, run } from "./helpers";
 
-/** The environment a proxy pod would see, resolved from the recorded Secret and ConfigMap. */
+/** The environment a proxy pod would see, resolved from the recorded Secrets and ConfigMap. */
 function podEnvironment(r: OfflineRunResult): { env: Record<string, string>; fileText: string } {
-  const secret = one(r, K8S.secret);
-  const cm = one(r, K8S.configMap);
+  const secret = one(r, K8S.secret, "llm-proxy-secret");
+  const file = one(r, K8S.secret, "llm-proxy-config-file");
+  const cm = all(r, K8S.configMap)[0];
   const secretName = at(secret.outputs, "metadata.name");
-  const cmName = at(cm.outputs, "metadata.name");
+  const cmName = at(cm?.outputs, "metadata.name");
   const secretData = secret.inputs.stringData as Record<string, string>;
-  const cmData = at(cm.inputs, "data") as Record<string, string>;
+  const cmData = (at(cm?.inputs, "data") ?? {}) as Record<string, string>;
   const container = at(
     one(r, K8S.deployment, "llm-proxy-deployment").inputs,
     "spec.template.spec.containers",
@@ -36,7 +38,13 @@ function podEnvironment(r: OfflineRunResult): { env: Record<string, string>; fil
       env[e.name] = secretData[e.valueFrom.secretKeyRef.key];
     } else throw new Error(`unexpected env source for ${e.name}`);
   }
-  return { env, fileText: cmData["config.yaml"] };
+  // The config file is mounted from its own Secret at the directory CONFIG_FILE points into.
+  const configVolume = at(
+    one(r, K8S.deployment, "llm-proxy-deployment").inputs,
+    "spec.template.spec.volumes",
+  ).find((v: { name: string }) => v.name === "config");
+  expect(configVolume.secret.secretName).toBe(at(file.outputs, "metadata.name"));
+  return { env, fileText: at(file.inputs, "stringData")["config.yaml"] };
 }
 
 describe("environment contract (stacks/app → service/config)", () => {
@@ -68,7 +76,8 @@ describe("environment contract (stacks/app → service/config)", () => {
       expect(config.chroma.url).toBe(env.CHROMA_URL);
       expect(config.kbDir).toBe(env.KB_DIR);
       expect(config.masterKey).toBe(env.PROXY_MASTER_KEY);
-      expect(config.limits.replicas).toBe(3);
+      // The HPA maximum of the stack file: the Redis-down fallback never admits more than the budget.
+      expect(config.limits.replicas).toBe(24);
       expect(config.providers.openai).toMatchObject({ type: "openai", apiKey: "sk-contract-test-0001" });
       expect(config.providers.anthropic).toMatchObject({ type: "anthropic", apiKey: "sk-ant-contract-0002" });
       expect(config.models.map((m) => m.name)).toContain("claude-sonnet-5-5");
@@ -93,4 +102,48 @@ describe("environment contract (stacks/app → service/config)", () => {
     expect(Object.keys(config.providers)).toEqual([]);
     expect(config.database.url).toMatch(/^postgres:\/\/llmproxy:/);
   });
+
+  it("proxyConfig models replacing and adding to the generated ones: the pods' config still loads", async () => {
+    const r = await run({
+      stack: "aws",
+      secrets: { openaiApiKey: "sk-contract-test-0003" },
+      overrides: {
+        proxyConfig:
+          "models:\n  - { name: gpt-4o, provider: openai, model: gpt-4o-2024-11-20 }\n  - { name: mine, provider: openai }\n",
+      },
+    });
+    const { env, fileText } = podEnvironment(r);
+    const config = loadConfig({ env, fileText });
+    expect(config.models.map((m) => m.name)).toEqual([
+      "gpt-4o-mini",
+      "gpt-4o",
+      "text-embedding-3-small",
+      "mine",
+    ]);
+    expect(config.models.find((m) => m.name === "gpt-4o")?.model).toBe("gpt-4o-2024-11-20");
+    expect(config.embeddingModel).toBe("text-embedding-3-small");
+  });
+});
+
+/** The variables loadConfig refuses, given `env` (a valid environment plus the probed value). */
+function refused(env: Record<string, string>): string[] {
+  try {
+    loadConfig({ env, fileText: "" });
+    return [];
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return error.problems;
+  }
+}
+
+describe("the stack's ranges are the service's (stacks/config.ts SERVICE_ENV_RANGES)", () => {
+  for (const [name, range] of Object.entries(SERVICE_ENV_RANGES)) {
+    it(`${name}: loadConfig accepts ${range.min} and ${range.max} and refuses just outside`, () => {
+      expect(refused({ [name]: String(range.min) }), `${name}=${range.min}`).toEqual([]);
+      expect(refused({ [name]: String(range.max) }), `${name}=${range.max}`).toEqual([]);
+      expect(refused({ [name]: String(range.max + 1) })).toEqual([expect.stringMatching(`^env ${name}:`)]);
+      // Below 0 is not a whole number to the service; below 1 is out of range.
+      expect(refused({ [name]: String(range.min - 1) })).toEqual([expect.stringMatching(`^env ${name}:`)]);
+    });
+  }
 });

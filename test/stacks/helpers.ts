@@ -134,7 +134,7 @@ export function assertAppWiring(r: OfflineRunResult, e: CloudEndpoints): void {
   }
 
   // Secret: connection strings from the recorded database and Redis outputs, all values secret.
-  const secret = one(r, K8S.secret);
+  const secret = one(r, K8S.secret, "llm-proxy-secret");
   const data = secret.inputs.stringData as Record<string, string>;
   expect(data.DATABASE_URL).toBe(
     `postgres://${e.dbUser}:${encodeURIComponent(e.dbPassword)}@${e.dbHost}:${e.dbPort}/${e.dbName}?sslmode=${e.dbSslMode}`,
@@ -145,11 +145,19 @@ export function assertAppWiring(r: OfflineRunResult, e: CloudEndpoints): void {
   expect(data.PROXY_MASTER_KEY.length).toBeGreaterThanOrEqual(32);
   for (const k of Object.keys(data)) expect(isSecretInput(secret, `stringData.${k}`), k).toBe(true);
 
-  // ConfigMap never carries a secret.
-  const configMap = one(r, K8S.configMap);
+  // The config file lives in a Secret of its own (proxyConfig may hold secrets), all of it secret.
+  const file = one(r, K8S.secret, "llm-proxy-config-file");
+  expect(Object.keys(at(file.inputs, "stringData"))).toEqual(["config.yaml"]);
+  expect(isSecretInput(file, "stringData.config.yaml")).toBe(true);
+
+  // The ConfigMap holds only the server CAs the cloud needs (none: no ConfigMap), never a secret.
+  const configMaps = all(r, K8S.configMap);
+  expect(configMaps.length).toBeLessThanOrEqual(1);
+  const configMap = configMaps[0] ?? { inputs: { data: {} }, outputs: {} };
   const cmText = JSON.stringify(configMap.inputs);
   for (const v of Object.values(data)) expect(cmText).not.toContain(v);
   expect(cmText).not.toContain(e.dbPassword);
+  for (const k of Object.keys(at(configMap.inputs, "data"))) expect(k).toMatch(/-ca\.pem$/);
 
   // The database CA, where the cloud needs one, reaches the proxy as DATABASE_CA from the ConfigMap.
   const caKey = "database-ca.pem";

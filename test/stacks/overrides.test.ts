@@ -39,13 +39,14 @@ describe("overrides", () => {
     expect(at(pdb.inputs, "spec.maxUnavailable")).toBeUndefined();
     const env = containerEnv(dep);
     expect(env.WORKERS).toBe("3");
-    expect(env.REPLICAS).toBe("4");
+    // Budgets with Redis down are shared by the HPA maximum, never over-admitted.
+    expect(env.REPLICAS).toBe("16");
     expect(at(dep.inputs, "spec.template.spec.containers")[0].resources).toEqual({
       requests: { cpu: "1000m", memory: "640Mi" },
       limits: { memory: "1024Mi" },
     });
-    const cm = parseYaml(at(one(r, K8S.configMap).inputs, "data")["config.yaml"]);
-    expect(cm.limits.replicas).toBe(4);
+    const cm = parseYaml(at(one(r, K8S.secret, "llm-proxy-config-file").inputs, "stringData")["config.yaml"]);
+    expect(cm.limits.replicas).toBe(16);
   });
 
   it("autoscaling off: fixed replicas, no HPA, and a maxUnavailable PDB", async () => {
@@ -86,12 +87,14 @@ describe("overrides", () => {
     expect(r.secretKeys).toEqual(
       expect.arrayContaining(["llm-proxy:openaiApiKey", "llm-proxy:anthropicApiKey"]),
     );
-    const secret = one(r, K8S.secret);
+    const secret = one(r, K8S.secret, "llm-proxy-secret");
     const data = secret.inputs.stringData as Record<string, string>;
     expect(data.OPENAI_API_KEY).toBe("sk-offline-test-1234");
     expect(data.ANTHROPIC_API_KEY).toBe("sk-ant-offline-5678");
     expect(isSecretInput(secret, "stringData.OPENAI_API_KEY")).toBe(true);
-    const cmText = at(one(r, K8S.configMap).inputs, "data")["config.yaml"] as string;
+    const cmText = at(one(r, K8S.secret, "llm-proxy-config-file").inputs, "stringData")[
+      "config.yaml"
+    ] as string;
     expect(cmText).not.toContain("sk-offline");
     const cm = parseYaml(cmText);
     expect(cm.providers.openai.api_key_env).toBe("OPENAI_API_KEY");
