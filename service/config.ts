@@ -431,24 +431,40 @@ function issuesToProblems(prefix: string, error: z.ZodError): string[] {
 }
 
 /**
+ * Texts on which a pattern that can match without reading a character shows it: "" (`a*`, `^`, `(?!x)`) and plain
+ * prose (`\b`, `\B`). Such a pattern blocks every request (or nearly), so it is refused at start.
+ */
+const EMPTY_MATCH_PROBES = ["", "Hello, world.\n"];
+
+/**
  * `/re/flags` is a regex, anything else a case-insensitive literal whose spaces match any run of white space
- * ("Project  Falcon", a line break, a no-break space). Returns an error string for a bad regex.
+ * ("Project  Falcon", a line break, a no-break space). Returns the problem (without the config path) for a pattern
+ * that is not one: a bad regex, a blank literal, a regex that matches empty text (either would block every request).
+ * Only a bad regex's problem quotes the pattern, after "invalid regex", where stacks/config.ts cuts it off (a pattern
+ * may be secret); the others are named by their index alone.
  */
 export function compileBlockedPattern(pattern: string): RegExp | string {
   const m = /^\/(.+)\/([a-z]*)$/s.exec(pattern);
   if (!m) {
-    const literal = pattern
-      .trim()
-      .replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
-      .replace(/\s+/g, "\\s+");
+    const text = pattern.trim();
+    if (!text) return "the pattern is blank (white space only), so it would block every request; remove it";
+    const literal = text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/\s+/g, "\\s+");
     return new RegExp(literal, "iu");
   }
   const flags = m[2].includes("u") ? m[2] : `${m[2]}u`;
+  let re: RegExp;
   try {
-    return new RegExp(m[1], flags.replace(/g|y/g, ""));
+    re = new RegExp(m[1], flags.replace(/g|y/g, ""));
   } catch (error) {
-    return (error as Error).message;
+    return `invalid regex ${pattern} (${(error as Error).message})`;
   }
+  // Every match, not only the leftmost: `/H|\b/` matches "H" first and empty text after it.
+  const all = new RegExp(re.source, `${re.flags}g`);
+  for (const probe of EMPTY_MATCH_PROBES)
+    for (const match of probe.matchAll(all))
+      if (match[0] === "")
+        return "the regex matches empty text, so it would block every request; make it match at least one character (a+ rather than a*)";
+  return re;
 }
 
 const MOCK_MODELS: DeploymentConfig[] = [
@@ -660,9 +676,9 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   const blockedPatterns: RegExp[] = [];
   file.content_policy.blocked_patterns.forEach((p, i) => {
     const compiled = compileBlockedPattern(p);
-    if (typeof compiled === "string") {
-      problems.push(`config content_policy.blocked_patterns[${i}]: invalid regex ${p} (${compiled})`);
-    } else blockedPatterns.push(compiled);
+    if (typeof compiled === "string")
+      problems.push(`config content_policy.blocked_patterns[${i}]: ${compiled}`);
+    else blockedPatterns.push(compiled);
   });
 
   if (file.rag.chunk_overlap >= file.rag.chunk_tokens) {

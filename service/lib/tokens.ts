@@ -4,10 +4,11 @@
  * gpt-3.5 and the text-embedding models. Models of other providers (Claude, Llama, Mistral, …) are counted with
  * o200k_base as an approximation: modern BPE vocabularies land within roughly ±15% of it on English text.
  * Chat framing follows OpenAI's accounting: 3 tokens per message plus 3 to prime the reply; an image part counts
- * as 85 tokens (low detail), since its real cost depends on pixels the proxy does not decode.
+ * as 85 tokens (low detail), since its real cost depends on pixels the proxy does not decode. Tool and function
+ * definitions and a json_schema response format count as their JSON text (the provider renders them into the prompt).
  */
 import { digestMemo } from "./digest-memo";
-import type { ChatCompletionRequest, ChatMessage } from "../types";
+import { MODEL_TEXT_FIELDS, type ChatCompletionRequest, type ChatMessage, type ContentPart } from "../types";
 
 export type Encoding = "o200k_base" | "cl100k_base";
 
@@ -169,31 +170,75 @@ export function countText(text: string, encoding: Encoding): number {
 const PER_MESSAGE = 3;
 const REPLY_PRIMING = 3;
 const IMAGE_PART = 85;
+const PER_CALL = 3;
 
-function messageTokens(m: ChatMessage, enc: Encoding): number {
-  let n = PER_MESSAGE + countText(m.role, enc);
-  if (typeof m.content === "string") n += countText(m.content, enc);
-  else if (Array.isArray(m.content)) {
-    for (const part of m.content) {
-      if (typeof part.text === "string") n += countText(part.text, enc);
-      else if (part.type === "image_url" || part.type === "input_image") n += IMAGE_PART;
-    }
-  }
-  if (m.name) n += 1 + countText(m.name, enc);
-  if (Array.isArray(m.tool_calls)) {
-    for (const call of m.tool_calls) {
-      n += countText(call.function?.name ?? "", enc) + countText(call.function?.arguments ?? "", enc) + 3;
-    }
+/** A `content` (a string or parts): text and refusal parts as text, an image as IMAGE_PART. */
+function contentTokens(content: unknown, enc: Encoding): number {
+  if (typeof content === "string") return countText(content, enc);
+  if (!Array.isArray(content)) return 0;
+  let n = 0;
+  for (const part of content as Array<Partial<ContentPart> | null>) {
+    if (typeof part?.text === "string") n += countText(part.text, enc);
+    else if (typeof part?.refusal === "string") n += countText(part.refusal, enc);
+    else if (part?.type === "image_url" || part?.type === "input_image") n += IMAGE_PART;
   }
   return n;
 }
 
-/** Prompt tokens of a chat request (messages, tool definitions). */
+/** A call's name and text: a function's `arguments`, a custom tool's `input`. */
+function callTokens(call: { name?: unknown; arguments?: unknown; input?: unknown }, enc: Encoding): number {
+  const text = typeof call.arguments === "string" ? call.arguments : call.input;
+  return (
+    PER_CALL +
+    (typeof call.name === "string" ? countText(call.name, enc) : 0) +
+    (typeof text === "string" ? countText(text, enc) : 0)
+  );
+}
+
+/**
+ * A definition the provider renders into the prompt (a tool, a JSON schema), as its JSON text: close to what the
+ * model reads, and a repeated definition is one memo lookup.
+ */
+function jsonTokens(value: unknown, enc: Encoding): number {
+  return value === undefined || value === null ? 0 : countText(JSON.stringify(value) ?? "", enc);
+}
+
+type Loose = Record<string, unknown> | null | undefined;
+
+function messageTokens(m: ChatMessage, enc: Encoding): number {
+  let n = PER_MESSAGE + countText(m.role, enc) + contentTokens(m.content, enc);
+  for (const field of MODEL_TEXT_FIELDS) {
+    const text = m[field];
+    if (typeof text === "string") n += countText(text, enc);
+  }
+  if (m.name) n += 1 + countText(m.name, enc);
+  if (Array.isArray(m.tool_calls)) {
+    for (const call of m.tool_calls) {
+      const fn = (call?.function ?? call?.custom) as Loose;
+      n += fn ? callTokens(fn, enc) : PER_CALL;
+    }
+  }
+  const legacy = m.function_call as Loose;
+  if (typeof legacy === "object" && legacy !== null) n += callTokens(legacy, enc);
+  return n;
+}
+
+/**
+ * Prompt tokens of a chat request: its messages (content, refusals, reasoning, tool and function calls), tool and
+ * function definitions, the predicted output and a json_schema response format. Ids (`tool_call_id`) and `tool_choice`
+ * are left out: short, and part of the framing the per-message and per-call allowances stand for.
+ */
 export function countChatTokens(body: ChatCompletionRequest): number {
   const enc = encodingFor(body.model);
   let n = REPLY_PRIMING;
   for (const m of body.messages) n += messageTokens(m, enc);
-  if (Array.isArray(body.tools) && body.tools.length) n += countText(JSON.stringify(body.tools), enc);
+  // One definition at a time: agents send the same tools in changing sets, and each stays one memo entry.
+  for (const definitions of [body.tools, body.functions])
+    if (Array.isArray(definitions)) for (const d of definitions as unknown[]) n += jsonTokens(d, enc);
+  const prediction = body.prediction as Loose;
+  if (typeof prediction === "object" && prediction !== null) n += contentTokens(prediction.content, enc);
+  const format = body.response_format as Loose;
+  if (typeof format === "object" && format !== null) n += jsonTokens(format.json_schema, enc);
   return n;
 }
 
