@@ -34,7 +34,8 @@ export function createModelsRoute(deps: AppDeps): Middleware<ProxyState> {
       let found = all.find((m) => m.id === id);
       // The zero-config path sends every other name to its provider unchanged: one it may use exists for it.
       const passthrough = deps.config.passthroughProvider;
-      if (!found && passthrough && modelAllowed(principal, id)) found = item({ name: id, provider: passthrough });
+      if (!found && passthrough && modelAllowed(principal, id))
+        found = item({ name: id, provider: passthrough });
       if (!found) throw new NotFoundError(`The model \`${id}\` does not exist.`, "model_not_found", "model");
       ctx.body = found;
       return;
