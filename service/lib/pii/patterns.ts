@@ -73,14 +73,28 @@ function isWide(c: number): boolean {
   return c >= 0x80 && c < 0xd800 && UNICODE_WORD.test(String.fromCharCode(c));
 }
 
-/** Han, kana and Hangul: scripts written without spaces, so prose runs straight into an ASCII address. */
-function isCjk(c: number): boolean {
+/**
+ * Scripts written without spaces between words — Han, kana, Hangul, Thai, Lao, Khmer, Myanmar — so prose runs
+ * straight into an ASCII address.
+ */
+function isUnspaced(c: number): boolean {
   return (
     (c >= 0x3040 && c <= 0x30ff) ||
     (c >= 0x3400 && c <= 0x4dbf) ||
     (c >= 0x4e00 && c <= 0x9fff) ||
-    (c >= 0xac00 && c <= 0xd7af)
+    (c >= 0xac00 && c <= 0xd7af) ||
+    (c >= 0x0e00 && c <= 0x0eff) ||
+    (c >= 0x1780 && c <= 0x17ff) ||
+    (c >= 0x1000 && c <= 0x109f)
   );
+}
+
+function isAsciiLocal(c: number): boolean {
+  return isAsciiAlnum(c) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45;
+}
+
+function isAsciiDomain(c: number): boolean {
+  return isAsciiAlnum(c) || c === 46 || c === 45;
 }
 
 function isLocalChar(c: number): boolean {
@@ -102,9 +116,9 @@ function detectEmailsAt(text: string, sep: string, push: Push): void {
     const after = at + sep.length;
     let s = at;
     while (s > 0 && isLocalChar(text.charCodeAt(s - 1))) s--;
-    // CJK prose runs into an ASCII local part without a space ("请联系john@…"): the address starts after it.
+    // Prose of a script without spaces runs into an ASCII local part ("请联系john@…"): the address starts after it.
     for (let i = at - 1; i > s; i--) {
-      if (isCjk(text.charCodeAt(i - 1)) && isAsciiAlnum(text.charCodeAt(i))) {
+      if (isUnspaced(text.charCodeAt(i - 1)) && isAsciiAlnum(text.charCodeAt(i))) {
         s = i;
         break;
       }
@@ -112,17 +126,28 @@ function detectEmailsAt(text: string, sep: string, push: Push): void {
     while (s < at && !START_CHAR.test(text[s]!)) s++; // a local part starts with a letter or digit
     let e = after;
     while (e < text.length && isDomainChar(text.charCodeAt(e))) e++;
-    // …and on after an ASCII domain ("example.com请回复"): the address ends before it.
+    // …and on after an ASCII domain ("example.com请回复", "example.comครับ"): the address ends before it.
     for (let i = after + 1; i < e; i++) {
-      if (isCjk(text.charCodeAt(i)) && isAsciiAlnum(text.charCodeAt(i - 1))) {
+      if (isUnspaced(text.charCodeAt(i)) && isAsciiAlnum(text.charCodeAt(i - 1))) {
         e = i;
         break;
       }
     }
     while (e > after && (text[e - 1] === "." || text[e - 1] === "-")) e--; // sentence-final dot
-    if (s < at && e > after && e - s <= 320) {
+    if (s < at && e > after) {
       const candidate = sep === "@" ? text.slice(s, e) : `${text.slice(s, at)}@${text.slice(after, e)}`;
-      if (EMAIL_RE.test(candidate)) push("EMAIL_ADDRESS", s, e);
+      if (e - s <= 320 && EMAIL_RE.test(candidate)) push("EMAIL_ADDRESS", s, e);
+      else {
+        // Letters of any script around it made the candidate too long or invalid: the plain ASCII address in it.
+        let a = at;
+        while (a > s && isAsciiLocal(text.charCodeAt(a - 1))) a--;
+        while (a < at && !isAsciiAlnum(text.charCodeAt(a))) a++;
+        let b = after;
+        while (b < e && isAsciiDomain(text.charCodeAt(b))) b++;
+        while (b > after && (text[b - 1] === "." || text[b - 1] === "-")) b--;
+        const ascii = sep === "@" ? text.slice(a, b) : `${text.slice(a, at)}@${text.slice(after, b)}`;
+        if (a < at && b > after && b - a <= 320 && EMAIL_RE.test(ascii)) push("EMAIL_ADDRESS", a, b);
+      }
     }
     at = text.indexOf(sep, Math.max(e, after));
   }

@@ -43,6 +43,12 @@ describe("EMAIL_ADDRESS", () => {
     ]);
     // CJK prose runs into an ASCII address without spaces: only the address is taken.
     expect(found("请联系john@example.com请回复")).toEqual([["EMAIL_ADDRESS", "john@example.com"]]);
+    // Thai (also written without spaces), short and long prose around it: only the address.
+    expect(found("ส่งไปที่john@example.comครับ")).toEqual([["EMAIL_ADDRESS", "john@example.com"]]);
+    const thai = "ส่งไปที่john@example.comครับผมขอบคุณมากสำหรับความช่วยเหลือทั้งหมดนะครับ";
+    expect(found(thai)).toEqual([["EMAIL_ADDRESS", "john@example.com"]]);
+    // Latin letters with accents too long for a local part around an ASCII address: the ASCII address still counts.
+    expect(found(`${"é".repeat(70)}x@example.com`)).toEqual([["EMAIL_ADDRESS", "x@example.com"]]);
     // An emoji before the address does not hide it.
     expect(found("😀john@example.com")).toEqual([["EMAIL_ADDRESS", "john@example.com"]]);
   });
