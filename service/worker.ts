@@ -106,6 +106,14 @@ export async function runWorker(base: Config): Promise<void> {
     metricsText: clusterMetricsText,
   });
   usageWriter = built.usageWriter;
+  // Rows a worker of this pod spooled when it died (an uncaught exception) would otherwise wait for the pod's next
+  // start: its replacement replays them now, in the background (claims keep two workers off one file).
+  void built.usageWriter.replaySpool().then(
+    (rows) => {
+      if (rows) log.info({ rows }, "replayed spooled usage rows");
+    },
+    (error: unknown) => log.warn({ err: error }, "spool replay failed; it is tried again at the next start"),
+  );
   // A revocation, rotation or key/team change made through this worker applies at once on every worker of the pod
   // (the primary relays it) and, with Redis, on every other replica (pub/sub); each drops its cached lookups.
   // Without Redis other replicas catch up within the key cache's 5 s.

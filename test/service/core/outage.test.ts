@@ -180,4 +180,43 @@ describe("usage rows survive a PostgreSQL outage, and a SIGTERM during it", () =
       fs.rmSync(replayDir, { recursive: true, force: true });
     }
   }, 180_000);
+
+  it("a replacement worker replays what is in the spool (rows a worker that died had spooled) without a restart", async () => {
+    const liveDir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-respawn-"));
+    const env = { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "1", DATA_DIR: liveDir };
+    const proxy = await spawnProxy({ env });
+    try {
+      const before = await count(db.url);
+      // What a dying worker leaves: a spool file (written here by a writer whose database cannot be reached).
+      const log = createLogger("silent");
+      const { pool } = createPostgres({
+        url: `postgres://postgres@127.0.0.1:${await freePort()}/x`,
+        log,
+        max: 1,
+      });
+      const writer = createUsageWriter({
+        pool,
+        log,
+        spoolDir: path.join(liveDir, "usage-spool"),
+        flushIntervalMs: 60_000,
+        closeTimeoutMs: 200,
+      });
+      for (let i = 0; i < 25; i++) writer.record(usageRow());
+      await writer.close();
+      await pool.end().catch(() => undefined);
+      // The worker dies; the primary starts a replacement, which replays the spool.
+      const worker = Number(
+        fs
+          .readFileSync(`/proc/${proxy.proc.pid}/task/${proxy.proc.pid}/children`, "utf8")
+          .trim()
+          .split(/\s+/)[0],
+      );
+      process.kill(worker, "SIGKILL");
+      expect(await waitForCount(db.url, before + 25, 60_000)).toBe(before + 25);
+      expect(fs.readdirSync(path.join(liveDir, "usage-spool"))).toEqual([]);
+    } finally {
+      await proxy.stop("SIGTERM");
+      fs.rmSync(liveDir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
