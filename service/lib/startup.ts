@@ -165,26 +165,48 @@ function liveProxy(pid: number): boolean {
  */
 export function lockDataDir(dataDir: string): () => void {
   const file = path.join(path.resolve(dataDir), "llm-proxy.lock");
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  for (let attempt = 0; ; attempt++) {
-    try {
-      fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx" });
-      break;
-    } catch (error) {
-      if (codeOf(error) !== "EEXIST" || attempt > 0) {
-        throw new StartupError(
-          `env DATA_DIR: cannot take ${file} (${codeOf(error) || (error as Error).message}); point DATA_DIR at a writable directory`,
-          { cause: error },
-        );
+  const mine = `${file}.${process.pid}.${Date.now()}`;
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    // The pid goes in before the lock exists: link() makes it appear whole, never empty to a second instance.
+    fs.writeFileSync(mine, `${process.pid}\n`);
+  } catch (error) {
+    throw new StartupError(
+      `env DATA_DIR: cannot write in ${path.resolve(dataDir)} (${codeOf(error) || (error as Error).message}); point DATA_DIR at a writable directory`,
+      { cause: error },
+    );
+  }
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        fs.linkSync(mine, file);
+        break;
+      } catch (error) {
+        if (codeOf(error) !== "EEXIST") throw error;
+        const content = fs.readFileSync(file, "utf8");
+        const holder = Number.parseInt(content, 10);
+        if (attempt >= 2 || liveProxy(holder)) {
+          throw new StartupError(
+            `env DATA_DIR: ${path.resolve(dataDir)} is in use by another llm-proxy (pid ${holder}); the embedded database takes one process at a time — stop that one, or give this one another DATA_DIR`,
+          );
+        }
+        // Left by a process that is gone: take it over, unless another instance did just now (the link then fails
+        // again, and its pid is alive).
+        try {
+          if (fs.readFileSync(file, "utf8") === content) fs.unlinkSync(file);
+        } catch {
+          // gone meanwhile
+        }
       }
-      const holder = Number.parseInt(fs.readFileSync(file, "utf8"), 10);
-      if (liveProxy(holder)) {
-        throw new StartupError(
-          `env DATA_DIR: ${path.resolve(dataDir)} is in use by another llm-proxy (pid ${holder}); the embedded database takes one process at a time — stop that one, or give this one another DATA_DIR`,
-        );
-      }
-      fs.rmSync(file, { force: true }); // left by a process that is gone
     }
+  } catch (error) {
+    if (error instanceof StartupError) throw error;
+    throw new StartupError(
+      `env DATA_DIR: cannot take ${file} (${codeOf(error) || (error as Error).message}); point DATA_DIR at a writable directory`,
+      { cause: error },
+    );
+  } finally {
+    fs.rmSync(mine, { force: true });
   }
   let released = false;
   return () => {

@@ -38,6 +38,14 @@ describe("lockDataDir: one embedded instance per DATA_DIR", () => {
     }
   });
 
+  it("takes over a lock whose content is not a pid (no instance writes one: the pid is in before the lock exists)", () => {
+    fs.writeFileSync(lockFile, "garbage");
+    const release = lockDataDir(dir);
+    expect(fs.readFileSync(lockFile, "utf8").trim()).toBe(String(process.pid));
+    release();
+    expect(fs.readdirSync(dir)).toEqual([]); // no temporary file left either
+  });
+
   it("takes over a lock left by a process that is gone", () => {
     const gone = spawnSync(process.execPath, [
       "-e",
