@@ -65,12 +65,19 @@ const inflight = new Map<string, Promise<KeyLookup | null>>();
 /** At most one warning a second for requests served from a key's last verified state (not one per request). */
 let lastStaleWarning = 0;
 
+/**
+ * Bumped by every forget: a lookup that began before a revocation (or a key or team change) must not put what it
+ * read into the cache after the change was applied to it.
+ */
+let generation = 0;
+
 function fetchLookup(keys: KeyStore, hash: string): Promise<KeyLookup | null> {
   let pending = inflight.get(hash);
   if (!pending) {
+    const started = generation;
     pending = keys.findByHash(hash).then(
       (lookup) => {
-        keyCache.set(hash, { lookup });
+        if (started === generation) keyCache.set(hash, { lookup });
         downUntil = 0;
         return lookup;
       },
@@ -79,7 +86,11 @@ function fetchLookup(keys: KeyStore, hash: string): Promise<KeyLookup | null> {
         throw error;
       },
     );
-    const settled = pending.finally(() => inflight.delete(hash));
+    const mine = pending;
+    // Only its own entry: a forget may have replaced it with a newer lookup meanwhile.
+    const settled = pending.finally(() => {
+      if (inflight.get(hash) === mine) inflight.delete(hash);
+    });
     settled.catch(() => undefined);
     inflight.set(hash, pending);
   }
@@ -138,6 +149,8 @@ async function lookupKey(keys: KeyStore, hash: string, log: ProxyState["log"]): 
 }
 
 export function forgetKey(keyId: string): void {
+  generation++;
+  inflight.clear(); // later requests look the key up afresh, not through a lookup that began before the change
   for (const [hash, entry] of keyCache.entries()) {
     if (entry.lookup?.key.id === keyId) keyCache.delete(hash);
   }
@@ -145,6 +158,8 @@ export function forgetKey(keyId: string): void {
 
 /** A team's limits or models changed: its keys' cached lookups carry the old ones. */
 export function forgetTeam(teamId: string): void {
+  generation++;
+  inflight.clear();
   for (const [hash, entry] of keyCache.entries()) {
     if (entry.lookup?.key.teamId === teamId) keyCache.delete(hash);
   }
