@@ -257,6 +257,12 @@ export const CONFIG_KEYS = {
     default: "",
     description: "Host name of an Ingress for the proxy. Empty = no Ingress.",
   },
+  trustedProxyHops: {
+    type: "integer",
+    default: 1,
+    description:
+      "Proxies in front of the pods that append to X-Forwarded-For, with ingressHost (TRUSTED_PROXY_HOPS; the audit log's client address): 1 for ingress-nginx, 2 for GKE's GCE ingress (client, load balancer); 0 = ignore the header.",
+  },
   ingressClassName: {
     type: "string",
     default: "",
@@ -394,6 +400,7 @@ export const SERVICE_ENV_RANGES = {
   SHUTDOWN_GRACE_SECONDS: { keys: ["requestTimeoutSeconds"], min: 1, max: 3600 },
   REPLICAS: { keys: ["replicas", "maxReplicas"], min: 1, max: 10_000 },
   USAGE_RETENTION_DAYS: { keys: ["usageRetentionDays"], min: 0, max: 36_500 },
+  TRUSTED_PROXY_HOPS: { keys: ["trustedProxyHops"], min: 0, max: 10 },
 } as const satisfies Record<string, { keys: readonly ConfigKey[]; min: number; max: number }>;
 
 /** The config key behind each plain environment variable the stack sets from config. */
@@ -406,6 +413,7 @@ const ENV_CONFIG_KEY: Partial<Record<string, ConfigKey>> = {
   USAGE_RETENTION_DAYS: "usageRetentionDays",
   LOG_LEVEL: "logLevel",
   RATE_LIMIT_FAILURE_MODE: "rateLimitFailureMode",
+  TRUSTED_PROXY_HOPS: "trustedProxyHops",
 };
 
 /**
@@ -1043,6 +1051,7 @@ export function proxySettings(v: ConfigValues, proxyConfig: { [k: string]: Json 
     ingress: v.ingressHost
       ? {
           host: v.ingressHost,
+          trustedProxyHops: v.trustedProxyHops,
           ...(v.ingressClassName ? { className: v.ingressClassName } : {}),
           ...(v.ingressTlsSecret ? { tlsSecretName: v.ingressTlsSecret } : {}),
         }

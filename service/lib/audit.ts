@@ -91,7 +91,9 @@ export function auditContextOf(ctx: {
   ip: string;
   req: { socket: { remoteAddress?: string } };
 }): AuditContext {
-  const ip = isIP(ctx.ip) ? ctx.ip : (ctx.req.socket.remoteAddress ?? "");
+  // Azure Application Gateway appends `ip:port`: the address without its port.
+  const forwarded = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(ctx.ip)?.[1] ?? ctx.ip;
+  const ip = isIP(forwarded) ? forwarded : (ctx.req.socket.remoteAddress ?? "");
   return {
     actor: actorOf(ctx.state.principal),
     requestId: ctx.state.requestId ?? null,

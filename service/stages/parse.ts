@@ -180,9 +180,6 @@ export function requireModelAccess(ctx: ParameterizedContext<ProxyState>, model:
   }
 }
 
-/** Characters of a requested model name kept on the usage row and the access line. */
-const MAX_MODEL_CHARS = 256;
-
 export function resolveModel(deps: ParseDeps, model: string, kind: "chat" | "embedding") {
   const deployment = deps.providers.resolve(model);
   if (!deployment || (deployment.kind !== kind && !deps.config.passthroughProvider)) {
@@ -208,10 +205,7 @@ export async function readValidBody<T extends z.ZodType>(
 ): Promise<z.infer<T>> {
   const raw = await readJsonBody(ctx, deps.config.server.bodyLimitBytes);
   if (raw !== null && typeof raw === "object" && typeof (raw as { model?: unknown }).model === "string") {
-    const model = (raw as { model: string }).model;
-    // For the row and the access line: a client's name, bounded (no model name is near this long).
-    ctx.state.usage.requestedModel =
-      model.length > MAX_MODEL_CHARS ? `${model.slice(0, MAX_MODEL_CHARS)}…` : model;
+    ctx.state.usage.requestedModel = (raw as { model: string }).model;
   }
   if (plain?.(raw)) return raw as z.infer<T>;
   const parsed = schema.safeParse(raw);

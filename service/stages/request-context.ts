@@ -97,10 +97,14 @@ export interface RequestContextDeps {
 function modelLabel(model: string | null, status: number, deps: RequestContextDeps): string {
   if (model === null) return "";
   if (deps.isConfiguredModel ? deps.isConfiguredModel(model) : true) return model;
-  return status < 400 && model.length <= MAX_LABEL_CHARS ? model : "other";
+  return status < 400 && model.length <= MAX_MODEL_CHARS ? model : "other";
 }
 
-const MAX_LABEL_CHARS = 200;
+/**
+ * Characters of a requested model name kept on the usage row, the access line and a metrics label (no model name is
+ * near this long; a client can send any string). Cut when the request is over: answers echo the name whole.
+ */
+const MAX_MODEL_CHARS = 256;
 
 export function createRequestContext(deps: RequestContextDeps): Middleware<ProxyState> {
   const accessLine = lineWriter(deps.log, "request finished");
@@ -167,6 +171,8 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
         usage.promptTokens ||= ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4);
         usage.completionTokens ||= Math.ceil(streamed.chars / 4);
       }
+      if (usage.requestedModel !== null && usage.requestedModel.length > MAX_MODEL_CHARS)
+        usage.requestedModel = `${usage.requestedModel.slice(0, MAX_MODEL_CHARS)}…`;
       usage.costUsd = costUsd(usage, ctx.state.served);
       requestsTotal.inc({
         route,

@@ -169,7 +169,7 @@ export function proxyPlainEnv(s: ProxySettings, chromaUrl: string | undefined): 
     SHUTDOWN_GRACE_SECONDS: String(s.requestTimeoutSeconds),
     LOG_LEVEL: s.logLevel,
     // Behind the Ingress, its controller appends the client's address to X-Forwarded-For (the audit log's client_ip).
-    ...(s.ingress ? { TRUSTED_PROXY_HOPS: "1" } : {}),
+    ...(s.ingress ? { TRUSTED_PROXY_HOPS: String(s.ingress.trustedProxyHops) } : {}),
     // Only when set: the variable overrides the config file, where proxyConfig may set usage.retention_days.
     ...(s.usageRetentionDays > 0 ? { USAGE_RETENTION_DAYS: String(s.usageRetentionDays) } : {}),
     ...(chromaUrl ? { CHROMA_URL: chromaUrl } : {}),

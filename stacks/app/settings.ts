@@ -73,7 +73,8 @@ export interface ProxySettings {
   /** Size requested by the Chroma data claim, GiB. Default 20. */
   chromaStorageGi: number;
   serviceType: ServiceType;
-  ingress?: { host: string; className?: string; tlsSecretName?: string };
+  /** `trustedProxyHops`: proxies in front that append to X-Forwarded-For (the service's TRUSTED_PROXY_HOPS). */
+  ingress?: { host: string; trustedProxyHops: number; className?: string; tlsSecretName?: string };
   /**
    * `proxyConfig`, parsed: a mapping merged over the generated proxy config file (models by name, other keys
    * deeply). Default {}. May hold secrets: the file is kept in a Kubernetes Secret.

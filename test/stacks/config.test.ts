@@ -447,6 +447,12 @@ describe("pure decisions", () => {
     expect(env.TRUSTED_PROXY_HOPS).toBeUndefined();
     const behind = parseStackConfig({ ...AWS, ingressHost: "llm.example.com" }, awsProvider).proxy;
     expect(proxyPlainEnv(behind, undefined).TRUSTED_PROXY_HOPS).toBe("1");
+    // Two proxies (GKE's GCE ingress appends the client and its load balancer).
+    const gce = parseStackConfig(
+      { ...AWS, ingressHost: "llm.example.com", trustedProxyHops: "2" },
+      awsProvider,
+    ).proxy;
+    expect(proxyPlainEnv(gce, undefined).TRUSTED_PROXY_HOPS).toBe("2");
   });
 
   it("usage retention: 0 keeps usage, a negative or absurd value is refused with the key", () => {

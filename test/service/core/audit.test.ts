@@ -99,6 +99,8 @@ describe("audit: the client address", () => {
   it("believes only the X-Forwarded-For entries the trusted proxies appended, and only IP addresses", async () => {
     // What the client wrote comes first; the ingress appended the address it saw.
     expect(await ipOf(proxy, "203.0.113.66, 198.51.100.9")).toBe("198.51.100.9");
+    // Azure Application Gateway writes ip:port.
+    expect(await ipOf(proxy, "203.0.113.66, 198.51.100.9:51234")).toBe("198.51.100.9");
     // Not an address: the socket's peer instead.
     expect(await ipOf(proxy, "<script>")).toMatch(/^(::ffff:)?127\.0\.0\.1$/);
     expect(await ipOf(proxy, null)).toMatch(/^(::ffff:)?127\.0\.0\.1$/);
