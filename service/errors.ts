@@ -158,6 +158,11 @@ export function isDatabaseUnreachable(error: unknown): boolean {
   );
 }
 
+/** 503 `database_unavailable` with Retry-After: PostgreSQL cannot be reached where the request needs it. */
+export function databaseUnavailable(message: string): ServiceUnavailableError {
+  return new ServiceUnavailableError(message, "database_unavailable", { "retry-after": "1" });
+}
+
 /**
  * Anything that is not a ProxyError becomes a 500 whose internals are hidden — except PostgreSQL being unreachable
  * (the admin API, usage reports, a first key lookup during an outage): a 503 the client may retry, as /readyz says.
@@ -165,13 +170,8 @@ export function isDatabaseUnreachable(error: unknown): boolean {
 export function toProxyError(error: unknown): ProxyError {
   if (error instanceof ProxyError) return error;
   if (isDatabaseUnreachable(error)) {
-    return new ProxyError(
-      503,
-      "service_unavailable",
-      "database_unavailable",
-      "The database is unreachable right now; retry shortly.",
-      { cause: error, headers: { "retry-after": "1" } },
-    );
+    const e = databaseUnavailable("The database is unreachable right now; retry shortly.");
+    return new ProxyError(e.status, e.type, e.code, e.message, { cause: error, headers: e.headers });
   }
   return new ProxyError(500, "internal_error", "internal_error", "Internal server error.", { cause: error });
 }

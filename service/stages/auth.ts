@@ -5,7 +5,12 @@
  */
 import type { Middleware, Context } from "koa";
 import { LRUCache } from "lru-cache";
-import { AuthenticationError, PermissionError, ServiceUnavailableError } from "../errors";
+import {
+  AuthenticationError,
+  databaseUnavailable,
+  PermissionError,
+  type ServiceUnavailableError,
+} from "../errors";
 import { hashApiKey, secretsEqual } from "../lib/keys";
 import type { KeyLookup, KeyStore } from "../ports";
 import type { ProxyState } from "../state";
@@ -100,13 +105,7 @@ function fetchLookup(keys: KeyStore, hash: string): Promise<KeyLookup | null> {
 const TIMED_OUT = Symbol("timed out");
 
 function unavailable(): ServiceUnavailableError {
-  return new ServiceUnavailableError(
-    "The API key cannot be verified right now; retry shortly.",
-    "database_unavailable",
-    {
-      "retry-after": "1",
-    },
-  );
+  return databaseUnavailable("The API key cannot be verified right now; retry shortly.");
 }
 
 async function lookupKey(keys: KeyStore, hash: string, log: ProxyState["log"]): Promise<KeyLookup | null> {
