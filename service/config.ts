@@ -9,7 +9,7 @@ import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { PII_ENTITIES, type PiiEntity } from "./lib/pii/types";
-import { redisUrlProblem } from "./lib/redis-url";
+import { redisUrlProblem, splitRedisUrls } from "./lib/redis-url";
 
 /** Every environment variable the service reads (provider keys named by the config file come on top). */
 export const ENV_VARS = [
@@ -251,6 +251,16 @@ const boolFromEnv = z
   .enum(["true", "false", "1", "0", "yes", "no"], "true or false")
   .transform((v) => v === "true" || v === "1" || v === "yes");
 
+/** Whether `value` parses as a URL (a port that is not a number, a malformed host: the clients would throw later). */
+function parsesAsUrl(value: string): boolean {
+  try {
+    new URL(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const envSchema = z.object({
   PORT: intFromEnv(0, 65535).optional(),
   HOST: z.string().min(1).optional(),
@@ -262,12 +272,20 @@ const envSchema = z.object({
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
+    .refine(
+      parsesAsUrl,
+      "a postgres:// URL that parses: host, a numeric port, special characters percent-encoded",
+    )
     .optional(),
   DATABASE_CA: z.string().includes("BEGIN CERTIFICATE", { message: "a PEM certificate" }).optional(),
   DATABASE_WAIT_SECONDS: intFromEnv(0, 3600).optional(),
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, "a redis:// or rediss:// URL")
+    .refine(
+      (v) => splitRedisUrls(v).every(parsesAsUrl),
+      "redis:// or rediss:// URLs that parse: host, a numeric port, special characters percent-encoded",
+    )
     .optional(),
   REDIS_TLS_CA: z.string().includes("BEGIN CERTIFICATE", { message: "a PEM certificate" }).optional(),
   REDIS_CLUSTER: boolFromEnv.optional(),

@@ -4,6 +4,7 @@
  */
 import { errors as undiciErrors } from "undici";
 import { ProxyError, UpstreamError, UpstreamTimeoutError } from "../errors";
+import { redactSecrets } from "../lib/secrets";
 
 export class ProviderFailure extends Error {
   constructor(
@@ -23,6 +24,12 @@ export class ProviderFailure extends Error {
   }
 }
 
+/** An upstream's error type or code, when it is a short identifier with no credential in it. */
+function identifier(value: unknown): string | null {
+  if (typeof value !== "string" || !/^[A-Za-z0-9_.:-]{1,64}$/.test(value)) return null;
+  return redactSecrets(value) === value ? value : null;
+}
+
 function upstreamMessage(bodyText: string): {
   message: string | null;
   type: string | null;
@@ -32,10 +39,12 @@ function upstreamMessage(bodyText: string): {
     const parsed = JSON.parse(bodyText) as { error?: { message?: unknown; type?: unknown; code?: unknown } };
     const e = parsed.error;
     if (e && typeof e === "object") {
+      // Passed on to the client, the logs and the usage row: never a credential the provider echoed, and a type and
+      // code only when they look like one (a short identifier), not any string the upstream chose.
       return {
-        message: typeof e.message === "string" ? e.message.slice(0, 2000) : null,
-        type: typeof e.type === "string" ? e.type : null,
-        code: typeof e.code === "string" ? e.code : null,
+        message: typeof e.message === "string" ? redactSecrets(e.message.slice(0, 2000)) : null,
+        type: identifier(e.type),
+        code: identifier(e.code),
       };
     }
   } catch {

@@ -8,12 +8,16 @@ import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { UpstreamError, UpstreamTimeoutError } from "../errors";
 import { onCancel, type CancelSignal } from "../lib/cancel";
 import { ProviderFailure, httpFailure, networkFailure } from "./errors";
+import { registerSecret } from "../lib/secrets";
 
 export interface HttpProviderSettings {
   name: string;
   baseUrl: string;
   timeoutMs: number;
   connections: number;
+  /** The credentials sent (registered so that an upstream echoing them back is redacted; see lib/secrets.ts). */
+  apiKey?: string | null;
+  headers?: Record<string, string>;
 }
 
 export type ResponseBody = Dispatcher.ResponseData["body"];
@@ -89,6 +93,8 @@ export function receivedText(value: unknown): string | undefined {
 }
 
 export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
+  registerSecret(cfg.apiKey);
+  for (const value of Object.values(cfg.headers ?? {})) registerSecret(value);
   const base = new URL(cfg.baseUrl);
   const pool = new Pool(base.origin, {
     connections: cfg.connections,
@@ -135,7 +141,8 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
         if (typeof value === "object" && value !== null) rememberText(value, text);
         return value;
       } catch (error) {
-        throw badBody(cfg.name, error);
+        // Not the parser's message: it quotes the body ("Unexpected token … is not valid JSON"), which may hold anything.
+        throw badBody(cfg.name, new Error(`the body is not JSON (${(error as Error).name})`));
       }
     },
     async close() {

@@ -269,4 +269,25 @@ describe("provider configuration", () => {
       config('{ type: openai, base_url: "https://a/v1", api_key_env: OPENAI_API_KEY }'),
     ).not.toThrow();
   });
+
+  it("a DATABASE_URL or REDIS_URL that does not parse is a config error naming it, without the value", () => {
+    const cases: Array<[string, string]> = [
+      ["DATABASE_URL", "postgres://u:SECRETPASS@h:notaport/db"],
+      ["REDIS_URL", "redis://:SECRETPASS@127.0.0.1:notaport"],
+    ];
+    for (const [name, value] of cases) {
+      let error: unknown;
+      try {
+        loadConfig({
+          env: { PROXY_MASTER_KEY: "k".repeat(40), DATABASE_URL: "postgres://u@h/db", [name]: value },
+        });
+      } catch (e) {
+        error = e;
+      }
+      expect(error, name).toBeInstanceOf(Error);
+      expect((error as Error).message).toContain(`env ${name}`);
+      expect((error as Error).message).toContain("a numeric port");
+      expect((error as Error).message).not.toContain("SECRETPASS");
+    }
+  });
 });
