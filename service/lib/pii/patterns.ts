@@ -97,13 +97,13 @@ function isAsciiDomain(c: number): boolean {
   return isAsciiAlnum(c) || c === 46 || c === 45;
 }
 
+/** A-Z a-z 0-9 . _ % + - and letters, digits and marks of any script. */
 function isLocalChar(c: number): boolean {
-  // A-Z a-z 0-9 . _ % + - and letters, digits and marks of any script
-  return isAsciiAlnum(c) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45 || isWide(c);
+  return isAsciiLocal(c) || isWide(c);
 }
 
 function isDomainChar(c: number): boolean {
-  return isAsciiAlnum(c) || c === 46 || c === 45 || isWide(c);
+  return isAsciiDomain(c) || isWide(c);
 }
 
 /**
@@ -112,6 +112,14 @@ function isDomainChar(c: number): boolean {
  */
 function detectEmailsAt(text: string, sep: string, push: Push): void {
   let at = text.indexOf(sep);
+  /** Pushes text[s, e) when it is an address (with `sep` read as "@"); whether it was. */
+  const accept = (s: number, e: number, after: number): boolean => {
+    if (s >= at || e <= after || e - s > 320) return false;
+    const candidate = sep === "@" ? text.slice(s, e) : `${text.slice(s, at)}@${text.slice(after, e)}`;
+    if (!EMAIL_RE.test(candidate)) return false;
+    push("EMAIL_ADDRESS", s, e);
+    return true;
+  };
   while (at >= 0) {
     const after = at + sep.length;
     let s = at;
@@ -134,20 +142,15 @@ function detectEmailsAt(text: string, sep: string, push: Push): void {
       }
     }
     while (e > after && (text[e - 1] === "." || text[e - 1] === "-")) e--; // sentence-final dot
-    if (s < at && e > after) {
-      const candidate = sep === "@" ? text.slice(s, e) : `${text.slice(s, at)}@${text.slice(after, e)}`;
-      if (e - s <= 320 && EMAIL_RE.test(candidate)) push("EMAIL_ADDRESS", s, e);
-      else {
-        // Letters of any script around it made the candidate too long or invalid: the plain ASCII address in it.
-        let a = at;
-        while (a > s && isAsciiLocal(text.charCodeAt(a - 1))) a--;
-        while (a < at && !isAsciiAlnum(text.charCodeAt(a))) a++;
-        let b = after;
-        while (b < e && isAsciiDomain(text.charCodeAt(b))) b++;
-        while (b > after && (text[b - 1] === "." || text[b - 1] === "-")) b--;
-        const ascii = sep === "@" ? text.slice(a, b) : `${text.slice(a, at)}@${text.slice(after, b)}`;
-        if (a < at && b > after && b - a <= 320 && EMAIL_RE.test(ascii)) push("EMAIL_ADDRESS", a, b);
-      }
+    if (s < at && e > after && !accept(s, e, after)) {
+      // Letters of any script around it made the candidate too long or invalid: the plain ASCII address in it.
+      let a = at;
+      while (a > s && isAsciiLocal(text.charCodeAt(a - 1))) a--;
+      while (a < at && !isAsciiAlnum(text.charCodeAt(a))) a++;
+      let b = after;
+      while (b < e && isAsciiDomain(text.charCodeAt(b))) b++;
+      while (b > after && (text[b - 1] === "." || text[b - 1] === "-")) b--;
+      accept(a, b, after);
     }
     at = text.indexOf(sep, Math.max(e, after));
   }
