@@ -247,6 +247,21 @@ const fileSchema = z
 const intFromEnv = (min: number, max: number) =>
   z.string().regex(/^\d+$/, "a whole number").transform(Number).pipe(z.number().int().min(min).max(max));
 
+/**
+ * The whole-number environment variables a deployment sets and their accepted ranges (the stacks hold their config
+ * keys to these, so `pulumi up` never starts pods this refuses).
+ */
+export const ENV_RANGES = {
+  WORKERS: { min: 1, max: 256 },
+  CACHE_TTL_SECONDS: { min: 1, max: 30 * 86400 },
+  SHUTDOWN_GRACE_SECONDS: { min: 1, max: 3600 },
+  REPLICAS: { min: 1, max: 10_000 },
+  USAGE_RETENTION_DAYS: { min: 0, max: 36_500 },
+  TRUSTED_PROXY_HOPS: { min: 0, max: 10 },
+} as const;
+
+const rangedEnv = (name: keyof typeof ENV_RANGES) => intFromEnv(ENV_RANGES[name].min, ENV_RANGES[name].max);
+
 const boolFromEnv = z
   .enum(["true", "false", "1", "0", "yes", "no"], "true or false")
   .transform((v) => v === "true" || v === "1" || v === "yes");
@@ -264,7 +279,7 @@ function parsesAsUrl(value: string): boolean {
 const envSchema = z.object({
   PORT: intFromEnv(0, 65535).optional(),
   HOST: z.string().min(1).optional(),
-  WORKERS: intFromEnv(1, 256).optional(),
+  WORKERS: rangedEnv("WORKERS").optional(),
   PROXY_MASTER_KEY: z
     .string()
     .min(32, "at least 32 characters (generate one: openssl rand -hex 32)")
@@ -294,14 +309,14 @@ const envSchema = z.object({
   DATA_DIR: z.string().min(1).optional(),
   CONFIG_FILE: z.string().min(1).optional(),
   CACHE_ENABLED: boolFromEnv.optional(),
-  CACHE_TTL_SECONDS: intFromEnv(1, 30 * 86400).optional(),
+  CACHE_TTL_SECONDS: rangedEnv("CACHE_TTL_SECONDS").optional(),
   RATE_LIMIT_FAILURE_MODE: z.enum(["fail-open", "fail-closed"]).optional(),
-  REPLICAS: intFromEnv(1, 10_000).optional(),
-  SHUTDOWN_GRACE_SECONDS: intFromEnv(1, 3600).optional(),
-  TRUSTED_PROXY_HOPS: intFromEnv(0, 10).optional(),
+  REPLICAS: rangedEnv("REPLICAS").optional(),
+  SHUTDOWN_GRACE_SECONDS: rangedEnv("SHUTDOWN_GRACE_SECONDS").optional(),
+  TRUSTED_PROXY_HOPS: rangedEnv("TRUSTED_PROXY_HOPS").optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).optional(),
   LOG_FLUSH_MS: intFromEnv(0, 60_000).optional(),
-  USAGE_RETENTION_DAYS: intFromEnv(0, 36_500).optional(),
+  USAGE_RETENTION_DAYS: rangedEnv("USAGE_RETENTION_DAYS").optional(),
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: httpUrl().optional(),
 });

@@ -4,7 +4,7 @@
  * because the Pulumi SDK does not read Pulumi.yaml defaults itself — the CLI merges them, tests do not.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { ConfigError, loadConfig } from "../service/config";
+import { ConfigError, ENV_RANGES, loadConfig } from "../service/config";
 import { MAX_NAMESPACE_LENGTH, parseProxyConfig, proxyConfigYaml, proxyPlainEnv } from "./app/decisions";
 import { isIpv4Cidr } from "./cidr";
 import {
@@ -390,18 +390,22 @@ export const AZURE_ZONES = ["1", "2", "3"] as const;
 export const HPA_MAX_STABILIZATION_SECONDS = 3600;
 
 /**
- * The ranges service/config.ts accepts for the environment variables the stack sets, and the keys each comes from.
- * The service refuses to start outside them (the pods crash-loop after a successful `pulumi up`), so the stack
- * refuses first. test/stacks/contract.test.ts probes loadConfig at both ends of every range, so these cannot drift.
+ * The ranges service/config.ts accepts (its ENV_RANGES) for the environment variables the stack sets, with the keys
+ * each comes from. The service refuses to start outside them (the pods crash-loop after a successful `pulumi up`),
+ * so the stack refuses first; test/stacks/contract.test.ts probes loadConfig at both ends of every range.
  */
-export const SERVICE_ENV_RANGES = {
-  WORKERS: { keys: ["workers"], min: 1, max: 256 },
-  CACHE_TTL_SECONDS: { keys: ["cacheTtlSeconds"], min: 1, max: 2_592_000 },
-  SHUTDOWN_GRACE_SECONDS: { keys: ["requestTimeoutSeconds"], min: 1, max: 3600 },
-  REPLICAS: { keys: ["replicas", "maxReplicas"], min: 1, max: 10_000 },
-  USAGE_RETENTION_DAYS: { keys: ["usageRetentionDays"], min: 0, max: 36_500 },
-  TRUSTED_PROXY_HOPS: { keys: ["trustedProxyHops"], min: 0, max: 10 },
-} as const satisfies Record<string, { keys: readonly ConfigKey[]; min: number; max: number }>;
+const ENV_KEYS = {
+  WORKERS: ["workers"],
+  CACHE_TTL_SECONDS: ["cacheTtlSeconds"],
+  SHUTDOWN_GRACE_SECONDS: ["requestTimeoutSeconds"],
+  REPLICAS: ["replicas", "maxReplicas"],
+  USAGE_RETENTION_DAYS: ["usageRetentionDays"],
+  TRUSTED_PROXY_HOPS: ["trustedProxyHops"],
+} as const satisfies Record<keyof typeof ENV_RANGES, readonly ConfigKey[]>;
+
+export const SERVICE_ENV_RANGES = Object.fromEntries(
+  Object.entries(ENV_KEYS).map(([env, keys]) => [env, { keys, ...ENV_RANGES[env as keyof typeof ENV_KEYS] }]),
+) as { [E in keyof typeof ENV_KEYS]: { keys: (typeof ENV_KEYS)[E]; min: number; max: number } };
 
 /** The config key behind each plain environment variable the stack sets from config. */
 const ENV_CONFIG_KEY: Partial<Record<string, ConfigKey>> = {
