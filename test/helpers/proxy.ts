@@ -17,6 +17,7 @@ import { registry } from "../../service/metrics";
 import { generateApiKey } from "../../service/lib/keys";
 import type { UsageWriter } from "../../service/adapters/usage-writer";
 import { createTestDatabase, type TestDatabase } from "./postgres";
+import { startFakeUpstream, type FakeUpstream } from "./fake-upstream";
 
 export const TEST_MASTER_KEY = "test-master-key-0123456789abcdef0123456789";
 
@@ -146,4 +147,26 @@ export function upstreamConfig(
   lines.push("models:");
   for (const m of models) lines.push(`  - ${JSON.stringify(m)}`);
   return `${lines.join("\n")}\n${extra}`;
+}
+
+/**
+ * A proxy in front of a fresh fake OpenAI-compatible upstream, with one API key (scopes `*`): `configYaml` gets the
+ * upstream's base URL and returns the config file (usually through upstreamConfig).
+ */
+export async function startUpstreamProxy(
+  configYaml: (upstreamBaseUrl: string) => string,
+  env: Record<string, string> = {},
+): Promise<{ upstream: FakeUpstream; proxy: TestProxy; key: string; close(): Promise<void> }> {
+  const upstream = await startFakeUpstream();
+  const proxy = await startProxy({ configYaml: configYaml(upstream.baseUrl), env });
+  const { key } = await proxy.createKey();
+  return {
+    upstream,
+    proxy,
+    key,
+    async close() {
+      await proxy.close();
+      await upstream.close();
+    },
+  };
 }

@@ -17,22 +17,14 @@ import {
   parseStackConfig,
   type RawConfig,
 } from "../../stacks/config";
-import { K8S, all, at, isSecretInput, one, run } from "./helpers";
+import { K8S, all, at, configProblems, isSecretInput, one, run } from "./helpers";
 
 const AWS: RawConfig = { cloud: "aws", apiAllowedCidrs: '["203.0.113.0/24"]' };
 const aws = { region: "eu-west-1" };
 const AZURE: RawConfig = { cloud: "azure", apiAllowedCidrs: '["203.0.113.0/24"]' };
 const azure = { region: "westeurope" };
 
-function problems(raw: RawConfig, provider: { region?: string; gcpProject?: string } = aws): string[] {
-  try {
-    parseStackConfig(raw, provider);
-  } catch (error) {
-    expect(error).toBeInstanceOf(StackConfigError);
-    return (error as StackConfigError).problems;
-  }
-  throw new Error("expected the config to be rejected");
-}
+const problems = (raw: RawConfig, provider = aws) => configProblems(raw, provider);
 
 describe("values that become the proxy's environment stay in the service's ranges", () => {
   it.each([

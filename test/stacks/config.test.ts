@@ -26,7 +26,6 @@ import { roleDefinitionId } from "../../stacks/azure/roles";
 import {
   AZURE_POSTGRES_STORAGE_GB,
   CONFIG_KEYS,
-  StackConfigError,
   azurePostgresTier,
   parseConfigValues,
   parseStackConfig,
@@ -34,6 +33,7 @@ import {
   type RawConfig,
 } from "../../stacks/config";
 import { filestoreLocation } from "../../stacks/gcp/filesystem";
+import { configProblems } from "./helpers";
 import { gcpSubnetPlan } from "../../stacks/gcp/network";
 
 const root = path.resolve(__dirname, "../..");
@@ -44,19 +44,8 @@ const CIDRS: RawConfig = { apiAllowedCidrs: '["203.0.113.0/24"]' };
 const AWS: RawConfig = { cloud: "aws", ...CIDRS };
 const awsProvider = { region: "eu-west-1" };
 
-/** The problems parseStackConfig reports for `raw` (fails the test if it does not throw). */
-function problems(
-  raw: RawConfig,
-  provider: { region?: string; gcpProject?: string } = awsProvider,
-): string[] {
-  try {
-    parseStackConfig(raw, provider);
-  } catch (error) {
-    expect(error).toBeInstanceOf(StackConfigError);
-    return (error as StackConfigError).problems;
-  }
-  throw new Error("expected the config to be rejected");
-}
+const problems = (raw: RawConfig, provider: { region?: string; gcpProject?: string } = awsProvider) =>
+  configProblems(raw, provider);
 
 describe("Pulumi.yaml", () => {
   it("is the llm-proxy nodejs/TypeScript project with main stacks/", () => {

@@ -20,6 +20,7 @@ import {
   ServiceAccount,
 } from "kubernetes-models/v1";
 import type { OfflineRunOptions, OfflineRunResult, RecordedResource } from "../../scripts/offline-run";
+import { StackConfigError, parseStackConfig, type RawConfig } from "../../stacks/config";
 
 /** Run the program with fresh modules (and so fresh Pulumi globals and mocks). */
 export async function run(options: OfflineRunOptions): Promise<OfflineRunResult> {
@@ -315,4 +316,18 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
   expect(at(pdb.inputs, "spec.minAvailable")).toBeLessThan(hpaSpec.minReplicas);
   expect(spec.replicas).toBe(hpaSpec.minReplicas);
   expect(dep.options.ignoreChanges).toEqual(["spec.replicas"]);
+}
+
+/** The problems parseStackConfig reports for `raw` (fails the test if it does not throw). */
+export function configProblems(
+  raw: RawConfig,
+  provider: { region?: string; gcpProject?: string } = { region: "eu-west-1" },
+): string[] {
+  try {
+    parseStackConfig(raw, provider);
+  } catch (error) {
+    expect(error).toBeInstanceOf(StackConfigError);
+    return (error as StackConfigError).problems;
+  }
+  throw new Error("expected the config to be rejected");
 }

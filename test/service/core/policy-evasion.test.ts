@@ -3,8 +3,8 @@ import { compileBlockedPattern, ConfigError, loadConfig } from "../../../service
 import { countChatTokens, countText } from "../../../service/lib/tokens";
 import { blocks, chatTexts, compilePolicy } from "../../../service/stages/content-policy";
 import type { ChatCompletionRequest } from "../../../service/types";
-import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
-import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
+import type { FakeUpstream } from "../../helpers/fake-upstream";
+import { startUpstreamProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
 
 /** ~500 tokens of text in every encoding (" word" is one token). */
 const BIG = " word".repeat(500);
@@ -334,24 +334,22 @@ describe("token limits and content policy through /v1/chat/completions", () => {
   let upstream: FakeUpstream;
   let proxy: TestProxy;
   let key: string;
+  let close: () => Promise<void>;
 
   beforeAll(async () => {
-    upstream = await startFakeUpstream();
-    proxy = await startProxy({
-      configYaml: upstreamConfig(
-        { fake: upstream.baseUrl },
+    ({ upstream, proxy, key, close } = await startUpstreamProxy((baseUrl) =>
+      upstreamConfig(
+        { fake: baseUrl },
         [
           { name: "big", provider: "fake" },
           { name: "small", provider: "fake", max_input_tokens: 30 },
         ],
         "content_policy:\n  blocked_patterns: ['Project Falcon', '/\\bignore (all )?previous instructions\\b/i']\n",
       ),
-    });
-    key = (await proxy.createKey()).key;
+    ));
   });
   afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
+    await close?.();
   });
 
   const post = (body: object) =>

@@ -10,8 +10,8 @@ import {
 } from "../../../service/lib/tokens";
 import { CORPUS_PATH, HOLDOUT_PATH, loadCorpus } from "../lib/pii/corpus";
 import { blocks, chatTexts, compilePolicy } from "../../../service/stages/content-policy";
-import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
-import { startProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
+import type { FakeUpstream } from "../../helpers/fake-upstream";
+import { startUpstreamProxy, upstreamConfig, type TestProxy } from "../../helpers/proxy";
 
 describe("token counting", () => {
   it("picks o200k for gpt-4o and newer, cl100k for older models, o200k as the approximation elsewhere", () => {
@@ -341,24 +341,22 @@ describe("content policy and token limits through the proxy", () => {
   let upstream: FakeUpstream;
   let proxy: TestProxy;
   let key: string;
+  let close: () => Promise<void>;
 
   beforeAll(async () => {
-    upstream = await startFakeUpstream();
-    proxy = await startProxy({
-      configYaml: upstreamConfig(
-        { fake: upstream.baseUrl },
+    ({ upstream, proxy, key, close } = await startUpstreamProxy((baseUrl) =>
+      upstreamConfig(
+        { fake: baseUrl },
         [
           { name: "big", provider: "fake" },
           { name: "small", provider: "fake", max_input_tokens: 20 },
         ],
         "content_policy:\n  blocked_patterns: ['Project Falcon', '/\\bignore (all )?previous instructions\\b/i']\n  max_input_tokens: 200\n",
       ),
-    });
-    key = (await proxy.createKey()).key;
+    ));
   });
   afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
+    await close?.();
   });
 
   const chat = (model: string, content: string) =>

@@ -4,8 +4,8 @@
  * the client gets, nor in the usage row or the logs.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
-import { startProxy, type TestProxy } from "../../helpers/proxy";
+import type { FakeUpstream } from "../../helpers/fake-upstream";
+import { startUpstreamProxy, type TestProxy } from "../../helpers/proxy";
 
 const PROVIDER_KEY = "pk-live-0123456789abcdefABCDEF";
 
@@ -13,23 +13,22 @@ describe("upstream errors passed through: no provider credential", () => {
   let upstream: FakeUpstream;
   let proxy: TestProxy;
   let key: string;
+  let close: () => Promise<void>;
 
   beforeAll(async () => {
-    upstream = await startFakeUpstream();
-    proxy = await startProxy({
-      env: { TEST_PROVIDER_KEY: PROVIDER_KEY },
-      configYaml: [
-        "providers:",
-        `  up: { type: openai, base_url: "${upstream.baseUrl}", api_key_env: TEST_PROVIDER_KEY, max_retries: 0 }`,
-        "models:",
-        "  - { name: m, provider: up }",
-      ].join("\n"),
-    });
-    key = (await proxy.createKey()).key;
+    ({ upstream, proxy, key, close } = await startUpstreamProxy(
+      (baseUrl) =>
+        [
+          "providers:",
+          `  up: { type: openai, base_url: "${baseUrl}", api_key_env: TEST_PROVIDER_KEY, max_retries: 0 }`,
+          "models:",
+          "  - { name: m, provider: up }",
+        ].join("\n"),
+      { TEST_PROVIDER_KEY: PROVIDER_KEY },
+    ));
   });
   afterAll(async () => {
-    await proxy?.close();
-    await upstream?.close();
+    await close?.();
   });
 
   const ask = async () => {
