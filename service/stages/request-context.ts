@@ -19,6 +19,14 @@ const USAGE_ROUTES = new Set(["chat", "messages", "responses", "embeddings"]);
 
 let inflight = 0;
 /** Requests (including open streams) not yet finished; main.ts waits for 0 when draining. */
+/**
+ * The request's prompt tokens before the provider reports them: the tokenizer's count when a limit needed one, else
+ * its body at 4 bytes a token (a cut stream, an answer without usage, a Messages stream's first event).
+ */
+export function promptTokensEstimate(ctx: { state: ProxyState; request: { length?: number } }): number {
+  return ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4);
+}
+
 export function inflightCount(): number {
   return inflight;
 }
@@ -168,7 +176,7 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
         // A stream cut before the provider's usage chunk (the client left, or the upstream failed mid-way): the
         // provider bills what it generated, so the row gets an estimate instead of nothing — the prompt as counted
         // (or its body at 4 bytes a token), the answer at 4 characters a token.
-        usage.promptTokens ||= ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4);
+        usage.promptTokens ||= promptTokensEstimate(ctx);
         usage.completionTokens ||= Math.ceil(streamed.chars / 4);
       }
       if (usage.requestedModel !== null && usage.requestedModel.length > MAX_MODEL_CHARS)

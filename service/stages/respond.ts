@@ -15,6 +15,7 @@ import { chatToResponse, createResponseEventStream } from "../lib/openai-respons
 import type { ChatCompletion, ChatCompletionChunk } from "../types";
 import type { UsageRow } from "../ports";
 import type { Logger } from "pino";
+import { promptTokensEstimate } from "./request-context";
 
 /** One wire format's framing of a chat result stream. */
 interface StreamWire {
@@ -43,10 +44,7 @@ function wireFor(ctx: ParameterizedContext<ProxyState>, includeUsage: boolean): 
     // message_start comes before the provider's usage: the tokenizer's count when a limit needed one, else the
     // estimate an answer without usage is charged (a quarter of the body's characters), never a 0 that a client
     // tracking its context window would read as an empty prompt. message_delta carries the provider's count.
-    const events = createMessageStream(
-      model,
-      ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4),
-    );
+    const events = createMessageStream(model, promptTokensEstimate(ctx));
     return { push: events.push, end: events.end, error: messagesErrorEvent };
   }
   if (ctx.state.route === "responses")

@@ -24,6 +24,7 @@ import {
   type EmbeddingResponse,
   type Usage,
 } from "../types";
+import { promptTokensEstimate } from "./request-context";
 
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 2_000;
@@ -196,7 +197,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
         // A server that reports no usage (older vLLM, Ollama, some gateways): the prompt as counted (or its body at
         // 4 bytes a token) and the answer at 4 characters a token, as for a cut stream — not a free answer for the
         // row, the spend and the token budgets.
-        usage.promptTokens = ctx.state.promptTokens ?? Math.ceil((ctx.request.length || 0) / 4);
+        usage.promptTokens = promptTokensEstimate(ctx);
         usage.completionTokens = Math.ceil(answerChars(body) / 4);
       }
       recordPromptCache(usage, body.usage);
