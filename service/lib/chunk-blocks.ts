@@ -4,10 +4,15 @@
  * closes; each wire format only says what to write at those moments (lib/anthropic-messages.ts,
  * lib/openai-responses.ts).
  *
- * Blocks are numbered in the order they open. Text opens a block; a new tool call opens a block (closing an open
- * text block). Tool-call blocks stay open until the stream ends, because providers may interleave the argument
- * deltas of parallel calls, even after text; deltas go to their call's own block. A call is new when its `index` is
- * new, or when it brings an `id` other than the one its index had (some providers send every call as index 0).
+ * Blocks are numbered in the order they open, and written one after the other: each block's start, deltas and stop
+ * come before the next block starts (the Anthropic SDK's stream helpers report a block's events against the last
+ * block started, so overlapping blocks are reported as the wrong one). Text opens a block; a new tool call opens a
+ * block, closing an open text block. While a tool-call block is being written, the blocks opened after it are held
+ * back (with their deltas) and written, each whole, when the stream ends: providers may interleave the argument deltas
+ * of parallel calls, even after text, and a tool block can only close once no delta of its call can follow. With
+ * OpenAI (calls streamed one after the other) the first call's arguments stream live and the later calls arrive
+ * together at the end, which is when the answer is complete in any case. A call is new when its `index` is new, or
+ * when it brings an `id` other than the one its index had (some providers send every call as index 0).
  */
 import type { ChatCompletionChunk, Usage } from "../types";
 
@@ -80,13 +85,26 @@ export interface ChunkWalker {
   end(): string[];
 }
 
+/** A block opened while a tool block was being written: written whole when the stream ends. */
+interface HeldBlock {
+  index: number;
+  call: { id: string; name: string } | null;
+  deltas: string[];
+}
+
 export function walkChunks(writer: BlockWriter): ChunkWalker {
   let started = false;
   let next = 0;
+  /** The block being written (its events go out as they come), or -1; and whether it is a tool call's. */
+  let live = -1;
+  let liveIsTool = false;
+  /** The text block that text goes to (live or held), or -1. */
   let text = -1;
+  /** Blocks held back behind the live tool block, in the order they opened. */
+  const held: HeldBlock[] = [];
+  const heldByIndex = new Map<number, HeldBlock>();
   /** Chat tool-call index → its block and the call id it had. */
   const tools = new Map<number, { block: number; id: string | undefined }>();
-  const open = new Set<number>();
   let reason: string | null = null;
   let stopSequence: string | null = null;
   let usage: ChunkUsage | null = null;
@@ -96,18 +114,33 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
     started = true;
     writer.start(out, id);
   };
-  const close = (out: string[], index: number) => {
-    writer.close(out, index);
-    open.delete(index);
-    if (index === text) text = -1;
+  const closeLive = (out: string[]) => {
+    if (live < 0) return;
+    writer.close(out, live);
+    live = -1;
   };
-  const closeAll = (out: string[]) => {
-    for (const index of [...open].sort((a, b) => a - b)) close(out, index);
-  };
-  const openBlock = (): number => {
+  /** A new block: live when nothing is being written or only text is (which it ends), else held. */
+  const openBlock = (out: string[], call: { id: string; name: string } | null): number => {
     const index = next++;
-    open.add(index);
+    if (live >= 0 && liveIsTool) {
+      const block = { index, call, deltas: [] };
+      held.push(block);
+      heldByIndex.set(index, block);
+      return index;
+    }
+    closeLive(out);
+    live = index;
+    liveIsTool = call !== null;
+    if (call) writer.openTool(out, index, call);
+    else writer.openText(out, index);
     return index;
+  };
+  const write = (out: string[], index: number, delta: string) => {
+    const block = heldByIndex.get(index);
+    if (block) block.deltas.push(delta);
+    else if (index !== live) return;
+    else if (liveIsTool) writer.toolArguments(out, index, delta);
+    else writer.text(out, index, delta);
   };
 
   return {
@@ -123,11 +156,8 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
         (typeof delta.content === "string" ? delta.content : "") +
         (typeof delta.refusal === "string" ? delta.refusal : "");
       if (piece !== "") {
-        if (text < 0) {
-          text = openBlock();
-          writer.openText(out, text);
-        }
-        writer.text(out, text, piece);
+        if (text < 0) text = openBlock(out, null);
+        write(out, text, piece);
       }
       for (const call of delta.tool_calls ?? []) {
         const key = call.index ?? 0;
@@ -136,13 +166,14 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
           known === undefined ||
           (call.id !== undefined && known.id !== undefined && call.id !== known.id)
         ) {
-          if (text >= 0) close(out, text);
-          known = { block: openBlock(), id: call.id };
+          // Text after this call is a new block.
+          text = -1;
+          const block = openBlock(out, { id: call.id ?? "", name: call.function?.name ?? "" });
+          known = { block, id: call.id };
           tools.set(key, known);
-          writer.openTool(out, known.block, { id: call.id ?? "", name: call.function?.name ?? "" });
         }
         const args = call.function?.arguments;
-        if (args) writer.toolArguments(out, known.block, args);
+        if (args) write(out, known.block, args);
       }
       if (choice.finish_reason) reason = choice.finish_reason;
       if (typeof choice.stop_sequence === "string") stopSequence = choice.stop_sequence;
@@ -151,7 +182,19 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
     end() {
       const out: string[] = [];
       start(out, null);
-      closeAll(out);
+      closeLive(out);
+      for (const block of held) {
+        if (block.call) writer.openTool(out, block.index, block.call);
+        else writer.openText(out, block.index);
+        if (block.deltas.length > 0) {
+          const all = block.deltas.join("");
+          if (block.call) writer.toolArguments(out, block.index, all);
+          else writer.text(out, block.index, all);
+        }
+        writer.close(out, block.index);
+      }
+      held.length = 0;
+      heldByIndex.clear();
       writer.finish(out, reason, usage, stopSequence);
       return out;
     },

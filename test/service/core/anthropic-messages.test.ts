@@ -60,6 +60,84 @@ describe("chat chunks → Messages events, as the Anthropic SDK assembles them",
     expect(message.usage).toMatchObject({ input_tokens: 30, output_tokens: 9 });
   });
 
+  it("blocks never overlap: each ends before the next starts, so the SDK's per-block events name the right block", async () => {
+    // Text, two calls streamed one after the other (as OpenAI does), then text again; and a call whose deltas
+    // interleave with a later one's (as some providers do).
+    const cases: ChatCompletionChunk[][] = [
+      [
+        ch({ content: "Checking." }),
+        ch({ tool_calls: [call(0, { name: "f", arguments: "" }, "A")] }),
+        ch({ tool_calls: [call(0, { arguments: '{"x":1}' })] }),
+        ch({ tool_calls: [call(1, { name: "g", arguments: "" }, "B")] }),
+        ch({ tool_calls: [call(1, { arguments: '{"y":2}' })] }),
+        ch({ content: "Done." }),
+        ch({}, "tool_calls"),
+      ],
+      [
+        ch({ tool_calls: [call(0, { name: "f", arguments: '{"x":' }, "A")] }),
+        ch({ tool_calls: [call(1, { name: "g", arguments: '{"y":' }, "B")] }),
+        ch({ tool_calls: [call(0, { arguments: "1}" })] }),
+        ch({ content: "Done." }),
+        ch({ tool_calls: [call(1, { arguments: "2}" })] }),
+        ch({}, "tool_calls"),
+      ],
+    ];
+    for (const chunks of cases) {
+      const { events } = await assemble(chunks);
+      const open: number[] = [];
+      let last = -1;
+      for (const e of events) {
+        if (e.type === "content_block_start") {
+          expect(open).toEqual([]);
+          expect(e.index).toBe(last + 1);
+          open.push(e.index);
+          last = e.index;
+        } else if (e.type === "content_block_delta") expect(open).toEqual([e.index]);
+        else if (e.type === "content_block_stop") expect(open.pop()).toBe(e.index);
+      }
+      expect(open).toEqual([]);
+      // The SDK's own helper: its contentBlock event must report each block once, in order.
+      const sse = [
+        ...(() => {
+          const stream = createMessageStream("claude-x");
+          return [...chunks.flatMap((c) => stream.push(c)), ...stream.end()];
+        })(),
+      ].join("");
+      const lines: string[] = [];
+      for await (const e of Stream.fromSSEResponse(new Response(sse), new AbortController()))
+        lines.push(JSON.stringify(e));
+      const reported: unknown[] = [];
+      const body = new ReadableStream({
+        start(c) {
+          c.enqueue(new TextEncoder().encode(lines.join("\n") + "\n"));
+          c.close();
+        },
+      });
+      const sdk = MessageStream.fromReadableStream(body).on("contentBlock", (b) =>
+        reported.push(b.type === "tool_use" ? [b.id, b.input] : b.type === "text" ? b.text : b.type),
+      );
+      const message = await sdk.finalMessage();
+      expect(reported).toEqual(
+        message.content.map((b) =>
+          b.type === "tool_use" ? [b.id, b.input] : b.type === "text" ? b.text : b.type,
+        ),
+      );
+    }
+    const first = await assemble(cases[0]);
+    expect(first.message.content).toEqual([
+      { type: "text", text: "Checking." },
+      { type: "tool_use", id: "A", name: "f", input: { x: 1 } },
+      { type: "tool_use", id: "B", name: "g", input: { y: 2 } },
+      { type: "text", text: "Done." },
+    ]);
+    const second = await assemble(cases[1]);
+    expect(second.message.content).toEqual([
+      { type: "tool_use", id: "A", name: "f", input: { x: 1 } },
+      { type: "tool_use", id: "B", name: "g", input: { y: 2 } },
+      { type: "text", text: "Done." },
+    ]);
+  });
+
   it("text, then a tool call, then more text: three blocks in order", async () => {
     const { message } = await assemble([
       ch({ content: "Let me check." }),
