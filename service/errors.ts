@@ -100,8 +100,12 @@ export class BudgetExceededError extends ProxyError {
 
 /** 502: the upstream failed or answered with an error. */
 export class UpstreamError extends ProxyError {
-  constructor(message: string, code = "upstream_error", opts: { cause?: unknown; status?: number } = {}) {
-    super(opts.status ?? 502, "upstream_error", code, message, { cause: opts.cause });
+  constructor(
+    message: string,
+    code = "upstream_error",
+    opts: { cause?: unknown; status?: number; headers?: Record<string, string> } = {},
+  ) {
+    super(opts.status ?? 502, "upstream_error", code, message, { cause: opts.cause, headers: opts.headers });
   }
 }
 

@@ -105,6 +105,19 @@ export function httpFailure(
       retryAfterMs,
     );
   }
+  if (status === 529 || (status >= 500 && up.type === "overloaded_error")) {
+    // Anthropic's overload: kept as 529, which /v1/messages reports as `overloaded_error` (Anthropic clients retry
+    // it) — the same as an overload event at the start of a stream.
+    return new ProviderFailure(
+      `${provider}: ${status}`,
+      true,
+      new UpstreamError("The upstream provider is overloaded.", "upstream_overloaded", {
+        status: 529,
+        headers: retryAfterMs !== null ? { "retry-after": String(Math.ceil(retryAfterMs / 1000)) } : {},
+      }),
+      retryAfterMs,
+    );
+  }
   if (status >= 500) {
     return new ProviderFailure(
       `${provider}: ${status}`,

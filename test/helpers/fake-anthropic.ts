@@ -19,7 +19,7 @@ export interface AnthropicRecorded {
 
 export type AnthropicBehaviour =
   | { kind: "ok" }
-  | { kind: "status"; status: number; body: unknown }
+  | { kind: "status"; status: number; body: unknown; headers?: Record<string, string> }
   | { kind: "stream-error-after"; events: number };
 
 export interface FakeAnthropic {
@@ -50,7 +50,7 @@ export async function startFakeAnthropic(): Promise<FakeAnthropic> {
       const body = JSON.parse(Buffer.concat(parts).toString("utf8"));
       requests.push({ headers: req.headers, body });
       if (behaviour.kind === "status") {
-        res.writeHead(behaviour.status, { "content-type": "application/json" });
+        res.writeHead(behaviour.status, { "content-type": "application/json", ...behaviour.headers });
         res.end(JSON.stringify(behaviour.body));
         return;
       }

@@ -448,6 +448,36 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
     }
   });
 
+  it("an Anthropic 529 before any answer (JSON or stream) reaches the client as a 529 overloaded_error, with Retry-After", async () => {
+    claude.behave({
+      kind: "status",
+      status: 529,
+      body: { type: "error", error: { type: "overloaded_error", message: "Overloaded" } },
+      headers: { "retry-after": "7" },
+    });
+    try {
+      for (const stream of [false, true]) {
+        const error = await client.messages
+          .create({
+            model: "claude-sonnet-5-5",
+            max_tokens: 64,
+            stream,
+            messages: [{ role: "user", content: "busy?" }],
+          })
+          .then(
+            () => null,
+            (e: unknown) => e as Anthropic.APIError,
+          );
+        expect(error).toBeInstanceOf(Anthropic.APIError);
+        expect(error!.status).toBe(529);
+        expect(error!.error).toMatchObject({ type: "error", error: { type: "overloaded_error" } });
+        expect(error!.headers?.get("retry-after")).toBe("7");
+      }
+    } finally {
+      claude.behave({ kind: "ok" });
+    }
+  });
+
   it("a matched stop sequence comes back as stop_reason stop_sequence with the sequence (JSON and stream)", async () => {
     const params = {
       model: "claude-sonnet-5-5",
