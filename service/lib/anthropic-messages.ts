@@ -16,6 +16,7 @@ import { randomUUID } from "node:crypto";
 import { InvalidRequestError, type ProxyError } from "../errors";
 import { checkOptionalBoolean, invalid, isObject, optionalObject, optionalString } from "./input-check";
 import { chatUsage, walkChunks, type ChunkWalker } from "./chunk-blocks";
+import { UNMAPPED_STOP_REASONS } from "../providers/anthropic-translate";
 import { promptParts } from "./pricing";
 import {
   TOOL_ERROR,
@@ -202,6 +203,27 @@ function toolChoice(choice: unknown): Record<string, unknown> {
   return out;
 }
 
+/**
+ * Whether a JSON schema meets OpenAI's strict structured-output rules: every object lists all its properties as
+ * required and sets `additionalProperties: false`. Anthropic accepts schemas that do not (optional properties), and
+ * OpenAI refuses those with `strict: true`; without strict it still follows the schema, only not guaranteed.
+ */
+function meetsStrictRules(schema: unknown, depth = 0): boolean {
+  if (depth > 64) return false;
+  if (Array.isArray(schema)) return schema.every((s) => meetsStrictRules(s, depth + 1));
+  if (typeof schema !== "object" || schema === null) return true;
+  const node = schema as Record<string, unknown>;
+  const isObject = node.type === "object" || (Array.isArray(node.type) && node.type.includes("object"));
+  if (isObject || (typeof node.properties === "object" && node.properties !== null)) {
+    if (node.additionalProperties !== false) return false;
+    const required = Array.isArray(node.required) ? node.required : [];
+    const properties = (node.properties ?? {}) as Record<string, unknown>;
+    if (typeof properties !== "object" || !Object.keys(properties).every((k) => required.includes(k)))
+      return false;
+  }
+  return Object.values(node).every((v) => typeof v !== "object" || meetsStrictRules(v, depth + 1));
+}
+
 export function messagesToChat(body: MessagesRequest): ChatCompletionRequest {
   const messages: ChatMessage[] = [];
   const system = blocksText(body.system, "system");
@@ -232,15 +254,13 @@ export function messagesToChat(body: MessagesRequest): ChatCompletionRequest {
     optionalObject(body.output_config, "output_config")?.format,
     "output_config.format",
   );
-  if (format?.type === "json_schema")
+  if (format?.type === "json_schema") {
+    const schema = optionalObject(format.schema, "output_config.format.schema");
     chat.response_format = {
       type: "json_schema",
-      json_schema: {
-        name: "output",
-        strict: true,
-        schema: optionalObject(format.schema, "output_config.format.schema"),
-      },
+      json_schema: { name: "output", strict: meetsStrictRules(schema), schema },
     };
+  }
   if (Array.isArray(body.tools) && body.tools.length) {
     chat.tools = (body.tools as Block[]).map((t, i) => {
       const param = `tools[${i}]`;
@@ -274,11 +294,22 @@ const STOP: Record<string, string> = {
 };
 const stopReason = (finish: string | null | undefined) => STOP[finish ?? "stop"] ?? "end_turn";
 
-/** stop_reason and stop_sequence: "stop_sequence" with the sequence when the provider said which one matched. */
-function stopOf(finish: string | null | undefined, sequence: unknown) {
-  return typeof sequence === "string" && (finish ?? "stop") === "stop"
-    ? { stop_reason: "stop_sequence", stop_sequence: sequence }
-    : { stop_reason: stopReason(finish), stop_sequence: null };
+/**
+ * stop_reason and stop_sequence: "stop_sequence" with the sequence when the provider said which one matched; an
+ * Anthropic stop reason a chat finish reason cannot carry (see UNMAPPED_STOP_REASONS) as it was; "refusal" when the
+ * answer is a refusal (OpenAI sends one with finish_reason "stop").
+ */
+function stopOf(
+  finish: string | null | undefined,
+  sequence: unknown,
+  from: { providerStop?: unknown; refused?: boolean } = {},
+) {
+  if (typeof from.providerStop === "string" && UNMAPPED_STOP_REASONS.has(from.providerStop))
+    return { stop_reason: from.providerStop, stop_sequence: null };
+  if (typeof sequence === "string" && (finish ?? "stop") === "stop")
+    return { stop_reason: "stop_sequence", stop_sequence: sequence };
+  if (from.refused && (finish ?? "stop") === "stop") return { stop_reason: "refusal", stop_sequence: null };
+  return { stop_reason: stopReason(finish), stop_sequence: null };
 }
 
 function toolInput(args: string | undefined): unknown {
@@ -310,7 +341,10 @@ export function chatToMessage(completion: ChatCompletion, model: string): Record
     role: "assistant",
     model,
     content,
-    ...stopOf(choice?.finish_reason, choice?.stop_sequence),
+    ...stopOf(choice?.finish_reason, choice?.stop_sequence, {
+      providerStop: choice?.anthropic_stop_reason,
+      refused: typeof message?.refusal === "string" && message.refusal !== "",
+    }),
     usage: messagesUsage(chatUsage(completion.usage)),
   };
 }
@@ -388,10 +422,10 @@ export function createMessageStream(model: string, promptTokensEstimate = 0): Me
     toolArguments: (out, index, partial_json) =>
       out.push(event("content_block_delta", { index, delta: { type: "input_json_delta", partial_json } })),
     close: (out, index) => out.push(event("content_block_stop", { index })),
-    finish(out, reason, reported, stopSequence) {
+    finish(out, reason, reported, stopSequence, seen) {
       if (reported) usage = messagesUsage(reported);
       out.push(
-        event("message_delta", { delta: stopOf(reason, stopSequence), usage }),
+        event("message_delta", { delta: stopOf(reason, stopSequence, seen), usage }),
         event("message_stop", {}),
       );
     },

@@ -28,7 +28,21 @@ export interface BlockWriter {
    * After the last block closed: the chat finish reason, the usage when the upstream reported it, and the stop
    * sequence that ended the answer when the provider said which (Anthropic does).
    */
-  finish(out: string[], reason: string | null, usage: ChunkUsage | null, stopSequence: string | null): void;
+  finish(
+    out: string[],
+    reason: string | null,
+    usage: ChunkUsage | null,
+    stopSequence: string | null,
+    seen: StreamStop,
+  ): void;
+}
+
+/** What else the stream said about how it ended. */
+export interface StreamStop {
+  /** The provider's own stop reason when a chat finish reason cannot carry it (`anthropic_stop_reason`). */
+  providerStop: string | null;
+  /** Whether the answer held a refusal. */
+  refused: boolean;
 }
 
 export interface ChunkUsage {
@@ -107,6 +121,7 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
   const tools = new Map<number, { block: number; id: string | undefined }>();
   let reason: string | null = null;
   let stopSequence: string | null = null;
+  const seen: StreamStop = { providerStop: null, refused: false };
   let usage: ChunkUsage | null = null;
 
   const start = (out: string[], id: string | null) => {
@@ -155,6 +170,7 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
       const piece =
         (typeof delta.content === "string" ? delta.content : "") +
         (typeof delta.refusal === "string" ? delta.refusal : "");
+      if (typeof delta.refusal === "string" && delta.refusal !== "") seen.refused = true;
       if (piece !== "") {
         if (text < 0) text = openBlock(out, null);
         write(out, text, piece);
@@ -177,6 +193,7 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
       }
       if (choice.finish_reason) reason = choice.finish_reason;
       if (typeof choice.stop_sequence === "string") stopSequence = choice.stop_sequence;
+      if (typeof choice.anthropic_stop_reason === "string") seen.providerStop = choice.anthropic_stop_reason;
       return out;
     },
     end() {
@@ -195,7 +212,7 @@ export function walkChunks(writer: BlockWriter): ChunkWalker {
       }
       held.length = 0;
       heldByIndex.clear();
-      writer.finish(out, reason, usage, stopSequence);
+      writer.finish(out, reason, usage, stopSequence, seen);
       return out;
     },
   };

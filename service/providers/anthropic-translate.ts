@@ -277,6 +277,17 @@ const FINISH: Record<string, string> = {
   model_context_window_exceeded: "length",
 };
 
+/**
+ * Stop reasons a chat finish_reason cannot carry (they become "stop" and "length"), kept in a field of ours on the
+ * choice, `anthropic_stop_reason`, so /v1/messages hands them back as Anthropic sent them: `pause_turn` asks the
+ * client to send the turn again to continue, which `end_turn` would hide.
+ */
+export const UNMAPPED_STOP_REASONS = new Set(["pause_turn", "model_context_window_exceeded"]);
+
+function providerStop(stop: string | null | undefined): { anthropic_stop_reason?: string } {
+  return stop && UNMAPPED_STOP_REASONS.has(stop) ? { anthropic_stop_reason: stop } : {};
+}
+
 function finishReason(stop: string | null | undefined): string | null {
   if (!stop) return null;
   return FINISH[stop] ?? "stop";
@@ -338,6 +349,7 @@ export function fromAnthropicMessage(msg: AnthropicMessage): ChatCompletion {
         ...(msg.stop_reason === "stop_sequence" && typeof msg.stop_sequence === "string"
           ? { stop_sequence: msg.stop_sequence }
           : {}),
+        ...providerStop(msg.stop_reason),
       },
     ],
     usage: usageOf(msg.usage ?? {}),
@@ -414,6 +426,7 @@ export function createStreamTranslator(): StreamTranslator {
           const last = chunk({}, finishReason(d.stop_reason) ?? "stop");
           if (d.stop_reason === "stop_sequence" && typeof d.stop_sequence === "string")
             (last.choices[0] as Record<string, unknown>).stop_sequence = d.stop_sequence;
+          Object.assign(last.choices[0], providerStop(d.stop_reason));
           return [last];
         }
         case "message_stop":

@@ -19,6 +19,7 @@ export function createCountTokensRoute(deps: AppDeps): Middleware<ProxyState> {
     const body = { ...data, max_tokens: data.max_tokens ?? 1 } as MessagesRequest;
     const chat = messagesToChat(body);
     requireModelAccess(ctx, resolveModel(deps, chat.model, "chat").name);
+    ctx.set("request-id", ctx.state.requestId);
     ctx.body = { input_tokens: countChatTokens(chat) };
   };
 }

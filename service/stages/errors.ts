@@ -32,7 +32,11 @@ export function createErrorHandler(): Middleware<ProxyState> {
       if (ctx.headerSent || !ctx.writable) return;
       ctx.status = e.status;
       for (const [name, value] of Object.entries(e.headers)) ctx.set(name, value);
-      ctx.body = isAnthropicRoute(ctx.state.route) ? messagesErrorBody(e) : e.toBody();
+      if (isAnthropicRoute(ctx.state.route)) {
+        // Where Anthropic's SDKs look for the request id (error.requestID); x-request-id is set for every route.
+        ctx.set("request-id", ctx.state.requestId);
+        ctx.body = messagesErrorBody(e);
+      } else ctx.body = e.toBody();
       ctx.app.emit("proxy-error", e, ctx);
     }
   };

@@ -15,7 +15,7 @@ import { chatToResponse, createResponseEventStream } from "../lib/openai-respons
 import type { ChatCompletion, ChatCompletionChunk } from "../types";
 import type { UsageRow } from "../ports";
 import type { Logger } from "pino";
-import { promptTokensEstimate } from "./request-context";
+import { isAnthropicRoute, promptTokensEstimate } from "./request-context";
 
 /** One wire format's framing of a chat result stream. */
 interface StreamWire {
@@ -107,6 +107,8 @@ function head(ctx: ParameterizedContext<ProxyState>, type: string, own: string[]
     ...own,
     "x-request-id",
     ctx.state.requestId,
+    // Anthropic's SDKs read the request id from `request-id` (error.requestID, message._request_id).
+    ...(isAnthropicRoute(ctx.state.route) ? ["request-id", ctx.state.requestId] : []),
     ...(ctx.state.responseHeaders ?? []),
   ];
 }

@@ -2,7 +2,8 @@ import { Stream } from "@anthropic-ai/sdk/core/streaming";
 import { MessageStream } from "@anthropic-ai/sdk/lib/MessageStream";
 import type { Message } from "@anthropic-ai/sdk/resources/messages";
 import { describe, expect, it } from "vitest";
-import { createMessageStream, messagesToChat } from "../../../service/lib/anthropic-messages";
+import { chatToMessage, createMessageStream, messagesToChat } from "../../../service/lib/anthropic-messages";
+import { createStreamTranslator, fromAnthropicMessage } from "../../../service/providers/anthropic-translate";
 import type { ChatCompletionChunk } from "../../../service/types";
 
 /** Our Messages event stream for these chunks, parsed and assembled by the Anthropic SDK's own stream code. */
@@ -136,6 +137,67 @@ describe("chat chunks → Messages events, as the Anthropic SDK assembles them",
       { type: "tool_use", id: "B", name: "g", input: { y: 2 } },
       { type: "text", text: "Done." },
     ]);
+  });
+
+  it("a refusal is stop_reason refusal, though OpenAI ends it with finish_reason stop (JSON and stream)", async () => {
+    const completion = {
+      id: "c1",
+      object: "chat.completion" as const,
+      created: 1,
+      model: "gpt",
+      choices: [
+        {
+          index: 0,
+          message: { role: "assistant", content: null, refusal: "I can't help with that." },
+          finish_reason: "stop",
+        },
+      ],
+    };
+    expect(chatToMessage(completion, "gpt")).toMatchObject({
+      content: [{ type: "text", text: "I can't help with that." }],
+      stop_reason: "refusal",
+    });
+    const { message } = await assemble([
+      ch({ refusal: "I can't " }),
+      ch({ refusal: "help." }),
+      ch({}, "stop"),
+    ]);
+    expect(message).toMatchObject({
+      content: [{ type: "text", text: "I can't help." }],
+      stop_reason: "refusal",
+    });
+    // A plain answer still ends its turn.
+    expect((await assemble([ch({ content: "Sure." }), ch({}, "stop")])).message.stop_reason).toBe("end_turn");
+  });
+
+  it("Anthropic's pause_turn and model_context_window_exceeded survive the trip through chat (JSON and stream)", async () => {
+    for (const reason of ["pause_turn", "model_context_window_exceeded", "end_turn", "max_tokens"]) {
+      const json = fromAnthropicMessage({
+        id: "msg_1",
+        model: "claude-x",
+        content: [{ type: "text", text: "partial" }],
+        stop_reason: reason,
+        usage: { input_tokens: 3, output_tokens: 1 },
+      });
+      expect(chatToMessage(json, "claude-x")).toMatchObject({ stop_reason: reason });
+      const t = createStreamTranslator();
+      const chunks = [
+        {
+          type: "message_start",
+          message: { id: "msg_1", model: "claude-x", usage: { input_tokens: 3, output_tokens: 0 } },
+        },
+        { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } },
+        { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "partial" } },
+        { type: "content_block_stop", index: 0 },
+        {
+          type: "message_delta",
+          delta: { stop_reason: reason, stop_sequence: null },
+          usage: { output_tokens: 1 },
+        },
+        { type: "message_stop" },
+      ].flatMap((e) => t.push(e));
+      expect((await assemble(chunks)).message.stop_reason).toBe(reason);
+    }
   });
 
   it("text, then a tool call, then more text: three blocks in order", async () => {

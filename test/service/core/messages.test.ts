@@ -57,7 +57,8 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
         type: "json_schema",
         json_schema: {
           name: "output",
-          strict: true,
+          // Anthropic accepts an optional property; OpenAI's strict mode would refuse the schema.
+          strict: false,
           schema: { type: "object", properties: { a: { type: "string" } } },
         },
       },
@@ -75,6 +76,38 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
       prompt_tokens: 11,
       completion_tokens: 7,
     });
+    // A schema that meets OpenAI's strict rules (every property required, no additional ones) is sent strict.
+    const strictSchema = {
+      type: "object" as const,
+      properties: {
+        a: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: { b: { type: "number" } },
+            required: ["b"],
+            additionalProperties: false,
+          },
+        },
+      },
+      required: ["a"],
+      additionalProperties: false,
+    };
+    const created = await client.messages
+      .create({
+        model: "gpt-4o-mini",
+        max_tokens: 100,
+        output_config: { format: { type: "json_schema", schema: strictSchema } },
+        messages: [{ role: "user", content: "strict please" }],
+      })
+      .withResponse();
+    expect(lastSent().response_format).toEqual({
+      type: "json_schema",
+      json_schema: { name: "output", strict: true, schema: strictSchema },
+    });
+    // The SDK finds the proxy's request id where Anthropic puts it.
+    expect(created.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect((created.data as { _request_id?: string })._request_id).toBe(created.request_id);
   });
 
   it("streams a valid Messages event sequence that the SDK assembles", async () => {
@@ -466,10 +499,11 @@ describe("POST /v1/messages: the official Anthropic SDK through the proxy, to an
           })
           .then(
             () => null,
-            (e: unknown) => e as Anthropic.APIError,
+            (e: unknown) => e as InstanceType<typeof Anthropic.APIError>,
           );
         expect(error).toBeInstanceOf(Anthropic.APIError);
         expect(error!.status).toBe(529);
+        expect(error!.requestID).toMatch(/^[0-9a-f-]{36}$/);
         expect(error!.error).toMatchObject({ type: "error", error: { type: "overloaded_error" } });
         expect(error!.headers?.get("retry-after")).toBe("7");
       }
