@@ -66,13 +66,13 @@ export const CONFIG_KEYS = {
     type: "array",
     default: [],
     description:
-      "With existingNetworkId: AWS private subnet ids, exactly one per AZ, in >= 2 AZs (if zones is set, it lists their AZs in the same order); Azure [clusterSubnetId, postgresDelegatedSubnetId, privateEndpointSubnetId]; GCP [subnetworkSelfLink] (with secondary ranges 'pods' and 'services').",
+      "With existingNetworkId: AWS private subnet ids, exactly one per AZ, in >= 2 AZs (if zones is set, it lists their AZs in the same order); Azure [clusterSubnetId, postgresDelegatedSubnetId, privateEndpointSubnetId], where the cluster subnet must have a Microsoft.Storage service endpoint (the NFS storage account admits only that subnet, by a virtual network rule; the program adds the endpoint only to subnets it creates); GCP [subnetworkSelfLink] (with secondary ranges 'pods' and 'services').",
   },
   existingKubeconfig: {
     type: "string",
     secret: true,
     description:
-      "Kubeconfig of an existing cluster (set with --secret). When set, no cluster is created; the cluster must run the cloud's RWX CSI driver.",
+      "Kubeconfig of an existing cluster (set with --secret). When set, no cluster is created; the cluster must run the cloud's RWX CSI driver and, for the HPA, metrics-server (EKS ships none: add its metrics-server add-on).",
   },
   kubernetesVersion: {
     type: "string",
@@ -89,7 +89,7 @@ export const CONFIG_KEYS = {
     type: "integer",
     default: 3,
     description:
-      "Minimum node count (AWS/Azure: whole pool; GCP: per zone). AWS: raise the node group's desired size to at least the new value before raising it (see README).",
+      "Minimum node count (AWS/Azure: whole cluster, on AWS split evenly over the node groups, one per AZ; GCP: per zone). AWS: raise each node group's desired size to at least its new share before raising it (see README).",
   },
   nodeMaxCount: {
     type: "integer",
@@ -119,7 +119,7 @@ export const CONFIG_KEYS = {
   postgresBackupDays: {
     type: "integer",
     default: 14,
-    description: "Days automated backups are kept (1-35).",
+    description: "Days automated backups are kept (1-35; Azure 7-35; GCP 2-35).",
   },
   postgresHa: {
     type: "boolean",
@@ -380,6 +380,12 @@ export const RDS_MAX_STORAGE_GB = 65_536;
 
 /** Backup retention Azure Database for PostgreSQL Flexible Server accepts, days (default 7, at most 35). */
 export const AZURE_POSTGRES_BACKUP_DAYS = { min: 7, max: 35 } as const;
+
+/**
+ * Fewest backups Cloud SQL keeps with point-in-time recovery: it needs at least 1 day of transaction logs and
+ * more backups than days of logs (stacks/gcp/postgres.ts keeps one day less of logs than backups).
+ */
+export const GCP_POSTGRES_MIN_BACKUP_DAYS = 2;
 
 /** Most zones the AWS network plan lays out (one private and one public subnet each, stacks/aws/network.ts). */
 export const AWS_MAX_ZONES = 6;
@@ -773,6 +779,11 @@ export function validateConfigValues(
     if (cloud === "azure" && v.postgresBackupDays >= 1 && v.postgresBackupDays < backup.min) {
       p.push(
         `${key("postgresBackupDays")} is ${v.postgresBackupDays}, outside the ${backup.min}-${backup.max} days Azure Database for PostgreSQL keeps backups. Set it with: pulumi config set ${key("postgresBackupDays")} ${backup.min}.`,
+      );
+    }
+    if (cloud === "gcp" && v.postgresBackupDays >= 1 && v.postgresBackupDays < GCP_POSTGRES_MIN_BACKUP_DAYS) {
+      p.push(
+        `${key("postgresBackupDays")} is ${v.postgresBackupDays}: Cloud SQL must keep more backups than days of point-in-time recovery logs, and at least 1 day of logs, so it needs ${GCP_POSTGRES_MIN_BACKUP_DAYS} or more. Set it with: pulumi config set ${key("postgresBackupDays")} ${GCP_POSTGRES_MIN_BACKUP_DAYS}.`,
       );
     }
 

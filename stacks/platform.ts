@@ -67,6 +67,11 @@ export interface Platform {
   database: PlatformDatabase;
   redis: PlatformRedis;
   storage: PlatformStorage;
+  /**
+   * What the HorizontalPodAutoscaler waits for: the resource metrics API (metrics-server) where the platform installs
+   * it (EKS ships none); empty where the cluster ships one (AKS, GKE) or is an existing cluster.
+   */
+  metricsApi: pulumi.Resource[];
   /** Annotations that make a LoadBalancer Service internal on this cloud. */
   internalLoadBalancerAnnotations: Record<string, string>;
 }

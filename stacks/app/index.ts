@@ -322,6 +322,11 @@ export class ProxyApp extends pulumi.ComponentResource {
                   whenUnsatisfiable: "DoNotSchedule",
                   labelSelector: { matchLabels: proxyLabels },
                   matchLabelKeys: ["pod-template-hash"],
+                  // Nodes with a taint the pods do not tolerate (a lost zone's nodes are tainted unreachable) are
+                  // not a domain: otherwise a dead zone still counts at skew 0 and replacement pods stay Pending
+                  // (kubernetes/kubernetes#116978). nodeAffinityPolicy keeps its default, Honor. No minDomains: with
+                  // Honor it would count the dead zone out and block scheduling again (KEP-5980).
+                  nodeTaintsPolicy: "Honor",
                 },
                 {
                   maxSkew: 1,
@@ -410,7 +415,8 @@ export class ProxyApp extends pulumi.ComponentResource {
             ...hpaSpec(s.autoscaling),
           },
         },
-        child,
+        // Scales only once the cluster serves CPU metrics (metrics-server where the platform installs it).
+        { ...child, dependsOn: p.metricsApi },
       );
     }
 

@@ -1,7 +1,7 @@
 /**
- * EKS: a cluster with envelope-encrypted secrets, a managed node group across the private subnets scaled by the
- * Cluster Autoscaler, VPC CNI network policies, and the EFS CSI driver; both drivers get their IAM through EKS Pod
- * Identity. Or an existing cluster.
+ * EKS: a cluster with envelope-encrypted secrets, one managed node group per private subnet (and so per AZ) scaled
+ * by the Cluster Autoscaler, VPC CNI network policies, metrics-server for the HPA, and the EFS CSI driver; both
+ * drivers get their IAM through EKS Pod Identity. Or an existing cluster.
  */
 import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
@@ -105,8 +105,37 @@ export function clusterAutoscalerPolicy(clusterName: string): string {
   });
 }
 
-/** Helm values of the Cluster Autoscaler: discover this cluster's node groups by their tags. */
-export function clusterAutoscalerValues(clusterName: string, region: string, kubernetesVersion: string) {
+/**
+ * Scaling of the per-AZ node groups (one per private subnet) from the cluster-wide `nodeMinCount` and
+ * `nodeMaxCount`:
+ * - min (and the initial desired size) is split as evenly as possible, the remainder going to the first groups, so
+ *   the minimums add up to `minTotal` and every group has at least 1 node whenever `minTotal >= groups`;
+ * - max is `maxTotal` for every group, and the Cluster Autoscaler's `max-nodes-total` (clusterAutoscalerValues)
+ *   keeps the sum at `maxTotal`. Splitting the maximum too would cap the zones that survive a zone outage at
+ *   their share, just when they must take the lost zone's pods; and a group's maximum does not move when
+ *   nodeMinCount does (EKS refuses a maximum below a group's current size).
+ */
+export function awsNodeGroupScaling(
+  minTotal: number,
+  maxTotal: number,
+  groups: number,
+): { minSize: number; desiredSize: number; maxSize: number }[] {
+  return Array.from({ length: groups }, (_, i) => {
+    const minSize = Math.floor(minTotal / groups) + (i < minTotal % groups ? 1 : 0);
+    return { minSize, desiredSize: minSize, maxSize: maxTotal };
+  });
+}
+
+/**
+ * Helm values of the Cluster Autoscaler: discover this cluster's node groups by their tags, and stop at
+ * `maxNodesTotal` nodes in all.
+ */
+export function clusterAutoscalerValues(
+  clusterName: string,
+  region: string,
+  kubernetesVersion: string,
+  maxNodesTotal: number,
+) {
   return {
     cloudProvider: "aws",
     awsRegion: region,
@@ -117,8 +146,12 @@ export function clusterAutoscalerValues(clusterName: string, region: string, kub
     },
     rbac: { serviceAccount: { create: true, name: CLUSTER_AUTOSCALER_SERVICE_ACCOUNT } },
     extraArgs: {
-      // One node group spans every AZ; Auto Scaling keeps its instances balanced across them.
+      // One node group per AZ (the autoscaler's advice for zone-aware scale-up): a pending pod that must go to a
+      // zone grows that zone's group, and balancing keeps the groups at similar sizes (the AWS comparator ignores
+      // the per-group `eks.amazonaws.com/nodegroup` label).
       "balance-similar-node-groups": true,
+      // Every node group may grow to nodeMaxCount (awsNodeGroupScaling): the cluster-wide ceiling is this.
+      "max-nodes-total": maxNodesTotal,
       expander: "least-waste",
       "skip-nodes-with-system-pods": false,
       "scale-down-unneeded-time": "10m",
@@ -180,6 +213,8 @@ export class AwsCluster extends pulumi.ComponentResource {
   readonly storageDriver: pulumi.Resource[];
   /** The Cluster Autoscaler's Helm release; undefined for an existing cluster. */
   readonly autoscaler: k8s.helm.v3.Release | undefined;
+  /** The metrics-server add-on the HPA needs; undefined for an existing cluster (which must run its own). */
+  readonly metricsServer: aws.eks.Addon | undefined;
 
   constructor(name: string, args: AwsClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("llm-proxy:aws:Cluster", name, {}, opts);
@@ -193,6 +228,7 @@ export class AwsCluster extends pulumi.ComponentResource {
       this.securityGroupId = undefined;
       this.storageDriver = [];
       this.autoscaler = undefined;
+      this.metricsServer = undefined;
       this.registerOutputs({ clusterName: this.clusterName });
       return;
     }
@@ -240,10 +276,10 @@ export class AwsCluster extends pulumi.ComponentResource {
       { ...child, dependsOn: [clusterPolicy] },
     );
 
-    // Managed nodes across every private subnet (and so every AZ). The Cluster Autoscaler (below) owns the
-    // desired size between min and max, so Pulumi ignores it after creation. EKS rejects a minimum above the
-    // current desired size: raising nodeMinCount past the running node count needs
-    // `aws eks update-nodegroup-config --scaling-config desiredSize=<n>` first (README, Scaling guidance).
+    // Managed nodes, one group per private subnet (and so per AZ), sized by awsNodeGroupScaling. The Cluster
+    // Autoscaler (below) owns each group's desired size between min and max, so Pulumi ignores it after creation.
+    // EKS rejects a minimum above the current desired size: raising nodeMinCount past the running node count
+    // needs `aws eks update-nodegroup-config --scaling-config desiredSize=<n>` first (README, Scaling guidance).
     const nodeRole = new aws.iam.Role(
       `${name}-node-role`,
       { assumeRolePolicy: assumeRolePolicy("ec2.amazonaws.com"), tags: args.tags },
@@ -261,23 +297,27 @@ export class AwsCluster extends pulumi.ComponentResource {
           child,
         ),
     );
-    const nodes = new aws.eks.NodeGroup(
-      `${name}-nodes`,
-      {
-        clusterName: cluster.name,
-        nodeRoleArn: nodeRole.arn,
-        subnetIds: args.subnetIds,
-        instanceTypes: [s.nodeSize],
-        amiType: "AL2023_x86_64_STANDARD",
-        capacityType: "ON_DEMAND",
-        scalingConfig: { minSize: s.nodeMinCount, desiredSize: s.nodeMinCount, maxSize: s.nodeMaxCount },
-        updateConfig: { maxUnavailable: 1 },
-        tags: args.tags,
-      },
-      { ...child, dependsOn: nodePolicies, ignoreChanges: ["scalingConfig.desiredSize"] },
+    const scaling = awsNodeGroupScaling(s.nodeMinCount, s.nodeMaxCount, args.subnetIds.length);
+    const nodes = args.subnetIds.map(
+      (subnetId, i) =>
+        new aws.eks.NodeGroup(
+          `${name}-nodes-${i}`,
+          {
+            clusterName: cluster.name,
+            nodeRoleArn: nodeRole.arn,
+            subnetIds: [subnetId],
+            instanceTypes: [s.nodeSize],
+            amiType: "AL2023_x86_64_STANDARD",
+            capacityType: "ON_DEMAND",
+            scalingConfig: scaling[i],
+            updateConfig: { maxUnavailable: 1 },
+            tags: args.tags,
+          },
+          { ...child, dependsOn: nodePolicies, ignoreChanges: ["scalingConfig.desiredSize"] },
+        ),
     );
 
-    // Add-ons: VPC CNI with NetworkPolicy enforcement, the Pod Identity agent, the EFS CSI driver.
+    // Add-ons: VPC CNI with NetworkPolicy enforcement, the Pod Identity agent, metrics-server, the EFS CSI driver.
     const cni = new aws.eks.Addon(
       `${name}-vpc-cni`,
       {
@@ -287,12 +327,24 @@ export class AwsCluster extends pulumi.ComponentResource {
         resolveConflictsOnCreate: "OVERWRITE",
         resolveConflictsOnUpdate: "OVERWRITE",
       },
-      { ...child, dependsOn: [nodes] },
+      { ...child, dependsOn: nodes },
     );
     const podIdentity = new aws.eks.Addon(
       `${name}-pod-identity`,
       { clusterName: cluster.name, addonName: "eks-pod-identity-agent" },
-      { ...child, dependsOn: [nodes] },
+      { ...child, dependsOn: nodes },
+    );
+    // EKS ships no resource metrics API, without which the proxy's CPU HorizontalPodAutoscaler never scales:
+    // metrics-server as the EKS community add-on (the default version for the cluster's Kubernetes version).
+    this.metricsServer = new aws.eks.Addon(
+      `${name}-metrics-server`,
+      {
+        clusterName: cluster.name,
+        addonName: "metrics-server",
+        resolveConflictsOnCreate: "OVERWRITE",
+        tags: args.tags,
+      },
+      { ...child, dependsOn: nodes },
     );
     const efsCsiAccess = podIdentityRole(
       `${name}-efs-csi`,
@@ -309,7 +361,7 @@ export class AwsCluster extends pulumi.ComponentResource {
           { serviceAccount: "efs-csi-controller-sa", roleArn: efsCsiAccess.role.arn },
         ],
       },
-      { ...child, dependsOn: [nodes, podIdentity, efsCsiAccess.policy] },
+      { ...child, dependsOn: [...nodes, podIdentity, efsCsiAccess.policy] },
     );
 
     this.kubeconfig = pulumi.secret(
@@ -320,7 +372,7 @@ export class AwsCluster extends pulumi.ComponentResource {
     this.provider = new k8s.Provider(
       `${name}-k8s`,
       { kubeconfig: this.kubeconfig, enableServerSideApply: true },
-      { ...child, dependsOn: [nodes, cni] },
+      { ...child, dependsOn: [...nodes, cni] },
     );
 
     // Cluster Autoscaler: adds nodes (up to nodeMaxCount) when pods are Pending and removes idle ones (down to
@@ -349,9 +401,15 @@ export class AwsCluster extends pulumi.ComponentResource {
         version: CLUSTER_AUTOSCALER_CHART.version,
         repositoryOpts: { repo: CLUSTER_AUTOSCALER_CHART.repo },
         namespace: CLUSTER_AUTOSCALER_NAMESPACE,
-        values: cluster.name.apply((n) => clusterAutoscalerValues(n, args.region, s.kubernetesVersion)),
+        values: cluster.name.apply((n) =>
+          clusterAutoscalerValues(n, args.region, s.kubernetesVersion, s.nodeMaxCount),
+        ),
       },
-      { ...child, provider: this.provider, dependsOn: [nodes, autoscalerIdentity, autoscalerAccess.policy] },
+      {
+        ...child,
+        provider: this.provider,
+        dependsOn: [...nodes, autoscalerIdentity, autoscalerAccess.policy],
+      },
     );
 
     this.clusterName = cluster.name;

@@ -94,6 +94,7 @@ export function createAwsPlatform(
       filesystemId: fs.fileSystemId,
       resources: fs.resources,
     },
+    metricsApi: cluster.metricsServer ? [cluster.metricsServer] : [],
     internalLoadBalancerAnnotations: AWS_INTERNAL_LB_ANNOTATIONS,
   };
 }

@@ -98,6 +98,8 @@ export function createAzurePlatform(
       staticNfs: fs.nfs,
       resources: fs.resources,
     },
+    // AKS runs metrics-server itself.
+    metricsApi: [],
     internalLoadBalancerAnnotations: AZURE_INTERNAL_LB_ANNOTATIONS,
   };
 }

@@ -80,7 +80,15 @@ export class AzurePostgres extends pulumi.ComponentResource {
       child,
     );
 
-    const password = new random.RandomPassword(`${name}-password`, { length: 32, special: false }, child);
+    // Azure requires characters from three of the four classes (upper, lower, digits, symbols): one of each of
+    // the first three, always. Adding these to an existing stack would replace its password (every argument of a
+    // RandomPassword forces a new one) and so rotate a working server's password: existing stacks keep theirs
+    // (README, Upgrades and rollback, for one whose first `pulumi up` failed on it).
+    const password = new random.RandomPassword(
+      `${name}-password`,
+      { length: 32, special: false, minUpper: 1, minLower: 1, minNumeric: 1 },
+      { ...child, ignoreChanges: ["minUpper", "minLower", "minNumeric"] },
+    );
 
     this.server = new dbforpostgresql.Server(
       `${name}-server`,

@@ -77,7 +77,7 @@ export class AzureRedis extends pulumi.ComponentResource {
       },
       child,
     );
-    new privatedns.VirtualNetworkLink(
+    const link = new privatedns.VirtualNetworkLink(
       `${name}-dns-link`,
       {
         resourceGroupName: args.resourceGroupName,
@@ -118,7 +118,9 @@ export class AzureRedis extends pulumi.ComponentResource {
     this.host = cluster.hostName;
     this.port = database.port.apply((p) => p ?? AZURE_REDIS_PORT);
     this.authToken = pulumi.secret(keys.primaryKey);
-    this.resources = [database, endpoint, dnsGroup];
+    // The link too: until the zone is linked to the VNet the host name resolves to the public address, which
+    // refuses connections (public network access is disabled).
+    this.resources = [database, endpoint, dnsGroup, link];
     this.registerOutputs({ host: this.host, port: this.port });
   }
 }

@@ -92,6 +92,8 @@ export function createGcpPlatform(
       },
       resources: fs.resources,
     },
+    // GKE runs metrics-server itself.
+    metricsApi: [],
     internalLoadBalancerAnnotations: GCP_INTERNAL_LB_ANNOTATIONS,
   };
 }

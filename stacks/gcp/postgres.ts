@@ -20,13 +20,20 @@ export interface GcpPostgresArgs {
 export const GCP_DB_USER = "llmproxy";
 export const GCP_DB_NAME = "llmproxy";
 
-/** Backup settings: daily backups kept `days` times, PITR with up to 7 days of logs. */
+/** Most days of transaction logs Cloud SQL (Enterprise edition) keeps for point-in-time recovery. */
+export const CLOUD_SQL_MAX_LOG_DAYS = 7;
+
+/**
+ * Backup settings: daily backups kept `days` times, PITR with up to 7 days of logs. Cloud SQL refuses a log
+ * retention that is not below the number of backups kept ("backup retention should be > transaction log
+ * retention"), so the logs cover one day less than the backups; `days` must be at least 2 (config validation).
+ */
 export function gcpBackupConfiguration(days: number) {
   return {
     enabled: true,
     pointInTimeRecoveryEnabled: true,
     startTime: "02:00",
-    transactionLogRetentionDays: Math.min(days, 7),
+    transactionLogRetentionDays: Math.min(days - 1, CLOUD_SQL_MAX_LOG_DAYS),
     backupRetentionSettings: { retainedBackups: days, retentionUnit: "COUNT" },
   };
 }

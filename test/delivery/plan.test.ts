@@ -94,7 +94,9 @@ describe("npm run plan -- aws --out <dir>", () => {
       /failover on · multi-AZ on · TLS on .*AUTH on/,
     );
     expect(line(aws.stdout, "aws:efs/fileSystem:FileSystem")).toMatch(/encrypted on · Regional/);
-    expect(line(aws.stdout, "aws:eks/nodeGroup:NodeGroup")).toContain("m6i.xlarge · nodes 3..12");
+    // One node group per zone (three zones): each may grow to the cluster cap, the autoscaler caps the total.
+    expect(aws.stdout.split("\n").filter((l) => l.includes("aws:eks/nodeGroup:NodeGroup"))).toHaveLength(3);
+    expect(line(aws.stdout, "aws:eks/nodeGroup:NodeGroup")).toContain("m6i.xlarge · nodes 1..12 (desired 1)");
     expect(line(aws.stdout, "HorizontalPodAutoscaler")).toMatch(/replicas 3\.\.24 · cpu 70%/);
     expect(line(aws.stdout, "PodDisruptionBudget")).toContain("minAvailable 2");
     expect(line(aws.stdout, "kubernetes:apps/v1:Deployment  llm-proxy-deployment")).toMatch(

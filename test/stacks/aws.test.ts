@@ -69,10 +69,30 @@ describe("aws stack", () => {
     expect(at(cluster.inputs, "encryptionConfig.provider.keyArn")).toBe(
       one(r, "aws:kms/key:Key").outputs.arn,
     );
-    const nodes = one(r, "aws:eks/nodeGroup:NodeGroup");
-    expect(nodes.inputs.subnetIds).toEqual(subnetIds);
-    expect(nodes.inputs.scalingConfig).toEqual({ minSize: 3, desiredSize: 3, maxSize: 12 });
-    expect(nodes.inputs.instanceTypes).toEqual(["m6i.xlarge"]);
+    // One managed node group per private subnet, so per AZ (zone-aware scale-up by the Cluster Autoscaler).
+    const nodes = all(r, "aws:eks/nodeGroup:NodeGroup");
+    expect(nodes.map((n) => n.name)).toEqual([0, 1, 2].map((i) => `llm-proxy-cluster-nodes-${i}`));
+    expect(nodes.map((n) => n.inputs.subnetIds)).toEqual(subnetIds.map((id) => [id]));
+    const nodeRole = one(r, "aws:iam/role:Role", "llm-proxy-cluster-node-role");
+    const nodePolicies = all(r, "aws:iam/rolePolicyAttachment:RolePolicyAttachment").filter((a) =>
+      a.name.startsWith("llm-proxy-cluster-node-policy-"),
+    );
+    expect(nodePolicies).toHaveLength(3);
+    for (const n of nodes) {
+      // nodeMinCount 3 split over three AZs; each group may grow to nodeMaxCount (the autoscaler caps the total).
+      expect(n.inputs.scalingConfig, n.name).toEqual({ minSize: 1, desiredSize: 1, maxSize: 12 });
+      expect(n.inputs).toMatchObject({
+        clusterName: cluster.outputs.name,
+        nodeRoleArn: nodeRole.outputs.arn,
+        instanceTypes: ["m6i.xlarge"],
+        amiType: "AL2023_x86_64_STANDARD",
+        capacityType: "ON_DEMAND",
+        updateConfig: { maxUnavailable: 1 },
+      });
+      expect(n.inputs.labels).toBeUndefined();
+      expect(n.inputs.taints).toBeUndefined();
+      expect(n.options.dependencies).toEqual(expect.arrayContaining(nodePolicies.map((a) => a.urn)));
+    }
     const efsCsi = one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-efs-csi");
     const role = one(r, "aws:iam/role:Role", "llm-proxy-cluster-efs-csi-role");
     expect(efsCsi.inputs.podIdentityAssociations).toEqual([
@@ -92,14 +112,32 @@ describe("aws stack", () => {
     expect(efsCsi.options.dependencies).toContain(attachment.urn);
     const cni = one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-vpc-cni");
     expect(JSON.parse(cni.inputs.configurationValues as string)).toEqual({ enableNetworkPolicy: "true" });
+    // Everything that needs running nodes waits for every node group.
+    const nodeUrns = nodes.map((n) => n.urn);
+    for (const waiting of [cni, efsCsi, one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-pod-identity")]) {
+      expect(waiting.options.dependencies, waiting.name).toEqual(expect.arrayContaining(nodeUrns));
+    }
+    expect(one(r, K8S.provider).options.dependencies).toEqual(expect.arrayContaining(nodeUrns));
   });
 
-  it("scales the node group with the Cluster Autoscaler, which may resize only this cluster's groups", () => {
+  it("installs metrics-server (EKS ships none) after the nodes, and creates the proxy's HPA only after it", () => {
+    const cluster = one(r, "aws:eks/cluster:Cluster");
+    const metrics = one(r, "aws:eks/addon:Addon", "llm-proxy-cluster-metrics-server");
+    expect(metrics.inputs).toMatchObject({ clusterName: cluster.outputs.name, addonName: "metrics-server" });
+    const nodeUrns = all(r, "aws:eks/nodeGroup:NodeGroup").map((n) => n.urn);
+    expect(nodeUrns).toHaveLength(3);
+    expect(metrics.options.dependencies).toEqual(expect.arrayContaining(nodeUrns));
+    const hpa = one(r, K8S.hpa);
+    expect(hpa.options.dependencies).toContain(metrics.urn);
+  });
+
+  it("scales the node groups with the Cluster Autoscaler, which may resize only this cluster's groups", () => {
     const cluster = one(r, "aws:eks/cluster:Cluster");
     const clusterName = cluster.outputs.name as string;
-    const nodes = one(r, "aws:eks/nodeGroup:NodeGroup");
-    // The autoscaler owns the desired size between min and max; Pulumi does not reset it.
-    expect(nodes.options.ignoreChanges).toEqual(["scalingConfig.desiredSize"]);
+    const nodes = all(r, "aws:eks/nodeGroup:NodeGroup");
+    expect(nodes).toHaveLength(3);
+    // The autoscaler owns each group's desired size between min and max; Pulumi does not reset it.
+    for (const n of nodes) expect(n.options.ignoreChanges, n.name).toEqual(["scalingConfig.desiredSize"]);
     const release = one(r, K8S.helmRelease);
     expect(release.inputs).toMatchObject({
       chart: "cluster-autoscaler",
@@ -120,6 +158,8 @@ describe("aws stack", () => {
     expect(values.autoDiscovery).toEqual({ clusterName });
     expect(clusterName).toMatch(/^llm-proxy-cluster-eks-/);
     expect(values.rbac.serviceAccount).toEqual({ create: true, name: "cluster-autoscaler" });
+    // One group per AZ, balanced; every group may grow to nodeMaxCount, so the total is capped here, at 12.
+    expect(values.extraArgs).toMatchObject({ "balance-similar-node-groups": true, "max-nodes-total": 12 });
     // From 1.32 the autoscaler lists VolumeAttachments and does not scale without; charts before 9.46.3 deny it.
     expect(compareVersions(release.inputs.version as string, "9.46.3")).toBeGreaterThanOrEqual(0);
     expect(release.options.provider).toBe(`${one(r, K8S.provider).urn}::${one(r, K8S.provider).id}`);
@@ -143,7 +183,7 @@ describe("aws stack", () => {
     });
     // Installed once the nodes, its identity and the identity's rights exist.
     expect(release.options.dependencies).toEqual(
-      expect.arrayContaining([nodes.urn, assoc.urn, rolePolicy.urn]),
+      expect.arrayContaining([...nodes.map((n) => n.urn), assoc.urn, rolePolicy.urn]),
     );
   });
 

@@ -115,6 +115,39 @@ describe("azure stack", () => {
     expect(at(pe.inputs, "subnet.id")).toBe(
       one(r, "azure-native:network:Subnet", "llm-proxy-net-endpoints").id,
     );
+    // The host name resolves to the endpoint only once its privatelink zone is linked to the VNet: the proxy's
+    // Secret (and so its pods) waits for the link as well as for the endpoint and its DNS records.
+    const zone = one(r, "azure-native:privatedns:PrivateZone", "llm-proxy-redis-dns");
+    const link = one(r, "azure-native:privatedns:VirtualNetworkLink", "llm-proxy-redis-dns-link");
+    expect(link.inputs).toMatchObject({
+      privateZoneName: zone.outputs.name,
+      virtualNetwork: { id: one(r, "azure-native:network:VirtualNetwork").id },
+      registrationEnabled: false,
+    });
+    const secret = one(r, K8S.secret, "llm-proxy-secret");
+    for (const waitedFor of [
+      link,
+      pe,
+      one(r, "azure-native:network:PrivateDnsZoneGroup", "llm-proxy-redis-pe-dns"),
+      db,
+    ]) {
+      expect(secret.options.dependencies, waitedFor.name).toContain(waitedFor.urn);
+    }
+  });
+
+  it("generates a PostgreSQL password Azure accepts: an upper-case letter, a lower-case letter and a digit", () => {
+    const password = one(r, "random:index/randomPassword:RandomPassword", "llm-proxy-pg-password");
+    expect(password.inputs).toMatchObject({
+      length: 32,
+      special: false,
+      minUpper: 1,
+      minLower: 1,
+      minNumeric: 1,
+    });
+    // An existing stack keeps its (accepted) password: these arguments would otherwise replace it.
+    expect(password.options.ignoreChanges.sort()).toEqual(["minLower", "minNumeric", "minUpper"]);
+    const server = one(r, "azure-native:dbforpostgresql:Server");
+    expect(server.inputs.administratorLoginPassword).toBe(password.outputs.result);
   });
 
   it("puts an NFS share of filesystemSizeGb on a Premium_ZRS FileStorage account reachable only from the cluster subnet", () => {

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { budgetReplicas, MAX_NAMESPACE_LENGTH, proxyConfigYaml } from "../../stacks/app/decisions";
 import { rdsMaxAllocatedStorage } from "../../stacks/aws/postgres";
+import { CLOUD_SQL_MAX_LOG_DAYS, gcpBackupConfiguration } from "../../stacks/gcp/postgres";
 import { isIpv4Cidr } from "../../stacks/cidr";
 import {
   RDS_MAX_STORAGE_GB,
@@ -23,6 +24,8 @@ const AWS: RawConfig = { cloud: "aws", apiAllowedCidrs: '["203.0.113.0/24"]' };
 const aws = { region: "eu-west-1" };
 const AZURE: RawConfig = { cloud: "azure", apiAllowedCidrs: '["203.0.113.0/24"]' };
 const azure = { region: "westeurope" };
+const GCP: RawConfig = { cloud: "gcp", apiAllowedCidrs: '["203.0.113.0/24"]' };
+const gcp = { region: "europe-west1", gcpProject: "acme-llm-proxy-prod" };
 
 const problems = (raw: RawConfig, provider = aws) => configProblems(raw, provider);
 
@@ -276,6 +279,40 @@ describe("database and image values the clouds accept", () => {
       "llm-proxy:postgresBackupDays is 3, outside the 7-35 days Azure Database for PostgreSQL keeps backups. Set it with: pulumi config set llm-proxy:postgresBackupDays 7.",
     ]);
     expect(parseStackConfig({ ...AWS, postgresBackupDays: "3" }, aws).postgres.backupDays).toBe(3);
+  });
+
+  it("GCP backups kept 2-35 days: Cloud SQL keeps fewer days of logs than backups, and at least one", () => {
+    expect(problems({ ...GCP, postgresBackupDays: "1" }, gcp)).toEqual([
+      "llm-proxy:postgresBackupDays is 1: Cloud SQL must keep more backups than days of point-in-time recovery logs, and at least 1 day of logs, so it needs 2 or more. Set it with: pulumi config set llm-proxy:postgresBackupDays 2.",
+    ]);
+    expect(parseStackConfig({ ...GCP, postgresBackupDays: "2" }, gcp).postgres.backupDays).toBe(2);
+    // Only Cloud SQL has the rule.
+    expect(parseStackConfig({ ...AWS, postgresBackupDays: "1" }, aws).postgres.backupDays).toBe(1);
+    // Every value the validator lets through is one Cloud SQL accepts: logs 1-7 days, fewer than the backups.
+    for (let days = 2; days <= 35; days++) {
+      const b = gcpBackupConfiguration(days);
+      expect(b.backupRetentionSettings.retainedBackups, `${days}`).toBe(days);
+      expect(b.transactionLogRetentionDays, `${days}`).toBeGreaterThanOrEqual(1);
+      expect(b.transactionLogRetentionDays, `${days}`).toBeLessThanOrEqual(CLOUD_SQL_MAX_LOG_DAYS);
+      expect(b.transactionLogRetentionDays, `${days}`).toBeLessThan(
+        b.backupRetentionSettings.retainedBackups,
+      );
+    }
+    expect(gcpBackupConfiguration(7).transactionLogRetentionDays).toBe(6);
+    expect(gcpBackupConfiguration(14).transactionLogRetentionDays).toBe(7);
+  });
+
+  it("GCP: a week of backups reaches Cloud SQL with six days of logs", async () => {
+    const r = await run({ stack: "gcp", overrides: { postgresBackupDays: "7" } });
+    const sql = one(r, "gcp:sql/databaseInstance:DatabaseInstance");
+    expect(at(sql.inputs, "settings.backupConfiguration")).toMatchObject({
+      pointInTimeRecoveryEnabled: true,
+      transactionLogRetentionDays: 6,
+      backupRetentionSettings: { retainedBackups: 7, retentionUnit: "COUNT" },
+    });
+    await expect(run({ stack: "gcp", overrides: { postgresBackupDays: "1" } })).rejects.toThrow(
+      /llm-proxy:postgresBackupDays is 1: Cloud SQL must keep more backups than days of point-in-time recovery logs/,
+    );
   });
 
   it("RDS storage and its autoscaling ceiling stay within 64 TiB", () => {

@@ -16,7 +16,12 @@ import {
   terminationGraceSeconds,
 } from "../../stacks/app/decisions";
 import { awsSubnetPlan } from "../../stacks/aws/network";
-import { clusterAutoscalerImageTag, clusterAutoscalerPolicy } from "../../stacks/aws/cluster";
+import {
+  awsNodeGroupScaling,
+  clusterAutoscalerImageTag,
+  clusterAutoscalerPolicy,
+  clusterAutoscalerValues,
+} from "../../stacks/aws/cluster";
 import { efsPlacement } from "../../stacks/aws/filesystem";
 import { awsRedisNodeCount } from "../../stacks/aws/redis";
 import { clientIngress } from "../../stacks/aws/security";
@@ -360,6 +365,42 @@ describe("cloud limits the validator enforces", () => {
     });
     const read = policy.Statement.find((st: any) => st !== write);
     expect(read.Action.some((a: string) => a.startsWith("autoscaling:Set"))).toBe(false);
+  });
+
+  it("AWS node groups, one per AZ: nodeMinCount split evenly (at least 1 each when it allows), nodeMaxCount the ceiling", () => {
+    expect(awsNodeGroupScaling(3, 12, 3)).toEqual([
+      { minSize: 1, desiredSize: 1, maxSize: 12 },
+      { minSize: 1, desiredSize: 1, maxSize: 12 },
+      { minSize: 1, desiredSize: 1, maxSize: 12 },
+    ]);
+    expect(awsNodeGroupScaling(4, 9, 3).map((g) => g.minSize)).toEqual([2, 1, 1]);
+    // Fewer nodes than zones (a dev stack): some groups start empty; the autoscaler still scales them from zero.
+    expect(awsNodeGroupScaling(2, 4, 3).map((g) => g.minSize)).toEqual([1, 1, 0]);
+    for (const groups of [1, 2, 3, 4, 6]) {
+      for (let min = 1; min <= 13; min++) {
+        for (const max of [min, min + 1, 2 * min + 5]) {
+          const split = awsNodeGroupScaling(min, max, groups);
+          const mins = split.map((g) => g.minSize);
+          const label = `${min}..${max} over ${groups}`;
+          expect(split, label).toHaveLength(groups);
+          expect(
+            mins.reduce((a, b) => a + b, 0),
+            label,
+          ).toBe(min);
+          expect(Math.max(...mins) - Math.min(...mins), label).toBeLessThanOrEqual(1);
+          if (min >= groups) expect(Math.min(...mins), label).toBeGreaterThanOrEqual(1);
+          for (const g of split) {
+            expect(g.desiredSize, label).toBe(g.minSize);
+            expect(g.maxSize, label).toBe(max);
+          }
+        }
+      }
+    }
+    // The groups' maximums overlap, so the autoscaler holds the cluster to nodeMaxCount in all.
+    expect(clusterAutoscalerValues("prod", "eu-west-1", "1.33", 12).extraArgs).toMatchObject({
+      "balance-similar-node-groups": true,
+      "max-nodes-total": 12,
+    });
   });
 });
 

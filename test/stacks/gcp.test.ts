@@ -75,6 +75,8 @@ describe("gcp stack", () => {
       backupConfiguration: {
         enabled: true,
         pointInTimeRecoveryEnabled: true,
+        // Cloud SQL needs fewer days of logs than backups kept; 7 is its most.
+        transactionLogRetentionDays: 7,
         backupRetentionSettings: { retainedBackups: 14, retentionUnit: "COUNT" },
       },
       ipConfiguration: {

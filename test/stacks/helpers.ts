@@ -280,6 +280,12 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
   const keys = pod.topologySpreadConstraints.map((t: any) => t.topologyKey);
   expect(keys).toEqual(["topology.kubernetes.io/zone", "kubernetes.io/hostname"]);
   expect(pod.topologySpreadConstraints[0].whenUnsatisfiable).toBe("DoNotSchedule");
+  // A lost zone's nodes are tainted unreachable: honouring taints leaves that zone out of the skew, so the pods it
+  // held can be replaced in the other zones (kubernetes/kubernetes#116978). Without minDomains, which would count
+  // the zone out and block them again.
+  expect(pod.topologySpreadConstraints[0]).toMatchObject({ maxSkew: 1, nodeTaintsPolicy: "Honor" });
+  expect(pod.topologySpreadConstraints[0].nodeAffinityPolicy ?? "Honor").toBe("Honor");
+  expect(pod.topologySpreadConstraints[0].minDomains).toBeUndefined();
   expect(pod.automountServiceAccountToken).toBe(false);
 
   // The app's namespace enforces the restricted Pod Security Standard.

@@ -5,6 +5,9 @@
  */
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CONFIG_KEYS } from "../../stacks/config";
 import { K8S, all, at, isSecretInput, one, run, validateKubernetesObjects } from "./helpers";
 
 function containerEnv(dep: { inputs: Record<string, unknown> }): Record<string, any> {
@@ -77,6 +80,13 @@ describe("overrides", () => {
     expect(rg.inputs.numCacheClusters).toBe(2);
     expect(rg.inputs.preferredCacheClusterAzs).toEqual(["eu-west-1a", "eu-west-1c"]);
     expect(all(r, "aws:efs/mountTarget:MountTarget")).toHaveLength(2);
+    // A node group per zone: nodeMinCount 3 split 2 + 1, each may grow to nodeMaxCount 12.
+    const nodes = all(r, "aws:eks/nodeGroup:NodeGroup");
+    expect(nodes.map((n) => n.inputs.subnetIds)).toEqual(privateSubnets.map((s) => [s.id]));
+    expect(nodes.map((n) => n.inputs.scalingConfig)).toEqual([
+      { minSize: 2, desiredSize: 2, maxSize: 12 },
+      { minSize: 1, desiredSize: 1, maxSize: 12 },
+    ]);
   });
 
   it("provider keys set as secrets reach the Secret, and the config file names them without values", async () => {
@@ -167,6 +177,11 @@ describe("overrides", () => {
     const rg = one(r, "aws:elasticache/replicationGroup:ReplicationGroup");
     expect(rg.inputs.numCacheClusters).toBe(2);
     expect(rg.inputs.preferredCacheClusterAzs).toEqual(["eu-west-1b", "eu-west-1c"]);
+    // The created cluster gets a node group in each existing subnet.
+    expect(all(r, "aws:eks/nodeGroup:NodeGroup").map((n) => n.inputs.subnetIds)).toEqual([
+      ["subnet-a"],
+      ["subnet-b"],
+    ]);
     const failed = run({
       stack: "aws",
       overrides: {
@@ -175,6 +190,36 @@ describe("overrides", () => {
       },
     });
     await expect(failed).rejects.toThrow(/llm-proxy:existingSubnetIds lists subnet-a more than once/);
+  });
+
+  it("Azure existing subnets: the storage account admits only the cluster subnet, whose Microsoft.Storage endpoint the program cannot add, so the docs ask for it", async () => {
+    const ids = ["cluster", "postgres", "endpoints"].map(
+      (s) =>
+        `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/vnet/subnets/${s}`,
+    );
+    const r = await run({
+      stack: "azure",
+      overrides: {
+        existingNetworkId:
+          "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/vnet",
+        existingSubnetIds: JSON.stringify(ids),
+      },
+    });
+    expect(all(r, "azure-native:network:Subnet")).toEqual([]);
+    const account = one(r, "azure-native:storage:StorageAccount");
+    expect(at(account.inputs, "networkRuleSet")).toMatchObject({
+      defaultAction: "Deny",
+      virtualNetworkRules: [{ virtualNetworkResourceId: ids[0] }],
+    });
+    // Azure refuses a virtual network rule for a subnet without the endpoint: the key's description (Pulumi.yaml
+    // declares the same text) and the README's row and Azure notes say so.
+    const needsEndpoint = /cluster subnet must have a `?Microsoft\.Storage`? service endpoint/;
+    expect(CONFIG_KEYS.existingSubnetIds.description).toMatch(needsEndpoint);
+    const readme = fs.readFileSync(path.resolve(__dirname, "../../README.md"), "utf8");
+    const row = readme.split("\n").find((l) => l.startsWith("| `llm-proxy:existingSubnetIds` |"));
+    expect(row).toMatch(needsEndpoint);
+    const azureNotes = readme.slice(readme.indexOf("- **Azure**:"), readme.indexOf("- **GCP**:"));
+    expect(azureNotes).toMatch(/existingSubnetIds[\s\S]*`Microsoft\.Storage` service endpoint/);
   });
 
   it("AWS filesystemTier OneZone: a One Zone EFS in the first zone with its single mount target there", async () => {
