@@ -52,36 +52,48 @@ function typed(v: unknown, param: string): Json & { type: string } {
 function parts(content: unknown, param: string): string | ContentPart[] {
   if (typeof content === "string") return content;
   if (!Array.isArray(content)) throw invalid(param, "a string or a list of content parts", content);
-  const out = content.map((raw: unknown, i): ContentPart => {
-    const at = `${param}[${i}]`;
-    const p = typed(raw, at);
-    if (p.type === "input_text" || p.type === "output_text")
-      return { type: "text", text: optionalString(p.text, `${at}.text`) };
-    if (p.type === "refusal") return { type: "text", text: optionalString(p.refusal, `${at}.refusal`) };
-    if (p.type === "input_image" && p.image_url !== undefined && p.image_url !== null) {
-      if (typeof p.image_url !== "string")
-        throw invalid(`${at}.image_url`, "a string (a URL or a data URL)", p.image_url);
-      const detail = optionalString(p.detail, `${at}.detail`);
-      return { type: "image_url", image_url: { url: p.image_url, ...(detail ? { detail } : {}) } };
-    }
-    throw unsupported(at, `A \`${p.type}\` content part`);
-  });
+  const out = content.map((raw: unknown, i) => contentPart(raw, `${param}[${i}]`));
   // Parts joined by a line break, as /v1/messages joins text blocks: clients put context and the request in separate
   // parts, which must not run together ("</env>Fix the bug").
   return out.every((p) => p.type === "text") ? out.map((p) => p.text).join("\n") : out;
 }
 
-function outputText(output: unknown, param: string): string {
-  if (typeof output === "string") return output;
-  if (Array.isArray(output))
-    return output
-      .map((p: unknown, i) => {
-        if (!isObject(p)) throw invalid(`${param}[${i}]`, "an object (a content part)", p);
-        // Parts without text (an image a tool returned) carry nothing a tool message can hold.
-        return optionalString(p.text, `${param}[${i}].text`);
-      })
-      .join("");
-  return JSON.stringify(output ?? "");
+function contentPart(raw: unknown, at: string): ContentPart {
+  const p = typed(raw, at);
+  if (p.type === "input_text" || p.type === "output_text")
+    return { type: "text", text: optionalString(p.text, `${at}.text`) };
+  if (p.type === "refusal") return { type: "text", text: optionalString(p.refusal, `${at}.refusal`) };
+  if (p.type === "input_image" && p.image_url !== undefined && p.image_url !== null) {
+    if (typeof p.image_url !== "string")
+      throw invalid(`${at}.image_url`, "a string (a URL or a data URL)", p.image_url);
+    const detail = optionalString(p.detail, `${at}.detail`);
+    return { type: "image_url", image_url: { url: p.image_url, ...(detail ? { detail } : {}) } };
+  }
+  if (p.type === "input_image")
+    throw unsupported(
+      at,
+      "An `input_image` by `file_id` (the proxy cannot read OpenAI's file store; send `image_url`, a URL or a data URL)",
+    );
+  throw unsupported(at, `A \`${p.type}\` content part`);
+}
+
+/**
+ * A tool's output as a chat tool message's text, and the images it returned: a tool message holds only text, so
+ * they follow it in a user message (as /v1/messages does with a tool_result's images).
+ */
+function toolOutput(output: unknown, param: string): { text: string; images: ContentPart[] } {
+  if (typeof output === "string") return { text: output, images: [] };
+  if (!Array.isArray(output)) return { text: JSON.stringify(output ?? ""), images: [] };
+  const texts: string[] = [];
+  const images: ContentPart[] = [];
+  output.forEach((p: unknown, i) => {
+    const at = `${param}[${i}]`;
+    if (!isObject(p)) throw invalid(at, "an object (a content part)", p);
+    if (p.type === "input_image") images.push(contentPart(p, at));
+    else if (p.type === "input_file") throw unsupported(at, "An `input_file` tool output");
+    else texts.push(optionalString(p.text, `${at}.text`) ?? "");
+  });
+  return { text: texts.join(""), images };
 }
 
 const ROLES = ["user", "assistant", "system", "developer"];
@@ -120,7 +132,9 @@ function inputMessages(input: string | Item[]): ChatMessage[] {
         last.tool_calls?.length &&
         typeof content === "string"
       )
-        last.content = (typeof last.content === "string" ? last.content : "") + content;
+        // A line break between the turn's texts, as between text parts: "A" and "B" must not become "AB".
+        last.content =
+          typeof last.content === "string" && last.content !== "" ? `${last.content}\n${content}` : content;
       else out.push({ role, content });
     } else if (type === "function_call" || type === "custom_tool_call") {
       // A custom (freeform) tool travels as a function taking {"input": <text>} (see responsesToChat).
@@ -140,11 +154,13 @@ function inputMessages(input: string | Item[]): ChatMessage[] {
       if (last?.role === "assistant") (last.tool_calls ??= []).push(call);
       else out.push({ role: "assistant", content: null, tool_calls: [call] });
     } else if (type === "function_call_output" || type === "custom_tool_call_output") {
+      const { text, images } = toolOutput(item.output, `${param}.output`);
       out.push({
         role: "tool",
         tool_call_id: optionalString(item.call_id, `${param}.call_id`),
-        content: outputText(item.output, `${param}.output`),
+        content: text,
       });
+      if (images.length > 0) out.push({ role: "user", content: images });
     } else if (type !== "reasoning") {
       throw unsupported(param, `An input item of type \`${type}\``);
     }
@@ -205,7 +221,20 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
   for (const field of ["previous_response_id", "conversation"] as const)
     if (body[field] != null)
       throw unsupported(field, `\`${field}\` (the proxy stores no responses; send the whole input)`);
+  if (body.prompt != null)
+    throw unsupported(
+      "prompt",
+      "`prompt` (a prompt template stored with OpenAI: the proxy cannot read it; send `instructions` and `input`)",
+    );
   if (body.background === true) throw unsupported("background", "`background`");
+  if (body.max_tool_calls != null)
+    throw unsupported("max_tool_calls", "`max_tool_calls` (chat completions has no such limit)");
+  if (body.input === undefined || body.input === null)
+    throw new InvalidRequestError(
+      "Invalid request: `input`: required (a string, or a list of input items).",
+      "missing_required_parameter",
+      "input",
+    );
   const messages: ChatMessage[] = [];
   if (typeof body.instructions === "string" && body.instructions !== "")
     messages.push({ role: "system", content: body.instructions });
@@ -222,6 +251,17 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
   const user = body.safety_identifier ?? body.user;
   if (typeof user === "string") chat.user = user;
   if (body.stream === true) chat.stream = true;
+  // Log probabilities: asked for with `include` (and `top_logprobs` alternatives), as chat's logprobs.
+  if (body.include != null && !Array.isArray(body.include))
+    throw invalid("include", "a list of strings", body.include);
+  if (Array.isArray(body.include) && body.include.includes("message.output_text.logprobs"))
+    chat.logprobs = true;
+  if (body.top_logprobs != null) {
+    if (typeof body.top_logprobs !== "number" || !Number.isInteger(body.top_logprobs))
+      throw invalid("top_logprobs", "an integer", body.top_logprobs);
+    chat.logprobs = true;
+    chat.top_logprobs = body.top_logprobs;
+  }
   const effort = optionalObject(body.reasoning, "reasoning")?.effort;
   optionalString(effort, "reasoning.effort");
   if (typeof effort === "string") chat.reasoning_effort = effort;
@@ -230,10 +270,12 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionRequest {
     optionalString(format.name, "text.format.name");
     optionalObject(format.schema, "text.format.schema");
     checkOptionalBoolean(format.strict, "text.format.strict");
+    optionalString(format.description, "text.format.description");
     chat.response_format = {
       type: "json_schema",
       json_schema: {
         name: format.name ?? "output",
+        ...(typeof format.description === "string" ? { description: format.description } : {}),
         schema: format.schema,
         ...(format.strict != null ? { strict: format.strict } : {}),
       },
@@ -336,6 +378,16 @@ interface OutputItem {
 
 type ResponseStatus = "in_progress" | "completed" | "incomplete" | "failed";
 
+/**
+ * A failed Response's `error.code` is one of a closed list in OpenAI's API (typed decoders reject others); the
+ * proxy's own code goes in the `error` event before it.
+ */
+function responseErrorCode(error: ProxyError): string {
+  if (error.status === 429 || error.status === 529) return "rate_limit_exceeded";
+  if (error.status === 400) return "invalid_prompt";
+  return "server_error";
+}
+
 function responseObject(
   id: string,
   model: string,
@@ -353,7 +405,7 @@ function responseObject(
     object: "response",
     created_at: created,
     status,
-    error: error && { code: error.code ?? error.type, message: error.message },
+    error: error && { code: responseErrorCode(error), message: error.message },
     incomplete_details:
       status === "incomplete"
         ? { reason: finish === "content_filter" ? "content_filter" : "max_output_tokens" }

@@ -127,7 +127,11 @@ export const messagesSchema = z.looseObject({
 /** The OpenAI Responses request (POST /v1/responses); translated to the chat body the stages work on. */
 const responsesSchema = z.looseObject({
   model: z.string().min(1),
-  input: z.union([z.string(), z.array(z.looseObject({}))]),
+  // Absent: a 400 naming it, after the checks for what may stand in for it (`prompt`) — see responsesToChat.
+  input: z
+    .union([z.string(), z.array(z.looseObject({}))])
+    .nullable()
+    .optional(),
   instructions: z.string().nullable().optional(),
   stream: z.boolean().nullable().optional(),
   max_output_tokens: z.number().int().min(1).nullable().optional(),
@@ -151,8 +155,8 @@ const embeddingSchema = z.looseObject({
 function invalid(error: z.ZodError, raw: unknown): InvalidRequestError {
   const issue = error.issues[0];
   const param = issue.path.map(String).join(".") || null;
+  // Absent, whatever zod calls it (a union reports invalid_union): "required", not "Invalid input".
   const missing =
-    issue.code === "invalid_type" &&
     issue.path.length === 1 &&
     raw !== null &&
     typeof raw === "object" &&

@@ -58,10 +58,12 @@ export function createTokenCount(deps: TokenCountDeps): Middleware<ProxyState> {
       .filter((x): x is number => x !== null)
       .reduce((a, b) => Math.min(a, b), Infinity);
     if (prompt > limit) {
+      // The field the client sent: `messages` (chat, Messages) or `input` (Responses, embeddings).
+      const field = chat && ctx.state.route !== "responses" ? "messages" : "input";
       throw new InvalidRequestError(
-        `This request has ${prompt} input tokens${deps.phase === "after-rag" ? " (including knowledge-base context)" : ""}, over the limit of ${limit}. Shorten the messages.`,
+        `This request has ${prompt} input tokens${deps.phase === "after-rag" ? " (including knowledge-base context)" : ""}, over the limit of ${limit}. Shorten the ${field === "input" ? "input" : "messages"}.`,
         "context_length_exceeded",
-        "messages",
+        field,
       );
     }
     return next();

@@ -392,6 +392,19 @@ describe("content policy and token limits through the proxy", () => {
     expect(((await perModel.json()) as any).error).toMatchObject({
       type: "invalid_request_error",
       code: "context_length_exceeded",
+      param: "messages",
+    });
+    // The error names the field the client sent: `input` on /v1/responses.
+    const responses = await fetch(`${proxy.url}/v1/responses`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "small", input: "word ".repeat(40) }),
+    });
+    expect(responses.status).toBe(400);
+    expect(((await responses.json()) as any).error).toMatchObject({
+      code: "context_length_exceeded",
+      param: "input",
+      message: expect.stringContaining("Shorten the input."),
     });
     const global = await chat("big", "word ".repeat(400));
     expect(global.status).toBe(400);

@@ -341,11 +341,11 @@ describe("POST /v1/responses: a wrong-typed field is a 400 naming it, and nothin
       }),
     );
     expect(ok.status).toBe(200);
-    expect(upstream.requests.at(-1)!.body.messages.at(-1)).toEqual({
-      role: "tool",
-      tool_call_id: "a",
-      content: "shipped",
-    });
+    expect(upstream.requests.at(-1)!.body.messages.slice(-2)).toEqual([
+      { role: "tool", tool_call_id: "a", content: "shipped" },
+      // The image the tool returned follows in a user message (a tool message holds only text).
+      { role: "user", content: [{ type: "image_url", image_url: { url: "https://example.com/a.png" } }] },
+    ]);
   });
 
   it("function_call arguments must be text: an object is a 400, the same call with JSON text goes through", async () => {

@@ -170,7 +170,7 @@ describe("chat chunks → Responses events, as the openai SDK accumulates them",
     expect(events.at(-2)).toMatchObject({ type: "error", code: "upstream_stream_error" });
     expect(events.at(-1)).toMatchObject({
       type: "response.failed",
-      response: { status: "failed", error: { code: "upstream_stream_error" } },
+      response: { status: "failed", error: { code: "server_error", message: "The upstream stream failed." } },
     });
   });
 });
@@ -250,5 +250,67 @@ describe("Responses request → chat request: what clients like Codex send", () 
     });
     expect(bare).not.toHaveProperty("parallel_tool_calls");
     expect(bare).not.toHaveProperty("tool_choice");
+  });
+
+  it("what the proxy cannot honour is a 400 naming it; what chat can carry is carried", () => {
+    const attempt = (body: Record<string, unknown>) => () =>
+      responsesToChat({ model: "m", ...body } as never);
+    // A stored prompt template (with or without input), a tool-call cap, a file-store image.
+    for (const [body, param] of [
+      [{ prompt: { id: "pmpt_1", variables: { a: "b" } }, input: "x" }, "prompt"],
+      [{ prompt: { id: "pmpt_1" } }, "prompt"],
+      [{ input: "x", max_tool_calls: 2 }, "max_tool_calls"],
+      [
+        { input: [{ role: "user", content: [{ type: "input_image", file_id: "file-1" }] }] },
+        "input[0].content[0]",
+      ],
+    ] as const)
+      expect(attempt(body)).toThrow(
+        expect.objectContaining({ status: 400, code: "unsupported_parameter", param }),
+      );
+    expect(attempt({ input: [{ role: "user", content: [{ type: "input_image", file_id: "f" }] }] })).toThrow(
+      /file_id.*image_url/,
+    );
+    expect(attempt({})).toThrow(
+      expect.objectContaining({ status: 400, code: "missing_required_parameter", param: "input" }),
+    );
+    const chat = responsesToChat({
+      model: "m",
+      include: ["message.output_text.logprobs"],
+      top_logprobs: 3,
+      text: {
+        format: { type: "json_schema", name: "out", description: "The answer", schema: { type: "object" } },
+      },
+      input: [
+        { role: "user", content: "look" },
+        { type: "message", role: "assistant", content: [{ type: "output_text", text: "A" }] },
+        { type: "function_call", call_id: "c1", name: "shot", arguments: "{}" },
+        { type: "message", role: "assistant", content: [{ type: "output_text", text: "B" }] },
+        {
+          type: "function_call_output",
+          call_id: "c1",
+          output: [
+            { type: "input_text", text: "the screen" },
+            { type: "input_image", image_url: "data:image/png;base64,AAAA" },
+          ],
+        },
+      ],
+    } as never);
+    expect(chat).toMatchObject({ logprobs: true, top_logprobs: 3 });
+    expect(chat.response_format).toEqual({
+      type: "json_schema",
+      json_schema: { name: "out", description: "The answer", schema: { type: "object" } },
+    });
+    expect(chat.messages.slice(1)).toEqual([
+      // The turn's two texts keep apart.
+      {
+        role: "assistant",
+        content: "A\nB",
+        tool_calls: [{ id: "c1", type: "function", function: { name: "shot", arguments: "{}" } }],
+      },
+      { role: "tool", tool_call_id: "c1", content: "the screen" },
+      // The image the tool returned follows, where chat can carry it.
+      { role: "user", content: [{ type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } }] },
+    ]);
   });
 });
