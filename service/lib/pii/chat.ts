@@ -201,15 +201,22 @@ function continues(held: string, part: Part): boolean {
 }
 
 /**
- * `part` ends what `held` holds: the held text can no longer grow into a placeholder, and text released after
- * `part` would come out after it (on the Messages and Responses wires, in a new block after a tool call).
- * Text fields are ended by any other output. A tool call's arguments are ended by text, other output, or a call
- * that opens — not by argument deltas of another call already open: providers may interleave parallel calls,
- * and each call's block stays open until the stream ends, so its held text still lands in its own call.
+ * `part` ends what `held` holds: text released after `part` would come out in the wrong place (on the Messages and
+ * Responses wires, in a new block after a tool call; after a refusal that followed it in the same block).
+ * Text fields are ended by other text fields, other output, and a call that opens (which closes the text's block) —
+ * not by argument deltas of a call already open (text after them stays in its block; see lib/chunk-blocks.ts).
+ * A call's arguments (or input) are ended only by the choice's end (or a new call taking over its index): whatever
+ * comes between, their later
+ * deltas land in that call (the chat wire keys them by index; the block walker keeps the call's block for them),
+ * so a placeholder split around text or another call's deltas is still restored whole.
  */
 function interrupts(part: Part, held: string): boolean {
   if (!part.output || continues(held, part)) return false;
-  if (part.kind.startsWith("call:") && (held.startsWith("f:") || held.startsWith("u:"))) return part.newCall;
+  // Except a new call on the same index (some providers number every call 0): it takes the index over.
+  if (held.startsWith("f:") || held.startsWith("u:"))
+    return part.newCall && part.kind === `call:${held.slice(2)}`;
+  if (held === "fc") return false;
+  if (part.kind.startsWith("call:")) return part.newCall;
   return true;
 }
 

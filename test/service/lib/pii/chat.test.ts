@@ -560,7 +560,7 @@ describe("createChunkRestorer: held text comes out before the output that ends i
     }
   });
 
-  it("tool-call arguments: released when another call opens, kept while parallel calls interleave", () => {
+  it("tool-call arguments: kept while other calls open and interleave, or text comes between", () => {
     const session = engine.newSession();
     const ph = session.scrub(EMAIL);
     // Call 0's arguments, interleaved with call 1's (already open), still complete into the placeholder.
@@ -580,15 +580,34 @@ describe("createChunkRestorer: held text comes out before the output that ends i
         { type: "tool", body: "{}" },
       ]);
     }
-    // A call that opens ends the held arguments of the one before: they come out first, in their own call.
+    // A call that opens, or text, between the halves of a placeholder: the arguments still complete into it (their
+    // later deltas land in their own call on every wire), on every split.
+    for (const between of [
+      delta({ tool_calls: [open(1, "b", "{}")] }),
+      delta({ content: "Sending now." }),
+      delta({ content: "Sending now.", tool_calls: [open(1, "b", "{}")] }),
+    ])
+      for (let i = 1; i < ph.length; i++) {
+        const out = restoreChunkList(
+          [
+            delta({ tool_calls: [open(0, "a", `{"to":"${ph.slice(0, i)}`)] }),
+            structuredClone(between),
+            delta({ tool_calls: [args(0, `${ph.slice(i)}"}`)] }),
+            delta({}, "tool_calls"),
+          ],
+          session,
+        );
+        const text = JSON.stringify(out);
+        expect(text, `split at ${i}`).not.toContain("PII_");
+        expect(text, `split at ${i}`).toContain(EMAIL);
+      }
+    // Held arguments that never complete come out at the end, in their own call.
     const r = createChunkRestorer(session);
     one(r, delta({ tool_calls: [open(0, "a", '{"x":"<<')] }));
     const next = delta({ tool_calls: [open(1, "b", "{}")] });
-    expect(r.push(next)).toEqual([delta({ tool_calls: [args(0, "<<")] }), next]);
-    // Text after a call ends its held arguments too.
-    one(r, delta({ tool_calls: [args(1, "<")] }));
-    const text = delta({ content: "Done." });
-    expect(r.push(text)).toEqual([delta({ tool_calls: [args(1, "<")] }), text]);
+    expect(r.push(next)).toEqual([next]);
+    const end = r.push(delta({}, "tool_calls"));
+    expect(end.at(-1)!.choices[0]!.delta.tool_calls).toEqual([args(0, "<<")]);
   });
 
   it("a new call on the same index (some providers number every call 0) does not take the last one's held text", () => {
