@@ -236,11 +236,39 @@ export function toAnthropicRequest(
   if (choice) out.tool_choice = choice;
   const config: Record<string, unknown> = {};
   const format = body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined;
-  if (format?.type === "json_schema" || format?.type === "json_object")
-    config.format = { type: "json_schema", schema: format.json_schema?.schema ?? { type: "object" } };
+  // json_object ("any JSON object") has no Anthropic form: structured outputs need an object's properties, so it is
+  // left to the prompt (OpenAI's JSON mode already requires the prompt to ask for JSON).
+  if (format?.type === "json_schema" && format.json_schema?.schema !== undefined)
+    config.format = { type: "json_schema", schema: closedObjects(format.json_schema.schema) };
   const effort = typeof body.reasoning_effort === "string" ? EFFORT[body.reasoning_effort] : undefined;
   if (effort) config.effort = effort;
   if (Object.keys(config).length > 0) out.output_config = config;
+  return out;
+}
+
+/**
+ * A JSON schema as Anthropic's structured outputs take it: every object closed (`additionalProperties: false`, which
+ * Anthropic requires and OpenAI's non-strict schemas often leave out). A copy; the rest is as the client wrote it.
+ */
+export function closedObjects(schema: unknown, depth = 0): unknown {
+  if (depth > 64 || typeof schema !== "object" || schema === null) return schema;
+  if (Array.isArray(schema)) return schema.map((s) => closedObjects(s, depth + 1));
+  const node = schema as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(node)) {
+    if (k === "properties" || k === "$defs" || k === "definitions" || k === "patternProperties") {
+      out[k] =
+        typeof v === "object" && v !== null && !Array.isArray(v)
+          ? Object.fromEntries(Object.entries(v).map(([name, s]) => [name, closedObjects(s, depth + 1)]))
+          : v;
+    } else if (k === "enum" || k === "const" || k === "default" || k === "examples") out[k] = v;
+    else out[k] = closedObjects(v, depth + 1);
+  }
+  const isObject =
+    node.type === "object" ||
+    (Array.isArray(node.type) && node.type.includes("object")) ||
+    "properties" in node;
+  if (isObject) out.additionalProperties = false;
   return out;
 }
 

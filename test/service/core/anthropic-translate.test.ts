@@ -50,11 +50,72 @@ describe("Anthropic translation details", () => {
       100,
     );
     expect(body.output_config).toEqual({
-      format: { type: "json_schema", schema: { type: "object" } },
+      format: { type: "json_schema", schema: { type: "object", additionalProperties: false } },
       effort: "low",
     });
     expect(body).not.toHaveProperty("temperature");
     expect(body).not.toHaveProperty("top_p");
+  });
+
+  it("structured outputs: every object of the schema closed, as Anthropic requires; json_object left to the prompt", () => {
+    const schema = {
+      type: "object",
+      properties: {
+        items: { type: "array", items: { type: "object", properties: { id: { type: "string" } } } },
+        kind: { anyOf: [{ type: "object", properties: {} }, { type: "null" }] },
+        // A property named like a keyword, and literal values, are data, not schemas.
+        properties: { type: "string", enum: [{ type: "object" }] },
+      },
+      $defs: { node: { type: "object", properties: { next: { $ref: "#/$defs/node" } } } },
+      required: ["items"],
+    };
+    const copy = structuredClone(schema);
+    const body = toAnthropicRequest(
+      {
+        model: "m",
+        messages: [{ role: "user", content: "x" }],
+        response_format: { type: "json_schema", json_schema: { name: "r", schema } },
+      },
+      100,
+    );
+    expect(body.output_config).toEqual({
+      format: {
+        type: "json_schema",
+        schema: {
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            items: {
+              type: "array",
+              items: { type: "object", additionalProperties: false, properties: { id: { type: "string" } } },
+            },
+            kind: {
+              anyOf: [{ type: "object", properties: {}, additionalProperties: false }, { type: "null" }],
+            },
+            properties: { type: "string", enum: [{ type: "object" }] },
+          },
+          $defs: {
+            node: {
+              type: "object",
+              additionalProperties: false,
+              properties: { next: { $ref: "#/$defs/node" } },
+            },
+          },
+          required: ["items"],
+        },
+      },
+    });
+    // The client's schema is not changed (it is also the cache key's and the usage's).
+    expect(schema).toEqual(copy);
+    const jsonMode = toAnthropicRequest(
+      {
+        model: "m",
+        messages: [{ role: "user", content: "Answer in JSON." }],
+        response_format: { type: "json_object" },
+      },
+      100,
+    );
+    expect(jsonMode).not.toHaveProperty("output_config");
   });
 
   it("message_delta's null usage fields keep the counts from message_start; a tool without input gets {}", () => {

@@ -233,7 +233,9 @@ describe("the anthropic provider: OpenAI clients talk to the Messages API throug
       response_format: { type: "json_schema", json_schema: { name: "answer", schema } },
     });
     expect(res.choices[0].message.content).toBe("Echo: give json");
-    expect(sent().body.output_config).toEqual({ format: { type: "json_schema", schema } });
+    expect(sent().body.output_config).toEqual({
+      format: { type: "json_schema", schema: { ...schema, additionalProperties: false } },
+    });
     expect(sent().body.tools).toBeUndefined();
   });
 
