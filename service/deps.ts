@@ -10,6 +10,7 @@ import type { Config } from "./config";
 import { createPostgres } from "./adapters/postgres";
 import { createPgKeyStore, createPgTeamStore, createPgUsageReport } from "./adapters/pg-stores";
 import { createPgAuditLog } from "./adapters/pg-audit";
+import { createPgKbLock } from "./adapters/pg-kb-lock";
 import { createUsageWriter, type UsageWriter } from "./adapters/usage-writer";
 import { createSpendTracker } from "./adapters/spend";
 import { startUsageRetention } from "./adapters/usage-retention";
@@ -90,6 +91,9 @@ export async function createDeps(config: Config, opts: CreateDepsOptions): Promi
     // redacted like /v1/embeddings input: the embedding provider is as external as the chat one.
     kb: createKnowledgeBaseFromConfig(config, providers, log, {
       ...(pii ? { redact: (text: string) => pii.newSession().redact(text) } : {}),
+      // Workers and replicas share the collection: their writes take a PostgreSQL advisory lock. Not on the embedded
+      // PGlite (one connection, one process): there the knowledge base's in-process queue is enough.
+      ...(opts.poolOptions ? {} : { lock: createPgKbLock({ pool }) }),
     }),
     isDraining: opts.isDraining,
     ...(opts.isCutOff ? { isCutOff: opts.isCutOff } : {}),

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { Config } from "../config";
 import type { ProviderRegistry } from "../providers/registry";
 import { createChromaStore } from "../adapters/chroma";
+import type { WriteLock } from "../adapters/pg-kb-lock";
 import { KnowledgeBase } from "./knowledge-base";
 
 export { KnowledgeBase, chunkId, type Embed, type KnowledgeBaseOptions } from "./knowledge-base";
@@ -23,6 +24,8 @@ export function createKnowledgeBaseFromConfig(
     chromaUrl?: string | null;
     /** Applied to every text sent to the embedding model (chunks at ingestion, search queries): the PII redaction. */
     redact?: (text: string) => string;
+    /** Cross-process write lock (every worker and replica of a shared database); none for a single process. */
+    lock?: WriteLock;
   } = {},
 ): KnowledgeBase | null {
   const url = opts.chromaUrl ?? config.chroma.url;
@@ -46,5 +49,6 @@ export function createKnowledgeBaseFromConfig(
     rag: config.rag,
     embeddingModel: model,
     log,
+    ...(opts.lock ? { lock: opts.lock } : {}),
   });
 }

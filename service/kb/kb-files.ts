@@ -20,8 +20,34 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { InvalidRequestError } from "../errors";
 
-/** Directories never walked: VCS data, dependencies, build output. Hidden entries are skipped too. */
+/**
+ * Folders a directory ingest does not enter: dependencies and build output. Hidden entries (VCS data, editor state)
+ * are not walked either. Each is reported in the ingest's `skipped`; a file uploaded or ingested there by name is
+ * indexed all the same, and a directory ingest above it leaves it indexed while the file exists.
+ */
 const SKIP_DIRS = new Set(["node_modules", "vendor", "dist", "build", "target", "__pycache__", "venv"]);
+
+/** Why a directory ingest does not enter `name`, or null when it does. */
+export function walkSkipReason(name: string, isDirectory: boolean): string | null {
+  if (name.startsWith(".")) return isDirectory ? "hidden folder (not walked)" : "hidden file (not walked)";
+  if (isDirectory && SKIP_DIRS.has(name)) return "dependency or build-output folder (not walked)";
+  return null;
+}
+
+/** File system errors that make one file unreadable without saying anything about the others. */
+const FILE_GONE: Record<string, string> = {
+  ENOENT: "file disappeared during the ingest",
+  ENOTDIR: "file disappeared during the ingest",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+};
+
+function fileGone(error: unknown): string | null {
+  return FILE_GONE[(error as NodeJS.ErrnoException)?.code ?? ""] ?? null;
+}
+
+/** UTF-8 decoding that refuses malformed input instead of writing U+FFFD in its place. */
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Files larger than this are not ingested (a knowledge base is text, not data dumps). */
 export const MAX_FILE_BYTES = 5 * 1024 * 1024;
@@ -219,18 +245,42 @@ export class KbFiles {
     }
   }
 
-  /** Read a file as UTF-8; null when it is too large or binary (contains NUL). */
+  /**
+   * Read a file as UTF-8, or the reason it is not ingested: too large, binary (contains NUL), not UTF-8, or gone or
+   * unreadable by now (a file deleted or made unreadable after the walk listed it).
+   */
   async readText(absolute: string): Promise<{ text: string } | { skip: string }> {
-    const stat = await fsp.stat(absolute);
-    if (stat.size > MAX_FILE_BYTES) return { skip: `larger than ${MAX_FILE_BYTES} bytes` };
-    const buffer = await fsp.readFile(absolute);
+    let buffer: Buffer;
+    try {
+      const stat = await fsp.stat(absolute);
+      if (stat.size > MAX_FILE_BYTES) return { skip: `larger than ${MAX_FILE_BYTES} bytes` };
+      buffer = await fsp.readFile(absolute);
+    } catch (error) {
+      const reason = fileGone(error);
+      if (reason) return { skip: reason };
+      throw error;
+    }
     if (buffer.includes(0)) return { skip: "binary file" };
-    return { text: buffer.toString("utf8") };
+    try {
+      return { text: UTF8.decode(buffer) };
+    } catch {
+      return { skip: "not UTF-8" };
+    }
+  }
+
+  /** Whether the source id names a regular file in KB_DIR now. */
+  async isFile(source: string): Promise<boolean> {
+    try {
+      return (await fsp.stat(path.join(await this.rootReal(), source))).isFile();
+    } catch {
+      return false;
+    }
   }
 
   /**
-   * Every regular file under a directory (real paths inside KB_DIR), skipping hidden entries and SKIP_DIRS.
-   * Symlinks are followed only while they resolve inside KB_DIR; each real directory is visited once (no loops).
+   * Every regular file under a directory (real paths inside KB_DIR). Hidden entries, SKIP_DIRS folders, and folders
+   * or symlinks that cannot be read are not entered and are listed in `skipped` with the reason. Symlinks are
+   * followed only while they resolve inside KB_DIR; each real directory is visited once (no loops).
    */
   async walk(directory: string): Promise<{ files: KbPath[]; skipped: { path: string; reason: string }[] }> {
     const root = await this.rootReal();
@@ -240,11 +290,23 @@ export class KbFiles {
     const visit = async (dir: string): Promise<void> => {
       if (seen.has(dir)) return;
       seen.add(dir);
-      const entries = await fsp.readdir(dir, { withFileTypes: true });
+      let entries: fs.Dirent[];
+      try {
+        entries = await fsp.readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        const reason = fileGone(error);
+        if (!reason || dir === directory) throw error;
+        skipped.push({ path: toSource(root, dir), reason: reason.replace("file", "folder") });
+        return;
+      }
       entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
       for (const entry of entries) {
-        if (entry.name.startsWith(".")) continue;
         const full = path.join(dir, entry.name);
+        const hidden = entry.name.startsWith(".") ? walkSkipReason(entry.name, entry.isDirectory()) : null;
+        if (hidden) {
+          skipped.push({ path: toSource(root, full), reason: hidden });
+          continue;
+        }
         let real = full;
         let isDir = entry.isDirectory();
         let isFile = entry.isFile();
@@ -259,12 +321,21 @@ export class KbFiles {
             skipped.push({ path: toSource(root, full), reason: "symlink resolves outside KB_DIR" });
             continue;
           }
-          const stat = await fsp.stat(real);
+          const stat = await fsp.stat(real).catch((error: unknown) => {
+            if (fileGone(error)) return null;
+            throw error;
+          });
+          if (!stat) {
+            skipped.push({ path: toSource(root, full), reason: "broken symlink" });
+            continue;
+          }
           isDir = stat.isDirectory();
           isFile = stat.isFile();
         }
         if (isDir) {
-          if (!SKIP_DIRS.has(entry.name)) await visit(real);
+          const reason = walkSkipReason(entry.name, true);
+          if (reason) skipped.push({ path: toSource(root, full), reason });
+          else await visit(real);
         } else if (isFile && !seen.has(real)) {
           seen.add(real);
           files.push({ absolute: real, source: toSource(root, real) });

@@ -14,7 +14,8 @@ import crypto from "node:crypto";
 import type { Logger } from "pino";
 import type { Config } from "../config";
 import type { ChunkRecord, VectorStore } from "../adapters/chroma";
-import { InvalidRequestError } from "../errors";
+import type { WriteLock } from "../adapters/pg-kb-lock";
+import { InvalidRequestError, ProxyError } from "../errors";
 import { bm25Scores } from "../lib/bm25";
 import { chunkDocument } from "../lib/chunking";
 import { reciprocalRankFusion } from "../lib/rrf";
@@ -44,6 +45,11 @@ export interface KnowledgeBaseOptions {
   embedBatchSize?: number;
   /** Dense candidates fetched per query: max(topK × this, 20), at most 100. Default 4. */
   candidateMultiplier?: number;
+  /**
+   * Runs a write holding a lock shared by every process writing this collection (other workers, other replicas).
+   * Default none: writes are serialized within this process only (enough for a single process).
+   */
+  lock?: WriteLock;
 }
 
 /** Directory ingestion stores files in groups of about this many characters (≈ 64 chunks of 256 tokens). */
@@ -87,12 +93,34 @@ export function chunkId(source: string, index: number): string {
   return `${crypto.createHash("sha256").update(source).digest("hex").slice(0, 16)}:${index}`;
 }
 
+/**
+ * A directory ingest that fails after storing some files: the same error (status, type, code), its message saying
+ * what was stored before the failure (those files are indexed at their new version; re-running the ingest is safe).
+ */
+function partialFailure(error: unknown, report: IngestReport): unknown {
+  if (!report.files.length) return error;
+  const names = report.files.map((f) => f.source);
+  const listed = names.slice(0, 20).join(", ") + (names.length > 20 ? `, and ${names.length - 20} more` : "");
+  const done =
+    `${names.length} file(s) (${report.chunks} chunks) were ingested before the failure: ${listed}. ` +
+    "Re-run the ingest to finish; files already ingested are replaced, not duplicated.";
+  if (error instanceof ProxyError) {
+    return new ProxyError(error.status, error.type, error.code, `${error.message} ${done}`, {
+      param: error.param,
+      headers: error.headers,
+      cause: error,
+    });
+  }
+  return new Error(`${(error as Error)?.message ?? String(error)} (${done})`, { cause: error });
+}
+
 export class KnowledgeBase implements KnowledgeBaseLike {
   readonly collection: string;
   private readonly files: KbFiles;
   /**
-   * Writes (upload, ingest, delete, reset) run one at a time in this process, so two versions of one source never
-   * interleave their upserts and leftover deletes. Retrieval does not wait for it.
+   * Writes (upload, ingest, delete, reset) run one at a time in this process, and under the cross-process lock
+   * (`lock`) across processes, so two versions of one source never interleave their upserts and leftover deletes,
+   * and a directory's stale-source check never runs beside another process's upload. Retrieval does not wait.
    */
   private writes: Promise<unknown> = Promise.resolve();
 
@@ -119,20 +147,23 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     const hits = await this.opts.store.query(embedding, candidates);
     if (!hits.length) return [];
 
-    // Dense ranking: candidates whose cosine similarity clears the threshold, closest first.
-    const dense = hits.filter((h) => 1 - h.distance >= this.opts.rag.minScore).map((h) => h.id);
-    // Lexical ranking: BM25 over all candidates (heading included), so an exact identifier or error code that the
-    // embedding ranks low still counts; candidates matching no query term are not ranked.
+    // Only candidates whose cosine similarity clears the threshold can be injected: min_score bounds what reaches a
+    // prompt. Dense ranking: those candidates, closest first.
+    const eligible = hits.filter((h) => 1 - h.distance >= this.opts.rag.minScore);
+    if (!eligible.length) return [];
+    const dense = eligible.map((h) => h.id);
+    // Lexical ranking: BM25 over the eligible candidates (heading included), so an exact identifier or error code
+    // that the embedding ranks lower still moves up; candidates matching no query term are not ranked.
     const scores = bm25Scores(
       text,
-      hits.map((h) => (h.heading ? `${h.heading}\n${h.text}` : h.text)),
+      eligible.map((h) => (h.heading ? `${h.heading}\n${h.text}` : h.text)),
     );
-    const lexical = hits
+    const lexical = eligible
       .map((h, i) => ({ id: h.id, score: scores[i] }))
       .filter((x) => x.score > 0)
       .sort((a, b) => b.score - a.score)
       .map((x) => x.id);
-    const byId = new Map(hits.map((h, i) => [h.id, { hit: h, lexical: scores[i] }]));
+    const byId = new Map(eligible.map((h, i) => [h.id, { hit: h, lexical: scores[i] }]));
     return reciprocalRankFusion([dense, lexical])
       .slice(0, topK)
       .map((f) => {
@@ -192,12 +223,15 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     return this.exclusive(async () => {
       const report: IngestReport = { files: [], skipped: [], chunks: 0, removed: [] };
       let files: KbPath[] = [target];
+      // Files found but not ingestible (type, size, binary, encoding, unreadable): their old chunks go.
+      const unusable = new Set<string>();
       if (target.isDirectory) {
         const walked = await this.files.walk(target.absolute);
         report.skipped.push(...walked.skipped);
         files = walked.files.filter((f) => {
           if (documentKind(f.source)) return true;
           report.skipped.push({ path: f.source, reason: "unsupported file type" });
+          unusable.add(f.source);
           return false;
         });
       }
@@ -213,37 +247,30 @@ export class KnowledgeBase implements KnowledgeBaseLike {
         group = [];
         groupChars = 0;
       };
-      for (const file of files) {
-        const read = await this.files.readText(file.absolute);
-        if ("skip" in read) {
-          if (!target.isDirectory) {
-            throw new InvalidRequestError(
-              `Cannot ingest ${file.source}: ${read.skip}.`,
-              "unsupported_file",
-              "path",
-            );
+      try {
+        for (const file of files) {
+          const read = await this.files.readText(file.absolute);
+          if ("skip" in read) {
+            if (!target.isDirectory) {
+              throw new InvalidRequestError(
+                `Cannot ingest ${file.source}: ${read.skip}.`,
+                "unsupported_file",
+                "path",
+              );
+            }
+            report.skipped.push({ path: file.source, reason: read.skip });
+            unusable.add(file.source);
+            continue;
           }
-          report.skipped.push({ path: file.source, reason: read.skip });
-          continue;
+          group.push({ source: file.source, text: read.text });
+          groupChars += read.text.length;
+          if (groupChars >= GROUP_CHARS) await flush();
         }
-        group.push({ source: file.source, text: read.text });
-        groupChars += read.text.length;
-        if (groupChars >= GROUP_CHARS) await flush();
+        if (group.length) await flush();
+      } catch (error) {
+        throw partialFailure(error, report);
       }
-      if (group.length) await flush();
-      if (target.isDirectory) {
-        // The index mirrors the directory: sources under it that this walk did not ingest (deleted, renamed, now
-        // skipped) lose their chunks instead of staying retrievable.
-        const ingested = new Set(report.files.map((f) => f.source));
-        const stored = await this.opts.store.sources();
-        report.removed = [...stored.keys()]
-          .filter((s) => isUnder(s, target.source) && !ingested.has(s))
-          .sort();
-        if (report.removed.length) {
-          await this.opts.store.deleteLeftovers(report.removed.map((source) => ({ source, keep: 0 })));
-          this.opts.log.info({ removed: report.removed.length }, "knowledge base: stale sources deleted");
-        }
-      }
+      if (target.isDirectory) report.removed = await this.removeStale(target.source, report.files, unusable);
       return report;
     });
   }
@@ -297,6 +324,32 @@ export class KnowledgeBase implements KnowledgeBaseLike {
     this.opts.log.info({ collection: this.collection }, "knowledge base: reset");
   }
 
+  /**
+   * Delete the chunks of sources under `dir` that this ingest did not store and whose file is gone, or was found
+   * but is no longer ingestible (`unusable`, each reported in `skipped`). A source kept out of the walk but still
+   * on disk (uploaded into a hidden or dependency/build folder, which a directory ingest does not enter) stays
+   * indexed, as upload indexed it. Each file is checked right before the delete, so a file that appeared meanwhile
+   * is not dropped.
+   */
+  private async removeStale(
+    dir: string,
+    stored: readonly IngestedSource[],
+    unusable: ReadonlySet<string>,
+  ): Promise<string[]> {
+    const ingested = new Set(stored.map((f) => f.source));
+    const indexed = await this.opts.store.sources();
+    const removed: string[] = [];
+    for (const source of [...indexed.keys()].sort()) {
+      if (!isUnder(source, dir) || ingested.has(source)) continue;
+      if (unusable.has(source) || !(await this.files.isFile(source))) removed.push(source);
+    }
+    if (removed.length) {
+      await this.opts.store.deleteLeftovers(removed.map((source) => ({ source, keep: 0 })));
+      this.opts.log.info({ removed: removed.length }, "knowledge base: stale sources deleted");
+    }
+    return removed;
+  }
+
   private requireSupported(source: string): void {
     if (!documentKind(source)) {
       throw new InvalidRequestError(
@@ -308,7 +361,9 @@ export class KnowledgeBase implements KnowledgeBaseLike {
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.writes.then(fn, fn);
+    const { lock } = this.opts;
+    const locked = lock ? () => lock(this.collection, fn) : fn;
+    const run = this.writes.then(locked, locked);
     this.writes = run.catch(() => undefined);
     return run;
   }

@@ -98,15 +98,55 @@ function toUnits(text: string, maxTokens: number): Unit[] {
       units.push({ text: piece, tokens, lineStart });
       continue;
     }
-    // A "word" longer than a chunk (minified code, base64): cut it into slices of at most maxTokens code points;
-    // a token is at least one character, so each slice has at most maxTokens tokens.
+    // A "word" longer than a chunk (minified code, base64, CJK prose without spaces): cut it into slices of at most
+    // a quarter chunk, so packing can still fill a chunk around text before or after it and overlap neighbours. A
+    // code point can be several tokens (CJK, emoji, rare scripts), so each slice is the longest run of code points
+    // within that many tokens, found by searching on the count.
     const chars = Array.from(piece);
-    for (let i = 0; i < chars.length; i += maxTokens) {
-      const slice = chars.slice(i, i + maxTokens).join("");
+    const sliceTokens = Math.max(1, Math.floor(maxTokens / 4));
+    for (let i = 0, take = sliceTokens; i < chars.length;) {
+      take = longestFitting(chars, i, sliceTokens, take);
+      const slice = chars.slice(i, i + take).join("");
       units.push({ text: slice, tokens: countTokens(slice), lineStart: i === 0 && lineStart });
+      i += take;
     }
   }
   return units;
+}
+
+/**
+ * How many code points from `chars[from]` on make the longest slice of at most `maxTokens` tokens (at least one: a
+ * single code point is the smallest unit a slice can have). Tokens per code point vary both ways (base64 packs
+ * several code points in a token, CJK and emoji take several tokens per code point), so the length is searched:
+ * from `guess` (the previous slice's length: a long run is usually uniform, so two counts settle it), galloping up
+ * while it fits, then by bisection. No slice is longer than 8 code points per token allowed.
+ */
+function longestFitting(chars: readonly string[], from: number, maxTokens: number, guess: number): number {
+  const cap = Math.min(maxTokens * 8, chars.length - from);
+  const fits = (n: number) => countTokens(chars.slice(from, from + n).join("")) <= maxTokens;
+  let lo = 1;
+  let hi = Math.max(1, Math.min(guess, cap));
+  if (fits(hi)) {
+    // lo fits; gallop up until a length does not (or the cap is reached).
+    lo = hi;
+    hi = cap;
+    for (let step = 1; lo < cap; step *= 2) {
+      const next = Math.min(cap, lo + step);
+      if (!fits(next)) {
+        hi = next - 1;
+        break;
+      }
+      lo = next;
+    }
+  } else {
+    hi -= 1;
+  }
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 const joinUnits = (units: Unit[], from: number, to: number): string =>
@@ -167,7 +207,8 @@ function pack(units: Unit[], max: number, overlap: number, minChars: number): st
 export function chunkDocument(text: string, kind: DocumentKind, opts: ChunkOptions): Chunk[] {
   const minChars = opts.minChars ?? 50;
   const overlap = Math.max(0, Math.min(opts.overlapTokens, opts.chunkTokens - 1));
-  const normalized = text.replace(/\r\n?/g, "\n");
+  // A byte-order mark would sit before the first heading's `#`, which then is not a heading.
+  const normalized = text.replace(/^\uFEFF/, "").replace(/\r\n?/g, "\n");
   const sections =
     kind === "markdown" ? splitMarkdownSections(normalized) : [{ heading: "", text: normalized }];
   const chunks: Chunk[] = [];

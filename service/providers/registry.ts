@@ -10,6 +10,7 @@ import { NotFoundError, UpstreamError } from "../errors";
 import { createAnthropicProvider } from "./anthropic";
 import { createOpenAICompatibleProvider } from "./openai-compatible";
 import { createMockProvider } from "./mock";
+import { ProviderFailure } from "./errors";
 import { Counter } from "prom-client";
 import { registry } from "../metrics";
 
@@ -193,9 +194,12 @@ export function createProviderRegistry(config: Config): ProviderRegistry {
           });
         } catch (error) {
           lastError = error;
+          // A request the provider refused (bad input, too long) fails on every fallback too.
+          if (error instanceof ProviderFailure && !error.retryable && !error.targetFault) break;
         }
       }
-      throw lastError;
+      // The client gets what the chat path gives it: 502 upstream_error, or the provider's own 4xx and message.
+      throw lastError instanceof ProviderFailure ? lastError.clientError : lastError;
     },
     async close() {
       await Promise.all([...providers.values()].map((p) => p.close()));

@@ -114,4 +114,29 @@ describe("chunkDocument", () => {
     for (const c of chunks) expect(countTokens(c.text)).toBeLessThanOrEqual(64);
     expect(chunks[0].text).toContain("<|endoftext|>");
   });
+
+  it("keeps chunks within chunk_tokens for scripts with several tokens per character (CJK, emoji, rare CJK)", () => {
+    const texts = {
+      cjk: "知识库检索增强生成系统需要将文档切分为适当大小的片段以便嵌入模型处理".repeat(60),
+      emoji: "🧪🚀🔥💡".repeat(750),
+      rareCjk: "𠀀𠀁𠀂𠀃𠀄𠀅".repeat(500),
+    };
+    for (const [name, text] of Object.entries(texts)) {
+      const chunks = chunkDocument(text, "text", { chunkTokens: 256, overlapTokens: 32 });
+      expect(chunks.length, name).toBeGreaterThan(1);
+      for (const c of chunks) expect(countTokens(c.text), name).toBeLessThanOrEqual(256);
+      // Nothing lost: the chunks, overlaps aside, cover the text (each character appears in some chunk in order).
+      expect(chunks[0].text.startsWith(text.slice(0, 10)), name).toBe(true);
+      expect(text.endsWith(chunks[chunks.length - 1].text.slice(-10)), name).toBe(true);
+    }
+  });
+
+  it("strips a UTF-8 byte-order mark, so the first Markdown heading is still a heading", () => {
+    const md =
+      "\uFEFF# Install Guide\n\nThis section explains in detail how to install the product on a Linux server.\n\n" +
+      "## Linux\n\nRun the installer script with sudo privileges on the target host machine please.\n";
+    const chunks = chunkDocument(md, "markdown", { chunkTokens: 256, overlapTokens: 32 });
+    expect(chunks.map((c) => c.heading)).toEqual(["Install Guide", "Install Guide > Linux"]);
+    expect(chunks[0].text.startsWith("# Install Guide")).toBe(true);
+  });
 });

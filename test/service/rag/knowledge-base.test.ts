@@ -119,7 +119,9 @@ describe("factory with PII on", () => {
       expect(all, value).not.toContain(value);
     expect(all).toContain("<<REDACTED_EMAIL_ADDRESS>>");
     // Chroma keeps the text as written (retrieval redacts what reaches a chat provider, see rag-stage tests).
-    const hits = await made.retrieve("refund escalation contact", { topK: 3 });
+    const hits = await made.retrieve("who is the refund escalation contact for the refunds team", {
+      topK: 3,
+    });
     expect(hits.map((h) => h.text).join("\n")).toContain("sarah.connor@example.com");
   });
 });
@@ -329,7 +331,10 @@ describe("delete, reset, search", () => {
     );
     await kb.upload("cache.md", `# Cache\n\n${paragraph("cache", 3)}\n`);
     await kb.upload("pii.md", `# PII\n\n${paragraph("privacy", 3)}\n`);
-    const hits = await kb.retrieve("what does E7781 mean", { topK: 3 });
+    // (Worded to clear min_score: only chunks similar enough are retrieved, BM25 then ranks the exact term first.)
+    const hits = await kb.retrieve("what does error code E7781 mean: did the token budget run out?", {
+      topK: 3,
+    });
     expect(hits.length).toBeGreaterThan(0);
     expect(hits.length).toBeLessThanOrEqual(3);
     const top = hits[0];
@@ -350,7 +355,7 @@ describe("delete, reset, search", () => {
     for (let i = 1; i < hits.length; i++) expect(hits[i - 1].fused).toBeGreaterThanOrEqual(hits[i].fused);
   });
 
-  it("applies the similarity threshold: with min_score 1 only lexical matches remain", async () => {
+  it("applies the similarity threshold: below min_score nothing is retrieved, even an exact lexical match", async () => {
     await kb.upload("cache.md", `# Cache\n\n${paragraph("cache", 3)}\n`);
     const strict = new KnowledgeBase({
       store,
@@ -361,9 +366,16 @@ describe("delete, reset, search", () => {
       log,
     });
     expect(await strict.retrieve("zzz unrelated qqq")).toEqual([]);
-    const lexicalOnly = await strict.retrieve("cache subsystem");
-    expect(lexicalOnly.length).toBeGreaterThan(0);
-    expect(lexicalOnly.every((h) => h.denseRank === null && h.lexicalRank !== null)).toBe(true);
+    // BM25 matches these words, but no chunk is similar enough: min_score bounds what can be injected.
+    expect(await strict.retrieve("cache subsystem")).toEqual([]);
+    // With the threshold met, every chunk returned cleared it, and BM25 still ranks among them.
+    const loose = await kb.retrieve("cache subsystem", { topK: 10 });
+    expect(loose.length).toBeGreaterThan(0);
+    for (const h of loose) {
+      expect(h.dense).toBeGreaterThanOrEqual(config.rag.minScore);
+      expect(h.denseRank).not.toBeNull();
+    }
+    expect(loose.some((h) => h.lexicalRank !== null)).toBe(true);
   });
 
   it("an empty collection or empty query retrieves nothing", async () => {

@@ -286,6 +286,34 @@ describe("chat with RAG", () => {
     expect(JSON.stringify(messages)).not.toContain("555 0132");
   });
 
+  it("person names in source labels (folder or file name) are redacted before they reach the upstream", async () => {
+    const files = {
+      "customers/Jane Doe - jane.doe@example.com.md":
+        "# Renewal terms\n\nThe quarterly renewal discount for the enterprise plan is fifteen percent, " +
+        "applied by the billing desk when the renewal quote is issued.\n",
+      "notes/John Smith.md":
+        "# Renewal call\n\nOn the renewal call the enterprise plan discount was confirmed and the quote " +
+        "will be reissued by the billing desk next quarter.\n",
+    };
+    for (const [file, content] of Object.entries(files)) {
+      expect(
+        (await call("POST", "/internal/kb/upload", proxy.masterKey, { path: file, content })).status,
+      ).toBe(201);
+    }
+    const { messages } = await chat(keys.rag, "What renewal discount does the enterprise plan quote get?");
+    const block = referenceBlocks(messages)[0]?.content ?? "";
+    const sources = [...block.matchAll(/source="([^"]*)"/g)].map((m) => m[1]);
+    expect(sources).toEqual(
+      expect.arrayContaining([
+        "customers/&lt;&lt;REDACTED_PERSON&gt;&gt; - &lt;&lt;REDACTED_EMAIL_ADDRESS&gt;&gt;",
+        "notes/&lt;&lt;REDACTED_PERSON&gt;&gt;.md",
+      ]),
+    );
+    const sent = JSON.stringify(messages);
+    for (const name of ["Jane", "John", "Doe", "Smith", "jane.doe@example.com"])
+      expect(sent).not.toContain(name);
+  });
+
   it("with Chroma down, a RAG-scoped chat still succeeds, without context", async () => {
     await chroma.server.stop();
     const { messages } = await chat(keys.rag, "How do I rotate the signing key?");
