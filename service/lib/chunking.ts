@@ -3,7 +3,7 @@
  * embedding models), so a chunk of `chunkTokens` fits the embedding model's input instead of being silently
  * truncated (Relay counts 512 *words* and its embedder keeps 256 word-pieces).
  *
- * Markdown is split on ATX headings first (outside fenced code), so a chunk never spans two sections and carries
+ * Markdown is split on headings first (ATX and setext, outside fenced code), so a chunk never spans two sections and carries
  * its heading path; every section (or a whole non-Markdown file) is then packed from whitespace-led word units up to
  * `chunkTokens`, preferring to end a chunk at a line break, with about `overlapTokens` of the previous chunk repeated
  * at the start of the next. Chunks shorter than `minChars` (after trimming) carry too little to retrieve and are
@@ -43,8 +43,15 @@ interface Section {
 
 const HEADING_RE = /^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$/;
 const FENCE_RE = /^ {0,3}(`{3,}|~{3,})/;
+/** A setext underline: `===` (level 1) or `---` (level 2) under a one-line paragraph. */
+const SETEXT_RE = /^ {0,3}(=+|-+)[ \t]*$/;
+/** Lines that cannot be a setext heading's text: blank, indented code, list items, quotes, tables, ATX headings. */
+const NOT_SETEXT_TEXT = /^(\s*$| {4}|\t| {0,3}([-*+]|\d+[.)])[ \t]| {0,3}[>|#])/;
 
-/** Split Markdown into sections at ATX headings; headings inside fenced code blocks are not headings. */
+/**
+ * Split Markdown into sections at ATX headings and setext headings (a one-line paragraph underlined with `===` or
+ * `---`); headings inside fenced code blocks are not headings.
+ */
 export function splitMarkdownSections(text: string): Section[] {
   const sections: Section[] = [];
   const path: string[] = [];
@@ -56,25 +63,41 @@ export function splitMarkdownSections(text: string): Section[] {
     if (body.trim()) sections.push({ heading, text: body });
     current = [];
   };
-  for (const line of text.split(/(?<=\n)/)) {
+  const enter = (level: number, title: string) => {
+    flush();
+    path.length = Math.min(path.length, level - 1);
+    while (path.length < level - 1) path.push("");
+    path.push(title.trim());
+    heading = path.filter(Boolean).join(" > ");
+  };
+  const lines = text.split(/(?<=\n)/);
+  lines.forEach((line, i) => {
+    const bare = line.replace(/\r?\n$/, "");
     const fenceMatch = FENCE_RE.exec(line);
     if (fenceMatch) {
       const marker = fenceMatch[1];
       if (fence === null) fence = marker;
       else if (marker[0] === fence[0] && marker.length >= fence.length) fence = null;
     } else if (fence === null) {
-      const m = HEADING_RE.exec(line.replace(/\r?\n$/, ""));
-      if (m) {
-        flush();
-        const level = m[1].length;
-        path.length = Math.min(path.length, level - 1);
-        while (path.length < level - 1) path.push("");
-        path.push(m[2].trim());
-        heading = path.filter(Boolean).join(" > ");
+      const m = HEADING_RE.exec(bare);
+      const underline = m ? null : SETEXT_RE.exec(bare);
+      const above = i > 0 ? lines[i - 1].replace(/\r?\n$/, "") : "";
+      if (m) enter(m[1].length, m[2]);
+      else if (
+        underline &&
+        current.length > 0 &&
+        current[current.length - 1] === lines[i - 1] &&
+        !NOT_SETEXT_TEXT.test(above) &&
+        (i < 2 || /^\s*$/.test(lines[i - 2]))
+      ) {
+        // The line above is the heading's text: it starts the new section.
+        const title = current.pop()!;
+        enter(underline[1][0] === "=" ? 1 : 2, above);
+        current.push(title);
       }
     }
     current.push(line);
-  }
+  });
   flush();
   return sections;
 }

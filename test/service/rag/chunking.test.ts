@@ -33,6 +33,36 @@ describe("splitMarkdownSections", () => {
     expect(sections[1].text).toContain("# not a heading, a shell comment");
     expect(sections.map((s) => s.text).join("")).toBe(md);
   });
+
+  it("splits on setext headings (=== and --- under a one-line paragraph), not on rules, lists or code", () => {
+    const md = [
+      "Guide",
+      "=====",
+      "Intro text.",
+      "",
+      "Install",
+      "-------",
+      "Run the installer.",
+      "",
+      "---",
+      "",
+      "- a list item",
+      "---",
+      "```",
+      "code",
+      "---",
+      "```",
+      "",
+      "Usage",
+      "=====",
+      "Call it.",
+    ].join("\r\n");
+    const sections = splitMarkdownSections(md);
+    expect(sections.map((s) => s.heading)).toEqual(["Guide", "Guide > Install", "Usage"]);
+    expect(sections[1].text.startsWith("Install\r\n-------")).toBe(true);
+    expect(sections[1].text).toContain("- a list item");
+    expect(sections.map((s) => s.text).join("")).toBe(md);
+  });
 });
 
 describe("chunkDocument", () => {
