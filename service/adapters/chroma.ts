@@ -6,7 +6,7 @@
  * name in `rag:<collection>` scopes) may have 2 ("kb"), so the Chroma name is always `llmproxy-<collection>`.
  */
 import type { Collection, Metadata, Where } from "chromadb";
-import { ServiceUnavailableError } from "../errors";
+import { ConflictError, ServiceUnavailableError } from "../errors";
 
 /** The Chroma client library, loaded with the first store: without CHROMA_URL (RAG off) it is never loaded. */
 function chromadb(): typeof import("chromadb") {
@@ -57,6 +57,8 @@ export interface VectorStore {
   query(embedding: number[], topK: number): Promise<VectorHit[]>;
   /** True when the server answers its heartbeat. */
   ping(): Promise<boolean>;
+  /** The embedding model the collection's vectors were made with (recorded in its metadata), or null. */
+  builtWith(): Promise<string | null>;
 }
 
 export interface ChromaStoreOptions {
@@ -64,7 +66,16 @@ export interface ChromaStoreOptions {
   url: string;
   /** Configured collection name (rag.collection). */
   collection: string;
+  /**
+   * The embedding deployment that makes the vectors (`embedding_model`). Recorded in the collection's metadata when
+   * first opened; a collection built with another model refuses upserts and queries (409) until it is reset: its
+   * vectors are not comparable (another dimension fails deep inside Chroma; the same one silently retrieves noise).
+   */
+  embeddingModel?: string;
 }
+
+/** The collection-metadata key recording the embedding model. */
+const MODEL_KEY = "llmproxy_embedding_model";
 
 /** Chroma's name for a configured collection. */
 export function chromaCollectionName(collection: string): string {
@@ -90,10 +101,22 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
   const name = chromaCollectionName(opts.collection);
   let collection: Promise<Collection> | null = null;
   let maxBatch: number | null = null;
+  /** The model recorded on the open collection. */
+  let recorded: string | null = null;
 
   const open = (): Promise<Collection> => {
     collection ??= client
       .getOrCreateCollection({ name, embeddingFunction: null, configuration: { hnsw: { space: "cosine" } } })
+      .then(async (c) => {
+        const found = c.metadata?.[MODEL_KEY];
+        recorded = typeof found === "string" ? found : null;
+        // A new collection, or one from before the model was recorded: it is this model's from now on.
+        if (recorded === null && opts.embeddingModel) {
+          await c.modify({ metadata: { ...(c.metadata ?? {}), [MODEL_KEY]: opts.embeddingModel } });
+          recorded = opts.embeddingModel;
+        }
+        return c;
+      })
       .catch((error: unknown) => {
         collection = null; // retry on the next call (Chroma may not be up yet)
         throw error;
@@ -120,6 +143,17 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
     }
   }
 
+  /** Vectors go in or are compared only with the model the collection was built with. */
+  const requireSameModel = () => {
+    if (!opts.embeddingModel || recorded === null || recorded === opts.embeddingModel) return;
+    throw new ConflictError(
+      `The knowledge-base collection ${opts.collection} was built with the embedding model ${recorded}, but ` +
+        `embedding_model is ${opts.embeddingModel}: their vectors cannot be compared. Reset it ` +
+        `(POST /internal/kb/reset) and ingest again, or set embedding_model back to ${recorded}.`,
+      "kb_embedding_model_mismatch",
+    );
+  };
+
   const sourceWhere = (source: string, fromIndex: number): Where =>
     fromIndex > 0
       ? { $and: [{ source: { $eq: source } }, { chunk_index: { $gte: fromIndex } }] }
@@ -129,8 +163,9 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
     name,
     async upsert(records) {
       if (!records.length) return;
-      await withCollection((c) =>
-        c.upsert({
+      await withCollection((c) => {
+        requireSameModel();
+        return c.upsert({
           ids: records.map((r) => r.id),
           embeddings: records.map((r) => r.embedding),
           documents: records.map((r) => r.text),
@@ -139,8 +174,8 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
             chunk_index: r.chunkIndex,
             heading: r.heading,
           })),
-        }),
-      );
+        });
+      });
     },
     async maxBatchSize() {
       if (maxBatch === null) {
@@ -198,13 +233,14 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
       });
     },
     async query(embedding, topK) {
-      const result = await withCollection((c) =>
-        c.query({
+      const result = await withCollection((c) => {
+        requireSameModel();
+        return c.query({
           queryEmbeddings: [embedding],
           nResults: topK,
           include: ["documents", "metadatas", "distances"],
-        }),
-      );
+        });
+      });
       const hits: VectorHit[] = [];
       result.ids[0]?.forEach((id, i) => {
         const m = result.metadatas[0]?.[i] ?? {};
@@ -218,6 +254,9 @@ export function createChromaStore(opts: ChromaStoreOptions): VectorStore {
         });
       });
       return hits;
+    },
+    async builtWith() {
+      return withCollection(async () => recorded);
     },
     async ping() {
       try {

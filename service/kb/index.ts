@@ -41,7 +41,7 @@ export function createKnowledgeBaseFromConfig(
   }
   log.info({ collection: config.rag.collection, embeddingModel: model, kbDir: config.kbDir }, "RAG on");
   return new KnowledgeBase({
-    store: createChromaStore({ url, collection: config.rag.collection }),
+    store: createChromaStore({ url, collection: config.rag.collection, embeddingModel: model }),
     embed: redact
       ? (texts, signal) => providers.embed(model, texts.map(redact), signal)
       : (texts, signal) => providers.embed(model, texts, signal),

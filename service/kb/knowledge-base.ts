@@ -308,12 +308,19 @@ export class KnowledgeBase implements KnowledgeBaseLike {
   }
 
   async stats(): Promise<KnowledgeBaseStats> {
-    const [chunks, sources] = await Promise.all([this.opts.store.count(), this.opts.store.sources()]);
+    const [chunks, sources, builtWith] = await Promise.all([
+      this.opts.store.count(),
+      this.opts.store.sources(),
+      this.opts.store.builtWith(),
+    ]);
     return {
       collection: this.collection,
       chunks,
       sources: sources.size,
       embeddingModel: this.opts.embeddingModel,
+      // The model the stored vectors come from; when it is not embeddingModel, searches and writes are refused
+      // until a reset.
+      builtWithEmbeddingModel: builtWith,
       chunkTokens: this.opts.rag.chunkTokens,
       chunkOverlap: this.opts.rag.chunkOverlap,
     };

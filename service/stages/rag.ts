@@ -65,6 +65,8 @@ export interface KnowledgeBaseStats {
   chunks: number;
   sources: number;
   embeddingModel: string;
+  /** The model the collection's vectors were made with (null: not recorded yet); another one blocks it until reset. */
+  builtWithEmbeddingModel: string | null;
   chunkTokens: number;
   chunkOverlap: number;
 }

@@ -10,7 +10,7 @@ import pino from "pino";
 import { loadConfig, type Config } from "../../../service/config";
 import { createProviderRegistry, type ProviderRegistry } from "../../../service/providers/registry";
 import { createChromaStore, type VectorStore } from "../../../service/adapters/chroma";
-import { InvalidRequestError } from "../../../service/errors";
+import { InvalidRequestError, type ProxyError } from "../../../service/errors";
 import { KnowledgeBase, createKnowledgeBaseFromConfig } from "../../../service/kb";
 import { createPiiEngine } from "../../../service/lib/pii";
 import { startTestChroma, type TestChroma } from "../../helpers/chroma";
@@ -322,6 +322,53 @@ describe("delete, reset, search", () => {
     expect(await other.count()).toBe(0);
     const again = await kb.upload("a.md", `# A\n\n${paragraph("alpha", 4)}\n`);
     expect(await other.count()).toBe(again.chunks);
+  });
+
+  it("a collection built with another embedding model refuses writes and searches (409) until reset; stats say so", async () => {
+    const collection = config.rag.collection;
+    const first = createChromaStore({ url: chroma.url, collection, embeddingModel: "mock-embedding" });
+    const kbFirst = new KnowledgeBase({
+      store: first,
+      embed: (texts, signal) => providers.embed(config.embeddingModel!, texts, signal),
+      kbDir,
+      rag: config.rag,
+      embeddingModel: "mock-embedding",
+      log,
+    });
+    await kbFirst.upload("a.md", `# A\n\n${paragraph("alpha", 4)}\n`);
+    expect(await first.builtWith()).toBe("mock-embedding");
+    // The proxy restarted with another embedding deployment (8-dimensional vectors here).
+    const switched = createChromaStore({ url: chroma.url, collection, embeddingModel: "other-embedding" });
+    const kbSwitched = new KnowledgeBase({
+      store: switched,
+      embed: async (texts) => texts.map(() => Array.from({ length: 8 }, (_, i) => i + 1)),
+      kbDir,
+      rag: config.rag,
+      embeddingModel: "other-embedding",
+      log,
+    });
+    const stats = await kbSwitched.stats();
+    expect(stats).toMatchObject({
+      embeddingModel: "other-embedding",
+      builtWithEmbeddingModel: "mock-embedding",
+    });
+    for (const attempt of [
+      kbSwitched.retrieve("alpha", { topK: 5 }),
+      kbSwitched.upload("b.md", `# B\n\n${paragraph("beta", 4)}\n`),
+    ]) {
+      const error = await attempt.then(
+        () => null,
+        (e: unknown) => e as ProxyError,
+      );
+      expect(error).toMatchObject({ status: 409, code: "kb_embedding_model_mismatch" });
+      expect(error!.message).toMatch(/mock-embedding.*other-embedding.*reset/s);
+    }
+    // The stored vectors are untouched; a reset starts the collection over with the new model.
+    expect(await first.count()).toBeGreaterThan(0);
+    await kbSwitched.reset();
+    expect(await switched.builtWith()).toBe("other-embedding");
+    expect((await kbSwitched.upload("b.md", `# B\n\n${paragraph("beta", 4)}\n`)).chunks).toBeGreaterThan(0);
+    expect((await kbSwitched.retrieve("beta", { topK: 5 })).length).toBeGreaterThan(0);
   });
 
   it("search returns chunks with dense, lexical and fused scores; exact terms win through BM25", async () => {
