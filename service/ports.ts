@@ -34,6 +34,11 @@ export interface ApiKeyRecord {
   revokedAt: string | null;
   createdAt: string;
   rotatedFrom: string | null;
+  /**
+   * The first key of its rotation chain; null when it replaced none. Its rate-limit windows are the chain's: a
+   * rotation changes the secret, not the budget already used this minute or day.
+   */
+  rotationRoot: string | null;
   limits: LimitOverrides;
   /** Client-facing model names this key may use (within its team's list); null = every model. */
   allowedModels: string[] | null;
@@ -321,6 +326,11 @@ export type Admission =
       allowed: false;
       budget: string;
       scope: "key" | "team";
+      /**
+       * The limit the limiter enforced for `budget` of `scope`: the configured one, or this process's share of it
+       * while limits are not shared across processes (Redis unavailable, fail-open).
+       */
+      limit: number;
       retryAfterSeconds: number;
       headers: Record<string, string>;
     };

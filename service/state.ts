@@ -66,6 +66,13 @@ export interface ProxyState {
   promptTokens?: number;
   /** Characters of answer text (content, tool-call arguments) streamed so far: the estimate of a cut stream. */
   streamed?: { chars: number; reported: boolean };
+  /**
+   * upstream: the deployment that holds this request — its latest attempt was sent there and did not fail (it
+   * answered, or was still under way when the client left); null after a failed attempt. Such a request is billed
+   * even if its usage never reaches us, so a client that leaves keeps its token reservation (rate-limit) and its row
+   * gets an estimate priced at this deployment (request-context).
+   */
+  sentTo?: DeploymentConfig | null;
   /** token-count: completion allowance reserved (max_tokens / max_completion_tokens or the default). */
   completionAllowance?: number;
   /** rate-limit: the admission's reservation (reconciled or released by the same stage). */

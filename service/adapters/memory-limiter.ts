@@ -3,6 +3,15 @@
  * Lua). Used by the embedded default — **single process only**: each process enforces its own budgets — and as the
  * fail-open fallback of the resilient limiter, with the budgets divided by the number of processes.
  *
+ * Per-process shares (fail-open, or several processes without Redis): each budget is divided by the number of
+ * processes, rounded down but never below 1 (0 stays blocked). A request needing more tokens than its share but no
+ * more than the configured budget is admitted when this process's window for that scope holds no tokens (the minute
+ * for tokens_per_minute, the UTC day for tokens_per_day) — at most one such request per process and window — rather
+ * than refused for as long as Redis is away; otherwise it waits until the window is empty, which its Retry-After
+ * says. So the processes together admit at most the budget only while it is at least the number of processes and
+ * requests fit the shares: a share is never below 1 request (or token), and each process may admit one larger request
+ * per window.
+ *
  * Algorithm (both backends):
  * - Per scope (the key, and its team) one sliding window of 61 one-second slots counts requests and tokens. An
  *   admission at time `now` counts every slot that may hold an event less than 60 s old (slots cur-60 … cur), so no
@@ -35,7 +44,10 @@ export const DAY_MS = 86_400_000;
 export interface LimitedScope {
   scope: Scope;
   id: string;
+  /** The budget enforced: the configured one, or this process's share of `configured`. */
   budget: Budget;
+  /** The configured budget when `budget` is this process's share of it (see the header comment). */
+  configured?: Budget;
 }
 
 /** Usage of one scope at decision time (after the admission when admitted). */
@@ -43,6 +55,9 @@ export interface ScopeUsage {
   requests: number;
   tokens: number;
   dayTokens: number;
+  /** The newest one-second slot of the window holding requests (tokens), -1 if none: the budget is whole once it left. */
+  newestRequestSlot: number;
+  newestTokenSlot: number;
 }
 
 /** What a backend decided; `admissionFromDecision` turns it into the port's Admission. */
@@ -84,10 +99,13 @@ export function formatReset(ms: number): string {
   return `${s}s`;
 }
 
-/** Time until a minute budget with usage is whole again: its newest slot (the current one) leaves the window. */
-function minuteResetMs(now: number, used: number): number {
-  if (used <= 0) return 0;
-  return (Math.floor(now / SLOT_MS) + SLOTS) * SLOT_MS - now;
+/**
+ * Time until a minute budget with usage is whole again: its newest occupied slot leaves the window. After an
+ * admission that is the current slot; for a rejection it may be older (nothing was admitted in the last seconds).
+ */
+function minuteResetMs(now: number, used: number, newestSlot: number): number {
+  if (used <= 0 || newestSlot < 0) return 0;
+  return Math.max(0, (newestSlot + SLOTS) * SLOT_MS - now);
 }
 
 /**
@@ -104,13 +122,21 @@ export function rateLimitHeaders(scopes: LimitedScope[], d: Decision): Record<st
     if (b.requestsPerMinute !== null) {
       const remaining = Math.max(0, b.requestsPerMinute - u.requests);
       if (!req || remaining < req.remaining) {
-        req = { limit: b.requestsPerMinute, remaining, reset: minuteResetMs(d.now, u.requests) };
+        req = {
+          limit: b.requestsPerMinute,
+          remaining,
+          reset: minuteResetMs(d.now, u.requests, u.newestRequestSlot),
+        };
       }
     }
     if (b.tokensPerMinute !== null) {
       const remaining = Math.max(0, b.tokensPerMinute - u.tokens);
       if (!tok || remaining < tok.remaining) {
-        tok = { limit: b.tokensPerMinute, remaining, reset: minuteResetMs(d.now, u.tokens) };
+        tok = {
+          limit: b.tokensPerMinute,
+          remaining,
+          reset: minuteResetMs(d.now, u.tokens, u.newestTokenSlot),
+        };
       }
     }
     if (b.tokensPerDay !== null) {
@@ -135,6 +161,12 @@ export function rateLimitHeaders(scopes: LimitedScope[], d: Decision): Record<st
   return headers;
 }
 
+const BUDGET_FIELDS: Record<BudgetName, keyof Budget> = {
+  requests_per_minute: "requestsPerMinute",
+  tokens_per_minute: "tokensPerMinute",
+  tokens_per_day: "tokensPerDay",
+};
+
 /** Build the port's Admission; rejections carry Retry-After (seconds, rounded up) and retry-after-ms. */
 export function admissionFromDecision(
   scopes: LimitedScope[],
@@ -147,7 +179,15 @@ export function admissionFromDecision(
   const retryAfterSeconds = Math.max(1, Math.ceil(r.retryMs / 1000));
   headers["retry-after"] = String(retryAfterSeconds);
   headers["retry-after-ms"] = String(Math.max(1, Math.ceil(r.retryMs)));
-  return { allowed: false, budget: r.budget, scope: scopes[r.scopeIndex].scope, retryAfterSeconds, headers };
+  const s = scopes[r.scopeIndex];
+  return {
+    allowed: false,
+    budget: r.budget,
+    scope: s.scope,
+    limit: s.budget[BUDGET_FIELDS[r.budget]] ?? 0,
+    retryAfterSeconds,
+    headers,
+  };
 }
 
 /** Wait for a budget that can never hold the request (0, or smaller than the request): the window's length. */
@@ -160,7 +200,11 @@ export const NOOP_RESERVATION: Reservation = {
   release: async () => undefined,
 };
 
-/** Divide every set budget among `parts` processes (at least 1 where the budget is positive; 0 stays blocked). */
+/**
+ * Divide every set budget among `parts` processes, rounded down but at least 1 where the budget is positive (a
+ * process cannot admit a fraction of a request; see the header comment for what that means together); 0 stays
+ * blocked.
+ */
 export function divideBudget(b: Budget, parts: number): Budget {
   const div = (v: number | null) => (v === null || v === 0 ? v : Math.max(1, Math.floor(v / parts)));
   return {
@@ -238,6 +282,17 @@ class ScopeWindow {
     return SLOTS * SLOT_MS;
   }
 
+  /** The newest slot of the window holding requests or tokens; -1 when there is none. */
+  newest(now: number, kind: "req" | "tok"): number {
+    const cur = Math.floor(now / SLOT_MS);
+    const arr = kind === "req" ? this.req : this.tok;
+    for (let s = cur; s > cur - SLOTS; s--) {
+      const i = s % SLOTS;
+      if (this.slotId[i] === s && arr[i] > 0) return s;
+    }
+    return -1;
+  }
+
   charge(now: number, requests: number, tokens: number): void {
     const i = this.index(Math.floor(now / SLOT_MS));
     this.req[i] += requests;
@@ -265,12 +320,16 @@ export interface MemoryLimiterOptions {
   maxScopes?: number;
   /**
    * Processes that share the budgets, each with its own in-process limiter (replicas × workers): every budget is
-   * divided by it, so together they stay near the configured budgets. Default 1.
+   * divided by it, so together they stay near the configured budgets (see the header comment for how near).
+   * Default 1.
    */
   processes?: number;
 }
 
-/** Check every budget of the scopes at `now`; the binding rejection is the one with the longest wait. */
+/**
+ * Check every budget of the scopes at `now`; the binding rejection is the one with the longest wait. A request larger
+ * than a per-process share (within the configured budget) passes alone: when the window holds no tokens.
+ */
 function decide(windows: ScopeWindow[], scopes: LimitedScope[], now: number, tokens: number): Decision {
   let rejected: Decision["rejected"];
   const consider = (scopeIndex: number, budget: BudgetName, retryMs: number) => {
@@ -280,22 +339,31 @@ function decide(windows: ScopeWindow[], scopes: LimitedScope[], now: number, tok
     const w = windows[i];
     w.advance(now);
     const { requestsPerMinute: rpm, tokensPerMinute: tpm, tokensPerDay: tpd } = s.budget;
+    const configured = s.configured ?? s.budget;
     if (rpm !== null && w.requests + 1 > rpm) {
       consider(i, "requests_per_minute", rpm < 1 ? MINUTE_MS : w.retryMs(now, w.requests + 1 - rpm, "req"));
     }
     if (tpm !== null && (tpm === 0 || w.tokens + tokens > tpm)) {
-      consider(
-        i,
-        "tokens_per_minute",
-        tokens > tpm || tpm === 0 ? MINUTE_MS : w.retryMs(now, w.tokens + tokens - tpm, "tok"),
-      );
+      if (tpm === 0 || tokens > (configured.tokensPerMinute ?? tpm))
+        consider(i, "tokens_per_minute", MINUTE_MS);
+      // Larger than the share: alone in the window, once everything in it has left.
+      else if (tokens > tpm) {
+        if (w.tokens > 0) consider(i, "tokens_per_minute", w.retryMs(now, w.tokens, "tok"));
+      } else consider(i, "tokens_per_minute", w.retryMs(now, w.tokens + tokens - tpm, "tok"));
     }
     if (tpd !== null && (tpd === 0 || w.dayTokens + tokens > tpd)) {
-      consider(i, "tokens_per_day", msToUtcMidnight(now));
+      const alone = tpd > 0 && tokens > tpd && tokens <= (configured.tokensPerDay ?? tpd) && w.dayTokens <= 0;
+      if (!alone) consider(i, "tokens_per_day", msToUtcMidnight(now));
     }
   });
   const usage = () =>
-    windows.map((w) => ({ requests: w.requests, tokens: w.tokens, dayTokens: w.dayTokens }));
+    windows.map((w) => ({
+      requests: w.requests,
+      tokens: w.tokens,
+      dayTokens: w.dayTokens,
+      newestRequestSlot: w.requests > 0 ? w.newest(now, "req") : -1,
+      newestTokenSlot: w.tokens > 0 ? w.newest(now, "tok") : -1,
+    }));
   if (rejected) return { allowed: false, now, usage: usage(), rejected };
   for (const w of windows) w.charge(now, 1, tokens);
   return { allowed: true, now, usage: usage() };
@@ -323,17 +391,17 @@ export class MemoryRateLimiter implements RateLimiter {
   }
 
   /** Synchronous admission (the in-process decision never waits). */
-  admitNow(request: AdmissionRequest): Admission {
-    const req =
+  admitNow(req: AdmissionRequest): Admission {
+    const configured = limitedScopes(req);
+    if (configured.length === 0) return { allowed: true, reservation: NOOP_RESERVATION, headers: {} };
+    const scopes =
       this.processes === 1
-        ? request
-        : {
-            ...request,
-            keyBudget: divideBudget(request.keyBudget, this.processes),
-            teamBudget: request.teamBudget ? divideBudget(request.teamBudget, this.processes) : null,
-          };
-    const scopes = limitedScopes(req);
-    if (scopes.length === 0) return { allowed: true, reservation: NOOP_RESERVATION, headers: {} };
+        ? configured
+        : configured.map((s) => ({
+            ...s,
+            budget: divideBudget(s.budget, this.processes),
+            configured: s.budget,
+          }));
     const windows = scopes.map((s) => this.window(s));
     const now = this.now();
     const decision = decide(windows, scopes, now, req.tokens);

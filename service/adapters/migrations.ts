@@ -216,6 +216,22 @@ SELECT month, scope, id, sum(cost_usd) FROM (
 GROUP BY month, scope, id;
 `,
   },
+  {
+    id: 9,
+    name: "api_keys_rotation_root",
+    sql: `
+-- The first key of each key's rotation chain (NULL: the key replaced none). The rate limiter keeps a key's windows
+-- under it, so a replacement goes on in the minute and the day of the key it replaced instead of starting afresh.
+-- No foreign key: it only names the windows, and outlives the key it names.
+ALTER TABLE api_keys ADD COLUMN rotation_root uuid;
+WITH RECURSIVE chain(id, root) AS (
+  SELECT id, id FROM api_keys WHERE rotated_from IS NULL
+  UNION ALL
+  SELECT k.id, c.root FROM api_keys k JOIN chain c ON k.rotated_from = c.id
+)
+UPDATE api_keys k SET rotation_root = c.root FROM chain c WHERE k.id = c.id AND k.rotated_from IS NOT NULL;
+`,
+  },
 ];
 
 function checksum(sql: string): string {

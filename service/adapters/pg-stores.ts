@@ -62,6 +62,7 @@ function toKey(row: Row): ApiKeyRecord {
     revokedAt: isoOrNull(row.revoked_at),
     createdAt: iso(row.created_at),
     rotatedFrom: row.rotated_from === null ? null : String(row.rotated_from),
+    rotationRoot: row.rotation_root === null ? null : String(row.rotation_root),
     limits: limitsFrom(row),
     allowedModels: (row.allowed_models as string[] | null) ?? null,
     budgetUsdPerMonth: numberOrNull(row.budget_usd_per_month),
@@ -86,7 +87,7 @@ function toTeam(row: Row): Team {
 }
 
 const KEY_COLUMNS = `id, name, prefix, team_id, scopes, expires_at, revoked_at, created_at, rotated_from,
-  requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models, budget_usd_per_month`;
+  rotation_root, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models, budget_usd_per_month`;
 const TEAM_COLUMNS =
   "id, name, requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models, budget_usd_per_month, created_at, updated_at";
 
@@ -203,7 +204,7 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
     async findByHash(hash) {
       const { rows } = await pool.query(
         `SELECT k.id, k.name, k.prefix, k.team_id, k.scopes, k.expires_at, k.revoked_at, k.created_at, k.rotated_from,
-                k.requests_per_minute, k.tokens_per_minute, k.tokens_per_day, k.allowed_models,
+                k.rotation_root, k.requests_per_minute, k.tokens_per_minute, k.tokens_per_day, k.allowed_models,
                 k.budget_usd_per_month,
                 t.id AS t_id, t.requests_per_minute AS t_requests_per_minute,
                 t.tokens_per_minute AS t_tokens_per_minute, t.tokens_per_day AS t_tokens_per_day,
@@ -347,11 +348,11 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
         );
         const inserted = await client
           .query(
-            `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at, rotated_from,
+            `INSERT INTO api_keys (name, key_hash, prefix, team_id, scopes, expires_at, rotated_from, rotation_root,
                                    requests_per_minute, tokens_per_minute, tokens_per_day, allowed_models,
                                    budget_usd_per_month)
-             SELECT name, $2, $3, team_id, scopes, expires_at, id, requests_per_minute, tokens_per_minute,
-                    tokens_per_day, allowed_models, budget_usd_per_month
+             SELECT name, $2, $3, team_id, scopes, expires_at, id, COALESCE(rotation_root, id), requests_per_minute,
+                    tokens_per_minute, tokens_per_day, allowed_models, budget_usd_per_month
                FROM api_keys WHERE id = $1
              RETURNING ${KEY_COLUMNS}`,
             [id, replacement.hash, replacement.prefix],

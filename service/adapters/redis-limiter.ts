@@ -61,7 +61,8 @@ import { LIMITER_COMMANDS, type RedisClient } from "./redis";
  *         resilient-limiter.ts). Then one or more admissions, each: tokens, then per scope rpm, tpm, tpd (-1 =
  *         unlimited, 0 = blocked); decided in order, as if sent one by one. Every decision comes back prefixed by
  *         its length:
- *         → {1, now, R1, T1, D1, R2, …} or {0, now, scope, budget (1 rpm, 2 tpm, 3 tpd), retryMs, R1, T1, D1, …}
+ *         → {1, now, R1, T1, D1, NR1, NT1, R2, …} or {0, now, scope, budget (1 rpm, 2 tpm, 3 tpd), retryMs, R1, …}
+ *         where NR/NT are the newest slot holding requests/tokens (-1: none), from which the reset headers count.
  * adjust: ARGV[3] reservation slot (s), ARGV[4] reservation day, ARGV[5] delta tokens (< 0 refund, > 0 overage).
  */
 export const LIMITER_LUA = `
@@ -149,6 +150,20 @@ local function retry(h, f, need)
   return SLOTS * 1000
 end
 
+-- The newest slot of the window holding usage (field prefix f; have = the current slot's, total = the window's),
+-- or -1: the budget is whole once it has left the window. After an admission that is the current slot.
+local function newest(h, f, have, total)
+  if total <= 0 then return -1 end
+  if have > 0 then return cur end
+  local fields = {}
+  for s = low, cur - 1 do fields[#fields + 1] = f .. s end
+  local v = redis.call('HMGET', h, unpack(fields))
+  for k = #v, 1, -1 do
+    if (tonumber(v[k]) or 0) > 0 then return low + k - 1 end
+  end
+  return -1
+end
+
 -- One admission: tokens at ARGV[base], then per scope rpm, tpm, tpd.
 local function admit(base)
   local tokens = tonumber(ARGV[base])
@@ -191,9 +206,12 @@ local function admit(base)
     end
   end
   for i = 1, #KEYS do
-    out[#out + 1] = st[i][1]
-    out[#out + 1] = st[i][2]
-    out[#out + 1] = st[i][3]
+    local u = st[i]
+    out[#out + 1] = u[1]
+    out[#out + 1] = u[2]
+    out[#out + 1] = u[3]
+    out[#out + 1] = newest(KEYS[i], 'r', u[5], u[1])
+    out[#out + 1] = newest(KEYS[i], 't', u[6], u[2])
   end
   return out
 end
@@ -470,8 +488,14 @@ export function parseDecision(out: number[], scopeCount: number): Decision {
   const base = allowed ? 2 : 5;
   const usage = [];
   for (let i = 0; i < scopeCount; i++) {
-    const o = base + i * 3;
-    usage.push({ requests: Number(out[o]), tokens: Number(out[o + 1]), dayTokens: Number(out[o + 2]) });
+    const o = base + i * 5;
+    usage.push({
+      requests: Number(out[o]),
+      tokens: Number(out[o + 1]),
+      dayTokens: Number(out[o + 2]),
+      newestRequestSlot: Number(out[o + 3]),
+      newestTokenSlot: Number(out[o + 4]),
+    });
   }
   if (allowed) return { allowed, now, usage };
   return {

@@ -2,7 +2,8 @@
  * The shared (Redis) limiter with a defined behaviour when Redis is unavailable — never a bare 500, never a hang:
  *
  * - `fail-open` (default): admit with an in-process limiter whose budgets are divided by the number of processes
- *   (replicas × workers), so the cluster as a whole stays near its budgets while Redis is away;
+ *   (replicas × workers), so the cluster as a whole stays near its budgets while Redis is away (how near: see the
+ *   per-process shares in memory-limiter.ts);
  * - `fail-closed`: answer 503 `rate_limiter_unavailable` with a short Retry-After.
  *
  * Every Redis call is bounded by the client's command timeout; with the offline queue off, a call while

@@ -22,10 +22,10 @@ export function promptParts(prompt: number, cached: number, written: number, wri
 }
 
 /**
- * USD for a request that `served` (the deployment that answered; absent when no provider answered) handled.
- * 0 when no provider answered (rejected, failed before an answer) or for a cache hit. null — unknown, never a
- * made-up 0 — when the deployment has no price, or when it answered but its usage never arrived (a stream cut before
- * its usage chunk: the provider has most likely billed tokens nobody can count).
+ * USD for a request that `served` (the deployment that answered, or that had the request when its client left;
+ * absent when no provider had it) handled. 0 when no provider had it (rejected, failed before an answer) or for a
+ * cache hit. null — unknown, never a made-up 0 — when the deployment has no price, or when it has no tokens to
+ * price (usage that never arrived and no estimate in its place).
  */
 export function costUsd(
   usage: Pick<

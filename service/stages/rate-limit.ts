@@ -7,14 +7,17 @@
  *   usage row is recorded by request-context like for any outcome).
  * - After the response: reconcile with the provider's real usage (refund or overage) — for streams once the stream
  *   has ended. A cache hit reconciles to 0 tokens (it still counted as a request). When the upstream failed before
- *   any usage was known the reserved tokens are released. When a stream is cut by the client before usage is known
- *   the reservation stands: the provider has most likely generated (and billed) tokens we cannot count.
+ *   any usage was known the reserved tokens are released. When the client leaves while the provider has the request
+ *   (a stream cut before its usage, or a JSON answer or a stream's first event it did not wait for) the reservation
+ *   stands: the provider has most likely generated (and billed) tokens we cannot count. A client that leaves before
+ *   anything was sent upstream gets its tokens back.
+ * - A key's windows are its rotation chain's (keyed by the chain's first key), as its spend is.
  * - Master-key requests are not limited.
  */
 import type { Middleware } from "koa";
 import { Counter } from "prom-client";
 import type { Budget, Config } from "../config";
-import { RateLimitError } from "../errors";
+import { ClientClosedError, RateLimitError } from "../errors";
 import { registry } from "../metrics";
 import type { LimitOverrides, RateLimiter, Reservation, UsageRow } from "../ports";
 import { addResponseHeaders, type ProxyState } from "../state";
@@ -60,7 +63,12 @@ function neverFits(budget: string, limit: number | null, tokens: number): boolea
   return limit === 0 || (limit !== null && budget !== "requests_per_minute" && tokens > limit);
 }
 
-/** The first budget of the key, then of its team, that can never admit a request of `tokens`; null if none. */
+/**
+ * The first budget of the key, then of its team, that can never admit a request of `tokens`; null if none. Judged on
+ * the configured budgets also while a process enforces only its share of them (Redis unavailable): a request larger
+ * than the share but within the budget is admitted once the process's window is empty (memory-limiter.ts), so
+ * waiting does help it.
+ */
 function hopelessBudget(
   keyBudget: Budget,
   teamBudget: Budget | null,
@@ -83,13 +91,17 @@ function rejectionMessage(
   limit: number | null,
   tokens: number,
   retry: number,
+  /** The limit the limiter enforced, when it is this process's share of `limit`. */
+  share: number | null,
 ): string {
   const what = `the ${scope}'s ${budget} budget`;
   if (limit === 0) return `Rate limit: ${what} is 0 (blocked). Ask an administrator to raise it.`;
   if (neverFits(budget, limit, tokens)) {
     return `Rate limit: this request needs ${tokens} tokens (prompt + max completion), more than ${what} of ${limit}. Lower max_tokens or shorten the prompt.`;
   }
-  return `Rate limit reached for ${what} (limit ${limit}). Retry after ${retry} s.`;
+  const enforced =
+    share === null ? "" : `; this process's share: ${share}, while limits are not shared across processes`;
+  return `Rate limit reached for ${what} (limit ${limit}${enforced}). Retry after ${retry} s.`;
 }
 
 /** Tokens the provider really used; null when it reported nothing (keep the reservation as charged). */
@@ -152,7 +164,8 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
       (ctx.state.promptTokens ?? 0) + (ctx.state.completionAllowance ?? limits.defaultCompletionTokens);
 
     const admission = await deps.limiter.admit({
-      keyId: key.id,
+      // The rotation chain's windows: a rotated key's replacement does not start with fresh budgets.
+      keyId: key.rotationRoot ?? key.id,
       teamId: key.teamId,
       keyBudget,
       teamBudget,
@@ -167,6 +180,8 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
       rejectionsTotal.inc({ route: ctx.state.route, budget: name, scope });
       const budget = scope === "team" ? teamBudget! : keyBudget;
       const limit = budget[BUDGET_FIELD[name]];
+      // What the limiter enforced for the budget it named: a per-process share of `limit` while Redis is away.
+      const share = !hopeless && admission.limit !== limit ? admission.limit : null;
       let headers = admission.headers;
       if (hopeless) {
         // Still a 429, as OpenAI answers a request larger than a per-minute budget, but without Retry-After: the
@@ -176,7 +191,7 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
         delete headers["retry-after-ms"];
       }
       throw new RateLimitError(
-        rejectionMessage(name, scope, limit, tokens, admission.retryAfterSeconds),
+        rejectionMessage(name, scope, limit, tokens, admission.retryAfterSeconds, share),
         name,
         headers,
       );
@@ -189,8 +204,10 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
     try {
       await next();
     } catch (error) {
-      // Downstream failed (upstream error, timeout, …): give the tokens back; the request itself still counts.
-      await reservation.release();
+      // Downstream failed (upstream error, timeout, …): give the tokens back; the request itself still counts. Unless
+      // the client left while the provider had the request: it generates and bills anyway, so, as for a stream cut
+      // before its usage, the reservation stands.
+      if (!(error instanceof ClientClosedError && ctx.state.sentTo)) await reservation.release();
       throw error;
     }
     const result = ctx.state.result;

@@ -171,17 +171,23 @@ export function createRequestContext(deps: RequestContextDeps): Middleware<Proxy
         }
       }
       if (!usage.status) usage.status = ctx.status;
-      const streamed = ctx.state.streamed;
-      if (streamed?.chars && !streamed.reported && !usage.cacheHit) {
-        // A stream cut before the provider's usage chunk (the client left, or the upstream failed mid-way): the
-        // provider bills what it generated, so the row gets an estimate instead of nothing — the prompt as counted
-        // (or its body at 4 bytes a token), the answer at 4 characters a token.
+      const { streamed, sentTo } = ctx.state;
+      if (!usage.cacheHit && (streamed ? !streamed.reported : sentTo && !ctx.state.result)) {
+        // The provider had the request but its usage never reached us — a stream cut before its usage chunk (the
+        // client left, or the upstream failed mid-way; content or not), or a client that left before the answer
+        // came: the provider bills what it processed, so the row gets an estimate instead of nothing — the prompt
+        // as counted (or its body at 4 bytes a token), the answer streamed so far at 4 characters a token — priced
+        // at the deployment that had the request.
         usage.promptTokens ||= promptTokensEstimate(ctx);
-        usage.completionTokens ||= Math.ceil(streamed.chars / 4);
+        usage.completionTokens ||= Math.ceil((streamed?.chars ?? 0) / 4);
+        if (sentTo && !ctx.state.served) {
+          usage.servedModel ??= sentTo.name;
+          usage.provider ??= sentTo.provider;
+        }
       }
       if (usage.requestedModel !== null && usage.requestedModel.length > MAX_MODEL_CHARS)
         usage.requestedModel = `${usage.requestedModel.slice(0, MAX_MODEL_CHARS)}…`;
-      usage.costUsd = costUsd(usage, ctx.state.served);
+      usage.costUsd = costUsd(usage, ctx.state.served ?? sentTo ?? undefined);
       requestsTotal.inc({
         route,
         status: String(usage.status),

@@ -48,11 +48,16 @@ function recordPromptCache(usage: UsageRow, reported: Usage | null | undefined):
   usage.cacheWrite1hTokens = u.cacheWrite1h;
 }
 
-/** Record the provider's usage as the chunks flow past, and how much answer text went by (for a cut stream). */
+/**
+ * Record the provider's usage as the chunks flow past, and how much answer text went by (for a cut stream). A stream
+ * that ends without a usage chunk (a server that ignores `stream_options.include_usage`) gets the estimate of a JSON
+ * answer without usage: the prompt's estimate and the answer at 4 characters a token.
+ */
 async function* meter(
   chunks: AsyncIterable<ChatCompletionChunk>,
   usage: UsageRow,
   streamed: { chars: number; reported: boolean },
+  promptEstimate: () => number,
   /** Called when the upstream fails mid-stream (not when the client leaves). */
   failed?: () => void,
 ): AsyncGenerator<ChatCompletionChunk> {
@@ -70,6 +75,10 @@ async function* meter(
         recordPromptCache(usage, chunk.usage);
       }
       yield chunk;
+    }
+    if (!streamed.reported) {
+      usage.promptTokens = promptEstimate();
+      usage.completionTokens = Math.ceil(streamed.chars / 4);
     }
   } catch (error) {
     // The client leaving returns the generator (no error here); an error is the upstream failing.
@@ -89,13 +98,16 @@ function clientAbort(res: ServerResponse): Cancellation {
   return cancellation;
 }
 
-/** Try each deployment of the chain with retries; returns what `call` returned, or throws the last client error. */
+/**
+ * Try each deployment of the chain with retries; returns what `call` returned, or throws the last client error.
+ * Keeps `state.sentTo`: the deployment an attempt is sent to, null once it failed (a failed attempt is not billed).
+ */
 async function withFallbacks<T>(
   deps: UpstreamDeps,
   chain: DeploymentConfig[],
   signal: Cancellation,
   call: (deployment: DeploymentConfig) => Promise<T>,
-  log: ProxyState["log"],
+  state: ProxyState,
 ): Promise<{ value: T; deployment: DeploymentConfig }> {
   let last: ProviderFailure | null = null;
   for (let i = 0; i < chain.length; i++) {
@@ -114,6 +126,7 @@ async function withFallbacks<T>(
       if (signal.aborted) throw clientClosed();
       const started = performance.now();
       const { provider, name: model } = deployment;
+      state.sentTo = deployment;
       try {
         const value = await call(deployment);
         if (deployment.pool) deps.providers.outcome?.(deployment, null, started);
@@ -122,8 +135,10 @@ async function withFallbacks<T>(
         upstreamAttempts.inc({ provider, model, outcome: "ok" });
         return { value, deployment };
       } catch (error) {
-        // The client went away and the call was cancelled for it: that is the outcome, not an upstream failure.
+        // The client went away and the call was cancelled for it: that is the outcome, not an upstream failure (the
+        // provider had the request: sentTo stays set).
         if (signal.aborted) throw clientClosed();
+        state.sentTo = null;
         if (!(error instanceof ProviderFailure)) throw error;
         last = error;
         // In a pool, a target whose own setup failed (credentials, model name) is skipped like one that is down.
@@ -133,7 +148,7 @@ async function withFallbacks<T>(
         }
         upstreamDuration.observe({ provider, model, outcome: "error" }, (performance.now() - started) / 1e3);
         upstreamAttempts.inc({ provider, model, outcome: error.retryable ? "retryable_error" : "error" });
-        log.warn(
+        state.log.warn(
           { provider: deployment.provider, model: deployment.name, attempt, failure: error.message },
           "upstream attempt failed",
         );
@@ -183,7 +198,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
         if (stream) body.stream_options = { ...(chat.stream_options ?? {}), include_usage: true };
         return deps.providers.provider(d.provider).chat({ body, signal, requestId: ctx.state.requestId });
       },
-      ctx.state.log,
+      ctx.state,
     );
     usage.servedModel = deployment.name;
     usage.provider = deployment.provider;
@@ -210,6 +225,7 @@ export function createUpstreamChat(deps: UpstreamDeps): Middleware<ProxyState> {
         result.chunks,
         usage,
         (ctx.state.streamed = { chars: 0, reported: false }),
+        () => promptTokensEstimate(ctx),
         // A pool's target that dies mid-stream rests like one that failed before its first byte.
         deployment.pool
           ? () => {
@@ -234,7 +250,7 @@ export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxySt
         deps.providers
           .provider(d.provider)
           .embeddings({ body: { ...request, model: d.model }, signal, requestId: ctx.state.requestId }),
-      ctx.state.log,
+      ctx.state,
     );
     ctx.state.usage.servedModel = deployment.name;
     ctx.state.usage.provider = deployment.provider;

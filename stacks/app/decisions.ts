@@ -64,8 +64,10 @@ export function deploymentReplicas(s: Pick<ProxySettings, "replicas" | "autoscal
 
 /**
  * The replica count the proxy divides budgets by when Redis is unreachable (fail-open: each worker enforces
- * budget / (replicas x workers) locally): the HPA maximum, so the pods together never admit more than the budget
- * however far the HPA has scaled. With fewer pods running the fallback admits less than the budget.
+ * budget / (replicas x workers) locally): the HPA maximum, so the pods together stay within the budget however far
+ * the HPA has scaled — for budgets of at least replicas x workers, whose requests fit a share (a share is never
+ * below 1 request, and a request larger than its share passes alone in an empty window; README, rate limits). With
+ * fewer pods running the fallback admits less than the budget.
  */
 export function budgetReplicas(s: Pick<ProxySettings, "replicas" | "autoscaling">): number {
   return s.autoscaling.enabled ? s.autoscaling.maxReplicas : s.replicas;

@@ -144,7 +144,7 @@ describe("cost per request", () => {
     expect(Number(row.cost_usd)).toBeCloseTo(CHEAP_COST, 12);
   });
 
-  it("a stream cut before its usage chunk has an unknown cost, not 0", async () => {
+  it("a stream cut before its usage chunk (and before any content) is priced at the prompt's estimate, not 0", async () => {
     big.behave({ kind: "stream-cut", okChunks: 1 });
     try {
       const res = await chat({ model: "cut", stream: true });
@@ -155,9 +155,11 @@ describe("cost per request", () => {
     }
     const rows = await proxy.waitForUsageRows(5);
     const row = rows.find((r) => r.requested_model === "cut");
-    expect(row).toMatchObject({ served_model: "cut", prompt_tokens: 0, completion_tokens: 0 });
+    // The provider had the prompt and bills it: the row carries its estimate, priced.
+    expect(row).toMatchObject({ served_model: "cut", completion_tokens: 0 });
+    expect(row.prompt_tokens).toBeGreaterThan(0);
     expect(row.error_code).not.toBeNull();
-    expect(row.cost_usd).toBeNull();
+    expect(Number(row.cost_usd)).toBeCloseTo((row.prompt_tokens * 2.5) / 1e6, 12);
   });
 
   it("a request rejected before any provider call costs 0", async () => {
@@ -183,8 +185,8 @@ describe("cost per request", () => {
     expect(by.unpriced.cost_usd).toBeNull();
     expect(by.unpriced.unpriced_requests).toBe(1);
     expect(by.cheap.cost_usd).toBeCloseTo(CHEAP_COST, 6);
-    expect(by.cut.cost_usd).toBeNull();
-    expect(by.cut.unpriced_requests).toBe(1);
+    expect(by.cut.cost_usd).toBeGreaterThan(0);
+    expect(by.cut.unpriced_requests).toBe(0);
     expect(by.claude).toMatchObject({ cached_tokens: 600, cache_write_tokens: 3000 });
     expect(by.claude.cost_usd).toBeCloseTo(2 * WRITE_COST, 6);
     expect(by.priced.cache_write_tokens).toBe(0);

@@ -135,7 +135,7 @@ describe("migrations", () => {
         usageRow({ keyId: key, teamId: team, costUsd: 0.5, createdAt: at(month(0), 60_000) }),
         usageRow({ keyId: key, teamId: null, costUsd: null, createdAt: at(month(0), 60_000) }),
       ]);
-      expect(await migrate(pool, { log })).toEqual({ applied: [8] });
+      expect(await migrate(pool, { log, migrations: MIGRATIONS.filter((m) => m.id <= 8) })).toEqual({ applied: [8] });
       await insertUsageRows(pool, [
         usageRow({ keyId: key, teamId: team, costUsd: 2, createdAt: at(month(0), 120_000) }),
         usageRow({ keyId: key, teamId: team, costUsd: 0.125, createdAt: at(month(1), 86_400_000 * 3) }),
@@ -153,6 +153,37 @@ describe("migrations", () => {
       await pool.query("DELETE FROM usage");
       const after = await pool.query("SELECT sum(cost_usd)::float8 AS usd FROM spend_monthly");
       expect(after.rows[0].usd).toBe(7.25);
+    } finally {
+      await pool.end();
+      await fresh.drop();
+    }
+  });
+
+  it("rotation_root names each key's first key of its rotation chain, for the keys rotated before it existed", async () => {
+    const fresh = await createTestDatabase();
+    const { pool } = createPostgres({ url: fresh.url, log, max: 1 });
+    try {
+      await migrate(pool, { log, migrations: MIGRATIONS.filter((m) => m.id < 9) });
+      // a → b → c (rotated twice), and d alone.
+      const insert = async (name: string, from: string | null) =>
+        (
+          await pool.query(
+            "INSERT INTO api_keys (name, key_hash, prefix, rotated_from) VALUES ($1, $2, 'sk-x', $3) RETURNING id",
+            [name, `hash-${name}`, from],
+          )
+        ).rows[0].id as string;
+      const a = await insert("a", null);
+      const b = await insert("b", a);
+      await insert("c", b);
+      await insert("d", null);
+      expect(await migrate(pool, { log })).toEqual({ applied: [9] });
+      const { rows } = await pool.query("SELECT name, rotation_root FROM api_keys ORDER BY name");
+      expect(rows).toEqual([
+        { name: "a", rotation_root: null },
+        { name: "b", rotation_root: a },
+        { name: "c", rotation_root: a },
+        { name: "d", rotation_root: null },
+      ]);
     } finally {
       await pool.end();
       await fresh.drop();

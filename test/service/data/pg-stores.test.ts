@@ -142,6 +142,11 @@ describe("pg stores", () => {
     expect(fresh!.id).not.toBe(old.id);
     expect((await keys.get(old.id))?.revokedAt).not.toBeNull();
     expect((await keys.findByHash(g.hash))?.key.id).toBe(fresh!.id);
+    // Its rate-limit windows are the chain's: named by the first key, through any number of rotations.
+    expect(old.rotationRoot).toBeNull();
+    expect(fresh!.rotationRoot).toBe(old.id);
+    const third = await keys.rotate(fresh!.id, generateApiKey());
+    expect(third).toMatchObject({ rotatedFrom: fresh!.id, rotationRoot: old.id });
 
     // A rotated (revoked) key cannot be rotated again.
     await expect(keys.rotate(old.id, generateApiKey())).rejects.toBeInstanceOf(ConflictError);

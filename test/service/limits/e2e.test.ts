@@ -261,6 +261,72 @@ describe("Redis killed during load (fail-open)", () => {
   });
 });
 
+describe("Redis unavailable (fail-open): each process enforces its share", () => {
+  it("a request larger than the share passes alone; the next one's 429 names the share and a Retry-After that holds", async () => {
+    const server = await startRedis();
+    const proxy = await startProxy({
+      configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
+      env: { REDIS_URL: server.url, REPLICAS: "6", WORKERS: "2" },
+    });
+    try {
+      const { id, key } = await proxy.createKey();
+      // 6,000 tokens/minute over 6 replicas × 2 workers: 500 for this process while Redis is away.
+      await setKeyLimits(proxy, id, { tokensPerMinute: 6000 });
+      const ask = () =>
+        chat(proxy, key, { max_tokens: 1000, messages: [{ role: "user", content: "Tell me a story." }] });
+      await server.kill();
+      const first = await ask();
+      expect(first.status).toBe(200);
+      await first.arrayBuffer();
+      const second = await ask();
+      expect(second.status).toBe(429);
+      expect(Number(second.headers.get("retry-after"))).toBeGreaterThan(0);
+      expect(Number(second.headers.get("retry-after"))).toBeLessThanOrEqual(61);
+      expect(second.headers.get("x-ratelimit-limit-tokens")).toBe("500");
+      const error = ((await second.json()) as { error: { message: string; param: string } }).error;
+      expect(error.param).toBe("tokens_per_minute");
+      expect(error.message).toContain("(limit 6000; this process's share: 500");
+    } finally {
+      await proxy.close();
+      await server.stop();
+    }
+  });
+});
+
+describe("key rotation (Redis)", () => {
+  it("the replacement goes on in the windows of the key it replaced, through any number of rotations", async () => {
+    const proxy = await startProxy({
+      configYaml: upstreamConfig({ fake: upstream.baseUrl }, [{ name: "gpt-4o-mini", provider: "fake" }]),
+      env: { REDIS_URL: SHARED_REDIS_URL },
+    });
+    const admin = async (method: string, path: string, body?: unknown) => {
+      const res = await fetch(`${proxy.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${proxy.masterKey}`, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return (await res.json()) as { id: string; key: string };
+    };
+    const status = async (key: string) => {
+      const res = await chat(proxy, key, { messages: [{ role: "user", content: "x" }] });
+      await res.arrayBuffer();
+      return res.status;
+    };
+    try {
+      const old = await admin("POST", "/internal/keys", { name: "rotating", requests_per_minute: 3 });
+      expect([await status(old.key), await status(old.key)]).toEqual([200, 200]);
+      const second = await admin("POST", `/internal/keys/${old.id}/rotate`);
+      expect(await status(second.key)).toBe(200);
+      // 3 requests this minute by one holder: the budget is used, whichever secret it presents.
+      expect(await status(second.key)).toBe(429);
+      const third = await admin("POST", `/internal/keys/${second.id}/rotate`);
+      expect(await status(third.key)).toBe(429);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 describe("in-process limiter in the app (embedded default)", () => {
   /** A proxy in front of the fake upstream whose limiter is the in-process one. */
   const startMemoryLimitedProxy = () =>

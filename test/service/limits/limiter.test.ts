@@ -271,6 +271,26 @@ describe.each(backends)("%s limiter", (_name, make) => {
     });
   });
 
+  it("a rejection's x-ratelimit-reset-* count from the newest admission in the window, like its Retry-After", async () => {
+    const clock = fakeClock();
+    const limiter = make(clock);
+    const keyId = id();
+    const keyBudget = budget({ requestsPerMinute: 3, tokensPerMinute: 300 });
+    for (let i = 0; i < 3; i++) allowed(await limiter.admit(req({ keyId, keyBudget, tokens: 100 })));
+    // 50.5 s later nothing newer is in the window: all of it leaves at +61 s, 10.5 s from now.
+    clock.advance(50_500);
+    const r = rejected(await limiter.admit(req({ keyId, keyBudget, tokens: 100 })));
+    expect(r.headers["retry-after-ms"]).toBe("10500");
+    expect(r.headers["x-ratelimit-reset-requests"]).toBe("11s");
+    expect(r.headers["x-ratelimit-reset-tokens"]).toBe("11s");
+    // And it is true: whole again at that moment.
+    clock.advance(10_500);
+    expect(allowed(await limiter.admit(req({ keyId, keyBudget, tokens: 100 }))).headers).toMatchObject({
+      "x-ratelimit-remaining-requests": "2",
+      "x-ratelimit-remaining-tokens": "200",
+    });
+  });
+
   it("null is unlimited, 0 is blocked", async () => {
     const clock = fakeClock();
     const limiter = make(clock);
@@ -484,6 +504,22 @@ describe("redis limiter refunds", () => {
     await client.quit();
     const results = await Promise.allSettled([a.reservation.reconcile(10), b.reservation.reconcile(20)]);
     expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+  });
+});
+
+describe("per-process shares (fail-open, or several processes without Redis)", () => {
+  it("a share is never below 1 request: 12 processes admit up to 12 a minute for a 5 requests/minute key", async () => {
+    const keyId = id();
+    let admitted = 0;
+    for (let p = 0; p < 12; p++) {
+      const limiter = new MemoryRateLimiter({ now: fakeClock().now, processes: 12 });
+      for (let i = 0; i < 5; i++) {
+        const a = await limiter.admit(req({ keyId, keyBudget: budget({ requestsPerMinute: 5 }) }));
+        if (a.allowed) admitted++;
+      }
+    }
+    // What the README says: below REPLICAS × WORKERS, up to one request per process per minute.
+    expect(admitted).toBe(12);
   });
 });
 

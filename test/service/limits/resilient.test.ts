@@ -66,6 +66,8 @@ async function setup(
   failureMode: "fail-open" | "fail-closed",
   processes = 2,
   deadlineMs: number | null = null,
+  /** The fallback's clock (default Date.now). */
+  now?: () => number,
 ) {
   client = createRedisClient({ url: server.url, log, commandTimeoutMs: 200, maxReconnectDelayMs: 100 });
   await waitFor(() => client.status === "ready", "redis ready");
@@ -81,6 +83,7 @@ async function setup(
     processes,
     log,
     probeIntervalMs: 100,
+    now,
   });
   return limiter;
 }
@@ -130,6 +133,36 @@ describe("resilient limiter", () => {
     // The new Redis counts again (its data died with the old process).
     inspector = new Redis(server.port);
     expect(await inspector.hget(`{llmproxy:k:${keyId}}`, "R")).toBe("1");
+    await limiter.close();
+  });
+
+  it("fail-open: a request larger than this process's token share (within the budget) passes alone, and Retry-After holds", async () => {
+    let now = Date.UTC(2026, 10, 24, 10, 0, 0);
+    const limiter = await setup("fail-open", 12, null, () => now);
+    const keyId = crypto.randomUUID();
+    // 6,000 tokens/minute over 12 processes: a share of 500 here.
+    const ask = (tokens: number) =>
+      limiter.admit({ ...request(keyId, 1000), keyBudget: { ...NONE, tokensPerMinute: 6000 }, tokens });
+    await server.kill();
+    const first = await ask(1032);
+    expect(first.allowed).toBe(true);
+    expect(limiter.mode()).toBe("fallback");
+    // The window holds it: the next waits until it has left, as Retry-After says.
+    const second = await ask(1032);
+    if (second.allowed) throw new Error("expected a rejection");
+    expect(second).toMatchObject({ budget: "tokens_per_minute", limit: 500, retryAfterSeconds: 61 });
+    expect(second.headers["x-ratelimit-limit-tokens"]).toBe("500");
+    expect((await ask(10)).allowed).toBe(false);
+    now += Number(second.headers["retry-after-ms"]) - 1;
+    expect((await ask(1032)).allowed).toBe(false);
+    now += 1;
+    expect((await ask(1032)).allowed).toBe(true);
+    // More than the whole budget never passes: waiting would not help.
+    now += 61_000;
+    expect((await ask(6001)).allowed).toBe(false);
+    // Within the share, the share is the limit.
+    expect((await ask(500)).allowed).toBe(true);
+    expect((await ask(1)).allowed).toBe(false);
     await limiter.close();
   });
 

@@ -10,8 +10,8 @@ import Koa, { type Middleware } from "koa";
 import Router from "@koa/router";
 import Redis from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { loadConfig, type Budget, type Config } from "../../../service/config";
-import { UpstreamError } from "../../../service/errors";
+import { loadConfig, type Budget, type Config, type DeploymentConfig } from "../../../service/config";
+import { ClientClosedError, UpstreamError } from "../../../service/errors";
 import { createLogger } from "../../../service/logger";
 import type { RateLimiter, ResponseCache, UsageRow, UsageSink } from "../../../service/ports";
 import type { ProxyState } from "../../../service/state";
@@ -31,7 +31,16 @@ import { leaveStreamAfter } from "../../helpers/stream";
 const log = createLogger("silent");
 const NONE: Budget = { requestsPerMinute: null, tokensPerMinute: null, tokensPerDay: null };
 
-type Behaviour = "json" | "stream" | "fail" | "stream-error" | "slow-stream";
+type Behaviour =
+  | "json"
+  | "stream"
+  | "fail"
+  | "stream-error"
+  | "slow-stream"
+  /** The client left before the request went upstream (while waiting to retry, or in an earlier stage). */
+  | "left-before-send"
+  /** The client left while the provider had the request (a JSON answer, or a stream's first event, not waited for). */
+  | "left-after-send";
 const PROMPT = 10;
 const USAGE = { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 };
 
@@ -114,6 +123,7 @@ async function startHarness(
           budgetUsdPerMonth: null,
           createdAt: "",
           rotatedFrom: null,
+          rotationRoot: null,
           limits,
         },
         teamLimits: teamId ? (JSON.parse(ctx.get("x-test-team-limits") || "null") ?? NONE) : null,
@@ -134,6 +144,12 @@ async function startHarness(
     const chat = ctx.state.chat!;
     const usage = ctx.state.usage;
     if (behaviour === "fail") throw new UpstreamError("The upstream failed.");
+    if (behaviour === "left-before-send" || behaviour === "left-after-send") {
+      // As the real upstream stage reports it: the deployment that has the request, and the cancelled call.
+      if (behaviour === "left-after-send")
+        ctx.state.sentTo = { name: chat.model, provider: "p" } as DeploymentConfig;
+      throw new ClientClosedError();
+    }
     if (behaviour === "json") {
       const body = completion(chat.model);
       usage.promptTokens = body.usage!.prompt_tokens;
@@ -374,6 +390,24 @@ describe.each(backends)("stages with %s backends", (_name, make) => {
       h.behave("json");
       const next = await post(h, who, chatBody({ max_tokens: 500 }));
       expect(next.headers.get("x-ratelimit-remaining-tokens")).toBe("490");
+    });
+
+    it("a client that leaves before its request went upstream gets the tokens back; after, the reservation stands", async () => {
+      const who = { key: crypto.randomUUID(), keyLimits: { tokensPerMinute: 1000 } };
+      h.behave("left-before-send");
+      expect((await post(h, who, chatBody({ max_tokens: 300 }))).status).toBe(499);
+      h.behave("json");
+      // Nothing held by the first: this one reserves 10 + 300 and is settled at 15.
+      expect(
+        (await post(h, who, chatBody({ max_tokens: 300 }))).headers.get("x-ratelimit-remaining-tokens"),
+      ).toBe("690");
+      h.behave("left-after-send");
+      expect((await post(h, who, chatBody({ max_tokens: 300 }))).status).toBe(499);
+      h.behave("json");
+      // The provider had it and bills it: its 310 stay. 1000 - 15 - 310 - 310 (this one).
+      expect(
+        (await post(h, who, chatBody({ max_tokens: 300 }))).headers.get("x-ratelimit-remaining-tokens"),
+      ).toBe("365");
     });
 
     it("keeps the reservation of a stream the client cuts before the provider's usage (not the row's estimate)", async () => {
