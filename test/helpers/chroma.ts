@@ -47,3 +47,11 @@ export function countingProxy<T extends object>(
   });
   return { value, calls, total: () => Object.values(calls).reduce((a, b) => a + b, 0) };
 }
+
+/** A knowledge-base test document's paragraph: `n` sentences about `topic` (its word comes back in every one). */
+export const paragraph = (topic: string, n = 3) =>
+  Array.from(
+    { length: n },
+    (_, i) =>
+      `The ${topic} subsystem, part ${i}, is configured through the ${topic} section of the config file.`,
+  ).join(" ");

@@ -15,17 +15,11 @@ import { loadConfig, type Config } from "../../../service/config";
 import { ProxyError } from "../../../service/errors";
 import { KnowledgeBase, type Embed, type KnowledgeBaseOptions } from "../../../service/kb";
 import { createProviderRegistry, type ProviderRegistry } from "../../../service/providers/registry";
-import { startTestChroma, type TestChroma } from "../../helpers/chroma";
+import { paragraph, startTestChroma, type TestChroma } from "../../helpers/chroma";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres";
 
 const log = pino({ level: "silent" });
-const paragraph = (topic: string, n = 3) =>
-  Array.from(
-    { length: n },
-    (_, i) =>
-      `The ${topic} subsystem, part ${i}, is configured through the ${topic} section of the config file.`,
-  ).join(" ");
 /** A Markdown file over 64,000 characters: a directory ingest stores it (and embeds it) before reading the next. */
 const bigDoc = (topic: string) => `# ${topic}\n\n${paragraph(topic, 800)}\n`;
 

@@ -13,15 +13,9 @@ import { createChromaStore, type VectorStore } from "../../../service/adapters/c
 import { InvalidRequestError, type ProxyError } from "../../../service/errors";
 import { KnowledgeBase, createKnowledgeBaseFromConfig } from "../../../service/kb";
 import { createPiiEngine } from "../../../service/lib/pii";
-import { startTestChroma, type TestChroma } from "../../helpers/chroma";
+import { paragraph, startTestChroma, type TestChroma } from "../../helpers/chroma";
 
 const log = pino({ level: "silent" });
-const paragraph = (topic: string, n = 3) =>
-  Array.from(
-    { length: n },
-    (_, i) =>
-      `The ${topic} subsystem, part ${i}, is configured through the ${topic} section of the config file.`,
-  ).join(" ");
 
 let chroma: TestChroma;
 let config: Config;
