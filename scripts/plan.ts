@@ -309,10 +309,11 @@ export function summarize(r: Pick<RecordedResource, "type" | "inputs" | "outputs
       ]);
     }
     // Kubernetes
-    case "kubernetes:apps/v1:Deployment": {
+    case "kubernetes:apps/v1:Deployment":
+    case "kubernetes:apps/v1:StatefulSet": {
       const spec = obj(p.spec);
       const pod = obj(obj(spec.template).spec);
-      const strategy = obj(spec.strategy);
+      const strategy = obj(spec.strategy ?? spec.updateStrategy);
       return kv([
         [
           "",

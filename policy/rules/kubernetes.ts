@@ -1,4 +1,4 @@
-// Kubernetes workload invariants: every Deployment runs non-root with requests/limits and probes; every
+// Kubernetes workload invariants: every Deployment and StatefulSet runs non-root with requests/limits and probes; every
 // multi-replica Deployment has a PodDisruptionBudget that still lets a node drain at the HPA's minimum;
 // shared volumes are ReadWriteMany.
 import type { Unwrap } from "@pulumi/pulumi";
@@ -26,6 +26,20 @@ export const DEPLOYMENT_TYPE = "kubernetes:apps/v1:Deployment";
 export const HPA_TYPE = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler";
 export const PDB_TYPE = "kubernetes:policy/v1:PodDisruptionBudget";
 
+/** Validates the pod template of every Deployment and StatefulSet (Chroma runs as a StatefulSet). */
+function forWorkloads(
+  check: (pod: PodSpec | undefined, name: string, report: ReportViolation) => void,
+): ResourceValidationPolicy["validateResource"] {
+  return [
+    validateResourceOfType(apps.Deployment, (w, args, report) =>
+      check(w.spec?.template?.spec, args.name, report),
+    ),
+    validateResourceOfType(apps.StatefulSet, (w, args, report) =>
+      check(w.spec?.template?.spec as PodSpec | undefined, args.name, report),
+    ),
+  ];
+}
+
 const allContainers = (pod: PodSpec | undefined): Container[] => [
   ...(pod?.initContainers ?? []),
   ...(pod?.containers ?? []),
@@ -35,8 +49,8 @@ export const deploymentNonRoot: ResourceValidationPolicy = {
   name: "deployment-non-root",
   description: "Every container runs as a non-root user, without privilege escalation.",
   enforcementLevel: "mandatory",
-  validateResource: validateResourceOfType(apps.Deployment, (dep, args, report) => {
-    const pod = dep.spec?.template?.spec;
+  validateResource: forWorkloads((pod, name, report) => {
+    const args = { name };
     for (const c of allContainers(pod)) {
       const runAsNonRoot = c.securityContext?.runAsNonRoot ?? pod?.securityContext?.runAsNonRoot;
       const runAsUser = c.securityContext?.runAsUser ?? pod?.securityContext?.runAsUser;
@@ -55,8 +69,9 @@ export const deploymentResources: ResourceValidationPolicy = {
   description:
     "Every container requests CPU and memory and has a memory limit (so it is scheduled and bounded).",
   enforcementLevel: "mandatory",
-  validateResource: validateResourceOfType(apps.Deployment, (dep, args, report) => {
-    for (const c of allContainers(dep.spec?.template?.spec)) {
+  validateResource: forWorkloads((pod, name, report) => {
+    const args = { name };
+    for (const c of allContainers(pod)) {
       const requests = c.resources?.requests ?? {};
       const limits = c.resources?.limits ?? {};
       for (const key of ["cpu", "memory"]) {
@@ -71,8 +86,9 @@ export const deploymentProbes: ResourceValidationPolicy = {
   name: "deployment-probes",
   description: "Every container has a readiness probe (traffic) and a liveness probe (restarts).",
   enforcementLevel: "mandatory",
-  validateResource: validateResourceOfType(apps.Deployment, (dep, args, report) => {
-    for (const c of dep.spec?.template?.spec?.containers ?? []) {
+  validateResource: forWorkloads((pod, name, report) => {
+    const args = { name };
+    for (const c of pod?.containers ?? []) {
       if (!c.readinessProbe) report(`${args.name}/${c.name}: set a readinessProbe.`);
       if (!c.livenessProbe) report(`${args.name}/${c.name}: set a livenessProbe.`);
     }

@@ -182,20 +182,39 @@ export class ProxyApp extends pulumi.ComponentResource {
     const kbClaim = claim("kb", s.kbStorageGi);
     const storageReady = p.storage.staticNfs ? [volumeOwnershipJob(name, p, s, p.k8sProvider, this)] : [];
 
-    // Chroma: one writer pod (Recreate), data on its RWX claim so it can move to another zone.
+    // Chroma: at most one server on its data. A StatefulSet, not a Deployment: a Deployment starts a replacement as
+    // soon as the old pod is being evicted or its node stops reporting, so two servers could open the same SQLite and
+    // index files; a StatefulSet starts the replacement only once the old pod is gone (a pod on a dead node must be
+    // force-deleted, see README). The data stays on its RWX claim, so the pod can move to another zone.
     let chromaUrl: pulumi.Output<string> | undefined;
+    let chroma: k8s.apps.v1.StatefulSet | undefined;
     if (s.chromaEnabled) {
       const chromaClaim = claim("chroma", s.chromaStorageGi);
-      const chroma = new k8s.apps.v1.Deployment(
+      const chromaSvc = new k8s.core.v1.Service(
+        `${name}-chroma-svc`,
+        {
+          metadata: meta("chroma", "chroma"),
+          spec: {
+            selector: chromaLabels,
+            ports: [{ name: "http", port: CHROMA_PORT, targetPort: "http" }],
+          },
+        },
+        child,
+      );
+      chroma = new k8s.apps.v1.StatefulSet(
         `${name}-chroma`,
         {
           metadata: meta("chroma", "chroma"),
           spec: {
             replicas: 1,
-            strategy: { type: "Recreate" },
+            serviceName: chromaSvc.metadata.name,
             selector: { matchLabels: chromaLabels },
             template: {
-              metadata: { labels: commonLabels(name, "chroma") },
+              metadata: {
+                labels: commonLabels(name, "chroma"),
+                // The Cluster Autoscaler must not stop the only Chroma server to empty a node.
+                annotations: { "cluster-autoscaler.kubernetes.io/safe-to-evict": "false" },
+              },
               spec: {
                 automountServiceAccountToken: false,
                 securityContext: restrictedPod,
@@ -235,17 +254,6 @@ export class ProxyApp extends pulumi.ComponentResource {
           },
         },
         { ...child, dependsOn: storageReady },
-      );
-      const chromaSvc = new k8s.core.v1.Service(
-        `${name}-chroma-svc`,
-        {
-          metadata: meta("chroma", "chroma"),
-          spec: {
-            selector: chromaLabels,
-            ports: [{ name: "http", port: CHROMA_PORT, targetPort: "http" }],
-          },
-        },
-        { ...child, dependsOn: [chroma] },
       );
       chromaUrl = pulumi.interpolate`http://${chromaSvc.metadata.name}.${s.namespace}.svc.cluster.local:${CHROMA_PORT}`;
 
@@ -381,7 +389,8 @@ export class ProxyApp extends pulumi.ComponentResource {
       },
       {
         ...child,
-        dependsOn: storageReady,
+        // The proxy starts once Chroma is ready (its Service no longer waits for the workload, which names it).
+        dependsOn: [...storageReady, ...(chroma ? [chroma] : [])],
         // The HPA owns the replica count once it exists.
         ignoreChanges: s.autoscaling.enabled ? ["spec.replicas"] : [],
       },

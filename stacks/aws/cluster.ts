@@ -7,6 +7,7 @@ import * as aws from "@pulumi/aws";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import type { ClusterSettings } from "../config";
+import { zonalNodeGroupScaling } from "../node-scaling";
 
 export interface AwsClusterArgs {
   settings: ClusterSettings;
@@ -107,23 +108,20 @@ export function clusterAutoscalerPolicy(clusterName: string): string {
 
 /**
  * Scaling of the per-AZ node groups (one per private subnet) from the cluster-wide `nodeMinCount` and
- * `nodeMaxCount`:
- * - min (and the initial desired size) is split as evenly as possible, the remainder going to the first groups, so
- *   the minimums add up to `minTotal` and every group has at least 1 node whenever `minTotal >= groups`;
- * - max is `maxTotal` for every group, and the Cluster Autoscaler's `max-nodes-total` (clusterAutoscalerValues)
- *   keeps the sum at `maxTotal`. Splitting the maximum too would cap the zones that survive a zone outage at
- *   their share, just when they must take the lost zone's pods; and a group's maximum does not move when
- *   nodeMinCount does (EKS refuses a maximum below a group's current size).
+ * `nodeMaxCount`, split by zonalNodeGroupScaling: the minimums (and initial desired sizes) add up to `minTotal`,
+ * every group's maximum is `maxTotal`, and the Cluster Autoscaler's `max-nodes-total` (clusterAutoscalerValues)
+ * keeps the sum at `maxTotal`.
  */
 export function awsNodeGroupScaling(
   minTotal: number,
   maxTotal: number,
   groups: number,
 ): { minSize: number; desiredSize: number; maxSize: number }[] {
-  return Array.from({ length: groups }, (_, i) => {
-    const minSize = Math.floor(minTotal / groups) + (i < minTotal % groups ? 1 : 0);
-    return { minSize, desiredSize: minSize, maxSize: maxTotal };
-  });
+  return zonalNodeGroupScaling(minTotal, maxTotal, groups).map(({ min, max }) => ({
+    minSize: min,
+    desiredSize: min,
+    maxSize: max,
+  }));
 }
 
 /**

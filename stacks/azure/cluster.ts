@@ -1,5 +1,5 @@
 /**
- * AKS: a zone-spread autoscaling system pool in the cluster subnet, Azure CNI overlay with Cilium network
+ * AKS: a small tainted system pool across the zones plus one autoscaled user pool per zone in the cluster subnet, Azure CNI overlay with Cilium network
  * policy, the Azure Files CSI driver, workload identity. Or an existing cluster from its kubeconfig.
  */
 import * as authorization from "@pulumi/azure-native/authorization";
@@ -7,13 +7,14 @@ import * as containerservice from "@pulumi/azure-native/containerservice";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import type { ClusterSettings } from "../config";
+import { zonalNodeGroupScaling } from "../node-scaling";
 import { AZURE_ROLES, roleDefinitionId } from "./roles";
 
 export interface AzureClusterArgs {
   settings: ClusterSettings;
   resourceGroupName: pulumi.Input<string>;
   location: string;
-  /** Availability zones of the node pool ("1", "2", "3"). */
+  /** Availability zones of the node pools ("1", "2", "3"): one user pool per zone. */
   zones: string[];
   subnetId: pulumi.Input<string>;
   tags: Record<string, string>;
@@ -22,6 +23,38 @@ export interface AzureClusterArgs {
 /** The AKS user-credentials kubeconfig arrives base64 encoded. */
 export function decodeKubeconfig(b64: string): string {
   return Buffer.from(b64, "base64").toString("utf8");
+}
+
+/**
+ * The system pool: AKS needs one pool in System mode for its add-ons (CoreDNS, metrics-server, konnectivity). Two
+ * nodes across the zones keep those up through a node loss; the CriticalAddonsOnly taint keeps the proxy and Chroma
+ * off it, so their scale-up always goes to a zonal user pool.
+ */
+export const AKS_SYSTEM_POOL = {
+  name: "system",
+  minCount: 2,
+  maxCount: 3,
+  taints: ["CriticalAddonsOnly=true:NoSchedule"],
+} as const;
+
+/**
+ * One autoscaled user pool per zone (`user1`, `user2`, … after the zone), the Cluster Autoscaler's advice for
+ * zone-aware scale-up: a pod that must go to a zone (the proxy's zone spread is DoNotSchedule) grows that zone's
+ * pool. `nodeMinCount` is split over the pools like on AWS (zonalNodeGroupScaling); each pool may grow to
+ * `nodeMaxCount`. AKS's autoscaler profile has no cluster-wide node ceiling, so that maximum is per zone.
+ */
+export function aksUserPools(
+  minTotal: number,
+  maxTotal: number,
+  zones: string[],
+): { name: string; zone: string; count: number; minCount: number; maxCount: number }[] {
+  return zonalNodeGroupScaling(minTotal, maxTotal, zones.length).map(({ min, max }, i) => ({
+    name: `user${zones[i]}`,
+    zone: zones[i],
+    count: min,
+    minCount: min,
+    maxCount: max,
+  }));
 }
 
 export class AzureCluster extends pulumi.ComponentResource {
@@ -60,13 +93,14 @@ export class AzureCluster extends pulumi.ComponentResource {
         },
         agentPoolProfiles: [
           {
-            name: "system",
+            name: AKS_SYSTEM_POOL.name,
             mode: containerservice.AgentPoolMode.System,
             vmSize: s.nodeSize,
-            count: s.nodeMinCount,
-            minCount: s.nodeMinCount,
-            maxCount: s.nodeMaxCount,
+            count: AKS_SYSTEM_POOL.minCount,
+            minCount: AKS_SYSTEM_POOL.minCount,
+            maxCount: AKS_SYSTEM_POOL.maxCount,
             enableAutoScaling: true,
+            nodeTaints: [...AKS_SYSTEM_POOL.taints],
             availabilityZones: args.zones,
             vnetSubnetID: args.subnetId,
             osType: containerservice.OSType.Linux,
@@ -83,6 +117,8 @@ export class AzureCluster extends pulumi.ComponentResource {
           serviceCidr: "172.16.0.0/16",
           dnsServiceIP: "172.16.0.10",
         },
+        // The zonal user pools are alike but for their zone: balancing keeps them at similar sizes.
+        autoScalerProfile: { balanceSimilarNodeGroups: "true" },
         storageProfile: { fileCSIDriver: { enabled: true }, diskCSIDriver: { enabled: true } },
         oidcIssuerProfile: { enabled: true },
         securityProfile: { workloadIdentity: { enabled: true } },
@@ -90,7 +126,34 @@ export class AzureCluster extends pulumi.ComponentResource {
         apiServerAccessProfile: openApi ? undefined : { authorizedIPRanges: s.apiAllowedCidrs },
         tags: args.tags,
       },
-      child,
+      // The autoscaler owns the system pool's node count.
+      { ...child, ignoreChanges: ["agentPoolProfiles[0].count"] },
+    );
+
+    // One autoscaled user pool per zone (aksUserPools), where the workloads run. The autoscaler owns each count.
+    const userPools = aksUserPools(s.nodeMinCount, s.nodeMaxCount, args.zones).map(
+      (pool) =>
+        new containerservice.AgentPool(
+          `${name}-pool-${pool.name}`,
+          {
+            resourceGroupName: args.resourceGroupName,
+            resourceName: cluster.name,
+            agentPoolName: pool.name,
+            mode: containerservice.AgentPoolMode.User,
+            vmSize: s.nodeSize,
+            count: pool.count,
+            minCount: pool.minCount,
+            maxCount: pool.maxCount,
+            enableAutoScaling: true,
+            availabilityZones: [pool.zone],
+            vnetSubnetID: args.subnetId,
+            osType: containerservice.OSType.Linux,
+            osSKU: containerservice.OSSKU.AzureLinux,
+            type: containerservice.AgentPoolType.VirtualMachineScaleSets,
+            tags: args.tags,
+          },
+          { ...child, ignoreChanges: ["count"] },
+        ),
     );
 
     // A cluster on a custom subnet needs Network Contributor there to manage internal load balancers.
@@ -116,7 +179,8 @@ export class AzureCluster extends pulumi.ComponentResource {
     this.provider = new k8s.Provider(
       `${name}-k8s`,
       { kubeconfig: this.kubeconfig, enableServerSideApply: true },
-      child,
+      // Workloads go to the user pools (the system pool is tainted): create them first.
+      { ...child, dependsOn: userPools },
     );
     this.clusterName = cluster.name;
     this.principalId = principalId;

@@ -102,6 +102,11 @@ describe("npm run plan -- aws --out <dir>", () => {
     expect(line(aws.stdout, "kubernetes:apps/v1:Deployment  llm-proxy-deployment")).toMatch(
       /workers 2 .*memory 512Mi\/768Mi/,
     );
+    // Chroma is a StatefulSet of one (at most one server on its files), not a Deployment.
+    expect(line(aws.stdout, "kubernetes:apps/v1:StatefulSet  llm-proxy-chroma")).toMatch(
+      /llm-proxy\/llm-proxy-chroma · replicas 1 · image chromadb\/chroma:/,
+    );
+    expect(aws.stdout).not.toContain("kubernetes:apps/v1:Deployment  llm-proxy-chroma");
     // Children are drawn under their component.
     expect(aws.stdout).toMatch(/^llm-proxy:aws:Postgres {2}llm-proxy-pg\n(├─|└─) /m);
   });
@@ -146,6 +151,7 @@ describe("npm run plan -- aws --out <dir>", () => {
         "ConfigMap",
         "Secret",
         "Deployment",
+        "StatefulSet",
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
@@ -167,6 +173,12 @@ describe("npm run plan -- azure", () => {
       /\[protected\].*HA ZoneRedundant/,
     );
     expect(line(azure.stdout, "azure-native:storage:StorageAccount")).toContain("FileStorage · Premium_ZRS");
+    // One autoscaled user pool per zone, each up to nodeMaxCount.
+    const pools = azure.stdout
+      .split("\n")
+      .filter((l) => l.includes("azure-native:containerservice:AgentPool"));
+    expect(pools).toHaveLength(3);
+    for (const [i, l] of pools.entries()) expect(l).toMatch(new RegExp(`nodes 1\\.\\.12 · zones ${i + 1}$`));
     expect(azure.stdout).toMatch(/azure-native:(redisenterprise:RedisEnterprise|redis:Redis) .*/);
     expect(azure.stdout).toMatch(/no violations/);
   });

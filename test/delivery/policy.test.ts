@@ -257,6 +257,27 @@ describe("each rule fires on a deliberately broken input", () => {
     );
   });
 
+  it("checks a StatefulSet's pods (Chroma) like a Deployment's", async () => {
+    const sts = {
+      ...structuredClone(good.deployment),
+      type: "kubernetes:apps/v1:StatefulSet",
+      name: "chroma",
+      inputs: { ...structuredClone(good.deployment.inputs), kind: "StatefulSet" },
+    };
+    for (const rule of ["deployment-non-root", "deployment-resources", "deployment-probes"])
+      expect(await runResourcePolicy(byName.get(rule)!, sts), rule).toEqual([]);
+    const root = patched(sts, "spec.template.spec.containers.0.securityContext.runAsUser", 0);
+    expect(await runResourcePolicy(byName.get("deployment-non-root")!, root)).toEqual(
+      expect.arrayContaining([expect.stringMatching(/chroma\/proxy: runAsUser must not be 0/)]),
+    );
+    const unprobed = patched(sts, "spec.template.spec.containers.0.livenessProbe", undefined);
+    expect(await runResourcePolicy(byName.get("deployment-probes")!, unprobed)).toEqual([
+      expect.stringMatching(/chroma\/proxy: set a livenessProbe/),
+    ]);
+    const unbounded = patched(sts, "spec.template.spec.containers.0.resources", {});
+    expect(await runResourcePolicy(byName.get("deployment-resources")!, unbounded)).not.toEqual([]);
+  });
+
   it("lets containers inherit runAsNonRoot from the pod, and fires when neither sets it", async () => {
     const rule = byName.get("deployment-non-root")!;
     const inherited = patched(good.deployment, "spec.template.spec.containers.0.securityContext", {

@@ -32,17 +32,51 @@ describe("azure stack", () => {
     expect(subnets["llm-proxy-net-endpoints"].inputs.addressPrefix).toBe("10.41.17.0/24");
   });
 
-  it("runs AKS with nodes in zones 1-3, Cilium network policy and the Azure Files CSI driver", () => {
+  it("runs AKS with one autoscaled user pool per zone, a tainted system pool, Cilium and the Azure Files CSI driver", () => {
     const aks = one(r, "azure-native:containerservice:ManagedCluster");
-    const pool = at(aks.inputs, "agentPoolProfiles")[0];
-    expect(pool).toMatchObject({
+    const subnetId = one(r, "azure-native:network:Subnet", "llm-proxy-net-cluster").id;
+    // The system pool AKS requires: small, across the zones, tainted so the workloads go to the zonal pools.
+    const system = at(aks.inputs, "agentPoolProfiles");
+    expect(system).toHaveLength(1);
+    expect(system[0]).toMatchObject({
+      name: "system",
+      mode: "System",
       availabilityZones: ["1", "2", "3"],
       enableAutoScaling: true,
-      minCount: 3,
-      maxCount: 12,
-      vmSize: "Standard_D4ds_v5",
-      vnetSubnetID: one(r, "azure-native:network:Subnet", "llm-proxy-net-cluster").id,
+      minCount: 2,
+      maxCount: 3,
+      nodeTaints: ["CriticalAddonsOnly=true:NoSchedule"],
+      vnetSubnetID: subnetId,
     });
+    expect(aks.options.ignoreChanges).toEqual(["agentPoolProfiles[0].count"]);
+    // One user pool per zone (the Cluster Autoscaler's advice for zone-aware scale-up with a DoNotSchedule zone
+    // spread): nodeMinCount 3 split 1 each, each may grow to nodeMaxCount, the autoscaler balancing them.
+    const pools = all(r, "azure-native:containerservice:AgentPool");
+    expect(pools.map((p) => [p.inputs.agentPoolName, p.inputs.availabilityZones])).toEqual([
+      ["user1", ["1"]],
+      ["user2", ["2"]],
+      ["user3", ["3"]],
+    ]);
+    for (const p of pools) {
+      expect(p.inputs, p.name).toMatchObject({
+        resourceName: aks.outputs.name,
+        mode: "User",
+        enableAutoScaling: true,
+        count: 1,
+        minCount: 1,
+        maxCount: 12,
+        vmSize: "Standard_D4ds_v5",
+        vnetSubnetID: subnetId,
+      });
+      expect(p.inputs.nodeTaints, p.name).toBeUndefined();
+      // The autoscaler owns the count.
+      expect(p.options.ignoreChanges, p.name).toEqual(["count"]);
+    }
+    expect(at(aks.inputs, "autoScalerProfile.balanceSimilarNodeGroups")).toBe("true");
+    // Kubernetes objects are created once the user pools exist.
+    expect(one(r, K8S.provider).options.dependencies).toEqual(
+      expect.arrayContaining(pools.map((p) => p.urn)),
+    );
     expect(at(aks.inputs, "storageProfile.fileCSIDriver.enabled")).toBe(true);
     expect(at(aks.inputs, "networkProfile.networkPolicy")).toBe("cilium");
     expect(at(aks.inputs, "sku.tier")).toBe("Standard");
@@ -229,7 +263,8 @@ describe("azure stack", () => {
     const pod = at(job.inputs, "spec.template.spec");
     expect(pod.volumes).toEqual([{ name: "share", nfs: at(all(r, K8S.pv)[0].inputs, "spec.nfs") }]);
     expect(pod.containers[0].command.join(" ")).toContain("chown 10001:10001");
-    for (const d of all(r, K8S.deployment)) expect(d.options.dependencies, d.name).toContain(job.urn);
+    for (const d of [...all(r, K8S.deployment), ...all(r, K8S.statefulSet)])
+      expect(d.options.dependencies, d.name).toContain(job.urn);
     expect(job.options.dependencies).toContain(one(r, "azure-native:storage:FileShare").urn);
   });
 

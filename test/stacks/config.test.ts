@@ -26,6 +26,7 @@ import { efsPlacement } from "../../stacks/aws/filesystem";
 import { awsRedisNodeCount } from "../../stacks/aws/redis";
 import { clientIngress } from "../../stacks/aws/security";
 import { azureNfsExport } from "../../stacks/azure/filesystem";
+import { aksUserPools } from "../../stacks/azure/cluster";
 import { azureSubnetPlan } from "../../stacks/azure/network";
 import { roleDefinitionId } from "../../stacks/azure/roles";
 import {
@@ -353,6 +354,23 @@ describe("cloud limits the validator enforces", () => {
     ).toMatch(
       /filesystemTier "OneZone" is zonal and is placed in the first of llm-proxy:zones, which is empty.*AZ of the first of existingSubnetIds/,
     );
+  });
+
+  it("AKS user pools, one per zone: nodeMinCount split like the AWS node groups, nodeMaxCount each", () => {
+    expect(aksUserPools(4, 9, ["1", "2", "3"])).toEqual([
+      { name: "user1", zone: "1", count: 2, minCount: 2, maxCount: 9 },
+      { name: "user2", zone: "2", count: 1, minCount: 1, maxCount: 9 },
+      { name: "user3", zone: "3", count: 1, minCount: 1, maxCount: 9 },
+    ]);
+    for (const [min, max] of [
+      [3, 12],
+      [2, 4],
+      [7, 20],
+    ]) {
+      expect(aksUserPools(min, max, ["1", "2", "3"]).map((p) => [p.minCount, p.maxCount])).toEqual(
+        awsNodeGroupScaling(min, max, 3).map((g) => [g.minSize, g.maxSize]),
+      );
+    }
   });
 
   it("Cluster Autoscaler: image minor follows the cluster, writes limited to this cluster's groups", () => {

@@ -184,7 +184,8 @@ describe("gcp stack", () => {
     expect(at(jobNs!.inputs, "metadata.labels")).toMatchObject({
       "pod-security.kubernetes.io/enforce": "baseline",
     });
-    for (const d of all(r, K8S.deployment)) expect(d.options.dependencies, d.name).toContain(job.urn);
+    for (const d of [...all(r, K8S.deployment), ...all(r, K8S.statefulSet)])
+      expect(d.options.dependencies, d.name).toContain(job.urn);
     expect(job.options.dependencies).toEqual(expect.arrayContaining([share.urn]));
   });
 

@@ -4,7 +4,7 @@
  * every cloud must pass.
  */
 import { expect, vi } from "vitest";
-import { Deployment } from "kubernetes-models/apps/v1";
+import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { Job } from "kubernetes-models/batch/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { Ingress, NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
@@ -62,6 +62,7 @@ export const K8S = {
   pvc: "kubernetes:core/v1:PersistentVolumeClaim",
   pv: "kubernetes:core/v1:PersistentVolume",
   deployment: "kubernetes:apps/v1:Deployment",
+  statefulSet: "kubernetes:apps/v1:StatefulSet",
   hpa: "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
   pdb: "kubernetes:policy/v1:PodDisruptionBudget",
   networkPolicy: "kubernetes:networking.k8s.io/v1:NetworkPolicy",
@@ -85,6 +86,7 @@ const MODELS: Record<string, ModelClass> = {
   [K8S.pvc]: PersistentVolumeClaim,
   [K8S.pv]: PersistentVolume,
   [K8S.deployment]: Deployment,
+  [K8S.statefulSet]: StatefulSet,
   [K8S.hpa]: HorizontalPodAutoscaler,
   [K8S.pdb]: PodDisruptionBudget,
   [K8S.networkPolicy]: NetworkPolicy,
@@ -293,10 +295,41 @@ export function assertWorkloadHardening(r: OfflineRunResult): void {
     at(one(r, K8S.namespace, "llm-proxy-ns").inputs, "metadata.labels")["pod-security.kubernetes.io/enforce"],
   ).toBe("restricted");
 
-  // Chroma: a single writer with Recreate, a pinned image, reachable only from proxy pods.
-  const chroma = one(r, K8S.deployment, "llm-proxy-chroma");
+  // Chroma: at most one server on its files. A StatefulSet of one (a Deployment would start a replacement while the
+  // old pod still runs), named by its Service, never evicted by the Cluster Autoscaler; a pinned image, reachable
+  // only from proxy pods.
+  expect(all(r, K8S.deployment).map((d) => d.name)).toEqual(["llm-proxy-deployment"]);
+  const chroma = one(r, K8S.statefulSet, "llm-proxy-chroma");
   expect(at(chroma.inputs, "spec.replicas")).toBe(1);
-  expect(at(chroma.inputs, "spec.strategy.type")).toBe("Recreate");
+  expect(at(chroma.inputs, "spec.serviceName")).toBe(
+    at(one(r, K8S.service, "llm-proxy-chroma-svc").outputs, "metadata.name"),
+  );
+  expect(at(chroma.inputs, "spec.template.metadata.annotations")).toEqual({
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+  });
+  expect(at(chroma.inputs, "spec.template.metadata.labels")).toMatchObject(
+    at(chroma.inputs, "spec.selector.matchLabels"),
+  );
+  const chromaPod = at(chroma.inputs, "spec.template.spec");
+  expect(chromaPod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001 });
+  expect(chromaPod.containers[0].securityContext).toMatchObject({
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+  });
+  expect(chromaPod.containers[0].readinessProbe.httpGet.path).toBe("/api/v2/heartbeat");
+  expect(chromaPod.containers[0].resources.limits.memory).toBe("2Gi");
+  // The data stays on the ReadWriteMany claim (no volumeClaimTemplates), so the pod can move between zones.
+  expect(at(chroma.inputs, "spec.volumeClaimTemplates")).toBeUndefined();
+  expect(chromaPod.volumes.find((v: any) => v.name === "data").persistentVolumeClaim.claimName).toBe(
+    at(one(r, K8S.pvc, "llm-proxy-chroma-pvc").outputs, "metadata.name"),
+  );
+  expect(chromaPod.containers[0].volumeMounts).toContainEqual({
+    name: "data",
+    mountPath: "/data",
+    subPath: "chroma",
+  });
+  // The proxy still starts after Chroma.
+  expect(dep.options.dependencies).toContain(chroma.urn);
   const image = at(chroma.inputs, "spec.template.spec.containers")[0].image as string;
   expect(image).toMatch(/:\d+\.\d+\.\d+$/);
   const chromaPolicy = one(r, K8S.networkPolicy, "llm-proxy-chroma-netpol");

@@ -313,6 +313,7 @@ describe("overrides", () => {
   it("Chroma can be switched off: no Chroma objects, no CHROMA_URL, only the knowledge-base claim", async () => {
     const r = await run({ stack: "aws", overrides: { chromaEnabled: "false" } });
     expect(all(r, K8S.deployment).map((d) => d.name)).toEqual(["llm-proxy-deployment"]);
+    expect(all(r, K8S.statefulSet)).toEqual([]);
     expect(all(r, K8S.pvc).map((c) => c.name)).toEqual(["llm-proxy-kb-pvc"]);
     expect(containerEnv(one(r, K8S.deployment)).CHROMA_URL).toBeUndefined();
   });
