@@ -29,22 +29,56 @@ function bySpanOrder(a: Span, b: Span): number {
   return PRIORITY[a.entity] - PRIORITY[b.entity] || a.start - b.start || b.end - a.end;
 }
 
-/** Keeps spans in priority order, dropping any that overlaps one already kept; returns them by start. */
+const overlap = (a: Span, b: Span) => a.start < b.end && b.start < a.end;
+
+/**
+ * Keeps spans in priority order, dropping any that overlaps one already kept; returns them by start.
+ * In O(n log n): one entity at a time (each has its own priority), its spans by start, each checked against the
+ * entity's last kept span and, with a pointer moving forward only, the spans kept for earlier entities (sorted,
+ * non-overlapping); then merged in. Checking every kept span took seconds for a prompt of 100,000 short e-mails,
+ * blocking the worker.
+ */
 export function resolveOverlaps(spans: Span[]): Span[] {
   if (spans.length <= 1) return spans;
   spans.sort(bySpanOrder);
-  const kept: Span[] = [];
-  for (const s of spans) {
-    let clash = false;
-    for (const k of kept) {
-      if (s.start < k.end && k.start < s.end) {
-        clash = true;
-        break;
+  let kept: Span[] = [];
+  for (let from = 0; from < spans.length;) {
+    const entity = spans[from].entity;
+    let to = from;
+    while (to < spans.length && spans[to].entity === entity) to++;
+    const accepted: Span[] = [];
+    let j = 0;
+    for (let g = from; g < to; g++) {
+      const s = spans[g];
+      const last = accepted[accepted.length - 1];
+      // Among this entity's kept spans (sorted, non-overlapping) only the last can reach past s.start.
+      if (last !== undefined && overlap(s, last)) continue;
+      while (j < kept.length && kept[j].end <= s.start) j++;
+      let clash = false;
+      for (let k = j; k < kept.length && kept[k].start < s.end; k++) {
+        if (overlap(s, kept[k])) {
+          clash = true;
+          break;
+        }
       }
+      if (!clash) accepted.push(s);
     }
-    if (!clash) kept.push(s);
+    kept = mergeByStart(kept, accepted);
+    from = to;
   }
-  return kept.sort((a, b) => a.start - b.start);
+  return kept;
+}
+
+function mergeByStart(a: Span[], b: Span[]): Span[] {
+  if (b.length === 0) return a;
+  if (a.length === 0) return b;
+  const out: Span[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) out.push(a[i].start <= b[j].start ? a[i++] : b[j++]);
+  while (i < a.length) out.push(a[i++]);
+  while (j < b.length) out.push(b[j++]);
+  return out;
 }
 
 export function createPiiEngine(opts: PiiOptions): PiiEngine {
