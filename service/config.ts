@@ -360,6 +360,8 @@ export type ProviderConfig =
 export interface DeploymentConfig {
   /** Client-facing model name. */
   name: string;
+  /** Made up for a name the client sent on the zero-config path (not configured): its name is the client's string. */
+  passthrough?: boolean;
   /** The provider (of a pool: its first target's). */
   provider: string;
   /** The provider's model name (of a pool: its first target's). */

@@ -132,6 +132,7 @@ export function createProviderRegistry(config: Config): ProviderRegistry {
       if (config.passthroughProvider) {
         return {
           name: model,
+          passthrough: true,
           provider: config.passthroughProvider,
           model,
           fallbacks: [],

@@ -30,6 +30,16 @@ const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 2_000;
 
 /** Full-jitter exponential backoff; a Retry-After longer than the cap means: move on to the fallback instead. */
+/**
+ * The `model` label of the upstream metrics: a configured deployment's name; on the zero-config path (a name the
+ * client made up) the name only when the provider served it and it is of a sane length, else "other" — every
+ * made-up name would otherwise add histogram series for good (as /metrics' request counter already avoids).
+ */
+function metricModel(deployment: DeploymentConfig, served: boolean): string {
+  if (!deployment.passthrough) return deployment.name;
+  return served && deployment.name.length <= 256 ? deployment.name : "other";
+}
+
 export function backoffMs(attempt: number, retryAfterMs: number | null, random = Math.random): number | null {
   if (retryAfterMs !== null) return retryAfterMs <= BACKOFF_CAP_MS ? retryAfterMs : null;
   return Math.round(random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1)));
@@ -125,12 +135,13 @@ async function withFallbacks<T>(
       }
       if (signal.aborted) throw clientClosed();
       const started = performance.now();
-      const { provider, name: model } = deployment;
+      const { provider } = deployment;
       state.sentTo = deployment;
       try {
         const value = await call(deployment);
         if (deployment.pool) deps.providers.outcome?.(deployment, null, started);
         // Label objects are written out whole: a spread plus one more key takes V8's slow path, every request.
+        const model = metricModel(deployment, true);
         upstreamDuration.observe({ provider, model, outcome: "ok" }, (performance.now() - started) / 1e3);
         upstreamAttempts.inc({ provider, model, outcome: "ok" });
         return { value, deployment };
@@ -146,6 +157,7 @@ async function withFallbacks<T>(
         if (deployment.pool && (error.retryable || skipTarget)) {
           deps.providers.outcome?.(deployment, { retryAfterMs: error.retryAfterMs });
         }
+        const model = metricModel(deployment, false);
         upstreamDuration.observe({ provider, model, outcome: "error" }, (performance.now() - started) / 1e3);
         upstreamAttempts.inc({ provider, model, outcome: error.retryable ? "retryable_error" : "error" });
         state.log.warn(

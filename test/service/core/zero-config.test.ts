@@ -71,4 +71,31 @@ describe("zero-config: OPENAI_API_KEY and OPENAI_BASE_URL, no config file", () =
     const model = await client.models.retrieve("gpt-4o-2024-11-20");
     expect(model).toMatchObject({ id: "gpt-4o-2024-11-20", object: "model", owned_by: "openai" });
   });
+
+  it("names the upstream refuses (or absurdly long ones) are `other` in every metric: no series for good per name", async () => {
+    const junk = [`scan-${"y".repeat(50_000)}`, "made-up-a", "made-up-b"];
+    upstream.behave({
+      kind: "status",
+      status: 404,
+      body: { error: { message: "no such model", code: "model_not_found" } },
+    });
+    try {
+      for (const model of junk)
+        await client.chat.completions
+          .create({ model, messages: [{ role: "user", content: "hi" }] })
+          .catch(() => null);
+    } finally {
+      upstream.behave({ kind: "ok" });
+    }
+    await client.chat.completions.create({
+      model: "served-model",
+      messages: [{ role: "user", content: "hi" }],
+    });
+    const metrics = await (await fetch(`${proxy.url}/metrics`)).text();
+    const labelled = new Set([...metrics.matchAll(/model="([^"]*)"/g)].map((m) => m[1]));
+    for (const name of junk) expect(labelled.has(name)).toBe(false);
+    expect(labelled.has("other")).toBe(true);
+    expect(labelled.has("served-model")).toBe(true);
+    expect(metrics.length).toBeLessThan(200_000);
+  });
 });
