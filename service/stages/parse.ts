@@ -217,11 +217,35 @@ export async function readValidBody<T extends z.ZodType>(
   return parsed.data;
 }
 
+/** Content parts the PII scrub and the content policy cannot read (a file's bytes, audio). */
+const OPAQUE_PARTS = new Set(["file", "input_audio"]);
+
+/**
+ * With PII scrubbing or a content policy on, a part neither can read would reach the provider unchecked: a 400
+ * naming it, as /v1/messages does for PDF documents and /v1/responses for files. Only on such configurations: without
+ * them the proxy checks nothing in any part and passes files and audio on.
+ */
+function refuseOpaqueParts(deps: ParseDeps, body: ChatCompletionRequest): void {
+  if (!deps.config.pii.enabled && deps.config.contentPolicy.blockedPatterns.length === 0) return;
+  body.messages.forEach((m, i) => {
+    if (!Array.isArray(m.content)) return;
+    (m.content as Array<{ type?: unknown } | null>).forEach((part, j) => {
+      if (typeof part?.type === "string" && OPAQUE_PARTS.has(part.type))
+        throw new InvalidRequestError(
+          `A \`${part.type}\` content part is not supported by this proxy's configuration: the PII scrub and the content policy cannot read it. Send its text instead.`,
+          "unsupported_parameter",
+          `messages[${i}].content[${j}]`,
+        );
+    });
+  });
+}
+
 function acceptChat(
   ctx: ParameterizedContext<ProxyState>,
   deps: ParseDeps,
   body: ChatCompletionRequest,
 ): void {
+  refuseOpaqueParts(deps, body);
   ctx.state.usage.stream = body.stream === true;
   ctx.state.deployment = resolveModel(deps, body.model, "chat");
   requireModelAccess(ctx, ctx.state.deployment.name);

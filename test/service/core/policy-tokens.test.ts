@@ -386,6 +386,30 @@ describe("content policy and token limits through the proxy", () => {
     expect(upstream.requests.length).toBe(before);
   });
 
+  it("a file or audio part, which the policy cannot read, is a 400 naming it; nothing is sent", async () => {
+    const before = upstream.requests.length;
+    for (const part of [
+      { type: "file", file: { filename: "plan.pdf", file_data: "data:application/pdf;base64,JVBERi0=" } },
+      { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } },
+    ]) {
+      const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "big",
+          messages: [{ role: "user", content: [{ type: "text", text: "summarise this" }, part] }],
+        }),
+      });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as any).error).toMatchObject({
+        code: "unsupported_parameter",
+        param: "messages[0].content[1]",
+        message: expect.stringContaining("cannot read it"),
+      });
+    }
+    expect(upstream.requests.length).toBe(before);
+  });
+
   it("over max_input_tokens (global or per model) → 400 context_length_exceeded", async () => {
     const perModel = await chat("small", "word ".repeat(40));
     expect(perModel.status).toBe(400);
