@@ -18,6 +18,7 @@ import { checkOptionalBoolean, invalid, isObject, optionalObject, optionalString
 import { chatUsage, walkChunks, type ChunkWalker } from "./chunk-blocks";
 import { UNMAPPED_STOP_REASONS } from "../providers/anthropic-translate";
 import { promptParts } from "./pricing";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "./body";
 import {
   TOOL_ERROR,
   TOOL_ERROR_PREFIX,
@@ -312,12 +313,18 @@ function stopOf(
   return { stop_reason: stopReason(finish), stop_sequence: null };
 }
 
+/**
+ * A tool call's arguments as the `input` object: {} for arguments that are not JSON, or that nest deeper than a
+ * request body may (the answer is serialized again, and that recursion overflowed the stack: a 500).
+ */
 function toolInput(args: string | undefined): unknown {
+  let input: unknown;
   try {
-    return args ? JSON.parse(args) : {};
+    input = args ? JSON.parse(args) : {};
   } catch {
     return {};
   }
+  return nestsDeeperThan(input, MAX_JSON_DEPTH) ? {} : input;
 }
 
 export function chatToMessage(completion: ChatCompletion, model: string): Record<string, unknown> {

@@ -15,6 +15,7 @@
  * `chat.completion.chunk`s, ending with a usage chunk (passed on only if the client asked for it).
  */
 import { InvalidRequestError } from "../errors";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "../lib/body";
 import {
   TOOL_ERROR,
   TOOL_ERROR_PREFIX,
@@ -75,6 +76,15 @@ function toolUse(call: ToolCall, field: string): Block {
     input = args === "" ? {} : JSON.parse(args);
   } catch {
     throw new InvalidRequestError("Tool-call arguments must be valid JSON.", "invalid_request", field);
+  }
+  // The arguments are a string, so the body's depth check never saw them; parsed they join the body, whose
+  // serialization recurses (100k levels overflowed the stack). The same bound as a body's.
+  if (nestsDeeperThan(input, MAX_JSON_DEPTH)) {
+    throw new InvalidRequestError(
+      `Tool-call arguments nest arrays and objects more than ${MAX_JSON_DEPTH} levels deep; flatten them.`,
+      "invalid_value",
+      `${field}.function.arguments`,
+    );
   }
   return { type: "tool_use", id: call.id ?? "", name: call.function?.name ?? "", input };
 }

@@ -9,6 +9,19 @@ import { UpstreamError, UpstreamTimeoutError } from "../errors";
 import { onCancel, type CancelSignal } from "../lib/cancel";
 import { ProviderFailure, httpFailure, networkFailure } from "./errors";
 import { registerSecret } from "../lib/secrets";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "../lib/body";
+
+/**
+ * What the proxy keeps of an upstream's answer: it is buffered (a whole JSON answer, an error body, the SSE line or
+ * event being received), so an upstream that sends without end must not grow the process without end. A 600 MB
+ * answer cost 1.4 GB of RSS. Over a cap the attempt fails as a bad answer (502 upstream_bad_response, the fallback
+ * before the first byte was sent); an error body is only cut, its status still decides.
+ */
+export const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
+/** How much of an error status's body is read (for its message and code); the rest is dropped. */
+export const MAX_ERROR_BODY_BYTES = 64 * 1024;
+/** The longest SSE line or event (its data lines together) the stream parser buffers, in characters. */
+export const MAX_SSE_EVENT_CHARS = 8 * 1024 * 1024;
 
 export interface HttpProviderSettings {
   name: string;
@@ -18,6 +31,10 @@ export interface HttpProviderSettings {
   /** The credentials sent (registered so that an upstream echoing them back is redacted; see lib/secrets.ts). */
   apiKey?: string | null;
   headers?: Record<string, string>;
+  /** MAX_ANSWER_BYTES unless set (tests lower it). */
+  maxAnswerBytes?: number;
+  /** MAX_ERROR_BODY_BYTES unless set. */
+  maxErrorBodyBytes?: number;
 }
 
 export type ResponseBody = Dispatcher.ResponseData["body"];
@@ -95,6 +112,8 @@ export function receivedText(value: unknown): string | undefined {
 export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
   registerSecret(cfg.apiKey);
   for (const value of Object.values(cfg.headers ?? {})) registerSecret(value);
+  const maxAnswerBytes = cfg.maxAnswerBytes ?? MAX_ANSWER_BYTES;
+  const maxErrorBodyBytes = cfg.maxErrorBodyBytes ?? MAX_ERROR_BODY_BYTES;
   const base = new URL(cfg.baseUrl);
   const pool = new Pool(base.origin, {
     connections: cfg.connections,
@@ -108,42 +127,57 @@ export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
     async post(path, headers, body, signal) {
       // The attempt timeout is the pool's headersTimeout (time to the response head) and bodyTimeout (longest gap
       // between body chunks): undici's own timers, much cheaper than a timer signal per request.
+      // Serialized before the try: a body the proxy cannot serialize is its own fault, not the provider's (as a
+      // "network failure" it was retried, fell back and put every target of a pool into cooldown).
+      const text = JSON.stringify(body);
       let res: Dispatcher.ResponseData;
       try {
-        res = await pool.request({ method: "POST", path, headers, body: JSON.stringify(body), signal });
+        res = await pool.request({ method: "POST", path, headers, body: text, signal });
       } catch (error) {
         throw networkFailure(cfg.name, error);
       }
       if (res.statusCode >= 300) {
-        const text = await res.body.text().catch(() => "");
+        const text = await readPrefix(res.body, maxErrorBodyBytes);
         const retryAfter = res.headers["retry-after"];
         throw httpFailure(cfg.name, res.statusCode, text, typeof retryAfter === "string" ? retryAfter : null);
       }
       return res;
     },
     async postJson<T>(path: string, headers: string[], body: unknown, signal: CancelSignal): Promise<T> {
+      const sent = JSON.stringify(body); // before the try, as in post
       let answer: RawAnswer;
       try {
         answer = await dispatchWhole(
           pool,
-          { method: "POST", path, headers, body: JSON.stringify(body) },
+          { method: "POST", path, headers, body: sent },
           signal,
+          maxAnswerBytes,
+          maxErrorBodyBytes,
         );
       } catch (error) {
+        if (error instanceof AnswerTooLarge) {
+          throw badBody(cfg.name, new Error(`the body is larger than ${maxAnswerBytes} bytes`));
+        }
         throw networkFailure(cfg.name, error);
       }
       if (answer.statusCode >= 300) {
         throw httpFailure(cfg.name, answer.statusCode, answer.body.toString("utf8"), answer.retryAfter);
       }
+      const text = answer.body.toString("utf8");
+      let value: T;
       try {
-        const text = answer.body.toString("utf8");
-        const value = JSON.parse(text) as T;
-        if (typeof value === "object" && value !== null) rememberText(value, text);
-        return value;
+        value = JSON.parse(text) as T;
       } catch (error) {
         // Not the parser's message: it quotes the body ("Unexpected token … is not valid JSON"), which may hold anything.
         throw badBody(cfg.name, new Error(`the body is not JSON (${(error as Error).name})`));
       }
+      // The proxy's walks over an answer (translation, PII, the cache's snapshot) recurse: an answer nested deeper
+      // than any request may be is refused here, not a stack overflow (a 500) further on.
+      if (nestsDeeperThan(value, MAX_JSON_DEPTH)) {
+        throw badBody(cfg.name, new Error(`the body nests more than ${MAX_JSON_DEPTH} levels deep`));
+      }
+      if (typeof value === "object" && value !== null) rememberText(value, text);
+      return value;
     },
     async close() {
       await pool.close();
@@ -157,23 +191,51 @@ interface RawAnswer {
   body: Buffer;
 }
 
+/** The first `max` bytes of a body as text (an error status's: read for its message); the rest is dropped. */
+async function readPrefix(body: ResponseBody, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      const buf = chunk as Buffer;
+      chunks.push(size + buf.length > max ? buf.subarray(0, max - size) : buf);
+      size += buf.length;
+      if (size >= max) break; // leaving the loop destroys the body (and its connection)
+    }
+  } catch {
+    // a body cut short: what arrived is the text
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** A 2xx answer over its cap (dispatchWhole aborts the request with it). */
+class AnswerTooLarge extends Error {}
+
 /**
  * One request whose answer is read whole, on undici's handler interface: the status, Retry-After and the body's
- * bytes. Cancelling `signal` aborts the request (undici then reports a RequestAbortedError).
+ * bytes. Cancelling `signal` aborts the request (undici then reports a RequestAbortedError). A 2xx body over
+ * `maxBytes` aborts it with AnswerTooLarge; an error status's body is cut at `maxErrorBytes` and resolved with.
  */
 function dispatchWhole(
   pool: Pool,
   opts: Dispatcher.DispatchOptions,
   signal: CancelSignal,
+  maxBytes: number,
+  maxErrorBytes: number,
 ): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
     let statusCode = 0;
     let retryAfter: string | null = null;
-    const chunks: Buffer[] = [];
+    let chunks: Buffer[] = [];
+    let size = 0;
     let off: (() => void) | null = null;
+    let abortRequest: ((reason: Error) => void) | null = null;
     const handler: Dispatcher.DispatchHandler = {
       onConnect(abort) {
         off?.(); // called again only if undici re-dispatches the request; one listener at a time
+        abortRequest = abort;
+        chunks = [];
+        size = 0;
         if (signal.aborted) abort(new undiciErrors.RequestAbortedError());
         else off = onCancel(signal, () => abort(new undiciErrors.RequestAbortedError()));
       },
@@ -184,8 +246,20 @@ function dispatchWhole(
         return true;
       },
       onData(chunk) {
-        chunks.push(chunk);
-        return true;
+        const max = statusCode >= 300 ? maxErrorBytes : maxBytes;
+        if (size + chunk.length <= max) {
+          chunks.push(chunk);
+          size += chunk.length;
+          return true;
+        }
+        off?.();
+        if (statusCode >= 300) {
+          // Enough of an error body: answer with its start, drop the rest (and the connection).
+          chunks.push(chunk.subarray(0, max - size));
+          resolve({ statusCode, retryAfter, body: Buffer.concat(chunks) });
+        }
+        abortRequest?.(new AnswerTooLarge()); // rejects a 2xx's promise (onError); a settled one stays as it is
+        return false;
       },
       onComplete() {
         off?.();
@@ -245,20 +319,30 @@ export const errorEvent = (provider: string, type?: unknown) =>
 /**
  * The events of an SSE body, up to and including the one `isLast` accepts; a body that ends before it throws (a cut
  * stream). After the last event the (empty) rest is drained so the keep-alive connection is reused; a stream left
- * early drops its connection.
+ * early drops its connection. A line or event longer than `maxEventChars` is a bad event.
  */
 export async function* sseMessages(
   body: ResponseBody,
   provider: string,
   isLast: (message: EventSourceMessage) => boolean,
+  maxEventChars = MAX_SSE_EVENT_CHARS,
 ): AsyncGenerator<EventSourceMessage> {
   const queue: EventSourceMessage[] = [];
-  const parser = createParser({ onEvent: (event) => queue.push(event) });
+  let overflow = false;
+  const parser = createParser({
+    onEvent: (event) => queue.push(event),
+    // The parser drops what it buffered and stops; the stream is given up (other parse errors are ignored, as before).
+    onError: (error) => {
+      if (error.type === "max-buffer-size-exceeded") overflow = true;
+    },
+    maxBufferSize: maxEventChars,
+  });
   const decoder = new TextDecoder();
   let sawLast = false;
   try {
     for await (const buf of body) {
       parser.feed(decoder.decode(buf as Buffer, { stream: true }));
+      if (overflow) throw badEvent(provider);
       for (let i = 0; i < queue.length; i++) {
         if (isLast(queue[i])) {
           sawLast = true;

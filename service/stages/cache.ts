@@ -81,6 +81,15 @@ function keyFor(
   );
 }
 
+/** The JSON text of `value`, or undefined if it cannot be serialized (a RangeError: nested too deep). */
+function serialized(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Pass the chunks through while keeping a snapshot of each (taken before later stages can mutate it); hand the list
  * to `store` only if the stream ran to its end.
@@ -95,9 +104,10 @@ async function* teeForCache(
   try {
     for await (const chunk of chunks) {
       if (bytes <= MAX_CACHED_STREAM_BYTES) {
-        const frame = JSON.stringify(chunk);
-        bytes += frame.length;
-        frames.push(frame);
+        const frame = serialized(chunk);
+        // A chunk that cannot be serialized (nested too deep): the stream is served, not stored.
+        bytes = frame === undefined ? Infinity : bytes + frame.length;
+        if (frame !== undefined) frames.push(frame);
       }
       yield chunk;
     }
@@ -173,25 +183,37 @@ export function createCache(deps: CacheDeps): Middleware<ProxyState> {
 
     const result = ctx.state.result;
     if (noStore || !result) return;
-    const store = (value: CachedResponse) => {
-      responseCache.set(key!, value, ttlSeconds).then(
-        () => cacheStores.inc({ kind: value.kind }),
-        (error: unknown) => log.warn({ err: (error as Error).message }, "response cache: store failed"),
-      );
+    const storeFailed = (error: unknown) =>
+      log.warn({ err: (error as Error).message }, "response cache: store failed");
+    // `entry` builds what is stored: an answer it cannot serialize (a RangeError from one nested too deep) is not
+    // stored, and never fails the request.
+    const store = (entry: () => CachedResponse) => {
+      let value: CachedResponse;
+      try {
+        value = entry();
+      } catch (error) {
+        storeFailed(error);
+        return;
+      }
+      responseCache
+        .set(key!, value, ttlSeconds)
+        .then(() => cacheStores.inc({ kind: value.kind }), storeFailed);
     };
     const toCanonical = canonical?.toCanonical;
     if (result.kind === "json") {
       if (result.text !== undefined && !toCanonical) {
         // The upstream's text is the snapshot: stored as is, the body object is not read.
-        store({ kind: "json", body: result.body as ChatCompletion, bodyText: result.text });
+        store(() => ({ kind: "json", body: result.body as ChatCompletion, bodyText: result.text }));
       } else {
         // Snapshot now: stages further out (PII restore) rewrite the body after this returns.
-        const body = JSON.parse(JSON.stringify(result.body)) as ChatCompletion;
-        store({ kind: "json", body: toCanonical ? restoreChatCompletion(body, toCanonical) : body });
+        store(() => {
+          const body = JSON.parse(JSON.stringify(result.body)) as ChatCompletion;
+          return { kind: "json", body: toCanonical ? restoreChatCompletion(body, toCanonical) : body };
+        });
       }
     } else {
       result.chunks = teeForCache(result.chunks, (chunks) =>
-        store({ kind: "stream", body: toCanonical ? restoreChunkList(chunks, toCanonical) : chunks }),
+        store(() => ({ kind: "stream", body: toCanonical ? restoreChunkList(chunks, toCanonical) : chunks })),
       );
     }
   };

@@ -170,6 +170,36 @@ describe("chat chunks → Messages events, as the Anthropic SDK assembles them",
     expect((await assemble([ch({ content: "Sure." }), ch({}, "stop")])).message.stop_reason).toBe("end_turn");
   });
 
+  it("tool-call arguments nested deeper than a body may be become input {} (as invalid JSON does), serializable", () => {
+    const deep = "[".repeat(50_000) + "]".repeat(50_000);
+    const completion = {
+      id: "c",
+      object: "chat.completion",
+      created: 1,
+      model: "gpt",
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: "assistant",
+            content: null,
+            tool_calls: [
+              { id: "t1", type: "function", function: { name: "f", arguments: deep } },
+              { id: "t2", type: "function", function: { name: "g", arguments: '{"a":[[1]]}' } },
+            ],
+          },
+          finish_reason: "tool_calls",
+        },
+      ],
+    } as never;
+    const message = chatToMessage(completion, "gpt");
+    expect(message.content).toEqual([
+      { type: "tool_use", id: "t1", name: "f", input: {} },
+      { type: "tool_use", id: "t2", name: "g", input: { a: [[1]] } },
+    ]);
+    expect(() => JSON.stringify(message)).not.toThrow();
+  });
+
   it("Anthropic's pause_turn and model_context_window_exceeded survive the trip through chat (JSON and stream)", async () => {
     for (const reason of ["pause_turn", "model_context_window_exceeded", "end_turn", "max_tokens"]) {
       const json = fromAnthropicMessage({
