@@ -7,6 +7,7 @@
  * prompts under the model's caching minimum are not cached and cost nothing extra.
  */
 import type { ProviderConfig } from "../config";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "../lib/body";
 import { InvalidRequestError, ProxyError } from "../errors";
 import type { Provider, UpstreamChatResult } from "../ports";
 import type { ChatCompletionChunk, EmbeddingResponse } from "../types";
@@ -85,6 +86,8 @@ async function* chunks(body: ResponseBody, provider: string): AsyncGenerator<Cha
     } catch {
       throw badEvent(provider);
     }
+    // As deep as no event is: the translation and the proxy's walks would overflow the stack.
+    if (nestsDeeperThan(event, MAX_JSON_DEPTH)) throw badEvent(provider);
     if (event.type === "error") throw errorEvent(provider, (event.error as { type?: unknown } | null)?.type);
     yield* translator.push(event);
   }

@@ -4,6 +4,7 @@
  * before anything reached the client; after that, an idle gap longer than the timeout ends the stream with an error.
  */
 import type { ProviderConfig } from "../config";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "../lib/body";
 import { isObject } from "../lib/input-check";
 import type { Provider, UpstreamChatResult } from "../ports";
 import type { ChatCompletion, ChatCompletionChunk, EmbeddingResponse } from "../types";
@@ -107,6 +108,8 @@ async function* chunks(body: ResponseBody, provider: string): AsyncGenerator<Cha
     } catch {
       throw badEvent(provider);
     }
+    // As deep as no chunk is: the proxy's walks (PII restore, the cache's copy, serializing) would overflow the stack.
+    if (nestsDeeperThan(parsed, MAX_JSON_DEPTH)) throw badEvent(provider);
     if (isObject(parsed) && parsed.error) throw errorEvent(provider);
     if (!isChunk(parsed)) throw badEvent(provider);
     yield parsed;

@@ -265,3 +265,40 @@ describe("tool-call arguments nested too deep for an Anthropic provider", () => 
     expect(b.requests.length).toBeGreaterThan(0);
   });
 });
+
+describe("a streamed event nested too deep", () => {
+  it("is a bad event before the first byte (a 502 the client can retry), never a 500 or a crash", async () => {
+    const deep = "[".repeat(50_000) + "]".repeat(50_000);
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.end(
+          `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}],"extra":${deep}}\n\ndata: [DONE]\n\n`,
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+    const proxy = await startProxy({
+      configYaml: `providers:\n  deep: { type: openai, base_url: "${url}", max_retries: 0 }\nmodels:\n  - { name: m, provider: deep }\n`,
+    });
+    try {
+      const { key } = await proxy.createKey();
+      for (const stream of [true, false]) {
+        const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          body: JSON.stringify({ model: "m", stream, messages: [{ role: "user", content: "hi" }] }),
+        });
+        expect(res.status, `stream ${stream}`).toBe(502);
+        expect(((await res.json()) as any).error.code).toBe("upstream_bad_response");
+      }
+      expect((await fetch(`${proxy.url}/healthz`)).status).toBe(200);
+    } finally {
+      await proxy.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
