@@ -327,6 +327,13 @@ export interface Budget {
   tokensPerDay: number | null;
 }
 
+/** Each budget's name — in the config file, the admin API, 429 errors and headers — and its field. */
+export const BUDGET_FIELDS = {
+  requests_per_minute: "requestsPerMinute",
+  tokens_per_minute: "tokensPerMinute",
+  tokens_per_day: "tokensPerDay",
+} as const satisfies Record<string, keyof Budget>;
+
 export type ProviderConfig =
   | {
       name: string;

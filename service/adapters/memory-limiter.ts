@@ -27,7 +27,7 @@
  *   the next admissions until it has left the window.
  */
 import { LRUCache } from "lru-cache";
-import type { Budget } from "../config";
+import { BUDGET_FIELDS, type Budget } from "../config";
 import type { Admission, AdmissionRequest, RateLimiter, Reservation } from "../ports";
 
 export const BUDGET_NAMES = ["requests_per_minute", "tokens_per_minute", "tokens_per_day"] as const;
@@ -160,12 +160,6 @@ export function rateLimitHeaders(scopes: LimitedScope[], d: Decision): Record<st
   }
   return headers;
 }
-
-const BUDGET_FIELDS: Record<BudgetName, keyof Budget> = {
-  requests_per_minute: "requestsPerMinute",
-  tokens_per_minute: "tokensPerMinute",
-  tokens_per_day: "tokensPerDay",
-};
 
 /** Build the port's Admission; rejections carry Retry-After (seconds, rounded up) and retry-after-ms. */
 export function admissionFromDecision(

@@ -16,7 +16,7 @@
  */
 import type { Middleware } from "koa";
 import { Counter } from "prom-client";
-import type { Budget, Config } from "../config";
+import { BUDGET_FIELDS, type Budget, type Config } from "../config";
 import { ClientClosedError, RateLimitError } from "../errors";
 import { registry } from "../metrics";
 import type { LimitOverrides, RateLimiter, Reservation, UsageRow } from "../ports";
@@ -52,12 +52,6 @@ export function effectiveBudget(overrides: LimitOverrides | null, defaults: Budg
   };
 }
 
-const BUDGET_FIELD: Record<string, keyof Budget> = {
-  requests_per_minute: "requestsPerMinute",
-  tokens_per_minute: "tokensPerMinute",
-  tokens_per_day: "tokensPerDay",
-};
-
 /** A budget that can never admit this request (0, or fewer tokens than it needs): waiting does not help. */
 function neverFits(budget: string, limit: number | null, tokens: number): boolean {
   return limit === 0 || (limit !== null && budget !== "requests_per_minute" && tokens > limit);
@@ -79,7 +73,7 @@ function hopelessBudget(
     ["team", teamBudget],
   ] as const) {
     if (!b) continue;
-    for (const [budget, field] of Object.entries(BUDGET_FIELD))
+    for (const [budget, field] of Object.entries(BUDGET_FIELDS))
       if (neverFits(budget, b[field], tokens)) return { scope, budget };
   }
   return null;
@@ -179,7 +173,7 @@ export function createRateLimit(deps: RateLimitDeps): Middleware<ProxyState> {
       const name = hopeless?.budget ?? admission.budget;
       rejectionsTotal.inc({ route: ctx.state.route, budget: name, scope });
       const budget = scope === "team" ? teamBudget! : keyBudget;
-      const limit = budget[BUDGET_FIELD[name]];
+      const limit = budget[BUDGET_FIELDS[name as keyof typeof BUDGET_FIELDS]];
       // What the limiter enforced for the budget it named: a per-process share of `limit` while Redis is away.
       const share = !hopeless && admission.limit !== limit ? admission.limit : null;
       let headers = admission.headers;
