@@ -13,7 +13,7 @@ export interface PiiEngine {
 }
 
 // Overlaps: a validated pattern beats a name guess; among patterns the more specific format wins.
-const PRIORITY: Record<PiiEntity, number> = {
+export const PRIORITY: Record<PiiEntity, number> = {
   INTERNAL_SECRET: 0,
   EMAIL_ADDRESS: 1,
   IBAN: 2,

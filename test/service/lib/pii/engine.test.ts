@@ -1,22 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { createPiiEngine, resolveOverlaps } from "../../../../service/lib/pii/engine";
+import { PRIORITY, createPiiEngine, resolveOverlaps } from "../../../../service/lib/pii/engine";
 import { PII_ENTITIES, type Span } from "../../../../service/lib/pii/types";
 
-/** The rule resolveOverlaps implements, written the obvious quadratic way. */
+/** The rule resolveOverlaps implements (the engine's priorities), written the obvious quadratic way. */
 function reference(spans: Span[]): Span[] {
-  const rank: Record<string, number> = {
-    INTERNAL_SECRET: 0,
-    EMAIL_ADDRESS: 1,
-    IBAN: 2,
-    CREDIT_CARD: 3,
-    US_SSN: 4,
-    IP_ADDRESS: 5,
-    PHONE_NUMBER: 6,
-    PERSON: 7,
-    LOCATION: 8,
-  };
   const sorted = [...spans].sort(
-    (a, b) => rank[a.entity] - rank[b.entity] || a.start - b.start || b.end - a.end,
+    (a, b) => PRIORITY[a.entity] - PRIORITY[b.entity] || a.start - b.start || b.end - a.end,
   );
   const kept: Span[] = [];
   for (const s of sorted) if (!kept.some((k) => s.start < k.end && k.start < s.end)) kept.push(s);
