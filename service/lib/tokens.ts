@@ -24,6 +24,7 @@ interface BpeCore {
 
 interface LoadedEncoding {
   countTokens(text: string, options: { disallowedSpecial: Set<string> }): number;
+  decode(tokens: number[]): string;
   bytePairEncodingCoreProcessor?: Partial<BpeCore>;
 }
 
@@ -137,6 +138,23 @@ export function libraryCount(text: string, encoding: Encoding): number {
   return loadEncoding(encoding).countTokens(text, PLAIN_TEXT);
 }
 
+/** OpenAI's embedding models, whose tokenizer is known exactly (cl100k_base): their token ids decode to the text. */
+const EXACT_EMBEDDING_ENCODING = /^text-embedding-(3-small|3-large|ada-002)$/;
+
+/**
+ * Token ids as the text they encode, when `model`'s tokenizer is known exactly (OpenAI's embedding models); null
+ * otherwise, or when an id is not in the vocabulary.
+ */
+export function decodeTokens(model: string, tokens: number[]): string | null {
+  const name = model.includes("/") ? model.slice(model.lastIndexOf("/") + 1) : model;
+  if (!EXACT_EMBEDDING_ENCODING.test(name)) return null;
+  try {
+    return loadEncoding("cl100k_base").decode(tokens);
+  } catch {
+    return null;
+  }
+}
+
 export function preloadEncoding(encoding: Encoding): void {
   counter(encoding)("");
 }
@@ -243,15 +261,16 @@ export function countChatTokens(body: ChatCompletionRequest): number {
 }
 
 /** Tokens of an embeddings input (token arrays count as their length). */
-export function countEmbeddingTokens(model: string, input: unknown): number {
+/**
+ * Tokens of each embedding input (a text, a list of texts, a list of token ids — one input — or a list of token-id
+ * lists): providers limit each input on its own (OpenAI: 8,192 tokens an input), not their sum.
+ */
+export function embeddingInputTokens(model: string, input: unknown): number[] {
   const enc = encodingFor(model);
-  if (typeof input === "string") return countText(input, enc);
-  if (!Array.isArray(input)) return 0;
-  let n = 0;
-  for (const item of input) {
-    if (typeof item === "string") n += countText(item, enc);
-    else if (typeof item === "number") n += 1;
-    else if (Array.isArray(item)) n += item.length;
-  }
-  return n;
+  if (typeof input === "string") return [countText(input, enc)];
+  if (!Array.isArray(input)) return [];
+  if (input.length > 0 && input.every((item) => typeof item === "number")) return [input.length];
+  return input.map((item) =>
+    typeof item === "string" ? countText(item, enc) : Array.isArray(item) ? item.length : 0,
+  );
 }

@@ -30,13 +30,21 @@ function identifier(value: unknown): string | null {
   return redactSecrets(value) === value ? value : null;
 }
 
+/** An upstream's `param`, when it names a field (`input`, `messages[0].content`), not any text the upstream chose. */
+function paramOf(value: unknown): string | null {
+  return typeof value === "string" && /^[A-Za-z0-9_.[\]-]{1,128}$/.test(value) ? value : null;
+}
+
 function upstreamMessage(bodyText: string): {
   message: string | null;
   type: string | null;
   code: string | null;
+  param: string | null;
 } {
   try {
-    const parsed = JSON.parse(bodyText) as { error?: { message?: unknown; type?: unknown; code?: unknown } };
+    const parsed = JSON.parse(bodyText) as {
+      error?: { message?: unknown; type?: unknown; code?: unknown; param?: unknown };
+    };
     const e = parsed.error;
     if (e && typeof e === "object") {
       // Passed on to the client, the logs and the usage row: never a credential the provider echoed, and a type and
@@ -45,12 +53,13 @@ function upstreamMessage(bodyText: string): {
         message: typeof e.message === "string" ? redactSecrets(e.message.slice(0, 2000)) : null,
         type: identifier(e.type),
         code: identifier(e.code),
+        param: paramOf(e.param),
       };
     }
   } catch {
     // not JSON: ignore the body, it may be an HTML error page
   }
-  return { message: null, type: null, code: null };
+  return { message: null, type: null, code: null, param: null };
 }
 
 const MAX_RETRY_AFTER_MS = 24 * 3600 * 1000;
@@ -144,6 +153,7 @@ export function httpFailure(
       up.type ?? "invalid_request_error",
       up.code ?? "upstream_rejected",
       up.message ?? `The upstream provider rejected the request (HTTP ${status}).`,
+      { param: up.param },
     ),
     null,
     status === 404,

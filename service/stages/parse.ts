@@ -9,6 +9,7 @@ import { InvalidRequestError, NotFoundError, PermissionError } from "../errors";
 import { modelAllowed } from "./auth";
 import { messagesToChat, type MessagesRequest } from "../lib/anthropic-messages";
 import { readJsonBody } from "../lib/body";
+import { decodeTokens } from "../lib/tokens";
 import {
   customToolNames,
   responseEcho,
@@ -142,14 +143,19 @@ const responsesSchema = z.looseObject({
     .optional(),
 });
 
+// OpenAI's rules for the input: no empty text, token ids are non-negative integers.
+const embeddingText = z.string().min(1, "must not be empty");
+const tokenId = z.number().int().min(0);
 const embeddingSchema = z.looseObject({
   model: z.string().min(1),
   input: z.union([
-    z.string(),
-    z.array(z.string()).min(1),
-    z.array(z.number().int()).min(1),
-    z.array(z.array(z.number().int()).min(1)).min(1),
+    embeddingText,
+    z.array(embeddingText).min(1),
+    z.array(tokenId).min(1),
+    z.array(z.array(tokenId).min(1)).min(1),
   ]),
+  encoding_format: z.enum(["float", "base64"]).nullable().optional(),
+  dimensions: z.number().int().min(1).nullable().optional(),
 });
 
 function invalid(error: z.ZodError, raw: unknown): InvalidRequestError {
@@ -281,12 +287,42 @@ export function createParseMessages(deps: ParseDeps): Middleware<ProxyState> {
   };
 }
 
+/**
+ * With PII scrubbing or a content policy on, input given as token ids would reach the provider unchecked (an e-mail
+ * address or a blocked phrase, encoded). For OpenAI's embedding models, whose tokenizer is known exactly, the ids
+ * are decoded and the text goes on in their place, checked like any text (LangChain's OpenAIEmbeddings sends ids by
+ * default); for any other model they are a 400, like the unreadable chat parts.
+ */
+function tokenInputAsText(
+  deps: ParseDeps,
+  model: string,
+  input: EmbeddingRequest["input"],
+): EmbeddingRequest["input"] {
+  if (!deps.config.pii.enabled && deps.config.contentPolicy.blockedPatterns.length === 0) return input;
+  if (!Array.isArray(input) || input.every((item) => typeof item === "string")) return input;
+  const decoded =
+    typeof input[0] === "number"
+      ? decodeTokens(model, input as number[])
+      : (input as number[][]).map((ids) => decodeTokens(model, ids));
+  if (decoded === null || (Array.isArray(decoded) && decoded.some((text) => text === null)))
+    throw new InvalidRequestError(
+      `Embedding input given as token ids is supported here only for OpenAI's embedding models: the PII scrub and the content policy cannot read ids of \`${model}\`. Send the text instead (LangChain: check_embedding_ctx_length=False).`,
+      "unsupported_parameter",
+      "input",
+    );
+  return decoded as string | string[];
+}
+
 export function createParseEmbeddings(deps: ParseDeps): Middleware<ProxyState> {
   return async function parseEmbeddings(ctx, next) {
     const data = await readValidBody(ctx, deps, embeddingSchema);
-    ctx.state.embedding = data as EmbeddingRequest;
     ctx.state.deployment = resolveModel(deps, data.model, "embedding");
     requireModelAccess(ctx, ctx.state.deployment.name);
+    const request = data as EmbeddingRequest;
+    ctx.state.embedding = {
+      ...request,
+      input: tokenInputAsText(deps, ctx.state.deployment.model, request.input),
+    };
     return next();
   };
 }

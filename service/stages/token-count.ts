@@ -6,7 +6,7 @@
 import type { Middleware } from "koa";
 import type { Config } from "../config";
 import { InvalidRequestError } from "../errors";
-import { countChatTokens, countEmbeddingTokens } from "../lib/tokens";
+import { countChatTokens, embeddingInputTokens } from "../lib/tokens";
 import type { ProxyState } from "../state";
 
 export interface TokenCountDeps {
@@ -49,14 +49,27 @@ export function createTokenCount(deps: TokenCountDeps): Middleware<ProxyState> {
       ctx.state.completionAllowance = 0;
     }
     if (!requestNeedsCount(ctx.state, configNeeds)) return next();
-    const prompt = chat
-      ? countChatTokens(chat)
-      : countEmbeddingTokens(ctx.state.embedding!.model, ctx.state.embedding!.input);
-    ctx.state.promptTokens = prompt;
     const deploymentMax = ctx.state.deployment?.maxInputTokens ?? null;
     const limit = [globalMax, deploymentMax]
       .filter((x): x is number => x !== null)
       .reduce((a, b) => Math.min(a, b), Infinity);
+    if (!chat) {
+      // Embeddings: the limit is per input (a batch of short texts is not one long prompt).
+      const perInput = embeddingInputTokens(ctx.state.embedding!.model, ctx.state.embedding!.input);
+      ctx.state.promptTokens = perInput.reduce((a, b) => a + b, 0);
+      const over = perInput.findIndex((n) => n > limit);
+      if (over >= 0) {
+        const which = Array.isArray(ctx.state.embedding!.input) && perInput.length > 1 ? ` ${over}` : "";
+        throw new InvalidRequestError(
+          `Input${which} has ${perInput[over]} tokens, over the limit of ${limit} an input. Shorten it or split it into several inputs.`,
+          "context_length_exceeded",
+          "input",
+        );
+      }
+      return next();
+    }
+    const prompt = countChatTokens(chat);
+    ctx.state.promptTokens = prompt;
     if (prompt > limit) {
       // The field the client sent: `messages` (chat, Messages) or `input` (Responses, embeddings).
       const field = chat && ctx.state.route !== "responses" ? "messages" : "input";

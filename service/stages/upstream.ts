@@ -267,7 +267,9 @@ export function createUpstreamEmbeddings(deps: UpstreamDeps): Middleware<ProxySt
     ctx.state.usage.servedModel = deployment.name;
     ctx.state.usage.provider = deployment.provider;
     ctx.state.served = deployment;
-    ctx.state.usage.promptTokens = reportedTokens(value.usage?.prompt_tokens) ?? ctx.state.promptTokens ?? 0;
+    // No usage in the answer (some vLLM, Ollama or gateway setups): the input as counted, or its body at 4 bytes a
+    // token, like an unreported chat (0 would make such answers free for budgets and spend).
+    ctx.state.usage.promptTokens = reportedTokens(value.usage?.prompt_tokens) ?? promptTokensEstimate(ctx);
     ctx.state.result = { kind: "json", body: value, text: receivedText(value) };
   };
 }

@@ -41,6 +41,8 @@ export interface FakeUpstreamOptions {
   record?: boolean;
   /** The chat usage object it reports (default FAKE_USAGE). */
   usage?: Record<string, unknown>;
+  /** false: embeddings answers carry no `usage` (as some vLLM, Ollama or gateway setups send them). */
+  embeddingUsage?: boolean;
 }
 
 export interface FakeUpstream {
@@ -135,7 +137,9 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
                   : vector;
               return { object: "embedding", index, embedding };
             }),
-            usage: { prompt_tokens: 5 * inputs.length, total_tokens: 5 * inputs.length },
+            ...(opts.embeddingUsage === false
+              ? {}
+              : { usage: { prompt_tokens: 5 * inputs.length, total_tokens: 5 * inputs.length } }),
           }),
         );
         return;

@@ -17,7 +17,7 @@ import { registry } from "../../service/metrics";
 import { generateApiKey } from "../../service/lib/keys";
 import type { UsageWriter } from "../../service/adapters/usage-writer";
 import { createTestDatabase, type TestDatabase } from "./postgres";
-import { startFakeUpstream, type FakeUpstream } from "./fake-upstream";
+import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from "./fake-upstream";
 
 export const TEST_MASTER_KEY = "test-master-key-0123456789abcdef0123456789";
 
@@ -137,6 +137,7 @@ export function upstreamConfig(
     fallbacks?: string[];
     max_input_tokens?: number;
     pricing?: Record<string, number>;
+    kind?: "chat" | "embedding";
   }>,
   extra = "",
 ): string {
@@ -156,8 +157,9 @@ export function upstreamConfig(
 export async function startUpstreamProxy(
   configYaml: (upstreamBaseUrl: string) => string,
   env: Record<string, string> = {},
+  upstreamOptions: FakeUpstreamOptions = {},
 ): Promise<{ upstream: FakeUpstream; proxy: TestProxy; key: string; close(): Promise<void> }> {
-  const upstream = await startFakeUpstream();
+  const upstream = await startFakeUpstream(upstreamOptions);
   const proxy = await startProxy({ configYaml: configYaml(upstream.baseUrl), env });
   const { key } = await proxy.createKey();
   return {

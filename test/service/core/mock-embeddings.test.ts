@@ -17,8 +17,12 @@ describe("the built-in mock embeddings speak OpenAI's wire format (official open
   let client: OpenAI;
 
   beforeAll(async () => {
-    // No config file: the built-in mock deployments (mock-chat, mock-embedding).
-    proxy = await startProxy({});
+    // The built-in mock embedding deployment; PII off, so token-id input reaches the mock (with PII on, ids of a
+    // model other than OpenAI's are a 400: embeddings-input.test.ts).
+    proxy = await startProxy({
+      configYaml:
+        "providers:\n  mock: { type: mock }\nmodels:\n  - { name: mock-embedding, provider: mock, kind: embedding }\npii: { enabled: false }\n",
+    });
     key = (await proxy.createKey({ scopes: ["embeddings"] })).key;
     client = new OpenAI({ apiKey: key, baseURL: proxy.baseURL, maxRetries: 0 });
   });
