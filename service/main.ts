@@ -5,12 +5,26 @@
  * small and start-up is not paid twice.
  */
 import cluster from "node:cluster";
+import fs from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config";
 import { EXIT_CANNOT_START, StartupError } from "./lib/startup";
 
-function load(): Config {
+/**
+ * The primary's config, and the config file's text as read once: workers parse that text (sent with their init),
+ * never the file again, so a file changed after the start (a ConfigMap update) neither splits a pod between two
+ * configurations nor, when broken, stops every replacement of a crashed worker.
+ */
+function load(): { config: Config; fileText: string | undefined } {
   try {
-    return loadConfig({ env: process.env });
+    let fileText: string | undefined;
+    if (process.env.CONFIG_FILE) {
+      try {
+        fileText = fs.readFileSync(process.env.CONFIG_FILE, "utf8");
+      } catch {
+        // loadConfig reports the file it cannot read
+      }
+    }
+    return { config: loadConfig({ env: process.env, fileText }), fileText };
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`llm-proxy: ${error.message}\n`);
@@ -21,14 +35,14 @@ function load(): Config {
 }
 
 /* eslint-disable @typescript-eslint/no-require-imports -- each role requires only its own module tree */
-const config = load();
 if (cluster.isPrimary) {
-  (require("./primary") as typeof import("./primary")).runPrimary(config).catch((error) => {
+  const { config, fileText } = load();
+  (require("./primary") as typeof import("./primary")).runPrimary(config, fileText).catch((error) => {
     process.stderr.write(`llm-proxy: ${startFailure(error)}\n`);
     process.exit(1);
   });
 } else {
-  (require("./worker") as typeof import("./worker")).runWorker(config).catch((error) => {
+  (require("./worker") as typeof import("./worker")).runWorker().catch((error) => {
     process.stderr.write(`llm-proxy worker: ${startFailure(error)}\n`);
     // A failure the user must fix: the primary stops instead of starting replacements that fail alike.
     process.exit(error instanceof StartupError ? EXIT_CANNOT_START : 1);

@@ -23,12 +23,14 @@ export interface WorkerInit {
   chromaUrl: string | null;
   /** Pool settings PGlite needs (one connection, never recycled); null for a real PostgreSQL. */
   poolOptions: { max?: number; idleTimeoutMs?: number; maxLifetimeSeconds?: number } | null;
+  /** The config file's text as the primary read it at start (null without CONFIG_FILE); see main.ts. */
+  configText: string | null;
 }
 
 const CRASH_WINDOW_MS = 60_000;
 const MAX_CRASHES_PER_WINDOW = 10;
 
-export async function runPrimary(config: Config): Promise<void> {
+export async function runPrimary(config: Config, configText?: string): Promise<void> {
   const log = createLogger(config.logLevel, { role: "primary" });
   const started = Date.now();
   const stops: Array<() => Promise<void>> = [];
@@ -120,7 +122,14 @@ export async function runPrimary(config: Config): Promise<void> {
   }
 
   const aggregator = new AggregatorRegistry();
-  const init: WorkerInit = { type: "llmproxy:init", databaseUrl, masterKey, chromaUrl, poolOptions };
+  const init: WorkerInit = {
+    type: "llmproxy:init",
+    databaseUrl,
+    masterKey,
+    chromaUrl,
+    poolOptions,
+    configText: configText ?? null,
+  };
   let draining = false;
   let readyCount = 0;
   // The port the workers listen on: PORT, or the one the system chose for PORT=0.
@@ -240,6 +249,14 @@ export async function runPrimary(config: Config): Promise<void> {
   };
   process.on("SIGTERM", () => void shutdown(0));
   process.on("SIGINT", () => void shutdown(0));
+  // Node's default for SIGHUP (a closed terminal, or someone expecting a reload) kills the primary at once, and the
+  // workers with it: requests cut off, usage rows lost. There is no reload: drain and stop like SIGTERM.
+  process.on("SIGHUP", () => {
+    log.warn(
+      "SIGHUP: llm-proxy does not reload its configuration; draining and stopping (start it again to apply a change)",
+    );
+    void shutdown(0);
+  });
 
   for (let i = 0; i < config.server.workers; i++) fork();
 }

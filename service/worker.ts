@@ -10,7 +10,7 @@ import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import v8 from "node:v8";
 import { AggregatorRegistry } from "prom-client";
-import type { Config } from "./config";
+import { ConfigError, loadConfig, type Config } from "./config";
 import { buildApp } from "./app";
 import { createDeps } from "./deps";
 import { createKeyEventBus, type KeyEvent } from "./adapters/key-events";
@@ -53,7 +53,17 @@ function clusterMetricsText(): Promise<{ contentType: string; body: string }> {
  */
 export const WORKER_HEAP_FLAGS = "--heap-growing-percent=30";
 
-export async function runWorker(base: Config): Promise<void> {
+/** The configuration from the text the primary read at start (never the file again: see main.ts). */
+function workerConfig(init: WorkerInit): Config {
+  try {
+    return loadConfig({ env: process.env, fileText: init.configText ?? undefined });
+  } catch (error) {
+    if (error instanceof ConfigError) throw new StartupError(error.message);
+    throw error;
+  }
+}
+
+export async function runWorker(): Promise<void> {
   v8.setFlagsFromString(WORKER_HEAP_FLAGS);
   // Answer the primary's aggregation requests from our registry (the constructor installs prom-client's
   // worker-side IPC listener).
@@ -70,6 +80,7 @@ export async function runWorker(base: Config): Promise<void> {
   });
   process.send?.({ type: "llmproxy:init-request" });
   const init = await initMessage;
+  const base = workerConfig(init);
   const config: Config = Object.freeze({
     ...base,
     masterKey: init.masterKey,
@@ -187,6 +198,9 @@ export async function runWorker(base: Config): Promise<void> {
   };
   process.on("SIGTERM", () => void drain());
   process.on("SIGINT", () => void drain());
+  // A closed terminal sends SIGHUP to every process of the group: the primary drains the workers (its handler), so
+  // here it must not kill the worker (Node's default) with requests in flight.
+  process.on("SIGHUP", () => log.debug("SIGHUP: the primary drains the workers"));
   // The primary asks via IPC too (a worker may not see the terminal's signal).
   process.on("message", (msg: unknown) => {
     if ((msg as { type?: string })?.type === "llmproxy:drain") void drain();

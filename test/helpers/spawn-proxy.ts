@@ -37,6 +37,8 @@ export interface SpawnedProxy {
   url: string;
   port: number;
   proc: ChildProcess;
+  /** The config file it was started with (configYaml), if any. */
+  configFile: string | null;
   /** Everything the process printed so far. */
   output(): string;
   /** Send a signal and resolve with the exit code. */
@@ -96,6 +98,7 @@ export async function spawnProxy(opts: {
     url,
     port,
     proc,
+    configFile: env.CONFIG_FILE ?? null,
     output: () => out,
     exited,
     async stop(signal = "SIGTERM") {

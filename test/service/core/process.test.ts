@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFakeUpstream, type FakeUpstream } from "../../helpers/fake-upstream";
@@ -203,7 +204,37 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     }
   }, 150_000);
 
-  it("replaces a crashed worker and shows one metrics view across workers", async () => {
+  it("drains on SIGHUP (no reload) like SIGTERM: streams finish, rows recorded, exit 0", async () => {
+    const proxy = await spawnProxy({
+      env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2" },
+      configYaml: config,
+    });
+    const before = Number((await pool.query("SELECT count(*) FROM usage")).rows[0].count);
+    let started = 0;
+    let allStarted!: () => void;
+    const startedAll = new Promise<void>((r) => (allStarted = r));
+    const streams = Array.from({ length: 6 }, () =>
+      streamChat(proxy.url, key, () => {
+        if (++started === 6) allStarted();
+      }),
+    );
+    await startedAll;
+    // Every process of the pod, as a closed terminal signals its process group.
+    const listening = () => [...proxy.output().matchAll(/"pid":(\d+),"role":"worker".*"worker listening"/g)];
+    for (let i = 0; i < 300 && listening().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const workers = listening();
+    expect(workers.length).toBe(2);
+    for (const pid of [proxy.proc.pid!, ...workers.map((m) => Number(m[1]))]) process.kill(pid, "SIGHUP");
+    const bodies = await Promise.all(streams);
+    for (const body of bodies) expect(body.trim().endsWith("data: [DONE]")).toBe(true);
+    expect(await proxy.exited).toBe(0);
+    expect(proxy.output()).toContain("does not reload its configuration");
+    const after = Number((await pool.query("SELECT count(*) FROM usage")).rows[0].count);
+    expect(after - before).toBe(6);
+    await proxy.stop();
+  }, 150_000);
+
+  it("replaces a crashed worker with the config the pod started with, and shows one metrics view across workers", async () => {
     const proxy = await spawnProxy({
       env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2", LOG_LEVEL: "info" },
       configYaml: config,
@@ -218,6 +249,8 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
         expect(cond(), what).toBe(true);
       };
       await waitFor(() => listening().length >= 2, "both workers listening");
+      // The file changes after the start (a ConfigMap update), broken: the replacement must not read it.
+      fs.writeFileSync(proxy.configFile!, "models: [ {name: broken\n");
       process.kill(Number(listening()[0][1]), "SIGKILL");
       await waitFor(() => proxy.output().includes("starting a replacement"), "replacement started");
       await waitFor(() => listening().length >= 3, "replacement listening");
