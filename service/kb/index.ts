@@ -2,7 +2,10 @@
  * Knowledge-base wiring for deps.ts: the KnowledgeBase over Chroma when CHROMA_URL is set. The embedded default's
  * Chroma server is started by the primary (adapters/embedded-chroma.ts, over adapters/chroma-server.ts).
  */
+import fs from "node:fs";
 import type { Logger } from "pino";
+import { codeOf } from "../errors";
+import { StartupError } from "../lib/startup";
 import type { Config } from "../config";
 import type { ProviderRegistry } from "../providers/registry";
 import { createChromaStore } from "../adapters/chroma";
@@ -11,6 +14,24 @@ import { KnowledgeBase } from "./knowledge-base";
 
 export { KnowledgeBase, chunkId, type Embed, type KnowledgeBaseOptions } from "./knowledge-base";
 export { startChromaServer, type ChromaServer, type ChromaServerOptions } from "../adapters/chroma-server";
+
+/**
+ * KB_DIR, when it exists, is a folder (created on the first upload when missing; it may be read-only, a mounted
+ * ConfigMap for directory ingestion): a file there would fail every knowledge-base call, found out only then.
+ */
+function requireKbDir(dir: string): void {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(dir);
+  } catch (error) {
+    if (codeOf(error) === "ENOENT") return;
+    throw new StartupError(
+      `env KB_DIR: ${dir} cannot be read (${codeOf(error) || (error as Error).message}); point KB_DIR at a readable folder`,
+    );
+  }
+  if (!stat.isDirectory())
+    throw new StartupError(`env KB_DIR: ${dir} is not a folder; point KB_DIR at a folder (or unset it)`);
+}
 
 /**
  * The knowledge base for this config, or null (RAG off) when there is no Chroma URL or no embedding deployment;
@@ -39,6 +60,7 @@ export function createKnowledgeBaseFromConfig(
     log.warn("RAG off: no embedding deployment (set embedding_model in the config file)");
     return null;
   }
+  requireKbDir(config.kbDir);
   log.info({ collection: config.rag.collection, embeddingModel: model, kbDir: config.kbDir }, "RAG on");
   return new KnowledgeBase({
     store: createChromaStore({ url, collection: config.rag.collection, embeddingModel: model }),

@@ -18,7 +18,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { InvalidRequestError } from "../errors";
+import { codeOf, InvalidRequestError, ServiceUnavailableError } from "../errors";
 
 /**
  * Folders a directory ingest does not enter: dependencies and build output. Hidden entries (VCS data, editor state)
@@ -106,8 +106,16 @@ export class KbFiles {
   /** The real path of KB_DIR (created when missing), resolved once. */
   async rootReal(): Promise<string> {
     if (!this.realRoot) {
-      await fsp.mkdir(this.root, { recursive: true });
-      this.realRoot = await fsp.realpath(this.root);
+      try {
+        await fsp.mkdir(this.root, { recursive: true });
+        this.realRoot = await fsp.realpath(this.root);
+      } catch (error) {
+        // The server's setting, not the request: a 503 naming KB_DIR instead of a bare 500.
+        throw new ServiceUnavailableError(
+          `The knowledge-base folder (KB_DIR) cannot be used (${codeOf(error) || "error"}); an administrator must point KB_DIR at a writable folder.`,
+          "kb_dir_unavailable",
+        );
+      }
     }
     return this.realRoot;
   }

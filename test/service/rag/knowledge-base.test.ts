@@ -89,6 +89,32 @@ describe("factory", () => {
   });
 });
 
+describe("KB_DIR that cannot be used", () => {
+  it("a file as KB_DIR stops the start naming KB_DIR; a folder that cannot be created is a 503 naming it", async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "llmp-kbfile-")), "not-a-folder");
+    fs.writeFileSync(file, "x");
+    const onFile = loadConfig({ env: { CHROMA_URL: chroma.url, KB_DIR: file, LOG_LEVEL: "silent" } });
+    expect(() => createKnowledgeBaseFromConfig(onFile, providers, log)).toThrow(
+      /^env KB_DIR: .*not-a-folder is not a folder/,
+    );
+    // Below a file: mkdir fails (ENOTDIR) at the first upload; the upload is a 503, not a bare 500.
+    const below = new KnowledgeBase({
+      store,
+      embed: (texts, signal) => providers.embed(config.embeddingModel!, texts, signal),
+      kbDir: path.join(file, "kb"),
+      rag: config.rag,
+      embeddingModel: config.embeddingModel!,
+      log,
+    });
+    const error = (await below
+      .upload("a.md", `# A\n\n${paragraph("a")}\n`)
+      .catch((e: unknown) => e)) as ProxyError;
+    expect(error.status).toBe(503);
+    expect(error.code).toBe("kb_dir_unavailable");
+    expect(error.message).toContain("KB_DIR");
+  });
+});
+
 describe("factory with PII on", () => {
   it("redacts what goes to the embedding model (ingested chunks, search queries) and keeps the raw text in Chroma", async () => {
     const engine = createPiiEngine({ enabled: true, names: "gazetteer" });
