@@ -338,6 +338,8 @@ export type Admission =
 export interface RateLimiter {
   admit(req: AdmissionRequest): Promise<Admission>;
   close(): Promise<void>;
+  /** With Redis: whether it is connected now, and whether requests are refused while it is not (readiness). */
+  redisHealth?(): { available: boolean; failClosed: boolean };
 }
 
 export interface CachedResponse {

@@ -14,6 +14,7 @@ import { ConfigError, loadConfig, type Config } from "./config";
 import { buildApp } from "./app";
 import { createDeps } from "./deps";
 import { createKeyEventBus, type KeyEvent } from "./adapters/key-events";
+import { checkRedisAtStart } from "./adapters/redis";
 import { createLogger } from "./logger";
 import { registry } from "./metrics";
 import type { WorkerInit } from "./primary";
@@ -117,6 +118,17 @@ export async function runWorker(): Promise<void> {
     metricsText: clusterMetricsText,
   });
   usageWriter = built.usageWriter;
+  if (config.redis.url) {
+    // Refused credentials stop the start (exit 78: the primary stops the pod with the message); an unreachable Redis
+    // is logged and waited out (fail-open / fail-closed).
+    await checkRedisAtStart({
+      url: config.redis.url,
+      tlsCa: config.redis.tlsCa,
+      cluster: config.redis.cluster,
+      log,
+      failureMode: config.limits.failureMode,
+    });
+  }
   // Rows a worker of this pod spooled when it died (an uncaught exception) would otherwise wait for the pod's next
   // start: its replacement replays them now, in the background (claims keep two workers off one file).
   void built.usageWriter.replaySpool().then(

@@ -19,6 +19,7 @@
 import type { Cluster, ClusterOptions, default as Redis, RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import { splitRedisUrls } from "../lib/redis-url";
+import { StartupError } from "../lib/startup";
 
 /**
  * ioredis, loaded with the first client: a process without Redis (the embedded default, no REDIS_URL) never loads
@@ -276,4 +277,54 @@ export async function closeRedis(client: RedisClient): Promise<void> {
   }
   // A cluster that has already ended must not be disconnected again: that would leave it "disconnecting".
   if ((client.status as string) !== "end") client.disconnect(false);
+}
+
+/** Replies meaning Redis refused the URL's credentials: waiting or reconnecting does not fix them. */
+const REFUSED_CREDENTIALS = /^(WRONGPASS|NOAUTH|NOPERM)\b|invalid password|invalid username-password/i;
+
+/**
+ * At a worker's start, with REDIS_URL set: refused credentials stop the start with a line naming REDIS_URL (every
+ * request would otherwise meet fail-open limits or fail-closed 503s, behind a pod that reports ready); a Redis that
+ * is not reachable within `waitMs` is only logged, since the limiter and the cache are built to run through an
+ * outage and pick Redis up when it comes.
+ */
+export async function checkRedisAtStart(
+  opts: RedisClientOptions & { failureMode: "fail-open" | "fail-closed"; waitMs?: number },
+): Promise<void> {
+  const lease = acquireRedis(opts);
+  const client = lease.client;
+  const endpoint = redisEndpoint(opts.url);
+  try {
+    const outcome = await new Promise<{ ready: true } | { ready: false; error: string | null }>((resolve) => {
+      let last: string | null = null;
+      const done = (value: { ready: true } | { ready: false; error: string | null }) => {
+        clearTimeout(timer);
+        client.off("ready", onReady);
+        client.off("error", onError);
+        resolve(value);
+      };
+      const onReady = () => done({ ready: true });
+      const onError = (error: Error) => {
+        last = error.message.split("\n")[0];
+        if (REFUSED_CREDENTIALS.test(last)) done({ ready: false, error: last });
+      };
+      const timer = setTimeout(() => done({ ready: false, error: last }), opts.waitMs ?? 2000);
+      if (client.status === "ready") return done({ ready: true });
+      client.on("ready", onReady);
+      client.on("error", onError);
+    });
+    if (outcome.ready) return;
+    if (outcome.error && REFUSED_CREDENTIALS.test(outcome.error))
+      throw new StartupError(
+        `env REDIS_URL: Redis at ${endpoint} refused the credentials (${outcome.error}); check the password (and user name) in REDIS_URL`,
+      );
+    opts.log.warn(
+      { endpoint, err: outcome.error ?? undefined, failureMode: opts.failureMode },
+      opts.failureMode === "fail-closed"
+        ? "Redis not reachable at start: rate-limited requests are refused (503, fail-closed) and the cache is off until it is; check REDIS_URL"
+        : "Redis not reachable at start: budgets are enforced per process (fail-open) and the cache is off until it is; check REDIS_URL",
+    );
+  } finally {
+    await lease.release();
+  }
 }

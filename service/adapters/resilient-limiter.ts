@@ -113,6 +113,13 @@ export class ResilientRateLimiter implements RateLimiter {
     fallbackActive.set({ mode: this.failureMode }, 0);
   }
 
+  redisHealth(): { available: boolean; failClosed: boolean } {
+    return {
+      available: !this.client || this.client.status === "ready",
+      failClosed: this.failureMode === "fail-closed",
+    };
+  }
+
   /** "shared" while Redis decides, "fallback" while it is unavailable. */
   mode(): LimiterMode {
     return this.state;

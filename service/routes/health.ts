@@ -1,6 +1,6 @@
 /**
  * Liveness, readiness and metrics. `/healthz` answers while the process can serve; `/readyz` is 503 when
- * PostgreSQL is unreachable or the process is draining (SIGTERM). `/readyz?dependencies=0` leaves the database
+ * PostgreSQL is unreachable, when Redis is and the limits are fail-closed, or the process is draining (SIGTERM). `/readyz?dependencies=0` leaves the database
  * out: the Kubernetes readiness probe uses it, because every pod shares the one database, and a failover that took
  * them all out of the Service would stop the API while they could still serve (keys verified before, usage rows
  * kept for later) — readiness is about this pod.
@@ -25,10 +25,16 @@ export function createHealthRoutes(router: Router<ProxyState>, deps: AppDeps): v
       return;
     }
     const database = await deps.db.ping();
-    ctx.status = database ? 200 : 503;
+    // Redis: reported; not ready only when fail-closed, where every rate-limited request would be a 503 meanwhile.
+    const redis = deps.rateLimiter?.redisHealth?.() ?? null;
+    const ready = database && !(redis && !redis.available && redis.failClosed);
+    ctx.status = ready ? 200 : 503;
     ctx.body = {
-      status: database ? "ready" : "not_ready",
-      checks: { database: database ? "ok" : "unavailable" },
+      status: ready ? "ready" : "not_ready",
+      checks: {
+        database: database ? "ok" : "unavailable",
+        ...(redis ? { redis: redis.available ? "ok" : "unavailable" } : {}),
+      },
     };
   });
 

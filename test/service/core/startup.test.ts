@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, freePort, type TestDatabase } from "../../helpers/postgres";
-import { TEST_MASTER_KEY } from "../../helpers/proxy";
+import { startProxy, TEST_MASTER_KEY } from "../../helpers/proxy";
 import { spawnProxy } from "../../helpers/spawn-proxy";
 
 const MAIN = path.resolve(__dirname, "../../../dist/service/main.js");
@@ -183,6 +183,88 @@ describe("start-up failures", () => {
       proc.kill("SIGTERM");
       await new Promise((r) => proc.once("exit", r));
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("Redis at start", () => {
+  it("refused credentials stop the start in one line naming REDIS_URL, without the password", async () => {
+    const port = await freePort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "llmp-redis-auth-"));
+    const redis = spawn(
+      "redis-server",
+      [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--requirepass",
+        "the-right-one",
+        "--save",
+        "",
+        "--dir",
+        dir,
+      ],
+      { stdio: "ignore" },
+    );
+    try {
+      // Up once it takes connections.
+      for (let i = 0; i < 200; i++) {
+        const up = await new Promise<boolean>((resolve) => {
+          const s = net.connect(port, "127.0.0.1", () => (s.destroy(), resolve(true)));
+          s.once("error", () => resolve(false));
+        });
+        if (up) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const run = await runToExit({
+        PORT: String(await freePort()),
+        DATABASE_URL: db.url,
+        REDIS_URL: `redis://:${SECRET}@127.0.0.1:${port}`,
+      });
+      expect(run.code).toBe(1);
+      expect(run.output).toContain(
+        `env REDIS_URL: Redis at redis://127.0.0.1:${port} refused the credentials (WRONGPASS`,
+      );
+      expect(run.output).not.toContain(SECRET);
+      expect(run.output).not.toContain("starting a replacement");
+      expect(run.output).not.toContain("llm-proxy ready");
+    } finally {
+      redis.kill("SIGKILL");
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an unreachable Redis is a warning naming REDIS_URL; /readyz reports it, and is 503 only when fail-closed", async () => {
+    const port = await freePort();
+    const proxy = await spawnProxy({
+      env: {
+        DATABASE_URL: db.url,
+        PROXY_MASTER_KEY: TEST_MASTER_KEY,
+        WORKERS: "1",
+        REDIS_URL: `redis://127.0.0.1:${port}`,
+      },
+    });
+    try {
+      expect(proxy.output()).toMatch(
+        /Redis not reachable at start: budgets are enforced per process \(fail-open\).*check REDIS_URL/,
+      );
+      const res = await fetch(`${proxy.url}/readyz`);
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as any).checks).toEqual({ database: "ok", redis: "unavailable" });
+    } finally {
+      await proxy.stop();
+    }
+    const closed = await startProxy({
+      env: { REDIS_URL: `redis://127.0.0.1:${port}`, RATE_LIMIT_FAILURE_MODE: "fail-closed" },
+    });
+    try {
+      const res = await fetch(`${closed.url}/readyz`);
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as any).checks).toEqual({ database: "ok", redis: "unavailable" });
+      expect((await fetch(`${closed.url}/readyz?dependencies=0`)).status).toBe(200);
+    } finally {
+      await closed.close();
     }
   });
 });
