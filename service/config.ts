@@ -74,6 +74,53 @@ const budgetSchema = z
 /** An upstream's URL: only http(s) — undici refuses anything else at the first request, in every worker. */
 const httpUrl = () => z.url({ protocol: /^https?$/, error: "an http:// or https:// URL" });
 
+/** Whether a URL carries `user:password@` (the provider client connects to its origin, which drops them). */
+function hasCredentials(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.username !== "" || url.password !== "";
+  } catch {
+    return false;
+  }
+}
+
+/** A provider's URL: http(s), and no credentials in it (never sent; the problem never quotes them). */
+const upstreamUrl = () =>
+  httpUrl().refine(
+    (v) => !hasCredentials(v),
+    "contains credentials (user:password@), which are not sent; remove them and put the key in an environment variable named by api_key_env (or in headers:)",
+  );
+
+/**
+ * A secret read from the environment as written by `kubectl create secret --from-file` or `$(cat file)`: a trailing
+ * run of white space and line breaks is removed. A line break or control character inside is a problem (it cannot
+ * be sent in a header, and no key has one); the problem never quotes the value.
+ */
+export function cleanSecret(value: string): { value: string; problem: string | null } {
+  const trimmed = value.replace(/\s+$/u, "");
+  for (const ch of trimmed) {
+    const code = ch.charCodeAt(0);
+    if (code === 10 || code === 13)
+      return {
+        value: trimmed,
+        problem:
+          "contains a line break inside the value (a trailing one is removed, not one inside); write the key on one line",
+      };
+  }
+  for (const ch of trimmed) {
+    const code = ch.charCodeAt(0);
+    if (code < 32 || code === 127)
+      return {
+        value: trimmed,
+        problem: `contains a control character (U+${code.toString(16).padStart(4, "0").toUpperCase()}); write the key without it`,
+      };
+  }
+  return { value: trimmed, problem: null };
+}
+
+/** Environment variables holding the proxy's or the zero-config provider's key: cleaned by cleanSecret. */
+const SECRET_ENV = new Set(["PROXY_MASTER_KEY", "OPENAI_API_KEY"]);
+
 /** The proxy's own secrets: a provider's `api_key_env` naming one would send it upstream as the provider's key. */
 const OWN_SECRETS = new Set(["PROXY_MASTER_KEY", "DATABASE_URL", "REDIS_URL", "DATABASE_CA", "REDIS_TLS_CA"]);
 const apiKeyEnv = (example: string) =>
@@ -81,6 +128,9 @@ const apiKeyEnv = (example: string) =>
     .string()
     .regex(/^[A-Z][A-Z0-9_]*$/, `an environment variable name such as ${example}`)
     .refine((name) => !OWN_SECRETS.has(name), "must not name one of the proxy's own settings (its secrets)");
+
+/** Provider names (the record keys under providers:). */
+const PROVIDER_NAME = /^[a-z0-9][a-z0-9_-]*$/;
 
 /** Extra headers sent to a provider: HTTP token names, values without line breaks (undici refuses both per request). */
 const providerHeaders = z
@@ -90,11 +140,17 @@ const providerHeaders = z
   )
   .default({});
 
+/** The mock provider's longest latency. */
+export const MAX_MOCK_LATENCY_MS = 600_000;
+
+/** The longest cooldown of a pool target (service/providers/registry.ts caps a Retry-After at it too). */
+export const MAX_COOLDOWN_SECONDS = 300;
+
 const providerSchema = z.discriminatedUnion("type", [
   z
     .object({
       type: z.literal("openai"),
-      base_url: httpUrl(),
+      base_url: upstreamUrl(),
       /** Name of the env var holding the key; secrets never live in the file. */
       api_key_env: apiKeyEnv("OPENAI_API_KEY").optional(),
       /** Azure OpenAI wants `api-key:` instead of `Authorization: Bearer`. */
@@ -110,7 +166,7 @@ const providerSchema = z.discriminatedUnion("type", [
   z
     .object({
       type: z.literal("anthropic"),
-      base_url: httpUrl().default("https://api.anthropic.com/v1"),
+      base_url: upstreamUrl().default("https://api.anthropic.com/v1"),
       api_key_env: apiKeyEnv("ANTHROPIC_API_KEY").optional(),
       /** The `anthropic-version` header. */
       version: z.string().min(1).default("2023-06-01"),
@@ -124,7 +180,13 @@ const providerSchema = z.discriminatedUnion("type", [
       connections: z.number().int().positive().default(128),
     })
     .strict(),
-  z.object({ type: z.literal("mock"), latency_ms: z.number().int().min(0).default(0) }).strict(),
+  // At most 10 minutes (a longer timer overflows Node's 32-bit limit and fires after 1 ms).
+  z
+    .object({
+      type: z.literal("mock"),
+      latency_ms: z.number().int().min(0).max(MAX_MOCK_LATENCY_MS, "at most 600000 (10 minutes)").default(0),
+    })
+    .strict(),
 ]);
 
 /** One upstream of a load-balanced deployment. */
@@ -145,7 +207,14 @@ const deploymentSchema = z
     /** Or several, load-balanced by weight (instead of provider/model). */
     targets: z.array(targetSchema).min(1).max(64).optional(),
     /** How long a target that failed is tried only after the healthy ones. Default 10; 0 = never. */
-    cooldown_seconds: z.number().min(0).max(3600).optional(),
+    cooldown_seconds: z
+      .number()
+      .min(0)
+      .max(
+        MAX_COOLDOWN_SECONDS,
+        "at most 300 (5 minutes: the longest a failed target is kept out of the rotation)",
+      )
+      .optional(),
     fallbacks: z.array(z.string().min(1)).default([]),
     max_input_tokens: z.number().int().positive().optional(),
     kind: z.enum(["chat", "embedding"]).default("chat"),
@@ -165,7 +234,17 @@ const deploymentSchema = z
 
 const fileSchema = z
   .object({
-    providers: z.record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/), providerSchema).default({}),
+    providers: z
+      .record(
+        z
+          .string()
+          .regex(
+            PROVIDER_NAME,
+            "a provider name: lower-case letters a-z, digits, - and _, starting with a letter or digit",
+          ),
+        providerSchema,
+      )
+      .default({}),
     models: z.array(deploymentSchema).default([]),
     embedding_model: z.string().min(1).optional(),
     limits: z
@@ -283,6 +362,10 @@ const envSchema = z.object({
   PROXY_MASTER_KEY: z
     .string()
     .min(32, "at least 32 characters (generate one: openssl rand -hex 32)")
+    .superRefine((v, ctx) => {
+      const { problem } = cleanSecret(v);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    })
     .optional(),
   DATABASE_URL: z
     .string()
@@ -318,7 +401,7 @@ const envSchema = z.object({
   LOG_FLUSH_MS: intFromEnv(0, 60_000).optional(),
   USAGE_RETENTION_DAYS: rangedEnv("USAGE_RETENTION_DAYS").optional(),
   OPENAI_API_KEY: z.string().min(1).optional(),
-  OPENAI_BASE_URL: httpUrl().optional(),
+  OPENAI_BASE_URL: upstreamUrl().optional(),
 });
 
 export interface Budget {
@@ -465,10 +548,125 @@ export interface LoadConfigOptions {
   fileText?: string;
 }
 
-function issuesToProblems(prefix: string, error: z.ZodError): string[] {
-  return error.issues.map((issue) => {
-    const key = issue.path.length ? issue.path.map(String).join(".") : "(root)";
-    return `${prefix}${key}: ${issue.message}`;
+/** A config path as the problems write it: `models[0].targets[1].provider`. */
+function pathText(segments: readonly PropertyKey[]): string {
+  let out = "";
+  for (const seg of segments) {
+    if (typeof seg === "number") out += `[${seg}]`;
+    else out += out ? `.${String(seg)}` : String(seg);
+  }
+  return out || "(root)";
+}
+
+/** The parts of a zod schema's definition the hints below walk (zod 4's `_zod.def`). */
+interface SchemaDef {
+  type: string;
+  innerType?: z.ZodType;
+  in?: z.ZodType;
+  shape?: Record<string, z.ZodType>;
+  keyType?: z.ZodType;
+  valueType?: z.ZodType;
+  element?: z.ZodType;
+  options?: z.ZodType[];
+  discriminator?: string;
+  entries?: Record<string, string>;
+  values?: unknown[];
+}
+const defOf = (schema: z.ZodType) => schema._zod.def as unknown as SchemaDef;
+
+/** The schema under defaults, optionals and pipes; a discriminated union's option that `value` selects. */
+function resolveSchema(schema: z.ZodType, value: unknown): z.ZodType | null {
+  let s = schema;
+  for (;;) {
+    const def = defOf(s);
+    if (def.innerType) s = def.innerType;
+    else if (def.type === "pipe" && def.in) s = def.in;
+    else if (def.type === "union" && def.discriminator && def.options) {
+      const tag = (value as Record<string, unknown> | null)?.[def.discriminator];
+      const option = def.options.find((o) =>
+        defOf(defOf(o).shape?.[def.discriminator!] ?? o).values?.includes(tag),
+      );
+      return option ?? null;
+    } else return s;
+  }
+}
+
+/** The keys accepted at `path` of `data` (an object's fields, an enum-keyed record's keys); null if unknown. */
+function allowedKeysAt(schema: z.ZodType, data: unknown, path: readonly PropertyKey[]): string[] | null {
+  let s: z.ZodType | null = resolveSchema(schema, data);
+  let value = data;
+  for (const seg of path) {
+    if (!s) return null;
+    const def = defOf(s);
+    const next: z.ZodType | undefined =
+      def.type === "object"
+        ? def.shape?.[String(seg)]
+        : def.type === "record"
+          ? def.valueType
+          : def.type === "array"
+            ? def.element
+            : undefined;
+    if (!next) return null;
+    value = (value as Record<PropertyKey, unknown> | null)?.[seg];
+    s = resolveSchema(next, value);
+  }
+  if (!s) return null;
+  const def = defOf(s);
+  if (def.type === "object" && def.shape) return Object.keys(def.shape);
+  if (def.type === "record" && def.keyType) {
+    const keyDef = defOf(def.keyType);
+    if (keyDef.type === "enum" && keyDef.entries) return Object.values(keyDef.entries);
+  }
+  return null;
+}
+
+/** Levenshtein distance (short strings: config keys). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/** Keys people write that the file spells otherwise, with the fix. */
+const KEY_HINTS: Record<string, string> = {
+  api_key:
+    "use api_key_env (the name of an environment variable holding the key); secrets never live in the config file",
+  apiKey:
+    "use api_key_env (the name of an environment variable holding the key); secrets never live in the config file",
+};
+
+/** The fix for an unknown key: a known spelling of it, the closest allowed key, or the allowed keys. */
+function unknownKeyHint(key: string, allowed: string[] | null): string {
+  if (Object.hasOwn(KEY_HINTS, key) && allowed?.includes("api_key_env")) return KEY_HINTS[key];
+  if (!allowed?.length) return "remove it";
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const candidate of allowed) {
+    const d = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  if (best && bestDistance <= 2) return `did you mean ${best}?`;
+  return `allowed here: ${allowed.join(", ")}`;
+}
+
+function issuesToProblems(prefix: string, error: z.ZodError, schema: z.ZodType, data: unknown): string[] {
+  return error.issues.flatMap((issue) => {
+    if (issue.code === "unrecognized_keys") {
+      const allowed = allowedKeysAt(schema, data, issue.path);
+      return issue.keys.map(
+        (key) => `${prefix}${pathText([...issue.path, key])}: unknown key; ${unknownKeyHint(key, allowed)}`,
+      );
+    }
+    if (issue.code === "invalid_key") {
+      const expected = issue.issues.map((i) => i.message).join("; ");
+      return [`${prefix}${pathText(issue.path)}: not a valid name here; expected ${expected}`];
+    }
+    return [`${prefix}${pathText(issue.path)}: ${issue.message}`];
   });
 }
 
@@ -482,8 +680,8 @@ const EMPTY_MATCH_PROBES = ["", "Hello, world.\n"];
  * `/re/flags` is a regex, anything else a case-insensitive literal whose spaces match any run of white space
  * ("Project  Falcon", a line break, a no-break space). Returns the problem (without the config path) for a pattern
  * that is not one: a bad regex, a blank literal, a regex that matches empty text (either would block every request).
- * Only a bad regex's problem quotes the pattern, after "invalid regex", where stacks/config.ts cuts it off (a pattern
- * may be secret); the others are named by their index alone.
+ * None quotes the pattern (a pattern may be secret): the caller names it by its index, and a bad regex's problem
+ * gives the regex engine's reason alone, after "invalid regex" (where stacks/config.ts cuts problems off).
  */
 export function compileBlockedPattern(pattern: string): RegExp | string {
   const m = /^\/(.+)\/([a-z]*)$/s.exec(pattern);
@@ -498,7 +696,11 @@ export function compileBlockedPattern(pattern: string): RegExp | string {
   try {
     re = new RegExp(m[1], flags.replace(/g|y/g, ""));
   } catch (error) {
-    return `invalid regex ${pattern} (${(error as Error).message})`;
+    // V8 writes "Invalid regular expression: /<source>/<flags>: <reason>": keep the reason only.
+    const message = (error as Error).message;
+    const reason = message.slice(message.lastIndexOf(": ") + 2);
+    const safe = reason && !reason.includes(m[1]) ? reason : "not a valid regular expression";
+    return `invalid regex (${safe}); fix the pattern (not quoted here: a pattern may be secret)`;
   }
   // Every match, not only the leftmost: `/H|\b/` matches "H" first and empty text after it.
   const all = new RegExp(re.source, `${re.flags}g`);
@@ -530,17 +732,82 @@ const MOCK_MODELS: DeploymentConfig[] = [
   },
 ];
 
+type EnvValues = z.infer<typeof envSchema>;
+type FileValues = z.infer<typeof fileSchema>;
+type FileSection = keyof FileValues;
+type DeploymentInput = z.infer<typeof deploymentSchema>;
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** The variables that parse, when some do not: the checks across variables still run on them. */
+function partialEnv(rawEnv: Record<string, string>): EnvValues {
+  const out: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(envSchema.shape)) {
+    const r = (schema as z.ZodType).safeParse(rawEnv[key]);
+    if (r.success && r.data !== undefined) out[key] = r.data;
+  }
+  return out as EnvValues;
+}
+
+/**
+ * The parts of a file that failed the schema which still parse: each section on its own (a failed one holds its
+ * default, on which the checks below find nothing), each provider and each model on its own. The checks across
+ * sections run on them, so a start lists every problem at once, not the schema's first and the rest after a fix.
+ */
+function partialFile(raw: unknown): { file: FileValues; modelIndex: number[] } {
+  const obj = isPlainObject(raw) ? raw : {};
+  const out: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(fileSchema.shape) as Array<[FileSection, z.ZodType]>) {
+    const r = schema.safeParse(obj[key]);
+    out[key] = r.success ? r.data : schema.parse(undefined);
+  }
+  const file = out as FileValues;
+  let modelIndex = file.models.map((_, i) => i);
+  if (!fileSchema.shape.models.safeParse(obj.models).success && Array.isArray(obj.models)) {
+    const models: DeploymentInput[] = [];
+    modelIndex = [];
+    obj.models.forEach((m: unknown, i: number) => {
+      const r = deploymentSchema.safeParse(m);
+      if (r.success) {
+        models.push(r.data);
+        modelIndex.push(i);
+      }
+    });
+    file.models = models;
+  }
+  if (!fileSchema.shape.providers.safeParse(obj.providers).success && isPlainObject(obj.providers)) {
+    file.providers = {};
+    for (const [name, p] of Object.entries(obj.providers)) {
+      const r = providerSchema.safeParse(p);
+      if (PROVIDER_NAME.test(name) && r.success) file.providers[name] = r.data;
+    }
+  }
+  return { file, modelIndex };
+}
+
+/** The names a file declares under a list or map, also those that failed the schema (not "unknown" then). */
+function declaredNames(raw: unknown, section: "models" | "providers"): Set<string> {
+  const value = isPlainObject(raw) ? raw[section] : undefined;
+  if (section === "providers") return new Set(isPlainObject(value) ? Object.keys(value) : []);
+  if (!Array.isArray(value)) return new Set();
+  return new Set(
+    value.flatMap((m: unknown) => (isPlainObject(m) && typeof m.name === "string" ? [m.name] : [])),
+  );
+}
+
 /** Parse env + config file once. Throws ConfigError listing every problem. */
 export function loadConfig(opts: LoadConfigOptions): Config {
   const problems: string[] = [];
   const rawEnv: Record<string, string> = {};
   for (const key of Object.keys(envSchema.shape)) {
-    const v = opts.env[key];
+    let v = opts.env[key];
+    if (v !== undefined && SECRET_ENV.has(key)) v = cleanSecret(v).value;
     if (v !== undefined && v !== "") rawEnv[key] = v;
   }
   const envResult = envSchema.safeParse(rawEnv);
-  if (!envResult.success) problems.push(...issuesToProblems("env ", envResult.error));
-  const env = envResult.success ? envResult.data : ({} as z.infer<typeof envSchema>);
+  if (!envResult.success) problems.push(...issuesToProblems("env ", envResult.error, envSchema, rawEnv));
+  const env = envResult.success ? envResult.data : partialEnv(rawEnv);
 
   let fileText = opts.fileText;
   const configFile = opts.env.CONFIG_FILE;
@@ -555,16 +822,32 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   if (fileText !== undefined) {
     try {
       fileRaw = parseYaml(fileText) ?? {};
+      // A file with nothing in it would serve no models (the built-in ones exist only without a file), silently.
+      if (configFile && isPlainObject(fileRaw) && Object.keys(fileRaw).length === 0) {
+        problems.push(
+          `config file ${configFile}: no models configured (is it empty?); add models: (and providers:), or remove CONFIG_FILE to use the built-in mock models` +
+            (rawEnv.OPENAI_API_KEY ? " and the zero-config OpenAI path (OPENAI_API_KEY is set)" : ""),
+        );
+      }
     } catch (error) {
       problems.push(`config file: not valid YAML (${(error as Error).message.split("\n")[0]})`);
     }
   }
   const fileResult = fileSchema.safeParse(fileRaw);
-  if (!fileResult.success) problems.push(...issuesToProblems("config ", fileResult.error));
-  if (problems.length) throw new ConfigError(problems);
-  const file = fileResult.data!;
+  let file: FileValues;
+  /** Each parsed model's index in the file (all of them, unless some failed the schema). */
+  let modelIndex: number[];
+  if (fileResult.success) {
+    file = fileResult.data;
+    modelIndex = file.models.map((_, i) => i);
+  } else {
+    problems.push(...issuesToProblems("config ", fileResult.error, fileSchema, fileRaw));
+    ({ file, modelIndex } = partialFile(fileRaw));
+  }
+  const declaredModels = declaredNames(fileRaw, "models");
+  const declaredProviders = declaredNames(fileRaw, "providers");
 
-  const embedded = !env.DATABASE_URL;
+  const embedded = rawEnv.DATABASE_URL === undefined;
   const providers: Record<string, ProviderConfig> = {};
   for (const [name, p] of Object.entries(file.providers)) {
     if (p.type === "mock") {
@@ -572,9 +855,12 @@ export function loadConfig(opts: LoadConfigOptions): Config {
       continue;
     }
     const apiKeyEnv = p.api_key_env;
-    const apiKey = apiKeyEnv ? (opts.env[apiKeyEnv] ?? null) : null;
+    const secret = apiKeyEnv && opts.env[apiKeyEnv] !== undefined ? cleanSecret(opts.env[apiKeyEnv]) : null;
+    const apiKey = secret?.value || null;
     if (apiKeyEnv && !apiKey) {
       problems.push(`config providers.${name}.api_key_env: environment variable ${apiKeyEnv} is not set`);
+    } else if (secret?.problem) {
+      problems.push(`env ${apiKeyEnv} (providers.${name}.api_key_env): ${secret.problem}`);
     }
     const common = {
       name,
@@ -603,7 +889,8 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     };
   }
 
-  file.models.forEach((m, i) => {
+  file.models.forEach((m, k) => {
+    const i = modelIndex[k];
     if (m.targets && (m.provider || m.model)) {
       problems.push(
         `config models[${i}]: give either provider (and model) for one upstream or targets for several, not both`,
@@ -651,6 +938,9 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     // No config file: the mock deployments for demos, and the zero-config OpenAI path when a key is set.
     providers.mock ??= { name: "mock", type: "mock", latencyMs: 0 };
     models = [...MOCK_MODELS];
+    modelIndex = models.map((_, i) => i);
+    const keyProblem = env.OPENAI_API_KEY ? cleanSecret(env.OPENAI_API_KEY).problem : null;
+    if (keyProblem) problems.push(`env OPENAI_API_KEY: ${keyProblem}`);
     if (env.OPENAI_API_KEY) {
       providers.openai = {
         name: "openai",
@@ -669,7 +959,8 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   }
 
   const names = new Set<string>();
-  models.forEach((m, i) => {
+  models.forEach((m, k) => {
+    const i = modelIndex[k];
     if (names.has(m.name)) problems.push(`config models[${i}].name: duplicate model name "${m.name}"`);
     names.add(m.name);
     const upstreams = m.pool
@@ -679,6 +970,8 @@ export function loadConfig(opts: LoadConfigOptions): Config {
         : [];
     for (const { where, provider } of upstreams) {
       if (!providers[provider]) {
+        // A provider declared in the file that failed the schema has its own problem listed.
+        if (declaredProviders.has(provider)) continue;
         problems.push(
           `config ${where}: unknown provider "${provider}" (declare it under providers:, or use one of: ${Object.keys(providers).join(", ") || "none"})`,
         );
@@ -690,10 +983,14 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     }
   });
   const kindOf = new Map(models.map((m) => [m.name, m.kind]));
-  models.forEach((m, i) =>
+  models.forEach((m, k) =>
     m.fallbacks.forEach((f, j) => {
-      if (!names.has(f)) problems.push(`config models[${i}].fallbacks[${j}]: unknown model "${f}"`);
-      else if (kindOf.get(f) !== m.kind)
+      const i = modelIndex[k];
+      if (!names.has(f)) {
+        // A model declared in the file that failed the schema has its own problem listed.
+        if (!declaredModels.has(f))
+          problems.push(`config models[${i}].fallbacks[${j}]: unknown model "${f}"`);
+      } else if (kindOf.get(f) !== m.kind)
         problems.push(
           `config models[${i}].fallbacks[${j}]: "${f}" is a ${kindOf.get(f)} model; a ${m.kind} model falls back to ${m.kind} models only`,
         );
@@ -703,7 +1000,12 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   );
   const embeddingModel =
     file.embedding_model ?? (models.some((m) => m.name === "mock-embedding") ? "mock-embedding" : null);
-  if (file.embedding_model && !names.has(file.embedding_model) && !passthroughProvider) {
+  if (
+    file.embedding_model &&
+    !names.has(file.embedding_model) &&
+    !declaredModels.has(file.embedding_model) &&
+    !passthroughProvider
+  ) {
     problems.push(`config embedding_model: unknown model "${file.embedding_model}"`);
   } else if (
     file.embedding_model &&
@@ -726,12 +1028,12 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   if (file.rag.chunk_overlap >= file.rag.chunk_tokens) {
     problems.push("config rag.chunk_overlap: must be smaller than rag.chunk_tokens");
   }
-  if (!embedded && !env.PROXY_MASTER_KEY) {
+  if (!embedded && rawEnv.PROXY_MASTER_KEY === undefined) {
     problems.push(
       "env PROXY_MASTER_KEY: required when DATABASE_URL is set (at least 32 characters; generate one: openssl rand -hex 32)",
     );
   }
-  if (env.REDIS_CLUSTER && !env.REDIS_URL) {
+  if (env.REDIS_CLUSTER && rawEnv.REDIS_URL === undefined) {
     problems.push("env REDIS_CLUSTER: needs REDIS_URL (a seed node of the cluster)");
   }
   const redisProblem = env.REDIS_URL ? redisUrlProblem(env.REDIS_URL, env.REDIS_CLUSTER ?? false) : null;
@@ -823,6 +1125,48 @@ export function loadConfig(opts: LoadConfigOptions): Config {
     },
   };
   return deepFreeze(config);
+}
+
+/**
+ * What `--embedded` (the flag `npm start` passes) ignores from the environment: the embedded default runs its own
+ * database (PGlite under DATA_DIR) and keeps limits and cache in process memory, whatever a shell has exported.
+ */
+export const EMBEDDED_IGNORED_ENV = [
+  "DATABASE_URL",
+  "DATABASE_CA",
+  "REDIS_URL",
+  "REDIS_CLUSTER",
+  "REDIS_TLS_CA",
+];
+
+/** The environment for `--embedded`, and the names it dropped (set and not empty) for the one line saying so. */
+export function embeddedEnv(env: Record<string, string | undefined>): {
+  env: Record<string, string | undefined>;
+  ignored: string[];
+} {
+  const out = { ...env };
+  const ignored: string[] = [];
+  for (const name of EMBEDDED_IGNORED_ENV) {
+    if (out[name] !== undefined && out[name] !== "") ignored.push(name);
+    delete out[name];
+  }
+  return { env: out, ignored };
+}
+
+/** Settings that load but do not do what they say: one line each for the primary to print at start. */
+export function configWarnings(env: Record<string, string | undefined>, config: Config): string[] {
+  const warnings: string[] = [];
+  if (config.embedded && env.WORKERS && env.WORKERS.trim() !== "1") {
+    warnings.push(
+      `env WORKERS=${env.WORKERS} is ignored: the embedded default runs one worker (its limits and cache live in process memory); set DATABASE_URL (and REDIS_URL) to run several`,
+    );
+  }
+  if (config.models.length === 0 && !config.passthroughProvider) {
+    warnings.push(
+      "config: no models configured, so every model request is refused; add models: to the config file",
+    );
+  }
+  return warnings;
 }
 
 function deepFreeze<T>(value: T): T {

@@ -6,8 +6,22 @@
  */
 import cluster from "node:cluster";
 import fs from "node:fs";
-import { ConfigError, loadConfig, type Config } from "./config";
+import { ConfigError, configWarnings, embeddedEnv, loadConfig, type Config } from "./config";
 import { EXIT_CANNOT_START, StartupError } from "./lib/startup";
+
+/**
+ * `--embedded` (what `npm start` passes): the embedded default even when the shell exports DATABASE_URL or
+ * REDIS_URL. They are removed from this process's environment before anything reads it, so the workers (forked
+ * with it, and with the same arguments) see the same; the primary says in one line what it ignored.
+ */
+if (process.argv.includes("--embedded")) {
+  const { ignored } = embeddedEnv(process.env);
+  for (const name of ignored) delete process.env[name];
+  if (cluster.isPrimary && ignored.length)
+    process.stderr.write(
+      `llm-proxy: --embedded: ignoring ${ignored.join(", ")} from the environment (the embedded default uses PGlite under DATA_DIR and in-process limits and cache; run without --embedded to use them)\n`,
+    );
+}
 
 /**
  * The primary's config, and the config file's text as read once: workers parse that text (sent with their init),
@@ -24,7 +38,10 @@ function load(): { config: Config; fileText: string | undefined } {
         // loadConfig reports the file it cannot read
       }
     }
-    return { config: loadConfig({ env: process.env, fileText }), fileText };
+    const config = loadConfig({ env: process.env, fileText });
+    for (const warning of configWarnings(process.env, config))
+      process.stderr.write(`llm-proxy: warning: ${warning}\n`);
+    return { config, fileText };
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`llm-proxy: ${error.message}\n`);

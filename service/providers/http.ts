@@ -31,6 +31,8 @@ export interface HttpProviderSettings {
   /** The credentials sent (registered so that an upstream echoing them back is redacted; see lib/secrets.ts). */
   apiKey?: string | null;
   headers?: Record<string, string>;
+  /** Query parameters sent on every request (Azure's `api-version`, a `key=`): an upstream quoting the URL echoes them. */
+  query?: Record<string, string>;
   /** MAX_ANSWER_BYTES unless set (tests lower it). */
   maxAnswerBytes?: number;
   /** MAX_ERROR_BODY_BYTES unless set. */
@@ -112,6 +114,11 @@ export function receivedText(value: unknown): string | undefined {
 export function createHttpProvider(cfg: HttpProviderSettings): HttpProvider {
   registerSecret(cfg.apiKey);
   for (const value of Object.values(cfg.headers ?? {})) registerSecret(value);
+  // As written and as sent (URL-encoded: a base64 key's `+`, `/`, `=`).
+  for (const value of Object.values(cfg.query ?? {})) {
+    registerSecret(value);
+    registerSecret(new URLSearchParams({ v: value }).toString().slice(2));
+  }
   const maxAnswerBytes = cfg.maxAnswerBytes ?? MAX_ANSWER_BYTES;
   const maxErrorBodyBytes = cfg.maxErrorBodyBytes ?? MAX_ERROR_BODY_BYTES;
   const base = new URL(cfg.baseUrl);

@@ -395,7 +395,7 @@ describe("pricing rules", () => {
     ].join("\n");
     expect(() => loadConfig({ env: { PROXY_MASTER_KEY: "k".repeat(40) }, fileText })).toThrow(ConfigError);
     expect(() => loadConfig({ env: { PROXY_MASTER_KEY: "k".repeat(40) }, fileText })).toThrow(
-      /models\.0\.pricing\.input_per_mtok/,
+      /models\[0\]\.pricing\.input_per_mtok/,
     );
   });
 });

@@ -91,7 +91,7 @@ describe("load-balanced deployments: configuration", () => {
       configProblems(
         `${PROVIDERS}models:\n  - { name: x, targets: [{ provider: a, weight: 0 }, { provider: b }] }\n`,
       ),
-    ).toContain("models.0.targets.0.weight");
+    ).toContain("models[0].targets[0].weight");
   });
 });
 
