@@ -4,6 +4,7 @@
  * replaces crashed ones, answers metrics requests with the aggregate of all workers, and drains on SIGTERM.
  */
 import cluster, { type Worker } from "node:cluster";
+import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { AggregatorRegistry } from "prom-client";
 import type { Config } from "./config";
@@ -26,6 +27,12 @@ export interface WorkerInit {
   /** The config file's text as the primary read it at start (null without CONFIG_FILE); see main.ts. */
   configText: string | null;
 }
+
+/** One worker's metrics as prom-client's getMetricsAsJSON gives them. */
+type WorkerMetrics = Parameters<typeof AggregatorRegistry.aggregate>[0][number];
+
+/** How long a scrape waits for the workers' metrics (a Prometheus scrape times out after 10 s by default). */
+const METRICS_COLLECT_MS = 3_000;
 
 const CRASH_WINDOW_MS = 60_000;
 const MAX_CRASHES_PER_WINDOW = 10;
@@ -121,7 +128,42 @@ export async function runPrimary(config: Config, configText?: string): Promise<v
     }
   }
 
-  const aggregator = new AggregatorRegistry();
+  /**
+   * /metrics of the pod: every connected worker's registry, aggregated. A worker that does not answer within
+   * METRICS_COLLECT_MS (stalled, or busy for seconds) is left out and counted in llmproxy_metrics_workers_missing,
+   * instead of the whole scrape failing (prom-client's own cluster aggregation rejects when one worker is late).
+   */
+  const collections = new Map<string, (metrics: WorkerMetrics) => void>();
+  const collectMetrics = async (): Promise<{ body: string; contentType: string }> => {
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected());
+    const id = randomUUID();
+    const answers: WorkerMetrics[] = [];
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, METRICS_COLLECT_MS);
+      collections.set(id, (metrics) => {
+        answers.push(metrics);
+        if (answers.length === workers.length) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      for (const w of workers) w.send({ type: "llmproxy:metrics-collect", id });
+      if (workers.length === 0) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    collections.delete(id);
+    const aggregated = AggregatorRegistry.aggregate(answers);
+    const missing = workers.length - answers.length;
+    if (missing > 0) log.warn({ missing }, "metrics: workers that did not answer in time are left out");
+    const body =
+      (await aggregated.metrics()) +
+      "# HELP llmproxy_metrics_workers_missing Workers left out of this scrape: they did not answer in time.\n" +
+      "# TYPE llmproxy_metrics_workers_missing gauge\n" +
+      `llmproxy_metrics_workers_missing ${missing}\n`;
+    return { body, contentType: aggregated.contentType };
+  };
   const init: WorkerInit = {
     type: "llmproxy:init",
     databaseUrl,
@@ -154,20 +196,16 @@ export async function runPrimary(config: Config, configText?: string): Promise<v
         const port = (msg as { port?: number }).port;
         if (typeof port === "number") boundPort = port;
         if (readyCount === config.server.workers) announce();
+      } else if (msg?.type === "llmproxy:metrics-json") {
+        collections.get(msg.id ?? "")?.((msg as { metrics?: WorkerMetrics }).metrics ?? []);
       } else if (msg?.type === "llmproxy:metrics-request") {
-        aggregator
-          .clusterMetrics()
-          .then((body) =>
-            worker.send({ type: "llmproxy:metrics", id: msg.id, body, contentType: aggregator.contentType }),
+        collectMetrics()
+          .then(({ body, contentType }) =>
+            worker.send({ type: "llmproxy:metrics", id: msg.id, body, contentType }),
           )
-          .catch((error) => {
+          .catch((error: unknown) => {
             log.warn({ err: error }, "metrics aggregation failed");
-            worker.send({
-              type: "llmproxy:metrics",
-              id: msg.id,
-              body: "",
-              contentType: aggregator.contentType,
-            });
+            worker.send({ type: "llmproxy:metrics", id: msg.id, body: "", contentType: "text/plain" });
           });
       }
     });

@@ -9,7 +9,6 @@ import type { AddressInfo } from "node:net";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import v8 from "node:v8";
-import { AggregatorRegistry } from "prom-client";
 import { ConfigError, loadConfig, type Config } from "./config";
 import { buildApp } from "./app";
 import { createDeps } from "./deps";
@@ -66,10 +65,27 @@ function workerConfig(init: WorkerInit): Config {
 
 export async function runWorker(): Promise<void> {
   v8.setFlagsFromString(WORKER_HEAP_FLAGS);
-  // Answer the primary's aggregation requests from our registry (the constructor installs prom-client's
-  // worker-side IPC listener).
-  new AggregatorRegistry();
-  AggregatorRegistry.setRegistries([registry]);
+  // A stop asked for while this worker is still starting (the pod stopped right after a sibling got ready) would find
+  // no drain handler yet: the primary's message was lost and the worker served on until killed 40 s later. It is
+  // remembered here and honoured once the handlers below exist.
+  let stopAsked = false;
+  const askStop = () => {
+    stopAsked = true;
+  };
+  const askStopByMessage = (msg: unknown) => {
+    if ((msg as { type?: string })?.type === "llmproxy:drain") stopAsked = true;
+  };
+  process.on("SIGTERM", askStop);
+  process.on("SIGINT", askStop);
+  process.on("message", askStopByMessage);
+  // Answer the primary's collection of the pod's metrics with this worker's registry (primary.ts collectMetrics).
+  process.on("message", (msg: unknown) => {
+    const m = msg as { type?: string; id?: string };
+    if (m?.type !== "llmproxy:metrics-collect") return;
+    void registry
+      .getMetricsAsJSON()
+      .then((metrics) => process.send?.({ type: "llmproxy:metrics-json", id: m.id, metrics }));
+  });
   // Ask for the init message only once we listen for it (a message sent earlier would be lost).
   const initMessage = new Promise<WorkerInit>((resolve) => {
     const onMessage = (msg: unknown) => {
@@ -218,4 +234,8 @@ export async function runWorker(): Promise<void> {
     if ((msg as { type?: string })?.type === "llmproxy:drain") void drain();
   });
   process.on("disconnect", () => void drain());
+  process.off("SIGTERM", askStop);
+  process.off("SIGINT", askStop);
+  process.off("message", askStopByMessage);
+  if (stopAsked || !process.connected) void drain();
 }

@@ -204,6 +204,18 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     }
   }, 150_000);
 
+  it("a stop right after the first worker is ready also stops the workers still starting, at once", async () => {
+    // Ready = one worker listening; the others are still starting (on 2 cores, about a second apart).
+    const proxy = await spawnProxy({
+      env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "3" },
+      configYaml: config,
+    });
+    const started = Date.now();
+    expect(await proxy.stop("SIGTERM")).toBe(0);
+    expect(proxy.output()).not.toContain("workers did not stop in time");
+    expect(Date.now() - started).toBeLessThan(15_000);
+  }, 150_000);
+
   it("drains on SIGHUP (no reload) like SIGTERM: streams finish, rows recorded, exit 0", async () => {
     const proxy = await spawnProxy({
       env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2" },
@@ -232,6 +244,41 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
     const after = Number((await pool.query("SELECT count(*) FROM usage")).rows[0].count);
     expect(after - before).toBe(6);
     await proxy.stop();
+  }, 150_000);
+
+  it("a stalled worker is left out of /metrics (counted as missing) instead of failing the scrape", async () => {
+    const proxy = await spawnProxy({
+      env: { DATABASE_URL: db.url, PROXY_MASTER_KEY: TEST_MASTER_KEY, WORKERS: "2" },
+      configYaml: config,
+    });
+    const listening = () => [...proxy.output().matchAll(/"pid":(\d+),"role":"worker".*"worker listening"/g)];
+    for (let i = 0; i < 300 && listening().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const [stalled] = listening().map((m) => Number(m[1]));
+    /** /metrics from whichever worker answers (a connection handed to the stopped one times out). */
+    const scrape = async (): Promise<string> => {
+      for (let i = 0; i < 10; i++) {
+        try {
+          const res = await fetch(`${proxy.url}/metrics`, {
+            headers: { connection: "close" },
+            signal: AbortSignal.timeout(8_000),
+          });
+          if (res.status === 200) return await res.text();
+        } catch {
+          // handed to the stopped worker
+        }
+      }
+      throw new Error("no /metrics answer");
+    };
+    try {
+      expect(await scrape()).toContain("llmproxy_metrics_workers_missing 0");
+      process.kill(stalled, "SIGSTOP");
+      const partial = await scrape();
+      expect(partial).toContain("llmproxy_metrics_workers_missing 1");
+      expect(partial).toContain("llmproxy_requests_total");
+    } finally {
+      process.kill(stalled, "SIGCONT");
+      expect(await proxy.stop("SIGTERM")).toBe(0);
+    }
   }, 150_000);
 
   it("replaces a crashed worker with the config the pod started with, and shows one metrics view across workers", async () => {
