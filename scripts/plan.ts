@@ -13,6 +13,7 @@ import * as path from "node:path";
 import { stringify } from "yaml";
 import { evaluatePolicies, type Violation } from "../policy/evaluate";
 import { policies } from "../policy/rules";
+import { CONFIG_KEYS, PROJECT, type ConfigKeySpec } from "../stacks/config";
 import { OFFLINE_STACKS, runProgramOffline, type OfflineStack, type RecordedResource } from "./offline-run";
 
 export interface PlanArgs {
@@ -478,6 +479,19 @@ function formatViolations(violations: Violation[]): string {
   ].join("\n");
 }
 
+/**
+ * The `--config` overrides as `key=value` for the plan header, the values of secret project keys (`secret: true`
+ * in Pulumi.yaml, CONFIG_KEYS here) masked as `[secret]`: a key passed with --config instead of --secret must not
+ * reach the terminal or a CI log.
+ */
+export function describeOverrides(overrides: Record<string, string>): string[] {
+  return Object.entries(overrides).map(([k, v]) => {
+    const bare = k.startsWith(`${PROJECT}:`) ? k.slice(PROJECT.length + 1) : k;
+    const spec = (CONFIG_KEYS as Record<string, ConfigKeySpec>)[bare];
+    return `${k}=${spec?.secret ? "[secret]" : v}`;
+  });
+}
+
 /** Errors thrown by the program on bad config (StackConfigError, pulumi.ResourceError) carry a clear message. */
 function configErrorMessage(error: unknown): string {
   const e = error as Error;
@@ -505,7 +519,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const custom = run.resources.filter((r) => r.custom && !r.type.startsWith("pulumi:providers:"));
-  const overrides = Object.entries(args.overrides).map(([k, v]) => `${k}=${v}`);
+  const overrides = describeOverrides(args.overrides);
   process.stdout.write(
     [
       `Plan for stack "${args.stack}" (project ${run.project}): ${custom.length} resources` +

@@ -46,3 +46,17 @@ export function subBlock(cidr: string, prefix: number, index: number, offset = 0
   }
   return `${intToIp(start)}/${prefix}`;
 }
+
+/** The CIDR with its host bits cleared (`10.41.1.0/16` → `10.41.0.0/16`): the form the clouds accept. */
+export function canonicalCidr(cidr: string): string {
+  const { base, prefix } = parseCidr(cidr);
+  return `${intToIp(base)}/${prefix}`;
+}
+
+/** True when two IPv4 CIDRs share at least one address. */
+export function cidrsOverlap(a: string, b: string): boolean {
+  const x = parseCidr(a);
+  const y = parseCidr(b);
+  const end = (c: { base: number; prefix: number }) => c.base + 2 ** (32 - c.prefix);
+  return x.base < end(y) && y.base < end(x);
+}

@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { ConfigError, ENV_RANGES, loadConfig } from "../service/config";
 import { MAX_NAMESPACE_LENGTH, parseProxyConfig, proxyConfigYaml, proxyPlainEnv } from "./app/decisions";
-import { isIpv4Cidr } from "./cidr";
+import { canonicalCidr, cidrsOverlap, isIpv4Cidr } from "./cidr";
 import {
   LOG_LEVELS,
   RATE_LIMIT_FAILURE_MODES,
@@ -392,6 +392,39 @@ export const AWS_MAX_ZONES = 6;
 /** Azure availability zones are numbered 1-3 in every zonal region. */
 export const AZURE_ZONES = ["1", "2", "3"] as const;
 
+/**
+ * Address ranges the program fixes inside the clusters it creates (stacks/azure/cluster.ts, stacks/gcp/cluster.ts);
+ * the network must not overlap them. AKS (Azure CNI overlay): pods and Kubernetes services; GKE: the private
+ * control plane's /28.
+ */
+export const AKS_POD_CIDR = "192.168.0.0/16";
+export const AKS_SERVICE_CIDR = "172.16.0.0/16";
+export const AKS_DNS_SERVICE_IP = "172.16.0.10";
+export const GKE_MASTER_CIDR = "172.16.0.32/28";
+
+/** Largest Memorystore for Redis instance, GB (the M5 capacity tier tops out at 300 GB). */
+export const MEMORYSTORE_MAX_GB = 300;
+/** Cloud SQL storage capacity, GB: 10 GB to 64 TB. */
+export const CLOUD_SQL_STORAGE_GB = { min: 10, max: 65_536 } as const;
+/**
+ * Largest capacity each Filestore tier accepts, GiB (the Filestore tier table: zonal and regional up to 100 TiB,
+ * enterprise 10 TiB, basic 63.9 TiB).
+ */
+export const FILESTORE_MAX_CAPACITY_GB: Record<string, number> = {
+  REGIONAL: 102_400,
+  ZONAL: 102_400,
+  ENTERPRISE: 10_240,
+  BASIC_HDD: 65_433,
+  BASIC_SSD: 65_433,
+};
+
+/** What existingNetworkId names on each cloud. */
+const NETWORK_ID_KIND: Record<Cloud, string> = {
+  aws: "the cluster's VPC id",
+  azure: "the cluster's VNet resource id",
+  gcp: "the cluster's network self link",
+};
+
 /** Longest HPA stabilization window Kubernetes accepts, seconds. */
 export const HPA_MAX_STABILIZATION_SECONDS = 3600;
 
@@ -576,6 +609,13 @@ function parseValue(
       return parsed.map(String);
     }
     default:
+      // A blank value is set, so it would replace the default (an empty size, a name of spaces).
+      if (raw !== "" && raw.trim() === "") {
+        problems.push(
+          `${PROJECT}:${key} is blank ("${raw}"). ${fix}, or remove it (back to the default) with: pulumi config rm ${PROJECT}:${key}.`,
+        );
+        return undefined;
+      }
       return raw;
   }
 }
@@ -678,6 +718,68 @@ export function pdbPolicy(values: Pick<ConfigValues, "pdbMinAvailable" | "pdbMax
     : { minAvailable: values.pdbMinAvailable };
 }
 
+/** Namespaces Kubernetes creates and uses itself. */
+export const RESERVED_NAMESPACES: readonly string[] = [
+  "default",
+  "kube-system",
+  "kube-public",
+  "kube-node-lease",
+];
+
+const DNS_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+
+/** A Kubernetes object name that is a DNS-1123 subdomain (Secrets, IngressClasses). */
+export function isDns1123Subdomain(name: string): boolean {
+  return name.length <= 253 && new RegExp(`^${DNS_LABEL}(\\.${DNS_LABEL})*$`).test(name);
+}
+
+/** An Ingress rule host: a lower-case DNS name, optionally a `*.` wildcard; labels of at most 63. */
+export function isIngressHost(host: string): boolean {
+  const name = host.startsWith("*.") ? host.slice(2) : host;
+  return isDns1123Subdomain(name) && name.split(".").every((l) => l.length <= 63);
+}
+
+/**
+ * Keys whose value differs from the default but has no effect with the rest of the config: one warning each,
+ * naming the key and why. Not errors (the stack works as configured); pure, logged by loadStackConfig.
+ */
+export function ignoredKeyWarnings(v: ConfigValues, opts: { hasExistingKubeconfig: boolean }): string[] {
+  const changed = (k: ConfigKey) =>
+    JSON.stringify(v[k]) !== JSON.stringify((CONFIG_KEYS[k] as ConfigKeySpec).default);
+  const w: string[] = [];
+  const ignored = (keys: ConfigKey[], why: string) => {
+    for (const k of keys.filter(changed)) {
+      w.push(`${PROJECT}:${k} is set but ignored: ${why} Remove it with: pulumi config rm ${PROJECT}:${k}.`);
+    }
+  };
+  if (v.autoscalingEnabled) {
+    ignored(
+      ["replicas"],
+      `${PROJECT}:autoscalingEnabled is true, so the HPA sizes the proxy (${PROJECT}:minReplicas to ${PROJECT}:maxReplicas).`,
+    );
+  } else {
+    ignored(
+      ["minReplicas", "maxReplicas", "cpuTargetPercent", "scaleDownStabilizationSeconds"],
+      `${PROJECT}:autoscalingEnabled is false, so there is no HPA and ${PROJECT}:replicas sizes the proxy.`,
+    );
+  }
+  if (opts.hasExistingKubeconfig) {
+    ignored(
+      ["nodeSize", "nodeMinCount", "nodeMaxCount", "kubernetesVersion", "apiAllowedCidrs"],
+      `${PROJECT}:existingKubeconfig is set, so no cluster (and no node pool) is created.`,
+    );
+  }
+  // In an existing network the CIDR is not created but admitted: the database, Redis and filesystem rules let this
+  // range in. Left at the default, the rules may not match the network at all (the CLI fills in the default, so the
+  // program cannot tell a deliberate 10.40.0.0/16 from an unset one: a warning, not an error).
+  if (v.existingNetworkId && !changed("networkCidr")) {
+    w.push(
+      `${PROJECT}:existingNetworkId is set but ${PROJECT}:networkCidr is the default ${v.networkCidr}: the database, Redis and filesystem firewall rules admit that range. If the existing network uses another, set it with: pulumi config set ${PROJECT}:networkCidr <the network's CIDR>.`,
+    );
+  }
+  return w;
+}
+
 export interface ProviderValues {
   region?: string;
   gcpProject?: string;
@@ -731,6 +833,12 @@ export function validateConfigValues(
           `${key("filesystemSizeGb")} is ${v.filesystemSizeGb}, below the ${FILESTORE_MIN_CAPACITY_GB[tier]} GB minimum of Filestore ${tier}. Set it with: pulumi config set ${key("filesystemSizeGb")} ${FILESTORE_MIN_CAPACITY_GB[tier]}.`,
         );
       }
+      const maxGb = FILESTORE_MAX_CAPACITY_GB[tier];
+      if (cloud === "gcp" && maxGb !== undefined && v.filesystemSizeGb > maxGb) {
+        p.push(
+          `${key("filesystemSizeGb")} is ${v.filesystemSizeGb}, above the ${maxGb} GiB maximum of Filestore ${tier}. Set it with: pulumi config set ${key("filesystemSizeGb")} ${maxGb}.`,
+        );
+      }
     }
     if (
       cloud === "azure" &&
@@ -772,6 +880,22 @@ export function validateConfigValues(
     if (cloud === "aws" && v.postgresStorageGb > RDS_MAX_STORAGE_GB) {
       p.push(
         `${key("postgresStorageGb")} is ${v.postgresStorageGb}, above the ${RDS_MAX_STORAGE_GB} GiB (64 TiB) an RDS volume holds. Set it with: pulumi config set ${key("postgresStorageGb")} ${RDS_MAX_STORAGE_GB}.`,
+      );
+    }
+    if (
+      cloud === "gcp" &&
+      v.postgresStorageGb > 0 &&
+      (v.postgresStorageGb < CLOUD_SQL_STORAGE_GB.min || v.postgresStorageGb > CLOUD_SQL_STORAGE_GB.max)
+    ) {
+      const fix =
+        v.postgresStorageGb < CLOUD_SQL_STORAGE_GB.min ? CLOUD_SQL_STORAGE_GB.min : CLOUD_SQL_STORAGE_GB.max;
+      p.push(
+        `${key("postgresStorageGb")} is ${v.postgresStorageGb}, outside the ${CLOUD_SQL_STORAGE_GB.min}-${CLOUD_SQL_STORAGE_GB.max} GB (64 TB) Cloud SQL storage holds. Set it with: pulumi config set ${key("postgresStorageGb")} ${fix}.`,
+      );
+    }
+    if (cloud === "gcp" && v.redisMemoryGb > MEMORYSTORE_MAX_GB) {
+      p.push(
+        `${key("redisMemoryGb")} is ${v.redisMemoryGb}, above the ${MEMORYSTORE_MAX_GB} GB a Memorystore for Redis instance holds. Set it with: pulumi config set ${key("redisMemoryGb")} ${MEMORYSTORE_MAX_GB}.`,
       );
     }
     const backup = AZURE_POSTGRES_BACKUP_DAYS;
@@ -823,6 +947,27 @@ export function validateConfigValues(
       }
     }
 
+    // Zones of the stack's region only (Azure zones are checked above).
+    if (provider.region && (cloud === "aws" || cloud === "gcp")) {
+      const region = provider.region;
+      const escaped = region.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      const zoneOf = new RegExp(cloud === "aws" ? `^${escaped}[a-z]$` : `^${escaped}-[a-z]$`);
+      const foreign = v.zones.filter((z) => !zoneOf.test(z));
+      if (foreign.length > 0) {
+        const example = cloud === "aws" ? `${region}a` : `${region}-b`;
+        p.push(
+          `${key("zones")} lists ${foreign.map((z) => `"${z}"`).join(", ")}, not a zone of ${settings.region} ${region} (${cloud === "aws" ? "AWS zones are <region><letter>" : "GCP zones are <region>-<letter>"}, e.g. ${example}). List zones of ${region} with: pulumi config set --path '${key("zones")}[0]' ${example}, or change ${settings.region}.`,
+        );
+      }
+    }
+
+    // An existing cluster reaches only its own network: the databases and the filesystem must be created there.
+    if (opts.hasExistingKubeconfig && !v.existingNetworkId) {
+      p.push(
+        `${key("existingKubeconfig")} is set but ${key("existingNetworkId")} is empty: the program would create a new network and put PostgreSQL, Redis and the filesystem there, out of the existing cluster's reach. The databases must live in the cluster's network: set ${key("existingNetworkId")} to ${NETWORK_ID_KIND[cloud]} (and ${key("existingSubnetIds")}) with: pulumi config set ${key("existingNetworkId")} <id>.`,
+      );
+    }
+
     // The Kubernetes API of a cluster the program creates: reachable from named networks only.
     if (!opts.hasExistingKubeconfig) {
       const cidrs = v.apiAllowedCidrs;
@@ -867,10 +1012,41 @@ export function validateConfigValues(
     p.push(
       `${key("networkCidr")} "${v.networkCidr}" is not an IPv4 CIDR (four octets 0-255, prefix 0-32). Use e.g. 10.40.0.0/16.`,
     );
-  } else if (Number(v.networkCidr.split("/")[1]) > 16 && !v.existingNetworkId) {
+  } else if (canonicalCidr(v.networkCidr) !== v.networkCidr) {
+    const canonical = canonicalCidr(v.networkCidr);
     p.push(
-      `${key("networkCidr")} must be a /16 or larger for the subnets the program creates. Use e.g. 10.40.0.0/16.`,
+      `${key("networkCidr")} "${v.networkCidr}" has host bits set; the clouds take only the network address. Set it with: pulumi config set ${key("networkCidr")} ${canonical}.`,
     );
+  } else {
+    const prefix = Number(v.networkCidr.split("/")[1]);
+    if (prefix > 16 && !v.existingNetworkId) {
+      p.push(
+        `${key("networkCidr")} must be a /16 or larger for the subnets the program creates. Use e.g. 10.40.0.0/16.`,
+      );
+    } else if (prefix < 16 && !v.existingNetworkId && v.cloud === "aws") {
+      p.push(
+        `${key("networkCidr")} "${v.networkCidr}" is larger than a /16: an AWS VPC takes /16 to /28, and the subnet plan (a /19 private subnet per AZ, the public /24s in the last /20) needs a whole /16. Use exactly a /16, e.g. pulumi config set ${key("networkCidr")} 10.40.0.0/16.`,
+      );
+    }
+    // Ranges the created cluster fixes: AKS pods and services, the GKE control plane.
+    if (!opts.hasExistingKubeconfig) {
+      const fixed: [string, string][] =
+        v.cloud === "azure"
+          ? [
+              [AKS_SERVICE_CIDR, "the AKS service range"],
+              [AKS_POD_CIDR, "the AKS pod range"],
+            ]
+          : v.cloud === "gcp"
+            ? [[GKE_MASTER_CIDR, "the GKE control-plane range"]]
+            : [];
+      for (const [range, what] of fixed) {
+        if (cidrsOverlap(v.networkCidr, range)) {
+          p.push(
+            `${key("networkCidr")} ${v.networkCidr} overlaps ${range}, ${what} the program gives the cluster, which the cloud refuses. Use a range outside it, e.g. pulumi config set ${key("networkCidr")} 10.40.0.0/16.`,
+          );
+        }
+      }
+    }
   }
 
   // Replicas, autoscaling and the disruption budget.
@@ -1005,6 +1181,25 @@ export function validateConfigValues(
     const m = /^v?(\d+)/.exec(v.postgresVersion);
     p.push(
       `${key("postgresVersion")} "${v.postgresVersion}" is not a PostgreSQL major version (RDS parameter group family, Azure server version and Cloud SQL databaseVersion all take the major only). Set it with: pulumi config set ${key("postgresVersion")} ${m ? m[1] : CONFIG_KEYS.postgresVersion.default}.`,
+    );
+  }
+  if (RESERVED_NAMESPACES.includes(v.namespace)) {
+    p.push(
+      `${key("namespace")} is "${v.namespace}", a namespace Kubernetes reserves for itself; the proxy's Pod Security label and NetworkPolicies would apply to everything in it. Set its own with: pulumi config set ${key("namespace")} ${CONFIG_KEYS.namespace.default}.`,
+    );
+  }
+  if (v.ingressHost && !isIngressHost(v.ingressHost)) {
+    const host = v.ingressHost
+      .replace(/^[a-z][a-z0-9+.-]*:\/\//i, "")
+      .split(/[/:?#]/)[0]
+      .toLowerCase();
+    p.push(
+      `${key("ingressHost")} "${v.ingressHost}" is not a lower-case DNS name (no scheme, port or path). Set it with: pulumi config set ${key("ingressHost")} ${isIngressHost(host) ? host : "proxy.example.com"}.`,
+    );
+  }
+  if (v.ingressTlsSecret && !isDns1123Subdomain(v.ingressTlsSecret)) {
+    p.push(
+      `${key("ingressTlsSecret")} "${v.ingressTlsSecret}" is not a valid Secret name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253). Use e.g. llm-proxy-tls.`,
     );
   }
   if (!v.ingressHost) {
@@ -1206,5 +1401,10 @@ export function loadStackConfig(): StackConfig {
   const provider: ProviderValues = settings
     ? { region: read(settings.region), gcpProject: read(settings.project) }
     : {};
-  return parseStackConfig(raw, provider, secrets);
+  const config = parseStackConfig(raw, provider, secrets);
+  const hasExistingKubeconfig = !!secrets.existingKubeconfig;
+  for (const warning of ignoredKeyWarnings(parseConfigValues(raw).values, { hasExistingKubeconfig })) {
+    void pulumi.log.warn(warning);
+  }
+  return config;
 }

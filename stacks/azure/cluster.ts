@@ -6,7 +6,7 @@ import * as authorization from "@pulumi/azure-native/authorization";
 import * as containerservice from "@pulumi/azure-native/containerservice";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { ClusterSettings } from "../config";
+import { AKS_DNS_SERVICE_IP, AKS_POD_CIDR, AKS_SERVICE_CIDR, type ClusterSettings } from "../config";
 import { zonalNodeGroupScaling } from "../node-scaling";
 import { AZURE_ROLES, roleDefinitionId } from "./roles";
 
@@ -113,9 +113,9 @@ export class AzureCluster extends pulumi.ComponentResource {
           networkPluginMode: containerservice.NetworkPluginMode.Overlay,
           networkDataplane: containerservice.NetworkDataplane.Cilium,
           networkPolicy: containerservice.NetworkPolicy.Cilium,
-          podCidr: "192.168.0.0/16",
-          serviceCidr: "172.16.0.0/16",
-          dnsServiceIP: "172.16.0.10",
+          podCidr: AKS_POD_CIDR,
+          serviceCidr: AKS_SERVICE_CIDR,
+          dnsServiceIP: AKS_DNS_SERVICE_IP,
         },
         // The zonal user pools are alike but for their zone: balancing keeps them at similar sizes.
         autoScalerProfile: { balanceSimilarNodeGroups: "true" },

@@ -5,7 +5,7 @@
 import * as gcp from "@pulumi/gcp";
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { ClusterSettings } from "../config";
+import { GKE_MASTER_CIDR, type ClusterSettings } from "../config";
 import { GKE_PODS_RANGE, GKE_SERVICES_RANGE } from "./network";
 
 export interface GcpClusterArgs {
@@ -81,7 +81,7 @@ export class GcpCluster extends pulumi.ComponentResource {
         privateClusterConfig: {
           enablePrivateNodes: true,
           enablePrivateEndpoint: false,
-          masterIpv4CidrBlock: "172.16.0.32/28",
+          masterIpv4CidrBlock: GKE_MASTER_CIDR,
         },
         masterAuthorizedNetworksConfig: {
           cidrBlocks: s.apiAllowedCidrs.map((cidrBlock) => ({ cidrBlock, displayName: cidrBlock })),

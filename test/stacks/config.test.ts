@@ -252,9 +252,11 @@ describe("cloud limits the validator enforces", () => {
       'llm-proxy:apiAllowedCidrs entry "office" is not an IPv4 CIDR (four octets 0-255, prefix 0-32). Use e.g. 203.0.113.0/24.',
     ]);
     // An existing cluster's API is not the program's to open or close.
-    const existing = parseStackConfig({ cloud: "aws" }, awsProvider, {
-      existingKubeconfig: {} as never,
-    });
+    const existing = parseStackConfig(
+      { cloud: "aws", existingNetworkId: "vpc-1", existingSubnetIds: '["s-1","s-2"]' },
+      awsProvider,
+      { existingKubeconfig: {} as never },
+    );
     expect(existing.cluster.apiAllowedCidrs).toEqual([]);
   });
 
