@@ -28,6 +28,20 @@ async function streamChat(url: string, key: string, onFirstChunk: () => void): P
   return text;
 }
 
+/** `n` streams, once each has received its first chunk: their bodies, still coming. */
+async function streamsUnderWay(url: string, key: string, n: number): Promise<Array<Promise<string>>> {
+  let started = 0;
+  let allStarted!: () => void;
+  const startedAll = new Promise<void>((r) => (allStarted = r));
+  const streams = Array.from({ length: n }, () =>
+    streamChat(url, key, () => {
+      if (++started === n) allStarted();
+    }),
+  );
+  await startedAll;
+  return streams;
+}
+
 /** Create a key through the admin API of the proxy at `url`. */
 async function createKeyOn(url: string, name: string): Promise<{ id: string; key: string }> {
   const res = await fetch(`${url}/internal/keys`, {
@@ -87,15 +101,7 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
       configYaml: config,
     });
     const before = Number((await pool.query("SELECT count(*) FROM usage")).rows[0].count);
-    let started = 0;
-    let allStarted!: () => void;
-    const startedAll = new Promise<void>((r) => (allStarted = r));
-    const streams = Array.from({ length: 20 }, () =>
-      streamChat(proxy.url, key, () => {
-        if (++started === 20) allStarted();
-      }),
-    );
-    await startedAll;
+    const streams = await streamsUnderWay(proxy.url, key, 20);
     const code = proxy.stop("SIGTERM");
     // New connections are refused once the drain has begun (polled: the signal travels primary → worker).
     let refused = false;
@@ -222,15 +228,7 @@ describe("the proxy process: workers, SIGTERM drain, crash replacement, pod-wide
       configYaml: config,
     });
     const before = Number((await pool.query("SELECT count(*) FROM usage")).rows[0].count);
-    let started = 0;
-    let allStarted!: () => void;
-    const startedAll = new Promise<void>((r) => (allStarted = r));
-    const streams = Array.from({ length: 6 }, () =>
-      streamChat(proxy.url, key, () => {
-        if (++started === 6) allStarted();
-      }),
-    );
-    await startedAll;
+    const streams = await streamsUnderWay(proxy.url, key, 6);
     // Every process of the pod, as a closed terminal signals its process group.
     const listening = () => [...proxy.output().matchAll(/"pid":(\d+),"role":"worker".*"worker listening"/g)];
     for (let i = 0; i < 300 && listening().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
