@@ -75,7 +75,15 @@ export interface KeyStore {
     },
     audit?: AuditContext,
   ): Promise<ApiKeyRecord>;
-  list(): Promise<ApiKeyRecord[]>;
+  /**
+   * Keys oldest first, a page at a time: at most `limit` (default all) after the position `after`, optionally of one
+   * team; `next` is the position to pass for the next page, null after the last.
+   */
+  list(opts?: {
+    limit?: number;
+    after?: AuditPosition;
+    teamId?: string;
+  }): Promise<{ keys: ApiKeyRecord[]; next: AuditPosition | null }>;
   get(id: string): Promise<ApiKeyRecord | null>;
   /** Only the given fields change; within `limits`, only the given budgets (null = back to the default). */
   update(

@@ -259,9 +259,35 @@ export function createPgKeyStore(pool: pg.Pool): KeyStore {
       });
     },
 
-    async list() {
-      const { rows } = await pool.query(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at, id`);
-      return rows.map((r) => toKey(r as Row));
+    async list(opts = {}) {
+      const params: unknown[] = [];
+      const where: string[] = [];
+      if (opts.after) {
+        params.push(opts.after.at, opts.after.id);
+        where.push(`(created_at, id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+      }
+      if (opts.teamId) {
+        params.push(opts.teamId);
+        where.push(`team_id = $${params.length}`);
+      }
+      const limit = opts.limit ?? null;
+      // One row more than the page: whether there is a next page, without a count.
+      if (limit !== null) params.push(limit + 1);
+      const { rows } = await pool.query(
+        `SELECT ${KEY_COLUMNS}, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at_exact
+         FROM api_keys ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+         ORDER BY created_at, id ${limit !== null ? `LIMIT $${params.length}` : ""}`,
+        params,
+      );
+      const page = limit !== null ? rows.slice(0, limit) : rows;
+      const last = page.at(-1) as Row | undefined;
+      return {
+        keys: page.map((r) => toKey(r as Row)),
+        next:
+          limit !== null && rows.length > limit && last
+            ? { at: String(last.at_exact), id: String(last.id) }
+            : null,
+      };
     },
 
     async get(id) {

@@ -8,7 +8,7 @@
  *   DELETE /internal/teams/:id             → {id, object: "team", deleted: true}; 409 while a key that is not
  *                                           revoked (expired ones included) belongs to it
  *   POST   /internal/keys                  {name, team_id?, scopes?, expires_at?, allowed_models?, ...limits}  → 201
- *   GET    /internal/keys                  → {object: "list", data: [key]}  (never the key or its hash)
+ *   GET    /internal/keys?limit&cursor&team_id → {object: "list", data: [key], next_cursor}  (never the key or its hash)
  *   GET    /internal/keys/:id
  *   PATCH  /internal/keys/:id              {name?, scopes?, expires_at?, allowed_models?, ...limits}
  *   POST   /internal/keys/:id/revoke
@@ -384,6 +384,10 @@ function queryLimit(ctx: Context, field: string, fallback: number, max: number):
   return n;
 }
 
+export const KEYS_PAGE_DEFAULT = 1000;
+export const KEYS_PAGE_MAX = 1000;
+const KEYS_QUERY = ["limit", "cursor", "team_id"] as const;
+
 export const AUDIT_PAGE_DEFAULT = 100;
 export const AUDIT_PAGE_MAX = 1000;
 const CURSOR_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)\|([0-9a-f-]{36})$/;
@@ -534,8 +538,25 @@ export function createAdminRouter(deps: AppDeps, masterAuth: Middleware<ProxySta
     ctx.body = { ...keyJson(record), key: generated.key };
   });
 
-  router.get("/internal/keys", masterAuth, noQuery, async function listKeys(ctx) {
-    ctx.body = { object: "list", data: await withSpend("key", (await deps.keys.list()).map(keyJson)) };
+  // A page at a time (50,000 keys were one 22 MB answer that blocked the worker for seconds): oldest first.
+  router.get("/internal/keys", masterAuth, acceptQuery(...KEYS_QUERY), async function listKeys(ctx) {
+    const teamId = queryString(ctx, "team_id");
+    if (teamId !== undefined && !UUID_RE.test(teamId))
+      throw new InvalidRequestError(
+        "Invalid `team_id`: expected a team's id (a UUID).",
+        "invalid_id",
+        "team_id",
+      );
+    const page = await deps.keys.list({
+      limit: queryLimit(ctx, "limit", KEYS_PAGE_DEFAULT, KEYS_PAGE_MAX),
+      after: queryCursor(ctx),
+      ...(teamId ? { teamId: teamId.toLowerCase() } : {}),
+    });
+    ctx.body = {
+      object: "list",
+      data: await withSpend("key", page.keys.map(keyJson)),
+      next_cursor: page.next ? encodeCursor(page.next) : null,
+    };
   });
 
   router.get("/internal/keys/:id", masterAuth, noQuery, async function getKey(ctx) {

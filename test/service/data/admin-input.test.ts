@@ -241,7 +241,7 @@ describe("admin API: GET endpoints reject query parameters they do not take", ()
       ["/internal/usage?from=2020-01-01&key=abc", "key", USAGE],
       ["/internal/audit?acton=key.created", "acton", AUDIT],
       ["/internal/audit?limit=5&page=2", "page", AUDIT],
-      ["/internal/keys?team_id=nonsense", "team_id", []],
+      ["/internal/keys?team=nonsense", "team", ["limit", "cursor", "team_id"]],
       [`/internal/keys/${key.body.id}?expand=team`, "expand", []],
       ["/internal/teams?name=query-team", "name", []],
       [`/internal/teams/${team.body.id}?verbose`, "verbose", []],

@@ -255,6 +255,44 @@ describe("admin API: keys", () => {
     expect(defaults).toMatchObject({ scopes: ["chat", "embeddings", "models"], team_id: null, expires_at: null });
   });
 
+  it("the key list comes a page at a time (limit, next_cursor), oldest first, optionally of one team", async () => {
+    const team = (await call("POST", "/internal/teams", { body: { name: "paged" } })).body;
+    for (let i = 0; i < 5; i++)
+      await call("POST", "/internal/keys", { body: { name: `paged-${i}`, ...(i % 2 ? {} : { team_id: team.id }) } });
+    const all = (await call("GET", "/internal/keys")).body;
+    expect(all.next_cursor).toBeNull();
+    const walked: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const page: { status: number; body: any } = await call(
+        "GET",
+        `/internal/keys?limit=2${cursor ? `&cursor=${cursor}` : ""}`,
+      );
+      expect(page.status).toBe(200);
+      expect(page.body.data.length).toBeLessThanOrEqual(2);
+      walked.push(...page.body.data.map((k: { id: string }) => k.id));
+      cursor = page.body.next_cursor;
+      pages++;
+    } while (cursor);
+    // Every key once, in the order of the whole list; no page past the last.
+    expect(walked).toEqual(all.data.map((k: { id: string }) => k.id));
+    expect(pages).toBe(Math.ceil(all.data.length / 2));
+    const ofTeam = (await call("GET", `/internal/keys?team_id=${team.id}`)).body.data;
+    expect(ofTeam.map((k: { name: string }) => k.name)).toEqual(["paged-0", "paged-2", "paged-4"]);
+    for (const [query, param] of [
+      ["limit=0", "limit"],
+      ["limit=1001", "limit"],
+      ["cursor=bm9wZQ", "cursor"],
+      ["team_id=nope", "team_id"],
+      ["offset=2", "offset"],
+    ]) {
+      const bad = await call("GET", `/internal/keys?${query}`);
+      expect(bad.status, query).toBe(400);
+      expect(bad.body.error.param).toBe(param);
+    }
+  });
+
   it("validation: scopes, expiry in the past, unknown team", async () => {
     const badScope = await call("POST", "/internal/keys", { body: { name: "x", scopes: ["chat", "admin"] } });
     expect(badScope.status).toBe(400);

@@ -104,7 +104,7 @@ describe("pg stores", () => {
     const solo = await newKey(null);
     expect((await keys.findByHash((await pool.query("SELECT key_hash FROM api_keys WHERE id=$1", [solo.id])).rows[0].key_hash))?.teamLimits).toBeNull();
 
-    const listed = await keys.list();
+    const listed = (await keys.list()).keys;
     expect(listed.map((x) => x.id)).toEqual(expect.arrayContaining([k.id, solo.id]));
     expect(JSON.stringify(listed)).not.toContain(g.hash);
 
