@@ -281,12 +281,12 @@ describe("withDeadline", () => {
     client = createRedisClient({ url: server.url, log, commandTimeoutMs: 5_000 });
     await waitFor(() => client.status === "ready", "redis ready");
     const reply = withDeadline(client.ping(), 50, "test");
-    // The client sends auto-pipelined commands on the next tick: let it write the PING before the stall, so the
-    // answer arrives during the stall (otherwise it is only sent after it, and this test races the timer).
-    await new Promise((resolve) => process.nextTick(resolve));
-    // Long enough for the answer to arrive even when the machine is loaded (CI runs test files side by side: with
-    // 300 ms the throwaway Redis was once not scheduled in time, and the test failed on a reply that never came).
-    blockEventLoop(1500);
+    // The client sends auto-pipelined commands from a setImmediate (ioredis' autoPipelining): let that run first, so
+    // the PING is written before the stall and its answer arrives during it. (Waiting for a nextTick only, as this
+    // test once did, left the PING unsent until after the stall, and the test raced Redis against one turn of the
+    // event loop: it failed on a loaded CI machine.)
+    await new Promise((resolve) => setImmediate(resolve));
+    blockEventLoop(1000);
     await expect(reply).resolves.toBe("PONG");
   });
 
