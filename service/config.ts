@@ -98,22 +98,20 @@ const upstreamUrl = () =>
  */
 export function cleanSecret(value: string): { value: string; problem: string | null } {
   const trimmed = value.replace(/\s+$/u, "");
-  for (const ch of trimmed) {
-    const code = ch.charCodeAt(0);
-    if (code === 10 || code === 13)
-      return {
-        value: trimmed,
-        problem:
-          "contains a line break inside the value (a trailing one is removed, not one inside); write the key on one line",
-      };
-  }
-  for (const ch of trimmed) {
-    const code = ch.charCodeAt(0);
-    if (code < 32 || code === 127)
-      return {
-        value: trimmed,
-        problem: `contains a control character (U+${code.toString(16).padStart(4, "0").toUpperCase()}); write the key without it`,
-      };
+  if (/[\r\n]/.test(trimmed))
+    return {
+      value: trimmed,
+      problem:
+        "contains a line break inside the value (a trailing one is removed, not one inside); write the key on one line",
+    };
+  // eslint-disable-next-line no-control-regex -- control characters are what this looks for
+  const control = /[\x00-\x1f\x7f]/.exec(trimmed);
+  if (control) {
+    const code = control[0].charCodeAt(0);
+    return {
+      value: trimmed,
+      problem: `contains a control character (U+${code.toString(16).padStart(4, "0").toUpperCase()}); write the key without it`,
+    };
   }
   return { value: trimmed, problem: null };
 }

@@ -146,7 +146,7 @@ const EXACT_EMBEDDING_ENCODING = /^text-embedding-(3-small|3-large|ada-002)$/;
  * otherwise, or when an id is not in the vocabulary.
  */
 export function decodeTokens(model: string, tokens: number[]): string | null {
-  const name = model.includes("/") ? model.slice(model.lastIndexOf("/") + 1) : model;
+  const name = baseName(model);
   if (!EXACT_EMBEDDING_ENCODING.test(name)) return null;
   try {
     return loadEncoding("cl100k_base").decode(tokens);
@@ -159,10 +159,13 @@ export function preloadEncoding(encoding: Encoding): void {
   counter(encoding)("");
 }
 
+/** A model's own name, without a provider or org prefix (`openai/text-embedding-3-small`). */
+const baseName = (model: string) => model.slice(model.lastIndexOf("/") + 1);
+
 const CL100K = /^(gpt-4(?!o|\.|-?5)|gpt-3\.5|text-embedding-(3|ada)|davinci|babbage)/;
 
 export function encodingFor(model: string): Encoding {
-  const name = model.includes("/") ? model.slice(model.lastIndexOf("/") + 1) : model;
+  const name = baseName(model);
   return CL100K.test(name) ? "cl100k_base" : "o200k_base";
 }
 

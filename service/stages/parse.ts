@@ -223,6 +223,10 @@ export async function readValidBody<T extends z.ZodType>(
   return parsed.data;
 }
 
+/** Whether the PII scrub or the content policy reads what the provider will see. */
+const readsInput = (deps: ParseDeps) =>
+  deps.config.pii.enabled || deps.config.contentPolicy.blockedPatterns.length > 0;
+
 /** Content parts the PII scrub and the content policy cannot read (a file's bytes, audio). */
 const OPAQUE_PARTS = new Set(["file", "input_audio"]);
 
@@ -232,7 +236,7 @@ const OPAQUE_PARTS = new Set(["file", "input_audio"]);
  * them the proxy checks nothing in any part and passes files and audio on.
  */
 function refuseOpaqueParts(deps: ParseDeps, body: ChatCompletionRequest): void {
-  if (!deps.config.pii.enabled && deps.config.contentPolicy.blockedPatterns.length === 0) return;
+  if (!readsInput(deps)) return;
   body.messages.forEach((m, i) => {
     if (!Array.isArray(m.content)) return;
     (m.content as Array<{ type?: unknown } | null>).forEach((part, j) => {
@@ -298,7 +302,7 @@ function tokenInputAsText(
   model: string,
   input: EmbeddingRequest["input"],
 ): EmbeddingRequest["input"] {
-  if (!deps.config.pii.enabled && deps.config.contentPolicy.blockedPatterns.length === 0) return input;
+  if (!readsInput(deps)) return input;
   if (!Array.isArray(input) || input.every((item) => typeof item === "string")) return input;
   const decoded =
     typeof input[0] === "number"
